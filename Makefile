@@ -1,0 +1,23 @@
+# `make demo` and `make test` do all the set-up a fresh machine needs.
+PY ?= python3
+VENV ?= .venv
+STAMP := $(VENV)/.installed
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/train_step.py
+
+.PHONY: install demo test bench

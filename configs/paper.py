@@ -1,0 +1,54 @@
+r"""The recipe of Krizhevsky, Sutskever & Hinton (NIPS 2012), each value with its section.
+
+Run on ImageNet (TFDS `imagenet2012`, manual directory; see README):
+
+    python -m alexnet_jax.main --config=configs/paper.py --workdir=workdirs/paper
+
+The paper reports 40.7% top-1 / 18.2% top-5 validation error for one network with
+10-crop testing (table 1) after about 90 epochs. `configs/paper.py:smoke` shrinks the run to
+about a minute on a CPU, on generated data.
+"""
+import ml_collections
+
+
+def get_config(arg=None):
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Section 3 and figure 2: the network.
+  config.model = ml_collections.ConfigDict()
+  config.model.num_classes = 1000
+  config.model.image_size = 227        # The paper writes 224; its arithmetic needs 227 (3.5).
+  config.model.width = 1.0             # Multiplier on every layer's width; 1.0 is the paper.
+  config.model.activation = "relu"     # 3.1; "tanh" for figure 1.
+  config.model.lrn = True              # 3.3, after conv1 and conv2.
+  config.model.lrn_convention = "paper"  # "paper": alpha as written; "caffe": alpha / n.
+  config.model.lrn_k = 2.0
+  config.model.lrn_n = 5
+  config.model.lrn_alpha = 1e-4
+  config.model.lrn_beta = 0.75
+  config.model.pool_window = 3         # 3.4: overlapping pooling, z=3, s=2.
+  config.model.pool_stride = 2
+  config.model.dropout_rate = 0.5      # 4.2, on fc6 and fc7.
+  config.model.weight_std = 0.01       # 5: weights N(0, 0.01).
+  config.model.bias_init = 1.0         # 5: biases 1 in conv2, conv4, conv5, fc6, fc7.
+  config.model.dtype = "float32"       # "bfloat16" for accelerators; parameters stay float32.
+
+  # Section 3.2: two towers, one per device; the batch splits over `data`.
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.model = 0                # 0: 2 when the devices allow it, else 1.
+
+  # Section 5: learning.
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 128        # Global batch, over all devices and hosts.
+  config.train.learning_rate = 0.01
+  config.train.momentum = 0.9
+  config.train.weight_decay = 5e-4
+  config.train.num_epochs = 90         # "roughly 90 cycles".
+
+  if arg == "smoke":
+    config.model.width = 0.25
+    config.model.num_classes = 10
+    config.train.batch_size = 16
+    config.train.num_epochs = 1
+  return config
