@@ -38,6 +38,11 @@ def get_config(arg=None):
   config.mesh = ml_collections.ConfigDict()
   config.mesh.model = 0                # 0: 2 when the devices allow it, else 1.
 
+  # Section 4.1: input. (Owned by alexnet_jax/input_pipeline.py.)
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "tfds"          # "tfds", "folder" or "generated".
+  config.data.name = "imagenet2012"
+
   # Section 5: learning.
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 128        # Global batch, over all devices and hosts.
