@@ -1,0 +1,82 @@
+"""Learning-rate schedules of section 5, as small host-side state that lives in the checkpoint.
+
+The paper: "The heuristic which we followed was to divide the learning rate by 10 when the
+validation error rate stopped improving with the current learning rate. The learning rate was
+initialized at 0.01 and reduced three times prior to termination."
+"""
+import dataclasses
+
+
+@dataclasses.dataclass
+class Plateau:
+  """Divides the rate by `factor` after `patience` evaluations without improvement."""
+  learning_rate: float
+  factor: float = 10.0
+  patience: int = 1
+  min_delta: float = 0.0
+  max_drops: int = 3
+  best_error: float = float("inf")
+  bad_evals: int = 0
+  drops: int = 0
+
+  def update(self, val_error):
+    """Takes one validation error; returns True when the rate was just divided."""
+    if val_error < self.best_error - self.min_delta:
+      self.best_error = val_error
+      self.bad_evals = 0
+      return False
+    self.bad_evals += 1
+    if self.bad_evals < self.patience or self.drops >= self.max_drops:
+      return False
+    self.learning_rate /= self.factor
+    self.drops += 1
+    self.bad_evals = 0
+    return True
+
+  def rate(self, step):
+    del step
+    return self.learning_rate
+
+
+@dataclasses.dataclass
+class Steps:
+  """Divides the rate by `factor` at each of the given epochs (a fixed alternative)."""
+  learning_rate: float
+  boundaries: tuple = ()        # In steps.
+  factor: float = 10.0
+
+  def update(self, val_error):
+    del val_error
+    return False
+
+  def rate(self, step):
+    drops = sum(step >= b for b in self.boundaries)
+    return self.learning_rate / self.factor**drops
+
+
+def create(train_cfg, steps_per_epoch):
+  """The schedule that `train_cfg.schedule` names, at its initial state."""
+  if train_cfg.schedule == "plateau":
+    return Plateau(learning_rate=train_cfg.learning_rate,
+                   factor=train_cfg.lr_drop_factor,
+                   patience=train_cfg.plateau_patience,
+                   min_delta=train_cfg.plateau_min_delta,
+                   max_drops=train_cfg.max_lr_drops)
+  if train_cfg.schedule == "step":
+    boundaries = tuple(int(e * steps_per_epoch) for e in train_cfg.step_epochs)
+    return Steps(learning_rate=train_cfg.learning_rate, boundaries=boundaries,
+                 factor=train_cfg.lr_drop_factor)
+  raise ValueError(f"config.train.schedule={train_cfg.schedule!r}: expected 'plateau' or "
+                   "'step'.")
+
+
+def to_dict(schedule):
+  return dataclasses.asdict(schedule)
+
+
+def from_dict(schedule, state):
+  """Returns `schedule` with the state saved by `to_dict` (from a checkpoint)."""
+  state = dict(state)
+  if "boundaries" in state:
+    state["boundaries"] = tuple(state["boundaries"])
+  return dataclasses.replace(schedule, **state)

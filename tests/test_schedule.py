@@ -1,0 +1,49 @@
+import math
+
+import ml_collections
+
+from alexnet_jax import schedule
+
+
+def _cfg(**kw):
+  cfg = ml_collections.ConfigDict(dict(
+      schedule="plateau", learning_rate=0.01, lr_drop_factor=10.0, plateau_patience=2,
+      plateau_min_delta=0.0, max_lr_drops=3, step_epochs=(1, 2)))
+  cfg.update(kw)
+  return cfg
+
+
+def test_plateau_divides_after_patience_and_at_most_three_times():
+  s = schedule.create(_cfg(), steps_per_epoch=10)
+  errors = [0.9, 0.8, 0.8, 0.81, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]
+  rates = []
+  for e in errors:
+    s.update(e)
+    rates.append(s.rate(0))
+  # Drops after the 2nd bad eval in a row: evals 4 (0.81), 7, 9; then capped at 3 drops.
+  assert [round(math.log10(0.01 / r)) for r in rates] == [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 3, 3]
+  assert s.drops == 3 and s.best_error == 0.7
+
+
+def test_plateau_state_round_trips_through_a_dict():
+  s = schedule.create(_cfg(), steps_per_epoch=10)
+  for e in [0.5, 0.6, 0.6]:
+    s.update(e)
+  fresh = schedule.create(_cfg(), steps_per_epoch=10)
+  restored = schedule.from_dict(fresh, schedule.to_dict(s))
+  assert restored == s and restored.rate(0) == 0.001
+
+
+def test_step_schedule_divides_at_epoch_boundaries():
+  s = schedule.create(_cfg(schedule="step"), steps_per_epoch=10)
+  assert [s.rate(t) for t in (0, 9, 10, 19, 20, 99)] == [0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4]
+  assert schedule.from_dict(s, schedule.to_dict(s)) == s
+
+
+def test_unknown_schedule_is_refused():
+  try:
+    schedule.create(_cfg(schedule="cosine"), steps_per_epoch=1)
+  except ValueError as e:
+    assert "config.train.schedule" in str(e)
+  else:
+    raise AssertionError("expected ValueError")
