@@ -50,6 +50,28 @@ def get_config(arg=None):
   config.train.momentum = 0.9
   config.train.weight_decay = 5e-4
   config.train.num_epochs = 90         # "roughly 90 cycles".
+  config.train.num_steps = 0           # If > 0, overrides num_epochs.
+  config.train.schedule = "plateau"    # 5: divide by 10 when validation error stops improving.
+  config.train.lr_drop_factor = 10.0
+  config.train.plateau_patience = 2    # Evaluations without improvement before a drop.
+  config.train.plateau_min_delta = 0.0
+  config.train.max_lr_drops = 3        # "reduced three times prior to termination".
+  config.train.step_epochs = (30, 60, 80)  # With schedule="step".
+  config.train.log_every_steps = 50
+
+  # Section 4.1: "averaging the predictions made by the network's softmax layer on the ten
+  # patches"; periodic evaluations use the centre crop, the final one both.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.split = "validation"
+  config.eval.batch_size = 128         # Global; a 10-crop batch holds 10x as many images.
+  config.eval.every_epochs = 1
+  config.eval.ten_crop = True
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 1000
+  config.checkpoint.max_to_keep = 3    # The last few, and the best by validation error.
+
+  config.eval_only = False             # Load the latest checkpoint and evaluate only.
 
   if arg == "smoke":
     config.model.width = 0.25

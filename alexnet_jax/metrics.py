@@ -1,0 +1,72 @@
+"""Where a run's numbers go: TensorBoard (through clu), `metrics.jsonl` and the console.
+
+Only process 0 writes (STYLE.md habit 11); the others get a writer that does nothing.
+"""
+import json
+import math
+import pathlib
+import time
+
+import jax
+from clu import metric_writers
+
+
+class Writer:
+  """Writes scalars for a step to TensorBoard, a JSON-lines file and a console line."""
+
+  def __init__(self, workdir, config=None):
+    self.workdir = pathlib.Path(workdir)
+    self.active = jax.process_index() == 0
+    if not self.active:
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self._tb = metric_writers.create_default_writer(
+        str(self.workdir / "tensorboard"), just_logging=False, asynchronous=False)
+    self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
+    if config is not None:
+      (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+
+  def write(self, step, scalars, console=None):
+    """Records `scalars` at `step`; prints `console` (a format of the scalars) if given."""
+    if not self.active:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    self._tb.write_scalars(step, scalars)
+    row = {"step": int(step), "time": time.time(), **scalars}
+    self._jsonl.write(json.dumps({k: _json_number(v) for k, v in row.items()}) + "\n")
+    self._jsonl.flush()
+    if console:
+      print(console.format(step=step, **scalars), flush=True)
+
+  def print(self, text):
+    if self.active:
+      print(text, flush=True)
+
+  def write_summary(self, summary):
+    if not self.active:
+      return
+    text = json.dumps({k: _json_number(v) for k, v in summary.items()}, indent=2)
+    (self.workdir / "summary.json").write_text(text + "\n")
+
+  def close(self):
+    if self.active:
+      self._tb.flush()
+      self._tb.close()
+      self._jsonl.close()
+
+
+def _json_number(v):
+  """JSON has no NaN or infinity; write them as strings a reader can still parse."""
+  if isinstance(v, float) and not math.isfinite(v):
+    return str(v)
+  return v
+
+
+def read_jsonl(path):
+  """The rows of a `metrics.jsonl`, in order (for sweeps, plots and tests)."""
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      if line.strip():
+        rows.append(json.loads(line))
+  return rows
