@@ -1,0 +1,100 @@
+"""Top-1 and top-5 error with the paper's test-time procedure (section 4.1), counted exactly.
+
+Centre crop: logits [b, K]. Ten crops (the four corners and the centre, and their mirror
+images): logits [b, 10, K]; the prediction averages the SOFTMAX over the crops, as the paper
+does ("averaging the predictions made by the network's softmax layer on the ten patches").
+Every example counts exactly once: batches carry a mask and padded rows are left out
+(STYLE.md habit 10).
+
+Ties: an example is top-k correct when fewer than k classes rank above its label, where a
+class ranks above the label if its score is higher, or equal with a lower class index (the
+order of a stable descending sort and of `lax.top_k`). With K <= 5 classes every label is
+within the top 5, so top-5 error is 0: top-k means top-min(k, K).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def topk_correct(scores_BK, labels_B, k):
+  """1 where the label is within the top k scores (ties as above), else 0; int32 [b]."""
+  labels_B = labels_B.astype(jnp.int32)
+  safe_B = jnp.clip(labels_B, 0, scores_BK.shape[-1] - 1)  # Padded rows may hold any label.
+  true_B1 = jnp.take_along_axis(scores_BK, safe_B[:, None], axis=-1)
+  index_K = jnp.arange(scores_BK.shape[-1], dtype=jnp.int32)
+  above_BK = (scores_BK > true_B1) | ((scores_BK == true_B1) & (index_K[None, :] < safe_B[:, None]))
+  rank_B = jnp.sum(above_BK, axis=-1, dtype=jnp.int32)
+  return (rank_B < k).astype(jnp.int32)
+
+
+def crop_scores(logits):
+  """Scores to rank: the logits for [b, K]; the softmax averaged over crops for [b, n, K]."""
+  if logits.ndim == 2:
+    return logits
+  if logits.ndim == 3:
+    return jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=1)
+  raise ValueError(f"evaluate: logits must be [b, K] or [b, crops, K]; got shape {logits.shape}.")
+
+
+@jax.jit
+def counts(logits, labels_B, mask_B):
+  """{"top1_correct", "top5_correct", "count"} as int32 sums over the unmasked rows.
+
+  Jit-able and sum-reducing, so a batch sharded over devices gives the global counts.
+  """
+  scores_BK = crop_scores(logits)
+  keep_B = (mask_B > 0).astype(jnp.int32)
+  return {
+      "top1_correct": jnp.sum(topk_correct(scores_BK, labels_B, 1) * keep_B),
+      "top5_correct": jnp.sum(topk_correct(scores_BK, labels_B, 5) * keep_B),
+      "count": jnp.sum(keep_B),
+  }
+
+
+def evaluate(apply_fn, params, batches, *, put_batch=None):
+  """Top-1/top-5 error over every unmasked example of `batches`.
+
+  `batches` yields {"image": [b,S,S,3] or [b,10,S,S,3], "label": [b], "mask": [b]} NumPy
+  arrays ("mask" optional: all rows count). `apply_fn(params, images_BHWC) -> logits_BK`;
+  ten crops go through it as [b*10, S, S, 3]. `put_batch(array) -> array` places each of
+  image, label and mask on the devices (e.g. sharded over `data`); identity by default.
+  Returns {"top1_error", "top5_error", "count"}.
+  """
+  put_batch = put_batch or (lambda x: x)
+  total = {"top1_correct": 0, "top5_correct": 0, "count": 0}
+  for batch in batches:
+    images, labels, mask = _unpack(batch)
+    crops = images.shape[1] if images.ndim == 5 else None
+    images_BHWC = images.reshape((-1,) + images.shape[-3:]) if crops else images
+    logits = apply_fn(params, put_batch(images_BHWC))
+    _check_labels(labels, mask, logits.shape[-1])
+    if crops:
+      logits = logits.reshape(images.shape[0], crops, logits.shape[-1])
+    batch_counts = counts(logits, put_batch(labels), put_batch(mask))
+    for key, value in batch_counts.items():
+      total[key] += int(value)
+  if total["count"] == 0:
+    raise ValueError("evaluate: no examples counted; the batches were empty or fully masked.")
+  return {"top1_error": 1.0 - total["top1_correct"] / total["count"],
+          "top5_error": 1.0 - total["top5_correct"] / total["count"],
+          "count": total["count"]}
+
+
+def _unpack(batch):
+  images = np.asarray(batch["image"])
+  labels = np.asarray(batch["label"]).astype(np.int32)
+  if images.ndim not in (4, 5) or images.shape[0] != labels.shape[0]:
+    raise ValueError(f"evaluate: batch image {images.shape} and label {labels.shape} must be "
+                     "[b,S,S,C] or [b,crops,S,S,C] and [b].")
+  mask = np.asarray(batch["mask"]) if "mask" in batch else np.ones(labels.shape, np.int32)
+  if mask.shape != labels.shape:
+    raise ValueError(f"evaluate: batch mask {mask.shape} must match label {labels.shape}.")
+  return images, labels, mask.astype(np.int32)
+
+
+def _check_labels(labels, mask, num_classes):
+  bad = labels[(mask > 0) & ((labels < 0) | (labels >= num_classes))]
+  if bad.size:
+    raise ValueError(f"evaluate: labels {sorted(set(bad.tolist()))[:10]} are outside [0, "
+                     f"{num_classes}), the model's classes; check the dataset's and "
+                     "config.model.num_classes.")
