@@ -41,8 +41,10 @@ def test_counts_match_numpy_with_ties(num_classes):
 
 def test_ties_break_towards_lower_class_index():
   logits = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]], np.float32)
-  got = evaluate.counts(logits, np.array([0, 1]), np.ones(2))
-  assert int(got["top1_correct"]) == 1  # Class 0 wins the tie; label 1 is not top-1.
+  got = evaluate.topk_correct(jnp.asarray(logits), jnp.array([0, 1]), 1)
+  np.testing.assert_array_equal(got, [1, 0])  # Class 0 wins the tie; label 1 is not top-1.
+  got = evaluate.topk_correct(jnp.asarray(logits), jnp.array([2, 2]), 2)
+  np.testing.assert_array_equal(got, [0, 0])  # Both tied classes rank above class 2.
 
 
 def test_mask_drops_padded_rows():
