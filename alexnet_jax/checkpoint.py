@@ -1,0 +1,211 @@
+"""A thin wrapper over orbax's `CheckpointManager`: the train state, a JSON `extra`, metrics.
+
+Each step directory holds two items, `state` (a pytree of possibly sharded jax Arrays, written
+with `StandardSave`) and `extra` (a small JSON dict: the plateau schedule's state, the config's
+model fingerprint), plus orbax's `metrics` when given. Why it survives a SIGKILL: orbax writes
+a step into `<step>.orbax-checkpoint-tmp` and renames it to `<step>` only once every file is
+on disk; a killed save leaves that tmp folder, which `latest_step` ignores and `manager`
+deletes at the next start (`cleanup_tmp_directories`), so the previous checkpoints stay intact.
+
+Several processes: every process calls `manager`, `save` and `restore` with the same
+arguments; orbax writes each process's shards and lets process 0 write the metadata, on a
+filesystem all hosts share. (Tested on one process only; multi-host is a later issue.)
+
+Usage:
+
+    mgr = checkpoint.manager(workdir)
+    restored = checkpoint.restore_latest(mgr, abstract_state, fingerprint=fp)
+    ...
+    checkpoint.save(mgr, step, state, {"fingerprint": fp, ...}, {"val_top1_error": 0.41})
+    mgr.close()  # waits for the last asynchronous save
+"""
+import json
+import logging
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+BEST_METRIC = "val_top1_error"
+_MAX_LISTED = 20
+
+
+class IncompatibleCheckpointError(ValueError):
+  """A checkpoint whose tree, shapes, dtypes or model config differ from this run's."""
+
+
+def manager(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
+            async_save=True):
+  """A `CheckpointManager` on `<workdir>/checkpoints`.
+
+  It keeps the last `max_to_keep` steps and, if `keep_best`, also the step with the lowest
+  `metrics[best_metric]` (`mgr.best_step()`). Every `save` call writes: the caller decides
+  the cadence. With `async_save` the device-to-host copy happens inside `save`, the writing
+  in a background thread (so donated buffers may be reused at once); call `mgr.close()`
+  (or `mgr.wait_until_finished()`) before exiting.
+  """
+  if max_to_keep < 1:
+    raise ValueError(f"checkpoint.manager: max_to_keep={max_to_keep}; it must be >= 1.")
+  policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
+  best_fn = None
+  if keep_best:
+    best_fn = lambda metrics: metrics[best_metric]  # noqa: E731
+    policies.append(ocp.checkpoint_managers.BestN(
+        get_metric_fn=best_fn, reverse=True, n=1,  # reverse: lowest error kept (min).
+        keep_checkpoints_without_metrics=False))
+  options = ocp.CheckpointManagerOptions(
+      best_fn=best_fn,  # Makes orbax write `metrics` and answer `best_step()`.
+      best_mode="min",
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+      cleanup_tmp_directories=True,
+      enable_async_checkpointing=async_save,
+      create=True)
+  directory = Path(workdir).expanduser().resolve() / "checkpoints"
+  mgr = ocp.CheckpointManager(
+      directory, options=options,
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "extra": ocp.JsonCheckpointHandler()})
+  mgr.best_metric = best_metric
+  return mgr
+
+
+def save(mgr, step, state, extra, metrics=None):
+  """Saves `state` (jax Arrays, sharded or not) and the JSON dict `extra` at `step`.
+
+  `metrics` (e.g. {"val_top1_error": 0.41}) ranks the step for keep-best. Returns False,
+  writing nothing, when `step` is already saved (a resumed run reaching its restored step).
+  """
+  step = int(step)
+  _check_json("extra", extra)
+  if metrics is not None:
+    metrics = {k: float(v) for k, v in metrics.items()}
+    best_metric = getattr(mgr, "best_metric", None)
+    if best_metric is not None and best_metric not in metrics:
+      raise ValueError(f"checkpoint.save: metrics {sorted(metrics)} lack '{best_metric}', the "
+                       "metric that picks the best checkpoint; pass it or metrics=None.")
+  if step in mgr.all_steps():
+    logging.info("checkpoint.save: step %d is already saved; skipped.", step)
+    return False
+  return mgr.save(step, metrics=metrics, force=True, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
+
+
+def restore(mgr, step, abstract_state, *, fingerprint=None):
+  """Returns (state, extra) of `step`, the arrays placed with `abstract_state`'s shardings.
+
+  `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with `.sharding` (from
+  `jax.eval_shape` and the run's shardings). Raises `IncompatibleCheckpointError`, listing
+  what differs, when the checkpoint's tree, shapes or dtypes are not the model's, or when
+  `fingerprint` is given and differs from the `extra["fingerprint"]` stored with the step;
+  nothing is restored then.
+  """
+  mgr.wait_until_finished()
+  step = int(step)
+  if step not in mgr.all_steps():
+    raise FileNotFoundError(f"checkpoint.restore: no step {step} in {mgr.directory}; "
+                            f"saved steps: {list(mgr.all_steps())}.")
+  extra = mgr.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
+  stored = mgr.item_metadata(step)["state"]
+  check_compatible(abstract_state, stored, extra, fingerprint,
+                   where=f"{mgr.directory / str(step)}")
+  restored = mgr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state)))
+  return restored["state"], extra
+
+
+def restore_latest(mgr, abstract_state, *, fingerprint=None):
+  """(state, extra) of the latest complete step, or None when there is none."""
+  mgr.wait_until_finished()
+  mgr.reload()
+  step = mgr.latest_step()
+  if step is None:
+    return None
+  return restore(mgr, step, abstract_state, fingerprint=fingerprint)
+
+
+def model_fingerprint(config):
+  """The config fields that fix the parameters' tree and shapes, as a flat JSON dict.
+
+  Every `config.model` field except `dtype` (the compute dtype; parameters stay float32),
+  plus the requested tower count. Store it in `extra["fingerprint"]`.
+  """
+  fp = {f"model.{k}": v for k, v in config.model.to_dict().items() if k != "dtype"}
+  if "mesh" in config:
+    fp["mesh.model"] = config.mesh.model
+  return json.loads(json.dumps(fp))
+
+
+def check_compatible(abstract_state, stored_tree, extra=None, fingerprint=None, *,
+                     where="checkpoint"):
+  """Raises `IncompatibleCheckpointError` naming every leaf and config field that differs."""
+  problems = _tree_differences(abstract_state, stored_tree)
+  stored_fp = (extra or {}).get("fingerprint")
+  fields = []
+  if fingerprint is not None and stored_fp is not None:
+    fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)))
+  if not problems and not fields:
+    return
+  lines = [f"Checkpoint {where} does not fit this run and was not restored."]
+  if fields:
+    lines.append("Config fields that differ (checkpoint vs this run):")
+    lines += [f"  {line}" for line in fields]
+  if problems:
+    lines.append("Arrays that differ (checkpoint vs model):")
+    lines += [f"  {line}" for line in problems[:_MAX_LISTED]]
+    if len(problems) > _MAX_LISTED:
+      lines.append(f"  ... and {len(problems) - _MAX_LISTED} more.")
+  lines.append("Use the config the checkpoint was written with, or a fresh --workdir.")
+  raise IncompatibleCheckpointError("\n".join(lines))
+
+
+def _tree_differences(abstract_state, stored_tree):
+  model = _flat(abstract_state)
+  stored = _flat(stored_tree)
+  problems = [f"{p}: in the checkpoint, not in the model" for p in stored if p not in model]
+  problems += [f"{p}: in the model, not in the checkpoint" for p in model if p not in stored]
+  for path in (p for p in model if p in stored):
+    (m_shape, m_dtype), (s_shape, s_dtype) = model[path], stored[path]
+    if m_shape != s_shape:
+      problems.append(f"{path}: checkpoint {s_shape} vs model {m_shape}")
+    elif m_dtype != s_dtype:
+      problems.append(f"{path}: checkpoint dtype {s_dtype} vs model {m_dtype}")
+  return problems
+
+
+def _flat(tree):
+  """{"params/conv1/kernel": (shape, dtype name)}; orbax's metadata tree and the abstract
+  state name the same leaf alike (dict keys, attribute names, sequence indices)."""
+  leaves = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
+  flat = {}
+  for path, leaf in leaves:
+    name = "/".join(_key_name(k) for k in path)
+    shape = tuple(getattr(leaf, "shape", ()) or ())
+    dtype = getattr(leaf, "dtype", None)
+    flat[name] = (shape, None if dtype is None else jax.numpy.dtype(dtype).name)
+  return flat
+
+
+def _key_name(key):
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _dict_differences(stored, now):
+  lines = []
+  for k in sorted(set(stored) | set(now)):
+    if stored.get(k, "<absent>") != now.get(k, "<absent>"):
+      lines.append(f"{k}: {stored.get(k, '<absent>')!r} vs {now.get(k, '<absent>')!r}")
+  return lines
+
+
+def _check_json(name, value):
+  if not isinstance(value, dict):
+    raise TypeError(f"checkpoint.save: `{name}` must be a dict, got {type(value).__name__}.")
+  try:
+    json.dumps(value)
+  except (TypeError, ValueError) as e:
+    raise TypeError(f"checkpoint.save: `{name}` must be JSON-serialisable (plain floats, "
+                    f"ints, strings, lists, dicts; convert jax/numpy scalars): {e}") from e

@@ -1,0 +1,223 @@
+"""checkpoint.py: sharded round trip, keep-last-and-best, interrupted saves, SIGKILL, refusals."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from alexnet_jax import checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mesh():
+  return jax.make_mesh((1, 2), ("data", "model"))
+
+
+def make_state(width=4, classes=5, seed=0):
+  """A small train-state-like tree: tower-sharded params, momentum, a step counter."""
+  m = mesh()
+  towers = NamedSharding(m, P("model"))
+  replicated = NamedSharding(m, P())
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  params = {
+      "conv1": {"kernel": jax.device_put(jax.random.normal(k1, (2, 3, 3, 3, width)), towers),
+                "bias": jax.device_put(jnp.ones((2, width)), towers)},
+      "fc8": {"kernel": jax.device_put(jax.random.normal(k2, (2 * width, classes)), replicated)},
+  }
+  opt_state = optax.sgd(0.01, momentum=0.9).init(params)
+  return {"params": params, "opt_state": opt_state,
+          "step": jax.device_put(jnp.int32(7), replicated)}
+
+
+def abstract(state):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                      state)
+
+
+def assert_trees_equal(got, want):
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert g.sharding.is_equivalent_to(w.sharding, g.ndim), (g.sharding, w.sharding)
+    assert g.dtype == w.dtype
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_sharded_round_trip(tmp_path):
+  state = make_state()
+  state["opt_state"] = jax.tree.map(lambda x: x + 0.5, state["opt_state"])
+  extra = {"lr": 0.001, "best_error": float("inf"), "bad_epochs": 2, "drops": 1,
+           "fingerprint": {"model.width": 0.25}}
+  mgr = checkpoint.manager(tmp_path)
+  assert checkpoint.restore_latest(mgr, abstract(state)) is None
+  assert checkpoint.save(mgr, 10, state, extra, {"val_top1_error": 0.4})
+  assert not checkpoint.save(mgr, 10, state, extra)  # Already there: skipped.
+  mgr.close()
+
+  mgr = checkpoint.manager(tmp_path)  # A fresh start, as after a restart.
+  got, got_extra = checkpoint.restore_latest(mgr, abstract(state),
+                                             fingerprint={"model.width": 0.25})
+  mgr.close()
+  assert got_extra == extra
+  assert_trees_equal(got, state)
+  assert got["params"]["conv1"]["kernel"].sharding.spec == P("model")
+  assert got["params"]["conv1"]["kernel"].addressable_shards[1].data.shape == (1, 3, 3, 3, 4)
+
+
+def test_keeps_last_few_and_the_best(tmp_path):
+  state = make_state()
+  errors = {1: 0.5, 2: 0.2, 3: 0.4, 4: 0.3, 5: 0.45, 6: 0.6}
+  mgr = checkpoint.manager(tmp_path, max_to_keep=2)
+  for step, error in errors.items():
+    checkpoint.save(mgr, step, state, {"step": step}, {"val_top1_error": error})
+  mgr.wait_until_finished()
+  assert list(mgr.all_steps()) == [2, 5, 6]  # The last two and the lowest error.
+  assert mgr.best_step() == 2
+  mgr.close()
+  mgr = checkpoint.manager(tmp_path, max_to_keep=2)
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [2, 5, 6]
+  assert checkpoint.restore(mgr, mgr.best_step(), abstract(state))[1] == {"step": 2}
+  mgr.close()
+
+
+def test_without_keep_best_only_the_last_few_stay(tmp_path):
+  state = make_state()
+  mgr = checkpoint.manager(tmp_path, max_to_keep=2, keep_best=False)
+  for step, error in {1: 0.1, 2: 0.5, 3: 0.6}.items():
+    checkpoint.save(mgr, step, state, {}, {"val_top1_error": error})
+  mgr.close()
+  assert list(mgr.all_steps()) == [2, 3]
+
+
+def test_metrics_without_the_best_metric_are_refused(tmp_path):
+  mgr = checkpoint.manager(tmp_path)
+  with pytest.raises(ValueError, match="lack 'val_top1_error'"):
+    checkpoint.save(mgr, 1, make_state(), {}, {"loss": 1.0})
+  with pytest.raises(TypeError, match="JSON-serialisable"):
+    checkpoint.save(mgr, 1, make_state(), {"lr": object()})
+  mgr.close()
+
+
+def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path):
+  state = make_state()
+  mgr = checkpoint.manager(tmp_path)
+  checkpoint.save(mgr, 1, state, {"step": 1})
+  later = jax.tree.map(lambda x: x + 1, state)
+  checkpoint.save(mgr, 2, later, {"step": 2})
+  mgr.close()
+  # What a save killed half way leaves: a tmp folder with part of the files.
+  root = tmp_path / "checkpoints"
+  partial = root / "3.orbax-checkpoint-tmp"
+  shutil.copytree(root / "2", partial)
+  (partial / "commit_success.txt").unlink(missing_ok=True)
+  shutil.rmtree(partial / "extra")
+
+  mgr = checkpoint.manager(tmp_path)
+  assert mgr.latest_step() == 2
+  got, extra = checkpoint.restore_latest(mgr, abstract(state))
+  assert extra == {"step": 2}
+  assert_trees_equal(got, later)
+  assert checkpoint.save(mgr, 3, state, {"step": 3})  # And saving goes on.
+  mgr.close()
+  assert not list(root.glob("*orbax-checkpoint-tmp*"))  # Removed (by the manager's start).
+  assert list(mgr.all_steps()) == [1, 2, 3]
+
+
+def test_incompatible_checkpoint_is_refused_with_what_differs(tmp_path):
+  wide = make_state(width=48)
+  mgr = checkpoint.manager(tmp_path)
+  fingerprint = {"model.width": 1.0, "model.num_classes": 5, "model.lrn": True}
+  checkpoint.save(mgr, 1, wide, {"fingerprint": fingerprint})
+  mgr.close()
+
+  mgr = checkpoint.manager(tmp_path)
+  narrow = abstract(make_state(width=24, classes=10))
+  narrow["params"]["extra_layer"] = jax.ShapeDtypeStruct((3,), jnp.float32)
+  del narrow["params"]["conv1"]["bias"]
+  narrow["step"] = jax.ShapeDtypeStruct((), jnp.int64 if jax.config.x64_enabled else jnp.int16)
+  with pytest.raises(checkpoint.IncompatibleCheckpointError) as err:
+    checkpoint.restore_latest(
+        mgr, narrow, fingerprint={"model.width": 0.5, "model.num_classes": 10,
+                                  "model.lrn": True})
+  text = str(err.value)
+  print(text)
+  assert "params/conv1/kernel: checkpoint (2, 3, 3, 3, 48) vs model (2, 3, 3, 3, 24)" in text
+  assert "params/fc8/kernel: checkpoint (96, 5) vs model (48, 10)" in text
+  assert "opt_state/0/trace/conv1/kernel: checkpoint (2, 3, 3, 3, 48) vs model" in text
+  assert "params/conv1/bias: in the checkpoint, not in the model" in text
+  assert "params/extra_layer: in the model, not in the checkpoint" in text
+  assert "step: checkpoint dtype int32 vs model int16" in text
+  assert "model.width: 1.0 vs 0.5" in text and "model.num_classes: 5 vs 10" in text
+  assert "model.lrn" not in text  # Only the fields that differ.
+
+  # Same shapes, another model config: refused on the fingerprint alone.
+  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.lrn: True vs False"):
+    checkpoint.restore_latest(mgr, abstract(wide), fingerprint={**fingerprint, "model.lrn": False})
+  # Nothing was touched: the checkpoint still restores into the model it fits.
+  got, _ = checkpoint.restore_latest(mgr, abstract(wide), fingerprint=fingerprint)
+  assert_trees_equal(got, wide)
+  mgr.close()
+
+
+def test_model_fingerprint_names_the_shape_fields():
+  import ml_collections
+  config = ml_collections.ConfigDict({"model": {"width": 0.5, "num_classes": 10,
+                                                "dtype": "bfloat16"},
+                                      "mesh": {"model": 2}})
+  assert checkpoint.model_fingerprint(config) == {
+      "model.width": 0.5, "model.num_classes": 10, "mesh.model": 2}
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    import jax, jax.numpy as jnp
+    from alexnet_jax import checkpoint
+    mgr = checkpoint.manager(sys.argv[1], max_to_keep=2)
+    step = 0
+    while True:
+      step += 1
+      state = {"w": jnp.full((64, 64), step, jnp.float32), "b": jnp.full((5,), -step)}
+      checkpoint.save(mgr, step, state, {"step": step}, {"val_top1_error": 1.0 / step})
+      print(step, flush=True)
+""")
+
+
+def test_sigkill_during_saves_then_restore_latest_complete(tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
+         "TF_CPP_MIN_LOG_LEVEL": "3"}
+  child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  try:
+    for line in child.stdout:  # Step n printed: n is being written, n - 1 is complete.
+      if int(line) >= 4:
+        break
+    child.send_signal(signal.SIGKILL)
+  finally:
+    child.kill()
+    child.wait(timeout=60)
+  assert child.returncode == -signal.SIGKILL
+  killed_mid_save = bool(list((tmp_path / "checkpoints").glob("*orbax-checkpoint-tmp*")))
+  print(f"killed in the middle of a save: {killed_mid_save}")
+
+  replicated = NamedSharding(mesh(), P())  # Restored onto 2 devices, saved from 1.
+  want = {"w": jax.ShapeDtypeStruct((64, 64), jnp.float32, sharding=replicated),
+          "b": jax.ShapeDtypeStruct((5,), jnp.int32, sharding=replicated)}
+  mgr = checkpoint.manager(tmp_path, max_to_keep=2)
+  state, extra = checkpoint.restore_latest(mgr, want)
+  step = extra["step"]
+  assert step >= 3 and step == mgr.latest_step()
+  np.testing.assert_array_equal(np.asarray(state["w"]), np.full((64, 64), step))
+  np.testing.assert_array_equal(np.asarray(state["b"]), np.full((5,), -step))
+  assert checkpoint.save(mgr, step + 1, state, {"step": step + 1}, {"val_top1_error": 0.0})
+  mgr.close()
+  assert not list((tmp_path / "checkpoints").glob("*orbax-checkpoint-tmp*"))
