@@ -167,7 +167,7 @@ def _tree_differences(abstract_state, stored_tree):
     (m_shape, m_dtype), (s_shape, s_dtype) = model[path], stored[path]
     if m_shape != s_shape:
       problems.append(f"{path}: checkpoint {s_shape} vs model {m_shape}")
-    elif m_dtype != s_dtype:
+    elif None not in (m_dtype, s_dtype) and m_dtype != s_dtype:  # None: a Python scalar.
       problems.append(f"{path}: checkpoint dtype {s_dtype} vs model {m_dtype}")
   return problems
 

@@ -74,6 +74,21 @@ def test_sharded_round_trip(tmp_path):
   assert got["params"]["conv1"]["kernel"].addressable_shards[1].data.shape == (1, 3, 3, 3, 4)
 
 
+def test_flax_train_state_round_trip(tmp_path):
+  from flax.training import train_state
+  state = train_state.TrainState.create(apply_fn=None, params=make_state()["params"],
+                                        tx=optax.sgd(0.01, momentum=0.9))  # step: a Python 0.
+  state = state.replace(step=5)
+  target = jax.tree.map(lambda x: abstract(x) if hasattr(x, "shape") else x, state)
+  mgr = checkpoint.manager(tmp_path)
+  checkpoint.save(mgr, 5, state, {})
+  got, _ = checkpoint.restore_latest(mgr, target)
+  mgr.close()
+  assert isinstance(got, train_state.TrainState) and int(got.step) == 5
+  assert_trees_equal(got.params, state.params)
+  assert_trees_equal(got.opt_state, state.opt_state)
+
+
 def test_keeps_last_few_and_the_best(tmp_path):
   state = make_state()
   errors = {1: 0.5, 2: 0.2, 3: 0.4, 4: 0.3, 5: 0.45, 6: 0.6}
