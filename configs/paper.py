@@ -41,7 +41,33 @@ def get_config(arg=None):
   # Section 4.1: input. (Owned by alexnet_jax/input_pipeline.py.)
   config.data = ml_collections.ConfigDict()
   config.data.source = "tfds"          # "tfds", "folder" or "generated".
-  config.data.name = "imagenet2012"
+  config.data.name = "imagenet2012"    # TFDS name (source "tfds").
+  config.data.tfds_data_dir = ""       # "": TFDS's default (~/tensorflow_datasets).
+  config.data.manual_dir = ""          # "": <tfds_data_dir>/downloads/manual (ILSVRC2012_img_*.tar).
+  config.data.image_key = "image"      # TFDS feature names.
+  config.data.label_key = "label"
+  config.data.root = ""                # Source "folder": root/<split>/<class>/*.{jpg,jpeg,png}.
+  config.data.train_split = "train"
+  config.data.eval_split = ""          # "": "validation" for tfds, "val" for folder/generated.
+  config.data.on_corrupt = "stop"      # Undecodable file: "stop" naming it, or "skip" (counted).
+  config.data.cache_dir = ""           # "": ~/.cache/alexnet_jax (generated set, statistics).
+  config.data.stats_file = ""          # "": <cache_dir>/stats/<dataset>.npz (alexnet_jax.data.stats).
+  config.data.resize_size = 256        # 4.1: shorter side to 256, central 256x256 patch.
+  config.data.random_crop = True       # 4.1: random 227x227 patches (config.model.image_size) ...
+  config.data.flip = True              # ... and their horizontal reflections.
+  config.data.mean = "image"           # 4.1: "image" (the paper), "channel" or "none".
+  config.data.pca_noise_std = 0.1      # 4.1: a_i ~ N(0, 0.1); 0 turns the colour noise off.
+  config.data.pca_scale = "cuda_convnet"  # Scale of l_i: "cuda_convnet", "fb_resnet", "paper"
+                                          # (see alexnet_jax/data/augment.py for why).
+  config.data.shuffle_buffer = 10_000  # Source "tfds" only; indexed sources permute fully.
+  config.data.threads = 0              # tf.data threads; 0: AUTOTUNE over all cores.
+  config.data.prefetch = 2             # Batches.
+  config.data.generated = ml_collections.ConfigDict()  # Source "generated": shapes x textures.
+  config.data.generated.seed = 0
+  config.data.generated.num_classes = 10
+  config.data.generated.image_size = 256
+  config.data.generated.train_per_class = 300
+  config.data.generated.val_per_class = 50
 
   # Section 5: learning.
   config.train = ml_collections.ConfigDict()
@@ -78,4 +104,7 @@ def get_config(arg=None):
     config.model.num_classes = 10
     config.train.batch_size = 16
     config.train.num_epochs = 1
+    config.data.source = "generated"
+    config.data.generated.train_per_class = 64  # 640 + 160 images, written in ~10 s.
+    config.data.generated.val_per_class = 16
   return config

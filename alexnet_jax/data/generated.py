@@ -1,0 +1,160 @@
+"""A learnable synthetic classification set, written once as JPEG image folders.
+
+Each class is one (shape, texture) pair drawn at a random position, scale, rotation and colour
+on a random gradient background, so a small network has to look at form and texture, not at
+colour, to tell the classes apart. The files go through the same decode path as real photos.
+Everything is a pure function of `config.data.generated` (seed included), so every machine
+that generates the set gets identical files.
+"""
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES = ("disc", "square", "triangle", "ring", "cross", "diamond", "star")
+TEXTURES = ("solid", "hstripes", "vstripes", "checker", "dots")
+MAX_CLASSES = len(SHAPES) * len(TEXTURES)  # 7 and 5 are coprime: k -> (k%7, k%5) is unique.
+SPLITS = ("train", "val")
+
+
+def class_names(num_classes):
+  if not 1 <= num_classes <= MAX_CLASSES:
+    raise ValueError(f"config.data.generated.num_classes={num_classes}: the generated set has "
+                     f"between 1 and {MAX_CLASSES} classes (7 shapes x 5 textures).")
+  return [f"{k:02d}_{SHAPES[k % len(SHAPES)]}_{TEXTURES[k % len(TEXTURES)]}"
+          for k in range(num_classes)]
+
+
+def _polygon(shape, cx, cy, r, angle):
+  """Vertices of a regular figure; None for the round shapes."""
+  if shape == "triangle":
+    t = angle + np.arange(3) * 2 * np.pi / 3
+    radii = np.full(3, r)
+  elif shape in ("square", "diamond"):
+    t = angle + np.pi / 4 * (shape == "square") + np.arange(4) * np.pi / 2
+    radii = np.full(4, r)
+  elif shape == "star":
+    t = angle + np.arange(10) * np.pi / 5
+    radii = np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
+  else:
+    return None
+  return list(zip(cx + radii * np.cos(t), cy + radii * np.sin(t)))
+
+
+def _shape_mask(shape, size, rng):
+  r = rng.uniform(0.16, 0.36) * size
+  cx, cy = rng.uniform(r * 0.8, size - r * 0.8, size=2)
+  # Rotations stay within +-20 degrees so that a square stays distinct from a diamond.
+  angle = rng.uniform(-np.pi / 9, np.pi / 9)
+  mask = Image.new("L", (size, size), 0)
+  draw = ImageDraw.Draw(mask)
+  box = [cx - r, cy - r, cx + r, cy + r]
+  if shape == "disc":
+    draw.ellipse(box, fill=255)
+  elif shape == "ring":
+    draw.ellipse(box, fill=255)
+    inner = 0.55 * r
+    draw.ellipse([cx - inner, cy - inner, cx + inner, cy + inner], fill=0)
+  elif shape == "cross":
+    w = 0.33 * r
+    for arm in ([(-r, -w), (r, -w), (r, w), (-r, w)], [(-w, -r), (w, -r), (w, r), (-w, r)]):
+      c, s = np.cos(angle), np.sin(angle)
+      draw.polygon([(cx + x * c - y * s, cy + x * s + y * c) for x, y in arm], fill=255)
+  else:
+    draw.polygon(_polygon(shape, cx, cy, r, angle), fill=255)
+  return np.asarray(mask, np.float32) / 255.0
+
+
+@functools.lru_cache(maxsize=4)
+def _grid(size):
+  return np.mgrid[0:size, 0:size].astype(np.float32)
+
+
+def _texture(texture, size, rng):
+  """A 0/1 pattern that picks between the two foreground colours."""
+  period = np.float32(rng.uniform(10, 22))
+  phase = np.float32(rng.uniform(0, period))
+  y, x = _grid(size)
+  if texture == "solid":
+    return np.zeros((size, size), np.float32)
+  if texture == "hstripes":
+    return (((y + phase) % period) < period / 2).astype(np.float32)
+  if texture == "vstripes":
+    return (((x + phase) % period) < period / 2).astype(np.float32)
+  if texture == "checker":
+    return ((((x + phase) // (period / 2)) + ((y + phase) // (period / 2))) % 2).astype(np.float32)
+  dx, dy = (x + phase) % period - period / 2, (y + phase) % period - period / 2
+  return ((dx * dx + dy * dy) < (period / 3.2) ** 2).astype(np.float32)  # dots
+
+
+def _colour(rng, lo, hi):
+  return (rng.uniform(lo, hi) * rng.uniform(0.35, 1.0, size=3)).astype(np.float32)
+
+
+def draw_image(label, size, rng):
+  """One uint8 [size, size, 3] image of class `label`."""
+  shape, texture = SHAPES[label % len(SHAPES)], TEXTURES[label % len(TEXTURES)]
+  y, x = _grid(size) / size
+  direction = rng.uniform(0, 2 * np.pi)
+  ramp = (np.cos(direction) * x + np.sin(direction) * y - 0.5).astype(np.float32)[..., None]
+  dark_background = rng.uniform() < 0.5
+  base = _colour(rng, 20, 110) if dark_background else _colour(rng, 150, 255)
+  tilt = (50 * rng.uniform(-1, 1, size=3)).astype(np.float32)
+  fg_a = _colour(rng, 170, 255) if dark_background else _colour(rng, 10, 100)
+  fg_b = fg_a * np.float32(rng.uniform(0.25, 0.55)) if dark_background else 255 - (255 - fg_a) * 0.35
+  pattern = _texture(texture, size, rng)[..., None]
+  mask = _shape_mask(shape, size, rng)[..., None]
+  # background + mask * (foreground - background), with foreground = fg_a + pattern (fg_b - fg_a).
+  image = base + ramp * tilt
+  image += mask * (fg_a + pattern * (fg_b - fg_a) - image)
+  image += rng.integers(-10, 11, size=(size, size, 3), dtype=np.int8)  # Sensor-like noise.
+  return np.clip(image + 0.5, 0, 255, out=image).astype(np.uint8)
+
+
+def _settings(gen):
+  return dict(seed=int(gen.seed), num_classes=int(gen.num_classes), image_size=int(gen.image_size),
+              train_per_class=int(gen.train_per_class), val_per_class=int(gen.val_per_class),
+              version=1)
+
+
+def root_dir(config):
+  """Where the generated set for these settings lives (a hash of the settings)."""
+  settings = _settings(config.data.generated)
+  digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+  return os.path.join(cache_dir(config), "generated", digest)
+
+
+def cache_dir(config):
+  return os.path.expanduser(config.data.cache_dir or "~/.cache/alexnet_jax")
+
+
+def ensure_generated(config):
+  """Writes the generated set on first use (atomically) and returns its root folder."""
+  root = root_dir(config)
+  if os.path.exists(os.path.join(root, "settings.json")):
+    return root
+  settings = _settings(config.data.generated)
+  names = class_names(settings["num_classes"])
+  os.makedirs(os.path.dirname(root), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix="tmp-", dir=os.path.dirname(root))
+  for split_id, split in enumerate(SPLITS):
+    per_class = settings[f"{split}_per_class"]
+    for label, name in enumerate(names):
+      folder = os.path.join(tmp, split, name)
+      os.makedirs(folder)
+      for i in range(per_class):
+        rng = np.random.default_rng([settings["seed"], split_id, label, i])
+        image = draw_image(label, settings["image_size"], rng)
+        Image.fromarray(image).save(os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+  with open(os.path.join(tmp, "settings.json"), "w") as f:
+    json.dump(settings, f, indent=2)
+  try:
+    os.rename(tmp, root)
+  except OSError:  # Another process finished first; its files are identical.
+    shutil.rmtree(tmp, ignore_errors=True)
+  return root

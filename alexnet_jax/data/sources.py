@@ -1,0 +1,159 @@
+"""Where images come from: TFDS datasets by name, image folders, and the generated set.
+
+A split is either *indexed* (a list of files with labels, so any example can be read at
+random: image folders and the generated set) or *streamed* (TFDS record files, read in their
+stored order and shuffled through a buffer). `open_split` returns one `Split` for both.
+"""
+import dataclasses
+import os
+import re
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_jax.data import augment
+from alexnet_jax.data import generated
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+DEFAULT_EVAL_SPLIT = {"tfds": "validation", "folder": "val", "generated": "val"}
+# Files a manual-download TFDS dataset needs in its manual directory, to check before building.
+MANUAL_FILES = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")}
+
+
+@dataclasses.dataclass
+class Split:
+  """One split of one source. Indexed splits fill `paths`; streamed ones `builder`."""
+  name: str
+  num_examples: int
+  class_names: list
+  paths: Optional[np.ndarray] = None   # [N] str, indexed splits.
+  labels: Optional[np.ndarray] = None  # [N] int32, indexed splits.
+  builder: Any = None                  # tfds builder, streamed splits.
+
+
+def eval_split_name(config):
+  return config.data.eval_split or DEFAULT_EVAL_SPLIT[config.data.source]
+
+
+def open_split(config, split):
+  source = config.data.source
+  if source == "generated":
+    return list_folder(generated.ensure_generated(config), split)
+  if source == "folder":
+    if not config.data.root:
+      raise ValueError("config.data.source='folder' needs config.data.root, a folder holding "
+                       "<root>/<split>/<class>/*.jpg (e.g. --config.data.root=/data/imagenet256).")
+    return list_folder(os.path.expanduser(config.data.root), split)
+  if source == "tfds":
+    builder = tfds_builder(config)
+    if split not in builder.info.splits:
+      raise ValueError(f"TFDS dataset {config.data.name!r} has splits "
+                       f"{sorted(builder.info.splits)}, not {split!r} (config.data.train_split / "
+                       "config.data.eval_split).")
+    names = builder.info.features[config.data.label_key].names
+    return Split(split, builder.info.splits[split].num_examples, names, builder=builder)
+  raise ValueError(f"config.data.source={source!r}: choose 'tfds', 'folder' or 'generated'.")
+
+
+def list_folder(root, split):
+  """root/<split>/<class>/*.{jpg,jpeg,png}; class ids from the sorted class folder names."""
+  folder = os.path.join(root, split)
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"No split folder {folder!r}: an image folder dataset needs "
+                            f"{root}/<split>/<class>/*.jpg (check config.data.root and the split "
+                            "names config.data.train_split / config.data.eval_split).")
+  names = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+  paths, labels = [], []
+  for label, name in enumerate(names):
+    files = sorted(f for f in os.listdir(os.path.join(folder, name))
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    paths += [os.path.join(folder, name, f) for f in files]
+    labels += [label] * len(files)
+  if not paths:
+    raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}/<class>/.")
+  return Split(split, len(paths), names, np.array(paths), np.array(labels, np.int32))
+
+
+def tfds_manual_dir(config, builder):
+  return os.path.expanduser(config.data.manual_dir or
+                            os.path.join(builder.data_dir_root, "downloads", "manual"))
+
+
+def tfds_builder(config):
+  """The prepared TFDS builder for config.data.name; builds it from the manual directory (or
+  downloads it) the first time."""
+  import tensorflow_datasets as tfds  # Imported here: only this source needs it.
+  data_dir = os.path.expanduser(config.data.tfds_data_dir) if config.data.tfds_data_dir else None
+  builder = tfds.builder(config.data.name, data_dir=data_dir)
+  if builder.is_prepared():
+    return builder
+  manual_dir = tfds_manual_dir(config, builder)
+  needed = [os.path.join(manual_dir, f) for f in MANUAL_FILES.get(config.data.name, ())]
+  missing = [p for p in needed if not os.path.exists(p)]
+  if missing:
+    raise FileNotFoundError(
+        f"TFDS {config.data.name!r} is not prepared in {builder.data_dir} and its manual "
+        f"download is missing. Looked for:\n" + "".join(f"  {p}\n" for p in missing) +
+        "Get them from https://image-net.org/download-images (free registration; ImageNet "
+        "Large-scale Visual Recognition Challenge 2012, 'Training images (Task 1 & 2)' and "
+        "'Validation images (all tasks)'), put them in that folder or point "
+        "--config.data.manual_dir at theirs, and run again; the first run builds the TFDS "
+        "records (hours for the full set). Or try the pipeline without them: "
+        "--config.data.source=generated.")
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  return builder
+
+
+def tfds_records(config, split, process_index, process_count):
+  """(encoded image bytes, label) of this process's share of a TFDS split, stored order, and
+  the share's size. Shares come from tfds.even_splits: disjoint, together the whole split."""
+  import tensorflow_datasets as tfds
+  sub = tfds.even_splits(split.name, n=process_count)[process_index]
+  count = split.builder.info.splits[sub].num_examples
+  ds = split.builder.as_dataset(
+      split=sub, shuffle_files=False,
+      decoders={config.data.image_key: tfds.decode.SkipDecoding()},
+      read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
+  return ds.map(lambda ex: (ex[config.data.image_key], tf.cast(ex[config.data.label_key], tf.int32))
+                ), count
+
+
+def process_counts(config, split, process_count):
+  """Examples of `split` in each process's share, as `tfds_records` / `indexed_share` cut them."""
+  if split.builder is not None:
+    import tensorflow_datasets as tfds
+    return [split.builder.info.splits[s].num_examples
+            for s in tfds.even_splits(split.name, n=process_count)]
+  bounds = share_bounds(split.num_examples, process_count)
+  return [int(b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def share_bounds(n, process_count):
+  return np.linspace(0, n, process_count + 1).astype(np.int64)
+
+
+def find_unreadable(paths, threads=0):
+  """[(path, error)] for the files that fail to decode, using the pipeline's own decoder at
+  1/8 scale where possible (fast: it still reads every byte of the entropy-coded data)."""
+  paths = np.asarray(paths)
+  decode = lambda i: augment.decode_and_centre_crop(tf.io.read_file(tf.gather(paths, i)), 32)
+  # The sum keeps the decode alive: a static shape alone would let grappler prune it.
+  ds = tf.data.Dataset.range(len(paths)).map(
+      lambda i: (i, tf.reduce_sum(decode(i))),
+      num_parallel_calls=threads or tf.data.AUTOTUNE).ignore_errors()
+  good = np.zeros(len(paths), bool)
+  for i, _ in ds.as_numpy_iterator():
+    good[i] = True
+  return [(str(p), decode_error(p)) for p in paths[~good]]
+
+
+def decode_error(path):
+  """The error message decoding `path` gives, or None when it decodes."""
+  try:
+    augment.decode_and_centre_crop(tf.io.read_file(str(path)), 32)
+  except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError) as e:
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", e.message.strip().splitlines()[0])
+    return re.sub(r"\s*\[Op:.*$", "", message)
+  return None

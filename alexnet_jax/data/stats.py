@@ -1,0 +1,118 @@
+r"""Training-set statistics for 4.1: the mean image, and the eigenvectors and eigenvalues of
+the 3x3 covariance of RGB pixel values, both on the 0-255 scale of the 256x256 images.
+
+Computed once per dataset by
+
+    python -m alexnet_jax.data.stats --config=configs/paper.py [--config.data.x=y ...]
+
+and stored under config.data.cache_dir (or at config.data.stats_file), where `load_stats`
+finds them. For the generated set `load_stats` computes them on first use instead (seconds).
+"""
+import hashlib
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_jax.data import augment
+from alexnet_jax.data import generated
+from alexnet_jax.data import sources
+
+
+def stats_path(config):
+  if config.data.stats_file:
+    return os.path.expanduser(config.data.stats_file)
+  d, size = config.data, config.data.resize_size
+  if d.source == "tfds":
+    key = f"tfds-{d.name}-{d.train_split}-{size}"
+  elif d.source == "folder":
+    root = os.path.abspath(os.path.expanduser(d.root))
+    digest = hashlib.sha1(root.encode()).hexdigest()[:8]
+    key = f"folder-{os.path.basename(root.rstrip('/'))}-{digest}-{d.train_split}-{size}"
+  else:
+    key = f"generated-{os.path.basename(generated.root_dir(config))}-{size}"
+  return os.path.join(generated.cache_dir(config), "stats", key + ".npz")
+
+
+def _images(config, max_images):
+  """The training split as float32 [b, 256, 256, 3] batches (all of it, or a seeded sample)."""
+  split = sources.open_split(config, config.data.train_split)
+  size = config.data.resize_size
+  if split.builder is not None:
+    ds, _ = sources.tfds_records(config, split, 0, 1)
+    ds = ds.map(lambda data, label: data)
+  else:
+    paths = split.paths
+    if max_images and max_images < len(paths):
+      paths = paths[np.random.default_rng(config.seed).permutation(len(paths))[:max_images]]
+    ds = tf.data.Dataset.from_tensor_slices(paths).map(tf.io.read_file)
+  if max_images:
+    ds = ds.take(max_images)
+  ds = ds.map(lambda data: augment.decode_and_centre_crop(data, size),
+              num_parallel_calls=config.data.threads or tf.data.AUTOTUNE)
+  return ds.batch(64).prefetch(2).as_numpy_iterator()
+
+
+def compute_stats(config, max_images=0):
+  """dict(mean_image [S,S,3], channel_mean [3], eigval [3] descending, eigvec [3,3] columns,
+  num_images), float32, from the training split."""
+  size = config.data.resize_size
+  image_sum = np.zeros((size, size, 3))
+  outer_sum = np.zeros((3, 3))
+  count = 0
+  for batch in _images(config, max_images):
+    image_sum += batch.sum(axis=0, dtype=np.float64)
+    pixels = batch.reshape(-1, 3).astype(np.float64)
+    outer_sum += pixels.T @ pixels
+    count += len(batch)
+  mean_image = image_sum / count
+  channel_mean = mean_image.mean(axis=(0, 1))
+  covariance = outer_sum / (count * size * size) - np.outer(channel_mean, channel_mean)
+  eigval, eigvec = np.linalg.eigh(covariance)
+  order = np.argsort(eigval)[::-1]
+  return dict(mean_image=mean_image.astype(np.float32), channel_mean=channel_mean.astype(np.float32),
+              eigval=eigval[order].astype(np.float32), eigvec=eigvec[:, order].astype(np.float32),
+              num_images=np.int64(count))
+
+
+def save_stats(stats, path):
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}.npz"
+  np.savez(tmp, **stats)
+  os.replace(tmp, path)
+
+
+def load_stats(config):
+  path = stats_path(config)
+  if not os.path.exists(path):
+    if config.data.source != "generated":
+      raise FileNotFoundError(
+          f"No training-set statistics at {path} (mean image and RGB PCA, 4.1). Compute them "
+          "once with\n  python -m alexnet_jax.data.stats --config=<your config> "
+          "[the same --config.data.* overrides]\nor run without them: "
+          "--config.data.mean=none --config.data.pca_noise_std=0.")
+    save_stats(compute_stats(config), path)
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  config = flags.FLAGS.config
+  path = stats_path(config)
+  stats = compute_stats(config, flags.FLAGS.max_images)
+  save_stats(stats, path)
+  print(f"{stats['num_images']} images -> {path}\n  channel mean {stats['channel_mean']}\n"
+        f"  eigenvalues {stats['eigval']} (standard deviations {np.sqrt(stats['eigval'])})\n"
+        f"  eigenvectors (columns)\n{stats['eigvec']}")
+
+
+if __name__ == "__main__":
+  from absl import app
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.")
+  flags.DEFINE_integer("max_images", 0, "Use a seeded sample of this many images (0: all).")
+  tf.config.set_visible_devices([], "GPU")
+  app.run(main)

@@ -1,0 +1,362 @@
+"""Tests of the 4.1 input pipeline: sources, ops (eager and in tf.data), statistics,
+determinism, resumption and the multi-host split."""
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from alexnet_jax import input_pipeline
+from alexnet_jax.data import augment
+from alexnet_jax.data import generated
+from alexnet_jax.data import sources
+from alexnet_jax.data import stats
+from configs import paper
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAMPLES = DATA / "imagenet_samples"
+GREY = ("n02096051_Airedale", "n02815834_beaker", "n03417042_garbage_truck",
+        "n03908714_pencil_sharpener")
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} is absent")
+needs_cifar = pytest.mark.skipif(not (DATA / "cifar10-jpeg.tar.gz").exists(),
+                                 reason=f"{DATA / 'cifar10-jpeg.tar.gz'} is absent")
+
+
+def small_config(cache_dir, **data):
+  """Generated set of 4 classes at 64x64, 56x56 crops: every test here runs in seconds."""
+  config = paper.get_config()
+  config.model.image_size = 56
+  config.data.source = "generated"
+  config.data.cache_dir = str(cache_dir)
+  config.data.resize_size = 64
+  config.data.threads = 2
+  g = config.data.generated
+  g.num_classes, g.image_size, g.train_per_class, g.val_per_class = 4, 64, 10, 5
+  config.data.update(data)
+  return config
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("cache")
+
+
+def digest(image):
+  return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+# Sources.
+
+def test_generated_set_counts_classes_and_determinism(cache, tmp_path):
+  config = small_config(cache)
+  info = input_pipeline.dataset_info(config)
+  assert info == dict(num_classes=4, num_train=40, num_eval=20, eval_split="val")
+  split = sources.open_split(config, "train")
+  assert split.class_names == generated.class_names(4)
+  np.testing.assert_array_equal(np.bincount(split.labels), [10] * 4)
+  again = small_config(tmp_path)
+  again.data.generated.train_per_class = again.data.generated.val_per_class = 1
+  root = Path(generated.ensure_generated(again))
+  a = (root / "train" / split.class_names[3] / "00000.jpg").read_bytes()
+  b = (Path(split.paths[30])).read_bytes()
+  assert a == b, "The generated set must be a pure function of its settings and seed."
+
+
+def _member(tar, name, data):
+  info = tarfile.TarInfo(name)
+  info.size = len(data)
+  tar.addfile(info, io.BytesIO(data))
+
+
+@needs_samples
+def test_imagenet2012_through_real_tfds_builder(tmp_path):
+  photos = sorted(SAMPLES.glob("*.JPEG"))[:6] + [SAMPLES / f"{GREY[0]}.JPEG"]
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  config = paper.get_config()
+  config.data.update(tfds_data_dir=str(tmp_path / "tfds"), manual_dir=str(manual),
+                     cache_dir=str(tmp_path), mean="none", pca_noise_std=0.0, threads=2)
+  with pytest.raises(FileNotFoundError) as error:
+    input_pipeline.dataset_info(config)
+  for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
+    assert str(manual / name) in str(error.value)
+  with tarfile.open(manual / "ILSVRC2012_img_train.tar", "w") as train:
+    for photo in photos:  # The real layout: one tar per synset inside the train tar.
+      wnid = photo.name.split("_")[0]
+      inner = io.BytesIO()
+      with tarfile.open(fileobj=inner, mode="w") as synset:
+        for k in range(2):
+          _member(synset, f"{wnid}_{k}.JPEG", photo.read_bytes())
+      _member(train, f"{wnid}.tar", inner.getvalue())
+  with tarfile.open(manual / "ILSVRC2012_img_val.tar", "w") as val:
+    for k, photo in enumerate(photos[:5]):
+      _member(val, f"ILSVRC2012_val_{k + 1:08d}.JPEG", photo.read_bytes())
+
+  info = input_pipeline.dataset_info(config)
+  assert info == dict(num_classes=1000, num_train=14, num_eval=5, eval_split="validation")
+  names = sources.open_split(config, "train").class_names
+  wnids = [p.name.split("_")[0] for p in photos]
+  batch = next(input_pipeline.train_iterator(config, batch_size=14))
+  assert batch["image"].shape == (14, 227, 227, 3)
+  assert sorted(batch["label"]) == sorted(names.index(w) for w in wnids for _ in range(2))
+  val_labels = (Path(tf.__file__).parents[1] / "tensorflow_datasets" / "datasets" /
+                "imagenet2012" / "validation_labels.txt").read_text().split()[:5]
+  batches = list(input_pipeline.eval_iterator(config, "validation", batch_size=4, ten_crop=False))
+  labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+  assert sorted(labels) == sorted(names.index(w) for w in val_labels)
+  # Images come through unchanged: each centre crop is one of the photos' centre crops.
+  expected = {digest(augment.centre_crop(augment.decode_and_centre_crop(
+      tf.constant(p.read_bytes())), 227).numpy()) for p in photos[:5]}
+  got = {digest(x) for b in batches for x in b["image"][b["mask"]]}
+  assert got == expected
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+  """The CIFAR-10 test split (stored first in the archive), extracted once."""
+  if not (DATA / "cifar10-jpeg.tar.gz").exists():
+    pytest.skip(f"{DATA / 'cifar10-jpeg.tar.gz'} is absent")
+  root = tmp_path_factory.mktemp("cifar")
+  with tarfile.open(DATA / "cifar10-jpeg.tar.gz") as archive:
+    for member in archive:
+      if member.name.startswith("cifar10/train"):
+        break
+      if member.isfile():
+        archive.extract(member, root, filter="data")
+  return root / "cifar10"
+
+
+def test_cifar10_as_image_folder(cifar_root, cache):
+  config = paper.get_config()
+  config.model.image_size = 32
+  config.data.update(source="folder", root=str(cifar_root), train_split="test",
+                     eval_split="test", resize_size=32, mean="none", pca_noise_std=0.0,
+                     cache_dir=str(cache), threads=2)
+  assert input_pipeline.dataset_info(config) == dict(num_classes=10, num_train=5000,
+                                                     num_eval=5000, eval_split="test")
+  split = sources.open_split(config, "test")
+  assert split.class_names == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                               "horse", "ship", "truck"]
+  batches = list(input_pipeline.eval_iterator(config, "test", batch_size=1000, ten_crop=False))
+  labels = np.concatenate([b["label"] for b in batches])
+  assert len(batches) == 5 and all(b["mask"].all() for b in batches)
+  np.testing.assert_array_equal(labels, split.labels)  # Eval keeps the stored order.
+  np.testing.assert_array_equal(np.bincount(labels), [500] * 10)
+  for k in (0, 1234, 4999):
+    written = np.asarray(Image.open(split.paths[k]).convert("RGB"), np.float32)
+    assert Path(split.paths[k]).parent.name == split.class_names[labels[k]]
+    ours = batches[k // 1000]["image"][k % 1000]
+    # No resampling on the way (bit-exact with a plain decode), and libjpeg-turbo's chroma
+    # upsampling differs a little between TF and PIL, so PIL agrees to a grey level on average.
+    np.testing.assert_array_equal(ours, tf.io.decode_jpeg(tf.io.read_file(split.paths[k]),
+                                                          channels=3).numpy())
+    assert np.abs(ours - written).mean() < 1.5
+
+
+@needs_samples
+def test_greyscale_jpeg_and_png_come_out_rgb(tmp_path):
+  for name in GREY:
+    image = augment.decode_and_centre_crop(tf.io.read_file(str(SAMPLES / f"{name}.JPEG")), 256)
+    assert image.shape == (256, 256, 3)
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+  grey = np.arange(40 * 30, dtype=np.uint8).reshape(40, 30) % 251
+  Image.fromarray(grey).save(tmp_path / "g.png")
+  image = augment.decode_and_centre_crop(tf.io.read_file(str(tmp_path / "g.png")), 30).numpy()
+  np.testing.assert_array_equal(image, np.repeat(grey[5:35, :, None], 3, axis=2))
+
+
+def test_corrupt_file_named_or_skipped(tmp_path, capsys):
+  for split in ("train", "val"):
+    for c in ("a", "b"):
+      os.makedirs(tmp_path / split / c)
+      for k in range(3):
+        Image.fromarray(np.full((40, 50, 3), 60 * k, np.uint8)).save(tmp_path / split / c / f"{k}.jpg")
+  good = (tmp_path / "train" / "a" / "0.jpg").read_bytes()
+  (tmp_path / "train" / "b" / "1.jpg").write_bytes(good[:len(good) // 2])  # Truncated.
+  (tmp_path / "train" / "a" / "2.jpg").write_bytes(b"not an image at all")
+  config = small_config(tmp_path, source="folder", root=str(tmp_path), mean="none",
+                        pca_noise_std=0.0, resize_size=32)
+  config.model.image_size = 28
+  with pytest.raises(ValueError) as error:
+    take(input_pipeline.train_iterator(config, batch_size=2), 3)
+  assert "2 file(s)" in str(error.value)
+  for bad in ("train/b/1.jpg", "train/a/2.jpg"):
+    assert str(tmp_path / bad) in str(error.value)
+  config.data.on_corrupt = "skip"
+  batches = take(input_pipeline.train_iterator(config, batch_size=2), 4)
+  assert "Skipping 2 unreadable file(s) of 6" in capsys.readouterr().out
+  assert sorted(np.concatenate([b["label"] for b in batches[:2]])) == [0, 0, 1, 1]
+
+
+def test_missing_statistics_name_the_command(tmp_path):
+  config = small_config(tmp_path, source="folder", root=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="python -m alexnet_jax.data.stats"):
+    input_pipeline._mean_and_pca(config)
+
+
+# Ops: eagerly and in tf.data, against NumPy.
+
+def _in_tf_data(fn, *args):
+  ds = tf.data.Dataset.from_tensors(tuple(args)).map(fn)
+  return next(iter(ds.as_numpy_iterator()))
+
+
+@needs_samples
+def test_ops_equal_eagerly_and_in_tf_data():
+  data = tf.constant((SAMPLES / "n01440764_tench.JPEG").read_bytes())
+  big = tf.constant(sorted(SAMPLES.glob("*.JPEG"), key=os.path.getsize)[-1].read_bytes())
+  seed = tf.constant([3, 7], tf.int64)
+  eigvec = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0].astype(np.float32)
+  eigval = np.array([1.5e4, 1.4e3, 3.9e2], np.float32)
+  mean = np.random.default_rng(1).uniform(0, 255, (256, 256, 3)).astype(np.float32)
+  ops = [
+      (lambda d: augment.decode_and_centre_crop(d, 256), (data,)),
+      (lambda d: augment.decode_and_centre_crop(d, 96), (big,)),  # DCT-scaled decode.
+      (lambda x: augment.subtract_mean(x, mean), (mean[::-1],)),
+      (lambda x, s: augment.random_crop_flip(x, s, 227), (mean, seed)),
+      (lambda x, s: augment.pca_noise(x, s, eigval, eigvec, 0.1, "cuda_convnet"), (mean, seed)),
+      (lambda x: augment.centre_crop(x, 227), (mean,)),
+      (lambda x: augment.ten_crops(x, 227), (mean,)),
+  ]
+  for fn, args in ops:
+    np.testing.assert_array_equal(fn(*args).numpy(), _in_tf_data(fn, *args))
+
+
+@needs_samples
+def test_reduced_size_decode_is_close_to_full_decode():
+  photo = sorted(SAMPLES.glob("*.JPEG"), key=os.path.getsize)[-1]
+  rgb = Image.open(photo).convert("RGB")
+  side = min(rgb.size)
+  assert side >= 2 * 256, "Pick a photo large enough to take the DCT-scaled path."
+  box = ((rgb.width - side) // 2, (rgb.height - side) // 2)
+  full = rgb.crop((*box, box[0] + side, box[1] + side)).resize((256, 256), Image.BILINEAR)
+  ours = augment.decode_and_centre_crop(tf.constant(photo.read_bytes()), 256).numpy()
+  assert np.abs(ours - np.asarray(full, np.float32)).mean() < 3.0
+
+
+def test_random_crop_and_flip_cover_every_position():
+  y, x = np.mgrid[0:16, 0:16].astype(np.float32)
+  image = np.stack([y, x, np.zeros_like(x)], axis=-1)
+  ds = tf.data.Dataset.range(2000).map(
+      lambda i: augment.random_crop_flip(image, tf.stack([tf.constant(5, tf.int64), i]), 12))
+  crops = np.stack(list(ds.batch(2000).as_numpy_iterator())[0])
+  top = crops[:, 0, :, 0].min(axis=1)
+  left = crops[:, 0, :, 1].min(axis=1)
+  flipped = crops[:, 0, 0, 1] > crops[:, 0, -1, 1]
+  assert set(top) == set(left) == set(range(5))
+  assert 0.45 < flipped.mean() < 0.55
+  for a, b in [(top, left), (top, flipped), (left, flipped)]:  # Independent draws.
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.1
+  np.testing.assert_array_equal(augment.random_crop_flip(image, [0, 0], 12, crop=False, flip=False),
+                                image[2:14, 2:14])
+
+
+def test_ten_crops_equal_numpy():
+  image = np.random.default_rng(0).uniform(0, 255, (20, 20, 3)).astype(np.float32)
+  c = 15
+  expected = [image[:c, :c], image[:c, -c:], image[-c:, :c], image[-c:, -c:], image[2:17, 2:17]]
+  expected = np.stack(expected + [e[:, ::-1] for e in expected])
+  np.testing.assert_array_equal(augment.ten_crops(image, c).numpy(), expected)
+  np.testing.assert_array_equal(augment.centre_crop(image, c).numpy(), expected[4])
+
+
+@pytest.mark.parametrize("convention,scale", [
+    ("cuda_convnet", np.sqrt), ("fb_resnet", lambda l: l / 255.0), ("paper", lambda l: l)])
+def test_pca_noise_has_the_configured_covariance(convention, scale):
+  eigvec = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0].astype(np.float32)
+  eigval = np.array([121.8, 37.1, 19.7], np.float32) ** 2
+  zero = np.zeros((1, 1, 3), np.float32)
+  ds = tf.data.Dataset.range(20000).map(lambda i: augment.pca_noise(
+      zero, tf.stack([tf.constant(1, tf.int64), i]), eigval, eigvec, 0.1, convention)[0, 0])
+  noise = next(ds.batch(20000).as_numpy_iterator()).astype(np.float64)
+  expected = eigvec @ np.diag((0.1 * scale(eigval)) ** 2) @ eigvec.T
+  np.testing.assert_allclose(np.cov(noise.T), expected, rtol=0.05, atol=0.05 * expected[0, 0])
+  np.testing.assert_array_less(np.abs(noise.mean(0)), 5 * np.sqrt(np.diag(expected) / 20000))
+
+
+def test_statistics_equal_numpy(cache):
+  config = small_config(cache)
+  split = sources.open_split(config, "train")
+  images = np.stack([augment.decode_and_centre_crop(tf.io.read_file(p), 64).numpy()
+                     for p in split.paths]).astype(np.float64)
+  got = stats.compute_stats(config)
+  assert got["num_images"] == 40
+  np.testing.assert_allclose(got["mean_image"], images.mean(0), rtol=1e-5, atol=1e-3)
+  eigval, eigvec = np.linalg.eigh(np.cov(images.reshape(-1, 3).T, bias=True))
+  np.testing.assert_allclose(got["eigval"], eigval[::-1], rtol=1e-4)
+  np.testing.assert_allclose(np.abs(got["eigvec"]), np.abs(eigvec[:, ::-1]), atol=1e-4)
+  loaded = stats.load_stats(config)  # The generated set's statistics are made on first use.
+  np.testing.assert_allclose(loaded["mean_image"], got["mean_image"])
+  assert Path(stats.stats_path(config)).exists()
+
+
+# Determinism, resumption, hosts.
+
+def test_same_seed_same_batches_other_seed_other_batches(cache):
+  config = small_config(cache)
+  a = take(input_pipeline.train_iterator(config, batch_size=8), 3)
+  b = take(input_pipeline.train_iterator(config, batch_size=8), 3)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["label"], y["label"])
+  config.seed = 1
+  c = take(input_pipeline.train_iterator(config, batch_size=8), 3)
+  assert not np.array_equal(a[0]["image"], c[0]["image"])
+  assert a[0]["image"].shape == (8, 56, 56, 3) and a[0]["label"].dtype == np.int32
+
+
+def test_resume_at_start_step_equals_advancing(cache):
+  config = small_config(cache)
+  # 40 examples, 2 hosts of batch 3: epochs of 20 end inside steps 6 and 13.
+  for process_index in (0, 1):
+    kwargs = dict(batch_size=6, process_index=process_index, process_count=2)
+    straight = take(input_pipeline.train_iterator(config, **kwargs), 16)
+    resumed = take(input_pipeline.train_iterator(config, start_step=5, **kwargs), 11)
+    for x, y in zip(straight[5:], resumed):
+      np.testing.assert_array_equal(x["image"], y["image"])
+      np.testing.assert_array_equal(x["label"], y["label"])
+  epoch0 = np.concatenate([b["label"] for b in straight[:20 // 3]])
+  assert not np.array_equal(epoch0, np.concatenate([b["label"] for b in straight[7:13]]))
+
+
+def test_two_hosts_train_disjoint_and_covering_each_epoch(cache):
+  config = small_config(cache, random_crop=False, flip=False, pca_noise_std=0.0)
+  every = {digest(b["image"][k]) for b in input_pipeline.eval_iterator(
+      config, "train", batch_size=40, ten_crop=False) for k in range(40)}
+  assert len(every) == 40
+  for epoch in (0, 1):
+    seen = []
+    for p in (0, 1):
+      batches = take(input_pipeline.train_iterator(
+          config, batch_size=10, process_index=p, process_count=2, start_step=4 * epoch), 4)
+      seen.append({digest(x) for b in batches for x in b["image"]})
+    assert len(seen[0]) == len(seen[1]) == 20 and not seen[0] & seen[1]
+    assert seen[0] | seen[1] == every
+
+
+@pytest.mark.parametrize("ten_crop", [False, True])
+def test_two_hosts_eval_each_example_once_same_batch_count(cache, ten_crop):
+  config = small_config(cache)
+  config.data.generated.val_per_class = 5  # 20 examples: hosts of 10, batches of 3 -> 4, pad 2.
+  labels, images, lengths = [], [], []
+  for p in (0, 1):
+    batches = list(input_pipeline.eval_iterator(
+        config, "val", batch_size=6, ten_crop=ten_crop, process_index=p, process_count=2))
+    lengths.append(len(batches))
+    for b in batches:
+      assert b["image"].shape == ((3, 10, 56, 56, 3) if ten_crop else (3, 56, 56, 3))
+      labels.append(b["label"][b["mask"]])
+      images += [digest(x) for x in b["image"][b["mask"]]]
+      assert not b["image"][~b["mask"]].any()
+  assert lengths == [4, 4]
+  np.testing.assert_array_equal(np.concatenate(labels), sources.open_split(config, "val").labels)
+  assert len(set(images)) == 20
