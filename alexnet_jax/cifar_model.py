@@ -1,0 +1,151 @@
+"""The small CIFAR-10 networks of cuda-convnet that the paper's CIFAR claims used.
+
+Figure 1 ("a four-layer convolutional neural network with ReLUs reaches a 25% training error
+rate on CIFAR-10 six times faster than an equivalent network with tanh neurons") and the LRN
+claim of section 3.3 ("a four-layer CNN achieved a 13% test error rate without normalization
+and 11% with normalization") were measured with cuda-convnet's example CIFAR-10 nets. Two
+layouts follow its example-layers files (github.com/dnouri/cuda-convnet mirrors them):
+
+  "18pct"  layers-18pct.cfg, 32x32 input:
+           conv1 32@5x5 pad 2 (init std 1e-4) -> f -> max-pool 3/2 -> [LRN]
+           conv2 32@5x5 pad 2 (0.01) -> f -> avg-pool 3/2 -> [LRN]
+           conv3 64@5x5 pad 2 (0.01) -> f -> avg-pool 3/2 -> fc10 (0.01)
+           89,578 parameters. Used for figure 1 (without LRN).
+  "conv_local"  layers-conv-local-13pct.cfg (no LRN) / -11pct.cfg (LRN), 24x24 crops:
+           conv1 64@5x5 pad 2 (1e-4) -> f -> [LRN] -> max-pool 3/2
+           conv2 64@5x5 pad 2 (0.01) -> f -> [LRN] -> max-pool 3/2
+           local3 32@3x3 pad 1 (0.04) -> f -> local4 32@3x3 pad 1 (0.04) -> f -> fc10 (0.01)
+           1,116,490 parameters. Used for the LRN claim.
+
+Adaptations, all deliberate: LRN is the paper's cross-map `model.lrn` (18pct's file has a
+*spatial* 3x3 `rnorm` there; 11pct's is cross-map, size 5, scale 0.001, which cuda-convnet
+divides by the size: `lrn_convention="caffe"`, k=1). Pools cover the border as cuda-convnet's
+`outputsX=0` does (ceil((size - 3) / 2) + 1 outputs: 32 -> 16 -> 8 -> 4; the average pool
+divides by the pixels inside the image). Biases start at 0 (cuda-convnet's default). `f` is
+`config.model.activation` (model.ACTIVATIONS). No towers, no dropout: the net runs
+data-parallel only.
+"""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax import lax
+
+from alexnet_jax import model
+
+NAME = "cifar4"
+LAYOUTS = ("18pct", "conv_local")
+INPUT_SIZE = {"18pct": 32, "conv_local": 24}
+
+
+def pooled_size(size, window=3, stride=2):
+  """cuda-convnet's pool output size with outputsX=0: the last window may hang over the edge."""
+  return max(1, math.ceil((size - window) / stride) + 1)
+
+
+def pool(x_BHWC, kind, window=3, stride=2):
+  """Max or average pooling; windows past the border see only the pixels inside the image."""
+  size = x_BHWC.shape[1]
+  over = (pooled_size(size, window, stride) - 1) * stride + window - size
+  pad = ((0, 0), (0, over), (0, over), (0, 0))
+  dims, strides = (1, window, window, 1), (1, stride, stride, 1)
+  if kind == "max":
+    return lax.reduce_window(x_BHWC, -jnp.inf, lax.max, dims, strides, pad)
+  total = lax.reduce_window(x_BHWC, 0.0, lax.add, dims, strides, pad)
+  ones = jnp.ones((1, size, size, 1), x_BHWC.dtype)
+  count = lax.reduce_window(ones, 0.0, lax.add, dims, strides, pad)
+  return total / count
+
+
+class LocallyConnected(nn.Module):
+  """cuda-convnet's `local` layer: a convolution whose filters (and biases) differ per output
+  position. Kernel [H, W, C*k*k, F]."""
+  features: int
+  kernel_size: int
+  padding: int
+  weight_std: float
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    k, p = self.kernel_size, self.padding
+    patches_BHWP = lax.conv_general_dilated_patches(
+        x_BHWC, (k, k), (1, 1), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    _, h, w, c = patches_BHWP.shape
+    kernel = self.param("kernel", nn.initializers.normal(self.weight_std), (h, w, c, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (h, w, self.features))
+    return jnp.einsum("bhwp,hwpf->bhwf", patches_BHWP, kernel) + bias[None]
+
+
+class CifarNet(nn.Module):
+  """`config` is `config.model` (name "cifar4"); returns logits [B, num_classes]."""
+  config: ml_collections.FrozenConfigDict
+
+  @nn.compact
+  def __call__(self, x_BHWC, train: bool = False, rng=None):
+    del train, rng  # No dropout: the same signature as model.AlexNet for the training loop.
+    cfg = self.config
+    check_config(cfg)
+    if x_BHWC.shape[1:] != (cfg.image_size, cfg.image_size, 3):
+      raise ValueError(f"Images of shape {x_BHWC.shape[1:]} do not match config.model.image_size="
+                       f"{cfg.image_size}.")
+    act = model.ACTIVATIONS[cfg.activation]
+    x = x_BHWC.astype(jnp.dtype(cfg.dtype))
+    if cfg.layout == "18pct":
+      x = self._norm(pool(act(self._conv("conv1", x, 32, 1e-4)), "max"))
+      x = self._norm(pool(act(self._conv("conv2", x, 32, 0.01)), "avg"))
+      x = pool(act(self._conv("conv3", x, 64, 0.01)), "avg")
+    else:
+      x = pool(self._norm(act(self._conv("conv1", x, 64, 1e-4))), "max")
+      x = pool(self._norm(act(self._conv("conv2", x, 64, 0.01))), "max")
+      x = act(LocallyConnected(32, 3, 1, 0.04, name="local3")(x))
+      x = act(LocallyConnected(32, 3, 1, 0.04, name="local4")(x))
+    x = x.reshape(x.shape[0], -1)
+    logits_BK = nn.Dense(cfg.num_classes, kernel_init=nn.initializers.normal(0.01),
+                         name="fc10")(x)
+    return logits_BK.astype(jnp.float32)
+
+  def _conv(self, name, x, features, std):
+    return nn.Conv(features, (5, 5), padding=((2, 2), (2, 2)), name=name,
+                   kernel_init=nn.initializers.normal(std))(x)
+
+  def _norm(self, x):
+    cfg = self.config
+    if not cfg.lrn:
+      return x
+    return model.lrn(x, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha, beta=cfg.lrn_beta,
+                     convention=cfg.lrn_convention)
+
+
+def check_config(model_cfg):
+  """Clear errors for settings the CIFAR nets do not have."""
+  if model_cfg.layout not in LAYOUTS:
+    raise ValueError(f"config.model.layout={model_cfg.layout!r}: choose one of {LAYOUTS}.")
+  if model_cfg.activation not in model.ACTIVATIONS:
+    raise ValueError(f"config.model.activation={model_cfg.activation!r}: use one of "
+                     f"{sorted(model.ACTIVATIONS)}.")
+  if model_cfg.get("dropout_rate", 0.0):
+    raise ValueError("config.model.dropout_rate must be 0 for the CIFAR nets (cuda-convnet's "
+                     "layer files have no dropout).")
+  expected = INPUT_SIZE[model_cfg.layout]
+  if model_cfg.image_size != expected:
+    raise ValueError(f"config.model.image_size={model_cfg.image_size}: layout "
+                     f"{model_cfg.layout!r} takes {expected}x{expected} images.")
+
+
+def init_params(model_cfg, rng):
+  """Parameters initialised as the layers file says (normal(initW), biases 0)."""
+  net = CifarNet(ml_collections.FrozenConfigDict(model_cfg))
+  x = jnp.zeros((1, model_cfg.image_size, model_cfg.image_size, 3), jnp.float32)
+  return net.init(rng, x)["params"]
+
+
+def apply(model_cfg, params, images_BHWC):
+  """Logits for a batch; under jit with the batch sharded over `data` XLA splits the work."""
+  return CifarNet(ml_collections.FrozenConfigDict(model_cfg)).apply({"params": params},
+                                                                     images_BHWC)
+
+
+def count_params(params) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(params))

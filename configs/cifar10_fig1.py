@@ -1,0 +1,91 @@
+r"""Figure 1: ReLU against tanh in a four-layer CNN on CIFAR-10, without regularisation.
+
+The paper: "A four-layer convolutional neural network with ReLUs (solid line) reaches a 25%
+training error rate on CIFAR-10 six times faster than an equivalent network with tanh neurons
+(dashed line). The learning rates for each network were chosen independently to make training
+as fast as possible. No regularization of any kind was employed." (section 3.1, figure 1)
+
+The network is cuda-convnet's layers-18pct.cfg (alexnet_jax/cifar_model.py, layout "18pct":
+conv 32@5x5 -> max-pool 3/2 -> conv 32@5x5 -> avg-pool 3/2 -> conv 64@5x5 -> avg-pool 3/2 ->
+fc 10), with its two response-normalisation layers left out and the activation switchable.
+"No regularisation": no weight decay, no dropout, no LRN, no crops, no mirrors, no colour
+noise; only the mean image is subtracted (4.1, as cuda-convnet does). Minibatch 128 and
+momentum 0.9 as in layer-params-18pct.cfg; a constant learning rate per activation, the
+fastest of a small sweep (experiments/README.md says which and how it was measured).
+
+    python -m experiments.cifar10_data    # once: extracts ../shared/data/cifar10-jpeg.tar.gz
+    python -m alexnet_jax.main --config=configs/cifar10_fig1.py:tanh --workdir=workdirs/fig1_tanh
+    python -m experiments.sweep --sweep=cifar10_fig1 --workdir=workdirs/sweeps/cifar10_fig1
+
+Expected (the paper): ReLU reaches 25% training error in about 6 epochs, tanh in about 36.
+Arguments: "relu" (default) or "tanh" (each with its own learning rate); ",smoke" appended
+(or "smoke" alone) shrinks it to a few steps on a 2-core CPU.
+"""
+import ml_collections
+
+from configs import paper
+from experiments import cifar10_data
+
+# Constant learning rates, each the fastest of the sweep in experiments/README.md ("fig1_lr").
+LEARNING_RATES = {"relu": 0.01, "tanh": 0.01}
+
+
+def get_config(arg=None):
+  args = set((arg or "relu").split(","))
+  activation = "tanh" if "tanh" in args else "relu"
+  config = paper.get_config()
+  config.model = cifar_model_config(activation, layout="18pct", lrn=False)
+
+  config.mesh.model = 1                # Data parallel only: the net has no towers.
+
+  d = config.data
+  d.source = "folder"
+  d.root = cifar10_data.default_root()
+  d.train_split, d.eval_split = "train", "test"
+  d.resize_size = 32                   # The images as they are: no crop, no mirror, no noise.
+  d.random_crop = False
+  d.flip = False
+  d.mean = "image"
+  d.pca_noise_std = 0.0
+
+  t = config.train
+  t.batch_size = 128
+  t.learning_rate = LEARNING_RATES[activation]
+  t.momentum = 0.9
+  t.weight_decay = 0.0                 # "No regularization of any kind."
+  t.schedule = "step"
+  t.step_epochs = ()                   # Constant rate.
+  t.num_epochs = 40                    # The paper's figure 1 runs to about 35 epochs.
+  t.log_every_steps = 50
+
+  config.eval.split = "test"
+  config.eval.batch_size = 500
+  config.eval.every_epochs = 1
+  config.eval.ten_crop = False         # 32x32 crops of 32x32 images: one view.
+  config.checkpoint.every_steps = 1000
+
+  if "smoke" in args:
+    t.num_epochs = 1
+    t.num_steps = 6
+    t.log_every_steps = 2
+  return config
+
+
+def cifar_model_config(activation, *, layout, lrn):
+  """config.model for alexnet_jax/cifar_model.py; LRN constants are layers-conv-local-11pct's."""
+  from alexnet_jax import cifar_model
+  m = ml_collections.ConfigDict()
+  m.name = cifar_model.NAME
+  m.layout = layout
+  m.num_classes = 10
+  m.image_size = cifar_model.INPUT_SIZE[layout]
+  m.activation = activation
+  m.lrn = lrn
+  m.lrn_convention = "caffe"           # cuda-convnet divides the scale by the window size.
+  m.lrn_k = 1.0
+  m.lrn_n = 5
+  m.lrn_alpha = 0.001
+  m.lrn_beta = 0.75
+  m.dropout_rate = 0.0
+  m.dtype = "float32"
+  return m
