@@ -1,0 +1,272 @@
+"""The network of section 3 and figure 2, written per tower.
+
+Every parameter has a leading tower axis: 2 in the global parameters, and inside `shard_map`
+either 1 (model=2: one tower per device, as each GTX 580 held one) or 2 (model=1: one device
+computes both). Each local tower runs its own ungrouped convolution: a grouped convolution
+(`feature_group_count=2`, or `vmap` over the towers, which lowers to the same thing) is about
+10x slower in its backward pass on CPU (issue 2; jax-ml/jax#13800 on CUDA).
+
+conv2, conv4 and conv5 see only their own tower's maps; the inputs of conv3, fc6, fc7 and fc8
+are both towers' maps, concatenated over channels (tower 0 first) and exchanged through
+`lax.all_gather` over the `model` axis (section 3.2). fc8 is split too: each tower owns
+`num_classes / 2` logits, and the two halves are gathered once more for the softmax.
+
+No mesh code lives here: the module only names the `model` and `data` axes, and with both
+names set to None it runs on one device without `shard_map` (used by `init_params`).
+"""
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax import lax
+
+# Per-tower widths at width 1.0 (figure 2: 48+48, 128+128, 192+192, 192+192, 128+128 kernels,
+# 2048+2048 units in fc6 and fc7).
+TOWER_CHANNELS = {"conv1": 48, "conv2": 128, "conv3": 192, "conv4": 192, "conv5": 128,
+                  "fc6": 2048, "fc7": 2048}
+NUM_TOWERS = 2
+# Section 5: these layers' biases start at config.model.bias_init (1 in the paper), others at 0.
+BIASED_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
+
+ACTIVATIONS = {
+    "relu": nn.relu,                                  # 3.1
+    "tanh": jnp.tanh,                                 # figure 1's comparison
+    "abs_tanh": lambda x: jnp.abs(jnp.tanh(x)),       # 3.1, Jarrett et al.'s f(x) = |tanh(x)|
+    "sigmoid": nn.sigmoid,
+}
+
+
+def tower_widths(model_cfg) -> dict[str, int]:
+  """Channels (or units) per tower of each hidden layer, scaled by `model_cfg.width`."""
+  if model_cfg.width <= 0:
+    raise ValueError(f"config.model.width={model_cfg.width} must be positive (1.0 is the paper).")
+  return {name: max(1, round(c * model_cfg.width)) for name, c in TOWER_CHANNELS.items()}
+
+
+def feature_map_sizes(model_cfg) -> dict[str, int]:
+  """Spatial size after each layer; refuses image sizes that conv1 does not tile (3.5)."""
+  size = model_cfg.image_size
+  if size < 11 or (size - 11) % 4:
+    hint = ""
+    if size == 224:
+      hint = (" The paper's 224 gives (224 - 11) / 4 + 1 = 54.25, i.e. a 54x54 conv1 map and a"
+              " 5x5x256 flatten instead of 55x55 and 6x6x256; its arithmetic needs 227.")
+    raise ValueError(
+        f"config.model.image_size={size}: conv1 (11x11, stride 4, no padding) must tile the"
+        f" image exactly, i.e. (image_size - 11) % 4 == 0.{hint} Use image_size=227 (the default)"
+        " or crop/resize the input to such a size.")
+  pool = lambda s: (s - model_cfg.pool_window) // model_cfg.pool_stride + 1
+  sizes = {"conv1": (size - 11) // 4 + 1}
+  sizes["pool1"] = pool(sizes["conv1"])
+  sizes["conv2"] = sizes["pool1"]
+  sizes["pool2"] = pool(sizes["conv2"])
+  sizes["conv3"] = sizes["conv4"] = sizes["conv5"] = sizes["pool2"]
+  sizes["pool5"] = pool(sizes["conv5"])
+  if sizes["pool5"] < 1:
+    raise ValueError(f"config.model.image_size={size} is too small: nothing is left after pool5.")
+  return sizes
+
+
+def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper"):
+  """Local response normalisation over the channels of one tower (section 3.3).
+
+  paper: b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2)^beta.
+  caffe: the same with alpha / n (Caffe, PyTorch and cuda-convnet; they also default k to 1,
+  set `lrn_k` for that). The window is clipped at the tower's first and last channel.
+  The window sum is a matmul with a 0/1 band matrix: one fused op forward and backward.
+  """
+  if convention not in ("paper", "caffe"):
+    raise ValueError(f"config.model.lrn_convention={convention!r}: use 'paper' or 'caffe'.")
+  scale = alpha / n if convention == "caffe" else alpha
+  channels = x_BHWC.shape[-1]
+  idx = jnp.arange(channels)
+  band_CC = (jnp.abs(idx[:, None] - idx[None, :]) <= n // 2).astype(x_BHWC.dtype)
+  sum_sq = jnp.einsum("bhwc,cd->bhwd", jnp.square(x_BHWC), band_CC)
+  return x_BHWC * lax.pow(k + scale * sum_sq, jnp.asarray(-beta, x_BHWC.dtype))
+
+
+def max_pool(x_BHWC, window, stride):
+  return lax.reduce_window(x_BHWC, -jnp.inf, lax.max, (1, window, window, 1),
+                           (1, stride, stride, 1), "VALID")
+
+
+class TowerConv(nn.Module):
+  """One convolution per local tower; kernel [towers, k, k, C_in, C_out]."""
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  towers: int = NUM_TOWERS
+  weight_std: float = 0.01
+  bias_value: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, xs: Sequence[jax.Array]) -> list[jax.Array]:
+    k, c_in = self.kernel_size, xs[0].shape[-1]
+    kernel = self.param("kernel", nn.initializers.normal(self.weight_std),
+                        (self.towers, k, k, c_in, self.features))
+    bias = self.param("bias", nn.initializers.constant(self.bias_value),
+                      (self.towers, self.features))
+    pad = ((self.padding, self.padding),) * 2
+    return [lax.conv_general_dilated(x, kernel[t].astype(self.dtype), (self.stride,) * 2, pad,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            + bias[t].astype(self.dtype)[None, None, None, :] for t, x in enumerate(xs)]
+
+
+class TowerDense(nn.Module):
+  """One fully connected layer per local tower; kernel [towers, F_in, F_out]."""
+  features: int
+  towers: int = NUM_TOWERS
+  weight_std: float = 0.01
+  bias_value: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, xs: Sequence[jax.Array]) -> list[jax.Array]:
+    kernel = self.param("kernel", nn.initializers.normal(self.weight_std),
+                        (self.towers, xs[0].shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.constant(self.bias_value),
+                      (self.towers, self.features))
+    return [x @ kernel[t].astype(self.dtype) + bias[t].astype(self.dtype)[None, :]
+            for t, x in enumerate(xs)]
+
+
+class AlexNet(nn.Module):
+  """AlexNet, figure 2. `config` is `config.model`; `towers` is how many towers this device holds.
+
+  Call inside `shard_map` over ("data", "model") (see parallel.make_apply), or with
+  `model_axis=data_axis=None` and `towers=2` on one device. `rng` is needed only when training
+  with dropout.
+  """
+  config: ml_collections.FrozenConfigDict
+  towers: int = NUM_TOWERS
+  model_axis: str | None = "model"
+  data_axis: str | None = "data"
+
+  @nn.compact
+  def __call__(self, x_BHWC, train: bool = False, rng=None):
+    cfg = self.config
+    if self.model_axis is None and self.towers != NUM_TOWERS:
+      raise ValueError("Without a model axis the device must hold both towers (towers=2).")
+    if cfg.num_classes % NUM_TOWERS:
+      raise ValueError(f"config.model.num_classes={cfg.num_classes} must be even: each tower owns"
+                       " half of fc8's outputs (section 3.2). Pad the label set by one class.")
+    if x_BHWC.shape[1:] != (cfg.image_size, cfg.image_size, 3):
+      raise ValueError(f"Images of shape {x_BHWC.shape[1:]} do not match config.model.image_size="
+                       f"{cfg.image_size}.")
+    feature_map_sizes(cfg)  # Refuses sizes the architecture does not tile.
+    widths = tower_widths(cfg)
+    dtype = jnp.dtype(cfg.dtype)
+    if cfg.activation not in ACTIVATIONS:
+      raise ValueError(f"config.model.activation={cfg.activation!r}: use one of {sorted(ACTIVATIONS)}.")
+    act = ACTIVATIONS[cfg.activation]
+    conv = lambda name, f, k, **kw: TowerConv(f, k, towers=self.towers, weight_std=cfg.weight_std,
+                                              dtype=dtype, name=name, **kw)
+    dense = lambda name, f, **kw: TowerDense(f, towers=self.towers, weight_std=cfg.weight_std,
+                                             dtype=dtype, name=name, **kw)
+    b = cfg.bias_init  # Section 5: BIASED_LAYERS start at 1, the others at 0.
+    x = x_BHWC.astype(dtype)
+    maps = {}  # Per-layer maps, returned in the "intermediates" collection when it is mutable.
+
+    h = self._each(maps, "conv1", [act(y) for y in conv("conv1", widths["conv1"], 11, stride=4)(
+        [x] * self.towers)])
+    h = self._norm_pool(maps, "1", h)
+    h = self._each(maps, "conv2", [act(y) for y in conv("conv2", widths["conv2"], 5, padding=2,
+                                                  bias_value=b)(h)])
+    h = self._norm_pool(maps, "2", h)
+    both = self._gather(h)
+    h = self._each(maps, "conv3", [act(y) for y in conv("conv3", widths["conv3"], 3, padding=1)(
+        [both] * self.towers)])
+    h = self._each(maps, "conv4", [act(y) for y in conv("conv4", widths["conv4"], 3, padding=1,
+                                                  bias_value=b)(h)])
+    h = self._each(maps, "conv5", [act(y) for y in conv("conv5", widths["conv5"], 3, padding=1,
+                                                  bias_value=b)(h)])
+    h = self._each(maps, "pool5", [max_pool(y, cfg.pool_window, cfg.pool_stride) for y in h])
+    both = self._gather(h)
+    both = both.reshape(both.shape[0], -1)
+    h = dense("fc6", widths["fc6"], bias_value=b)([both] * self.towers)
+    h = self._each(maps, "fc6", self._dropout([act(y) for y in h], 6, train, rng))
+    h = dense("fc7", widths["fc7"], bias_value=b)([self._gather(h)] * self.towers)
+    h = self._each(maps, "fc7", self._dropout([act(y) for y in h], 7, train, rng))
+    h = dense("fc8", cfg.num_classes // NUM_TOWERS)([self._gather(h)] * self.towers)
+    logits_BK = self._gather(h, to="invarying")
+    if maps:
+      self.sow("intermediates", "maps", maps)
+    return logits_BK.astype(jnp.float32)
+
+  def _norm_pool(self, maps, i, h):
+    cfg = self.config
+    if cfg.lrn:  # 3.3: after the ReLU of conv1 and conv2, each tower over its own channels.
+      h = self._each(maps, f"norm{i}", [lrn(y, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha,
+                                      beta=cfg.lrn_beta, convention=cfg.lrn_convention)
+                                  for y in h])
+    return self._each(maps, f"pool{i}", [max_pool(y, cfg.pool_window, cfg.pool_stride) for y in h])
+
+  def _each(self, maps, name, h):
+    """Records the local towers' maps (concatenated over channels) when asked to."""
+    if self.is_mutable_collection("intermediates"):
+      maps[name] = jnp.concatenate(h, axis=-1)
+    return h
+
+  def _gather(self, h, to="varying"):
+    """Both towers' maps over the last axis, tower 0 first: the only cross-device traffic."""
+    x = h[0] if len(h) == 1 else jnp.concatenate(h, axis=-1)
+    if self.model_axis is None:
+      return x
+    return lax.all_gather(x, self.model_axis, axis=x.ndim - 1, tiled=True, to=to)
+
+  def _dropout(self, h, layer, train, rng):
+    """Dropout (4.2) whose masks do not depend on the mesh.
+
+    Tower g's mask for layer l is drawn from fold_in(fold_in(rng, l), g) for the GLOBAL batch,
+    and this data shard takes its own rows: any ("data", "model") mesh, and one device without
+    a mesh, draw the same mask for the same example and unit. Inverted dropout: kept units are
+    scaled by 1 / (1 - rate) while training, so evaluation uses the weights as they are (the
+    paper instead halves the outputs at test time; the two are equal in expectation).
+    """
+    rate = self.config.dropout_rate
+    if not train or rate == 0.0:
+      return h
+    if rng is None:
+      raise ValueError("AlexNet needs `rng` when training with dropout_rate > 0.")
+    b_local, features = h[0].shape
+    shards = 1 if self.data_axis is None else lax.axis_size(self.data_axis)
+    start = 0 if self.data_axis is None else lax.axis_index(self.data_axis) * b_local
+    first_tower = 0 if self.model_axis is None else lax.axis_index(self.model_axis) * self.towers
+    out = []
+    for t, y in enumerate(h):
+      key = jax.random.fold_in(jax.random.fold_in(rng, layer), first_tower + t)
+      keep_GF = jax.random.bernoulli(key, 1.0 - rate, (b_local * shards, features))
+      keep_BF = lax.dynamic_slice_in_dim(keep_GF, start, b_local, axis=0)
+      out.append(jnp.where(keep_BF, y / (1.0 - rate), jnp.zeros_like(y)))
+    return out
+
+
+def init_params(model_cfg, rng):
+  """Global parameters (tower axis 2), initialised as in section 5.
+
+  Weights N(0, weight_std), biases from BIASED_LAYERS, as the layers' own initialisers do; but
+  all kernels come from ONE normal draw, sliced in parameter order: XLA then compiles one
+  random-number loop instead of sixteen, which saves 10-20 s per compile on a 2-core CPU.
+  """
+  net = AlexNet(ml_collections.FrozenConfigDict(model_cfg), model_axis=None, data_axis=None)
+  x = jax.ShapeDtypeStruct((1, model_cfg.image_size, model_cfg.image_size, 3), jnp.float32)
+  shapes = jax.eval_shape(functools.partial(net.init, train=False), rng, x)["params"]
+  kernel_sizes = [shapes[layer]["kernel"].size for layer in sorted(shapes)]
+  draw = model_cfg.weight_std * jax.random.normal(rng, (sum(kernel_sizes),), jnp.float32)
+  params, offset = {}, 0
+  for layer in sorted(shapes):
+    kernel, bias = shapes[layer]["kernel"], shapes[layer]["bias"]
+    value = model_cfg.bias_init if layer in BIASED_LAYERS else 0.0
+    params[layer] = {"kernel": draw[offset:offset + kernel.size].reshape(kernel.shape),
+                     "bias": jnp.full(bias.shape, value, bias.dtype)}
+    offset += kernel.size
+  return params
+
+
+def count_params(params) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,202 @@
+"""The network of section 3: sizes, parameter count, LRN, initialisation and ablation switches.
+
+These run the model on one device without a mesh (model_axis=data_axis=None, both towers local);
+tests/test_parallel.py checks that the sharded versions compute the same numbers.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from alexnet_jax import model
+from configs import paper
+
+
+def tiny_model_config(**overrides):
+  cfg = paper.get_config("smoke").model  # width 0.25, 10 classes.
+  cfg.image_size = 67                    # 15x15 after conv1, 1x1 after pool5.
+  cfg.update(overrides)
+  return cfg
+
+
+def run(cfg, x_BHWC, train=False, rng=None, params=None):
+  """Logits and the recorded per-layer maps of the one-device network."""
+  frozen = ml_collections.FrozenConfigDict(cfg)
+  params = base_params() if params is None else params  # The switches leave the shapes alone.
+  logits, state = forward(frozen, train)(params, x_BHWC, rng if rng is not None else
+                                         jax.random.key(1))
+  return logits, {k: np.asarray(v, np.float32) for k, v in state["intermediates"]["maps"][0].items()}
+
+
+@functools.cache
+def base_params():
+  return model.init_params(tiny_model_config(), jax.random.key(0))
+
+
+@functools.cache
+def forward(frozen_cfg, train):
+  net = model.AlexNet(frozen_cfg, model_axis=None, data_axis=None)
+  return jax.jit(lambda p, x, r: net.apply({"params": p}, x, train=train, rng=r,
+                                           mutable=["intermediates"]))
+
+
+@functools.cache
+def images(size=67, batch=4):
+  return jax.random.normal(jax.random.key(42), (batch, size, size, 3), jnp.float32)
+
+
+def test_parameter_count_is_the_papers():
+  shapes = jax.eval_shape(functools.partial(model.init_params, paper.get_config().model),
+                          jax.random.key(0))
+  assert model.count_params(shapes) == 60_965_224
+  assert shapes["conv1"]["kernel"].shape == (2, 11, 11, 3, 48)
+  assert shapes["conv2"]["kernel"].shape == (2, 5, 5, 48, 128)     # Own tower only.
+  assert shapes["conv3"]["kernel"].shape == (2, 3, 3, 256, 192)    # Both towers.
+  assert shapes["fc6"]["kernel"].shape == (2, 6 * 6 * 256, 2048)
+  assert shapes["fc8"]["kernel"].shape == (2, 4096, 500)
+  assert jax.tree.leaves(shapes)[0].dtype == jnp.float32
+
+
+def test_feature_map_sizes_at_227():
+  cfg = paper.get_config().model
+  net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+  params = jax.eval_shape(functools.partial(model.init_params, cfg), jax.random.key(0))
+  x = jax.ShapeDtypeStruct((1, 227, 227, 3), jnp.float32)
+  logits, state = jax.eval_shape(
+      lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]), params, x)
+  got = {k: v.shape[1:] for k, v in state["intermediates"]["maps"][0].items()}
+  assert got == {"conv1": (55, 55, 96), "norm1": (55, 55, 96), "pool1": (27, 27, 96),
+                 "conv2": (27, 27, 256), "norm2": (27, 27, 256), "pool2": (13, 13, 256),
+                 "conv3": (13, 13, 384), "conv4": (13, 13, 384), "conv5": (13, 13, 256),
+                 "pool5": (6, 6, 256), "fc6": (4096,), "fc7": (4096,)}
+  assert logits.shape == (1, 1000)
+  assert model.feature_map_sizes(cfg)["pool5"] == 6
+
+
+def test_224_is_refused_with_the_reason():
+  cfg = paper.get_config().model
+  cfg.image_size = 224
+  with pytest.raises(ValueError, match="54x54.*227"):
+    model.feature_map_sizes(cfg)
+  with pytest.raises(ValueError, match="image_size=224"):
+    jax.eval_shape(functools.partial(model.init_params, cfg), jax.random.key(0))
+
+
+def test_odd_num_classes_is_refused():
+  with pytest.raises(ValueError, match="num_classes=11 must be even"):
+    model.init_params(tiny_model_config(num_classes=11), jax.random.key(0))
+
+
+def numpy_lrn(a, k, n, alpha, beta, convention):
+  """Section 3.3 transcribed: a sum over the clipped window of n neighbouring channels."""
+  channels = a.shape[-1]
+  scale = alpha / n if convention == "caffe" else alpha
+  b = np.empty_like(a)
+  for i in range(channels):
+    lo, hi = max(0, i - n // 2), min(channels - 1, i + n // 2)
+    b[..., i] = a[..., i] / (k + scale * np.sum(a[..., lo:hi + 1] ** 2, axis=-1)) ** beta
+  return b
+
+
+@pytest.mark.parametrize("convention,k", [("paper", 2.0), ("caffe", 1.0)])
+def test_lrn_matches_the_formula(convention, k):
+  a = np.random.default_rng(0).normal(0, 30, (2, 3, 3, 7)).astype(np.float32)
+  got = model.lrn(jnp.asarray(a), k=k, n=5, alpha=1e-3, beta=0.75, convention=convention)
+  np.testing.assert_allclose(got, numpy_lrn(a, k, 5, 1e-3, 0.75, convention), rtol=1e-5)
+
+
+def test_lrn_conventions_differ_by_alpha_over_n():
+  a = jnp.full((1, 1, 1, 9), 10.0)
+  paper_b = model.lrn(a, k=2.0, n=5, alpha=1e-2, beta=0.75, convention="paper")
+  caffe_b = model.lrn(a, k=2.0, n=5, alpha=5e-2, beta=0.75, convention="caffe")
+  np.testing.assert_allclose(paper_b, caffe_b, rtol=1e-6)
+  with pytest.raises(ValueError, match="lrn_convention"):
+    model.lrn(a, k=2.0, n=5, alpha=1e-2, beta=0.75, convention="pytorch")
+
+
+def test_initialisation_is_section_5():
+  params = model.init_params(tiny_model_config(bias_init=0.5), jax.random.key(0))
+  for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+    expected = 0.5 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
+    np.testing.assert_array_equal(params[layer]["bias"], expected, err_msg=layer)
+  kernel = np.asarray(params["fc6"]["kernel"])  # 2 x 64 x 512 draws.
+  assert abs(kernel.std() - 0.01) < 3e-4 and abs(kernel.mean()) < 3e-4
+  assert not np.allclose(kernel[0], kernel[1])  # The towers are initialised independently.
+
+
+def numpy_max_pool(x_BHWC, window, stride):
+  out = (x_BHWC.shape[1] - window) // stride + 1
+  return np.stack([np.stack([x_BHWC[:, i * stride:i * stride + window, j * stride:j * stride
+                                    + window].max(axis=(1, 2)) for j in range(out)], axis=1)
+                   for i in range(out)], axis=1)
+
+
+@pytest.mark.parametrize("window,stride", [(3, 2), (2, 2)])
+def test_pooling_switch(window, stride):
+  _, maps = run(tiny_model_config(pool_window=window, pool_stride=stride), images())
+  np.testing.assert_allclose(maps["pool1"], numpy_max_pool(maps["norm1"], window, stride))
+  np.testing.assert_allclose(maps["pool5"], numpy_max_pool(maps["conv5"], window, stride))
+
+
+@pytest.mark.parametrize("convention", ["paper", "caffe"])
+def test_lrn_switch(convention):
+  cfg = tiny_model_config(lrn_convention=convention)
+  _, maps = run(cfg, images())
+  # Each tower (12 channels at width 0.25) normalises its own maps.
+  for tower in (slice(0, 12), slice(12, 24)):
+    np.testing.assert_allclose(
+        maps["norm1"][..., tower],
+        numpy_lrn(maps["conv1"][..., tower], 2.0, 5, 1e-4, 0.75, convention), rtol=1e-5)
+  _, off = run(tiny_model_config(lrn=False), images())
+  assert "norm1" not in off and "norm2" not in off
+  np.testing.assert_allclose(off["pool1"], numpy_max_pool(off["conv1"], 3, 2))
+
+
+def test_activation_switch():
+  _, relu = run(tiny_model_config(activation="relu"), images())
+  _, tanh = run(tiny_model_config(activation="tanh"), images())
+  _, abs_tanh = run(tiny_model_config(activation="abs_tanh"), images())
+  assert tanh["conv1"].min() < 0 < tanh["conv1"].max() < 1
+  # Same weights, same pre-activations: relu(z) = max(artanh(tanh(z)), 0).
+  np.testing.assert_allclose(relu["conv1"], np.maximum(np.arctanh(tanh["conv1"]), 0), atol=1e-5)
+  np.testing.assert_allclose(abs_tanh["conv1"], np.abs(tanh["conv1"]), atol=1e-6)
+  with pytest.raises(ValueError, match="activation='swish'"):
+    run(tiny_model_config(activation="swish"), images())
+
+
+def test_dropout_switch():
+  rate = 0.5
+  cfg = tiny_model_config(dropout_rate=rate)
+  logits_eval, clean = run(cfg, images(), train=False)
+  _, dropped = run(cfg, images(), train=True, rng=jax.random.key(7))
+  _, same = run(cfg, images(), train=True, rng=jax.random.key(7))
+  _, other = run(cfg, images(), train=True, rng=jax.random.key(8))
+  fc6, fc6_clean = dropped["fc6"], clean["fc6"]
+  active = fc6_clean != 0
+  kept = fc6[active] != 0
+  assert abs(1 - kept.mean() - rate) < 0.05                 # 4 x 1024 units.
+  np.testing.assert_allclose(fc6[active][kept], fc6_clean[active][kept] / (1 - rate), rtol=1e-5)
+  mask = fc6 != 0
+  assert not np.array_equal(mask[:, :512], mask[:, 512:])   # Towers draw different masks,
+  assert not np.array_equal(mask[0], mask[1])               # and so do examples;
+  np.testing.assert_array_equal(same["fc6"], fc6)           # the seed fixes them.
+  assert not np.array_equal(other["fc6"] != 0, mask)
+  logits_rate0, _ = run(tiny_model_config(dropout_rate=0.0), images(), train=True)
+  np.testing.assert_allclose(logits_rate0, logits_eval, rtol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  cfg = tiny_model_config(dtype="bfloat16")
+  net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+  params = model.init_params(cfg, jax.random.key(0))
+  assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+  _, state = jax.eval_shape(lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]),
+                            params, images())
+  assert state["intermediates"]["maps"][0]["conv3"].dtype == jnp.bfloat16
+  logits16, _ = run(cfg, images(), params=params)
+  logits32, _ = run(tiny_model_config(), images(), params=params)
+  assert logits16.dtype == jnp.float32
+  np.testing.assert_allclose(logits16, logits32, rtol=0.05, atol=0.05)

@@ -1,0 +1,111 @@
+"""Section 3.2 on 2 CPU devices: the mesh, the shards, and model=2 computing what model=1 does.
+
+How the dropout masks agree across meshes: model.AlexNet draws tower g's mask for layer l from
+fold_in(fold_in(rng, l), g) over the GLOBAL batch, and each data shard keeps its own rows. With
+model=2 a device holds tower g = its model index and the whole batch; with model=1 it holds both
+towers and half the batch; on one device without a mesh it holds everything. All three therefore
+drop the same units of the same examples.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from alexnet_jax import model, parallel
+from configs import paper
+
+
+def tiny_model_config():
+  cfg = paper.get_config("smoke").model  # width 0.25, 10 classes, dropout 0.5.
+  cfg.image_size = 67
+  return cfg
+
+
+def loss_and_grads(apply_fn, train):
+  """Logits and d(sum of squared logits)/d(params): every logit weighs on the gradient."""
+  def loss(params, x_BHWC, rng):
+    logits_BK = apply_fn(params, x_BHWC, rng, train)
+    return jnp.sum(jnp.square(logits_BK)), logits_BK
+  return jax.grad(loss, has_aux=True)
+
+
+@functools.cache
+def results(model_axis):
+  """(logits, grads) with dropout off and on, for model_axis 1, 2, or None (no mesh)."""
+  cfg = tiny_model_config()
+  x_BHWC = jax.random.normal(jax.random.key(3), (4, 67, 67, 3), jnp.float32)
+  rng = jax.random.key(11)
+  if model_axis is None:
+    net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+    apply_fn = lambda p, x, r, train: net.apply({"params": p}, x, train=train, rng=r)
+    params = model.init_params(cfg, jax.random.key(0))
+  else:
+    mesh = parallel.make_mesh(model_axis)
+    apply_fn = parallel.make_apply(cfg, mesh)
+    params = parallel.create_sharded_params(cfg, mesh, jax.random.key(0))
+    x_BHWC = jax.device_put(x_BHWC, parallel.batch_sharding(mesh))
+  both = jax.jit(lambda p, x, r: {train: loss_and_grads(apply_fn, train)(p, x, r)[::-1]
+                                  for train in (False, True)})
+  return jax.device_get(both(params, x_BHWC, rng))
+
+
+def assert_close(got, want, what):
+  """Within 1e-5 relative to each array's largest magnitude."""
+  for path, g in jax.tree_util.tree_leaves_with_path(got):
+    w = functools.reduce(lambda t, k: t[k.key], path, want)
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max(),
+                               err_msg=f"{what} {jax.tree_util.keystr(path)}")
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["dropout_off", "dropout_on"])
+def test_model2_equals_model1_and_one_device(train):
+  one_device, model1, model2 = results(None)[train], results(1)[train], results(2)[train]
+  for other, name in ((model1, "model=1"), (one_device, "one device")):
+    assert_close({"logits": model2[0]}, {"logits": other[0]}, f"model=2 vs {name}:")
+    assert_close(model2[1], other[1], f"model=2 vs {name} gradient of")
+  # Guard against a vacuous comparison: dropout changed the logits.
+  if train:
+    assert np.abs(model2[0] - results(2)[False][0]).max() > 1e-3
+
+
+def test_make_mesh():
+  devices = jax.devices()
+  assert len(devices) == 2, "tests/conftest.py should give 2 CPU devices"
+  assert dict(parallel.make_mesh().shape) == {"data": 1, "model": 2}
+  assert dict(parallel.make_mesh(1).shape) == {"data": 2, "model": 1}
+  assert dict(parallel.make_mesh(0, devices[:1]).shape) == {"data": 1, "model": 1}
+  with pytest.raises(ValueError, match="does not divide the 1 devices"):
+    parallel.make_mesh(2, devices[:1])
+  with pytest.raises(ValueError, match="config.mesh.model=3"):
+    parallel.make_mesh(3)
+
+
+def test_each_tower_lives_on_its_own_device():
+  cfg = tiny_model_config()
+  mesh = parallel.make_mesh(2)
+  params = parallel.create_sharded_params(cfg, mesh, jax.random.key(0))
+  reference = model.init_params(cfg, jax.random.key(0))
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    assert leaf.sharding.spec == P("model"), jax.tree_util.keystr(path)
+    want = functools.reduce(lambda t, k: t[k.key], path, reference)
+    for shard in leaf.addressable_shards:
+      tower = mesh.devices[0].tolist().index(shard.device)
+      assert shard.data.shape == (1,) + leaf.shape[1:]
+      # Equal up to float rounding: XLA fuses the sharded normal draw differently.
+      np.testing.assert_allclose(shard.data[0], want[tower], rtol=1e-6, atol=1e-9)
+  counts = {d: sum(s.data.size for leaf in jax.tree.leaves(params) for s in leaf.addressable_shards
+                   if s.device == d) for d in mesh.devices.flat}
+  assert set(counts.values()) == {model.count_params(params) // 2}
+
+
+def test_batch_must_divide_over_data():
+  cfg = tiny_model_config()
+  mesh = parallel.make_mesh(1)
+  params = jax.eval_shape(functools.partial(model.init_params, cfg), jax.random.key(0))
+  x = jax.ShapeDtypeStruct((3, 67, 67, 3), jnp.float32)
+  with pytest.raises(ValueError, match="global batch \\(3\\) must divide over the 2 devices"):
+    jax.eval_shape(lambda p, x: parallel.make_apply(cfg, mesh)(p, x, None, False), params, x)
