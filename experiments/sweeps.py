@@ -1,0 +1,79 @@
+"""Ready-made sweeps: name -> base config and the points to run (each a dict of overrides).
+
+The ImageNet ablations start from configs/paper.py (the paper's recipe); shorten them for a
+try-out with `--config=configs/paper.py:smoke` or `--set train.num_epochs=...`. Each ablation
+changes one thing against the paper's setting, first point = the paper.
+"""
+import dataclasses
+import itertools
+
+from configs import cifar10_fig1
+
+PAPER = "configs/paper.py"
+
+
+@dataclasses.dataclass
+class Sweep:
+  config: str                          # --config of every point, "file[:arg]".
+  points: list                         # [{"model.lrn": "True"}, ...]: --config.k=v per point.
+  sets: dict = dataclasses.field(default_factory=dict)  # Overrides shared by every point.
+  about: str = ""                      # The claim it tests, with the paper's section.
+  threshold: float = 0.0               # > 0: report epochs to reach this training error.
+  prepare_cifar10: bool = False        # Extract CIFAR-10 and its statistics first.
+  module: str = "alexnet_jax.main"     # What each point runs as `python -m`.
+
+
+CIFAR_MAIN = "experiments.cifar_main"  # Until parallel.py dispatches on config.model.name.
+
+
+def grid(**axes):
+  """The product of several override axes: grid(a=[1, 2], b=[3]) -> [{a:1,b:3}, {a:2,b:3}]."""
+  keys = list(axes)
+  return [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
+
+
+def fig1_points():
+  return [{"model.activation": a, "train.learning_rate": cifar10_fig1.LEARNING_RATES[a]}
+          for a in ("relu", "tanh")]
+
+
+SWEEPS = {
+    "relu_vs_tanh": Sweep(PAPER, grid(**{"model.activation": ["relu", "tanh"]}),
+                          about="3.1: ReLUs train several times faster than tanh units."),
+    "lrn": Sweep(PAPER, grid(**{"model.lrn": [True, False]}),
+                 about="3.3: LRN lowers top-1/top-5 error by 1.4%/1.2%."),
+    "pooling": Sweep(PAPER, [{"model.pool_window": 3, "model.pool_stride": 2},
+                             {"model.pool_window": 2, "model.pool_stride": 2}],
+                     about="3.4: overlapping pooling (z=3, s=2) lowers top-1/top-5 error by "
+                           "0.4%/0.3% against z=2, s=2."),
+    "pca_noise": Sweep(PAPER, grid(**{"data.pca_noise_std": [0.1, 0.0]}),
+                       about="4.1: PCA colour noise lowers top-1 error by over 1%."),
+    "dropout": Sweep(PAPER, grid(**{"model.dropout_rate": [0.5, 0.0]}),
+                     about="4.2: without dropout the network overfits substantially."),
+    "model_parallel": Sweep(PAPER, grid(**{"mesh.model": [2, 1]}),
+                            about="3.2: the same network on one tower per device or both "
+                                  "towers per device; the numbers should be the same."),
+    "ten_crop": Sweep(PAPER, grid(**{"eval.ten_crop": [True, False]}),
+                      about="4.1: averaging the softmax over ten patches at test time."),
+    "cifar10_fig1": Sweep("configs/cifar10_fig1.py", fig1_points(), threshold=0.25,
+                          prepare_cifar10=True, module=CIFAR_MAIN,
+                          about="3.1, figure 1: ReLU reaches 25% training error on CIFAR-10 six "
+                                "times faster (in epochs) than tanh."),
+    "fig1_lr": Sweep("configs/cifar10_fig1.py",
+                     grid(**{"model.activation": ["relu", "tanh"],
+                             "train.learning_rate": [0.003, 0.01, 0.03]}),
+                     sets={"train.num_steps": 200, "eval.every_epochs": 1000},
+                     prepare_cifar10=True, module=CIFAR_MAIN,
+                     about="Figure 1's learning rates: the fastest of these after 200 steps "
+                           "(lowest mean training error over the run)."),
+    "cifar10_lrn": Sweep("configs/cifar10_lrn.py", grid(**{"model.lrn": [True, False]}),
+                         prepare_cifar10=True, module=CIFAR_MAIN,
+                         about="3.3: a four-layer CNN on CIFAR-10, 13% test error without "
+                               "normalisation and 11% with it."),
+}
+
+
+def get(name):
+  if name not in SWEEPS:
+    raise ValueError(f"--sweep={name!r}: choose one of {sorted(SWEEPS)}.")
+  return SWEEPS[name]

@@ -1,0 +1,172 @@
+"""The sweep runner, its table and plots (experiments/), and figure 1's epochs-to-25%."""
+import csv
+import json
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import report
+from experiments import sweep
+from experiments import sweeps
+
+
+def test_epochs_to_reach_interpolates_first_crossing():
+  epochs = [1, 2, 3, 4, 5]
+  errors = [0.6, 0.4, 0.3, 0.2, 0.26]   # Crosses 0.25 between epochs 3 and 4, then rises.
+  assert report.epochs_to_reach(epochs, errors, 0.25) == pytest.approx(3.5)
+  assert report.epochs_to_reach(epochs, errors, 0.4) == pytest.approx(2.0)
+  assert report.epochs_to_reach(epochs, errors, 0.7) == pytest.approx(1.0)
+  assert report.epochs_to_reach(epochs, errors, 0.1) is None
+
+
+def test_epochs_to_reach_on_figure1_like_curves():
+  # Exponential decays toward 10%: ReLU with time constant 2 epochs, tanh with 12.
+  epochs = np.arange(1, 61, dtype=float)
+  relu = 0.1 + 0.8 * np.exp(-epochs / 2.0)
+  tanh = 0.1 + 0.8 * np.exp(-epochs / 12.0)
+  exact = lambda tau: tau * np.log(0.8 / 0.15)  # 0.1 + 0.8 exp(-e / tau) = 0.25.
+  r = report.epochs_to_reach(epochs, relu, 0.25)
+  t = report.epochs_to_reach(epochs, tanh, 0.25)
+  assert r == pytest.approx(exact(2.0), abs=0.1)
+  assert t == pytest.approx(exact(12.0), abs=0.05)
+  assert t / r == pytest.approx(6.0, rel=0.03)
+
+
+def _fake_run(path, name, activation, errors, finished=True):
+  run = path / name
+  run.mkdir(parents=True)
+  rows = []
+  for i, err in enumerate(errors):
+    step = (i + 1) * 10
+    rows.append({"step": step, "time": 0.0, "epoch": i + 0.5, "train_loss": 1.0,
+                 "train_top1_error": err + 0.01, "train_top5_error": err / 2, "elapsed_s": 5.0 * i})
+    rows.append({"step": step, "time": 0.0, "epoch": float(i + 1), "epoch_train_top1_error": err,
+                 "epoch_train_top5_error": err / 2, "elapsed_s": 6.0 * (i + 1)})
+    rows.append({"step": step, "time": 0.0, "epoch": float(i + 1), "val_top1_error": err + 0.1,
+                 "val_top5_error": err / 2 + 0.1, "elapsed_s": 6.0 * (i + 1)})
+  (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (run / "point.json").write_text(json.dumps({"overrides": {"model.activation": activation}}))
+  if finished:
+    (run / "summary.json").write_text(json.dumps({
+        "status": "finished", "steps": 10 * len(errors), "epochs": len(errors),
+        "wall_time_s": 6.0 * len(errors), "final_train_top1_error": errors[-1],
+        "final_train_top5_error": errors[-1] / 2, "final_val_top1_error": errors[-1] + 0.1,
+        "final_val_top5_error": errors[-1] / 2 + 0.1, "best_val_top1_error": min(errors) + 0.1,
+        "best_val_top5_error": min(errors) / 2 + 0.1, "val_top1_error_10crop": None,
+        "val_top5_error_10crop": None, "images_per_s": 100.0}))
+
+
+def test_report_table_plots_and_ratio(tmp_path):
+  _fake_run(tmp_path, "act=relu", "relu", [0.5, 0.3, 0.2, 0.15])
+  _fake_run(tmp_path, "act=tanh", "tanh", [0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.28, 0.26, 0.24, 0.2])
+  paths = report.write_report(str(tmp_path), ["act=relu", "act=tanh"], threshold=0.25)
+  with open(paths["csv"]) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["run"] for r in rows] == ["act=relu", "act=tanh"]
+  assert [r["model.activation"] for r in rows] == ["relu", "tanh"]
+  assert float(rows[0]["final_val_top1_error"]) == pytest.approx(0.25)
+  assert float(rows[1]["best_train_top1_error"]) == pytest.approx(0.2)
+  # ReLU: 0.3 at epoch 2, 0.2 at 3 -> 2.5; tanh: 0.26 at 8, 0.24 at 9 -> 8.5.
+  assert float(rows[0]["epochs_to_0.25"]) == pytest.approx(2.5)
+  assert float(rows[1]["epochs_to_0.25"]) == pytest.approx(8.5)
+  md = open(paths["markdown"]).read()
+  assert "act=relu" in md and "act=tanh" in md and "tanh / ReLU: 3.40x" in md
+  for png in paths["plots"]:
+    image = Image.open(png)
+    assert image.format == "PNG" and image.size[0] > 300
+    assert image.text["Runs"].split("\n") == ["act=relu", "act=tanh"]
+  assert sorted(os.path.basename(p) for p in paths["plots"]) == [
+      "fig1.png", "train_error_vs_epochs.png", "train_error_vs_time.png"]
+
+
+def test_report_of_unfinished_run_uses_its_metrics(tmp_path):
+  _fake_run(tmp_path, "a", "relu", [0.6, 0.5], finished=False)
+  paths = report.write_report(str(tmp_path), ["a", "missing"], threshold=0.25)
+  rows = list(csv.DictReader(open(paths["csv"])))
+  assert rows[0]["status"] == "unfinished" and float(rows[0]["final_val_top1_error"]) == 0.6
+  assert rows[1]["status"] == "no metrics"
+  assert "a: not reached in 2.0000 epochs" in open(paths["markdown"]).read()
+
+
+FAKE_POINT = textwrap.dedent("""
+    # Stands in for alexnet_jax.main: writes the contract's files, or fails when asked.
+    import json, os, sys
+    args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:])
+    workdir = args["workdir"]
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "calls.txt"), "a") as f:
+      f.write("run\\n")
+    if args.get("config.model.activation") == "bogus":
+      print("ValueError: config.model.activation='bogus'", file=sys.stderr)
+      sys.exit(3)
+    err = float(args.get("config.train.learning_rate", "0.5"))
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps({"step": 1, "time": 0, "epoch": 1.0, "epoch_train_top1_error": err,
+                          "epoch_train_top5_error": err, "elapsed_s": 1.0}) + "\\n")
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump({"status": "finished", "steps": 1, "epochs": 1, "wall_time_s": 1.0}, f)
+""")
+
+
+@pytest.fixture
+def fake_module(tmp_path, monkeypatch):
+  (tmp_path / "fake_point.py").write_text(FAKE_POINT)
+  monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+  return "fake_point"
+
+
+def test_sweep_runs_each_point_skips_finished_and_reports_failures(tmp_path, fake_module, capsys):
+  workdir = tmp_path / "sweep"
+  argv = ["--config=configs/paper.py:smoke", "--grid=model.activation=relu,bogus,tanh",
+          "--grid=train.learning_rate=0.3", f"--workdir={workdir}", f"--module={fake_module}"]
+  assert sweep.main(argv) == 1
+  out = capsys.readouterr()
+  bogus = workdir / "activation=bogus,learning_rate=0.3"
+  assert f"see {bogus / 'log.txt'}" in out.out and "FAILED" in out.err
+  assert "config.model.activation='bogus'" in (bogus / "log.txt").read_text()
+  for name in ("activation=relu,learning_rate=0.3", "activation=tanh,learning_rate=0.3"):
+    assert json.loads((workdir / name / "summary.json").read_text())["status"] == "finished"
+    assert "--config.model.activation=" in (workdir / name / "log.txt").read_text()
+  # Again: the finished points are skipped, the failed one runs again (and fails again).
+  assert sweep.main(argv) == 1
+  assert (workdir / "activation=relu,learning_rate=0.3" / "calls.txt").read_text() == "run\n"
+  assert (bogus / "calls.txt").read_text() == "run\nrun\n"
+  assert "finished before, skipped" in capsys.readouterr().out
+  rows = list(csv.DictReader(open(workdir / "results.csv")))
+  assert [r["status"] for r in rows] == ["finished", "no metrics", "finished"]
+
+
+def test_sweep_parallel_runs_all_points(tmp_path, fake_module):
+  workdir = tmp_path / "sweep"
+  argv = ["--config=configs/paper.py", "--grid=train.learning_rate=0.1,0.2,0.3",
+          f"--workdir={workdir}", f"--module={fake_module}", "--parallel=2", "--set",
+          "train.num_steps=2"]
+  assert sweep.main(argv) == 0
+  rows = list(csv.DictReader(open(workdir / "results.csv")))
+  assert [float(r["final_train_top1_error"]) for r in rows] == [0.1, 0.2, 0.3]
+  log = (workdir / "learning_rate=0.2" / "log.txt").read_text()
+  assert "--config.train.num_steps=2" in log
+
+
+def test_bad_sweep_arguments_are_refused():
+  with pytest.raises(ValueError, match="--sweep=NAME"):
+    sweep.build_sweep(sweep.parse_args(["--workdir=x"]))
+  with pytest.raises(ValueError, match="KEY=VALUE"):
+    sweep.build_sweep(sweep.parse_args(["--workdir=x", "--config=c.py", "--grid=model.lrn"]))
+  with pytest.raises(ValueError, match="choose one of"):
+    sweeps.get("nope")
+
+
+def test_ready_made_sweeps_name_existing_configs_and_distinct_points():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for name, s in sweeps.SWEEPS.items():
+    assert os.path.exists(os.path.join(root, s.config.partition(":")[0])), name
+    names = [sweep.point_name(p) for p in s.points]
+    assert len(set(names)) == len(names) >= 2, name
+  fig1 = sweeps.get("cifar10_fig1")
+  assert [p["model.activation"] for p in fig1.points] == ["relu", "tanh"]
+  assert fig1.threshold == 0.25
