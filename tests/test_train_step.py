@@ -1,0 +1,147 @@
+"""The train step of section 5 on the (data, model) mesh: collectives, update rule, golden loss."""
+import collections
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alexnet_jax import model, parallel, train
+from configs import paper
+
+# Loss of the model=2 step after ONE SGD step (the loss reported by the second step), for
+# tiny_config(), seed 0, learning rate 0.01 and the batch of `batch()`.
+GOLDEN_LOSS_AFTER_ONE_STEP = 1.4664299488067627
+
+
+def tiny_config():
+  config = paper.get_config("smoke")  # width 0.25, 10 classes, dropout 0.5.
+  config.model.image_size = 67
+  config.train.batch_size = 4
+  return config
+
+
+@functools.cache
+def batch():
+  images = jax.random.normal(jax.random.key(5), (4, 67, 67, 3), jnp.float32)
+  return {"image": images, "label": jnp.array([0, 3, 7, 9], jnp.int32)}
+
+
+@functools.cache
+def setup(model_axis):
+  config = tiny_config()
+  mesh = parallel.make_mesh(model_axis)
+  step = train.make_train_step(config, mesh)
+  sharded_batch = jax.device_put(batch(), parallel.batch_sharding(mesh))
+  state = train.create_train_state(config, mesh)
+  hlo = step.lower(state, sharded_batch, 0.01).compile().as_text()
+  return config, mesh, step, sharded_batch, state, hlo
+
+
+def fresh_state(model_axis):
+  """A copy of the initial state: the step donates (invalidates) the state it is given."""
+  return jax.tree.map(lambda x: x.copy(), setup(model_axis)[4])
+
+
+COLLECTIVE = re.compile(r"^\s*\S+ = (.*?) (all-gather|all-reduce|reduce-scatter|all-to-all|"
+                        r"collective-permute)(?:-start)?\(.*?replica_groups=(\{[{}0-9,]*\}|"
+                        r"\S+ \{[^}]*\})", re.M)
+
+
+def collectives(hlo):
+  """(kind, replica groups) -> [elements moved by each op], for every collective in the HLO."""
+  found = collections.defaultdict(list)
+  for shapes, kind, groups in COLLECTIVE.findall(hlo):
+    sizes = [int(np.prod([int(d) for d in dims.split(",") if d]))
+             for dims in re.findall(r"[a-z0-9]+\[([0-9,]*)\]", shapes)]
+    found[kind, groups].append(sum(sizes))
+  return found
+
+
+def test_model2_collectives_are_the_papers():
+  config, mesh, *_, hlo = setup(2)
+  found = collectives(hlo)
+  # Devices 0 and 1 form the model axis. The data axis has size 1: its gradient reduction is
+  # an all-reduce over single-device groups, which moves nothing.
+  assert {kind for kind, groups in found if groups == "{{0},{1}}"} <= {"all-reduce"}, found
+  found = {key: sizes for key, sizes in found.items() if key[1] != "{{0},{1}}"}
+  assert set(found) <= {("all-gather", "{{0,1}}"), ("reduce-scatter", "{{0,1}}")}, found
+  # Forward: the inputs of conv3, fc6, fc7, fc8 and the two halves of the logits (5 all-gathers).
+  # Backward: the transposes of the first four (4 reduce-scatters); the logits' all-gather is
+  # invariant over `model`, so its transpose is a local slice and moves nothing.
+  assert len(found["all-gather", "{{0,1}}"]) == 5, found
+  assert len(found["reduce-scatter", "{{0,1}}"]) == 4, found
+  # What they carry, both towers, 4 examples at width 0.25 and 67 pixels: pool2 (3x3x64),
+  # pool5 (1x1x64), fc6 (1024), fc7 (1024), logits (10).
+  assert sorted(found["all-gather", "{{0,1}}"]) == sorted(4 * np.array([576, 64, 1024, 1024,
+                                                                           10])), found
+
+
+def test_model1_collectives_are_the_data_reduction():
+  config, mesh, *_, hlo = setup(1)
+  found = collectives(hlo)
+  n_params = model.count_params(parallel.param_shapes(config.model))
+  trivial = {key for key in found if key[1] == "{{0},{1}}"}  # Over the size-1 model axis.
+  data = {key: sizes for key, sizes in found.items() if key not in trivial}
+  reduced = sum(sum(sizes) for (kind, _), sizes in data.items() if kind == "all-reduce")
+  # Every gradient element once (XLA combines them into few all-reduces), plus the loss.
+  assert n_params <= reduced <= n_params + 8, data
+  # Besides: the logits gathered over `data` for the top-k metrics (4 x 10 values).
+  assert {kind for kind, _ in data} == {"all-reduce", "all-gather"}, data
+  assert [sizes for (kind, _), sizes in data.items() if kind == "all-gather"] == [[40]], data
+
+
+def test_sgd_momentum_is_section_5():
+  w = {"fc6": {"kernel": jnp.array([2.0]), "bias": jnp.array([1.0])}}
+  v = {"fc6": {"kernel": jnp.array([0.5]), "bias": jnp.array([0.5])}}
+  g = {"fc6": {"kernel": jnp.array([3.0]), "bias": jnp.array([3.0])}}
+  w1, v1 = train.sgd_momentum(w, v, g, 0.1, mu=0.9, decay=5e-4)
+  kernel_v = 0.9 * 0.5 - 5e-4 * 0.1 * 2.0 - 0.1 * 3.0
+  bias_v = 0.9 * 0.5 - 0.1 * 3.0  # No decay on biases.
+  np.testing.assert_allclose(v1["fc6"]["kernel"], [kernel_v], rtol=1e-6)
+  np.testing.assert_allclose(v1["fc6"]["bias"], [bias_v], rtol=1e-6)
+  np.testing.assert_allclose(w1["fc6"]["kernel"], [2.0 + kernel_v], rtol=1e-6)
+  np.testing.assert_allclose(w1["fc6"]["bias"], [1.0 + bias_v], rtol=1e-6)
+
+
+def test_model2_step_equals_model1_step_with_dropout():
+  out = {}
+  for model_axis in (1, 2):
+    _, _, step, sharded_batch, *_ = setup(model_axis)
+    out[model_axis] = jax.device_get(step(fresh_state(model_axis), sharded_batch, 0.01))
+  (state1, metrics1), (state2, metrics2) = out[1], out[2]
+  for key in ("loss", "top1_error", "top5_error"):
+    np.testing.assert_allclose(metrics2[key], metrics1[key], rtol=1e-5, err_msg=key)
+  for path, v2 in jax.tree_util.tree_leaves_with_path(state2.momentum):
+    v1 = functools.reduce(lambda t, k: t[k.key], path, state1.momentum)
+    np.testing.assert_allclose(v2, v1, rtol=1e-5, atol=1e-5 * np.abs(v1).max(),
+                               err_msg=jax.tree_util.keystr(path))
+  assert int(state2.step) == 1
+
+
+def test_golden_loss_and_no_recompilation():
+  _, _, step, sharded_batch, *_ = setup(2)
+  state, first = step(fresh_state(2), sharded_batch, 0.01)
+  state, second = step(state, sharded_batch, 0.001)  # A new learning rate: no new compile.
+  assert step._cache_size() == 1
+  loss0, loss1 = float(first["loss"]), float(second["loss"])
+  assert np.isfinite(loss1) and loss1 != loss0
+  assert GOLDEN_LOSS_AFTER_ONE_STEP is not None, f"Set GOLDEN_LOSS_AFTER_ONE_STEP = {loss1!r}"
+  np.testing.assert_allclose(
+      loss1, GOLDEN_LOSS_AFTER_ONE_STEP, rtol=1e-5,
+      err_msg=f"The loss after one SGD step changed to {loss1!r}. If you changed the model, its"
+      " initialisation, the dropout masks, the loss or the update ON PURPOSE, check the change"
+      " (e.g. model=1 still equals model=2) and set GOLDEN_LOSS_AFTER_ONE_STEP to the new value"
+      " in tests/test_train_step.py; otherwise a change broke training numerics.")
+
+
+def test_dropout_key_follows_the_step():
+  _, mesh, step, sharded_batch, *_ = setup(2)
+  losses = []
+  for step_number in (0, 0, 1):
+    state = fresh_state(2).replace(step=jax.device_put(jnp.int32(step_number),
+                                                       parallel.replicated(mesh)))
+    losses.append(float(step(state, sharded_batch, 0.01)[1]["loss"]))
+  assert losses[0] == losses[1] != losses[2]
