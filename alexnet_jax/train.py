@@ -1,13 +1,23 @@
-"""Train state, loss, the SGD-momentum update of section 5 and the pure train step."""
+"""Train state, loss, the SGD-momentum update of section 5, the pure train step, and the
+program that trains and evaluates: `train_and_evaluate`."""
+import pathlib
+import time
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from alexnet_jax import checkpoint
+from alexnet_jax import evaluate
+from alexnet_jax import input_pipeline
+from alexnet_jax import metrics
+from alexnet_jax import model
 from alexnet_jax import parallel
+from alexnet_jax import schedule
 
 # Streams folded into jax.random.key(config.seed): the initial weights and the dropout masks.
 INIT_STREAM, DROPOUT_STREAM = 0, 1
@@ -92,3 +102,320 @@ def make_train_step(config, mesh: Mesh):
   batch = {"image": parallel.batch_sharding(mesh), "label": parallel.batch_sharding(mesh)}
   return jax.jit(train_step, in_shardings=(shardings, batch, parallel.replicated(mesh)),
                  out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+
+
+# ---------------------------------------------------------------------------------------------
+# The program (issue 4): train_and_evaluate.
+
+
+def train_and_evaluate(config, workdir):
+  """Trains `config` in `workdir`, resuming its latest checkpoint; returns the summary dict."""
+  run = _Run(config, workdir)
+  try:
+    if config.eval_only:
+      return run.evaluate_only()
+    return run.train()
+  finally:
+    run.close()
+
+
+class _Run:
+  """What one run holds: the mesh, the state, the schedule, the writers and the checkpoints."""
+
+  def __init__(self, config, workdir):
+    self.config, self.workdir = config, pathlib.Path(workdir)
+    self.info = input_pipeline.dataset_info(config)
+    _check_config(config, self.info)
+    self.mesh = parallel.make_mesh(config.mesh.model)
+    self.per_epoch, self.total = _num_steps(config, self.info)
+    self.eval_split = config.eval.split or self.info["eval_split"]
+    self.writer = metrics.Writer(self.workdir, config)
+    self.state = create_train_state(config, self.mesh)
+    self.schedule = schedule.create(config.train, self.per_epoch)
+    self.fingerprint = checkpoint.model_fingerprint(config)
+    self.mgr = checkpoint.manager(self.workdir, max_to_keep=config.checkpoint.max_to_keep)
+    self.apply_eval = _make_eval_apply(config, self.mesh)
+    restored = checkpoint.restore_latest(self.mgr, _abstract(self.state),
+                                         fingerprint=self.fingerprint)
+    if restored is not None:
+      self.state, extra = restored
+      self.schedule = schedule.from_dict(self.schedule, extra["schedule"])
+      self.writer.print(f"Resumed from {self.mgr.directory} at step {int(self.state.step)}.")
+    self.writer.print(_describe(config, self.mesh, self.info, self.per_epoch, self.total,
+                                self.state.params))
+
+  def train(self):
+    config, start = self.config, int(self.state.step)
+    step_fn = make_train_step(config, self.mesh)
+    batches = input_pipeline.train_iterator(
+        config, batch_size=config.train.batch_size, process_index=jax.process_index(),
+        process_count=jax.process_count(), start_step=start)
+    clock = _Clock(config.train.batch_size)
+    epoch_sums, window = _Sums(), _Sums()
+    last_eval = None
+    for step in range(start, self.total):
+      batch = _to_global(self.mesh, next(batches))
+      lr = self.schedule.rate(step)
+      self.state, step_metrics = step_fn(self.state, batch, np.float32(lr))
+      step_metrics = jax.device_get(step_metrics)
+      _check_finite(step_metrics, step + 1, self.mgr)
+      clock.tick()
+      epoch_sums.add(step_metrics)
+      window.add(step_metrics)
+      done = step + 1
+      if done % config.train.log_every_steps == 0 or done == self.total:
+        self._log_train(done, window.mean(), lr, clock)
+        window = _Sums()
+      if done % self.per_epoch == 0:
+        self._log_epoch(done, epoch_sums.mean(), clock)
+        epoch_sums = _Sums()
+      if self._eval_due(done):
+        last_eval = self._periodic_eval(done, clock)
+        clock.restart()
+      elif done % config.checkpoint.every_steps == 0:
+        self._save(done)
+    return self._finish(last_eval, clock)
+
+  def _eval_due(self, done):
+    every = max(1, int(round(self.config.eval.every_epochs * self.per_epoch)))
+    return done % every == 0 or done == self.total
+
+  def _periodic_eval(self, done, clock):
+    """Centre-crop validation error: logged, drives the plateau schedule, ranks checkpoints."""
+    result = self._evaluate(ten_crop=False)
+    if self.schedule.update(result["top1_error"]):
+      self.writer.print(f"Validation error stopped improving: learning rate divided to "
+                        f"{self.schedule.rate(done):g}.")
+    scalars = {"epoch": done / self.per_epoch, "val_top1_error": result["top1_error"],
+               "val_top5_error": result["top5_error"], "elapsed_s": clock.elapsed()}
+    self.writer.write(done, scalars, console=(
+        "step {step}: validation top-1 error {val_top1_error:.4f}, top-5 "
+        "{val_top5_error:.4f} (centre crop)"))
+    self._save(done, {"val_top1_error": result["top1_error"]})
+    return result
+
+  def _finish(self, last_eval, clock):
+    """The final 10-crop evaluation, summary.json and a summary a person can read."""
+    final = {"val_top1_error": last_eval["top1_error"] if last_eval else None,
+             "val_top5_error": last_eval["top5_error"] if last_eval else None}
+    if self.config.eval.ten_crop:
+      ten = self._evaluate(ten_crop=True)
+      final.update(val_top1_error_10crop=ten["top1_error"],
+                   val_top5_error_10crop=ten["top5_error"])
+      self.writer.write(self.total, {"epoch": self.total / self.per_epoch,
+                                     **{k: v for k, v in final.items() if v is not None},
+                                     "elapsed_s": clock.elapsed()})
+    summary = _summary(self, final, clock)
+    self.writer.write_summary(summary)
+    self.writer.print(_summary_text(summary, self.workdir))
+    return summary
+
+  def evaluate_only(self):
+    if self.mgr.latest_step() is None:
+      raise FileNotFoundError(
+          f"config.eval_only=True but {self.mgr.directory} holds no checkpoint: train first, "
+          "or point --workdir at a run that has one.")
+    step = int(self.state.step)
+    result = {}
+    for ten_crop in (False, True):
+      r = self._evaluate(ten_crop=ten_crop)
+      suffix = "_10crop" if ten_crop else ""
+      result.update({f"val_top1_error{suffix}": r["top1_error"],
+                     f"val_top5_error{suffix}": r["top5_error"], "count": r["count"]})
+    self.writer.print(
+        f"Checkpoint step {step}, split {self.eval_split} ({result['count']} images): "
+        f"top-1 error {result['val_top1_error']:.4f} centre crop, "
+        f"{result['val_top1_error_10crop']:.4f} 10 crops; top-5 "
+        f"{result['val_top5_error']:.4f} / {result['val_top5_error_10crop']:.4f}.")
+    return result
+
+  def _evaluate(self, ten_crop):
+    batches = input_pipeline.eval_iterator(
+        self.config, self.eval_split, batch_size=self.config.eval.batch_size,
+        ten_crop=ten_crop, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    return evaluate.evaluate(self.apply_eval, self.state.params, batches,
+                             put_batch=lambda x: _to_global(self.mesh, x))
+
+  def _log_train(self, done, means, lr, clock):
+    images_per_s, step_time = clock.lap()
+    scalars = {"epoch": done / self.per_epoch, "train_loss": means["loss"],
+               "train_top1_error": means["top1_error"], "train_top5_error": means["top5_error"],
+               "learning_rate": lr, "images_per_s": images_per_s, "step_time_s": step_time,
+               "elapsed_s": clock.elapsed()}
+    self.writer.write(done, scalars, console=(
+        f"step {{step}}/{self.total} epoch {{epoch:.2f}}: loss {{train_loss:.4f}}, top-1 error "
+        "{train_top1_error:.3f}, lr {learning_rate:g}, {images_per_s:.1f} images/s"))
+
+  def _log_epoch(self, done, means, clock):
+    self.writer.write(done, {"epoch": done / self.per_epoch,
+                             "epoch_train_top1_error": means["top1_error"],
+                             "epoch_train_top5_error": means["top5_error"],
+                             "elapsed_s": clock.elapsed()})
+    self.last_epoch_train = means
+
+  def _save(self, done, val_metrics=None):
+    if not _all_finite(self.state.params):
+      raise FloatingPointError(
+          f"The parameters are no longer finite after step {done}; not saved. The last good "
+          f"checkpoint (step {self.mgr.latest_step()}) in {self.mgr.directory} is intact.")
+    extra = {"fingerprint": self.fingerprint, "schedule": schedule.to_dict(self.schedule)}
+    checkpoint.save(self.mgr, done, self.state, extra, val_metrics)
+
+  def close(self):
+    self.mgr.close()
+    self.writer.close()
+
+
+def _check_config(config, info):
+  if info["num_classes"] != config.model.num_classes:
+    raise ValueError(
+        f"The dataset has {info['num_classes']} classes but config.model.num_classes="
+        f"{config.model.num_classes}: set --config.model.num_classes={info['num_classes']}.")
+  devices = jax.device_count()
+  for name, batch in (("train", config.train.batch_size), ("eval", config.eval.batch_size)):
+    if batch % devices or batch % jax.process_count():
+      raise ValueError(
+          f"config.{name}.batch_size={batch} does not split evenly over the {devices} devices "
+          f"of {jax.process_count()} process(es): use a multiple of {devices}.")
+
+
+def _num_steps(config, info):
+  """Steps per epoch and in all, from the training split's size and the global batch."""
+  per_epoch = info["num_train"] // config.train.batch_size
+  if per_epoch < 1:
+    raise ValueError(
+        f"config.train.batch_size={config.train.batch_size} exceeds the training split's "
+        f"{info['num_train']} examples: lower the batch size or use more data.")
+  total = config.train.num_steps or int(round(config.train.num_epochs * per_epoch))
+  return per_epoch, max(1, total)
+
+
+def _make_eval_apply(config, mesh):
+  apply = parallel.make_apply(config.model, mesh)
+  return jax.jit(lambda params, images_BHWC: apply(params, images_BHWC, None, train=False))
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                      tree)
+
+
+def _to_global(mesh, local):
+  """This process's rows of a batch (a pytree) -> global arrays sharded over `data`."""
+  sharding = parallel.batch_sharding(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+
+
+def _check_finite(step_metrics, done, mgr):
+  loss = float(step_metrics["loss"])
+  if not np.isfinite(loss):
+    mgr.wait_until_finished()
+    raise FloatingPointError(
+        f"The training loss became {loss} at step {done}; the run stopped. The last good "
+        f"checkpoint (step {mgr.latest_step()}) in {mgr.directory} is intact. Lower "
+        "config.train.learning_rate or check the input, then start again to resume from it.")
+
+
+@jax.jit
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+class _Sums:
+  """Running means of the train-step metrics over a window of steps."""
+
+  def __init__(self):
+    self.sums, self.n = {}, 0
+
+  def add(self, step_metrics):
+    for k, v in step_metrics.items():
+      self.sums[k] = self.sums.get(k, 0.0) + float(v)
+    self.n += 1
+
+  def mean(self):
+    return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+
+
+class _Clock:
+  """Wall time, and images/s between laps; the first step (which compiles) and evaluations
+  are left out of the laps."""
+
+  def __init__(self, batch_size):
+    self.batch_size, self.start = batch_size, time.perf_counter()
+    self.mark, self.steps = None, 0
+    self.timed_s, self.timed_steps = 0.0, 0
+
+  def tick(self):
+    if self.mark is None:
+      self.mark = time.perf_counter()
+    else:
+      self.steps += 1
+
+  def lap(self):
+    """(images/s, seconds/step) since the last lap or restart."""
+    now = time.perf_counter()
+    if self.mark is None or not self.steps:
+      return float("nan"), float("nan")
+    seconds, steps = now - self.mark, self.steps
+    self.timed_s, self.timed_steps = self.timed_s + seconds, self.timed_steps + steps
+    self.mark, self.steps = now, 0
+    return steps * self.batch_size / seconds, seconds / steps
+
+  def restart(self):
+    if self.mark is not None:
+      self.mark, self.steps = time.perf_counter(), 0
+
+  def mean_images_per_s(self):
+    return self.timed_steps * self.batch_size / self.timed_s if self.timed_s else float("nan")
+
+  def elapsed(self):
+    return time.perf_counter() - self.start
+
+
+def _describe(config, mesh, info, per_epoch, total, params):
+  per_device = sum(x.addressable_shards[0].data.size for x in jax.tree.leaves(params))
+  return (
+      f"AlexNet: {model.count_params(params):,} parameters ({per_device:,} per device), "
+      f"width {config.model.width}, {config.model.num_classes} classes, "
+      f"{config.model.image_size}x{config.model.image_size} inputs.\n"
+      f"Mesh: data={mesh.shape['data']} x model={mesh.shape['model']} over "
+      f"{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} "
+      f"process(es).\n"
+      f"Data: {config.data.source} {config.data.get('name', '')}: {info['num_train']} "
+      f"training, {info['num_eval']} {info['eval_split']} images; {per_epoch} steps of "
+      f"{config.train.batch_size} per epoch, {total} steps.")
+
+
+def _summary(run, final, clock):
+  epoch = getattr(run, "last_epoch_train", {})
+  evals = [r for r in metrics.read_jsonl(run.workdir / "metrics.jsonl")
+           if "val_top1_error" in r] if run.writer.active else []
+  best = lambda k: min((r[k] for r in evals), default=None)  # noqa: E731
+  return {"status": "finished", "steps": run.total, "epochs": run.total / run.per_epoch,
+          "wall_time_s": clock.elapsed(), "images_per_s": clock.mean_images_per_s(),
+          "final_train_top1_error": epoch.get("top1_error"),
+          "final_train_top5_error": epoch.get("top5_error"),
+          "final_val_top1_error": final["val_top1_error"],
+          "final_val_top5_error": final["val_top5_error"],
+          "best_val_top1_error": best("val_top1_error"),
+          "best_val_top5_error": best("val_top5_error"),
+          "val_top1_error_10crop": final.get("val_top1_error_10crop"),
+          "val_top5_error_10crop": final.get("val_top5_error_10crop"),
+          "learning_rate": run.schedule.rate(run.total)}
+
+
+def _summary_text(s, workdir):
+  def pct(v):
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+  return "\n".join([
+      f"Finished {s['steps']} steps ({s['epochs']:.2f} epochs) in {s['wall_time_s']:.0f} s, "
+      f"{s['images_per_s']:.1f} training images/s.",
+      f"  validation error, centre crop: top-1 {pct(s['final_val_top1_error'])}, top-5 "
+      f"{pct(s['final_val_top5_error'])}",
+      f"  validation error, 10 crops:    top-1 {pct(s['val_top1_error_10crop'])}, top-5 "
+      f"{pct(s['val_top5_error_10crop'])}",
+      f"  last epoch's training error:   top-1 {pct(s['final_train_top1_error'])}",
+      f"Checkpoints: {workdir}/checkpoints; metrics: {workdir}/metrics.jsonl; TensorBoard: "
+      f"tensorboard --logdir {workdir}/tensorboard"])

@@ -37,6 +37,7 @@ def get_config(arg=None):
   # Section 3.2: two towers, one per device; the batch splits over `data`.
   config.mesh = ml_collections.ConfigDict()
   config.mesh.model = 0                # 0: 2 when the devices allow it, else 1.
+  config.mesh.num_cpu_devices = 0      # > 0: split the CPU into this many JAX devices.
 
   # Section 4.1: input. (Owned by alexnet_jax/input_pipeline.py.)
   config.data = ml_collections.ConfigDict()
@@ -88,9 +89,9 @@ def get_config(arg=None):
   # Section 4.1: "averaging the predictions made by the network's softmax layer on the ten
   # patches"; periodic evaluations use the centre crop, the final one both.
   config.eval = ml_collections.ConfigDict()
-  config.eval.split = "validation"
+  config.eval.split = ""               # "": the source's evaluation split (dataset_info).
   config.eval.batch_size = 128         # Global; a 10-crop batch holds 10x as many images.
-  config.eval.every_epochs = 1
+  config.eval.every_epochs = 1.0
   config.eval.ten_crop = True
 
   config.checkpoint = ml_collections.ConfigDict()

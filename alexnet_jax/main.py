@@ -1,0 +1,36 @@
+r"""Trains and evaluates AlexNet.
+
+    python -m alexnet_jax.main --config=configs/paper.py --workdir=workdirs/paper
+    python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/demo \
+        --config.train.num_epochs=2
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Configuration file, e.g. configs/paper.py or configs/paper.py:smoke.",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config.json go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  import jax  # pylint: disable=g-import-not-at-top
+  if FLAGS.config.mesh.num_cpu_devices:  # Before JAX starts its backends.
+    jax.config.update("jax_num_cpu_devices", FLAGS.config.mesh.num_cpu_devices)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,140 @@
+"""The program end to end on a tiny config (tests/tiny_config.py): metrics, checkpoints,
+resume after SIGKILL, the NaN stop, CLI overrides, refused checkpoints, eval-only mode."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import checkpoint
+from alexnet_jax import metrics
+from alexnet_jax import train
+from tests import tiny_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("cache"))
+
+
+def _config(cache_dir):
+  config = tiny_config.get_config()
+  config.data.cache_dir = cache_dir
+  return config
+
+
+def _final_params(workdir, config):
+  mesh = train.parallel.make_mesh(config.mesh.model)
+  state = train.create_train_state(config, mesh)
+  mgr = checkpoint.manager(workdir)
+  restored, _ = checkpoint.restore_latest(mgr, train._abstract(state))
+  mgr.close()
+  return int(restored.step), jax.tree.map(np.asarray, restored.params)
+
+
+def _run_cli(workdir, cache_dir, *overrides, prelude=""):
+  """`python -m alexnet_jax.main` in a subprocess; `prelude` runs first (to plant a SIGKILL)."""
+  argv = ["alexnet_jax.main", "--config=tests/tiny_config.py", f"--workdir={workdir}",
+          f"--config.data.cache_dir={cache_dir}", *overrides]
+  code = (f"import sys\n{prelude}\nfrom absl import app\nfrom alexnet_jax import main\n"
+          f"sys.argv = {argv!r}\napp.run(main.main)\n")
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_a_short_run_logs_evaluates_and_checkpoints(tmp_path, cache_dir):
+  config = _config(cache_dir)
+  summary = train.train_and_evaluate(config, tmp_path)
+  assert summary["status"] == "finished" and summary["steps"] == 6
+  rows = metrics.read_jsonl(tmp_path / "metrics.jsonl")
+  train_rows = [r for r in rows if "train_loss" in r]
+  assert [r["step"] for r in train_rows] == [2, 4, 6]
+  assert all(np.isfinite(r["train_loss"]) and 0 <= r["train_top1_error"] <= 1
+             for r in train_rows)
+  val_steps = [r["step"] for r in rows if "val_top1_error" in r and "val_top1_error_10crop" not in r]
+  assert val_steps == [5, 6]  # Every half epoch (10 steps of 8 per epoch) and at the end.
+  assert 0 <= summary["val_top1_error_10crop"] <= 1
+  assert summary["best_val_top1_error"] == min(r["val_top1_error"] for r in rows
+                                               if "val_top1_error" in r and "step" in r
+                                               and "val_top1_error_10crop" not in r)
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["width"] == 0.125
+  assert (tmp_path / "summary.json").exists() and list((tmp_path / "tensorboard").iterdir())
+  step, params = _final_params(tmp_path, config)
+  assert step == 6 and all(np.isfinite(p).all() for p in jax.tree.leaves(params))
+
+  # Started again on a finished workdir, it trains no more and keeps the parameters.
+  again = train.train_and_evaluate(config, tmp_path)
+  assert again["steps"] == 6 and _final_params(tmp_path, config)[0] == 6
+
+  # Eval-only: the latest checkpoint on the whole validation split (10 classes x 3).
+  result = train.train_and_evaluate(_eval_only(config), tmp_path)
+  assert result["count"] == 30
+  assert result["val_top1_error_10crop"] == pytest.approx(summary["val_top1_error_10crop"])
+
+  # Another width: refused, naming the field, and the checkpoint is left as it was.
+  wider = _config(cache_dir)
+  wider.model.width = 0.25
+  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.width"):
+    train.train_and_evaluate(wider, tmp_path)
+  np.testing.assert_array_equal(_final_params(tmp_path, config)[1]["fc8"]["kernel"],
+                                params["fc8"]["kernel"])
+
+
+def _eval_only(config):
+  config = config.copy_and_resolve_references()
+  config.eval_only = True
+  return config
+
+
+def test_resume_after_sigkill_gives_the_same_parameters(tmp_path, cache_dir):
+  """One run straight through; one killed with SIGKILL right after it asks for the step-4
+  checkpoint (orbax may still be writing it: then it resumes from step 2), then restarted.
+  Data order, augmentation and dropout follow from the seed and the step, so both end alike."""
+  straight = _run_cli(tmp_path / "straight", cache_dir)
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  kill = ("import os, signal\nfrom alexnet_jax import checkpoint\n_save = checkpoint.save\n"
+          "def save(mgr, step, *a, **k):\n  r = _save(mgr, step, *a, **k)\n"
+          "  if step == 4:\n    os.kill(os.getpid(), signal.SIGKILL)\n  return r\n"
+          "checkpoint.save = save")
+  killed = _run_cli(tmp_path / "resumed", cache_dir, prelude=kill)
+  assert killed.returncode == -9, killed.stderr[-3000:]
+  assert not (tmp_path / "resumed" / "summary.json").exists()
+  resumed = _run_cli(tmp_path / "resumed", cache_dir)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Resumed from" in resumed.stdout
+  config = _config(cache_dir)
+  step_a, params_a = _final_params(tmp_path / "straight", config)
+  step_b, params_b = _final_params(tmp_path / "resumed", config)
+  assert step_a == step_b == 6
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+
+
+def test_cli_overrides_reach_the_run(tmp_path, cache_dir):
+  done = _run_cli(tmp_path, cache_dir, "--config.train.num_steps=3",
+                  "--config.train.learning_rate=0.02", "--config.eval.ten_crop=False")
+  assert done.returncode == 0, done.stderr[-3000:]
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["train"]["num_steps"] == 3 and saved["train"]["learning_rate"] == 0.02
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["steps"] == 3 and summary["val_top1_error_10crop"] is None
+  assert "Finished 3 steps" in done.stdout
+
+
+def test_a_diverging_run_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir):
+  config = _config(cache_dir)
+  config.train.learning_rate = 1e4
+  config.train.num_steps = 40
+  config.checkpoint.every_steps = 1
+  config.eval.every_epochs = 100.0
+  with pytest.raises(FloatingPointError, match="step"):
+    train.train_and_evaluate(config, tmp_path)
+  step, params = _final_params(tmp_path, config)
+  assert 1 <= step < 40
+  assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
