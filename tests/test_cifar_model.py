@@ -1,4 +1,6 @@
 """The CIFAR-10 nets of cuda-convnet (alexnet_jax/cifar_model.py)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,12 +15,20 @@ def model_cfg(layout="18pct", activation="relu", lrn=False):
   return cifar10_fig1.cifar_model_config(activation, layout=layout, lrn=lrn)
 
 
+def shapes(cfg):
+  return jax.eval_shape(functools.partial(cifar_model.init_params, cfg), jax.random.key(0))
+
+
+def init(cfg, seed):
+  return cifar_model.init_params(cfg, jax.random.key(seed))
+
+
 def test_param_count_18pct_matches_layers_file():
   # layers-18pct.cfg: conv1 5x5x3->32, conv2 5x5x32->32, conv3 5x5x32->64 (shared biases),
   # fc10 from the 4x4x64 map after three 3/2 pools of 32x32 (32 -> 16 -> 8 -> 4).
   expected = (5 * 5 * 3 * 32 + 32) + (5 * 5 * 32 * 32 + 32) + (5 * 5 * 32 * 64 + 64) + (
       4 * 4 * 64 * 10 + 10)
-  params = cifar_model.init_params(model_cfg(), jax.random.key(0))
+  params = shapes(model_cfg())
   assert cifar_model.count_params(params) == expected == 89_578
   assert params["fc10"]["kernel"].shape == (1024, 10)
 
@@ -28,13 +38,13 @@ def test_param_count_conv_local_matches_layers_file():
   # have a filter bank and a bias per output position.
   expected = ((5 * 5 * 3 * 64 + 64) + (5 * 5 * 64 * 64 + 64) + (6 * 6 * 3 * 3 * 64 * 32 + 6 * 6 * 32)
               + (6 * 6 * 3 * 3 * 32 * 32 + 6 * 6 * 32) + (6 * 6 * 32 * 10 + 10))
-  params = cifar_model.init_params(model_cfg("conv_local", lrn=True), jax.random.key(0))
+  params = shapes(model_cfg("conv_local", lrn=True))
   assert cifar_model.count_params(params) == expected == 1_116_490
   assert params["local3"]["kernel"].shape == (6, 6, 576, 32)
 
 
 def test_init_stds_follow_layers_file():
-  params = cifar_model.init_params(model_cfg(), jax.random.key(1))
+  params = init(model_cfg(), 1)
   assert float(jnp.std(params["conv1"]["kernel"])) == pytest.approx(1e-4, rel=0.1)
   assert float(jnp.std(params["conv2"]["kernel"])) == pytest.approx(0.01, rel=0.05)
   assert float(jnp.abs(params["conv3"]["bias"]).max()) == 0.0
@@ -43,17 +53,16 @@ def test_init_stds_follow_layers_file():
 @pytest.mark.parametrize("layout", cifar_model.LAYOUTS)
 def test_logits_shape_and_switches_change_outputs(layout):
   size = cifar_model.INPUT_SIZE[layout]
-  images = jax.random.normal(jax.random.key(2), (4, size, size, 3)) * 50.0
-  params = cifar_model.init_params(model_cfg(layout), jax.random.key(3))
+  images = jax.random.normal(jax.random.key(2), (2, size, size, 3)) * 50.0
+  params = init(model_cfg(layout), 3)
   # Larger weights so every layer's activation and normalisation matter.
   params = jax.tree.map(lambda p: p * 30.0 + 0.01, params)
   out = {}
-  for activation in ("relu", "tanh"):
-    for lrn in (False, True):
-      logits = cifar_model.apply(model_cfg(layout, activation, lrn), params, images)
-      assert logits.shape == (4, 10) and logits.dtype == jnp.float32
-      assert np.all(np.isfinite(logits))
-      out[activation, lrn] = np.asarray(logits)
+  for activation, lrn in (("relu", False), ("tanh", False), ("relu", True)):
+    logits = cifar_model.apply(model_cfg(layout, activation, lrn), params, images)
+    assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+    assert np.all(np.isfinite(logits))
+    out[activation, lrn] = np.asarray(logits)
   assert not np.allclose(out["relu", False], out["tanh", False], rtol=1e-3)
   assert not np.allclose(out["relu", False], out["relu", True], rtol=1e-3)
 
@@ -72,7 +81,7 @@ def test_pool_sizes_follow_cuda_convnet():
 
 def test_lrn_is_the_model_lrn():
   cfg = model_cfg("18pct", lrn=True)
-  x = jax.random.normal(jax.random.key(4), (2, 4, 4, 8)) * 30.0
+  x = jnp.linspace(-40.0, 40.0, 2 * 4 * 4 * 8).reshape(2, 4, 4, 8)
   net = cifar_model.CifarNet(cfg)
   expected = model.lrn(x, k=1.0, n=5, alpha=0.001, beta=0.75, convention="caffe")
   np.testing.assert_allclose(net.apply({}, x, method=lambda m, v: m._norm(v)), expected)
