@@ -86,7 +86,17 @@ def subtract_mean(image_HWC, mean):
   each pixel"), [3] per-channel mean, or None."""
   if mean is None:
     return image_HWC
-  return image_HWC - tf.cast(mean, tf.float32)
+  mean = tf.cast(mean, tf.float32)
+  if mean.shape.rank == 1:
+    return add_per_channel(image_HWC, -mean)
+  return image_HWC - mean
+
+
+def add_per_channel(image_HWC, value_C):
+  """image + value, broadcast as rows of W*C: TF's [H,W,C] + [C] broadcast costs 6x more."""
+  shape = tf.shape(image_HWC)
+  rows = tf.reshape(image_HWC, [shape[0], -1]) + tf.tile(value_C, [shape[1]])
+  return tf.reshape(rows, shape)
 
 
 def random_crop_flip(image_HWC, seed, crop_size, *, crop=True, flip=True):
@@ -101,7 +111,7 @@ def random_crop_flip(image_HWC, seed, crop_size, *, crop=True, flip=True):
   patch = image_HWC[offset[0]:offset[0] + crop_size, offset[1]:offset[1] + crop_size]
   if flip:
     mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
-    patch = tf.cond(mirror, lambda: patch[:, ::-1], lambda: patch)
+    patch = tf.cond(mirror, lambda: tf.reverse(patch, [1]), lambda: patch)  # [:, ::-1]: 7x slower.
   return tf.ensure_shape(patch, [crop_size, crop_size, 3])
 
 
@@ -110,7 +120,7 @@ def pca_noise(image_HWC, seed, eigval, eigvec, std, convention):
   eigvec holds the eigenvectors as columns."""
   alpha = tf.random.stateless_normal([3], seed, stddev=std)
   shift = tf.linalg.matvec(tf.cast(eigvec, tf.float32), alpha * pca_scale(eigval, convention))
-  return image_HWC + shift
+  return add_per_channel(image_HWC, shift)
 
 
 def centre_crop(image_HWC, crop_size):

@@ -1,0 +1,83 @@
+r"""Writes a dataset once at the paper's fixed 256x256 resolution (4.1) as an image folder.
+
+Decoding full-size photos is most of the input pipeline's cost; decoding 256x256 JPEGs is
+several times cheaper. For ImageNet:
+
+    python -m alexnet_jax.data.prepare --config=configs/paper.py --out=/data/imagenet256
+    python -m alexnet_jax.main --config=configs/paper.py --workdir=workdirs/paper \
+        --config.data.source=folder --config.data.root=/data/imagenet256 \
+        --config.data.eval_split=validation
+
+Each image is rescaled so its shorter side is 256 and centre-cropped to 256x256, then stored as
+JPEG (quality --quality): out/<split>/<class>/<name>.jpg. Class folders keep the source's
+class order (prefixed with the class id where the names would not sort into it).
+"""
+import os
+
+import tensorflow as tf
+
+from alexnet_jax.data import augment
+from alexnet_jax.data import sources
+
+
+def class_folders(names):
+  if sorted(names) == list(names) and len(set(names)) == len(names):
+    return list(names)
+  return [f"{k:04d}_{n}" for k, n in enumerate(names)]
+
+
+def _records(config, split):
+  if split.builder is not None:
+    ds, _ = sources.tfds_records(config, split, 0, 1)
+    return ds.enumerate().map(lambda k, ex: (ex[0], ex[1], tf.strings.as_string(k, width=8,
+                                                                                fill="0")))
+  stems = [os.path.splitext(os.path.basename(p))[0] for p in split.paths]
+  ds = tf.data.Dataset.from_tensor_slices((split.paths, split.labels, stems))
+  return ds.map(lambda path, label, stem: (tf.io.read_file(path), label, stem))
+
+
+def write_split(config, split_name, out, quality=95):
+  """Writes one split under out/<split_name>; returns the number of images written."""
+  from alexnet_jax import input_pipeline  # Reuses its on_corrupt handling.
+  split = input_pipeline._checked_split(config, split_name)
+  folders = class_folders(split.class_names)
+  for folder in folders:
+    os.makedirs(os.path.join(out, split_name, folder), exist_ok=True)
+  size = config.data.resize_size
+
+  def encode(data, label, stem):
+    image = augment.decode_and_centre_crop(data, size)
+    pixels = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return tf.io.encode_jpeg(pixels, quality=quality), label, stem
+
+  ds = _records(config, split).map(encode, num_parallel_calls=config.data.threads or
+                                   tf.data.AUTOTUNE).prefetch(64)
+  count = 0
+  for data, label, stem in ds.as_numpy_iterator():
+    path = os.path.join(out, split_name, folders[label], stem.decode() + ".jpg")
+    with open(path, "wb") as f:
+      f.write(data)
+    count += 1
+  return count
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  config = flags.FLAGS.config
+  splits = flags.FLAGS.splits or [config.data.train_split, sources.eval_split_name(config)]
+  for split in splits:
+    n = write_split(config, split, flags.FLAGS.out, flags.FLAGS.quality)
+    print(f"{split}: {n} images -> {os.path.join(flags.FLAGS.out, split)}", flush=True)
+
+
+if __name__ == "__main__":
+  from absl import app
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.")
+  flags.DEFINE_string("out", None, "Output folder.", required=True)
+  flags.DEFINE_list("splits", [], "Splits to write (default: the train and eval splits).")
+  flags.DEFINE_integer("quality", 95, "JPEG quality.")
+  tf.config.set_visible_devices([], "GPU")
+  app.run(main)
