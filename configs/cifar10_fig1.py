@@ -37,6 +37,7 @@ def get_config(arg=None):
   config.model = cifar_model_config(activation, layout="18pct", lrn=False)
 
   config.mesh.model = 1                # Data parallel only: the net has no towers.
+  config.mesh.num_cpu_devices = 2      # On a CPU: one device per core of the 2-core machine.
 
   d = config.data
   d.source = "folder"

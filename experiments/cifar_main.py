@@ -2,7 +2,7 @@ r"""`python -m alexnet_jax.main` for the CIFAR-10 nets, until parallel.py dispat
 config.model.name itself.
 
 The training loop builds the network through three functions of alexnet_jax/parallel.py:
-param_shapes, create_sharded_params and make_apply. For config.model.name == "cifar4" they
+param_shapes, create_sharded_params and make_apply (and train._describe prints its width). For config.model.name == "cifar4" they
 must build alexnet_jax/cifar_model.CifarNet instead of the two-tower AlexNet; the versions
 below do exactly that and are what parallel.py needs (then delete this file and point the CIFAR
 sweeps in experiments/sweeps.py back at alexnet_jax.main). The CIFAR nets have no towers: the
@@ -60,11 +60,34 @@ def make_apply(model_cfg, mesh):
   return apply
 
 
+def describe(config, mesh, info, per_epoch, total, params):
+  """train._describe's opening line names AlexNet and its width; the rest is the same."""
+  if not _is_cifar(config.model):
+    return _ALEXNET["describe"](config, mesh, info, per_epoch, total, params)
+  m = config.model
+  lines = _ALEXNET["describe"](_with_width(config), mesh, info, per_epoch, total,
+                               params).split("\n")
+  lines[0] = (f"CIFAR net {m.layout} ({m.activation}, LRN {'on' if m.lrn else 'off'}): "
+              f"{cifar_model.count_params(params):,} parameters, {m.num_classes} classes, "
+              f"{m.image_size}x{m.image_size} inputs.")
+  return "\n".join(lines)
+
+
+def _with_width(config):
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.width = 1.0
+  return config
+
+
 def install():
-  """Routes the three functions through the versions above, unless parallel.py already knows
+  """Routes the four functions through the versions above, unless parallel.py already knows
   the CIFAR nets."""
   if "cifar_model" in vars(parallel):
     return
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  _ALEXNET["describe"] = train._describe  # pylint: disable=protected-access
+  train._describe = describe  # pylint: disable=protected-access
   parallel.param_shapes = param_shapes
   parallel.create_sharded_params = create_sharded_params
   parallel.make_apply = make_apply

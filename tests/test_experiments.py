@@ -170,3 +170,28 @@ def test_ready_made_sweeps_name_existing_configs_and_distinct_points():
   fig1 = sweeps.get("cifar10_fig1")
   assert [p["model.activation"] for p in fig1.points] == ["relu", "tanh"]
   assert fig1.threshold == 0.25
+
+
+def test_sweep_end_to_end_on_generated_data(tmp_path):
+  """Two points of the real training loop (tests/tiny_config.py, two steps each)."""
+  workdir = tmp_path / "sweep"
+  argv = ["--config=tests/tiny_config.py", "--grid=model.activation=relu,tanh",
+          f"--workdir={workdir}", "--set", "train.num_steps=2", "--set",
+          "train.log_every_steps=1", "--parallel=2"]
+  assert sweep.main(argv) == 0, [(p, p.read_text()[-3000:]) for p in workdir.glob("*/log.txt")]
+  rows = list(csv.DictReader(open(workdir / "results.csv")))
+  assert [(r["run"], r["model.activation"], r["status"], r["steps"]) for r in rows] == [
+      ("activation=relu", "relu", "finished", "2"), ("activation=tanh", "tanh", "finished", "2")]
+  for r in rows:
+    assert 0.0 <= float(r["final_val_top1_error"]) <= 1.0
+    assert 0.0 <= float(r["best_train_top1_error"]) <= 1.0
+  md = (workdir / "results.md").read_text()
+  assert "activation=relu" in md and "activation=tanh" in md
+  for png in ("train_error_vs_epochs.png", "train_error_vs_time.png"):
+    assert Image.open(workdir / png).text["Runs"].split("\n") == [
+        "activation=relu", "activation=tanh"]
+  # Once finished, a point is skipped: no new process, the metrics untouched.
+  before = (workdir / "activation=tanh" / "metrics.jsonl").read_text()
+  assert sweep.main(argv) == 0
+  assert (workdir / "activation=tanh" / "metrics.jsonl").read_text() == before
+  assert (workdir / "activation=tanh" / "log.txt").read_text().count("==== ") == 1
