@@ -115,7 +115,7 @@ def tfds_records(config, split, process_index, process_count):
   ds = split.builder.as_dataset(
       split=sub, shuffle_files=False,
       decoders={config.data.image_key: tfds.decode.SkipDecoding()},
-      read_config=tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1))
+      read_config=tfds.ReadConfig(interleave_cycle_length=1))  # One fixed order.
   return ds.map(lambda ex: (ex[config.data.image_key], tf.cast(ex[config.data.label_key], tf.int32))
                 ), count
 
