@@ -151,9 +151,12 @@ def _start(sweep, name, point, point_dir, devices):
 
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  sweep = build_sweep(args)
   if args.parallel < 1:
-    raise ValueError(f"--parallel={args.parallel}: at least 1.")
+    raise SystemExit(f"experiments.sweep: --parallel={args.parallel}: at least 1.")
+  try:
+    sweep = build_sweep(args)
+  except ValueError as e:
+    raise SystemExit(f"experiments.sweep: {e}") from None
   os.makedirs(args.workdir, exist_ok=True)
   status = {}
   if not args.report_only:

@@ -153,6 +153,8 @@ def test_sweep_parallel_runs_all_points(tmp_path, fake_module):
 
 
 def test_bad_sweep_arguments_are_refused():
+  with pytest.raises(SystemExit, match="--sweep=NAME"):
+    sweep.main(["--workdir=x"])
   with pytest.raises(ValueError, match="--sweep=NAME"):
     sweep.build_sweep(sweep.parse_args(["--workdir=x"]))
   with pytest.raises(ValueError, match="KEY=VALUE"):
