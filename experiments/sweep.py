@@ -157,6 +157,11 @@ def main(argv=None):
     sweep = build_sweep(args)
   except ValueError as e:
     raise SystemExit(f"experiments.sweep: {e}") from None
+  # The points run in the repository root; paths given from elsewhere must still hold.
+  args.workdir = os.path.abspath(args.workdir)
+  path, sep, arg = sweep.config.partition(":")
+  if os.path.exists(path) and not os.path.isabs(path):
+    sweep = dataclasses.replace(sweep, config=os.path.abspath(path) + sep + arg)
   os.makedirs(args.workdir, exist_ok=True)
   status = {}
   if not args.report_only:
