@@ -3,6 +3,9 @@ r"""Trains and evaluates AlexNet.
     python -m alexnet_jax.main --config=configs/paper.py --workdir=workdirs/paper
     python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/demo \
         --config.train.num_epochs=2
+
+Several hosts: the same command on every host, plus --config.distributed.mode=auto (Cloud TPU,
+SLURM, Open MPI) or =manual with the coordinator's address; see README, "Several hosts".
 """
 import os
 
@@ -24,8 +27,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   import jax  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import cluster  # pylint: disable=g-import-not-at-top
   if FLAGS.config.mesh.num_cpu_devices:  # Before JAX starts its backends.
     jax.config.update("jax_num_cpu_devices", FLAGS.config.mesh.num_cpu_devices)
+  if "distributed" in FLAGS.config:  # Also before any device is touched.
+    cluster.initialize(FLAGS.config.distributed)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
   from alexnet_jax import train  # pylint: disable=g-import-not-at-top

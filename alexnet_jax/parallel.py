@@ -23,18 +23,21 @@ BATCH_SPEC = P("data")
 
 def make_mesh(model: int = 0, devices=None) -> Mesh:
   """A (data, model) mesh; model=0 picks 2 when the device count is even, else 1."""
-  devices = list(jax.devices() if devices is None else devices)
+  devices = _by_process(jax.devices() if devices is None else devices)
   n = len(devices)
-  if model == 0:
-    model = 2 if n >= 2 and n % 2 == 0 else 1
+  if model == 0:  # 2 only when every host can hold whole model groups (see _by_process).
+    model = 2 if n >= 2 and all(c % 2 == 0 for c in _local_counts(devices).values()) else 1
   if model not in (1, 2):
     raise ValueError(f"config.mesh.model={model}: the network has two towers, so the model axis"
                      " is 1 (both towers on each device), 2 (one tower per device) or 0 (auto).")
   if n % model:
     raise ValueError(f"config.mesh.model={model} does not divide the {n} devices; use"
                      " config.mesh.model=1 or run on an even number of devices.")
-  # Devices of one model group are neighbours in jax.devices(), i.e. on the same host.
-  return Mesh(np.array(devices).reshape(n // model, model), ("data", "model"))
+  # Devices of one model group are neighbours in `devices`, i.e. on the same host when the
+  # hosts' device counts allow it.
+  mesh = Mesh(np.array(devices).reshape(n // model, model), ("data", "model"))
+  _data_blocks(_process_grid(mesh), model)  # Raises if processes cannot feed whole rows.
+  return mesh
 
 
 def param_shardings(mesh: Mesh, params):
@@ -90,3 +93,55 @@ def make_apply(model_cfg, mesh: Mesh):
     return sharded(params, images_BHWC, rng)
 
   return apply
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes (issue 5): which rows of the global batch each process feeds.
+
+
+def data_slice(mesh: Mesh, process_index=None):
+  """(index, count): this process feeds slice `index` of the global batch cut in `count`.
+
+  Under BATCH_SPEC the batch splits over `data` only, so processes whose devices sit in the
+  same data rows (e.g. the two towers on two hosts, model=2 with one device per host) hold the
+  same rows and must feed the same examples: `count` is the number of distinct row blocks,
+  not jax.process_count(). Pass it to the input pipeline as process_index/process_count.
+  """
+  process = jax.process_index() if process_index is None else process_index
+  blocks, owner = _data_blocks(_process_grid(mesh), mesh.shape["model"])
+  return blocks.index(owner[process]), len(blocks)
+
+
+def _by_process(devices):
+  """`devices` grouped by host (stable: each host's own order is kept)."""
+  return sorted(devices, key=lambda d: d.process_index)
+
+
+def _local_counts(devices):
+  counts = {}
+  for d in devices:
+    counts[d.process_index] = counts.get(d.process_index, 0) + 1
+  return counts
+
+
+def _process_grid(mesh: Mesh):
+  """int [data, model]: the process owning each device of the mesh."""
+  return np.vectorize(lambda d: d.process_index, otypes=[int])(mesh.devices)
+
+
+def _data_blocks(process_DM, model):
+  """(sorted row blocks, {process: its block}); raises when the processes' devices do not
+  cover whole, contiguous, equal, non-overlapping blocks of data rows."""
+  owner = {int(p): tuple(sorted(set(np.nonzero(process_DM == p)[0].tolist())))
+           for p in np.unique(process_DM)}
+  blocks = sorted(set(owner.values()))
+  rows = [r for b in blocks for r in b]
+  if (rows != list(range(process_DM.shape[0])) or len({len(b) for b in blocks}) != 1
+      or any(b != tuple(range(b[0], b[-1] + 1)) for b in blocks)):
+    per_host = ", ".join(f"process {p}: {int((process_DM == p).sum())}" for p in owner)
+    raise ValueError(
+        f"The devices of {len(owner)} processes ({per_host}) do not fit a mesh with "
+        f"config.mesh.model={model}: each process must hold whole model groups (a device count "
+        f"divisible by {model}) or a single device, and all processes the same number of "
+        "devices. Use config.mesh.model=1, or equal, even device counts per process.")
+  return blocks, owner

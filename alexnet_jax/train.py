@@ -127,6 +127,9 @@ class _Run:
     self.info = input_pipeline.dataset_info(config)
     _check_config(config, self.info)
     self.mesh = parallel.make_mesh(config.mesh.model)
+    # The rows of each global batch this process feeds (parallel.data_slice), not its
+    # process index: processes holding different towers of the same rows feed the same data.
+    self.slice_index, self.slice_count = parallel.data_slice(self.mesh)
     self.per_epoch, self.total = _num_steps(config, self.info)
     self.eval_split = config.eval.split or self.info["eval_split"]
     self.writer = metrics.Writer(self.workdir, config)
@@ -148,13 +151,13 @@ class _Run:
     config, start = self.config, int(self.state.step)
     step_fn = make_train_step(config, self.mesh)
     batches = input_pipeline.train_iterator(
-        config, batch_size=config.train.batch_size, process_index=jax.process_index(),
-        process_count=jax.process_count(), start_step=start)
+        config, batch_size=config.train.batch_size, process_index=self.slice_index,
+        process_count=self.slice_count, start_step=start)
     clock = _Clock(config.train.batch_size)
     epoch_sums, window = _Sums(), _Sums()
     last_eval = None
     for step in range(start, self.total):
-      batch = _to_global(self.mesh, next(batches))
+      batch = _to_global(self.mesh, next(batches), self.slice_count)
       lr = self.schedule.rate(step)
       self.state, step_metrics = step_fn(self.state, batch, np.float32(lr))
       step_metrics = jax.device_get(step_metrics)
@@ -232,10 +235,9 @@ class _Run:
   def _evaluate(self, ten_crop):
     batches = input_pipeline.eval_iterator(
         self.config, self.eval_split, batch_size=self.config.eval.batch_size,
-        ten_crop=ten_crop, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        ten_crop=ten_crop, process_index=self.slice_index, process_count=self.slice_count)
     return evaluate.evaluate(self.apply_eval, self.state.params, batches,
-                             put_batch=lambda x: _to_global(self.mesh, x))
+                             put_batch=lambda x: _to_global(self.mesh, x, self.slice_count))
 
   def _log_train(self, done, means, lr, clock):
     images_per_s, step_time = clock.lap()
@@ -301,11 +303,12 @@ def _abstract(tree):
                       tree)
 
 
-def _to_global(mesh, local):
-  """This process's rows of a batch (a pytree) -> global arrays sharded over `data`."""
+def _to_global(mesh, local, slice_count=1):
+  """This process's data slice of a batch (a pytree; parallel.data_slice) -> global arrays
+  sharded over `data`, `slice_count` times as many rows."""
   sharding = parallel.batch_sharding(mesh)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+      sharding, np.asarray(x), (x.shape[0] * slice_count,) + x.shape[1:]), local)
 
 
 def _check_finite(step_metrics, done, mgr):

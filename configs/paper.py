@@ -39,6 +39,16 @@ def get_config(arg=None):
   config.mesh.model = 0                # 0: 2 when the devices allow it, else 1.
   config.mesh.num_cpu_devices = 0      # > 0: split the CPU into this many JAX devices.
 
+  # Several hosts (jax.distributed; alexnet_jax/cluster.py, README "Several hosts").
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.mode = "off"      # "off": one process; "auto": JAX detects Cloud TPU,
+                                       # SLURM, Open MPI; "manual": the three fields below.
+  config.distributed.coordinator_address = ""  # host:port of process 0; "" in auto mode.
+  config.distributed.num_processes = 0  # 0: detected (auto mode).
+  config.distributed.process_id = -1    # -1: detected (auto mode).
+  config.distributed.local_device_ids = ""  # e.g. "0,1": this process's GPUs; "": all/detected.
+  config.distributed.initialization_timeout_s = 300  # Wait at most this for all processes.
+
   # Section 4.1: input. (Owned by alexnet_jax/input_pipeline.py.)
   config.data = ml_collections.ConfigDict()
   config.data.source = "tfds"          # "tfds", "folder" or "generated".

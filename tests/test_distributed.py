@@ -1,0 +1,206 @@
+"""Two processes on this machine through jax.distributed (gloo CPU collectives, one CPU device
+each): the towers in different processes give the single-process numbers; data parallelism
+over processes saves and resumes; and the errors for an absent coordinator or a device count
+that does not fit the mesh. Every process is killed in a `finally` if the test fails."""
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import checkpoint
+from alexnet_jax import metrics
+from alexnet_jax import parallel
+from alexnet_jax import train
+from tests import tiny_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT_S = 240  # A whole multi-process run; the tests take ~10-40 s each.
+# Three steps, a centre-crop evaluation at step 3 (the end) and the 10-crop one.
+SHORT = ("--config.train.num_steps=3", "--config.checkpoint.every_steps=100")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """The single-process, two-device run (towers on two devices), which also writes the
+  generated data and its statistics into the cache before several processes read them."""
+  cache_dir = tmp_path_factory.mktemp("cache")
+  workdir = tmp_path_factory.mktemp("reference")
+  config = _config(cache_dir)
+  config.train.num_steps = 3
+  config.checkpoint.every_steps = 100
+  config.mesh.model = 2
+  train.train_and_evaluate(config, workdir)
+  return cache_dir, workdir
+
+
+def _config(cache_dir):
+  config = tiny_config.get_config()
+  config.data.cache_dir = str(cache_dir)
+  return config
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _launch(workdir, cache_dir, *overrides, num_processes=2, devices=(1, 1), port=None,
+            timeout_s=TIMEOUT_S):
+  """Runs `python -m alexnet_jax.main` as `num_processes` processes of one job; returns
+  [(returncode, output)] per process. Processes still running at the end are killed."""
+  port = port or _free_port()
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  procs, logs = [], []
+  try:
+    for i in range(num_processes):
+      argv = [sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
+              f"--workdir={workdir}", f"--config.data.cache_dir={cache_dir}",
+              f"--config.mesh.num_cpu_devices={devices[i]}", "--config.distributed.mode=manual",
+              f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+              f"--config.distributed.num_processes={num_processes}",
+              f"--config.distributed.process_id={i}", *overrides]
+      logs.append(pathlib.Path(f"{workdir}.process{i}.log"))
+      with open(logs[-1], "w", encoding="utf-8") as log:
+        procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+      p.wait(timeout=max(1.0, deadline - time.monotonic()))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  return [(p.returncode, log.read_text(encoding="utf-8")) for p, log in zip(procs, logs)]
+
+
+def _check_ok(results):
+  for i, (code, out) in enumerate(results):
+    assert code == 0, f"process {i} exited with {code}:\n{out[-4000:]}"
+
+
+def _restore(workdir, config):
+  """(step, params as NumPy) of the latest checkpoint, restored on this process's 2 devices."""
+  state = train.create_train_state(config, parallel.make_mesh(config.mesh.model))
+  mgr = checkpoint.manager(workdir)
+  try:
+    restored, _ = checkpoint.restore_latest(mgr, train._abstract(state))  # pylint: disable=protected-access
+  finally:
+    mgr.close()
+  return int(restored.step), jax.tree.map(np.asarray, restored.params)
+
+
+def _numbers(workdir):
+  """The logged losses and errors, without the timings."""
+  keep = ("step", "train_loss", "train_top1_error", "val_top1_error", "val_top5_error",
+          "val_top1_error_10crop", "val_top5_error_10crop")
+  return [{k: r[k] for k in keep if k in r} for r in metrics.read_jsonl(workdir / "metrics.jsonl")]
+
+
+def test_towers_in_two_processes_equal_the_two_device_run(tmp_path, reference):
+  """model=2 over 2 processes x 1 device: the data axis has size 1, so both processes feed the
+  same full batch (parallel.data_slice gives (0, 1) to each) and tower i lives in process i."""
+  cache_dir, ref_dir = reference
+  workdir = tmp_path / "two_processes"
+  results = _launch(workdir, cache_dir, "--config.mesh.model=2", *SHORT)
+  _check_ok(results)
+  assert "Mesh: data=1 x model=2 over 2 cpu device(s), 2 process(es)." in results[0][1]
+  assert "Mesh:" not in results[1][1]  # Only process 0 prints and writes metrics.
+  ref_rows, rows = _numbers(ref_dir), _numbers(workdir)
+  assert [r["step"] for r in rows] == [2, 3, 3, 3] and len(rows) == len(ref_rows)
+  assert any("val_top1_error_10crop" in r for r in rows)
+  assert rows == ref_rows  # Exactly: the same ops on the same data, only the links differ.
+  config = _config(cache_dir)
+  config.mesh.model = 2
+  (ref_step, ref_params), (step, params) = _restore(ref_dir, config), _restore(workdir, config)
+  assert step == ref_step == 3
+  jax.tree.map(np.testing.assert_array_equal, ref_params, params)
+
+
+def test_data_parallel_processes_save_and_resume(tmp_path, reference):
+  """model=1 over 2 processes: each feeds half of every batch; one step and a checkpoint,
+  then a second launch resumes from it and takes the second step."""
+  cache_dir, _ = reference
+  workdir = tmp_path / "data_parallel"
+  common = ("--config.mesh.model=1", "--config.eval.ten_crop=False",
+            "--config.checkpoint.every_steps=1", "--config.eval.every_epochs=100")
+  first = _launch(workdir, cache_dir, *common, "--config.train.num_steps=1")
+  _check_ok(first)
+  assert "Mesh: data=2 x model=1 over 2 cpu device(s), 2 process(es)." in first[0][1]
+  second = _launch(workdir, cache_dir, *common, "--config.train.num_steps=2")
+  _check_ok(second)
+  assert "Resumed from" in second[0][1] and "at step 1." in second[0][1]
+  config = _config(cache_dir)
+  config.mesh.model = 1
+  step, params = _restore(workdir, config)
+  assert step == 2 and all(np.isfinite(p).all() for p in jax.tree.leaves(params))
+  # The same two steps in one process on two devices: each process fed its own half.
+  single = _config(cache_dir)
+  single.mesh.model = 1
+  single.train.num_steps = 2
+  single.eval.ten_crop = False
+  single.eval.every_epochs = 100
+  train.train_and_evaluate(single, tmp_path / "single")
+  _, single_params = _restore(tmp_path / "single", config)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               single_params, params)
+
+
+def test_an_unreachable_coordinator_stops_with_its_address(tmp_path):
+  """Process 1 alone, pointed at a port nobody listens on, with a 3 s timeout."""
+  port = _free_port()
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  argv = [sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
+          f"--workdir={tmp_path}", "--config.mesh.num_cpu_devices=1",
+          "--config.distributed.mode=manual",
+          f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+          "--config.distributed.num_processes=2", "--config.distributed.process_id=1",
+          "--config.distributed.initialization_timeout_s=3"]
+  done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+  assert done.returncode == 1, done.stderr[-3000:]
+  assert f"Cannot reach the JAX coordinator at 127.0.0.1:{port} within 3 s" in done.stderr
+
+
+def test_devices_that_do_not_fit_the_mesh_are_refused(tmp_path, reference):
+  """2 processes x 3 devices with model=2: a model group would straddle the hosts while the
+  others do not, so no process could feed whole rows of the batch."""
+  cache_dir, _ = reference
+  results = _launch(tmp_path / "misfit", cache_dir, "--config.mesh.model=2",
+                    "--config.train.batch_size=12", "--config.eval.batch_size=12",
+                    devices=(3, 3))
+  for code, out in results:
+    assert code == 1, out[-3000:]
+    assert "do not fit a mesh with config.mesh.model=2" in out, out[-3000:]
+    assert "process 0: 3, process 1: 3" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("grid, model, expected", [
+    ([[0, 1]], 2, [(0, 1), (0, 1)]),                 # Towers on two hosts: both feed all.
+    ([[0], [1]], 1, [(0, 2), (1, 2)]),               # Data parallel: halves.
+    ([[0, 1], [2, 3]], 2, [(0, 2), (0, 2), (1, 2), (1, 2)]),
+    ([[0, 0], [0, 0], [1, 1], [1, 1]], 2, [(0, 2), (1, 2)]),  # Towers inside each host.
+])
+def test_data_slices_of_process_layouts(grid, model, expected):
+  blocks, owner = parallel._data_blocks(np.array(grid), model)  # pylint: disable=protected-access
+  assert [(blocks.index(owner[p]), len(blocks)) for p in sorted(owner)] == expected
+
+
+@pytest.mark.parametrize("grid", [[[0, 0], [0, 1], [1, 1]],   # 3 devices per host, model 2.
+                                  [[0], [1], [1]]])            # Unequal hosts.
+def test_layouts_without_whole_rows_per_process_are_refused(grid):
+  with pytest.raises(ValueError, match="do not fit a mesh"):
+    parallel._data_blocks(np.array(grid), 2)  # pylint: disable=protected-access
+
+
+def test_the_single_process_mesh_is_unchanged():
+  mesh = parallel.make_mesh(0)
+  assert dict(mesh.shape) == {"data": 1, "model": 2}
+  assert list(mesh.devices.flat) == jax.devices()
+  assert parallel.data_slice(mesh) == (0, 1)
