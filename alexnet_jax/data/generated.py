@@ -6,11 +6,9 @@ colour, to tell the classes apart. The files go through the same decode path as 
 Everything is a pure function of `config.data.generated` (seed included), so every machine
 that generates the set gets identical files.
 """
-import concurrent.futures
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -114,12 +112,26 @@ def draw_image(label, size, rng):
   fg_b = fg_a * np.float32(rng.uniform(0.25, 0.55)) if dark_background else 255 - (255 - fg_a) * 0.35
   pattern = _texture(texture, size, rng)
   mask = _shape_mask(shape, size, rng)
-  # background + mask * (foreground - background), with foreground = fg_a + pattern (fg_b - fg_a).
-  image = base + ramp * tilt
-  image += mask * (fg_a + pattern * (fg_b - fg_a) - image)
+  # background + mask * (foreground - background), with foreground = fg_a + pattern (fg_b - fg_a),
+  # in place in two reused buffers: fresh 0.8 MB temporaries cost more in page faults than maths.
+  image, scratch = _buffers(size)
+  np.multiply(ramp, tilt, out=image)
+  image += base
+  np.multiply(pattern, fg_b - fg_a, out=scratch)
+  scratch += fg_a
+  scratch -= image
+  scratch *= mask
+  image += scratch
   dy, dx = rng.integers(0, size, size=2)
   image += _noise(size)[:, dy:dy + size, dx:dx + size]
-  return np.clip(image + 0.5, 0, 255, out=image).astype(np.uint8).transpose(1, 2, 0)
+  image += 0.5
+  np.clip(image, 0, 255, out=image)
+  return image.astype(np.uint8).transpose(1, 2, 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _buffers(size):
+  return np.empty((3, size, size), np.float32), np.empty((3, size, size), np.float32)
 
 
 def _settings(gen):
@@ -159,14 +171,8 @@ def ensure_generated(config):
           for label, name in enumerate(class_names(settings["num_classes"]))]
   os.makedirs(os.path.dirname(root), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix="tmp-", dir=os.path.dirname(root))
-  total = settings["num_classes"] * (settings["train_per_class"] + settings["val_per_class"])
-  if total < 500:
-    for job in jobs:
-      _write_class(tmp, settings, *job)
-  else:  # One process per core; "spawn" because the caller may have TensorFlow threads.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(os.cpu_count(), mp_context=context) as pool:
-      list(pool.map(_write_class, *zip(*[(tmp, settings, *job) for job in jobs])))
+  for job in jobs:  # ~2 ms an image: 3,500 images in seconds, no process pool needed.
+    _write_class(tmp, settings, *job)
   with open(os.path.join(tmp, "settings.json"), "w") as f:
     json.dump(settings, f, indent=2)
   try:
