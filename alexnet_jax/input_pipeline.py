@@ -38,7 +38,7 @@ def train_iterator(config, *, batch_size, process_index=0, process_count=1, star
   records, per_epoch, start_epoch = _train_records(
       config, split, process_index, process_count, start_step * b)
   mean, pca = _mean_and_pca(config)
-  d, crop_size = config.data, config.model.image_size
+  d, crop_size = config.data, _crop_size(config)
 
   def example(data, label, epoch, index):
     seed = tf.random.experimental.stateless_fold_in(
@@ -74,7 +74,7 @@ def eval_iterator(config, split, *, batch_size, ten_crop, process_index=0, proce
     records = tf.data.Dataset.from_tensor_slices((split.paths[lo:hi], split.labels[lo:hi]))
     records = records.map(lambda path, label: (tf.io.read_file(path), label))
   mean, _ = _mean_and_pca(config)
-  d, crop_size = config.data, config.model.image_size
+  d, crop_size = config.data, _crop_size(config)
 
   def example(data, label):
     image = augment.subtract_mean(augment.decode_and_centre_crop(data, d.resize_size), mean)
@@ -90,6 +90,14 @@ def eval_iterator(config, split, *, batch_size, ten_crop, process_index=0, proce
       num_batches * b - counts[process_index]))
   ds = ds.batch(b).prefetch(d.prefetch).with_options(_options(config))
   return _numpy_batches(ds, split)
+
+
+def _crop_size(config):
+  crop, size = config.model.image_size, config.data.resize_size
+  if crop > size:
+    raise ValueError(f"config.model.image_size={crop} crops cannot come from images of "
+                     f"config.data.resize_size={size}: make resize_size at least image_size.")
+  return crop
 
 
 def _share(batch_size, process_count):
