@@ -179,7 +179,7 @@ def test_sweep_end_to_end_on_generated_data(tmp_path):
   workdir = tmp_path / "sweep"
   argv = ["--config=tests/tiny_config.py", "--grid=model.activation=relu,tanh",
           f"--workdir={workdir}", "--set", "train.num_steps=2", "--set",
-          "train.log_every_steps=1", "--parallel=2"]
+          "train.log_every_steps=1", "--set", "eval.ten_crop=False", "--parallel=2"]
   assert sweep.main(argv) == 0, [(p, p.read_text()[-3000:]) for p in workdir.glob("*/log.txt")]
   rows = list(csv.DictReader(open(workdir / "results.csv")))
   assert [(r["run"], r["model.activation"], r["status"], r["steps"]) for r in rows] == [
