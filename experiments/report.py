@@ -43,11 +43,15 @@ def load_run(run_dir):
           "rows": rows, "summary": summary}
 
 
-def train_curve(rows, key="top1"):
-  """(epochs, errors, elapsed_s) of the training error: the per-epoch means when the run has
-  finished an epoch, else the logged batch errors (short runs)."""
+def train_curve(rows, key="top1", per="window"):
+  """(epochs, errors, elapsed_s) of the training error as the network trains.
+
+  per="window": the logged means over each log_every_steps window of batches (the curves and
+  the epochs-to-threshold use these: finer than epochs, like cuda-convnet's running training
+  error). per="epoch": the per-epoch means, or the window means if no epoch has ended.
+  """
   epoch_rows = [r for r in rows if f"epoch_train_{key}_error" in r]
-  if epoch_rows:
+  if per == "epoch" and epoch_rows:
     name, chosen = f"epoch_train_{key}_error", epoch_rows
   else:
     name, chosen = f"train_{key}_error", [r for r in rows if f"train_{key}_error" in r]
@@ -90,7 +94,7 @@ def summarise(run):
   row["steps"] = s.get("steps", last.get("step"))
   row["wall_time_s"] = s.get("wall_time_s", last.get("elapsed_s"))
   for key in ("top1", "top5"):
-    _, errors, _ = train_curve(rows, key)
+    _, errors, _ = train_curve(rows, key, per="epoch")
     row[f"best_train_{key}_error"] = min(errors) if errors else None
     if row[f"final_train_{key}_error"] is None and errors:
       row[f"final_train_{key}_error"] = errors[-1]
@@ -119,7 +123,7 @@ def write_report(workdir, names, threshold=0.0, about=""):
   _write_csv(paths["csv"], table)
   text = _markdown(table, about)
   if threshold:
-    text += _threshold_text(table, threshold)
+    text += _threshold_text(table, runs, threshold)
   with open(paths["markdown"], "w", encoding="utf-8") as f:
     f.write(text)
   plots = [("train_error_vs_epochs.png", "epochs", False),
@@ -160,25 +164,28 @@ def _markdown(table, about):
   return "\n".join(lines) + "\n"
 
 
-def _threshold_text(table, threshold):
+def _threshold_text(table, runs, threshold):
   key = f"epochs_to_{threshold:g}"
-  lines = [f"\nEpochs to reach {threshold:.0%} training error (per-epoch mean training error, "
-           "linear interpolation between epoch ends):\n"]
-  reached = {}
+  lines = [f"\nEpochs to reach {threshold:.0%} training error (the logged training error, a mean "
+           "over each log_every_steps window of batches; linear interpolation):\n"]
   for row in table:
     e = row[key]
-    epochs = row["epochs"]
     lines.append(f"- {row['run']}: " + (f"{e:.2f} epochs" if e is not None else
-                                        f"not reached in {_fmt(epochs)} epochs"))
-    reached[row["run"]] = e
-  by_act = {row.get("model.activation"): row for row in table if row.get("model.activation")}
-  if {"relu", "tanh"} <= set(by_act):
-    relu, tanh = by_act["relu"][key], by_act["tanh"][key]
-    if relu and tanh:
-      lines.append(f"- tanh / ReLU: {tanh / relu:.2f}x (the paper: about 6x)")
-    elif relu and not tanh:
-      lines.append(f"- tanh / ReLU: more than {float(by_act['tanh']['epochs'] or 0) / relu:.2f}x "
-                   "(tanh had not reached it when its run ended; the paper: about 6x)")
+                                        f"not reached in {_fmt(row['epochs'])} epochs"))
+  by_act = {r["overrides"].get("model.activation"): r for r in runs}
+  if not {"relu", "tanh"} <= set(by_act):
+    return "\n".join(lines) + "\n"
+  curves = {a: train_curve(by_act[a]["rows"])[:2] for a in ("relu", "tanh")}
+  lines.append("\ntanh / ReLU epochs to reach each training error (the paper: about 6x at 25%):\n")
+  lines.append("| training error | ReLU epochs | tanh epochs | tanh / ReLU |")
+  lines.append("|---|---|---|---|")
+  for level in sorted({threshold, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7}, reverse=True):
+    relu, tanh = (epochs_to_reach(*curves[a], level) for a in ("relu", "tanh"))
+    if relu is None:
+      continue
+    ratio = f"{tanh / relu:.2f}" if tanh else f"> {curves['tanh'][0][-1] / relu:.2f}"
+    tanh_text = f"{tanh:.2f}" if tanh else "not reached"
+    lines.append(f"| {level:.0%} | {relu:.2f} | {tanh_text} | {ratio} |")
   return "\n".join(lines) + "\n"
 
 
