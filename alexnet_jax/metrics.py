@@ -70,3 +70,54 @@ def read_jsonl(path):
       if line.strip():
         rows.append(json.loads(line))
   return rows
+
+
+class Means:
+  """Running means of the train-step metrics over a window of steps."""
+
+  def __init__(self):
+    self.sums, self.n = {}, 0
+
+  def add(self, step_metrics):
+    for k, v in step_metrics.items():
+      self.sums[k] = self.sums.get(k, 0.0) + float(v)
+    self.n += 1
+
+  def mean(self):
+    return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+
+
+class Clock:
+  """Wall time, and images/s between laps; the first step (which compiles) and evaluations
+  are left out of the laps."""
+
+  def __init__(self, batch_size):
+    self.batch_size, self.start = batch_size, time.perf_counter()
+    self.mark, self.steps = None, 0
+    self.timed_s, self.timed_steps = 0.0, 0
+
+  def tick(self):
+    if self.mark is None:
+      self.mark = time.perf_counter()
+    else:
+      self.steps += 1
+
+  def lap(self):
+    """(images/s, seconds/step) since the last lap or restart."""
+    now = time.perf_counter()
+    if self.mark is None or not self.steps:
+      return float("nan"), float("nan")
+    seconds, steps = now - self.mark, self.steps
+    self.timed_s, self.timed_steps = self.timed_s + seconds, self.timed_steps + steps
+    self.mark, self.steps = now, 0
+    return steps * self.batch_size / seconds, seconds / steps
+
+  def restart(self):
+    if self.mark is not None:
+      self.mark, self.steps = time.perf_counter(), 0
+
+  def mean_images_per_s(self):
+    return self.timed_steps * self.batch_size / self.timed_s if self.timed_s else float("nan")
+
+  def elapsed(self):
+    return time.perf_counter() - self.start

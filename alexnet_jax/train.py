@@ -132,7 +132,8 @@ class _Run:
     self.slice_index, self.slice_count = parallel.data_slice(self.mesh)
     self.per_epoch, self.total = _num_steps(config, self.info)
     self.eval_split = config.eval.split or self.info["eval_split"]
-    self.writer = metrics.Writer(self.workdir, config)
+    # An eval-only run leaves the training run's config.json as it is.
+    self.writer = metrics.Writer(self.workdir, None if config.eval_only else config)
     self.state = create_train_state(config, self.mesh)
     self.schedule = schedule.create(config.train, self.per_epoch)
     self.fingerprint = checkpoint.model_fingerprint(config)
@@ -153,8 +154,8 @@ class _Run:
     batches = input_pipeline.train_iterator(
         config, batch_size=config.train.batch_size, process_index=self.slice_index,
         process_count=self.slice_count, start_step=start)
-    clock = _Clock(config.train.batch_size)
-    epoch_sums, window = _Sums(), _Sums()
+    clock = metrics.Clock(config.train.batch_size)
+    epoch_sums, window = metrics.Means(), metrics.Means()
     last_eval = None
     for step in range(start, self.total):
       batch = _to_global(self.mesh, next(batches), self.slice_count)
@@ -168,10 +169,10 @@ class _Run:
       done = step + 1
       if done % config.train.log_every_steps == 0 or done == self.total:
         self._log_train(done, window.mean(), lr, clock)
-        window = _Sums()
+        window = metrics.Means()
       if done % self.per_epoch == 0:
         self._log_epoch(done, epoch_sums.mean(), clock)
-        epoch_sums = _Sums()
+        epoch_sums = metrics.Means()
       if self._eval_due(done):
         last_eval = self._periodic_eval(done, clock)
         clock.restart()
@@ -326,57 +327,6 @@ def _all_finite(tree):
   return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
-class _Sums:
-  """Running means of the train-step metrics over a window of steps."""
-
-  def __init__(self):
-    self.sums, self.n = {}, 0
-
-  def add(self, step_metrics):
-    for k, v in step_metrics.items():
-      self.sums[k] = self.sums.get(k, 0.0) + float(v)
-    self.n += 1
-
-  def mean(self):
-    return {k: v / max(self.n, 1) for k, v in self.sums.items()}
-
-
-class _Clock:
-  """Wall time, and images/s between laps; the first step (which compiles) and evaluations
-  are left out of the laps."""
-
-  def __init__(self, batch_size):
-    self.batch_size, self.start = batch_size, time.perf_counter()
-    self.mark, self.steps = None, 0
-    self.timed_s, self.timed_steps = 0.0, 0
-
-  def tick(self):
-    if self.mark is None:
-      self.mark = time.perf_counter()
-    else:
-      self.steps += 1
-
-  def lap(self):
-    """(images/s, seconds/step) since the last lap or restart."""
-    now = time.perf_counter()
-    if self.mark is None or not self.steps:
-      return float("nan"), float("nan")
-    seconds, steps = now - self.mark, self.steps
-    self.timed_s, self.timed_steps = self.timed_s + seconds, self.timed_steps + steps
-    self.mark, self.steps = now, 0
-    return steps * self.batch_size / seconds, seconds / steps
-
-  def restart(self):
-    if self.mark is not None:
-      self.mark, self.steps = time.perf_counter(), 0
-
-  def mean_images_per_s(self):
-    return self.timed_steps * self.batch_size / self.timed_s if self.timed_s else float("nan")
-
-  def elapsed(self):
-    return time.perf_counter() - self.start
-
-
 def _describe(config, mesh, info, per_epoch, total, params):
   per_device = sum(x.addressable_shards[0].data.size for x in jax.tree.leaves(params))
   return (
@@ -386,9 +336,15 @@ def _describe(config, mesh, info, per_epoch, total, params):
       f"Mesh: data={mesh.shape['data']} x model={mesh.shape['model']} over "
       f"{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} "
       f"process(es).\n"
-      f"Data: {config.data.source} {config.data.get('name', '')}: {info['num_train']} "
+      f"Data: {_data_name(config)}: {info['num_train']} "
       f"training, {info['num_eval']} {info['eval_split']} images; {per_epoch} steps of "
       f"{config.train.batch_size} per epoch, {total} steps.")
+
+
+def _data_name(config):
+  d = config.data
+  return {"tfds": f"TFDS {d.name}", "folder": f"image folder {d.root}"}.get(
+      d.source, f"generated ({d.generated.num_classes} classes)")
 
 
 def _summary(run, final, clock):
