@@ -76,21 +76,66 @@ def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper"):
   paper: b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2)^beta.
   caffe: the same with alpha / n (Caffe, PyTorch and cuda-convnet; they also default k to 1,
   set `lrn_k` for that). The window is clipped at the tower's first and last channel.
-  The window sum is a matmul with a 0/1 band matrix: one fused op forward and backward.
   """
   if convention not in ("paper", "caffe"):
     raise ValueError(f"config.model.lrn_convention={convention!r}: use 'paper' or 'caffe'.")
   scale = alpha / n if convention == "caffe" else alpha
-  channels = x_BHWC.shape[-1]
-  idx = jnp.arange(channels)
-  band_CC = (jnp.abs(idx[:, None] - idx[None, :]) <= n // 2).astype(x_BHWC.dtype)
-  sum_sq = jnp.einsum("bhwc,cd->bhwd", jnp.square(x_BHWC), band_CC)
-  return x_BHWC * lax.pow(k + scale * sum_sq, jnp.asarray(-beta, x_BHWC.dtype))
+  return _lrn(x_BHWC, float(k), int(n), float(scale), float(beta))
+
+
+def _window_sum(y_BHWC, n):
+  """Sum over the n channels centred on each channel, clipped at the edges (zero padding)."""
+  channels = y_BHWC.shape[-1]
+  padded = jnp.pad(y_BHWC, ((0, 0), (0, 0), (0, 0), (n // 2, n // 2)))
+  return sum(padded[..., i:i + channels] for i in range(n))
+
+
+def _neg_pow(d, beta):
+  """d ** -beta; for the paper's beta = 0.75 as two rsqrts, ~10x cheaper than pow on CPU."""
+  if beta == 0.75:
+    return lax.rsqrt(d) * lax.rsqrt(jnp.sqrt(d))
+  return lax.pow(d, jnp.asarray(-beta, d.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _lrn(x, k, n, scale, beta):
+  return _lrn_fwd(x, k, n, scale, beta)[0]
+
+
+def _lrn_fwd(x, k, n, scale, beta):
+  d = k + scale * _window_sum(jnp.square(x), n)
+  p = _neg_pow(d, beta)
+  return x * p, (x, d, p)
+
+
+def _lrn_bwd(k, n, scale, beta, residuals, g):
+  """The gradient written out: d b_i / d a_j = [i=j] d_i^-beta - 2 scale beta a_i a_j d_i^-beta-1
+  for j in i's window; the window is symmetric, so the sum over i is another window sum."""
+  x, d, p = residuals
+  return (g * p - (2.0 * scale * beta) * x * _window_sum(g * x * p / d, n),)
+
+
+_lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 
 def max_pool(x_BHWC, window, stride):
-  return lax.reduce_window(x_BHWC, -jnp.inf, lax.max, (1, window, window, 1),
-                           (1, stride, stride, 1), "VALID")
+  """Max over window x window patches (VALID), as the maximum of window^2 strided slices.
+
+  Same values as lax.reduce_window; its gradient (selects and pads, which XLA fuses) is ~4x
+  cheaper on CPU than reduce_window's select_and_scatter. On exact ties the gradient is split
+  between the tied inputs instead of going to the first; in AlexNet ties are ReLU zeros, whose
+  gradient the ReLU discards either way.
+  """
+  b, h, w, c = x_BHWC.shape
+  out_h, out_w = (h - window) // stride + 1, (w - window) // stride + 1
+  out = None
+  for i in range(window):
+    for j in range(window):
+      part = lax.slice(x_BHWC, (0, i, j, 0),
+                       (b, i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1, c),
+                       (1, stride, stride, 1))
+      out = part if out is None else jnp.maximum(out, part)
+  return out
 
 
 class TowerConv(nn.Module):

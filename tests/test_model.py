@@ -200,3 +200,18 @@ def test_bfloat16_compute_keeps_float32_params():
   logits32, _ = run(tiny_model_config(), images(), params=params)
   assert logits16.dtype == jnp.float32
   np.testing.assert_allclose(logits16, logits32, rtol=0.05, atol=0.05)
+
+
+def test_lrn_gradient_matches_autodiff_of_the_formula():
+  """model.lrn has a hand-written backward pass; check it against jax.grad of the plain formula."""
+  def plain(x, k, n, alpha, beta):
+    padded = jnp.pad(jnp.square(x), ((0, 0), (0, 0), (0, 0), (n // 2, n // 2)))
+    window = sum(padded[..., i:i + x.shape[-1]] for i in range(n))
+    return x / (k + alpha * window) ** beta
+  x = jnp.asarray(np.random.default_rng(1).normal(0, 30, (2, 3, 3, 7)), jnp.float32)
+  cotangent = jnp.asarray(np.random.default_rng(2).normal(size=x.shape), jnp.float32)
+  for beta in (0.75, 0.6):
+    got = jax.grad(lambda x: jnp.sum(cotangent * model.lrn(
+        x, k=2.0, n=5, alpha=1e-3, beta=beta, convention="paper")))(x)
+    want = jax.grad(lambda x: jnp.sum(cotangent * plain(x, 2.0, 5, 1e-3, beta)))(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=f"beta={beta}")

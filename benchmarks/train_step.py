@@ -1,0 +1,137 @@
+"""Training-step images/s of the full network on 2 CPU devices, beside PyTorch in the same run.
+
+    .venv/bin/python benchmarks/train_step.py                      # everything, ~10 minutes
+    .venv/bin/python benchmarks/train_step.py --batch 32 --model 2 --torch none
+
+Anchors measured on the project's 2-core machine (issue 2), float32: PyTorch 2.13 trained this
+network at ~22 images/s eager at batch 32, 25-26 with torch.compile, 33 with torch.compile and
+jemalloc; a training step costs ~4.1-4.3 GFLOP per image and two cores reach ~150 GFLOP/s on a
+large matmul, so ~35 images/s is the ceiling. The first Flax version (grouped convolutions) ran
+at 6.5 images/s, per-tower ungrouped convolutions at 16.8. torch is imported only here.
+"""
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 2)
+jax.config.update("jax_platforms", "cpu")
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from alexnet_jax import model, parallel, train  # noqa: E402
+from configs import paper  # noqa: E402
+
+ANCHORS = {32: "torch eager ~22, compiled 25-26 (33 w/ jemalloc); ceiling ~35",
+           128: "ceiling ~35"}
+
+
+def time_steps(run_step, batch_size, steps, warmup):
+  """images/s over `steps` steps after `warmup` untimed ones (the first compiles)."""
+  t0 = time.perf_counter()
+  for _ in range(warmup):
+    run_step()
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    run_step()
+    times.append(time.perf_counter() - t0)
+  return batch_size / np.median(times), batch_size / min(times), first
+
+
+def jax_case(batch_size, model_axis, steps, warmup):
+  config = paper.get_config()
+  config.train.batch_size = batch_size
+  mesh = parallel.make_mesh(model_axis)
+  state = train.create_train_state(config, mesh)
+  step = train.make_train_step(config, mesh)
+  rng = np.random.default_rng(0)
+  batch = jax.device_put(
+      {"image": rng.normal(size=(batch_size, 227, 227, 3)).astype(np.float32),
+       "label": rng.integers(0, 1000, batch_size).astype(np.int32)},
+      parallel.batch_sharding(mesh))
+  holder = [state]
+
+  def run_step():
+    holder[0], metrics = step(holder[0], batch, 0.01)
+    jax.block_until_ready(metrics["loss"])
+
+  return time_steps(run_step, batch_size, steps, warmup)
+
+
+def torch_alexnet(torch):
+  """The same network in PyTorch: towers as grouped convolutions (cuDNN/oneDNN-friendly)."""
+  nn = torch.nn
+  lrn = lambda: nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0)  # alpha/n convention.
+  return nn.Sequential(
+      nn.Conv2d(3, 96, 11, stride=4), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
+      nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
+      nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
+      nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
+      nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+      nn.Flatten(), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(0.5),
+      nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, 1000))
+
+
+def torch_case(batch_size, compiled, steps, warmup):
+  import torch  # Only here: torch is no dependency of the package.
+  torch.manual_seed(0)
+  torch.set_num_threads(2)
+  net = torch_alexnet(torch)
+  opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+  images = torch.randn(batch_size, 3, 227, 227)
+  labels = torch.randint(0, 1000, (batch_size,))
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(net(images), labels)
+    loss.backward()
+    opt.step()
+    return loss
+
+  run = torch.compile(step) if compiled else step
+  return time_steps(lambda: float(run()), batch_size, steps, warmup + (1 if compiled else 0))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--batch", type=int, nargs="+", default=[32, 128])
+  parser.add_argument("--model", type=int, nargs="+", default=[1, 2])
+  parser.add_argument("--torch", nargs="+", default=["eager", "compile"],
+                      choices=["eager", "compile", "none"])
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--warmup", type=int, default=1)
+  args = parser.parse_args()
+  print(f"jax {jax.__version__}, devices {jax.devices()}, XLA_FLAGS={os.environ.get('XLA_FLAGS')}"
+        f", parameters {model.count_params(parallel.param_shapes(paper.get_config().model)):,}")
+  rows = []
+  for batch_size in args.batch:
+    for model_axis in args.model:
+      rows.append((f"jax model={model_axis}", batch_size,
+                   *jax_case(batch_size, model_axis, args.steps, args.warmup)))
+      print(*rows[-1], flush=True)
+    for mode in args.torch:
+      if mode != "none":
+        try:
+          rows.append((f"torch {mode}", batch_size,
+                       *torch_case(batch_size, mode == "compile", args.steps, args.warmup)))
+        except Exception as e:  # torch.compile needs a C++ toolchain; report, don't stop.
+          rows.append((f"torch {mode}: {type(e).__name__}: {str(e)[:60]}", batch_size,
+                       float("nan"), float("nan"), float("nan")))
+        print(*rows[-1], flush=True)
+  print("\nTraining step, float32, 2 CPU devices (numbers are noisy if the CPU is shared)")
+  print(f"{'case':28s} {'batch':>5s} {'img/s median':>12s} {'img/s best':>10s} "
+        f"{'first s':>8s}  anchor (img/s)")
+  for name, batch_size, median, best, first in rows:
+    print(f"{name:28s} {batch_size:5d} {median:12.1f} {best:10.1f} {first:8.1f}  "
+          f"{ANCHORS.get(batch_size, '')}")
+
+
+if __name__ == "__main__":
+  main()
