@@ -12,6 +12,7 @@ other than 0 therefore first waits for the coordinator's port itself, and stops 
 naming the address and the timeout.
 """
 import logging
+import os
 import socket
 import time
 
@@ -55,8 +56,9 @@ def initialize(cfg):
 
 def _arguments(cfg):
   kwargs = {}
-  if cfg.coordinator_address:
-    kwargs["coordinator_address"] = cfg.coordinator_address
+  address = cfg.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+  if address:
+    kwargs["coordinator_address"] = address
   if cfg.num_processes:
     kwargs["num_processes"] = cfg.num_processes
   if cfg.process_id >= 0:
