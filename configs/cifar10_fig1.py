@@ -27,7 +27,7 @@ from configs import paper
 from experiments import cifar10_data
 
 # Constant learning rates, each the fastest of the sweep in experiments/README.md ("fig1_lr").
-LEARNING_RATES = {"relu": 0.01, "tanh": 0.01}
+LEARNING_RATES = {"relu": 0.003, "tanh": 0.03}
 
 
 def get_config(arg=None):
