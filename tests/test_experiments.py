@@ -200,3 +200,36 @@ def test_sweep_end_to_end_on_generated_data(tmp_path):
   assert sweep.main(argv) == 0
   assert (workdir / "activation=tanh" / "metrics.jsonl").read_text() == before
   assert (workdir / "activation=tanh" / "log.txt").read_text().count("==== ") == 1
+
+
+def test_cifar_dispatch_trains_data_parallel(monkeypatch):
+  """experiments/cifar_main.py routes config.model.name "cifar4" to cifar_model, 2 devices."""
+  import jax
+  import numpy as np_
+  from alexnet_jax import cifar_model
+  from alexnet_jax import parallel
+  from alexnet_jax import train
+  from configs import cifar10_fig1
+  from experiments import cifar_main
+  for name in ("param_shapes", "create_sharded_params", "make_apply"):
+    monkeypatch.setattr(parallel, name, getattr(parallel, name))
+  monkeypatch.setattr(train, "_describe", train._describe)  # pylint: disable=protected-access
+  cifar_main.install()
+  config = cifar10_fig1.get_config("smoke")
+  config.train.batch_size = 4
+  mesh = parallel.make_mesh(config.mesh.model, jax.devices()[:2])
+  assert dict(mesh.shape) == {"data": 2, "model": 1}
+  state = train.create_train_state(config, mesh)
+  assert cifar_model.count_params(state.params) == 89_578
+  step = train.make_train_step(config, mesh)
+  rng = np_.random.default_rng(0)
+  batch = {"image": rng.normal(0, 50, (4, 32, 32, 3)).astype(np_.float32),
+           "label": np_.array([0, 1, 2, 3], np_.int32)}
+  batch = jax.device_put(batch, parallel.batch_sharding(mesh))
+  new_state, step_metrics = step(state, batch, np_.float32(0.01))
+  assert int(new_state.step) == 1 and np_.isfinite(float(step_metrics["loss"]))
+  assert float(step_metrics["loss"]) == pytest.approx(np_.log(10.0), abs=0.05)  # Tiny init.
+  wrong = config.copy_and_resolve_references()
+  wrong.mesh.model = 2
+  with pytest.raises(ValueError, match="mesh.model=1"):
+    parallel.make_apply(wrong.model, parallel.make_mesh(2, jax.devices()[:2]))
