@@ -203,7 +203,9 @@ def _plot(runs, path, x_axis, threshold):
     drawn.append(run["name"])
   if threshold:  # Figure 1: training error rate against epochs, 25% dashed.
     ax.axhline(threshold, color="grey", linestyle="--", linewidth=1)
-    ax.set_ylim(0, 0.8)
+    top = max([0.8] + [e for line in ax.get_lines() for e in line.get_ydata()])
+    ax.set_ylim(0, min(1.0, top + 0.02))
+    ax.set_xlim(left=0)
     ax.set_title(f"Figure 1: training error vs epochs ({threshold:.0%} line)")
   ax.set_xlabel("epochs" if x_axis == "epochs" else "wall time (minutes)")
   ax.set_ylabel("training error rate (top-1)")
