@@ -15,6 +15,7 @@ No mesh code lives here: the module only names the `model` and `data` axes, and 
 names set to None it runs on one device without `shard_map` (used by `init_params`).
 """
 import functools
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -215,6 +216,8 @@ class AlexNet(nn.Module):
                                              dtype=dtype, name=name, **kw)
     b = cfg.bias_init  # Section 5: BIASED_LAYERS start at 1, the others at 0.
     x = x_BHWC.astype(dtype)
+    if cfg.input_scale != 1.0:  # The paper feeds 0-255 pixels minus the mean (scale 1).
+      x = x * jnp.asarray(cfg.input_scale, dtype)
     maps = {}  # Per-layer maps, returned in the "intermediates" collection when it is mutable.
 
     h = self._each(maps, "conv1", [act(y) for y in conv("conv1", widths["conv1"], 11, stride=4)(
@@ -302,15 +305,27 @@ def init_params(model_cfg, rng):
   x = jax.ShapeDtypeStruct((1, model_cfg.image_size, model_cfg.image_size, 3), jnp.float32)
   shapes = jax.eval_shape(functools.partial(net.init, train=False), rng, x)["params"]
   kernel_sizes = [shapes[layer]["kernel"].size for layer in sorted(shapes)]
-  draw = model_cfg.weight_std * jax.random.normal(rng, (sum(kernel_sizes),), jnp.float32)
+  draw = jax.random.normal(rng, (sum(kernel_sizes),), jnp.float32)
   params, offset = {}, 0
   for layer in sorted(shapes):
     kernel, bias = shapes[layer]["kernel"], shapes[layer]["bias"]
     value = model_cfg.bias_init if layer in BIASED_LAYERS else 0.0
-    params[layer] = {"kernel": draw[offset:offset + kernel.size].reshape(kernel.shape),
+    std = _weight_std(model_cfg, kernel.shape)
+    params[layer] = {"kernel": std * draw[offset:offset + kernel.size].reshape(kernel.shape),
                      "bias": jnp.full(bias.shape, value, bias.dtype)}
     offset += kernel.size
   return params
+
+
+def _weight_std(model_cfg, kernel_shape):
+  """Section 5's N(0, weight_std) for init="paper"; init="he" (an ablation, not the paper)
+  scales each layer by sqrt(2 / fan_in), which starts learning at once in narrow networks."""
+  if model_cfg.init == "paper":
+    return model_cfg.weight_std
+  if model_cfg.init == "he":
+    fan_in = math.prod(kernel_shape[1:-1])  # [tower, (kh, kw,) inputs, outputs]
+    return math.sqrt(2.0 / fan_in)
+  raise ValueError(f"config.model.init={model_cfg.init!r}: expected 'paper' or 'he'.")
 
 
 def count_params(params) -> int:

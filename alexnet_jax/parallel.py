@@ -14,6 +14,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from alexnet_jax import cifar_model
 from alexnet_jax import model
 
 # XLA:CPU flags the program needs, set here (before JAX starts its backend) so that nobody has to
@@ -71,16 +72,47 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def _is_cifar(model_cfg):
+  """config.model.name "cifar4": cuda-convnet's small CIFAR-10 nets (experiments/)."""
+  return model_cfg.get("name", "alexnet") == cifar_model.NAME
+
+
+def _init_fn(model_cfg):
+  init = cifar_model.init_params if _is_cifar(model_cfg) else model.init_params
+  return functools.partial(init, model_cfg)
+
+
 def param_shapes(model_cfg):
   """Global parameter shapes and dtypes, without computing anything."""
-  return jax.eval_shape(functools.partial(model.init_params, model_cfg), jax.random.key(0))
+  return jax.eval_shape(_init_fn(model_cfg), jax.random.key(0))
 
 
 def create_sharded_params(model_cfg, mesh: Mesh, rng):
   """Parameters initialised directly into their shards (STYLE.md habit 4)."""
-  init = functools.partial(model.init_params, model_cfg)
+  if _is_cifar(model_cfg):
+    _check_no_towers(mesh)
+  init = _init_fn(model_cfg)
   shardings = param_shardings(mesh, jax.eval_shape(init, rng))
   return jax.jit(init, out_shardings=shardings)(rng)
+
+
+def _check_no_towers(mesh):
+  if mesh.shape["model"] != 1:
+    raise ValueError(f"config.mesh.model={mesh.shape['model']}: the CIFAR nets have no towers;"
+                     " set config.mesh.model=1.")
+
+
+def _make_cifar_apply(model_cfg, mesh):
+  """The CIFAR nets run data-parallel only: with model=1, P("model") replicates their
+  parameters and jit splits the batch over `data`."""
+  _check_no_towers(mesh)
+  cifar_model.check_config(model_cfg)
+
+  def apply(params, images_BHWC, rng, train: bool):
+    del rng, train  # No dropout in the CIFAR nets.
+    return cifar_model.apply(model_cfg, params, images_BHWC)
+
+  return apply
 
 
 def make_apply(model_cfg, mesh: Mesh):
@@ -90,6 +122,8 @@ def make_apply(model_cfg, mesh: Mesh):
   (sharded by param_shardings). `rng` (a typed key) is used for dropout when `train` is True and
   may be None otherwise. Call it inside jit.
   """
+  if _is_cifar(model_cfg):
+    return _make_cifar_apply(model_cfg, mesh)
   towers = model.NUM_TOWERS // mesh.shape["model"]
   net = model.AlexNet(ml_collections.FrozenConfigDict(model_cfg), towers=towers)
 

@@ -316,10 +316,11 @@ def _check_finite(step_metrics, done, mgr):
   loss = float(step_metrics["loss"])
   if not np.isfinite(loss):
     mgr.wait_until_finished()
+    kept = (f"The last good checkpoint (step {mgr.latest_step()}) in {mgr.directory} is intact"
+            if mgr.latest_step() is not None else "No checkpoint had been saved yet")
     raise FloatingPointError(
-        f"The training loss became {loss} at step {done}; the run stopped. The last good "
-        f"checkpoint (step {mgr.latest_step()}) in {mgr.directory} is intact. Lower "
-        "config.train.learning_rate or check the input, then start again to resume from it.")
+        f"The training loss became {loss} at step {done}; the run stopped. {kept}. Lower "
+        "config.train.learning_rate or check the input, then start again.")
 
 
 @jax.jit

@@ -17,6 +17,7 @@ def get_config(arg=None):
 
   # Section 3 and figure 2: the network.
   config.model = ml_collections.ConfigDict()
+  config.model.name = "alexnet"        # "cifar4": the CIFAR-10 nets of experiments/.
   config.model.num_classes = 1000
   config.model.image_size = 227        # The paper writes 224; its arithmetic needs 227 (3.5).
   config.model.width = 1.0             # Multiplier on every layer's width; 1.0 is the paper.
@@ -30,6 +31,8 @@ def get_config(arg=None):
   config.model.pool_window = 3         # 3.4: overlapping pooling, z=3, s=2.
   config.model.pool_stride = 2
   config.model.dropout_rate = 0.5      # 4.2, on fc6 and fc7.
+  config.model.init = "paper"          # 5: "paper" N(0, weight_std); "he" sqrt(2/fan_in).
+  config.model.input_scale = 1.0       # 4.1 feeds 0-255 pixels minus the mean; "he" wants ~1/60.
   config.model.weight_std = 0.01       # 5: weights N(0, 0.01).
   config.model.bias_init = 1.0         # 5: biases 1 in conv2, conv4, conv5, fc6, fc7.
   config.model.dtype = "float32"       # "bfloat16" for accelerators; parameters stay float32.
