@@ -215,3 +215,21 @@ def test_lrn_gradient_matches_autodiff_of_the_formula():
         x, k=2.0, n=5, alpha=1e-3, beta=beta, convention="paper")))(x)
     want = jax.grad(lambda x: jnp.sum(cotangent * plain(x, 2.0, 5, 1e-3, beta)))(x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=f"beta={beta}")
+
+
+def test_he_initialisation_scales_each_layer_by_its_fan_in():
+  params = model.init_params(tiny_model_config(init="he"), jax.random.key(0))
+  for layer, p in params.items():
+    fan_in = int(np.prod(p["kernel"].shape[1:-1]))
+    std = float(np.std(np.asarray(p["kernel"])))
+    assert std == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.1), layer
+  with pytest.raises(ValueError, match="config.model.init"):
+    model.init_params(tiny_model_config(init="xavier"), jax.random.key(0))
+
+
+def test_input_scale_multiplies_the_images():
+  x = images()
+  scaled, _ = run(tiny_model_config(input_scale=0.25), x)
+  reference, _ = run(tiny_model_config(), x * 0.25)
+  np.testing.assert_allclose(scaled, reference, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(scaled, run(tiny_model_config(), x)[0])
