@@ -331,8 +331,8 @@ def _all_finite(tree):
 def _describe(config, mesh, info, per_epoch, total, params):
   per_device = sum(x.addressable_shards[0].data.size for x in jax.tree.leaves(params))
   return (
-      f"AlexNet: {model.count_params(params):,} parameters ({per_device:,} per device), "
-      f"width {config.model.width}, {config.model.num_classes} classes, "
+      f"{_model_name(config)}: {model.count_params(params):,} parameters ({per_device:,} per "
+      f"device), {config.model.num_classes} classes, "
       f"{config.model.image_size}x{config.model.image_size} inputs.\n"
       f"Mesh: data={mesh.shape['data']} x model={mesh.shape['model']} over "
       f"{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} "
@@ -340,6 +340,12 @@ def _describe(config, mesh, info, per_epoch, total, params):
       f"Data: {_data_name(config)}: {info['num_train']} "
       f"training, {info['num_eval']} {info['eval_split']} images; {per_epoch} steps of "
       f"{config.train.batch_size} per epoch, {total} steps.")
+
+
+def _model_name(config):
+  if config.model.get("name", "alexnet") == "alexnet":
+    return f"AlexNet (width {config.model.width})"
+  return f"{config.model.name} ({config.model.get('layout', '')})"
 
 
 def _data_name(config):

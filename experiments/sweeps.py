@@ -23,7 +23,6 @@ class Sweep:
   module: str = "alexnet_jax.main"     # What each point runs as `python -m`.
 
 
-CIFAR_MAIN = "experiments.cifar_main"  # Until parallel.py dispatches on config.model.name.
 
 
 def grid(**axes):
@@ -56,7 +55,7 @@ SWEEPS = {
     "ten_crop": Sweep(PAPER, grid(**{"eval.ten_crop": [True, False]}),
                       about="4.1: averaging the softmax over ten patches at test time."),
     "cifar10_fig1": Sweep("configs/cifar10_fig1.py", fig1_points(), threshold=0.25,
-                          prepare_cifar10=True, module=CIFAR_MAIN,
+                          prepare_cifar10=True,
                           about="3.1, figure 1: ReLU reaches 25% training error on CIFAR-10 six "
                                 "times faster (in epochs) than tanh."),
     "fig1_lr": Sweep("configs/cifar10_fig1.py",
@@ -66,11 +65,11 @@ SWEEPS = {
                              "train.learning_rate": [0.003, 0.01, 0.03, 0.1]}),
                      sets={"train.num_steps": 100, "train.log_every_steps": 25,
                            "eval.every_epochs": 1000},
-                     prepare_cifar10=True, module=CIFAR_MAIN,
+                     prepare_cifar10=True,
                      about="Figure 1's learning rates: for each activation, the rate with the "
                            "lowest training error over steps 76-100 (final_train_top1_error; ties: lower loss)."),
     "cifar10_lrn": Sweep("configs/cifar10_lrn.py", grid(**{"model.lrn": [True, False]}),
-                         prepare_cifar10=True, module=CIFAR_MAIN,
+                         prepare_cifar10=True,
                          about="3.3: a four-layer CNN on CIFAR-10, 13% test error without "
                                "normalisation and 11% with it."),
 }

@@ -202,19 +202,14 @@ def test_sweep_end_to_end_on_generated_data(tmp_path):
   assert (workdir / "activation=tanh" / "log.txt").read_text().count("==== ") == 1
 
 
-def test_cifar_dispatch_trains_data_parallel(monkeypatch):
-  """experiments/cifar_main.py routes config.model.name "cifar4" to cifar_model, 2 devices."""
+def test_cifar_dispatch_trains_data_parallel():
+  """parallel.py routes config.model.name "cifar4" to cifar_model, data-parallel on 2 devices."""
   import jax
   import numpy as np_
   from alexnet_jax import cifar_model
   from alexnet_jax import parallel
   from alexnet_jax import train
   from configs import cifar10_fig1
-  from experiments import cifar_main
-  for name in ("param_shapes", "create_sharded_params", "make_apply"):
-    monkeypatch.setattr(parallel, name, getattr(parallel, name))
-  monkeypatch.setattr(train, "_describe", train._describe)  # pylint: disable=protected-access
-  cifar_main.install()
   config = cifar10_fig1.get_config("smoke")
   config.train.batch_size = 4
   mesh = parallel.make_mesh(config.mesh.model, jax.devices()[:2])
