@@ -1,5 +1,6 @@
 """Train state, loss, the SGD-momentum update of section 5, the pure train step, and the
 program that trains and evaluates: `train_and_evaluate`."""
+import json
 import pathlib
 import time
 from typing import Any
@@ -150,6 +151,12 @@ class _Run:
 
   def train(self):
     config, start = self.config, int(self.state.step)
+    summary_path = self.workdir / "summary.json"
+    if start >= self.total and summary_path.exists():
+      self.writer.print(f"Already trained to step {start}; its summary ({summary_path}):")
+      summary = json.loads(summary_path.read_text())
+      self.writer.print(_summary_text(summary, self.workdir))
+      return summary
     step_fn = make_train_step(config, self.mesh)
     batches = input_pipeline.train_iterator(
         config, batch_size=config.train.batch_size, process_index=self.slice_index,

@@ -11,7 +11,11 @@ at 6.5 images/s, per-tower ungrouped convolutions at 16.8. torch is imported onl
 """
 import argparse
 import os
+import pathlib
+import sys
 import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs/, from anywhere.
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

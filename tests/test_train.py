@@ -72,6 +72,8 @@ def test_a_short_run_logs_evaluates_and_checkpoints(tmp_path, cache_dir):
   # Started again on a finished workdir, it trains no more and keeps the parameters.
   again = train.train_and_evaluate(config, tmp_path)
   assert again["steps"] == 6 and _final_params(tmp_path, config)[0] == 6
+  assert again["final_val_top1_error"] == summary["final_val_top1_error"]
+  assert again["val_top1_error_10crop"] == summary["val_top1_error_10crop"]
 
   # Eval-only: the latest checkpoint on the whole validation split (10 classes x 3).
   result = train.train_and_evaluate(_eval_only(config), tmp_path)
