@@ -118,6 +118,7 @@ def get_config(arg=None):
     config.model.num_classes = 10
     config.train.batch_size = 16
     config.train.num_epochs = 1
+    config.mesh.num_cpu_devices = 2   # Two towers on two CPU devices when there is no GPU.
     config.data.source = "generated"
     config.data.generated.train_per_class = 64  # 640 + 160 images, written in ~10 s.
     config.data.generated.val_per_class = 16
