@@ -35,8 +35,11 @@ def train_iterator(config, *, batch_size, process_index=0, process_count=1, star
   """
   b = _share(batch_size, process_count)
   split = _checked_split(config, config.data.train_split)
-  records, per_epoch, start_epoch = _train_records(
-      config, split, process_index, process_count, start_step * b)
+  if split.builder is None:
+    records = _indexed_train_records(config, split, process_index, process_count, start_step,
+                                     batch_size)
+  else:
+    records = _train_records(config, split, process_index, process_count, start_step * b)
   mean, pca = _mean_and_pca(config)
   d, crop_size = config.data, _crop_size(config)
 
@@ -132,44 +135,51 @@ def _checked_split(config, name):
   return split
 
 
+def _indexed_train_records(config, split, process_index, process_count, start_step, batch_size):
+  """(data, label, epoch, index) of this process's rows of every global batch from
+  `start_step` on, for splits with a file list. Epoch e is a (seed, e)-keyed permutation.
+
+  Every process walks the one-process stream of (example, epoch, position) -- integers, cheap --
+  cuts it into global batches and keeps its own contiguous rows [k*b, (k+1)*b), so the global
+  batch, and each row's augmentation and dropout mask, equal a one-process run's."""
+  n, b, seed = split.num_examples, batch_size // process_count, config.seed
+  paths, labels = tf.constant(split.paths), tf.constant(split.labels)
+  start_epoch, offset = divmod(start_step * batch_size, n)
+
+  def epoch_records(epoch):
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch]))
+    return tf.data.Dataset.from_tensor_slices(order).enumerate().map(
+        lambda pos, i: (i, epoch, pos))
+
+  lo, hi = process_index * b, (process_index + 1) * b
+  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records).skip(offset)
+  ds = ds.batch(batch_size, drop_remainder=True).map(
+      lambda i, epoch, pos: (i[lo:hi], epoch[lo:hi], pos[lo:hi])).unbatch()
+  return ds.map(lambda i, epoch, pos: (tf.io.read_file(tf.gather(paths, i)),
+                                       tf.gather(labels, i), epoch, pos))
+
+
 def _train_records(config, split, process_index, process_count, start):
-  """(data, label, epoch, index) from global position `start` on, the epoch length per
-  process, and the first epoch. Epoch e: a (seed, e)-keyed permutation (indexed splits) or a
-  (seed, e)-seeded shuffle buffer over this process's TFDS share (streamed splits)."""
+  """(data, label, epoch, index) of a TFDS split from this process's position `start` on:
+  epoch e is a (seed, e)-seeded shuffle buffer over this process's share (tfds.even_splits)."""
   per_epoch = min(sources.process_counts(config, split, process_count))
-  if split.builder is None:
-    per_epoch = split.num_examples // process_count  # Shares cut from each epoch's permutation.
   if per_epoch == 0:
     raise ValueError(f"Split {split.name!r} has fewer examples than processes.")
   start_epoch, offset = divmod(start, per_epoch)
   seed = config.seed
+  stored, _ = sources.tfds_records(config, split, process_index, process_count)
+  stored = stored.take(per_epoch)
 
-  if split.builder is None:
-    paths, labels = tf.constant(split.paths), tf.constant(split.labels)
+  def epoch_records(epoch):
+    shuffled = stored.shuffle(config.data.shuffle_buffer, seed=seed * 1_000_003 + epoch)
+    return shuffled.enumerate().map(lambda pos, ex: (ex, epoch, pos))
 
-    def epoch_records(epoch):
-      order = tf.random.experimental.stateless_shuffle(
-          tf.range(split.num_examples, dtype=tf.int64), seed=tf.stack([seed, epoch]))
-      mine = order[process_index:process_index + per_epoch * process_count:process_count]
-      return tf.data.Dataset.from_tensor_slices(mine).enumerate().map(
-          lambda pos, i: (i, epoch, pos))
-
-    def load(i, epoch, pos):
-      return (tf.io.read_file(tf.gather(paths, i)), tf.gather(labels, i), epoch,
-              pos * process_count + process_index)
-  else:
-    stored, _ = sources.tfds_records(config, split, process_index, process_count)
-    stored = stored.take(per_epoch)
-
-    def epoch_records(epoch):
-      shuffled = stored.shuffle(config.data.shuffle_buffer, seed=seed * 1_000_003 + epoch)
-      return shuffled.enumerate().map(lambda pos, ex: (ex, epoch, pos))
-
-    def load(ex, epoch, pos):
-      return ex[0], ex[1], epoch, pos * process_count + process_index
+  def load(ex, epoch, pos):
+    return ex[0], ex[1], epoch, pos * process_count + process_index
 
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records).skip(offset)
-  return ds.map(load), per_epoch, start_epoch
+  return ds.map(load)
 
 
 def _mean_and_pca(config):

@@ -132,14 +132,13 @@ def test_data_parallel_processes_save_and_resume(tmp_path, reference):
   """model=1 over 2 processes: each feeds half of every batch; one step and a checkpoint,
   then a second launch resumes from it and takes the second step.
 
-  Without dropout the result equals the single-process run up to summation order: the
-  processes' halves interleave the epoch's examples (input_pipeline), so the global batch
-  holds the same examples in another row order, and dropout masks follow the row."""
+  Dropout on: each process feeds contiguous rows of the one-process global batch
+  (input_pipeline), and masks follow the global row, so the result equals the single-process
+  run up to the order of the gradient summation."""
   cache_dir, _ = reference
   workdir = tmp_path / "data_parallel"
   common = ("--config.mesh.model=1", "--config.eval.ten_crop=False",
-            "--config.checkpoint.every_steps=1", "--config.eval.every_epochs=100",
-            "--config.model.dropout_rate=0")
+            "--config.checkpoint.every_steps=1", "--config.eval.every_epochs=100")
   first = _launch(workdir, cache_dir, *common, "--config.train.num_steps=1")
   _check_ok(first)
   assert "Mesh: data=2 x model=1 over 2 cpu device(s), 2 process(es)." in first[0][1]
@@ -148,7 +147,6 @@ def test_data_parallel_processes_save_and_resume(tmp_path, reference):
   assert "Resumed from" in second[0][1] and "at step 1." in second[0][1]
   config = _config(cache_dir)
   config.mesh.model = 1
-  config.model.dropout_rate = 0.0
   step, params = _restore(workdir, config)
   assert step == 2 and all(np.isfinite(p).all() for p in jax.tree.leaves(params))
   # The same two steps in one process on two devices: each process fed its own half.
@@ -157,7 +155,6 @@ def test_data_parallel_processes_save_and_resume(tmp_path, reference):
   single.train.num_steps = 2
   single.eval.ten_crop = False
   single.eval.every_epochs = 100
-  single.model.dropout_rate = 0.0
   train.train_and_evaluate(single, tmp_path / "single")
   _, single_params = _restore(tmp_path / "single", config)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),

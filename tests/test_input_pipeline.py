@@ -397,3 +397,16 @@ def test_two_hosts_eval_each_example_once_same_batch_count(cache, ten_crop):
   assert lengths == [4, 4]
   np.testing.assert_array_equal(np.concatenate(labels), sources.open_split(config, "val").labels)
   assert len(set(images)) == 20
+
+
+def test_two_hosts_together_feed_the_one_process_batch(cache):
+  """Each process keeps contiguous rows of the one-process global batch, augmentation
+  included, so data-parallel processes train on exactly the one-process batches."""
+  config = small_config(cache)
+  one = take(input_pipeline.train_iterator(config, batch_size=10, start_step=3), 2)
+  parts = [take(input_pipeline.train_iterator(config, batch_size=10, process_index=p,
+                                              process_count=2, start_step=3), 2) for p in (0, 1)]
+  for t in range(2):
+    for key in ("image", "label"):
+      np.testing.assert_array_equal(
+          np.concatenate([parts[0][t][key], parts[1][t][key]]), one[t][key])
