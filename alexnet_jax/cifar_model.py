@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from jax import lax
 
 from alexnet_jax import model
@@ -46,17 +47,22 @@ def pooled_size(size, window=3, stride=2):
 
 
 def pool(x_BHWC, kind, window=3, stride=2):
-  """Max or average pooling; windows past the border see only the pixels inside the image."""
+  """Max or average pooling; windows past the border see only the pixels inside the image.
+
+  Max pooling pads with -inf and takes model.max_pool's strided maxima (its gradient is ~4x
+  cheaper on CPU than reduce_window's select_and_scatter). The average divides by the count of
+  pixels inside each window, computed once with numpy.
+  """
   size = x_BHWC.shape[1]
   over = (pooled_size(size, window, stride) - 1) * stride + window - size
   pad = ((0, 0), (0, over), (0, over), (0, 0))
-  dims, strides = (1, window, window, 1), (1, stride, stride, 1)
   if kind == "max":
-    return lax.reduce_window(x_BHWC, -jnp.inf, lax.max, dims, strides, pad)
-  total = lax.reduce_window(x_BHWC, 0.0, lax.add, dims, strides, pad)
-  ones = jnp.ones((1, size, size, 1), x_BHWC.dtype)
-  count = lax.reduce_window(ones, 0.0, lax.add, dims, strides, pad)
-  return total / count
+    return model.max_pool(jnp.pad(x_BHWC, pad, constant_values=-jnp.inf), window, stride)
+  total = lax.reduce_window(x_BHWC, 0.0, lax.add, (1, window, window, 1),
+                            (1, stride, stride, 1), pad)
+  inside = np.pad(np.ones((size, size), np.float32), ((0, over), (0, over)))
+  count = np.lib.stride_tricks.sliding_window_view(inside, (window, window))[::stride, ::stride]
+  return total / count.sum(axis=(2, 3))[None, :, :, None].astype(x_BHWC.dtype)
 
 
 class LocallyConnected(nn.Module):
