@@ -152,9 +152,9 @@ class _Run:
   def train(self):
     config, start = self.config, int(self.state.step)
     summary_path = self.workdir / "summary.json"
-    if start >= self.total and summary_path.exists():
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    if summary and (start >= self.total or _stopped_at_target(summary, config, start)):
       self.writer.print(f"Already trained to step {start}; its summary ({summary_path}):")
-      summary = json.loads(summary_path.read_text())
       self.writer.print(_summary_text(summary, self.workdir))
       return summary
     step_fn = make_train_step(config, self.mesh)
@@ -177,14 +177,17 @@ class _Run:
       if done % config.train.log_every_steps == 0 or done == self.total:
         self._log_train(done, window.mean(), lr, clock)
         window = metrics.Means()
+      reached = False
       if done % self.per_epoch == 0:
-        self._log_epoch(done, epoch_sums.mean(), clock)
+        reached = self._log_epoch(done, epoch_sums.mean(), clock)
         epoch_sums = metrics.Means()
-      if self._eval_due(done):
+      if self._eval_due(done) or reached:
         last_eval = self._periodic_eval(done, clock)
         clock.restart()
       elif done % config.checkpoint.every_steps == 0:
         self._save(done)
+      if reached:
+        break
     return self._finish(last_eval, clock)
 
   def _eval_due(self, done):
@@ -213,7 +216,8 @@ class _Run:
       ten = self._evaluate(ten_crop=True)
       final.update(val_top1_error_10crop=ten["top1_error"],
                    val_top5_error_10crop=ten["top5_error"])
-      self.writer.write(self.total, {"epoch": self.total / self.per_epoch,
+      done = self.done()
+      self.writer.write(done, {"epoch": done / self.per_epoch,
                                      **{k: v for k, v in final.items() if v is not None},
                                      "elapsed_s": clock.elapsed()})
     summary = _summary(self, final, clock)
@@ -258,11 +262,19 @@ class _Run:
         "{train_top1_error:.3f}, lr {learning_rate:g}, {images_per_s:.1f} images/s"))
 
   def _log_epoch(self, done, means, clock):
+    """Logs an epoch's mean training error; True when it reached train.stop_at_train_error."""
     self.writer.write(done, {"epoch": done / self.per_epoch,
                              "epoch_train_top1_error": means["top1_error"],
                              "epoch_train_top5_error": means["top5_error"],
                              "elapsed_s": clock.elapsed()})
     self.last_epoch_train = means
+    target = self.config.train.stop_at_train_error
+    if target > 0 and means["top1_error"] <= target:
+      self.writer.print(f"Epoch {done // self.per_epoch}: training top-1 error "
+                        f"{means['top1_error']:.4f} reached train.stop_at_train_error={target:g}; "
+                        "the run stops here.")
+      return True
+    return False
 
   def _save(self, done, val_metrics=None):
     if not _all_finite(self.state.params):
@@ -271,6 +283,10 @@ class _Run:
           f"checkpoint (step {self.mgr.latest_step()}) in {self.mgr.directory} is intact.")
     extra = {"fingerprint": self.fingerprint, "schedule": schedule.to_dict(self.schedule)}
     checkpoint.save(self.mgr, done, self.state, extra, val_metrics)
+
+  def done(self):
+    """The last step trained: total, or earlier when the run stopped at its target error."""
+    return int(self.state.step)
 
   def close(self):
     self.mgr.close()
@@ -366,7 +382,8 @@ def _summary(run, final, clock):
   evals = [r for r in metrics.read_jsonl(run.workdir / "metrics.jsonl")
            if "val_top1_error" in r] if run.writer.active else []
   best = lambda k: min((r[k] for r in evals), default=None)  # noqa: E731
-  return {"status": "finished", "steps": run.total, "epochs": run.total / run.per_epoch,
+  done = run.done()
+  summary = {"status": "finished", "steps": done, "epochs": done / run.per_epoch,
           "wall_time_s": clock.elapsed(), "images_per_s": clock.mean_images_per_s(),
           "final_train_top1_error": epoch.get("top1_error"),
           "final_train_top5_error": epoch.get("top5_error"),
@@ -376,7 +393,18 @@ def _summary(run, final, clock):
           "best_val_top5_error": best("val_top5_error"),
           "val_top1_error_10crop": final.get("val_top1_error_10crop"),
           "val_top5_error_10crop": final.get("val_top5_error_10crop"),
-          "learning_rate": run.schedule.rate(run.total)}
+          "learning_rate": run.schedule.rate(done)}
+  target = run.config.train.stop_at_train_error
+  if target > 0 and done < run.total:
+    summary["stopped_at_train_error"] = target
+  return summary
+
+
+def _stopped_at_target(summary, config, step):
+  """Whether `summary` is of a run that stopped at this config's target error at `step`."""
+  target = config.train.stop_at_train_error
+  return (summary.get("status") == "finished" and summary.get("steps") == step and
+          target > 0 and summary.get("stopped_at_train_error") == target)
 
 
 def _summary_text(s, workdir):

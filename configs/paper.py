@@ -98,6 +98,8 @@ def get_config(arg=None):
   config.train.max_lr_drops = 3        # "reduced three times prior to termination".
   config.train.step_epochs = (30, 60, 80)  # With schedule="step".
   config.train.log_every_steps = 50
+  config.train.stop_at_train_error = 0.0  # > 0: stop once an epoch's mean training top-1
+                                       # error is at most this (figure 1's 25%).
 
   # Section 4.1: "averaging the predictions made by the network's softmax layer on the ten
   # patches"; periodic evaluations use the centre crop, the final one both.

@@ -89,6 +89,26 @@ def test_a_short_run_logs_evaluates_and_checkpoints(tmp_path, cache_dir):
                                 params["fc8"]["kernel"])
 
 
+def test_a_run_stops_at_its_target_training_error_and_stays_stopped(tmp_path, cache_dir):
+  config = _config(cache_dir)
+  config.train.num_steps, config.train.num_epochs = 0, 3  # 10 steps of 8 per epoch.
+  config.train.stop_at_train_error = 1.0  # Any first epoch reaches it.
+  summary = train.train_and_evaluate(config, tmp_path)
+  assert summary["steps"] == 10 and summary["epochs"] == 1.0
+  assert summary["stopped_at_train_error"] == 1.0
+  rows = metrics.read_jsonl(tmp_path / "metrics.jsonl")
+  assert [r["step"] for r in rows if "epoch_train_top1_error" in r] == [10]
+  assert max(r["step"] for r in rows if "val_top1_error" in r) == 10
+  assert _final_params(tmp_path, config)[0] == 10
+
+  # Started again with the same target it trains no more; with the target off it goes on.
+  assert train.train_and_evaluate(config, tmp_path)["steps"] == 10
+  config.train.stop_at_train_error = 0.0
+  config.train.num_epochs = 2
+  assert train.train_and_evaluate(config, tmp_path)["steps"] == 20
+  assert _final_params(tmp_path, config)[0] == 20
+
+
 def _eval_only(config):
   config = config.copy_and_resolve_references()
   config.eval_only = True
