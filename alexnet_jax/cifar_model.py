@@ -49,9 +49,9 @@ def pooled_size(size, window=3, stride=2):
 def pool(x_BHWC, kind, window=3, stride=2):
   """Max or average pooling; windows past the border see only the pixels inside the image.
 
-  Max pooling pads with -inf and takes model.max_pool's strided maxima (its gradient is ~4x
-  cheaper on CPU than reduce_window's select_and_scatter). The average divides by the count of
-  pixels inside each window, computed once with numpy.
+  Max pooling pads with -inf and calls model.max_pool (reduce_window's values and gradient,
+  computed faster on CPU). The average divides by the count of pixels inside each window,
+  computed once with numpy.
   """
   size = x_BHWC.shape[1]
   over = (pooled_size(size, window, stride) - 1) * stride + window - size

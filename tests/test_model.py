@@ -141,6 +141,26 @@ def test_pooling_switch(window, stride):
   np.testing.assert_allclose(maps["pool5"], numpy_max_pool(maps["conv5"], window, stride))
 
 
+@pytest.mark.parametrize("size,window,stride", [(13, 3, 2), (32, 3, 2), (15, 2, 2), (12, 5, 2),
+                                                  (11, 3, 3)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_gradient_is_reduce_windows(size, window, stride, ties):
+  x = jax.random.normal(jax.random.key(size), (2, size, size + 1, 3))
+  if ties:  # ReLU-like maps: many equal zeros and repeated integers in one window.
+    x = jnp.maximum(jnp.round(2 * x), 0.0)
+
+  def reference(x):
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
+                                 (1, stride, stride, 1), "VALID")
+
+  g = jax.random.normal(jax.random.key(1), reference(x).shape)
+  np.testing.assert_array_equal(model.max_pool(x, window, stride), reference(x))
+  grad = jax.grad(lambda x: (model.max_pool(x, window, stride) * g).sum())(x)
+  expected = jax.grad(lambda x: (reference(x) * g).sum())(x)
+  np.testing.assert_allclose(grad, expected, atol=1e-6)
+  assert int((grad != 0).sum()) == int((expected != 0).sum())
+
+
 @pytest.mark.parametrize("convention", ["paper", "caffe"])
 def test_lrn_switch(convention):
   cfg = tiny_model_config(lrn_convention=convention)
