@@ -57,7 +57,21 @@ def train_curve(rows, key="top1", per="window"):
     name, chosen = f"train_{key}_error", [r for r in rows if f"train_{key}_error" in r]
   chosen = _last_per_step(chosen)
   return ([float(r["epoch"]) for r in chosen], [float(r[name]) for r in chosen],
-          [float(r.get("elapsed_s", math.nan)) for r in chosen])
+          _training_time(chosen))
+
+
+def _training_time(rows):
+  """Seconds of training at each row. elapsed_s starts from 0 again when a run resumes, so
+  each restart adds the time reached before it (the redone steps since the last checkpoint
+  count twice; the time the run was stopped does not count)."""
+  times, offset, last = [], 0.0, 0.0
+  for r in rows:
+    t = float(r.get("elapsed_s", math.nan))
+    if t < last:
+      offset += last
+    last = t
+    times.append(t + offset)
+  return times
 
 
 def _last_per_step(rows):

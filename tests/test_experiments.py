@@ -23,6 +23,12 @@ def test_epochs_to_reach_interpolates_first_crossing():
   assert report.epochs_to_reach(epochs, errors, 0.1) is None
 
 
+def test_training_time_of_a_resumed_run_adds_up():
+  rows = [{"step": s, "epoch": s / 10, "train_top1_error": 0.5, "elapsed_s": t}
+          for s, t in [(2, 10.0), (4, 20.0), (6, 3.0), (8, 13.0)]]  # Resumed after step 4.
+  assert report.train_curve(rows)[2] == [10.0, 20.0, 23.0, 33.0]
+
+
 def test_epochs_to_reach_on_figure1_like_curves():
   # Exponential decays toward 10%: ReLU with time constant 2 epochs, tanh with 12.
   epochs = np.arange(1, 61, dtype=float)
