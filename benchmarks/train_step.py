@@ -2,12 +2,18 @@
 
     .venv/bin/python benchmarks/train_step.py                      # everything, ~10 minutes
     .venv/bin/python benchmarks/train_step.py --batch 32 --model 2 --torch none
+    .venv/bin/python benchmarks/train_step.py --net cifar --batch 128   # figure 1's net
 
 Anchors measured on the project's 2-core machine (issue 2), float32: PyTorch 2.13 trained this
 network at ~22 images/s eager at batch 32, 25-26 with torch.compile, 33 with torch.compile and
 jemalloc; a training step costs ~4.1-4.3 GFLOP per image and two cores reach ~150 GFLOP/s on a
 large matmul, so ~35 images/s is the ceiling. The first Flax version (grouped convolutions) ran
 at 6.5 images/s, per-tower ungrouped convolutions at 16.8. torch is imported only here.
+
+`--net cifar` times figure 1's CIFAR-10 net (cuda-convnet's layers-18pct, configs/cifar10_fig1.py,
+data parallel over the 2 devices) beside the same net in PyTorch. Its anchors, batch 128 on the
+same machine: 451 images/s with reduce_window max-pooling, 548 with strided maxima, ~900 with
+model.max_pool's phase gradient.
 """
 import argparse
 import os
@@ -28,10 +34,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from alexnet_jax import model, parallel, train  # noqa: E402
+from configs import cifar10_fig1  # noqa: E402
 from configs import paper  # noqa: E402
 
 ANCHORS = {32: "torch eager ~22, compiled 25-26 (33 w/ jemalloc); ceiling ~35",
            128: "ceiling ~35"}
+CIFAR_ANCHORS = {128: "JAX 451 (reduce_window pool), 548 (strided maxima)"}
 
 
 def time_steps(run_step, batch_size, steps, warmup):
@@ -48,16 +56,17 @@ def time_steps(run_step, batch_size, steps, warmup):
   return batch_size / np.median(times), batch_size / min(times), first
 
 
-def jax_case(batch_size, model_axis, steps, warmup):
-  config = paper.get_config()
+def jax_case(net, batch_size, model_axis, steps, warmup):
+  config = cifar10_fig1.get_config() if net == "cifar" else paper.get_config()
   config.train.batch_size = batch_size
+  size, classes = config.model.image_size, config.model.num_classes
   mesh = parallel.make_mesh(model_axis)
   state = train.create_train_state(config, mesh)
   step = train.make_train_step(config, mesh)
   rng = np.random.default_rng(0)
   batch = jax.device_put(
-      {"image": rng.normal(size=(batch_size, 227, 227, 3)).astype(np.float32),
-       "label": rng.integers(0, 1000, batch_size).astype(np.int32)},
+      {"image": rng.normal(size=(batch_size, size, size, 3)).astype(np.float32),
+       "label": rng.integers(0, classes, batch_size).astype(np.int32)},
       parallel.batch_sharding(mesh))
   holder = [state]
 
@@ -82,14 +91,27 @@ def torch_alexnet(torch):
       nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, 1000))
 
 
-def torch_case(batch_size, compiled, steps, warmup):
+def torch_cifar(torch):
+  """layers-18pct in PyTorch: pools cover the border (ceil_mode), as cifar_model.pool does."""
+  nn = torch.nn
+  return nn.Sequential(
+      nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+      nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
+      nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
+      nn.Flatten(), nn.Linear(4 * 4 * 64, 10))
+
+
+def torch_case(net_name, batch_size, compiled, steps, warmup):
   import torch  # Only here: torch is no dependency of the package.
   torch.manual_seed(0)
   torch.set_num_threads(2)
-  net = torch_alexnet(torch)
-  opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-  images = torch.randn(batch_size, 3, 227, 227)
-  labels = torch.randint(0, 1000, (batch_size,))
+  cifar = net_name == "cifar"
+  net = torch_cifar(torch) if cifar else torch_alexnet(torch)
+  opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9,
+                        weight_decay=0.0 if cifar else 5e-4)
+  size, classes = (32, 10) if cifar else (227, 1000)
+  images = torch.randn(batch_size, 3, size, size)
+  labels = torch.randint(0, classes, (batch_size,))
   loss_fn = torch.nn.CrossEntropyLoss()
 
   def step():
@@ -105,6 +127,7 @@ def torch_case(batch_size, compiled, steps, warmup):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--net", choices=["alexnet", "cifar"], default="alexnet")
   parser.add_argument("--batch", type=int, nargs="+", default=[32, 128])
   parser.add_argument("--model", type=int, nargs="+", default=[1, 2])
   parser.add_argument("--torch", nargs="+", default=["eager", "compile"],
@@ -113,28 +136,32 @@ def main():
   parser.add_argument("--warmup", type=int, default=1)
   args = parser.parse_args()
   print(f"jax {jax.__version__}, devices {jax.devices()}, XLA_FLAGS={os.environ.get('XLA_FLAGS')}"
-        f", parameters {model.count_params(parallel.param_shapes(paper.get_config().model)):,}")
+        + ("" if args.net == "cifar" else
+           f", parameters {model.count_params(parallel.param_shapes(paper.get_config().model)):,}"))
   rows = []
   for batch_size in args.batch:
     for model_axis in args.model:
+      if args.net == "cifar" and model_axis != 1:
+        continue  # The CIFAR net has no towers.
       rows.append((f"jax model={model_axis}", batch_size,
-                   *jax_case(batch_size, model_axis, args.steps, args.warmup)))
+                   *jax_case(args.net, batch_size, model_axis, args.steps, args.warmup)))
       print(*rows[-1], flush=True)
     for mode in args.torch:
       if mode != "none":
         try:
           rows.append((f"torch {mode}", batch_size,
-                       *torch_case(batch_size, mode == "compile", args.steps, args.warmup)))
+                       *torch_case(args.net, batch_size, mode == "compile", args.steps,
+                                   args.warmup)))
         except Exception as e:  # torch.compile needs a C++ toolchain; report, don't stop.
           rows.append((f"torch {mode}: {type(e).__name__}: {str(e)[:60]}", batch_size,
                        float("nan"), float("nan"), float("nan")))
         print(*rows[-1], flush=True)
-  print("\nTraining step, float32, 2 CPU devices (numbers are noisy if the CPU is shared)")
+  print(f"\nTraining step of {args.net}, float32, 2 CPU devices (noisy if the CPU is shared)")
   print(f"{'case':28s} {'batch':>5s} {'img/s median':>12s} {'img/s best':>10s} "
         f"{'first s':>8s}  anchor (img/s)")
   for name, batch_size, median, best, first in rows:
     print(f"{name:28s} {batch_size:5d} {median:12.1f} {best:10.1f} {first:8.1f}  "
-          f"{ANCHORS.get(batch_size, '')}")
+          f"{(CIFAR_ANCHORS if args.net == 'cifar' else ANCHORS).get(batch_size, '')}")
 
 
 if __name__ == "__main__":
