@@ -65,6 +65,20 @@ def pool(x_BHWC, kind, window=3, stride=2):
   return total / count.sum(axis=(2, 3))[None, :, :, None].astype(x_BHWC.dtype)
 
 
+def patches(x_BHWC, k, p):
+  """The k x k neighbourhood of every pixel (stride 1, zero padding p), channels-major like
+  lax.conv_general_dilated_patches: [B, H', W', C * k * k], index c * k * k + i * k + j.
+
+  Written as k * k slices: the patches op lowers to a grouped convolution whose gradient is
+  slow on CPU (the local layers took most of the conv_local step).
+  """
+  b, h, w, c = x_BHWC.shape
+  x = jnp.pad(x_BHWC, ((0, 0), (p, p), (p, p), (0, 0)))
+  out_h, out_w = h + 2 * p - k + 1, w + 2 * p - k + 1
+  parts = [x[:, i:i + out_h, j:j + out_w, :] for i in range(k) for j in range(k)]
+  return jnp.stack(parts, axis=-1).reshape(b, out_h, out_w, c * k * k)
+
+
 class LocallyConnected(nn.Module):
   """cuda-convnet's `local` layer: a convolution whose filters (and biases) differ per output
   position. Kernel [H, W, C*k*k, F]."""
@@ -75,9 +89,7 @@ class LocallyConnected(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC):
-    k, p = self.kernel_size, self.padding
-    patches_BHWP = lax.conv_general_dilated_patches(
-        x_BHWC, (k, k), (1, 1), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    patches_BHWP = patches(x_BHWC, self.kernel_size, self.padding)
     _, h, w, c = patches_BHWP.shape
     kernel = self.param("kernel", nn.initializers.normal(self.weight_std), (h, w, c, self.features))
     bias = self.param("bias", nn.initializers.zeros, (h, w, self.features))

@@ -113,3 +113,11 @@ def test_figure1_stops_at_25_percent_and_the_lrn_runs_do_not():
     config = cifar10_lrn.get_config(arg)
     assert config.train.stop_at_train_error == 0.0 and config.model.lrn is lrn
     assert config.data.random_crop and config.data.flip and config.model.layout == "conv_local"
+
+
+@pytest.mark.parametrize("k,p", [(3, 1), (5, 2), (3, 0)])
+def test_patches_match_lax_patches(k, p):
+  x = jax.random.normal(jax.random.key(4), (2, 6, 7, 5))
+  expected = jax.lax.conv_general_dilated_patches(
+      x, (k, k), (1, 1), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_array_equal(cifar_model.patches(x, k, p), expected)
