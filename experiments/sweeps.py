@@ -32,8 +32,11 @@ def grid(**axes):
 
 
 def fig1_points():
-  return [{"model.activation": a, "train.learning_rate": cifar10_fig1.LEARNING_RATES[a]}
-          for a in ("relu", "tanh")]
+  """Each activation at its rate from the 100-step sweep (fig1_lr), and tanh also at 0.01,
+  which tied with 0.03 there; the report takes each activation's fastest run."""
+  points = [{"model.activation": a, "train.learning_rate": cifar10_fig1.LEARNING_RATES[a]}
+            for a in ("relu", "tanh")]
+  return points + [{"model.activation": "tanh", "train.learning_rate": 0.01}]
 
 
 SWEEPS = {

@@ -92,6 +92,16 @@ def test_report_table_plots_and_ratio(tmp_path):
       "fig1.png", "train_error_vs_epochs.png", "train_error_vs_time.png"]
 
 
+def test_ratio_uses_each_activations_fastest_run(tmp_path):
+  _fake_run(tmp_path, "relu", "relu", [0.5, 0.3, 0.2, 0.15])
+  _fake_run(tmp_path, "tanh_slow", "tanh", [0.7, 0.6, 0.5, 0.45, 0.4])  # Never reaches 25%.
+  _fake_run(tmp_path, "tanh_fast", "tanh", [0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.28, 0.26, 0.22])
+  paths = report.write_report(str(tmp_path), ["relu", "tanh_slow", "tanh_fast"], threshold=0.25)
+  md = open(paths["markdown"]).read()
+  assert "fastest run (relu; tanh_fast;" in md and "| 25% | 2.10 | 8.00 | 3.81 |" in md
+  assert "- tanh_slow: not reached in 5 epochs" in md
+
+
 def test_report_of_unfinished_run_uses_its_metrics(tmp_path):
   _fake_run(tmp_path, "a", "relu", [0.6, 0.5], finished=False)
   paths = report.write_report(str(tmp_path), ["a", "missing"], threshold=0.25)
@@ -179,7 +189,7 @@ def test_ready_made_sweeps_name_existing_configs_and_distinct_points():
     names = [sweep.point_name(p) for p in s.points]
     assert len(set(names)) == len(names) >= 2, name
   fig1 = sweeps.get("cifar10_fig1")
-  assert [p["model.activation"] for p in fig1.points] == ["relu", "tanh"]
+  assert [p["model.activation"] for p in fig1.points] == ["relu", "tanh", "tanh"]
   assert fig1.threshold == 0.25
 
 
