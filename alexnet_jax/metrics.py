@@ -8,7 +8,6 @@ import pathlib
 import time
 
 import jax
-from clu import metric_writers
 
 
 class Writer:
@@ -20,6 +19,9 @@ class Writer:
     if not self.active:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
+    # Imported here: clu loads TensorFlow (~700 MB), which readers of metrics.jsonl
+    # (experiments/report.py, the sweep's parent process) do not need.
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
     self._tb = metric_writers.create_default_writer(
         str(self.workdir / "tensorboard"), just_logging=False, asynchronous=False)
     self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
