@@ -244,3 +244,12 @@ def test_cifar_dispatch_trains_data_parallel():
   wrong.mesh.model = 2
   with pytest.raises(ValueError, match="mesh.model=1"):
     parallel.make_apply(wrong.model, parallel.make_mesh(2, jax.devices()[:2]))
+
+
+def test_report_does_not_load_tensorflow():
+  import subprocess
+  code = "import sys\nfrom experiments import report\nprint('tensorflow' in sys.modules)"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                       check=True)
+  assert out.stdout.strip() == "False"
