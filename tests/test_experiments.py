@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -247,7 +248,6 @@ def test_cifar_dispatch_trains_data_parallel():
 
 
 def test_report_does_not_load_tensorflow():
-  import subprocess
   code = "import sys\nfrom experiments import report\nprint('tensorflow' in sys.modules)"
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
