@@ -74,6 +74,15 @@ def read_jsonl(path):
   return rows
 
 
+def elapsed_at(path, step):
+  """The largest elapsed_s logged in `path` at or before `step` (0 if none): the training time
+  a run resumed at `step` had already spent."""
+  if not pathlib.Path(path).exists():
+    return 0.0
+  return max((float(r["elapsed_s"]) for r in read_jsonl(path)
+              if r.get("step", 0) <= step and "elapsed_s" in r), default=0.0)
+
+
 class Means:
   """Running means of the train-step metrics over a window of steps."""
 
@@ -91,10 +100,10 @@ class Means:
 
 class Clock:
   """Wall time, and images/s between laps; the first step (which compiles) and evaluations
-  are left out of the laps."""
+  are left out of the laps. A resumed run starts at the time it had reached (`elapsed_before`)."""
 
-  def __init__(self, batch_size):
-    self.batch_size, self.start = batch_size, time.perf_counter()
+  def __init__(self, batch_size, elapsed_before=0.0):
+    self.batch_size, self.start = batch_size, time.perf_counter() - elapsed_before
     self.mark, self.steps = None, 0
     self.timed_s, self.timed_steps = 0.0, 0
 

@@ -161,7 +161,8 @@ class _Run:
     batches = input_pipeline.train_iterator(
         config, batch_size=config.train.batch_size, process_index=self.slice_index,
         process_count=self.slice_count, start_step=start)
-    clock = metrics.Clock(config.train.batch_size)
+    clock = metrics.Clock(config.train.batch_size,
+                          metrics.elapsed_at(self.workdir / "metrics.jsonl", start))
     epoch_sums, window = metrics.Means(), metrics.Means()
     last_eval = None
     for step in range(start, self.total):

@@ -61,9 +61,8 @@ def train_curve(rows, key="top1", per="window"):
 
 
 def _training_time(rows):
-  """Seconds of training at each row. elapsed_s starts from 0 again when a run resumes, so
-  each restart adds the time reached before it (the redone steps since the last checkpoint
-  count twice; the time the run was stopped does not count)."""
+  """Seconds of training at each row (in step order). Runs resumed before train.py carried
+  elapsed_s over logged it from 0 again; each such restart adds the time reached before it."""
   times, offset, last = [], 0.0, 0.0
   for r in rows:
     t = float(r.get("elapsed_s", math.nan))
@@ -106,7 +105,7 @@ def summarise(run):
     last.update(r)
   row["epochs"] = s.get("epochs", last.get("epoch"))
   row["steps"] = s.get("steps", last.get("step"))
-  row["wall_time_s"] = s.get("wall_time_s", last.get("elapsed_s"))
+  row["wall_time_s"] = _training_time(_last_per_step(rows))[-1] if rows else s.get("wall_time_s")
   for key in ("top1", "top5"):
     _, errors, _ = train_curve(rows, key, per="epoch")
     row[f"best_train_{key}_error"] = min(errors) if errors else None
