@@ -190,7 +190,7 @@ def test_ready_made_sweeps_name_existing_configs_and_distinct_points():
     names = [sweep.point_name(p) for p in s.points]
     assert len(set(names)) == len(names) >= 2, name
   fig1 = sweeps.get("cifar10_fig1")
-  assert [p["model.activation"] for p in fig1.points] == ["relu", "tanh", "tanh"]
+  assert [p["model.activation"] for p in fig1.points] == ["relu", "tanh", "tanh", "tanh"]
   assert fig1.threshold == 0.25
 
 
