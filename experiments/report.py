@@ -3,7 +3,7 @@ r"""Tables and plots of a sweep's runs, read from each run's metrics.jsonl and s
     python -m experiments.report --workdir=workdirs/sweeps/NAME [--threshold=0.25]
 
 Writes <workdir>/results.md, results.csv, train_error_vs_epochs.png and
-train_error_vs_time.png; with a threshold (figure 1) also fig1.png and, in results.md, the
+train_error_vs_time.png; with a threshold (figure 1) also fig1.png (each activation's fastest run) and, in results.md, the
 epochs each run needed to reach that training error and their ratio. The plots carry the run
 names in their PNG metadata ("Runs"), one per line.
 """
@@ -145,9 +145,19 @@ def write_report(workdir, names, threshold=0.0, about=""):
     plots.append(("fig1.png", "epochs", True))
   for filename, x_axis, paper_style in plots:
     path = os.path.join(workdir, filename)
-    paths["plotted"][filename] = _plot(runs, path, x_axis, threshold if paper_style else 0.0)
+    drawn = _figure1_runs(runs, threshold) if paper_style else runs
+    paths["plotted"][filename] = _plot(drawn, path, x_axis, threshold if paper_style else 0.0)
     paths["plots"].append(path)
   return paths
+
+
+def _figure1_runs(runs, threshold):
+  """Figure 1 draws one line per activation, its fastest run; other runs keep theirs."""
+  by_act = {}
+  for run in runs:
+    by_act.setdefault(run["overrides"].get("model.activation"), []).append(run)
+  chosen = {id(_fastest(group, threshold)) for group in by_act.values()}
+  return [run for run in runs if id(run) in chosen]
 
 
 def _fmt(v):

@@ -101,6 +101,8 @@ def test_ratio_uses_each_activations_fastest_run(tmp_path):
   md = open(paths["markdown"]).read()
   assert "fastest run (relu; tanh_fast;" in md and "| 25% | 2.10 | 8.00 | 3.81 |" in md
   assert "- tanh_slow: not reached in 5 epochs" in md
+  assert paths["plotted"]["fig1.png"] == ["relu", "tanh_fast"]
+  assert paths["plotted"]["train_error_vs_epochs.png"] == ["relu", "tanh_slow", "tanh_fast"]
 
 
 def test_report_of_unfinished_run_uses_its_metrics(tmp_path):
