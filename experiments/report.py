@@ -3,9 +3,9 @@ r"""Tables and plots of a sweep's runs, read from each run's metrics.jsonl and s
     python -m experiments.report --workdir=workdirs/sweeps/NAME [--threshold=0.25]
 
 Writes <workdir>/results.md, results.csv, train_error_vs_epochs.png and
-train_error_vs_time.png; with a threshold (figure 1) also fig1.png (each activation's fastest run) and, in results.md, the
-epochs each run needed to reach that training error and their ratio. The plots carry the run
-names in their PNG metadata ("Runs"), one per line.
+train_error_vs_time.png; with a threshold (figure 1) also fig1.png (each activation's fastest
+run) and, in results.md, the epochs each run needed to reach that training error and the ratio
+of the fastest runs. The plots carry the run names in their PNG metadata ("Runs"), one per line.
 """
 import argparse
 import csv
