@@ -59,7 +59,7 @@ def feature_map_sizes(model_cfg) -> dict[str, int]:
         f"config.model.image_size={size}: conv1 (11x11, stride 4, no padding) must tile the"
         f" image exactly, i.e. (image_size - 11) % 4 == 0.{hint} Use image_size=227 (the default)"
         " or crop/resize the input to such a size.")
-  pool = lambda s: (s - model_cfg.pool_window) // model_cfg.pool_stride + 1
+  pool = lambda s: _pooled(s, model_cfg.pool_window, model_cfg.pool_stride)  # noqa: E731
   sizes = {"conv1": (size - 11) // 4 + 1}
   sizes["pool1"] = pool(sizes["conv1"])
   sizes["conv2"] = sizes["pool1"]

@@ -58,8 +58,8 @@ def time_steps(run_step, batch_size, steps, warmup):
   return batch_size / np.median(times), batch_size / min(times), first
 
 
-def jax_case(net, batch_size, model_axis, steps, warmup):
-  config = cifar10_fig1.get_config() if net == "cifar" else paper.get_config()
+def jax_case(net_name, batch_size, model_axis, steps, warmup):
+  config = cifar10_fig1.get_config() if net_name == "cifar" else paper.get_config()
   config.train.batch_size = batch_size
   size, classes = config.model.image_size, config.model.num_classes
   mesh = parallel.make_mesh(model_axis)

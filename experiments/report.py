@@ -152,11 +152,8 @@ def write_report(workdir, names, threshold=0.0, about=""):
 
 
 def _figure1_runs(runs, threshold):
-  """Figure 1 draws one line per activation, its fastest run; other runs keep theirs."""
-  by_act = {}
-  for run in runs:
-    by_act.setdefault(run["overrides"].get("model.activation"), []).append(run)
-  chosen = {id(_fastest(group, threshold)) for group in by_act.values()}
+  """Figure 1 draws one line per activation, its fastest run, in the sweep's order."""
+  chosen = {id(run) for run in _fastest_by_activation(runs, threshold).values()}
   return [run for run in runs if id(run) in chosen]
 
 
@@ -195,9 +192,8 @@ def _threshold_text(table, runs, threshold):
     e = row[key]
     lines.append(f"- {row['run']}: " + (f"{e:.2f} epochs" if e is not None else
                                         f"not reached in {_fmt(row['epochs'])} epochs"))
-  fastest = {a: _fastest([r for r in runs if r["overrides"].get("model.activation") == a],
-                         threshold) for a in ("relu", "tanh")}
-  if None in fastest.values():
+  fastest = _fastest_by_activation(runs, threshold)
+  if not {"relu", "tanh"} <= set(fastest):
     return "\n".join(lines) + "\n"
   curves = {a: train_curve(fastest[a]["rows"])[:2] for a in ("relu", "tanh")}
   lines.append(f"\ntanh / ReLU epochs to reach each training error, each activation's fastest "
@@ -215,17 +211,18 @@ def _threshold_text(table, runs, threshold):
   return "\n".join(lines) + "\n"
 
 
-def _fastest(runs, threshold):
-  """The run that reached `threshold` in the fewest epochs; if none did, the one with the
-  lowest last training error (the paper picks each activation's fastest learning rate)."""
-  if not runs:
-    return None
-
+def _fastest_by_activation(runs, threshold):
+  """{activation: its run that reached `threshold` in the fewest epochs, or, if none did, the
+  one with the lowest last training error} (the paper picks each activation's fastest rate)."""
   def key(run):
     epochs, errors, _ = train_curve(run["rows"])
     reached = epochs_to_reach(epochs, errors, threshold)
     return (0, reached) if reached is not None else (1, errors[-1] if errors else math.inf)
-  return min(runs, key=key)
+
+  groups = {}
+  for run in runs:
+    groups.setdefault(run["overrides"].get("model.activation"), []).append(run)
+  return {act: min(group, key=key) for act, group in groups.items()}
 
 
 def _plot(runs, path, x_axis, threshold):

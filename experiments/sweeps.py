@@ -23,8 +23,6 @@ class Sweep:
   module: str = "alexnet_jax.main"     # What each point runs as `python -m`.
 
 
-
-
 def grid(**axes):
   """The product of several override axes: grid(a=[1, 2], b=[3]) -> [{a:1,b:3}, {a:2,b:3}]."""
   keys = list(axes)
@@ -71,7 +69,8 @@ SWEEPS = {
                            "eval.every_epochs": 1000},
                      prepare_cifar10=True,
                      about="Figure 1's learning rates: for each activation, the rate with the "
-                           "lowest training error over steps 76-100 (final_train_top1_error; ties: lower loss)."),
+                           "lowest training error over steps 76-100 (final_train_top1_error; "
+                           "ties: lower loss)."),
     "cifar10_lrn": Sweep("configs/cifar10_lrn.py", grid(**{"model.lrn": [True, False]}),
                          prepare_cifar10=True,
                          about="3.3: a four-layer CNN on CIFAR-10, 13% test error without "
