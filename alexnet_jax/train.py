@@ -305,6 +305,10 @@ def _check_config(config, info):
       raise ValueError(
           f"config.{name}.batch_size={batch} does not split evenly over the {devices} devices "
           f"of {jax.process_count()} process(es): use a multiple of {devices}.")
+  target = config.train.stop_at_train_error
+  if not 0.0 <= target <= 1.0:
+    raise ValueError(f"config.train.stop_at_train_error={target}: a training error between 0 "
+                     "and 1 (e.g. 0.25), or 0 to train all config.train.num_epochs.")
 
 
 def _num_steps(config, info):

@@ -107,6 +107,9 @@ def test_a_run_stops_at_its_target_training_error_and_stays_stopped(tmp_path, ca
   config.train.num_epochs = 2
   assert train.train_and_evaluate(config, tmp_path)["steps"] == 20
   assert _final_params(tmp_path, config)[0] == 20
+  config.train.stop_at_train_error = 25.0  # A percentage where a fraction belongs.
+  with pytest.raises(ValueError, match="stop_at_train_error=25.0"):
+    train.train_and_evaluate(config, tmp_path)
   # The resumed run's clock goes on from the time the first one had reached.
   rows = metrics.read_jsonl(tmp_path / "metrics.jsonl")
   before = metrics.elapsed_at(tmp_path / "metrics.jsonl", 10)
