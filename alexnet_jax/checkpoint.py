@@ -9,7 +9,7 @@ deletes at the next start (`cleanup_tmp_directories`), so the previous checkpoin
 
 Several processes: every process calls `manager`, `save` and `restore` with the same
 arguments; orbax writes each process's shards and lets process 0 write the metadata, on a
-filesystem all hosts share. (Tested on one process only; multi-host is a later issue.)
+filesystem all hosts share (tests/test_distributed.py saves and resumes with two processes).
 
 Usage:
 

@@ -3,8 +3,8 @@
 Centre crop: logits [b, K]. Ten crops (the four corners and the centre, and their mirror
 images): logits [b, 10, K]; the prediction averages the SOFTMAX over the crops, as the paper
 does ("averaging the predictions made by the network's softmax layer on the ten patches").
-Every example counts exactly once: batches carry a mask and padded rows are left out
-(STYLE.md habit 10).
+Every example counts exactly once: batches carry a mask and padded rows are left out, so the
+last, partial batch is neither dropped nor double-counted.
 
 Ties: an example is top-k correct when fewer than k classes rank above its label, where a
 class ranks above the label if its score is higher, or equal with a lower class index (the

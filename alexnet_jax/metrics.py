@@ -1,6 +1,7 @@
 """Where a run's numbers go: TensorBoard (through clu), `metrics.jsonl` and the console.
 
-Only process 0 writes (STYLE.md habit 11); the others get a writer that does nothing.
+Only process 0 writes (every process computes the same numbers, and one set of files is
+what TensorBoard and the report read); the others get a writer that does nothing.
 """
 import json
 import math
