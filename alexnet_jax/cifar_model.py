@@ -104,7 +104,6 @@ class CifarNet(nn.Module):
   def __call__(self, x_BHWC, train: bool = False, rng=None):
     del train, rng  # No dropout: the same signature as model.AlexNet for the training loop.
     cfg = self.config
-    check_config(cfg)
     if x_BHWC.shape[1:] != (cfg.image_size, cfg.image_size, 3):
       raise ValueError(f"Images of shape {x_BHWC.shape[1:]} do not match config.model.image_size="
                        f"{cfg.image_size}.")
@@ -154,6 +153,7 @@ def check_config(model_cfg):
 
 def init_params(model_cfg, rng):
   """Parameters initialised as the layers file says (normal(initW), biases 0)."""
+  check_config(model_cfg)
   net = CifarNet(ml_collections.FrozenConfigDict(model_cfg))
   x = jnp.zeros((1, model_cfg.image_size, model_cfg.image_size, 3), jnp.float32)
   return net.init(rng, x)["params"]
@@ -163,7 +163,3 @@ def apply(model_cfg, params, images_BHWC):
   """Logits for a batch; under jit with the batch sharded over `data` XLA splits the work."""
   return CifarNet(ml_collections.FrozenConfigDict(model_cfg)).apply({"params": params},
                                                                      images_BHWC)
-
-
-def count_params(params) -> int:
-  return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -7,13 +7,18 @@ r"""Trains and evaluates AlexNet.
 Several hosts: the same command on every host, plus --config.distributed.mode=auto (Cloud TPU,
 SLURM, Open MPI) or =manual with the coordinator's address; see README, "Several hosts".
 """
-import os
+from absl import app
+from absl import flags
+from ml_collections import config_flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from alexnet_jax import runtime
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+runtime.configure()  # XLA and TensorFlow settings read when their libraries load.
+
+import tensorflow as tf  # noqa: E402
+
+from alexnet_jax import cluster  # noqa: E402
+from alexnet_jax import train  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -26,15 +31,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  import jax  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import cluster  # pylint: disable=g-import-not-at-top
-  if FLAGS.config.mesh.num_cpu_devices:  # Before JAX starts its backends.
-    jax.config.update("jax_num_cpu_devices", FLAGS.config.mesh.num_cpu_devices)
+  runtime.configure(FLAGS.config.mesh.num_cpu_devices)  # Before JAX starts its backends.
   if "distributed" in FLAGS.config:  # Also before any device is touched.
     cluster.initialize(FLAGS.config.distributed)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

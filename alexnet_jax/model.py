@@ -4,7 +4,8 @@ Every parameter has a leading tower axis: 2 in the global parameters, and inside
 either 1 (model=2: one tower per device, as each GTX 580 held one) or 2 (model=1: one device
 computes both). Each local tower runs its own ungrouped convolution: a grouped convolution
 (`feature_group_count=2`, or `vmap` over the towers, which lowers to the same thing) is about
-10x slower in its backward pass on CPU (issue 2; jax-ml/jax#13800 on CUDA).
+10x slower in its backward pass on CPU (measured with benchmarks/train_step.py;
+jax-ml/jax#13800 on CUDA).
 
 conv2, conv4 and conv5 see only their own tower's maps; the inputs of conv3, fc6, fc7 and fc8
 are both towers' maps, concatenated over channels (tower 0 first) and exchanged through
@@ -29,8 +30,11 @@ from jax import lax
 TOWER_CHANNELS = {"conv1": 48, "conv2": 128, "conv3": 192, "conv4": 192, "conv5": 128,
                   "fc6": 2048, "fc7": 2048}
 NUM_TOWERS = 2
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 # Section 5: these layers' biases start at config.model.bias_init (1 in the paper), others at 0.
 BIASED_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
+LRN_CONVENTIONS = ("paper", "caffe")
+INITS = ("paper", "he")
 
 ACTIVATIONS = {
     "relu": nn.relu,                                  # 3.1
@@ -71,6 +75,43 @@ def feature_map_sizes(model_cfg) -> dict[str, int]:
   return sizes
 
 
+def check_config(model_cfg):
+  """Refuses, once and before anything is built, the settings the network cannot take."""
+  if model_cfg.num_classes % NUM_TOWERS:
+    raise ValueError(f"config.model.num_classes={model_cfg.num_classes} must be even: each tower"
+                     " owns half of fc8's outputs (section 3.2). Pad the label set by one class.")
+  if model_cfg.activation not in ACTIVATIONS:
+    raise ValueError(f"config.model.activation={model_cfg.activation!r}: use one of "
+                     f"{sorted(ACTIVATIONS)}.")
+  if model_cfg.lrn_convention not in LRN_CONVENTIONS:
+    raise ValueError(f"config.model.lrn_convention={model_cfg.lrn_convention!r}: use 'paper' or"
+                     " 'caffe'.")
+  if model_cfg.init not in INITS:
+    raise ValueError(f"config.model.init={model_cfg.init!r}: expected 'paper' or 'he'.")
+  if not 0.0 <= model_cfg.dropout_rate < 1.0:
+    raise ValueError(f"config.model.dropout_rate={model_cfg.dropout_rate}: a probability in "
+                     "[0, 1) (0.5 in the paper, 0 for no dropout).")
+  tower_widths(model_cfg)
+  feature_map_sizes(model_cfg)
+
+
+def param_shapes(model_cfg):
+  """{layer: (kernel shape, bias shape)} of the global parameters, tower axis first."""
+  w, t = tower_widths(model_cfg), NUM_TOWERS
+  pool5 = feature_map_sizes(model_cfg)["pool5"]
+  fan_in = {"conv1": (11, 11, 3), "conv2": (5, 5, w["conv1"]), "conv3": (3, 3, t * w["conv2"]),
+            "conv4": (3, 3, w["conv3"]), "conv5": (3, 3, w["conv4"]),
+            "fc6": (t * w["conv5"] * pool5 * pool5,), "fc7": (t * w["fc6"],),
+            "fc8": (t * w["fc7"],)}
+  outputs = dict(w, fc8=model_cfg.num_classes // t)
+  return {name: ((t, *fan_in[name], outputs[name]), (t, outputs[name])) for name in LAYERS}
+
+
+def bias_value(model_cfg, layer):
+  """Section 5: the biases of BIASED_LAYERS start at config.model.bias_init, the others at 0."""
+  return model_cfg.bias_init if layer in BIASED_LAYERS else 0.0
+
+
 def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper"):
   """Local response normalisation over the channels of one tower (section 3.3).
 
@@ -78,7 +119,7 @@ def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper"):
   caffe: the same with alpha / n (Caffe, PyTorch and cuda-convnet; they also default k to 1,
   set `lrn_k` for that). The window is clipped at the tower's first and last channel.
   """
-  if convention not in ("paper", "caffe"):
+  if convention not in LRN_CONVENTIONS:
     raise ValueError(f"config.model.lrn_convention={convention!r}: use 'paper' or 'caffe'.")
   scale = alpha / n if convention == "caffe" else alpha
   return _lrn(x_BHWC, float(k), int(n), float(scale), float(beta))
@@ -185,6 +226,11 @@ def _max_pool_bwd(window, stride, residuals, g_BOOC):
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+# The layers' own initialiser only gives Flax the shapes it checks against; the values always
+# come from init_params, and AlexNet.init is refused so that nobody gets another initialisation.
+_SHAPE_ONLY = nn.initializers.zeros
+
+
 class TowerConv(nn.Module):
   """One convolution per local tower; kernel [towers, k, k, C_in, C_out]."""
   features: int
@@ -192,17 +238,13 @@ class TowerConv(nn.Module):
   stride: int = 1
   padding: int = 0
   towers: int = NUM_TOWERS
-  weight_std: float = 0.01
-  bias_value: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, xs: Sequence[jax.Array]) -> list[jax.Array]:
     k, c_in = self.kernel_size, xs[0].shape[-1]
-    kernel = self.param("kernel", nn.initializers.normal(self.weight_std),
-                        (self.towers, k, k, c_in, self.features))
-    bias = self.param("bias", nn.initializers.constant(self.bias_value),
-                      (self.towers, self.features))
+    kernel = self.param("kernel", _SHAPE_ONLY, (self.towers, k, k, c_in, self.features))
+    bias = self.param("bias", _SHAPE_ONLY, (self.towers, self.features))
     pad = ((self.padding, self.padding),) * 2
     return [lax.conv_general_dilated(x, kernel[t].astype(self.dtype), (self.stride,) * 2, pad,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -213,16 +255,12 @@ class TowerDense(nn.Module):
   """One fully connected layer per local tower; kernel [towers, F_in, F_out]."""
   features: int
   towers: int = NUM_TOWERS
-  weight_std: float = 0.01
-  bias_value: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, xs: Sequence[jax.Array]) -> list[jax.Array]:
-    kernel = self.param("kernel", nn.initializers.normal(self.weight_std),
-                        (self.towers, xs[0].shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.constant(self.bias_value),
-                      (self.towers, self.features))
+    kernel = self.param("kernel", _SHAPE_ONLY, (self.towers, xs[0].shape[-1], self.features))
+    bias = self.param("bias", _SHAPE_ONLY, (self.towers, self.features))
     return [x @ kernel[t].astype(self.dtype) + bias[t].astype(self.dtype)[None, :]
             for t, x in enumerate(xs)]
 
@@ -232,35 +270,34 @@ class AlexNet(nn.Module):
 
   Call inside `shard_map` over ("data", "model") (see parallel.make_apply), or with
   `model_axis=data_axis=None` and `towers=2` on one device. `rng` is needed only when training
-  with dropout.
+  with dropout. Parameters come from `init_params`; `check_config` vets the config first.
   """
   config: ml_collections.FrozenConfigDict
   towers: int = NUM_TOWERS
   model_axis: str | None = "model"
   data_axis: str | None = "data"
 
+  def init(self, *args, **kwargs):
+    raise ValueError("AlexNet's parameters come from model.init_params (section 5's "
+                     "initialisation, one draw for every mesh); pass them to net.apply instead "
+                     "of calling net.init.")
+
+  init_with_output = init
+
   @nn.compact
   def __call__(self, x_BHWC, train: bool = False, rng=None):
     cfg = self.config
     if self.model_axis is None and self.towers != NUM_TOWERS:
       raise ValueError("Without a model axis the device must hold both towers (towers=2).")
-    if cfg.num_classes % NUM_TOWERS:
-      raise ValueError(f"config.model.num_classes={cfg.num_classes} must be even: each tower owns"
-                       " half of fc8's outputs (section 3.2). Pad the label set by one class.")
     if x_BHWC.shape[1:] != (cfg.image_size, cfg.image_size, 3):
       raise ValueError(f"Images of shape {x_BHWC.shape[1:]} do not match config.model.image_size="
                        f"{cfg.image_size}.")
-    feature_map_sizes(cfg)  # Refuses sizes the architecture does not tile.
     widths = tower_widths(cfg)
     dtype = jnp.dtype(cfg.dtype)
-    if cfg.activation not in ACTIVATIONS:
-      raise ValueError(f"config.model.activation={cfg.activation!r}: use one of {sorted(ACTIVATIONS)}.")
     act = ACTIVATIONS[cfg.activation]
-    conv = lambda name, f, k, **kw: TowerConv(f, k, towers=self.towers, weight_std=cfg.weight_std,
-                                              dtype=dtype, name=name, **kw)
-    dense = lambda name, f, **kw: TowerDense(f, towers=self.towers, weight_std=cfg.weight_std,
-                                             dtype=dtype, name=name, **kw)
-    b = cfg.bias_init  # Section 5: BIASED_LAYERS start at 1, the others at 0.
+    conv = lambda name, f, k, **kw: TowerConv(f, k, towers=self.towers, dtype=dtype, name=name,
+                                              **kw)
+    dense = lambda name, f: TowerDense(f, towers=self.towers, dtype=dtype, name=name)
     x = x_BHWC.astype(dtype)
     if cfg.input_scale != 1.0:  # The paper feeds 0-255 pixels minus the mean (scale 1).
       x = x * jnp.asarray(cfg.input_scale, dtype)
@@ -269,22 +306,19 @@ class AlexNet(nn.Module):
     h = self._each(maps, "conv1", [act(y) for y in conv("conv1", widths["conv1"], 11, stride=4)(
         [x] * self.towers)])
     h = self._norm_pool(maps, "1", h)
-    h = self._each(maps, "conv2", [act(y) for y in conv("conv2", widths["conv2"], 5, padding=2,
-                                                  bias_value=b)(h)])
+    h = self._each(maps, "conv2", [act(y) for y in conv("conv2", widths["conv2"], 5, padding=2)(h)])
     h = self._norm_pool(maps, "2", h)
     both = self._gather(h)
     h = self._each(maps, "conv3", [act(y) for y in conv("conv3", widths["conv3"], 3, padding=1)(
         [both] * self.towers)])
-    h = self._each(maps, "conv4", [act(y) for y in conv("conv4", widths["conv4"], 3, padding=1,
-                                                  bias_value=b)(h)])
-    h = self._each(maps, "conv5", [act(y) for y in conv("conv5", widths["conv5"], 3, padding=1,
-                                                  bias_value=b)(h)])
+    h = self._each(maps, "conv4", [act(y) for y in conv("conv4", widths["conv4"], 3, padding=1)(h)])
+    h = self._each(maps, "conv5", [act(y) for y in conv("conv5", widths["conv5"], 3, padding=1)(h)])
     h = self._each(maps, "pool5", [max_pool(y, cfg.pool_window, cfg.pool_stride) for y in h])
     both = self._gather(h)
     both = both.reshape(both.shape[0], -1)
-    h = dense("fc6", widths["fc6"], bias_value=b)([both] * self.towers)
+    h = dense("fc6", widths["fc6"])([both] * self.towers)
     h = self._each(maps, "fc6", self._dropout([act(y) for y in h], 6, train, rng))
-    h = dense("fc7", widths["fc7"], bias_value=b)([self._gather(h)] * self.towers)
+    h = dense("fc7", widths["fc7"])([self._gather(h)] * self.towers)
     h = self._each(maps, "fc7", self._dropout([act(y) for y in h], 7, train, rng))
     h = dense("fc8", cfg.num_classes // NUM_TOWERS)([self._gather(h)] * self.towers)
     logits_BK = self._gather(h, to="invarying")
@@ -341,25 +375,22 @@ class AlexNet(nn.Module):
 
 
 def init_params(model_cfg, rng):
-  """Global parameters (tower axis 2), initialised as in section 5.
-
-  Weights N(0, weight_std), biases from BIASED_LAYERS, as the layers' own initialisers do; but
-  all kernels come from ONE normal draw, sliced in parameter order: XLA then compiles one
+  """Global parameters (tower axis 2), initialised as in section 5: weights N(0, weight_std),
+  biases by `bias_value`. The only initialisation of the network (AlexNet.init is refused):
+  all kernels come from ONE normal draw, sliced in layer order, so XLA compiles one
   random-number loop instead of sixteen, which saves 10-20 s per compile on a 2-core CPU.
   """
-  net = AlexNet(ml_collections.FrozenConfigDict(model_cfg), model_axis=None, data_axis=None)
-  x = jax.ShapeDtypeStruct((1, model_cfg.image_size, model_cfg.image_size, 3), jnp.float32)
-  shapes = jax.eval_shape(functools.partial(net.init, train=False), rng, x)["params"]
-  kernel_sizes = [shapes[layer]["kernel"].size for layer in sorted(shapes)]
-  draw = jax.random.normal(rng, (sum(kernel_sizes),), jnp.float32)
+  check_config(model_cfg)
+  shapes = param_shapes(model_cfg)
+  sizes = [math.prod(shapes[layer][0]) for layer in LAYERS]
+  draw = jax.random.normal(rng, (sum(sizes),), jnp.float32)
   params, offset = {}, 0
-  for layer in sorted(shapes):
-    kernel, bias = shapes[layer]["kernel"], shapes[layer]["bias"]
-    value = model_cfg.bias_init if layer in BIASED_LAYERS else 0.0
-    std = _weight_std(model_cfg, kernel.shape)
-    params[layer] = {"kernel": std * draw[offset:offset + kernel.size].reshape(kernel.shape),
-                     "bias": jnp.full(bias.shape, value, bias.dtype)}
-    offset += kernel.size
+  for layer, size in zip(LAYERS, sizes):
+    kernel_shape, bias_shape = shapes[layer]
+    std = _weight_std(model_cfg, kernel_shape)
+    params[layer] = {"kernel": std * draw[offset:offset + size].reshape(kernel_shape),
+                     "bias": jnp.full(bias_shape, bias_value(model_cfg, layer), jnp.float32)}
+    offset += size
   return params
 
 
@@ -372,7 +403,3 @@ def _weight_std(model_cfg, kernel_shape):
     fan_in = math.prod(kernel_shape[1:-1])  # [tower, (kh, kw,) inputs, outputs]
     return math.sqrt(2.0 / fan_in)
   raise ValueError(f"config.model.init={model_cfg.init!r}: expected 'paper' or 'he'.")
-
-
-def count_params(params) -> int:
-  return sum(int(x.size) for x in jax.tree.leaves(params))

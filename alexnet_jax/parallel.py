@@ -2,41 +2,20 @@
 
 The only module that knows devices. With model=2 each device holds one tower (its half of every
 layer, as each GTX 580 did) and the batch splits over `data`; with model=1 each device holds both
-towers and the batch splits over all devices. The code path is the same: model.AlexNet computes
-the towers it is given and exchanges maps through `all_gather` over `model`.
+towers and the batch splits over all devices. The code path is the same: the network computes
+the towers it is given and exchanges maps through `all_gather` over `model`. Networks without
+towers (the CIFAR nets) run with model=1, where P("model") keeps their parameters whole.
 """
-import functools
-import os
-
 import jax
-import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import cifar_model
-from alexnet_jax import model
-
-# XLA:CPU flags the program needs, set here (before JAX starts its backend) so that nobody has to
-# remember them. jax 0.10.2 hands convolutions to YNNPACK by default, and YNNPACK computes the
-# kernel gradient of conv2 about 10x slower than XLA's own convolution (2.4-3.4 s against 0.3 s
-# at batch 32, one tower); a whole model=2 training step ran ~2x faster with YNNPACK kept for
-# matmuls only (benchmarks/train_step.py). Ignored on GPU/TPU. Set XLA_FLAGS yourself to override.
-CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
-
-
-def _set_cpu_xla_flags():
-  flags = os.environ.get("XLA_FLAGS", "")
-  extra = [f"--{name}={value}" for name, value in CPU_XLA_FLAGS.items() if name not in flags]
-  if extra:
-    os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
-
-
-_set_cpu_xla_flags()
-
-# Every parameter leaf has the tower axis first; it is split over `model` and replicated over
-# `data`. Written out, not inferred: there is nothing else to shard.
-PARAM_SPEC = P("model")
+# Every parameter leaf of a towered network has the tower axis first; it is split over `model`
+# and replicated over `data`. A network without towers (the CIFAR nets, model=1) keeps its
+# parameters whole on every device. Written out, not inferred: there is nothing else to shard.
+TOWER_SPEC = P("model")
+REPLICATED_SPEC = P()
 BATCH_SPEC = P("data")
 
 
@@ -59,9 +38,13 @@ def make_mesh(model: int = 0, devices=None) -> Mesh:
   return mesh
 
 
-def param_shardings(mesh: Mesh, params):
-  """NamedSharding(P("model")) for every leaf of `params` (arrays or shapes)."""
-  return jax.tree.map(lambda _: NamedSharding(mesh, PARAM_SPEC), params)
+def param_spec(towered: bool) -> P:
+  return TOWER_SPEC if towered else REPLICATED_SPEC
+
+
+def param_shardings(mesh: Mesh, params, towered=True):
+  """The sharding of every leaf of `params` (arrays or shapes): split over `model` by tower."""
+  return jax.tree.map(lambda _: NamedSharding(mesh, param_spec(towered)), params)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -72,60 +55,23 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def _is_cifar(model_cfg):
-  """config.model.name "cifar4": cuda-convnet's small CIFAR-10 nets (experiments/)."""
-  return model_cfg.get("name", "alexnet") == cifar_model.NAME
+def create_sharded_params(init_fn, mesh: Mesh, rng, towered=True):
+  """`init_fn(rng)`'s global parameters, created directly into their shards (no device ever
+  holds a whole copy it then has to split)."""
+  shardings = param_shardings(mesh, jax.eval_shape(init_fn, rng), towered)
+  return jax.jit(init_fn, out_shardings=shardings)(rng)
 
 
-def _init_fn(model_cfg):
-  init = cifar_model.init_params if _is_cifar(model_cfg) else model.init_params
-  return functools.partial(init, model_cfg)
-
-
-def param_shapes(model_cfg):
-  """Global parameter shapes and dtypes, without computing anything."""
-  return jax.eval_shape(_init_fn(model_cfg), jax.random.key(0))
-
-
-def create_sharded_params(model_cfg, mesh: Mesh, rng):
-  """Parameters initialised directly into their shards (STYLE.md habit 4)."""
-  if _is_cifar(model_cfg):
-    _check_no_towers(mesh)
-  init = _init_fn(model_cfg)
-  shardings = param_shardings(mesh, jax.eval_shape(init, rng))
-  return jax.jit(init, out_shardings=shardings)(rng)
-
-
-def _check_no_towers(mesh):
-  if mesh.shape["model"] != 1:
-    raise ValueError(f"config.mesh.model={mesh.shape['model']}: the CIFAR nets have no towers;"
-                     " set config.mesh.model=1.")
-
-
-def _make_cifar_apply(model_cfg, mesh):
-  """The CIFAR nets run data-parallel only: with model=1, P("model") replicates their
-  parameters and jit splits the batch over `data`."""
-  _check_no_towers(mesh)
-  cifar_model.check_config(model_cfg)
-
-  def apply(params, images_BHWC, rng, train: bool):
-    del rng, train  # No dropout in the CIFAR nets.
-    return cifar_model.apply(model_cfg, params, images_BHWC)
-
-  return apply
-
-
-def make_apply(model_cfg, mesh: Mesh):
+def make_apply(net, mesh: Mesh, towered=True):
   """Returns apply(params, images_BHWC, rng, train) -> logits_BK, sharded over `data`.
 
+  `net` is the Flax module one device runs (models.make_module for this mesh's model axis):
+  inside shard_map each device gets its towers' parameter shards (all parameters when not
+  `towered`) and its rows of the batch.
   `images_BHWC` and the logits hold the global batch; `params` are the global parameters
   (sharded by param_shardings). `rng` (a typed key) is used for dropout when `train` is True and
   may be None otherwise. Call it inside jit.
   """
-  if _is_cifar(model_cfg):
-    return _make_cifar_apply(model_cfg, mesh)
-  towers = model.NUM_TOWERS // mesh.shape["model"]
-  net = model.AlexNet(ml_collections.FrozenConfigDict(model_cfg), towers=towers)
 
   def apply(params, images_BHWC, rng, train: bool):
     data = mesh.shape["data"]
@@ -133,22 +79,23 @@ def make_apply(model_cfg, mesh: Mesh):
       raise ValueError(f"The global batch ({images_BHWC.shape[0]}) must divide over the {data}"
                        " devices of the mesh's data axis (config.train.batch_size).")
     if rng is None:
-      if train and model_cfg.dropout_rate > 0:
-        raise ValueError("apply(..., train=True) with dropout needs an rng.")
-      rng = jax.random.key(0)  # Unused.
+      if train:
+        raise ValueError("apply(..., train=True) needs an rng: it draws the dropout masks.")
+      rng = jax.random.key(0)  # Unused: without training there is no dropout.
 
     def local(params, images_BHWC, rng):
       return net.apply({"params": params}, images_BHWC, train=train, rng=rng)
 
     sharded = jax.shard_map(local, mesh=mesh, out_specs=BATCH_SPEC,
-                            in_specs=(jax.tree.map(lambda _: PARAM_SPEC, params), BATCH_SPEC, P()))
+                            in_specs=(jax.tree.map(lambda _: param_spec(towered), params),
+                                      BATCH_SPEC, P()))
     return sharded(params, images_BHWC, rng)
 
   return apply
 
 
 # ---------------------------------------------------------------------------------------------
-# Several processes (issue 5): which rows of the global batch each process feeds.
+# Several processes: which rows of the global batch each process feeds.
 
 
 def data_slice(mesh: Mesh, process_index=None):

@@ -35,7 +35,7 @@ jax.config.update("jax_platforms", "cpu")
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax import model, parallel, train  # noqa: E402
+from alexnet_jax import model, models, parallel, train  # noqa: E402
 from configs import cifar10_fig1  # noqa: E402
 from configs import paper  # noqa: E402
 
@@ -139,7 +139,7 @@ def main():
   args = parser.parse_args()
   print(f"jax {jax.__version__}, devices {jax.devices()}, XLA_FLAGS={os.environ.get('XLA_FLAGS')}"
         + ("" if args.net == "cifar" else
-           f", parameters {model.count_params(parallel.param_shapes(paper.get_config().model)):,}"))
+           f", parameters {models.count_params(models.abstract_params(paper.get_config().model)):,}"))
   rows = []
   for batch_size in args.batch:
     for model_axis in args.model:

@@ -8,6 +8,7 @@ import pytest
 
 from alexnet_jax import cifar_model
 from alexnet_jax import model
+from alexnet_jax import models
 from configs import cifar10_fig1
 
 
@@ -29,7 +30,7 @@ def test_param_count_18pct_matches_layers_file():
   expected = (5 * 5 * 3 * 32 + 32) + (5 * 5 * 32 * 32 + 32) + (5 * 5 * 32 * 64 + 64) + (
       4 * 4 * 64 * 10 + 10)
   params = shapes(model_cfg())
-  assert cifar_model.count_params(params) == expected == 89_578
+  assert models.count_params(params) == expected == 89_578
   assert params["fc10"]["kernel"].shape == (1024, 10)
 
 
@@ -39,7 +40,7 @@ def test_param_count_conv_local_matches_layers_file():
   expected = ((5 * 5 * 3 * 64 + 64) + (5 * 5 * 64 * 64 + 64) + (6 * 6 * 3 * 3 * 64 * 32 + 6 * 6 * 32)
               + (6 * 6 * 3 * 3 * 32 * 32 + 6 * 6 * 32) + (6 * 6 * 32 * 10 + 10))
   params = shapes(model_cfg("conv_local", lrn=True))
-  assert cifar_model.count_params(params) == expected == 1_116_490
+  assert models.count_params(params) == expected == 1_116_490
   assert params["local3"]["kernel"].shape == (6, 6, 576, 32)
 
 

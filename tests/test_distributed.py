@@ -92,10 +92,10 @@ def _check_ok(results):
 
 def _restore(workdir, config):
   """(step, params as NumPy) of the latest checkpoint, restored on this process's 2 devices."""
-  state = train.create_train_state(config, parallel.make_mesh(config.mesh.model))
+  mesh = parallel.make_mesh(config.mesh.model)
   mgr = checkpoint.manager(workdir)
   try:
-    restored, _ = checkpoint.restore_latest(mgr, train._abstract(state))  # pylint: disable=protected-access
+    restored, _ = checkpoint.restore_latest(mgr, train.abstract_state(config, mesh))
   finally:
     mgr.close()
   return int(restored.step), jax.tree.map(np.asarray, restored.params)

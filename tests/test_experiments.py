@@ -222,10 +222,10 @@ def test_sweep_end_to_end_on_generated_data(tmp_path):
 
 
 def test_cifar_dispatch_trains_data_parallel():
-  """parallel.py routes config.model.name "cifar4" to cifar_model, data-parallel on 2 devices."""
+  """models.py routes config.model.name "cifar4" to cifar_model, data-parallel on 2 devices."""
   import jax
   import numpy as np_
-  from alexnet_jax import cifar_model
+  from alexnet_jax import models
   from alexnet_jax import parallel
   from alexnet_jax import train
   from configs import cifar10_fig1
@@ -234,7 +234,7 @@ def test_cifar_dispatch_trains_data_parallel():
   mesh = parallel.make_mesh(config.mesh.model, jax.devices()[:2])
   assert dict(mesh.shape) == {"data": 2, "model": 1}
   state = train.create_train_state(config, mesh)
-  assert cifar_model.count_params(state.params) == 89_578
+  assert models.count_params(state.params) == 89_578
   step = train.make_train_step(config, mesh)
   rng = np_.random.default_rng(0)
   batch = {"image": rng.normal(0, 50, (4, 32, 32, 3)).astype(np_.float32),
@@ -246,7 +246,7 @@ def test_cifar_dispatch_trains_data_parallel():
   wrong = config.copy_and_resolve_references()
   wrong.mesh.model = 2
   with pytest.raises(ValueError, match="mesh.model=1"):
-    parallel.make_apply(wrong.model, parallel.make_mesh(2, jax.devices()[:2]))
+    train.make_apply(wrong, parallel.make_mesh(2, jax.devices()[:2]))
 
 
 def test_report_does_not_load_tensorflow():

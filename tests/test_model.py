@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import model
+from alexnet_jax import models
 from configs import paper
 
 
@@ -24,6 +25,7 @@ def tiny_model_config(**overrides):
 
 def run(cfg, x_BHWC, train=False, rng=None, params=None):
   """Logits and the recorded per-layer maps of the one-device network."""
+  model.check_config(cfg)
   frozen = ml_collections.FrozenConfigDict(cfg)
   params = base_params() if params is None else params  # The switches leave the shapes alone.
   logits, state = forward(frozen, train)(params, x_BHWC, rng if rng is not None else
@@ -51,7 +53,7 @@ def images(size=67, batch=4):
 def test_parameter_count_is_the_papers():
   shapes = jax.eval_shape(functools.partial(model.init_params, paper.get_config().model),
                           jax.random.key(0))
-  assert model.count_params(shapes) == 60_965_224
+  assert models.count_params(shapes) == 60_965_224
   assert shapes["conv1"]["kernel"].shape == (2, 11, 11, 3, 48)
   assert shapes["conv2"]["kernel"].shape == (2, 5, 5, 48, 128)     # Own tower only.
   assert shapes["conv3"]["kernel"].shape == (2, 3, 3, 256, 192)    # Both towers.
@@ -253,3 +255,15 @@ def test_input_scale_multiplies_the_images():
   reference, _ = run(tiny_model_config(), x * 0.25)
   np.testing.assert_allclose(scaled, reference, rtol=1e-6, atol=1e-6)
   assert not np.allclose(scaled, run(tiny_model_config(), x)[0])
+
+
+def test_init_params_is_the_only_initialisation():
+  cfg = tiny_model_config()
+  net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+  with pytest.raises(ValueError, match="model.init_params"):
+    net.init(jax.random.key(0), images())
+  params = base_params()
+  assert {k: (v["kernel"].shape, v["bias"].shape) for k, v in params.items()} == \
+      model.param_shapes(cfg)
+  for layer in model.LAYERS:
+    np.testing.assert_array_equal(params[layer]["bias"], model.bias_value(cfg, layer))

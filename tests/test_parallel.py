@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import model, parallel
+from alexnet_jax import model, models, parallel
 from configs import paper
 
 
@@ -45,8 +45,9 @@ def results(model_axis):
     params = model.init_params(cfg, jax.random.key(0))
   else:
     mesh = parallel.make_mesh(model_axis)
-    apply_fn = parallel.make_apply(cfg, mesh)
-    params = parallel.create_sharded_params(cfg, mesh, jax.random.key(0))
+    apply_fn = parallel.make_apply(models.make_module(cfg, model_axis), mesh)
+    params = parallel.create_sharded_params(functools.partial(model.init_params, cfg), mesh,
+                                            jax.random.key(0))
     x_BHWC = jax.device_put(x_BHWC, parallel.batch_sharding(mesh))
   both = jax.jit(lambda p, x, r: {train: loss_and_grads(apply_fn, train)(p, x, r)[::-1]
                                   for train in (False, True)})
@@ -87,7 +88,8 @@ def test_make_mesh():
 def test_each_tower_lives_on_its_own_device():
   cfg = tiny_model_config()
   mesh = parallel.make_mesh(2)
-  params = parallel.create_sharded_params(cfg, mesh, jax.random.key(0))
+  params = parallel.create_sharded_params(functools.partial(model.init_params, cfg), mesh,
+                                          jax.random.key(0))
   reference = model.init_params(cfg, jax.random.key(0))
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     assert leaf.sharding.spec == P("model"), jax.tree_util.keystr(path)
@@ -99,7 +101,7 @@ def test_each_tower_lives_on_its_own_device():
       np.testing.assert_allclose(shard.data[0], want[tower], rtol=1e-6, atol=1e-9)
   counts = {d: sum(s.data.size for leaf in jax.tree.leaves(params) for s in leaf.addressable_shards
                    if s.device == d) for d in mesh.devices.flat}
-  assert set(counts.values()) == {model.count_params(params) // 2}
+  assert set(counts.values()) == {models.count_params(params) // 2}
 
 
 def test_batch_must_divide_over_data():
@@ -108,4 +110,6 @@ def test_batch_must_divide_over_data():
   params = jax.eval_shape(functools.partial(model.init_params, cfg), jax.random.key(0))
   x = jax.ShapeDtypeStruct((3, 67, 67, 3), jnp.float32)
   with pytest.raises(ValueError, match="global batch \\(3\\) must divide over the 2 devices"):
-    jax.eval_shape(lambda p, x: parallel.make_apply(cfg, mesh)(p, x, None, False), params, x)
+    jax.eval_shape(lambda p, x: parallel.make_apply(models.make_module(cfg), mesh)(p, x, None,
+                                                                                  False),
+                   params, x)

@@ -12,6 +12,7 @@ import pytest
 
 from alexnet_jax import checkpoint
 from alexnet_jax import metrics
+from alexnet_jax import parallel
 from alexnet_jax import train
 from tests import tiny_config
 
@@ -30,10 +31,9 @@ def _config(cache_dir):
 
 
 def _final_params(workdir, config):
-  mesh = train.parallel.make_mesh(config.mesh.model)
-  state = train.create_train_state(config, mesh)
+  mesh = parallel.make_mesh(config.mesh.model)
   mgr = checkpoint.manager(workdir)
-  restored, _ = checkpoint.restore_latest(mgr, train._abstract(state))
+  restored, _ = checkpoint.restore_latest(mgr, train.abstract_state(config, mesh))
   mgr.close()
   return int(restored.step), jax.tree.map(np.asarray, restored.params)
 

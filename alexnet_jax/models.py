@@ -1,0 +1,71 @@
+"""Which network `config.model` describes, decided here and nowhere else.
+
+`config.model.name` is "alexnet" (model.py, the paper's two-tower network) or "cifar4"
+(cifar_model.py, cuda-convnet's CIFAR-10 nets of figure 1 and section 3.3). Everything else asks
+this module: the config check, the initial parameters, the Flax module for a mesh, the name.
+"""
+import functools
+
+import jax
+import ml_collections
+
+from alexnet_jax import cifar_model
+from alexnet_jax import model
+
+NAMES = ("alexnet", cifar_model.NAME)
+
+
+def _is_cifar(model_cfg):
+  name = model_cfg.get("name", "alexnet")
+  if name not in NAMES:
+    raise ValueError(f"config.model.name={name!r}: choose one of {NAMES}.")
+  return name == cifar_model.NAME
+
+
+def check_config(model_cfg):
+  """Refuses settings the chosen network cannot take, naming the field."""
+  (cifar_model if _is_cifar(model_cfg) else model).check_config(model_cfg)
+
+
+def init_params(model_cfg, rng):
+  """The network's initial global parameters, as its paper or layers file says."""
+  return (cifar_model if _is_cifar(model_cfg) else model).init_params(model_cfg, rng)
+
+
+def abstract_params(model_cfg):
+  """Global parameter shapes and dtypes, without computing anything."""
+  return jax.eval_shape(functools.partial(init_params, model_cfg), jax.random.key(0))
+
+
+def towers(model_cfg) -> int:
+  """How many towers the network splits into (section 3.2); the CIFAR nets have none (1)."""
+  return 1 if _is_cifar(model_cfg) else model.NUM_TOWERS
+
+
+def make_module(model_cfg, model_axis_size=1, model_axis="model", data_axis="data"):
+  """The Flax module one device runs, holding towers(cfg) / model_axis_size towers.
+
+  Its __call__(images_BHWC, train, rng) returns the logits of its data shard; the towers it
+  does not hold are reached through `all_gather` over `model_axis`.
+  """
+  check_config(model_cfg)
+  total = towers(model_cfg)
+  if total % model_axis_size:
+    raise ValueError(f"config.mesh.model={model_axis_size}: {display_name(model_cfg)} has "
+                     f"{total} tower(s), so the model axis must divide it; set "
+                     "config.mesh.model=1.")
+  frozen = ml_collections.FrozenConfigDict(model_cfg)
+  if _is_cifar(model_cfg):
+    return cifar_model.CifarNet(frozen)
+  return model.AlexNet(frozen, towers=total // model_axis_size, model_axis=model_axis,
+                       data_axis=data_axis)
+
+
+def display_name(model_cfg) -> str:
+  if _is_cifar(model_cfg):
+    return f"{model_cfg.name} ({model_cfg.get('layout', '')})"
+  return f"AlexNet (width {model_cfg.width})"
+
+
+def count_params(params) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,73 @@
+"""What a run tells a person: the description printed at the start, the summary at the end
+(summary.json and its text)."""
+import jax
+
+from alexnet_jax import metrics
+from alexnet_jax import models
+
+
+def describe(config, mesh, info, steps_per_epoch, total_steps, params):
+  """Three lines: the network and its size, the mesh, the data and the step counts."""
+  per_device = sum(x.addressable_shards[0].data.size for x in jax.tree.leaves(params))
+  return (
+      f"{models.display_name(config.model)}: {models.count_params(params):,} parameters "
+      f"({per_device:,} per device), {config.model.num_classes} classes, "
+      f"{config.model.image_size}x{config.model.image_size} inputs.\n"
+      f"Mesh: data={mesh.shape['data']} x model={mesh.shape['model']} over "
+      f"{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} "
+      f"process(es).\n"
+      f"Data: {data_name(config)}: {info['num_train']} training, {info['num_eval']} "
+      f"{info['eval_split']} images; {steps_per_epoch} steps of {config.train.batch_size} per "
+      f"epoch, {total_steps} steps.")
+
+
+def data_name(config):
+  d = config.data
+  return {"tfds": f"TFDS {d.name}", "folder": f"image folder {d.root}"}.get(
+      d.source, f"generated ({d.generated.num_classes} classes)")
+
+
+def summary(config, workdir, *, steps, steps_per_epoch, total_steps, clock, epoch_train,
+            final, learning_rate, write_metrics=True):
+  """The summary.json dict: final and best errors, 10-crop errors, time and speed."""
+  evals = []
+  if write_metrics:
+    evals = [r for r in metrics.read_jsonl(workdir / "metrics.jsonl") if "val_top1_error" in r]
+  best = lambda k: min((r[k] for r in evals), default=None)  # noqa: E731
+  result = {"status": "finished", "steps": steps, "epochs": steps / steps_per_epoch,
+            "wall_time_s": clock.elapsed(), "images_per_s": clock.mean_images_per_s(),
+            "final_train_top1_error": epoch_train.get("top1_error"),
+            "final_train_top5_error": epoch_train.get("top5_error"),
+            "final_val_top1_error": final["val_top1_error"],
+            "final_val_top5_error": final["val_top5_error"],
+            "best_val_top1_error": best("val_top1_error"),
+            "best_val_top5_error": best("val_top5_error"),
+            "val_top1_error_10crop": final.get("val_top1_error_10crop"),
+            "val_top5_error_10crop": final.get("val_top5_error_10crop"),
+            "learning_rate": learning_rate}
+  target = config.train.stop_at_train_error
+  if target > 0 and steps < total_steps:
+    result["stopped_at_train_error"] = target
+  return result
+
+
+def stopped_at_target(summary_dict, config, step):
+  """Whether `summary_dict` is of a run that stopped at this config's target error at `step`."""
+  target = config.train.stop_at_train_error
+  return (summary_dict.get("status") == "finished" and summary_dict.get("steps") == step and
+          target > 0 and summary_dict.get("stopped_at_train_error") == target)
+
+
+def summary_text(s, workdir):
+  def pct(v):
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+  return "\n".join([
+      f"Finished {s['steps']} steps ({s['epochs']:.2f} epochs) in {s['wall_time_s']:.0f} s, "
+      f"{s['images_per_s']:.1f} training images/s.",
+      f"  validation error, centre crop: top-1 {pct(s['final_val_top1_error'])}, top-5 "
+      f"{pct(s['final_val_top5_error'])}",
+      f"  validation error, 10 crops:    top-1 {pct(s['val_top1_error_10crop'])}, top-5 "
+      f"{pct(s['val_top5_error_10crop'])}",
+      f"  last epoch's training error:   top-1 {pct(s['final_train_top1_error'])}",
+      f"Checkpoints: {workdir}/checkpoints; metrics: {workdir}/metrics.jsonl; TensorBoard: "
+      f"tensorboard --logdir {workdir}/tensorboard"])
