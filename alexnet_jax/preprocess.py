@@ -1,0 +1,140 @@
+"""The per-pixel half of section 4.1, on the device, inside the jitted steps.
+
+The host only decodes: each image leaves it as uint8 [R, R, 3] (R = config.data.resize_size,
+256 in the paper), a quarter of the bytes of a float32 crop. Here, on the accelerator, the
+training batch gets its random crop and mirror, the mean image subtracted and the PCA colour
+noise; evaluation batches get the centre crop or the ten crops. Shipping the whole 256x256
+image rather than the crop keeps every random draw in one place (JAX keys, not TensorFlow's)
+and lets one image become ten evaluation crops on the device instead of ten on the wire.
+
+Randomness: row i of the global batch at step t draws from
+fold_in(fold_in(step_key, t), i), so a batch's augmentation depends only on (seed, t, i): a
+resumed run, any mesh and any number of processes see the same crops, mirrors and noise.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MEAN_MODES = ("image", "channel", "none")
+# PCA colour noise scales (4.1, "altering the intensities of RGB channels"). The paper adds
+# [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T with a_i ~ N(0, 0.1) and l_i the eigenvalues of the RGB
+# covariance. Taken literally on 0-255 pixels, l_1 ~ 1.5e4 and the noise would swamp the image
+# (std ~1,500 grey levels), so the authors' own code cannot have meant variances here:
+# cuda-convnet multiplies by the square roots of the eigenvalues (standard deviations ~[19.7,
+# 37.1, 121.8] on 0-255), which keeps the noise in pixel units, at 10% of the colour spread
+# along each principal axis. That is our default, "cuda_convnet". "fb_resnet" is the
+# fb.resnet.torch convention: eigenvalues on the 0-1 scale, times 255 to come back to 0-255
+# (std ~5.5 grey levels along p1: about half the cuda-convnet scale). "paper" is the formula
+# as printed, for completeness.
+PCA_SCALES = ("cuda_convnet", "fb_resnet", "paper")
+
+
+def pca_scale(eigval, convention):
+  """The per-axis multipliers of a_i, given eigenvalues of the 0-255 RGB covariance."""
+  eigval = np.asarray(eigval, np.float32)
+  if convention == "cuda_convnet":
+    return np.sqrt(np.maximum(eigval, 0.0))
+  if convention == "fb_resnet":
+    return eigval / 255.0
+  if convention == "paper":
+    return eigval
+  raise ValueError(f"config.data.pca_scale={convention!r}: choose one of {PCA_SCALES}.")
+
+
+def constants(config):
+  """The step's data constants, float32 NumPy: "mean" [R, R, 3], the mean image to subtract
+  (the channel means at every pixel for data.mean="channel", zeros for "none"), and "pca"
+  [3, 3], the eigenvectors as columns each times its pca_scale, so that the colour shift is
+  pca @ a. Training-set statistics are read (or, for the generated set, computed) only when
+  needed."""
+  d, size = config.data, config.data.resize_size
+  if d.mean not in MEAN_MODES:
+    raise ValueError(f"config.data.mean={d.mean!r}: choose one of {MEAN_MODES}.")
+  mean, pca = np.zeros((size, size, 3), np.float32), np.zeros((3, 3), np.float32)
+  if d.mean == "none" and d.pca_noise_std <= 0:
+    return {"mean": mean, "pca": pca}
+  from alexnet_jax.data import stats as stats_lib  # TensorFlow: only when statistics are used.
+  stats = stats_lib.load_stats(config)
+  if d.mean == "image":
+    mean = np.asarray(stats["mean_image"], np.float32)
+  elif d.mean == "channel":
+    mean = np.broadcast_to(np.asarray(stats["channel_mean"], np.float32), mean.shape).copy()
+  if mean.shape != (size, size, 3):
+    raise ValueError(f"The statistics at {stats_lib.stats_path(config)} hold a mean image of "
+                     f"shape {mean.shape}, not ({size}, {size}, 3) (config.data.resize_size): "
+                     "compute them again for this size (python -m alexnet_jax.data.stats).")
+  if d.pca_noise_std > 0:
+    pca = (np.asarray(stats["eigvec"], np.float32) *
+           pca_scale(stats["eigval"], d.pca_scale)[None, :]).astype(np.float32)
+  return {"mean": mean, "pca": pca}
+
+
+def draw(keys_B, *, resize, crop, random_crop, flip, noise_std):
+  """Per-example draws from one key each: crop offsets (y, x) int32 [B, 2] in [0, resize -
+  crop] (both ends included, as cuda-convnet2's `rand() % (border + 1)`), mirror bool [B], and
+  the colour noise coefficients a ~ N(0, noise_std) float32 [B, 3]."""
+  def one(key):
+    k_crop, k_flip, k_noise = jax.random.split(key, 3)
+    if random_crop:
+      offset = jax.random.randint(k_crop, (2,), 0, resize - crop + 1, jnp.int32)
+    else:
+      offset = jnp.full((2,), (resize - crop) // 2, jnp.int32)
+    mirror = jax.random.bernoulli(k_flip) if flip else jnp.zeros((), bool)
+    alpha = noise_std * jax.random.normal(k_noise, (3,), jnp.float32)
+    return {"offset": offset, "mirror": mirror, "alpha": alpha}
+
+  return jax.vmap(one)(keys_B)
+
+
+def row_keys(key, batch_size):
+  """One key per row of the global batch: fold_in(key, row)."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch_size))
+
+
+def apply(images_BRRC, draws, consts, crop):
+  """float32 [B, crop, crop, 3]: (image - mean) cropped at the offsets, mirrored where drawn,
+  plus the colour shift basis @ alpha on every pixel (4.1)."""
+  x_BRRC = images_BRRC.astype(jnp.float32) - consts["mean"][None]
+
+  def cut(image, offset):
+    return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (crop, crop, 3))
+
+  x_BSSC = jax.vmap(cut)(x_BRRC, draws["offset"])
+  x_BSSC = jnp.where(draws["mirror"][:, None, None, None], x_BSSC[:, :, ::-1], x_BSSC)
+  shift_B3 = draws["alpha"] @ consts["pca"].T
+  return x_BSSC + shift_B3[:, None, None, :]
+
+
+def train_images(images_BRRC, key, consts, data_cfg, crop):
+  """The training batch of 4.1 from uint8 images, keyed per row by fold_in(key, row)."""
+  resize = images_BRRC.shape[1]
+  draws = draw(row_keys(key, images_BRRC.shape[0]), resize=resize, crop=crop,
+               random_crop=data_cfg.random_crop, flip=data_cfg.flip,
+               noise_std=float(data_cfg.pca_noise_std))
+  return apply(images_BRRC, draws, consts, crop)
+
+
+def eval_images(images_BRRC, consts, crop, ten_crop):
+  """float32 [B, crop, crop, 3] (centre crop) or [B, 10, crop, crop, 3]: the four corners and
+  the centre, then the same five mirrored (4.1, test time), after subtracting the mean."""
+  x_BRRC = images_BRRC.astype(jnp.float32) - consts["mean"][None]
+  size = x_BRRC.shape[1]
+  far, mid = size - crop, (size - crop) // 2
+  if not ten_crop:
+    return x_BRRC[:, mid:mid + crop, mid:mid + crop]
+  corners = [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]
+  five = jnp.stack([x_BRRC[:, y:y + crop, x:x + crop] for y, x in corners], axis=1)
+  return jnp.concatenate([five, five[:, :, :, ::-1]], axis=1)
+
+
+def reference_apply(images_BRRC, draws, consts, crop):
+  """The same operations in NumPy on the host, for tests: one image at a time."""
+  out = []
+  for i, image in enumerate(np.asarray(images_BRRC)):
+    x = image.astype(np.float32) - np.asarray(consts["mean"])
+    y0, x0 = np.asarray(draws["offset"][i])
+    x = x[y0:y0 + crop, x0:x0 + crop]
+    if bool(draws["mirror"][i]):
+      x = x[:, ::-1]
+    out.append(x + np.asarray(consts["pca"]) @ np.asarray(draws["alpha"][i]))
+  return np.stack(out)
