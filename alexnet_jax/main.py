@@ -26,10 +26,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  import jax  # pylint: disable=g-import-not-at-top
   from alexnet_jax import cluster  # pylint: disable=g-import-not-at-top
-  if FLAGS.config.mesh.num_cpu_devices:  # Before JAX starts its backends.
-    jax.config.update("jax_num_cpu_devices", FLAGS.config.mesh.num_cpu_devices)
+  from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.configure_jax(FLAGS.config.mesh.num_cpu_devices)  # Before JAX starts its backends.
   if "distributed" in FLAGS.config:  # Also before any device is touched.
     cluster.initialize(FLAGS.config.distributed)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -6,7 +6,6 @@ towers and the batch splits over all devices. The code path is the same: model.A
 the towers it is given and exchanges maps through `all_gather` over `model`.
 """
 import functools
-import os
 
 import jax
 import ml_collections
@@ -16,23 +15,6 @@ from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import cifar_model
 from alexnet_jax import model
-
-# XLA:CPU flags the program needs, set here (before JAX starts its backend) so that nobody has to
-# remember them. jax 0.10.2 hands convolutions to YNNPACK by default, and YNNPACK computes the
-# kernel gradient of conv2 about 10x slower than XLA's own convolution (2.4-3.4 s against 0.3 s
-# at batch 32, one tower); a whole model=2 training step ran ~2x faster with YNNPACK kept for
-# matmuls only (benchmarks/train_step.py). Ignored on GPU/TPU. Set XLA_FLAGS yourself to override.
-CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
-
-
-def _set_cpu_xla_flags():
-  flags = os.environ.get("XLA_FLAGS", "")
-  extra = [f"--{name}={value}" for name, value in CPU_XLA_FLAGS.items() if name not in flags]
-  if extra:
-    os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
-
-
-_set_cpu_xla_flags()
 
 # Every parameter leaf has the tower axis first; it is split over `model` and replicated over
 # `data`. Written out, not inferred: there is nothing else to shard.

@@ -1,10 +1,14 @@
-"""Two CPU devices and strict numpy semantics for every test (STYLE.md habits 6, 7)."""
+"""Every test runs as the program does (runtime.configure_jax: the XLA:CPU flags), on two CPU
+devices so that the two towers and data parallelism are exercised without an accelerator, and
+with rank promotion an error, so that a silent broadcast of mismatched shapes fails a test."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
 
-jax.config.update("jax_num_cpu_devices", 2)
+from alexnet_jax import runtime  # noqa: E402
+
+runtime.configure_jax(num_cpu_devices=2)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_platforms", "cpu")

@@ -12,12 +12,12 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_jax import input_pipeline
+from alexnet_jax.configs import paper
 from alexnet_jax.data import augment
 from alexnet_jax.data import generated
 from alexnet_jax.data import prepare
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats
-from configs import paper
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLES = DATA / "imagenet_samples"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import model
-from configs import paper
+from alexnet_jax.configs import paper
 
 
 def tiny_model_config(**overrides):
