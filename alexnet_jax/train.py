@@ -159,8 +159,8 @@ class _Run:
       return summary
     step_fn = make_train_step(config, self.mesh)
     batches = input_pipeline.train_iterator(
-        config, batch_size=config.train.batch_size, process_index=self.slice_index,
-        process_count=self.slice_count, start_step=start)
+        config, batch_size=config.train.batch_size, slice_index=self.slice_index,
+        slice_count=self.slice_count, start_step=start)
     clock = metrics.Clock(config.train.batch_size,
                           metrics.elapsed_at(self.workdir / "metrics.jsonl", start))
     epoch_sums, window = metrics.Means(), metrics.Means()
@@ -248,7 +248,7 @@ class _Run:
   def _evaluate(self, ten_crop):
     batches = input_pipeline.eval_iterator(
         self.config, self.eval_split, batch_size=self.config.eval.batch_size,
-        ten_crop=ten_crop, process_index=self.slice_index, process_count=self.slice_count)
+        ten_crop=ten_crop, slice_index=self.slice_index, slice_count=self.slice_count)
     return evaluate.evaluate(self.apply_eval, self.state.params, batches,
                              put_batch=lambda x: _to_global(self.mesh, x, self.slice_count))
 
