@@ -9,7 +9,6 @@ Sources, ops and statistics live in alexnet_jax/data/.
 """
 import math
 
-import numpy as np
 import tensorflow as tf
 
 from alexnet_jax.data import augment
@@ -27,19 +26,21 @@ def dataset_info(config):
               num_eval=num_eval, eval_split=eval_split)
 
 
-def train_iterator(config, *, batch_size, process_index=0, process_count=1, start_step=0):
-  """Endless {"image": f32 [b, S, S, 3], "label": i32 [b]}, b = batch_size // process_count.
+def train_iterator(config, *, batch_size, slice_index=0, slice_count=1, start_step=0):
+  """Endless {"image": f32 [b, S, S, 3], "label": i32 [b]}, b = batch_size // slice_count.
 
   Each epoch is a permutation keyed by (seed, epoch); each example's crop, mirror and colour
-  noise are keyed by (seed, epoch, position). Processes read disjoint shares of the epoch.
+  noise are keyed by (seed, epoch, position). The batch is cut into `slice_count` data slices
+  (parallel.data_slice: processes holding the same rows of the batch feed the same slice);
+  slices read disjoint shares of the epoch.
   """
-  b = _share(batch_size, process_count)
-  split = _checked_split(config, config.data.train_split)
+  b = _share(batch_size, slice_count)
+  split = sources.open_checked_split(config, config.data.train_split)
   if split.builder is None:
-    records = _indexed_train_records(config, split, process_index, process_count, start_step,
+    records = _indexed_train_records(config, split, slice_index, slice_count, start_step,
                                      batch_size)
   else:
-    records = _train_records(config, split, process_index, process_count, start_step * b)
+    records = _train_records(config, split, slice_index, slice_count, start_step * b)
   mean, pca = _mean_and_pca(config)
   d, crop_size = config.data, _crop_size(config)
 
@@ -60,22 +61,17 @@ def train_iterator(config, *, batch_size, process_index=0, process_count=1, star
   return _numpy_batches(ds, split)
 
 
-def eval_iterator(config, split, *, batch_size, ten_crop, process_index=0, process_count=1):
+def eval_iterator(config, split, *, batch_size, ten_crop, slice_index=0, slice_count=1):
   """{"image": f32 [b, S, S, 3] or [b, 10, S, S, 3], "label": i32 [b], "mask": bool [b]}.
 
-  Every example of `split` appears in exactly one process's batches with mask True; every
-  process yields the same number of batches, padded with mask False.
+  Every example of `split` appears in exactly one data slice's batches with mask True; every
+  slice yields the same number of batches, padded with mask False.
   """
-  b = _share(batch_size, process_count)
-  split = _checked_split(config, split)
-  counts = sources.process_counts(config, split, process_count)
+  b = _share(batch_size, slice_count)
+  split = sources.open_checked_split(config, split)
+  counts = sources.slice_sizes(config, split, slice_count)
   num_batches = math.ceil(max(counts) / b)
-  if split.builder is not None:
-    records, _ = sources.tfds_records(config, split, process_index, process_count)
-  else:
-    lo, hi = sources.share_bounds(split.num_examples, process_count)[process_index:process_index + 2]
-    records = tf.data.Dataset.from_tensor_slices((split.paths[lo:hi], split.labels[lo:hi]))
-    records = records.map(lambda path, label: (tf.io.read_file(path), label))
+  records = sources.records(config, split, slice_index=slice_index, slice_count=slice_count)
   mean, _ = _mean_and_pca(config)
   d, crop_size = config.data, _crop_size(config)
 
@@ -90,7 +86,7 @@ def eval_iterator(config, split, *, batch_size, ten_crop, process_index=0, proce
   padding = {"image": tf.zeros(shape), "label": tf.constant(0, tf.int32),
              "mask": tf.constant(False)}
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(
-      num_batches * b - counts[process_index]))
+      num_batches * b - counts[slice_index]))
   ds = ds.batch(b).prefetch(d.prefetch).with_options(_options(config))
   return _numpy_batches(ds, split)
 
@@ -103,10 +99,10 @@ def _crop_size(config):
   return crop
 
 
-def _share(batch_size, process_count):
-  if batch_size % process_count:
-    raise ValueError(f"Batch size {batch_size} does not split over {process_count} processes.")
-  return batch_size // process_count
+def _share(batch_size, slice_count):
+  if batch_size % slice_count:
+    raise ValueError(f"Batch size {batch_size} does not split into {slice_count} data slices.")
+  return batch_size // slice_count
 
 
 def _options(config):
@@ -118,32 +114,14 @@ def _options(config):
   return options
 
 
-def _checked_split(config, name):
-  """Opens a split; under on_corrupt="skip", drops (and reports) files that do not decode."""
-  split = sources.open_split(config, name)
-  if config.data.on_corrupt not in ("stop", "skip"):
-    raise ValueError(f"config.data.on_corrupt={config.data.on_corrupt!r}: 'stop' or 'skip'.")
-  if config.data.on_corrupt == "skip" and split.paths is not None:
-    bad = sources.find_unreadable(split.paths, config.data.threads)
-    if bad:
-      print(f"Skipping {len(bad)} unreadable file(s) of {len(split.paths)} in split {name!r} "
-            "(config.data.on_corrupt='skip'):\n" +
-            "".join(f"  {p}: {e}\n" for p, e in bad[:20]), flush=True)
-      keep = ~np.isin(split.paths, [p for p, _ in bad])
-      split.paths, split.labels = split.paths[keep], split.labels[keep]
-      split.num_examples = int(keep.sum())
-  return split
-
-
-def _indexed_train_records(config, split, process_index, process_count, start_step, batch_size):
-  """(data, label, epoch, index) of this process's rows of every global batch from
+def _indexed_train_records(config, split, slice_index, slice_count, start_step, batch_size):
+  """(data, label, epoch, index) of this data slice's rows of every global batch from
   `start_step` on, for splits with a file list. Epoch e is a (seed, e)-keyed permutation.
 
-  Every process walks the one-process stream of (example, epoch, position) -- integers, cheap --
+  Every slice walks the one-process stream of (example, epoch, position) -- integers, cheap --
   cuts it into global batches and keeps its own contiguous rows [k*b, (k+1)*b), so the global
   batch, and each row's augmentation and dropout mask, equal a one-process run's."""
-  n, b, seed = split.num_examples, batch_size // process_count, config.seed
-  paths, labels = tf.constant(split.paths), tf.constant(split.labels)
+  n, b, seed = split.num_examples, batch_size // slice_count, config.seed
   start_epoch, offset = divmod(start_step * batch_size, n)
 
   def epoch_records(epoch):
@@ -152,23 +130,22 @@ def _indexed_train_records(config, split, process_index, process_count, start_st
     return tf.data.Dataset.from_tensor_slices(order).enumerate().map(
         lambda pos, i: (i, epoch, pos))
 
-  lo, hi = process_index * b, (process_index + 1) * b
+  lo, hi = slice_index * b, (slice_index + 1) * b
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records).skip(offset)
   ds = ds.batch(batch_size, drop_remainder=True).map(
       lambda i, epoch, pos: (i[lo:hi], epoch[lo:hi], pos[lo:hi])).unbatch()
-  return ds.map(lambda i, epoch, pos: (tf.io.read_file(tf.gather(paths, i)),
-                                       tf.gather(labels, i), epoch, pos))
+  return sources.records(config, split, indices=ds)
 
 
-def _train_records(config, split, process_index, process_count, start):
-  """(data, label, epoch, index) of a TFDS split from this process's position `start` on:
-  epoch e is a (seed, e)-seeded shuffle buffer over this process's share (tfds.even_splits)."""
-  per_epoch = min(sources.process_counts(config, split, process_count))
+def _train_records(config, split, slice_index, slice_count, start):
+  """(data, label, epoch, index) of a TFDS split from this data slice's position `start` on:
+  epoch e is a (seed, e)-seeded shuffle buffer over this slice's share (tfds.even_splits)."""
+  per_epoch = min(sources.slice_sizes(config, split, slice_count))
   if per_epoch == 0:
-    raise ValueError(f"Split {split.name!r} has fewer examples than processes.")
+    raise ValueError(f"Split {split.name!r} has fewer examples than data slices.")
   start_epoch, offset = divmod(start, per_epoch)
   seed = config.seed
-  stored, _ = sources.tfds_records(config, split, process_index, process_count)
+  stored = sources.records(config, split, slice_index=slice_index, slice_count=slice_count)
   stored = stored.take(per_epoch)
 
   def epoch_records(epoch):
@@ -176,7 +153,7 @@ def _train_records(config, split, process_index, process_count, start):
     return shuffled.enumerate().map(lambda pos, ex: (ex, epoch, pos))
 
   def load(ex, epoch, pos):
-    return ex[0], ex[1], epoch, pos * process_count + process_index
+    return ex[0], ex[1], epoch, pos * slice_count + slice_index
 
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records).skip(offset)
   return ds.map(load)

@@ -13,7 +13,7 @@ from ml_collections import config_flags
 
 from alexnet_jax import runtime
 
-runtime.configure()  # XLA and TensorFlow settings read when their libraries load.
+runtime.configure_jax()  # XLA and TensorFlow settings read when their libraries load.
 
 import tensorflow as tf  # noqa: E402
 
@@ -31,7 +31,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  runtime.configure(FLAGS.config.mesh.num_cpu_devices)  # Before JAX starts its backends.
+  runtime.configure_jax(FLAGS.config.mesh.num_cpu_devices)  # Before JAX starts its backends.
   if "distributed" in FLAGS.config:  # Also before any device is touched.
     cluster.initialize(FLAGS.config.distributed)
   tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.

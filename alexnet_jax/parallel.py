@@ -104,7 +104,7 @@ def data_slice(mesh: Mesh, process_index=None):
   Under BATCH_SPEC the batch splits over `data` only, so processes whose devices sit in the
   same data rows (e.g. the two towers on two hosts, model=2 with one device per host) hold the
   same rows and must feed the same examples: `count` is the number of distinct row blocks,
-  not jax.process_count(). Pass it to the input pipeline as process_index/process_count.
+  not jax.process_count(). Pass it to the input pipeline as slice_index/slice_count.
   """
   process = jax.process_index() if process_index is None else process_index
   blocks, owner = _data_blocks(_process_grid(mesh), mesh.shape["model"])

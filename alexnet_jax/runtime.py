@@ -1,23 +1,26 @@
-"""What has to be set before JAX starts its backends; the entry points call `configure` first
-(main.py, the benchmarks, tests/conftest.py; the sweep's points run main.py).
+"""Process-wide settings that only take effect before JAX starts its backends (and TensorFlow
+loads).
 
-XLA:CPU flags: jax 0.10 hands convolutions to YNNPACK by default, and YNNPACK computes the
-kernel gradient of conv2 about 10x slower than XLA's own convolution (2.4-3.4 s against 0.3 s
-at batch 32, one tower); a whole model=2 training step ran ~2x faster with YNNPACK kept for
-matmuls only (benchmarks/train_step.py). The flags are ignored on GPU/TPU; a flag already in
-XLA_FLAGS is left as the user set it.
+Every entry point (alexnet_jax.main, tests/conftest.py, benchmarks/) calls `configure_jax` before
+anything touches a device; importing a module of the package changes no setting.
 """
 import os
 
 import jax
 
+# XLA:CPU flags the program needs. jax 0.10.2 hands convolutions to YNNPACK by default, and
+# YNNPACK computes the kernel gradient of conv2 about 10x slower than XLA's own convolution
+# (2.4-3.4 s against 0.3 s at batch 32, one tower); a whole model=2 training step ran ~2x faster
+# with YNNPACK kept for matmuls only (benchmarks/train_step.py). Ignored on GPU/TPU. A flag
+# already named in XLA_FLAGS is left as it is, so setting XLA_FLAGS yourself overrides these.
 CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
 
 
-def configure(num_cpu_devices=0):
-  """Sets the XLA:CPU flags and, if > 0, splits the CPU into `num_cpu_devices` JAX devices.
-  Call before anything touches a JAX device (importing jax is fine)."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter.
+def configure_jax(num_cpu_devices: int = 0) -> None:
+  """Adds CPU_XLA_FLAGS to XLA_FLAGS and, if num_cpu_devices > 0, splits the CPU into that many
+  JAX devices (config.mesh.num_cpu_devices); quiets TensorFlow's start-up lines unless
+  TF_CPP_MIN_LOG_LEVEL is set. Call it before JAX starts its backends (importing jax is fine)."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   flags = os.environ.get("XLA_FLAGS", "")
   extra = [f"--{name}={value}" for name, value in CPU_XLA_FLAGS.items() if name not in flags]
   if extra:

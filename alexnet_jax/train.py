@@ -201,8 +201,8 @@ def train(s: Setup, state, schedule):
     return finished
   step_fn = make_train_step(config, s.mesh)
   batches = input_pipeline.train_iterator(
-      config, batch_size=config.train.batch_size, process_index=s.slice_index,
-      process_count=s.slice_count, start_step=start)
+      config, batch_size=config.train.batch_size, slice_index=s.slice_index,
+      slice_count=s.slice_count, start_step=start)
   clock = metrics.Clock(config.train.batch_size,
                         metrics.elapsed_at(s.workdir / "metrics.jsonl", start))
   epoch_sums, window, epoch_train, last_eval = metrics.Means(), metrics.Means(), {}, None
@@ -333,7 +333,7 @@ def evaluate_only(s: Setup, state):
 def _evaluate(s: Setup, state, ten_crop):
   batches = input_pipeline.eval_iterator(
       s.config, s.eval_split, batch_size=s.config.eval.batch_size, ten_crop=ten_crop,
-      process_index=s.slice_index, process_count=s.slice_count)
+      slice_index=s.slice_index, slice_count=s.slice_count)
   return evaluate.evaluate(s.eval_apply, state.params, batches,
                            put_batch=lambda x: _to_global(s, x))
 

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ANCHOR = ("issue 3 anchors, 1,000 ImageNet photos: PIL pipeline ~225-320 images/s in one "
-          "process, ~410-480 with a 2-worker DataLoader")
+ANCHOR = ("Anchors on the project's 2-core machine, 1,000 ImageNet photos: PIL pipeline "
+          "~225-320 images/s in one process, ~410-480 with a 2-worker DataLoader")
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet_samples"
 
 
@@ -61,7 +60,7 @@ def time_batches(iterator, num_batches, batch, warmup=2):
 
 def ours(root, stats_file, threads, batch, num_batches):
   from alexnet_jax import input_pipeline
-  from configs import paper
+  from alexnet_jax.configs import paper
   config = paper.get_config()
   config.data.update(source="folder", root=str(root), stats_file=str(stats_file),
                      threads=threads)
@@ -112,8 +111,8 @@ def main():
   num_batches = args.n // args.batch - 2
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
+  from alexnet_jax.configs import paper
   from alexnet_jax.data import prepare
-  from configs import paper
   with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
     make_folder(tmp / "photos", args.n)

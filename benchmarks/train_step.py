@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/train_step.py --batch 32 --model 2 --torch none
     .venv/bin/python benchmarks/train_step.py --net cifar --batch 128   # figure 1's net
 
-Anchors measured on the project's 2-core machine (issue 2), float32: PyTorch 2.13 trained this
+Anchors measured on the project's 2-core machine, float32: PyTorch 2.13 trained this
 network at ~22 images/s eager at batch 32, 25-26 with torch.compile, 33 with torch.compile and
 jemalloc; a training step costs ~4.1-4.3 GFLOP per image and two cores reach ~150 GFLOP/s on a
 large matmul, so ~35 images/s is the ceiling. The first Flax version (grouped convolutions) ran
@@ -19,25 +19,22 @@ model.max_pool's phase gradient, when PyTorch 2.13 ran it at 750 (eager) and 665
 """
 import argparse
 import os
-import pathlib
-import sys
 import time
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs/, from anywhere.
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
 
-jax.config.update("jax_num_cpu_devices", 2)
+from alexnet_jax import runtime  # noqa: E402
+
+runtime.configure_jax(num_cpu_devices=2)
 jax.config.update("jax_platforms", "cpu")
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from alexnet_jax import model, models, parallel, train  # noqa: E402
-from configs import cifar10_fig1  # noqa: E402
-from configs import paper  # noqa: E402
+from alexnet_jax.configs import cifar10_fig1  # noqa: E402
+from alexnet_jax.configs import paper  # noqa: E402
 
 ANCHORS = {32: "torch eager ~22, compiled 25-26 (33 w/ jemalloc); ceiling ~35",
            128: "ceiling ~35"}

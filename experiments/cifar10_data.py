@@ -10,13 +10,9 @@ import os
 import pathlib
 import tarfile
 
+from alexnet_jax.configs import cifar10_fig1
+
 ARCHIVE = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
-DEFAULT_CACHE = "~/.cache/alexnet_jax"
-
-
-def default_root(cache_dir=""):
-  """Where the extracted folder lives: <cache>/cifar10-jpeg/cifar10/{train,test}/<class>/."""
-  return os.path.join(os.path.expanduser(cache_dir or DEFAULT_CACHE), "cifar10-jpeg", "cifar10")
 
 
 def archive_path():
@@ -60,7 +56,6 @@ def prepare(config):
 
 
 def main():
-  from configs import cifar10_fig1
   config = cifar10_fig1.get_config()
   prepare(config)
   print(config.data.root)

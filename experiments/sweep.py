@@ -13,7 +13,6 @@ status is 1 if any failed. The table and plots (experiments/report.py) go to <wo
 """
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -21,9 +20,14 @@ import subprocess
 import sys
 import time
 
+from absl import flags
+from ml_collections import config_flags
+
 from experiments import report
 from experiments import sweeps
 
+# The repository root: points run there, so the named sweeps' configs/... paths hold from
+# wherever the sweep is started.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -134,7 +138,6 @@ def _start(sweep, name, point, point_dir, devices):
   os.makedirs(point_dir, exist_ok=True)
   cmd = command(sweep, point, point_dir)
   env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
   if devices:
     env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
   log = open(os.path.join(point_dir, "log.txt"), "a", encoding="utf-8")
@@ -182,11 +185,16 @@ def main(argv=None):
 def _prepare_cifar10(sweep):
   """Extracts CIFAR-10 and its statistics once, before the points start (they share them)."""
   from experiments import cifar10_data  # pylint: disable=g-import-not-at-top
-  path, _, arg = sweep.config.partition(":")
-  spec = importlib.util.spec_from_file_location("sweep_base_config", os.path.join(ROOT, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cifar10_data.prepare(module.get_config(arg or None))
+  cifar10_data.prepare(load_config(os.path.join(ROOT, sweep.config)))
+
+
+def load_config(path_and_arg):
+  """The config that `--config=path_and_arg` gives the points (ml_collections' config_flags)."""
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", path_and_arg, flag_values=values, lock_config=False,
+                                  sys_argv=["sweep"])
+  values(["sweep"])
+  return values.config
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ changes one thing against the paper's setting, first point = the paper.
 import dataclasses
 import itertools
 
-from configs import cifar10_fig1
+from alexnet_jax.configs import cifar10_fig1
 
 PAPER = "configs/paper.py"
 

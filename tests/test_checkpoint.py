@@ -5,8 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +14,6 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alexnet_jax import checkpoint
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def mesh():
@@ -208,8 +204,7 @@ CHILD = textwrap.dedent("""
 
 
 def test_sigkill_during_saves_then_restore_latest_complete(tmp_path):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
-         "TF_CPP_MIN_LOG_LEVEL": "3"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
   child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   try:

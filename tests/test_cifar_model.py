@@ -9,11 +9,12 @@ import pytest
 from alexnet_jax import cifar_model
 from alexnet_jax import model
 from alexnet_jax import models
-from configs import cifar10_fig1
+from alexnet_jax.configs import cifar10_fig1
+from alexnet_jax.configs import common
 
 
 def model_cfg(layout="18pct", activation="relu", lrn=False):
-  return cifar10_fig1.cifar_model_config(activation, layout=layout, lrn=lrn)
+  return common.cifar_model_config(activation, layout=layout, lrn=lrn)
 
 
 def shapes(cfg):
@@ -104,7 +105,7 @@ def _with(cfg, **kw):
 
 
 def test_figure1_stops_at_25_percent_and_the_lrn_runs_do_not():
-  from configs import cifar10_lrn
+  from alexnet_jax.configs import cifar10_lrn
   for activation in ("relu", "tanh"):
     fig1 = cifar10_fig1.get_config(activation)
     assert fig1.train.stop_at_train_error == 0.25 and fig1.train.weight_decay == 0.0

@@ -60,7 +60,7 @@ def _launch(workdir, cache_dir, *overrides, num_processes=2, devices=(1, 1), por
   """Runs `python -m alexnet_jax.main` as `num_processes` processes of one job; returns
   [(returncode, output)] per process. Processes still running at the end are killed."""
   port = port or _free_port()
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
   procs, logs = [], []
   try:
     for i in range(num_processes):
@@ -164,7 +164,7 @@ def test_data_parallel_processes_save_and_resume(tmp_path, reference):
 def test_an_unreachable_coordinator_stops_with_its_address(tmp_path):
   """Process 1 alone, pointed at a port nobody listens on, with a 3 s timeout."""
   port = _free_port()
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
   argv = [sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
           f"--workdir={tmp_path}", "--config.mesh.num_cpu_devices=1",
           "--config.distributed.mode=manual",

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -114,37 +113,14 @@ def test_report_of_unfinished_run_uses_its_metrics(tmp_path):
   assert "a: not reached in 2.0000 epochs" in open(paths["markdown"]).read()
 
 
-FAKE_POINT = textwrap.dedent("""
-    # Stands in for alexnet_jax.main: writes the contract's files, or fails when asked.
-    import json, os, sys
-    args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:])
-    workdir = args["workdir"]
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "calls.txt"), "a") as f:
-      f.write("run\\n")
-    if args.get("config.model.activation") == "bogus":
-      print("ValueError: config.model.activation='bogus'", file=sys.stderr)
-      sys.exit(3)
-    err = float(args.get("config.train.learning_rate", "0.5"))
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-      f.write(json.dumps({"step": 1, "time": 0, "epoch": 1.0, "epoch_train_top1_error": err,
-                          "epoch_train_top5_error": err, "elapsed_s": 1.0}) + "\\n")
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump({"status": "finished", "steps": 1, "epochs": 1, "wall_time_s": 1.0}, f)
-""")
+# What each point runs instead of alexnet_jax.main (python -m, in the repository root).
+FAKE_MODULE = "tests.fake_sweep_point"
 
 
-@pytest.fixture
-def fake_module(tmp_path, monkeypatch):
-  (tmp_path / "fake_point.py").write_text(FAKE_POINT)
-  monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-  return "fake_point"
-
-
-def test_sweep_runs_each_point_skips_finished_and_reports_failures(tmp_path, fake_module, capsys):
+def test_sweep_runs_each_point_skips_finished_and_reports_failures(tmp_path, capsys):
   workdir = tmp_path / "sweep"
   argv = ["--config=configs/paper.py:smoke", "--grid=model.activation=relu,bogus,tanh",
-          "--grid=train.learning_rate=0.3", f"--workdir={workdir}", f"--module={fake_module}"]
+          "--grid=train.learning_rate=0.3", f"--workdir={workdir}", f"--module={FAKE_MODULE}"]
   assert sweep.main(argv) == 1
   out = capsys.readouterr()
   bogus = workdir / "activation=bogus,learning_rate=0.3"
@@ -162,10 +138,10 @@ def test_sweep_runs_each_point_skips_finished_and_reports_failures(tmp_path, fak
   assert [r["status"] for r in rows] == ["finished", "no metrics", "finished"]
 
 
-def test_sweep_parallel_runs_all_points(tmp_path, fake_module):
+def test_sweep_parallel_runs_all_points(tmp_path):
   workdir = tmp_path / "sweep"
   argv = ["--config=configs/paper.py", "--grid=train.learning_rate=0.1,0.2,0.3",
-          f"--workdir={workdir}", f"--module={fake_module}", "--parallel=2", "--set",
+          f"--workdir={workdir}", f"--module={FAKE_MODULE}", "--parallel=2", "--set",
           "train.num_steps=2"]
   assert sweep.main(argv) == 0
   rows = list(csv.DictReader(open(workdir / "results.csv")))
@@ -228,7 +204,7 @@ def test_cifar_dispatch_trains_data_parallel():
   from alexnet_jax import models
   from alexnet_jax import parallel
   from alexnet_jax import train
-  from configs import cifar10_fig1
+  from alexnet_jax.configs import cifar10_fig1
   config = cifar10_fig1.get_config("smoke")
   config.train.batch_size = 4
   mesh = parallel.make_mesh(config.mesh.model, jax.devices()[:2])

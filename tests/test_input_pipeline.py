@@ -12,12 +12,12 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_jax import input_pipeline
+from alexnet_jax.configs import paper
 from alexnet_jax.data import augment
 from alexnet_jax.data import generated
 from alexnet_jax.data import prepare
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats
-from configs import paper
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLES = DATA / "imagenet_samples"
@@ -121,11 +121,11 @@ def test_imagenet2012_through_real_tfds_builder(tmp_path):
   assert got == expected
   # Streamed (TFDS) splits: two hosts share the examples, resume reproduces the batches.
   hosts = [list(input_pipeline.eval_iterator(config, "validation", batch_size=4, ten_crop=True,
-                                              process_index=p, process_count=2)) for p in (0, 1)]
+                                              slice_index=p, slice_count=2)) for p in (0, 1)]
   assert [len(h) for h in hosts] == [2, 2]
   assert sorted(np.concatenate([b["label"][b["mask"]] for h in hosts for b in h])) == sorted(labels)
   for p in (0, 1):
-    kwargs = dict(batch_size=4, process_index=p, process_count=2)
+    kwargs = dict(batch_size=4, slice_index=p, slice_count=2)
     straight = take(input_pipeline.train_iterator(config, **kwargs), 6)
     resumed = take(input_pipeline.train_iterator(config, start_step=4, **kwargs), 2)
     for x, y in zip(straight[4:], resumed):
@@ -354,8 +354,8 @@ def test_same_seed_same_batches_other_seed_other_batches(cache):
 def test_resume_at_start_step_equals_advancing(cache):
   config = small_config(cache)
   # 40 examples, 2 hosts of batch 3: epochs of 20 end inside steps 6 and 13.
-  for process_index in (0, 1):
-    kwargs = dict(batch_size=6, process_index=process_index, process_count=2)
+  for slice_index in (0, 1):
+    kwargs = dict(batch_size=6, slice_index=slice_index, slice_count=2)
     straight = take(input_pipeline.train_iterator(config, **kwargs), 16)
     resumed = take(input_pipeline.train_iterator(config, start_step=5, **kwargs), 11)
     for x, y in zip(straight[5:], resumed):
@@ -374,7 +374,7 @@ def test_two_hosts_train_disjoint_and_covering_each_epoch(cache):
     seen = []
     for p in (0, 1):
       batches = take(input_pipeline.train_iterator(
-          config, batch_size=10, process_index=p, process_count=2, start_step=4 * epoch), 4)
+          config, batch_size=10, slice_index=p, slice_count=2, start_step=4 * epoch), 4)
       seen.append({digest(x) for b in batches for x in b["image"]})
     assert len(seen[0]) == len(seen[1]) == 20 and not seen[0] & seen[1]
     assert seen[0] | seen[1] == every
@@ -387,7 +387,7 @@ def test_two_hosts_eval_each_example_once_same_batch_count(cache, ten_crop):
   labels, images, lengths = [], [], []
   for p in (0, 1):
     batches = list(input_pipeline.eval_iterator(
-        config, "val", batch_size=6, ten_crop=ten_crop, process_index=p, process_count=2))
+        config, "val", batch_size=6, ten_crop=ten_crop, slice_index=p, slice_count=2))
     lengths.append(len(batches))
     for b in batches:
       assert b["image"].shape == ((3, 10, 56, 56, 3) if ten_crop else (3, 56, 56, 3))
@@ -404,8 +404,8 @@ def test_two_hosts_together_feed_the_one_process_batch(cache):
   included, so data-parallel processes train on exactly the one-process batches."""
   config = small_config(cache)
   one = take(input_pipeline.train_iterator(config, batch_size=10, start_step=3), 2)
-  parts = [take(input_pipeline.train_iterator(config, batch_size=10, process_index=p,
-                                              process_count=2, start_step=3), 2) for p in (0, 1)]
+  parts = [take(input_pipeline.train_iterator(config, batch_size=10, slice_index=p,
+                                              slice_count=2, start_step=3), 2) for p in (0, 1)]
   for t in range(2):
     for key in ("image", "label"):
       np.testing.assert_array_equal(

@@ -13,7 +13,7 @@ import pytest
 
 from alexnet_jax import model
 from alexnet_jax import models
-from configs import paper
+from alexnet_jax.configs import paper
 
 
 def tiny_model_config(**overrides):

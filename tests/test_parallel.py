@@ -16,7 +16,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import model, models, parallel
-from configs import paper
+from alexnet_jax.configs import paper
 
 
 def tiny_model_config():

@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import preprocess
 from alexnet_jax.data import augment
-from configs import paper
+from alexnet_jax.configs import paper
 
 R, S = 40, 32  # resize and crop: 9 offsets per axis.
 

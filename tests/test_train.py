@@ -1,7 +1,6 @@
 """The program end to end on a tiny config (tests/tiny_config.py): metrics, checkpoints,
 resume after SIGKILL, the NaN stop, CLI overrides, refused checkpoints, eval-only mode."""
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -44,9 +43,8 @@ def _run_cli(workdir, cache_dir, *overrides, prelude=""):
           f"--config.data.cache_dir={cache_dir}", *overrides]
   code = (f"import sys\n{prelude}\nfrom absl import app\nfrom alexnet_jax import main\n"
           f"sys.argv = {argv!r}\napp.run(main.main)\n")
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
+  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=600)
 
 
 def test_a_short_run_logs_evaluates_and_checkpoints(tmp_path, cache_dir):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import models, parallel, train
-from configs import paper
+from alexnet_jax.configs import paper
 
 # Loss of the model=2 step after ONE SGD step (the loss reported by the second step), for
 # tiny_config(), seed 0, learning rate 0.01 and the batch of `batch()`.

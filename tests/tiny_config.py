@@ -1,6 +1,6 @@
 """A config small enough for tests: the paper's network at width 1/8 on 67x67 inputs
 (conv1 15x15 -> pool 7 -> pool 3 -> pool5 1x1), generated data at 80x80, 2 CPU devices."""
-from configs import paper
+from alexnet_jax.configs import paper
 
 
 def get_config(arg=None):

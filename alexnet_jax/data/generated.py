@@ -16,6 +16,8 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
+from alexnet_jax.configs import common
+
 SHAPES = ("disc", "square", "triangle", "ring", "cross", "diamond", "star")
 TEXTURES = ("solid", "hstripes", "vstripes", "checker", "dots")
 MAX_CLASSES = len(SHAPES) * len(TEXTURES)  # 7 and 5 are coprime: k -> (k%7, k%5) is unique.
@@ -148,7 +150,7 @@ def root_dir(config):
 
 
 def cache_dir(config):
-  return os.path.expanduser(config.data.cache_dir or "~/.cache/alexnet_jax")
+  return os.path.expanduser(config.data.cache_dir or common.CACHE_DIR)
 
 
 def _write_class(tmp, settings, split_id, label, name):

@@ -26,20 +26,18 @@ def class_folders(names):
   return [f"{k:04d}_{n}" for k, n in enumerate(names)]
 
 
-def _records(config, split):
+def _named_records(config, split):
+  """(data, label, file name stem): the source file's stem, or the TFDS example's number."""
+  ds = sources.records(config, split).enumerate()
   if split.builder is not None:
-    ds, _ = sources.tfds_records(config, split, 0, 1)
-    return ds.enumerate().map(lambda k, ex: (ex[0], ex[1], tf.strings.as_string(k, width=8,
-                                                                                fill="0")))
-  stems = [os.path.splitext(os.path.basename(p))[0] for p in split.paths]
-  ds = tf.data.Dataset.from_tensor_slices((split.paths, split.labels, stems))
-  return ds.map(lambda path, label, stem: (tf.io.read_file(path), label, stem))
+    return ds.map(lambda k, ex: (*ex, tf.strings.as_string(k, width=8, fill="0")))
+  stems = tf.constant([os.path.splitext(os.path.basename(p))[0] for p in split.paths])
+  return ds.map(lambda k, ex: (*ex, tf.gather(stems, k)))
 
 
 def write_split(config, split_name, out, quality=95):
   """Writes one split under out/<split_name>; returns the number of images written."""
-  from alexnet_jax import input_pipeline  # Reuses its on_corrupt handling.
-  split = input_pipeline._checked_split(config, split_name)
+  split = sources.open_checked_split(config, split_name)
   folders = class_folders(split.class_names)
   for folder in folders:
     os.makedirs(os.path.join(out, split_name, folder), exist_ok=True)
@@ -50,8 +48,8 @@ def write_split(config, split_name, out, quality=95):
     pixels = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     return tf.io.encode_jpeg(pixels, quality=quality), label, stem
 
-  ds = _records(config, split).map(encode, num_parallel_calls=config.data.threads or
-                                   tf.data.AUTOTUNE).prefetch(64)
+  ds = _named_records(config, split).map(
+      encode, num_parallel_calls=config.data.threads or tf.data.AUTOTUNE).prefetch(64)
   count = 0
   for data, label, stem in ds.as_numpy_iterator():
     path = os.path.join(out, split_name, folders[label], stem.decode() + ".jpg")

@@ -2,7 +2,9 @@
 
 A split is either *indexed* (a list of files with labels, so any example can be read at
 random: image folders and the generated set) or *streamed* (TFDS record files, read in their
-stored order and shuffled through a buffer). `open_split` returns one `Split` for both.
+stored order and shuffled through a buffer). `open_split` returns one `Split` for both, and
+`records` reads either as (encoded image, label) pairs for training, evaluation, statistics
+and `prepare`.
 """
 import dataclasses
 import os
@@ -56,6 +58,24 @@ def open_split(config, split):
   raise ValueError(f"config.data.source={source!r}: choose 'tfds', 'folder' or 'generated'.")
 
 
+def open_checked_split(config, name):
+  """open_split; under config.data.on_corrupt="skip", without (and reporting) the files that do
+  not decode. "stop" keeps them: the input pipeline stops with their paths when one fails."""
+  split = open_split(config, name)
+  if config.data.on_corrupt not in ("stop", "skip"):
+    raise ValueError(f"config.data.on_corrupt={config.data.on_corrupt!r}: 'stop' or 'skip'.")
+  if config.data.on_corrupt == "skip" and split.paths is not None:
+    bad = find_unreadable(split.paths, config.data.threads)
+    if bad:
+      print(f"Skipping {len(bad)} unreadable file(s) of {len(split.paths)} in split {name!r} "
+            "(config.data.on_corrupt='skip'):\n" +
+            "".join(f"  {p}: {e}\n" for p, e in bad[:20]), flush=True)
+      keep = ~np.isin(split.paths, [p for p, _ in bad])
+      split.paths, split.labels = split.paths[keep], split.labels[keep]
+      split.num_examples = int(keep.sum())
+  return split
+
+
 def list_folder(root, split):
   """root/<split>/<class>/*.{jpg,jpeg,png}; class ids from the sorted class folder names."""
   folder = os.path.join(root, split)
@@ -106,32 +126,52 @@ def tfds_builder(config):
   return builder
 
 
-def tfds_records(config, split, process_index, process_count):
-  """(encoded image bytes, label) of this process's share of a TFDS split, stored order, and
-  the share's size. Shares come from tfds.even_splits: disjoint, together the whole split."""
+def records(config, split, *, slice_index=0, slice_count=1, indices=None):
+  """(encoded image bytes, int32 label) of `split`: the one way examples are read.
+
+  Without `indices`: slice `slice_index` of `slice_count` disjoint slices that together are the
+  split, in stored order (tfds.even_splits for streamed splits, `slice_bounds` for indexed ones).
+  With `indices` (indexed splits only): a dataset of int64 example indices, or of tuples
+  starting with one, read in its order; a tuple's other elements follow the label.
+  """
+  if indices is None and split.builder is not None:
+    return _tfds_records(config, split, slice_index, slice_count)
+  if split.paths is None:
+    raise ValueError(f"Split {split.name!r} is streamed (TFDS): it has no example indices.")
+  if indices is None:
+    lo, hi = slice_bounds(split.num_examples, slice_count)[slice_index:slice_index + 2]
+    indices = tf.data.Dataset.range(lo, hi)
+  paths, labels = tf.constant(split.paths), tf.constant(split.labels)
+
+  def read(i, *rest):
+    return (tf.io.read_file(tf.gather(paths, i)), tf.gather(labels, i), *rest)
+
+  return indices.map(read)
+
+
+def _tfds_records(config, split, slice_index, slice_count):
   import tensorflow_datasets as tfds
-  sub = tfds.even_splits(split.name, n=process_count)[process_index]
-  count = split.builder.info.splits[sub].num_examples
+  sub = tfds.even_splits(split.name, n=slice_count)[slice_index]
   ds = split.builder.as_dataset(
       split=sub, shuffle_files=False,
       decoders={config.data.image_key: tfds.decode.SkipDecoding()},
       read_config=tfds.ReadConfig(interleave_cycle_length=1))  # One fixed order.
-  return ds.map(lambda ex: (ex[config.data.image_key], tf.cast(ex[config.data.label_key], tf.int32))
-                ), count
+  image_key, label_key = config.data.image_key, config.data.label_key
+  return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
 
 
-def process_counts(config, split, process_count):
-  """Examples of `split` in each process's share, as `tfds_records` / `indexed_share` cut them."""
+def slice_sizes(config, split, slice_count):
+  """Examples of `split` in each of `slice_count` slices, as `records` cuts them."""
   if split.builder is not None:
     import tensorflow_datasets as tfds
     return [split.builder.info.splits[s].num_examples
-            for s in tfds.even_splits(split.name, n=process_count)]
-  bounds = share_bounds(split.num_examples, process_count)
+            for s in tfds.even_splits(split.name, n=slice_count)]
+  bounds = slice_bounds(split.num_examples, slice_count)
   return [int(b - a) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def share_bounds(n, process_count):
-  return np.linspace(0, n, process_count + 1).astype(np.int64)
+def slice_bounds(n, slice_count):
+  return np.linspace(0, n, slice_count + 1).astype(np.int64)
 
 
 def find_unreadable(paths, threads=0):

@@ -38,14 +38,11 @@ def _images(config, max_images):
   """The training split as float32 [b, 256, 256, 3] batches (all of it, or a seeded sample)."""
   split = sources.open_split(config, config.data.train_split)
   size = config.data.resize_size
-  if split.builder is not None:
-    ds, _ = sources.tfds_records(config, split, 0, 1)
-    ds = ds.map(lambda data, label: data)
-  else:
-    paths = split.paths
-    if max_images and max_images < len(paths):
-      paths = paths[np.random.default_rng(config.seed).permutation(len(paths))[:max_images]]
-    ds = tf.data.Dataset.from_tensor_slices(paths).map(tf.io.read_file)
+  indices = None
+  if split.paths is not None and 0 < max_images < split.num_examples:
+    sample = np.random.default_rng(config.seed).permutation(split.num_examples)[:max_images]
+    indices = tf.data.Dataset.from_tensor_slices(sample)
+  ds = sources.records(config, split, indices=indices).map(lambda data, label: data)
   if max_images:
     ds = ds.take(max_images)
   ds = ds.map(lambda data: augment.decode_and_centre_crop(data, size),

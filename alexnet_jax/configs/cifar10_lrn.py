@@ -17,14 +17,15 @@ epochs with hand-lowered learning rates; the default here is a constant rate for
 
 Arguments: "lrn" (default) or "nolrn"; ",smoke" appended (or "smoke") shrinks it to a few steps.
 """
-from configs import cifar10_fig1
+from alexnet_jax.configs import cifar10_fig1
+from alexnet_jax.configs import common
 
 
 def get_config(arg=None):
   args = set((arg or "lrn").split(","))
   config = cifar10_fig1.get_config("smoke" if "smoke" in args else None)
-  config.model = cifar10_fig1.cifar_model_config("relu", layout="conv_local",
-                                                 lrn="nolrn" not in args)
+  config.model = common.cifar_model_config("relu", layout="conv_local",
+                                           lrn="nolrn" not in args)
   config.data.random_crop = True       # 24x24 patches of the 32x32 images ...
   config.data.flip = True              # ... and their mirrors.
   config.train.learning_rate = 0.001   # layer-params-conv-local-11pct.cfg: epsW=0.001.

@@ -23,10 +23,8 @@ Each run stops at the end of the first epoch whose mean training error is at mos
 Arguments: "relu" (default) or "tanh" (each with its own learning rate); ",smoke" appended
 (or "smoke" alone) shrinks it to a few steps on a 2-core CPU.
 """
-import ml_collections
-
-from configs import paper
-from experiments import cifar10_data
+from alexnet_jax.configs import common
+from alexnet_jax.configs import paper
 
 # Constant learning rates (experiments/README.md): ReLU's is the best of the 100-step sweep
 # ("fig1_lr"); tanh's is the fastest to 25% of the three rates run in full (0.03 won the
@@ -38,14 +36,14 @@ def get_config(arg=None):
   args = set((arg or "relu").split(","))
   activation = "tanh" if "tanh" in args else "relu"
   config = paper.get_config()
-  config.model = cifar_model_config(activation, layout="18pct", lrn=False)
+  config.model = common.cifar_model_config(activation, layout="18pct", lrn=False)
 
   config.mesh.model = 1                # Data parallel only: the net has no towers.
   config.mesh.num_cpu_devices = 2      # On a CPU: one device per core of the 2-core machine.
 
   d = config.data
   d.source = "folder"
-  d.root = cifar10_data.default_root()
+  d.root = common.cifar10_root()
   d.train_split, d.eval_split = "train", "test"
   d.resize_size = 32                   # The images as they are: no crop, no mirror, no noise.
   d.random_crop = False
@@ -75,23 +73,3 @@ def get_config(arg=None):
     t.num_steps = 6
     t.log_every_steps = 2
   return config
-
-
-def cifar_model_config(activation, *, layout, lrn):
-  """config.model for alexnet_jax/cifar_model.py; LRN constants are layers-conv-local-11pct's."""
-  from alexnet_jax import cifar_model
-  m = ml_collections.ConfigDict()
-  m.name = cifar_model.NAME
-  m.layout = layout
-  m.num_classes = 10
-  m.image_size = cifar_model.INPUT_SIZE[layout]
-  m.activation = activation
-  m.lrn = lrn
-  m.lrn_convention = "caffe"           # cuda-convnet divides the scale by the window size.
-  m.lrn_k = 1.0
-  m.lrn_n = 5
-  m.lrn_alpha = 0.001
-  m.lrn_beta = 0.75
-  m.dropout_rate = 0.0
-  m.dtype = "float32"
-  return m

@@ -17,7 +17,7 @@ Measured here (`make demo`, 2 CPU cores, 218 s of training): validation top-1 er
 (`--config.model.init=paper --config.model.input_scale=1 --config.model.bias_init=1
 --config.train.learning_rate=0.01`) the training loss stayed at chance for the 80 steps tried.
 """
-from configs import paper
+from alexnet_jax.configs import paper
 
 
 def get_config(arg=None):
