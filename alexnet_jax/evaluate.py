@@ -54,22 +54,18 @@ def counts(logits, labels_B, mask_B):
 def evaluate(apply_fn, params, batches, *, put_batch=None):
   """Top-1/top-5 error over every unmasked example of `batches`.
 
-  `batches` yields {"image": [b,S,S,3] or [b,10,S,S,3], "label": [b], "mask": [b]} NumPy
-  arrays ("mask" optional: all rows count). `apply_fn(params, images_BHWC) -> logits_BK`;
-  ten crops go through it as [b*10, S, S, 3]. `put_batch(array) -> array` places each of
-  image, label and mask on the devices (e.g. sharded over `data`); identity by default.
-  Returns {"top1_error", "top5_error", "count"}.
+  `batches` yields {"image": [b, ...], "label": [b], "mask": [b]} NumPy arrays ("mask"
+  optional: all rows count). `apply_fn(params, images) -> logits`, [b, K] for one view of each
+  example or [b, crops, K] for several (the ten crops, cut on the device). `put_batch(array) ->
+  array` places each of image, label and mask on the devices (e.g. sharded over `data`);
+  identity by default. Returns {"top1_error", "top5_error", "count"}.
   """
   put_batch = put_batch or (lambda x: x)
   total = {"top1_correct": 0, "top5_correct": 0, "count": 0}
   for batch in batches:
     images, labels, mask = _unpack(batch)
-    crops = images.shape[1] if images.ndim == 5 else None
-    images_BHWC = images.reshape((-1,) + images.shape[-3:]) if crops else images
-    logits = apply_fn(params, put_batch(images_BHWC))
+    logits = apply_fn(params, put_batch(images))
     _check_labels(labels, mask, logits.shape[-1])
-    if crops:
-      logits = logits.reshape(images.shape[0], crops, logits.shape[-1])
     batch_counts = counts(logits, put_batch(labels), put_batch(mask))
     for key, value in batch_counts.items():
       total[key] += int(value)
@@ -83,9 +79,9 @@ def evaluate(apply_fn, params, batches, *, put_batch=None):
 def _unpack(batch):
   images = np.asarray(batch["image"])
   labels = np.asarray(batch["label"]).astype(np.int32)
-  if images.ndim not in (4, 5) or images.shape[0] != labels.shape[0]:
-    raise ValueError(f"evaluate: batch image {images.shape} and label {labels.shape} must be "
-                     "[b,S,S,C] or [b,crops,S,S,C] and [b].")
+  if images.shape[:1] != labels.shape:
+    raise ValueError(f"evaluate: batch image {images.shape} and label {labels.shape} must both "
+                     "have the batch size first.")
   mask = np.asarray(batch["mask"]) if "mask" in batch else np.ones(labels.shape, np.int32)
   if mask.shape != labels.shape:
     raise ValueError(f"evaluate: batch mask {mask.shape} must match label {labels.shape}.")

@@ -100,13 +100,19 @@ class Means:
 
 
 class Clock:
-  """Wall time, and images/s between laps; the first step (which compiles) and evaluations
-  are left out of the laps. A resumed run starts at the time it had reached (`elapsed_before`)."""
+  """Wall time, images/s between laps and the share of it spent waiting for input; the first
+  step (which compiles) and evaluations are left out of the laps. A resumed run starts at the
+  time it had reached (`elapsed_before`)."""
 
   def __init__(self, batch_size, elapsed_before=0.0):
     self.batch_size, self.start = batch_size, time.perf_counter() - elapsed_before
-    self.mark, self.steps = None, 0
+    self.mark, self.steps, self.wait_s = None, 0, 0.0
     self.timed_s, self.timed_steps = 0.0, 0
+
+  def waited(self, seconds):
+    """Time the loop spent blocked on the input pipeline (counted from the first lap on)."""
+    if self.mark is not None:
+      self.wait_s += seconds
 
   def tick(self):
     if self.mark is None:
@@ -115,18 +121,19 @@ class Clock:
       self.steps += 1
 
   def lap(self):
-    """(images/s, seconds/step) since the last lap or restart."""
+    """(images/s, seconds/step, fraction of the time waiting for input) since the last lap or
+    restart."""
     now = time.perf_counter()
     if self.mark is None or not self.steps:
-      return float("nan"), float("nan")
-    seconds, steps = now - self.mark, self.steps
+      return float("nan"), float("nan"), float("nan")
+    seconds, steps, wait = now - self.mark, self.steps, self.wait_s
     self.timed_s, self.timed_steps = self.timed_s + seconds, self.timed_steps + steps
-    self.mark, self.steps = now, 0
-    return steps * self.batch_size / seconds, seconds / steps
+    self.mark, self.steps, self.wait_s = now, 0, 0.0
+    return steps * self.batch_size / seconds, seconds / steps, min(1.0, wait / seconds)
 
   def restart(self):
     if self.mark is not None:
-      self.mark, self.steps = time.perf_counter(), 0
+      self.mark, self.steps, self.wait_s = time.perf_counter(), 0, 0.0
 
   def mean_images_per_s(self):
     return self.timed_steps * self.batch_size / self.timed_s if self.timed_s else float("nan")

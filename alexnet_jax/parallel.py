@@ -94,6 +94,20 @@ def make_apply(net, mesh: Mesh, towered=True):
   return apply
 
 
+def to_global(mesh: Mesh, local, slice_count=1):
+  """This process's data slice of a batch (a pytree of NumPy arrays; data_slice) -> global
+  arrays sharded over `data`, `slice_count` times as many rows. The copies to the devices are
+  asynchronous: the call returns before they finish."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+      sharding, np.asarray(x), (x.shape[0] * slice_count,) + x.shape[1:]), local)
+
+
+def place_replicated(mesh: Mesh, tree):
+  """NumPy constants (the mean image, the PCA basis) copied whole to every device once."""
+  return jax.device_put(tree, replicated(mesh))
+
+
 # ---------------------------------------------------------------------------------------------
 # Several processes: which rows of the global batch each process feeds.
 

@@ -1,8 +1,11 @@
 """Train state, loss, the SGD-momentum update of section 5, the pure train step, and the
 program that trains and evaluates: `train_and_evaluate`."""
+import collections
 import dataclasses
+import functools
 import json
 import pathlib
+import time
 from typing import Any, Callable
 
 import flax
@@ -18,11 +21,15 @@ from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
 from alexnet_jax import models
 from alexnet_jax import parallel
+from alexnet_jax import preprocess
 from alexnet_jax import report
 from alexnet_jax import schedule as schedule_lib
 
-# Streams folded into jax.random.key(config.seed): the initial weights and the dropout masks.
-INIT_STREAM, DROPOUT_STREAM = 0, 1
+# Streams folded into jax.random.key(config.seed): the initial weights, the dropout masks and
+# the crops, mirrors and colour noise of section 4.1.
+INIT_STREAM, DROPOUT_STREAM, AUGMENT_STREAM = 0, 1, 2
+# Batches copied to the devices ahead of the step that needs them.
+DEVICE_PREFETCH = 2
 
 
 @flax.struct.dataclass
@@ -101,22 +108,30 @@ def sgd_momentum(params, momentum, grads, learning_rate, *, mu, decay):
 
 
 def make_train_step(config, mesh: Mesh):
-  """Returns train_step(state, batch, learning_rate) -> (state, metrics), jitted once.
+  """Returns train_step(state, batch, learning_rate, consts) -> (state, metrics), jitted once.
 
-  batch = {"image": float32 [B, S, S, 3], "label": int32 [B]} with B the global batch, sharded
-  over `data`. learning_rate is a traced scalar, so a schedule may change it between steps
-  without recompiling. The state is donated. The dropout key is fold_in(seed, step): a run
-  resumed from a checkpoint draws the same masks as one that never stopped.
+  batch = {"image": uint8 [B, R, R, 3], "label": int32 [B]}: B the global batch, sharded over
+  `data`, and R = config.data.resize_size, the images as the host decoded them. The step cuts
+  the training crops itself (preprocess.train_images with `consts`, preprocess.constants
+  placed on every device). learning_rate is a traced scalar, so a schedule may change it
+  between steps without recompiling. The state is donated. The dropout and augmentation keys
+  are fold_in(seed, step): a run resumed from a checkpoint draws the same masks, crops, mirrors
+  and colour noise as one that never stopped.
   """
   apply = make_apply(config, mesh)
   mu, decay = config.train.momentum, config.train.weight_decay
-  dropout_root = jax.random.fold_in(jax.random.key(config.seed), DROPOUT_STREAM)
+  root = jax.random.key(config.seed)
+  dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
+  augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
 
-  def train_step(state: TrainState, batch, learning_rate):
+  def train_step(state: TrainState, batch, learning_rate, consts):
+    images_BHWC = preprocess.train_images(
+        batch["image"], jax.random.fold_in(augment_root, state.step), consts, config.data,
+        config.model.image_size)
     rng = jax.random.fold_in(dropout_root, state.step)
 
     def loss_fn(params):
-      logits_BK = apply(params, batch["image"], rng, train=True)
+      logits_BK = apply(params, images_BHWC, rng, train=True)
       return cross_entropy(logits_BK, batch["label"]), logits_BK
 
     (loss, logits_BK), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -129,8 +144,26 @@ def make_train_step(config, mesh: Mesh):
 
   shardings = state_shardings(config, mesh)
   batch = {"image": parallel.batch_sharding(mesh), "label": parallel.batch_sharding(mesh)}
-  return jax.jit(train_step, in_shardings=(shardings, batch, parallel.replicated(mesh)),
-                 out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+  replicated = parallel.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(shardings, batch, replicated, replicated),
+                 out_shardings=(shardings, replicated), donate_argnums=(0,))
+
+
+def make_eval_step(config, mesh: Mesh):
+  """Returns eval_step(params, images, consts, ten_crop) -> logits, jitted: the centre crop
+  ([B, K]) or the ten crops ([B, 10, K]) of uint8 [B, R, R, 3] images, cut on the device."""
+  apply = make_apply(config, mesh)
+  crop = config.model.image_size
+
+  @functools.partial(jax.jit, static_argnums=3)
+  def eval_step(params, images, consts, ten_crop):
+    x = preprocess.eval_images(images, consts, crop, ten_crop)
+    if not ten_crop:
+      return apply(params, x, None, train=False)
+    logits = apply(params, x.reshape((-1,) + x.shape[2:]), None, train=False)
+    return logits.reshape(x.shape[0], x.shape[1], logits.shape[-1])
+
+  return eval_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +181,8 @@ class Setup:
   writer: metrics.Writer
   mgr: Any                    # orbax CheckpointManager (checkpoint.manager).
   fingerprint: dict           # The model fields a checkpoint must match.
-  eval_apply: Callable        # jitted (params, images_BHWC) -> logits_BK.
+  eval_step: Callable         # make_eval_step's.
+  consts: Any                 # preprocess.constants, on every device.
 
 
 def make_setup(config, workdir) -> Setup:
@@ -157,7 +191,6 @@ def make_setup(config, workdir) -> Setup:
   mesh = make_mesh(config)
   slice_index, slice_count = parallel.data_slice(mesh)
   per_epoch, total = num_steps(config, info)
-  apply = make_apply(config, mesh)
   workdir = pathlib.Path(workdir)
   return Setup(
       config=config, workdir=workdir, info=info, mesh=mesh, slice_index=slice_index,
@@ -167,7 +200,8 @@ def make_setup(config, workdir) -> Setup:
       writer=metrics.Writer(workdir, None if config.eval_only else config),
       mgr=checkpoint.manager(workdir, max_to_keep=config.checkpoint.max_to_keep),
       fingerprint=checkpoint.model_fingerprint(config),
-      eval_apply=jax.jit(lambda params, images: apply(params, images, None, train=False)))
+      eval_step=make_eval_step(config, mesh),
+      consts=parallel.place_replicated(mesh, preprocess.constants(config)))
 
 
 def train_and_evaluate(config, workdir):
@@ -194,36 +228,49 @@ def train_and_evaluate(config, workdir):
 
 
 def train(s: Setup, state, schedule):
-  """The training loop from `state.step` to the end (or the target error); the summary."""
+  """The training loop from `state.step` to the end (or the target error); the summary.
+
+  The host never waits for a step to finish: each step is dispatched with its batch already
+  on the devices (DEVICE_PREFETCH ahead), and its metrics stay there until the next log,
+  epoch, evaluation or checkpoint step fetches them all at once. So a NaN loss stops the run
+  at that next fetch, at most train.log_every_steps steps after it appeared; the checkpoints
+  written before it stay intact (and no save writes non-finite parameters).
+  """
   config, start = s.config, int(state.step)
   finished = _finished_summary(s, start)
   if finished is not None:
     return finished
   step_fn = make_train_step(config, s.mesh)
-  batches = input_pipeline.train_iterator(
-      config, batch_size=config.train.batch_size, slice_index=s.slice_index,
-      slice_count=s.slice_count, start_step=start)
   clock = metrics.Clock(config.train.batch_size,
                         metrics.elapsed_at(s.workdir / "metrics.jsonl", start))
-  epoch_sums, window, epoch_train, last_eval = metrics.Means(), metrics.Means(), {}, None
+  batches = _device_batches(s, input_pipeline.train_iterator(
+      config, batch_size=config.train.batch_size, slice_index=s.slice_index,
+      slice_count=s.slice_count, start_step=start), clock)
+  epoch_sums, window, epoch_train, last_eval, pending = (
+      metrics.Means(), metrics.Means(), {}, None, [])
   for step in range(start, s.total_steps):
     lr = schedule.rate(step)
-    state, step_metrics = step_fn(state, _to_global(s, next(batches)), np.float32(lr))
-    step_metrics = jax.device_get(step_metrics)
-    _check_finite(step_metrics, step + 1, s.mgr)
+    state, step_metrics = step_fn(state, next(batches), np.float32(lr), s.consts)
     clock.tick()
-    epoch_sums.add(step_metrics)
-    window.add(step_metrics)
+    pending.append((step + 1, step_metrics))
     done = step + 1
-    if done % config.train.log_every_steps == 0 or done == s.total_steps:
+    log_due = done % config.train.log_every_steps == 0 or done == s.total_steps
+    epoch_due, eval_due = done % s.steps_per_epoch == 0, _eval_due(s, done)
+    if not (log_due or epoch_due or eval_due or done % config.checkpoint.every_steps == 0):
+      continue
+    for fetched in _fetch(pending, s.mgr):
+      epoch_sums.add(fetched)
+      window.add(fetched)
+    pending = []
+    if log_due:
       _log_train(s, done, window.mean(), lr, clock)
       window = metrics.Means()
     reached = False
-    if done % s.steps_per_epoch == 0:
+    if epoch_due:
       epoch_train = epoch_sums.mean()
       reached = _end_epoch(s, done, epoch_train, clock)
       epoch_sums = metrics.Means()
-    if _eval_due(s, done) or reached:
+    if eval_due or reached:
       last_eval = _periodic_eval(s, state, schedule, done, clock)
       clock.restart()
     elif done % config.checkpoint.every_steps == 0:
@@ -231,6 +278,28 @@ def train(s: Setup, state, schedule):
     if reached:
       break
   return _finish(s, state, schedule, last_eval, epoch_train, clock)
+
+
+def _device_batches(s: Setup, host_batches, clock):
+  """The host's batches as global device arrays, DEVICE_PREFETCH copies in flight; the time
+  spent waiting for the host pipeline goes to `clock` (the input-bound fraction)."""
+  queue = collections.deque()
+  while True:
+    while len(queue) < DEVICE_PREFETCH:
+      t = time.perf_counter()
+      batch = next(host_batches)
+      clock.waited(time.perf_counter() - t)
+      queue.append(parallel.to_global(s.mesh, batch, s.slice_count))
+    yield queue.popleft()
+
+
+def _fetch(pending, mgr):
+  """The metrics of the steps dispatched since the last fetch, as floats, in one transfer;
+  stops the run at the first non-finite loss."""
+  fetched = jax.device_get([m for _, m in pending])
+  for (done, _), step_metrics in zip(pending, fetched):
+    _check_finite(step_metrics, done, mgr)
+  return fetched
 
 
 def _finished_summary(s: Setup, start):
@@ -250,14 +319,15 @@ def _eval_due(s: Setup, done):
 
 
 def _log_train(s: Setup, done, means, lr, clock):
-  images_per_s, step_time = clock.lap()
+  images_per_s, step_time, input_fraction = clock.lap()
   scalars = {"epoch": done / s.steps_per_epoch, "train_loss": means["loss"],
              "train_top1_error": means["top1_error"], "train_top5_error": means["top5_error"],
              "learning_rate": lr, "images_per_s": images_per_s, "step_time_s": step_time,
-             "elapsed_s": clock.elapsed()}
+             "input_wait_fraction": input_fraction, "elapsed_s": clock.elapsed()}
   s.writer.write(done, scalars, console=(
       f"step {{step}}/{s.total_steps} epoch {{epoch:.2f}}: loss {{train_loss:.4f}}, top-1 error "
-      "{train_top1_error:.3f}, lr {learning_rate:g}, {images_per_s:.1f} images/s"))
+      "{train_top1_error:.3f}, lr {learning_rate:g}, {images_per_s:.1f} images/s, "
+      "input-bound: {input_wait_fraction:.0%}"))
 
 
 def _end_epoch(s: Setup, done, means, clock):
@@ -332,10 +402,11 @@ def evaluate_only(s: Setup, state):
 
 def _evaluate(s: Setup, state, ten_crop):
   batches = input_pipeline.eval_iterator(
-      s.config, s.eval_split, batch_size=s.config.eval.batch_size, ten_crop=ten_crop,
+      s.config, s.eval_split, batch_size=s.config.eval.batch_size,
       slice_index=s.slice_index, slice_count=s.slice_count)
-  return evaluate.evaluate(s.eval_apply, state.params, batches,
-                           put_batch=lambda x: _to_global(s, x))
+  return evaluate.evaluate(lambda params, images: s.eval_step(params, images, s.consts, ten_crop),
+                           state.params, batches,
+                           put_batch=lambda x: parallel.to_global(s.mesh, x, s.slice_count))
 
 
 def _save(s: Setup, state, schedule, done, val_metrics=None):
@@ -375,14 +446,6 @@ def num_steps(config, info):
         f"{info['num_train']} examples: lower the batch size or use more data.")
   total = config.train.num_steps or int(round(config.train.num_epochs * per_epoch))
   return per_epoch, max(1, total)
-
-
-def _to_global(s: Setup, local):
-  """This process's data slice of a batch (a pytree) -> global arrays sharded over `data`,
-  slice_count times as many rows."""
-  sharding = parallel.batch_sharding(s.mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
-      sharding, np.asarray(x), (x.shape[0] * s.slice_count,) + x.shape[1:]), local)
 
 
 def _check_finite(step_metrics, done, mgr):

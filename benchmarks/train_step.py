@@ -58,19 +58,23 @@ def time_steps(run_step, batch_size, steps, warmup):
 def jax_case(net_name, batch_size, model_axis, steps, warmup):
   config = cifar10_fig1.get_config() if net_name == "cifar" else paper.get_config()
   config.train.batch_size = batch_size
-  size, classes = config.model.image_size, config.model.num_classes
+  size, classes = config.data.resize_size, config.model.num_classes
   mesh = parallel.make_mesh(model_axis)
   state = train.create_train_state(config, mesh)
   step = train.make_train_step(config, mesh)
   rng = np.random.default_rng(0)
   batch = jax.device_put(
-      {"image": rng.normal(size=(batch_size, size, size, 3)).astype(np.float32),
+      {"image": rng.integers(0, 256, (batch_size, size, size, 3)).astype(np.uint8),
        "label": rng.integers(0, classes, batch_size).astype(np.int32)},
       parallel.batch_sharding(mesh))
+  # The step's data constants (mean image, PCA basis) as the statistics give them in shape.
+  consts = parallel.place_replicated(mesh, {
+      "mean": np.full((size, size, 3), 120.0, np.float32),
+      "pca": np.diag([60.0, 20.0, 10.0]).astype(np.float32)})
   holder = [state]
 
   def run_step():
-    holder[0], metrics = step(holder[0], batch, 0.01)
+    holder[0], metrics = step(holder[0], batch, 0.01, consts)
     jax.block_until_ready(metrics["loss"])
 
   return time_steps(run_step, batch_size, steps, warmup)

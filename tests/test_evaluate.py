@@ -83,9 +83,10 @@ def test_ten_crop_counts_match_numpy():
   assert int(got["top5_correct"]) == (np_topk_correct(scores, labels, 5) * mask).sum()
 
 
-def linear_apply(params, images_BHWC):
-  """A stand-in network: a linear map of the mean colour, K = params.shape[1]."""
-  return jnp.mean(images_BHWC, axis=(1, 2)) @ params
+def linear_apply(params, images):
+  """A stand-in network: a linear map of the mean colour, K = params.shape[1]; [b, K] for
+  [b, H, W, 3] images and [b, crops, K] for [b, crops, H, W, 3]."""
+  return jnp.mean(images, axis=(-3, -2)) @ params
 
 
 def batches_of(images, labels, batch_size, pad):

@@ -213,10 +213,11 @@ def test_cifar_dispatch_trains_data_parallel():
   assert models.count_params(state.params) == 89_578
   step = train.make_train_step(config, mesh)
   rng = np_.random.default_rng(0)
-  batch = {"image": rng.normal(0, 50, (4, 32, 32, 3)).astype(np_.float32),
+  batch = {"image": rng.integers(0, 256, (4, 32, 32, 3)).astype(np_.uint8),
            "label": np_.array([0, 1, 2, 3], np_.int32)}
   batch = jax.device_put(batch, parallel.batch_sharding(mesh))
-  new_state, step_metrics = step(state, batch, np_.float32(0.01))
+  consts = {"mean": np_.full((32, 32, 3), 128, np_.float32), "pca": np_.zeros((3, 3), np_.float32)}
+  new_state, step_metrics = step(state, batch, np_.float32(0.01), consts)
   assert int(new_state.step) == 1 and np_.isfinite(float(step_metrics["loss"]))
   assert float(step_metrics["loss"]) == pytest.approx(np_.log(10.0), abs=0.05)  # Tiny init.
   wrong = config.copy_and_resolve_references()

@@ -9,7 +9,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import preprocess
-from alexnet_jax.data import augment
 from alexnet_jax.configs import paper
 
 R, S = 40, 32  # resize and crop: 9 offsets per axis.
@@ -78,15 +77,40 @@ def test_a_row_is_augmented_the_same_whatever_the_batch_and_the_mesh():
   assert not np.allclose(np.asarray(other), np.asarray(whole))
 
 
-@pytest.mark.parametrize("ten_crop", [False, True])
-def test_eval_crops_equal_the_tf_host_ops(ten_crop):
-  images, consts = inputs(batch=3)
-  device = np.asarray(jax.jit(preprocess.eval_images, static_argnums=(2, 3))(
-      images, consts, S, ten_crop))
+def test_eval_crops_are_the_corners_the_centre_and_their_mirrors():
+  images, consts = inputs(batch=2)
+  ten = np.asarray(jax.jit(preprocess.eval_images, static_argnums=(2, 3))(images, consts, S, True))
+  centre = np.asarray(preprocess.eval_images(images, consts, S, False))
   for i, image in enumerate(images):
-    centred = augment.subtract_mean(image.astype(np.float32), consts["mean"])
-    host = augment.ten_crops(centred, S) if ten_crop else augment.centre_crop(centred, S)
-    np.testing.assert_allclose(device[i], host.numpy(), atol=1e-4)
+    x = image.astype(np.float32) - consts["mean"]
+    m = (R - S) // 2
+    five = [x[:S, :S], x[:S, -S:], x[-S:, :S], x[-S:, -S:], x[m:m + S, m:m + S]]
+    np.testing.assert_allclose(ten[i], np.stack(five + [f[:, ::-1] for f in five]), atol=1e-4)
+    np.testing.assert_allclose(centre[i], five[4], atol=1e-4)
+
+
+def test_crop_offsets_and_mirror_are_independent_draws():
+  d = jax.device_get(preprocess.draw(preprocess.row_keys(jax.random.key(5), 2000), resize=16,
+                                     crop=12, random_crop=True, flip=True, noise_std=0.1))
+  top, left, mirror = d["offset"][:, 0], d["offset"][:, 1], d["mirror"].astype(float)
+  for a, b in [(top, left), (top, mirror), (left, mirror), (top, d["alpha"][:, 0])]:
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.1
+
+
+@pytest.mark.parametrize("convention,scale", [
+    ("cuda_convnet", np.sqrt), ("fb_resnet", lambda l: l / 255.0), ("paper", lambda l: l)])
+def test_pca_noise_has_the_configured_covariance(tmp_path, convention, scale):
+  """On 1x1 black images with no mean, each output pixel is the example's colour shift."""
+  config, eigvec = stats_config(tmp_path, pca_scale=convention, mean="none")
+  config.data.resize_size = 1
+  eigval = np.float32([900.0, 100.0, 4.0])  # stats_config's.
+  consts = preprocess.constants(config)
+  zeros = np.zeros((20000, 1, 1, 3), np.uint8)
+  noise = np.asarray(preprocess.train_images(zeros, jax.random.key(1), consts, config.data, 1))
+  noise = noise.reshape(-1, 3).astype(np.float64)
+  expected = eigvec @ np.diag((0.1 * scale(eigval)) ** 2) @ eigvec.T
+  np.testing.assert_allclose(np.cov(noise.T), expected, rtol=0.05, atol=0.05 * expected[0, 0])
+  np.testing.assert_array_less(np.abs(noise.mean(0)), 5 * np.sqrt(np.diag(expected) / 20000))
 
 
 def stats_config(tmp_path, **data):

@@ -12,21 +12,29 @@ from alexnet_jax import models, parallel, train
 from alexnet_jax.configs import paper
 
 # Loss of the model=2 step after ONE SGD step (the loss reported by the second step), for
-# tiny_config(), seed 0, learning rate 0.01 and the batch of `batch()`.
-GOLDEN_LOSS_AFTER_ONE_STEP = 1.4664299488067627
+# tiny_config(), seed 0, learning rate 0.01, the uint8 batch of `batch()` and `consts()`.
+GOLDEN_LOSS_AFTER_ONE_STEP = 1.466400384902954
 
 
 def tiny_config():
   config = paper.get_config("smoke")  # width 0.25, 10 classes, dropout 0.5.
   config.model.image_size = 67
+  config.data.resize_size = 72
   config.train.batch_size = 4
   return config
 
 
 @functools.cache
 def batch():
-  images = jax.random.normal(jax.random.key(5), (4, 67, 67, 3), jnp.float32)
+  images = jax.random.randint(jax.random.key(5), (4, 72, 72, 3), 0, 256).astype(jnp.uint8)
   return {"image": images, "label": jnp.array([0, 3, 7, 9], jnp.int32)}
+
+
+def consts():
+  """A mean image and a PCA basis as the statistics would give them."""
+  rng = np.random.default_rng(6)
+  return {"mean": rng.uniform(100, 140, (72, 72, 3)).astype(np.float32),
+          "pca": (np.linalg.qr(rng.normal(size=(3, 3)))[0] * [60, 20, 10]).astype(np.float32)}
 
 
 @functools.cache
@@ -36,7 +44,7 @@ def setup(model_axis):
   step = train.make_train_step(config, mesh)
   sharded_batch = jax.device_put(batch(), parallel.batch_sharding(mesh))
   state = train.create_train_state(config, mesh)
-  hlo = step.lower(state, sharded_batch, 0.01).compile().as_text()
+  hlo = step.lower(state, sharded_batch, 0.01, consts()).compile().as_text()
   return config, mesh, step, sharded_batch, state, hlo
 
 
@@ -112,7 +120,8 @@ def test_model2_step_equals_model1_step_with_dropout():
   out = {}
   for model_axis in (1, 2):
     _, _, step, sharded_batch, *_ = setup(model_axis)
-    out[model_axis] = jax.device_get(step(fresh_state(model_axis), sharded_batch, 0.01))
+    out[model_axis] = jax.device_get(step(fresh_state(model_axis), sharded_batch, 0.01,
+                                               consts()))
   (state1, metrics1), (state2, metrics2) = out[1], out[2]
   for key in ("loss", "top1_error", "top5_error"):
     np.testing.assert_allclose(metrics2[key], metrics1[key], rtol=1e-5, err_msg=key)
@@ -125,8 +134,8 @@ def test_model2_step_equals_model1_step_with_dropout():
 
 def test_golden_loss_and_no_recompilation():
   _, _, step, sharded_batch, *_ = setup(2)
-  state, first = step(fresh_state(2), sharded_batch, 0.01)
-  state, second = step(state, sharded_batch, 0.001)  # A new learning rate: no new compile.
+  state, first = step(fresh_state(2), sharded_batch, 0.01, consts())
+  state, second = step(state, sharded_batch, 0.001, consts())  # A new rate: no new compile.
   assert step._cache_size() == 1
   loss0, loss1 = float(first["loss"]), float(second["loss"])
   assert np.isfinite(loss1) and loss1 != loss0
@@ -145,5 +154,5 @@ def test_dropout_key_follows_the_step():
   for step_number in (0, 0, 1):
     state = fresh_state(2).replace(step=jax.device_put(jnp.int32(step_number),
                                                        parallel.replicated(mesh)))
-    losses.append(float(step(state, sharded_batch, 0.01)[1]["loss"]))
+    losses.append(float(step(state, sharded_batch, 0.01, consts())[1]["loss"]))
   assert losses[0] == losses[1] != losses[2]

@@ -1,38 +1,13 @@
-"""The image operations of paper section 4.1, as TensorFlow functions for tf.data.
-
-Every op is a pure function of its inputs; random ops take an explicit stateless seed, a
-[2] int tensor, so a batch is a function of (config.seed, epoch, position) and nothing else.
-Images are float32 on the 0-255 scale, like the paper's "raw RGB values of the pixels" (2).
+"""Decoding for section 4.1 on the host, as TensorFlow functions for tf.data: encoded image
+bytes to the uint8 [256, 256, 3] image ("rescaled the image such that the shorter side was of
+length 256, and then cropped out the central 256x256 patch", section 2). The crops, mirrors,
+mean subtraction and colour noise run on the device (alexnet_jax/preprocess.py).
 """
 import tensorflow as tf
 
-# PCA colour noise scales (4.1, "altering the intensities of RGB channels"). The paper adds
-# [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T with a_i ~ N(0, 0.1) and l_i the eigenvalues of the RGB
-# covariance. Taken literally on 0-255 pixels, l_1 ~ 1.5e4 and the noise would swamp the image
-# (std ~1,500 grey levels), so the authors' own code cannot have meant variances here:
-# cuda-convnet multiplies by the square roots of the eigenvalues (standard deviations ~[19.7,
-# 37.1, 121.8] on 0-255), which keeps the noise in pixel units, at 10% of the colour spread
-# along each principal axis. That is our default, "cuda_convnet". "fb_resnet" is the
-# fb.resnet.torch convention: eigenvalues on the 0-1 scale, times 255 to come back to 0-255
-# (std ~5.5 grey levels along p1: about half the cuda-convnet scale). "paper" is the formula
-# as printed, for completeness.
-PCA_SCALES = ("cuda_convnet", "fb_resnet", "paper")
-
-
-def pca_scale(eigval, convention):
-  """The per-axis multipliers of a_i, given eigenvalues of the 0-255 RGB covariance."""
-  eigval = tf.convert_to_tensor(eigval, tf.float32)
-  if convention == "cuda_convnet":
-    return tf.sqrt(tf.maximum(eigval, 0.0))
-  if convention == "fb_resnet":
-    return eigval / 255.0
-  if convention == "paper":
-    return eigval
-  raise ValueError(f"config.data.pca_scale={convention!r}: choose one of {PCA_SCALES}.")
-
 
 def _square_resize(image_HWC, size):
-  """Resizes a square uint8 crop to size x size, float32.
+  """Resizes a square uint8 crop to size x size, uint8 (rounded).
 
   Bilinear; antialiased (a wider, PIL-like filter) only where it shrinks by 2x or more. JPEGs
   reach here already DCT-scaled to less than 2x the target, where plain bilinear still weighs
@@ -40,10 +15,13 @@ def _square_resize(image_HWC, size):
   sizes): the single largest cost after decoding.
   """
   side = tf.shape(image_HWC)[0]
+  to_uint8 = lambda x: tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)  # noqa: E731
   return tf.case([
-      (tf.equal(side, size), lambda: tf.cast(image_HWC, tf.float32)),
-      (side < 2 * size, lambda: tf.image.resize(image_HWC, [size, size], method="bilinear")),
-  ], default=lambda: tf.image.resize(image_HWC, [size, size], method="bilinear", antialias=True))
+      (tf.equal(side, size), lambda: image_HWC),
+      (side < 2 * size,
+       lambda: to_uint8(tf.image.resize(image_HWC, [size, size], method="bilinear"))),
+  ], default=lambda: to_uint8(tf.image.resize(image_HWC, [size, size], method="bilinear",
+                                              antialias=True)))
 
 
 def _decode_jpeg_square(data, size):
@@ -73,70 +51,10 @@ def _decode_other_square(data):
 
 
 def decode_and_centre_crop(data, size=256):
-  """Encoded image bytes -> float32 [size, size, 3]: the shorter side rescaled to `size`, then
-  the central size x size patch (4.1's fixed resolution). Greyscale comes out as 3 channels."""
+  """Encoded image bytes -> uint8 [size, size, 3]: the shorter side rescaled to `size`, then
+  the central size x size patch (section 2's fixed resolution), rounded to whole grey levels.
+  Greyscale comes out as 3 channels."""
   square = tf.cond(tf.io.is_jpeg(data),
                    lambda: _decode_jpeg_square(data, size),
                    lambda: _decode_other_square(data))
   return tf.ensure_shape(_square_resize(square, size), [size, size, 3])
-
-
-def subtract_mean(image_HWC, mean):
-  """mean: [H, W, 3] mean image (4.1, "subtracting the mean activity over the training set from
-  each pixel"), [3] per-channel mean, or None."""
-  if mean is None:
-    return image_HWC
-  mean = tf.cast(mean, tf.float32)
-  if mean.shape.rank == 1:
-    return add_per_channel(image_HWC, -mean)
-  return image_HWC - mean
-
-
-def add_per_channel(image_HWC, value_C):
-  """image + value, broadcast as rows of W*C: TF's [H,W,C] + [C] broadcast costs 6x more."""
-  shape = tf.shape(image_HWC)
-  rows = tf.reshape(image_HWC, [shape[0], -1]) + tf.tile(value_C, [shape[1]])
-  return tf.reshape(rows, shape)
-
-
-def random_crop_flip(image_HWC, seed, crop_size, *, crop=True, flip=True):
-  """A random crop_size patch and a horizontal reflection with probability 1/2 (4.1)."""
-  image_HWC = tf.convert_to_tensor(image_HWC, tf.float32)
-  size = tf.shape(image_HWC)[0]
-  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  if crop:
-    offset = tf.random.stateless_uniform([2], crop_seed, 0, size - crop_size + 1, tf.int32)
-  else:
-    offset = tf.fill([2], (size - crop_size) // 2)
-  patch = image_HWC[offset[0]:offset[0] + crop_size, offset[1]:offset[1] + crop_size]
-  if flip:
-    mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
-    patch = tf.cond(mirror, lambda: tf.reverse(patch, [1]), lambda: patch)  # [:, ::-1]: 7x slower.
-  return tf.ensure_shape(patch, [crop_size, crop_size, 3])
-
-
-def pca_noise(image_HWC, seed, eigval, eigvec, std, convention):
-  """Adds eigvec @ (a * scale), a ~ N(0, std), one draw per image, to every pixel (4.1).
-  eigvec holds the eigenvectors as columns."""
-  alpha = tf.random.stateless_normal([3], seed, stddev=std)
-  shift = tf.linalg.matvec(tf.cast(eigvec, tf.float32), alpha * pca_scale(eigval, convention))
-  return add_per_channel(image_HWC, shift)
-
-
-def centre_crop(image_HWC, crop_size):
-  image_HWC = tf.convert_to_tensor(image_HWC, tf.float32)
-  size = tf.shape(image_HWC)[0]
-  o = (size - crop_size) // 2
-  return tf.ensure_shape(image_HWC[o:o + crop_size, o:o + crop_size], [crop_size, crop_size, 3])
-
-
-def ten_crops(image_HWC, crop_size):
-  """[10, c, c, 3]: top-left, top-right, bottom-left, bottom-right, centre, then the same five
-  mirrored (4.1, test time)."""
-  image_HWC = tf.convert_to_tensor(image_HWC, tf.float32)
-  size = tf.shape(image_HWC)[0]
-  far, mid = size - crop_size, (size - crop_size) // 2
-  corners = [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]
-  five = tf.stack([image_HWC[y:y + crop_size, x:x + crop_size] for y, x in corners])
-  return tf.ensure_shape(tf.concat([five, five[:, :, ::-1]], axis=0),
-                         [10, crop_size, crop_size, 3])

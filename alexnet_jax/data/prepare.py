@@ -45,8 +45,7 @@ def write_split(config, split_name, out, quality=95):
 
   def encode(data, label, stem):
     image = augment.decode_and_centre_crop(data, size)
-    pixels = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    return tf.io.encode_jpeg(pixels, quality=quality), label, stem
+    return tf.io.encode_jpeg(image, quality=quality), label, stem
 
   ds = _named_records(config, split).map(
       encode, num_parallel_calls=config.data.threads or tf.data.AUTOTUNE).prefetch(64)
