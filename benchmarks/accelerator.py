@@ -60,7 +60,7 @@ def peak_tflops(device_kind, dtype):
 def flops_per_image(model_cfg):
   """Training FLOPs of one image, counted layer by layer: 2 per multiply-add of every
   convolution and fully connected layer (nominal: padded taps counted, as the hardware does),
-  forward once and backward twice (input and weight gradients), less conf1's input gradient,
+  forward once and backward twice (input and weight gradients), less conv1's input gradient,
   which nothing needs. Element-wise layers (ReLU, LRN, pooling, dropout) are left out."""
   from alexnet_jax import model
   shapes = model.param_shapes(model_cfg)
@@ -294,7 +294,7 @@ def main(argv=None):
   if "device" in args.parts:
     n = 512 if args.smoke else 8192
     run_part(results, "matmul_tflops", lambda: {
-        dtype: matmul_tflops(dtype, n) for dtype in (jnp.bfloat16, jnp.float32)})
+        jnp.dtype(dtype).name: matmul_tflops(dtype, n) for dtype in (jnp.bfloat16, jnp.float32)})
     results["peak_tflops"] = {d: peak_tflops(kind, d) for d in ("bfloat16", "float32")}
     print(f"  {kind}: datasheet {results['peak_tflops']}, measured {results['matmul_tflops']}",
           flush=True)

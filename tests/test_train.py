@@ -165,3 +165,21 @@ def test_a_diverging_run_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_pa
   step, params = _final_params(tmp_path, config)
   assert 1 <= step < 40
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
+
+
+def test_bfloat16_learns_like_float32(tmp_path, cache_dir):
+  """config.model.dtype="bfloat16" (parameters and momentum stay float32) follows float32's
+  training loss: both fall by over a third in 150 steps, and their means over the last 50 steps
+  differ by under 0.2 nats (seen: 0.78 float32, 0.87 bfloat16, from ~1.6)."""
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    config = tiny_config.get_config("learnable")
+    config.data.cache_dir = cache_dir
+    config.model.dtype = dtype
+    train.train_and_evaluate(config, tmp_path / dtype)
+    rows = metrics.read_jsonl(tmp_path / dtype / "metrics.jsonl")
+    losses[dtype] = [r["train_loss"] for r in rows if "train_loss" in r]
+  for dtype, loss in losses.items():
+    assert len(loss) == 6 and np.mean(loss[-2:]) < 0.65 * loss[0], (dtype, loss)
+  gap = abs(np.mean(losses["bfloat16"][-2:]) - np.mean(losses["float32"][-2:]))
+  assert gap < 0.2, losses

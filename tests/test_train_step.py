@@ -156,3 +156,26 @@ def test_dropout_key_follows_the_step():
                                                        parallel.replicated(mesh)))
     losses.append(float(step(state, sharded_batch, 0.01, consts())[1]["loss"]))
   assert losses[0] == losses[1] != losses[2]
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_steps_lower_for_accelerators(platform):
+  """The training step and the 10-crop evaluation step, model=2 in bfloat16, lower for GPUs
+  and TPUs from this CPU, so a construct without an accelerator lowering fails here first."""
+  config = tiny_config()
+  config.model.dtype = "bfloat16"
+  mesh = parallel.make_mesh(2)
+  abstract = train.abstract_state(config, mesh)
+  batch_sharding = parallel.batch_sharding(mesh)
+  images = jax.ShapeDtypeStruct((4, 72, 72, 3), jnp.uint8, sharding=batch_sharding)
+  batch = {"image": images,
+           "label": jax.ShapeDtypeStruct((4,), jnp.int32, sharding=batch_sharding)}
+  consts_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), consts())
+  lowered = train.make_train_step(config, mesh).trace(
+      abstract, batch, np.float32(0.01), consts_shapes).lower(lowering_platforms=(platform,))
+  text = lowered.as_text()
+  assert "all_gather" in text and "bf16" in text
+  eval_step = train.make_eval_step(config, mesh)
+  lowered = eval_step.trace(abstract.params, images, consts_shapes, True).lower(
+      lowering_platforms=(platform,))
+  assert "all_gather" in lowered.as_text()

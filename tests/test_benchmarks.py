@@ -1,0 +1,42 @@
+"""benchmarks/accelerator.py runs on the CPU with small settings (a test of itself) and counts
+the paper's FLOPs from the network."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+from alexnet_jax.configs import paper
+from benchmarks import accelerator
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_flops_are_counted_from_the_papers_layers():
+  """2 FLOPs per multiply-add; conv1 55x55x96 of 11x11x3, conv2 27x27x256 of 5x5x48 (its own
+  tower), conv3 13x13x384 of 3x3x256, conv4 13x13x384 and conv5 13x13x256 of 3x3x192, fc
+  9216-4096-4096-1000. Training: forward + both backward products, less conv1's input
+  gradient."""
+  forward = 2 * (55 * 55 * 96 * 363 + 27 * 27 * 256 * 1200 + 13 * 13 * 384 * 2304
+                 + 13 * 13 * 384 * 1728 + 13 * 13 * 256 * 1728 + 9216 * 4096 + 4096 * 4096
+                 + 4096 * 1000)
+  got = accelerator.flops_per_image(paper.get_config().model)
+  assert got == {"forward": forward, "training": 3 * forward - 2 * 55 * 55 * 96 * 363}
+  assert 4.1e9 < got["training"] < 4.2e9
+
+
+def test_the_benchmark_runs_on_the_cpu(tmp_path):
+  out = tmp_path / "smoke.json"
+  subprocess.run([sys.executable, "benchmarks/accelerator.py", "--smoke", f"--out={out}",
+                  "--parts", "device", "step", "end_to_end"], cwd=ROOT, check=True,
+                 capture_output=True, text=True, timeout=600)
+  result = json.loads(out.read_text())
+  assert result["platform"] == "cpu" and result["smoke"]
+  assert {(r["dtype"], r["batch"]) for r in result["step"]} == {("bfloat16", 8), ("float32", 8)}
+  for row in result["step"]:
+    assert "error" not in row and row["loss_finite"] and row["images_per_s"] > 0, row
+    assert row["mfu"] is None  # No datasheet peak for a CPU.
+  assert result["end_to_end"]["steps"] == 8 and result["end_to_end"]["images_per_s"] > 0
+  assert 0 <= result["end_to_end"]["input_wait_fraction"] <= 1
+  assert all(np.isfinite(v) for v in result["matmul_tflops"].values())
