@@ -242,7 +242,8 @@ def end_to_end_section(args, tmp):
   waits = [r["input_wait_fraction"] for r in rows[1:] if np.isfinite(r["input_wait_fraction"])]
   result = {"batch": args.e2e_batch, "steps": summary["steps"], "wall_s": time.perf_counter() - t,
             "images_per_s": summary["images_per_s"],
-            "input_wait_fraction": float(np.mean(waits)) if waits else None}
+            "input_wait_fraction": float(np.mean(waits)) if waits else None,
+            "train_loss": [(r["step"], r["train_loss"]) for r in rows]}
   print(f"  end to end: {result['images_per_s']:.0f} images/s over {result['steps']} steps of "
         f"{args.e2e_batch} (input-bound {result['input_wait_fraction']})", flush=True)
   return result
