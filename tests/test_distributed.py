@@ -19,6 +19,7 @@ from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import train
 from tests import tiny_config
+from tests import trees
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 420  # A whole multi-process run: ~30-60 s on 2 idle cores, far more when busy.
@@ -125,7 +126,7 @@ def test_towers_in_two_processes_equal_the_two_device_run(tmp_path, reference):
   config.mesh.model = 2
   (ref_step, ref_params), (step, params) = _restore(ref_dir, config), _restore(workdir, config)
   assert step == ref_step == 3
-  jax.tree.map(np.testing.assert_array_equal, ref_params, params)
+  trees.assert_trees_equal(ref_params, params)
 
 
 def test_data_parallel_processes_save_and_resume(tmp_path, reference):

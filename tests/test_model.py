@@ -14,13 +14,10 @@ import pytest
 from alexnet_jax import model
 from alexnet_jax import models
 from alexnet_jax.configs import paper
+from tests import tiny_config
 
 
-def tiny_model_config(**overrides):
-  cfg = paper.get_config("smoke").model  # width 0.25, 10 classes.
-  cfg.image_size = 67                    # 15x15 after conv1, 1x1 after pool5.
-  cfg.update(overrides)
-  return cfg
+tiny_model_config = tiny_config.model_config  # Width 0.25, 10 classes, 67x67: 1x1 after pool5.
 
 
 def run(cfg, x_BHWC, train=False, rng=None, params=None):

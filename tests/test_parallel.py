@@ -16,13 +16,11 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import model, models, parallel
-from alexnet_jax.configs import paper
+from tests import tiny_config
+from tests.trees import assert_trees_close
 
 
-def tiny_model_config():
-  cfg = paper.get_config("smoke").model  # width 0.25, 10 classes, dropout 0.5.
-  cfg.image_size = 67
-  return cfg
+tiny_model_config = tiny_config.model_config  # Width 0.25, 10 classes, dropout 0.5, 67x67.
 
 
 def loss_and_grads(apply_fn, train):
@@ -55,20 +53,12 @@ def results(model_axis, dtype="float32"):
   return jax.device_get(both(params, x_BHWC, rng))
 
 
-def assert_close(got, want, what):
-  """Within 1e-5 relative to each array's largest magnitude."""
-  for path, g in jax.tree_util.tree_leaves_with_path(got):
-    w = functools.reduce(lambda t, k: t[k.key], path, want)
-    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max(),
-                               err_msg=f"{what} {jax.tree_util.keystr(path)}")
-
-
 @pytest.mark.parametrize("train", [False, True], ids=["dropout_off", "dropout_on"])
 def test_model2_equals_model1_and_one_device(train):
   one_device, model1, model2 = results(None)[train], results(1)[train], results(2)[train]
   for other, name in ((model1, "model=1"), (one_device, "one device")):
-    assert_close({"logits": model2[0]}, {"logits": other[0]}, f"model=2 vs {name}:")
-    assert_close(model2[1], other[1], f"model=2 vs {name} gradient of")
+    assert_trees_close({"logits": model2[0]}, {"logits": other[0]}, what=f"model=2 vs {name}:")
+    assert_trees_close(model2[1], other[1], what=f"model=2 vs {name} gradient of")
   # Guard against a vacuous comparison: dropout changed the logits.
   if train:
     assert np.abs(model2[0] - results(2)[False][0]).max() > 1e-3
@@ -81,12 +71,8 @@ def test_bfloat16_model2_equals_model1():
   of bfloat16 terms (conv1's bias: 4 x 15 x 15 per unit), within 5%."""
   for train in (False, True):
     model1, model2 = results(1, "bfloat16")[train], results(2, "bfloat16")[train]
-    scale = np.abs(model1[0]).max()
-    np.testing.assert_allclose(model2[0], model1[0], rtol=0, atol=2e-2 * scale)
-    for path, g2 in jax.tree_util.tree_leaves_with_path(model2[1]):
-      g1 = functools.reduce(lambda t, k: t[k.key], path, model1[1])
-      np.testing.assert_allclose(g2, g1, rtol=0, atol=5e-2 * np.abs(g1).max(),
-                                 err_msg=jax.tree_util.keystr(path))
+    assert_trees_close(model2[0], model1[0], rtol=0, scale=2e-2, what="logits")
+    assert_trees_close(model2[1], model1[1], rtol=0, scale=5e-2, what="gradient of")
     # Not vacuous: bfloat16 is not float32.
     assert not np.array_equal(model1[0], results(1)[train][0])
 

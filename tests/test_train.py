@@ -14,6 +14,7 @@ from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import train
 from tests import tiny_config
+from tests import trees
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -140,7 +141,7 @@ def test_resume_after_sigkill_gives_the_same_parameters(tmp_path, cache_dir):
   step_a, params_a = _final_params(tmp_path / "straight", config)
   step_b, params_b = _final_params(tmp_path / "resumed", config)
   assert step_a == step_b == 6
-  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+  trees.assert_trees_equal(params_a, params_b)
 
 
 def test_cli_overrides_reach_the_run(tmp_path, cache_dir):

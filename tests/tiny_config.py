@@ -1,6 +1,8 @@
 """A config small enough for tests: the paper's network at width 1/8 on 67x67 inputs
 (conv1 15x15 -> pool 7 -> pool 3 -> pool5 1x1), generated data at 80x80, 2 CPU devices.
 
+"towers": width 1/4 (12 conv1 kernels a tower), 67x67 crops of 72x72 images, batch 4: the
+network alone, for the model, parallel and train-step tests.
 "learnable": width 1/4 on 99x99 crops of 4 generated classes, He initialisation, 150 steps of
 16: the training loss falls from ~1.6 to ~0.7 in about 20 s, enough to compare two runs."""
 from alexnet_jax.configs import paper
@@ -22,6 +24,10 @@ def get_config(arg=None):
   config.eval.batch_size = 8
   config.eval.every_epochs = 0.5
   config.checkpoint.every_steps = 2
+  if arg == "towers":
+    config.model.width = 0.25
+    config.data.resize_size = 72
+    config.train.batch_size = 4
   if arg == "learnable":
     config.model.update(width=0.25, image_size=99, num_classes=4, init="he", input_scale=1 / 60,
                         bias_init=0.0)
@@ -32,3 +38,10 @@ def get_config(arg=None):
     config.eval.update(every_epochs=100, ten_crop=False, batch_size=16)
     config.checkpoint.every_steps = 1000
   return config
+
+
+def model_config(**overrides):
+  """config.model of get_config("towers"), with `overrides`."""
+  cfg = get_config("towers").model
+  cfg.update(overrides)
+  return cfg
