@@ -35,14 +35,16 @@ class IncompatibleCheckpointError(ValueError):
 
 
 def manager(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
-            async_save=True):
+            async_save=True, read_only=False):
   """A `CheckpointManager` on `<workdir>/checkpoints`.
 
   It keeps the last `max_to_keep` steps and, if `keep_best`, also the step with the lowest
   `metrics[best_metric]` (`mgr.best_step()`). Every `save` call writes: the caller decides
   the cadence. With `async_save` the device-to-host copy happens inside `save`, the writing
   in a background thread (so donated buffers may be reused at once); call `mgr.close()`
-  (or `mgr.wait_until_finished()`) before exiting.
+  (or `mgr.wait_until_finished()`) before exiting. `read_only` is for readers of another
+  run's checkpoints (predict, figures, features, weights): it saves, deletes and creates
+  nothing, and leaves alone the `.orbax-checkpoint-tmp` folder of a save still in progress.
   """
   if max_to_keep < 1:
     raise ValueError(f"checkpoint.manager: max_to_keep={max_to_keep}; it must be >= 1.")
@@ -57,9 +59,11 @@ def manager(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
       best_fn=best_fn,  # Makes orbax write `metrics` and answer `best_step()`.
       best_mode="min",
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-      cleanup_tmp_directories=True,
+      cleanup_tmp_directories=not read_only,
       enable_async_checkpointing=async_save,
-      create=True)
+      create=not read_only,
+      read_only=read_only,
+      save_interval_steps=0 if read_only else 1)  # 0: orbax warns when a reader sets more.
   directory = Path(workdir).expanduser().resolve() / "checkpoints"
   mgr = ocp.CheckpointManager(
       directory, options=options,
@@ -209,3 +213,28 @@ def _check_json(name, value):
   except (TypeError, ValueError) as e:
     raise TypeError(f"checkpoint.save: `{name}` must be JSON-serialisable (plain floats, "
                     f"ints, strings, lists, dicts; convert jax/numpy scalars): {e}") from e
+
+
+def resolve_step(mgr, which):
+  """The step that `which` names: "latest", "best" (the lowest `mgr.best_metric` among the
+  kept steps), or a step number (int or digits). Raises a one-line error naming
+  config.eval.checkpoint and the steps there are."""
+  mgr.reload()
+  steps = list(mgr.all_steps())
+  where = f"{mgr.directory} (steps {steps})" if steps else f"{mgr.directory}, which holds none"
+  which = str(which).strip().lower()
+  if not steps:
+    raise FileNotFoundError(f"No checkpoint in {where}: train first, or point --workdir at a "
+                            "run that has one.")
+  if which == "latest":
+    return mgr.latest_step()
+  if which == "best":
+    best = mgr.best_step()
+    if best is None:
+      raise FileNotFoundError(f"config.eval.checkpoint=best: no checkpoint in {where} was saved "
+                              "with a validation error; use latest or a step number.")
+    return best
+  if which.isdigit() and int(which) in steps:
+    return int(which)
+  raise ValueError(f"config.eval.checkpoint={which!r}: use latest, best or one of the steps in "
+                   f"{where}.")

@@ -11,9 +11,15 @@ class ranks above the label if its score is higher, or equal with a lower class 
 order of a stable descending sort and of `lax.top_k`). With K <= 5 classes every label is
 within the top 5, so top-5 error is 0: top-k means top-min(k, K).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# A confusion matrix is counted (and drawn) below this many classes: at ImageNet's 1,000 it
+# would be a million cells, unreadable as a picture.
+CONFUSION_MAX_CLASSES = 100
 
 
 def topk_correct(scores_BK, labels_B, k):
@@ -51,29 +57,61 @@ def counts(logits, labels_B, mask_B):
   }
 
 
-def evaluate(apply_fn, params, batches, *, put_batch=None):
+@functools.partial(jax.jit, static_argnames="confusion")
+def class_counts(logits, labels_B, mask_B, confusion=False):
+  """Per true class, over the unmasked rows: "count", "top1_correct", "top5_correct" (int32
+  [K]) and, with `confusion`, "confusion" int32 [K, K]: row the true class, column the top-1
+  prediction (ties to the lower class index, as topk_correct ranks them)."""
+  scores_BK = crop_scores(logits)
+  num_classes = scores_BK.shape[-1]
+  true_BK = jax.nn.one_hot(labels_B, num_classes, dtype=jnp.int32) * (mask_B > 0)[:, None]
+  result = {
+      "count": jnp.sum(true_BK, axis=0),
+      "top1_correct": jnp.sum(true_BK * topk_correct(scores_BK, labels_B, 1)[:, None], axis=0),
+      "top5_correct": jnp.sum(true_BK * topk_correct(scores_BK, labels_B, 5)[:, None], axis=0),
+  }
+  if confusion:
+    predicted_BK = jax.nn.one_hot(jnp.argmax(scores_BK, axis=-1), num_classes, dtype=jnp.int32)
+    result["confusion"] = true_BK.T @ predicted_BK
+  return result
+
+
+def evaluate(apply_fn, params, batches, *, put_batch=None, per_class=False):
   """Top-1/top-5 error over every unmasked example of `batches`.
 
   `batches` yields {"image": [b, ...], "label": [b], "mask": [b]} NumPy arrays ("mask"
   optional: all rows count). `apply_fn(params, images) -> logits`, [b, K] for one view of each
   example or [b, crops, K] for several (the ten crops, cut on the device). `put_batch(array) ->
   array` places each of image, label and mask on the devices (e.g. sharded over `data`);
-  identity by default. Returns {"top1_error", "top5_error", "count"}.
+  identity by default. Returns {"top1_error", "top5_error", "count"}; with `per_class` also
+  "per_class" ({"count", "top1_error", "top5_error"}, NumPy [K]; a class without examples has
+  error nan) and, below CONFUSION_MAX_CLASSES classes, "confusion" [K, K] (class_counts). The
+  counts add up on the devices and are fetched once, at the end.
   """
   put_batch = put_batch or (lambda x: x)
-  total = {"top1_correct": 0, "top5_correct": 0, "count": 0}
+  total = None
   for batch in batches:
     images, labels, mask = _unpack(batch)
     logits = apply_fn(params, put_batch(images))
     _check_labels(labels, mask, logits.shape[-1])
-    batch_counts = counts(logits, put_batch(labels), put_batch(mask))
-    for key, value in batch_counts.items():
-      total[key] += int(value)
-  if total["count"] == 0:
+    args = (logits, put_batch(labels), put_batch(mask))
+    batch_counts = (class_counts(*args, confusion=logits.shape[-1] < CONFUSION_MAX_CLASSES)
+                    if per_class else counts(*args))
+    total = batch_counts if total is None else jax.tree.map(jnp.add, total, batch_counts)
+  total = jax.tree.map(np.asarray, jax.device_get(total)) if total is not None else None
+  count = 0 if total is None else int(np.sum(total["count"]))
+  if count == 0:
     raise ValueError("evaluate: no examples counted; the batches were empty or fully masked.")
-  return {"top1_error": 1.0 - total["top1_correct"] / total["count"],
-          "top5_error": 1.0 - total["top5_correct"] / total["count"],
-          "count": total["count"]}
+  top1, top5 = int(np.sum(total["top1_correct"])), int(np.sum(total["top5_correct"]))
+  result = {"top1_error": 1.0 - top1 / count, "top5_error": 1.0 - top5 / count, "count": count}
+  if per_class:
+    with np.errstate(invalid="ignore", divide="ignore"):
+      result["per_class"] = {"count": total["count"],
+                             "top1_error": 1.0 - total["top1_correct"] / total["count"],
+                             "top5_error": 1.0 - total["top5_correct"] / total["count"]}
+    if "confusion" in total:
+      result["confusion"] = total["confusion"]
+  return result
 
 
 def _unpack(batch):

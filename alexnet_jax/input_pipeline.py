@@ -15,6 +15,7 @@ import math
 
 import tensorflow as tf
 
+from alexnet_jax import progress
 from alexnet_jax.data import augment
 from alexnet_jax.data import sources
 
@@ -25,6 +26,11 @@ def dataset_info(config):
   num_eval = sources.open_split(config, eval_split).num_examples
   return dict(num_classes=len(train.class_names), num_train=train.num_examples,
               num_eval=num_eval, eval_split=eval_split)
+
+
+def class_names(config):
+  """The training split's class names, in label order."""
+  return list(sources.open_split(config, config.data.train_split).class_names)
 
 
 def train_iterator(config, *, batch_size, slice_index=0, slice_count=1, start_step=0):
@@ -140,7 +146,9 @@ def _train_records(config, split, slice_index, slice_count, start):
   def epoch_records(epoch):
     return stored.shuffle(config.data.shuffle_buffer, seed=seed * 1_000_003 + epoch)
 
-  return tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records).skip(offset)
+  # Reaching a resumed position reads every record before it (minutes on ImageNet): shown.
+  return progress.skip(tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records),
+                       offset, active=slice_index == 0)
 
 
 def _numpy_batches(ds, split):

@@ -108,6 +108,7 @@ class Clock:
     self.batch_size, self.start = batch_size, time.perf_counter() - elapsed_before
     self.mark, self.steps, self.wait_s = None, 0, 0.0
     self.timed_s, self.timed_steps = 0.0, 0
+    self.eval_s = None  # The last periodic evaluation's duration, for the time left.
 
   def waited(self, seconds):
     """Time the loop spent blocked on the input pipeline (counted from the first lap on)."""

@@ -42,6 +42,14 @@ def towers(model_cfg) -> int:
   return 1 if _is_cifar(model_cfg) else model.NUM_TOWERS
 
 
+def model_axis(config) -> int:
+  """The mesh's model axis that `config` asks for: config.mesh.model, where "auto" (0) gives 1
+  for a network without towers (parallel.make_mesh picks 2 or 1 for AlexNet)."""
+  if config.mesh.model == 0 and towers(config.model) == 1:
+    return 1
+  return config.mesh.model
+
+
 def make_module(model_cfg, model_axis_size=1, model_axis="model", data_axis="data"):
   """The Flax module one device runs, holding towers(cfg) / model_axis_size towers.
 

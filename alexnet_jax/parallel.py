@@ -94,6 +94,31 @@ def make_apply(net, mesh: Mesh, towered=True):
   return apply
 
 
+def make_apply_maps(net, mesh: Mesh, map_ranks, towered=True):
+  """Returns maps(params, images_BHWC) -> {name: global array}: the layer maps the network
+  records in its "intermediates" collection, for the names in `map_ranks` ({name: rank of the
+  map with its batch axis}), inference mode. Each map holds both towers' channels on its last
+  axis, tower 0's first (what conv3 and fc6-fc8 see), split over `model` there and over `data`
+  on the batch. Call it inside jit."""
+  channel = "model" if towered else None
+
+  def maps(params, images_BHWC):
+    def local(params, images_BHWC):
+      _, state = net.apply({"params": params}, images_BHWC, train=False,
+                           mutable=["intermediates"])
+      recorded = state["intermediates"]["maps"][0]
+      return {name: recorded[name] for name in map_ranks}
+
+    out_specs = {name: P("data", *([None] * (rank - 2)), channel)
+                 for name, rank in map_ranks.items()}
+    sharded = jax.shard_map(local, mesh=mesh, out_specs=out_specs,
+                            in_specs=(jax.tree.map(lambda _: param_spec(towered), params),
+                                      BATCH_SPEC))
+    return sharded(params, images_BHWC)
+
+  return maps
+
+
 def to_global(mesh: Mesh, local, slice_count=1):
   """This process's data slice of a batch (a pytree of NumPy arrays; data_slice) -> global
   arrays sharded over `data`, `slice_count` times as many rows. The copies to the devices are

@@ -1,6 +1,11 @@
 """What a run tells a person: the description printed at the start, the summary at the end
-(summary.json and its text)."""
+(summary.json and its text), and the files that let a workdir be used without its dataset
+(class names, the preprocessing constants)."""
+import json
+import pathlib
+
 import jax
+import numpy as np
 
 from alexnet_jax import metrics
 from alexnet_jax import models
@@ -71,3 +76,37 @@ def summary_text(s, workdir):
       f"  last epoch's training error:   top-1 {pct(s['final_train_top1_error'])}",
       f"Checkpoints: {workdir}/checkpoints; metrics: {workdir}/metrics.jsonl; TensorBoard: "
       f"tensorboard --logdir {workdir}/tensorboard"])
+
+
+CLASSES_FILE = "classes.json"
+CONSTANTS_FILE = "preprocess_constants.npz"
+
+
+def write_run_files(workdir, class_names, consts):
+  """classes.json (the dataset's class names, in label order) and the mean image and PCA basis
+  the run subtracts and adds: what predict needs besides a checkpoint, so that a workdir copied
+  to another machine predicts without the dataset or its statistics."""
+  workdir = pathlib.Path(workdir)
+  (workdir / CLASSES_FILE).write_text(json.dumps(list(class_names), indent=0) + "\n")
+  np.savez(workdir / CONSTANTS_FILE, **{k: np.asarray(v) for k, v in consts.items()})
+
+
+def read_class_names(workdir, num_classes):
+  """The run's class names; "class <k>" for a run that stored none (older workdirs)."""
+  path = pathlib.Path(workdir) / CLASSES_FILE
+  if not path.exists():
+    return [f"class {k}" for k in range(num_classes)]
+  names = json.loads(path.read_text())
+  if len(names) != num_classes:
+    raise ValueError(f"{path} lists {len(names)} classes but the run's config.model.num_classes="
+                     f"{num_classes}: the file belongs to another run; delete it or fix it.")
+  return names
+
+
+def read_constants(workdir):
+  """The run's stored preprocessing constants, or None when it stored none."""
+  path = pathlib.Path(workdir) / CONSTANTS_FILE
+  if not path.exists():
+    return None
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}

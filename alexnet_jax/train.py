@@ -21,9 +21,13 @@ from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
 from alexnet_jax import models
 from alexnet_jax import parallel
+from alexnet_jax import per_class
 from alexnet_jax import preprocess
+from alexnet_jax import profiling
+from alexnet_jax import progress
 from alexnet_jax import report
 from alexnet_jax import schedule as schedule_lib
+from alexnet_jax import weights
 
 # Streams folded into jax.random.key(config.seed): the initial weights, the dropout masks and
 # the crops, mirrors and colour noise of section 4.1.
@@ -41,10 +45,7 @@ class TrainState:
 
 def make_mesh(config) -> Mesh:
   """The mesh for `config.mesh.model`; "auto" (0) gives a network without towers model=1."""
-  model_axis = config.mesh.model
-  if model_axis == 0 and models.towers(config.model) == 1:
-    model_axis = 1
-  return parallel.make_mesh(model_axis)
+  return parallel.make_mesh(models.model_axis(config))
 
 
 def _towered(config):
@@ -211,12 +212,17 @@ def train_and_evaluate(config, workdir):
   try:
     state = create_train_state(config, s.mesh)
     schedule = schedule_lib.create(config.train, s.steps_per_epoch)
-    restored = checkpoint.restore_latest(s.mgr, abstract_state(config, s.mesh),
-                                         fingerprint=s.fingerprint)
+    restored = _restore(s)
     if restored is not None:
       state, extra = restored
       schedule = schedule_lib.from_dict(schedule, extra["schedule"])
       s.writer.print(f"Resumed from {s.mgr.directory} at step {int(state.step)}.")
+    elif config.init_from and not config.eval_only:  # Fine-tuning: a fresh run only.
+      state = state.replace(params=weights.initial_params(config, state.params, s.mesh,
+                                                          log=s.writer.print))
+    if not config.eval_only and s.writer.active:
+      report.write_run_files(s.workdir, input_pipeline.class_names(config),
+                             jax.device_get(s.consts))
     s.writer.print(report.describe(config, s.mesh, s.info, s.steps_per_epoch, s.total_steps,
                                    state.params))
     if config.eval_only:
@@ -225,6 +231,16 @@ def train_and_evaluate(config, workdir):
   finally:
     s.mgr.close()
     s.writer.close()
+
+
+def _restore(s: Setup):
+  """(state, extra) to start from: the latest checkpoint (a run resuming), or for eval_only the
+  one config.eval.checkpoint names; None for a fresh run."""
+  abstract = abstract_state(s.config, s.mesh)
+  if not s.config.eval_only:
+    return checkpoint.restore_latest(s.mgr, abstract, fingerprint=s.fingerprint)
+  step = checkpoint.resolve_step(s.mgr, s.config.eval.checkpoint)
+  return checkpoint.restore(s.mgr, step, abstract, fingerprint=s.fingerprint)
 
 
 def train(s: Setup, state, schedule):
@@ -248,7 +264,11 @@ def train(s: Setup, state, schedule):
       slice_count=s.slice_count, start_step=start), clock)
   epoch_sums, window, epoch_train, last_eval, pending = (
       metrics.Means(), metrics.Means(), {}, None, [])
+  profile = profiling.make(s.config.profile_steps, s.workdir, start, s.total_steps,
+                           s.writer.print)
   for step in range(start, s.total_steps):
+    if profile:
+      profile(state, step)
     lr = schedule.rate(step)
     state, step_metrics = step_fn(state, next(batches), np.float32(lr), s.consts)
     clock.tick()
@@ -277,6 +297,8 @@ def train(s: Setup, state, schedule):
       _save(s, state, schedule, done)
     if reached:
       break
+  if profile:
+    profile(state, int(state.step))  # A trace that ends with the run.
   return _finish(s, state, schedule, last_eval, epoch_train, clock)
 
 
@@ -313,21 +335,28 @@ def _finished_summary(s: Setup, start):
   return None
 
 
+def _eval_every(s: Setup):
+  return max(1, int(round(s.config.eval.every_epochs * s.steps_per_epoch)))
+
+
 def _eval_due(s: Setup, done):
-  every = max(1, int(round(s.config.eval.every_epochs * s.steps_per_epoch)))
-  return done % every == 0 or done == s.total_steps
+  return done % _eval_every(s) == 0 or done == s.total_steps
 
 
 def _log_train(s: Setup, done, means, lr, clock):
   images_per_s, step_time, input_fraction = clock.lap()
+  left, next_eval = progress.time_left(done, s.total_steps, _eval_every(s), step_time,
+                                      clock.eval_s, s.config.eval.ten_crop)
   scalars = {"epoch": done / s.steps_per_epoch, "train_loss": means["loss"],
              "train_top1_error": means["top1_error"], "train_top5_error": means["top5_error"],
              "learning_rate": lr, "images_per_s": images_per_s, "step_time_s": step_time,
-             "input_wait_fraction": input_fraction, "elapsed_s": clock.elapsed()}
+             "input_wait_fraction": input_fraction, "elapsed_s": clock.elapsed(),
+             "time_left_s": left, "next_eval_in_s": next_eval}
   s.writer.write(done, scalars, console=(
       f"step {{step}}/{s.total_steps} epoch {{epoch:.2f}}: loss {{train_loss:.4f}}, top-1 error "
       "{train_top1_error:.3f}, lr {learning_rate:g}, {images_per_s:.1f} images/s, "
-      "input-bound: {input_wait_fraction:.0%}"))
+      f"input-bound: {{input_wait_fraction:.0%}}; {progress.format_duration(left)} left, next "
+      f"evaluation in {progress.format_duration(next_eval)}"))
 
 
 def _end_epoch(s: Setup, done, means, clock):
@@ -347,7 +376,9 @@ def _end_epoch(s: Setup, done, means, clock):
 
 def _periodic_eval(s: Setup, state, schedule, done, clock):
   """Centre-crop validation error: logged, drives the plateau schedule, ranks checkpoints."""
-  result = _evaluate(s, state, ten_crop=False)
+  started = time.perf_counter()
+  result = _evaluate(s, state, ten_crop=False, per_class=True)
+  clock.eval_s = time.perf_counter() - started
   if schedule.update(result["top1_error"]):
     s.writer.print(f"Validation error stopped improving: learning rate divided to "
                    f"{schedule.rate(done):g}.")
@@ -365,8 +396,9 @@ def _finish(s: Setup, state, schedule, last_eval, epoch_train, clock):
   done = int(state.step)
   final = {"val_top1_error": last_eval["top1_error"] if last_eval else None,
            "val_top5_error": last_eval["top5_error"] if last_eval else None}
+  ten = None
   if s.config.eval.ten_crop:
-    ten = _evaluate(s, state, ten_crop=True)
+    ten = _evaluate(s, state, ten_crop=True, per_class=True)
     final.update(val_top1_error_10crop=ten["top1_error"], val_top5_error_10crop=ten["top5_error"])
     s.writer.write(done, {"epoch": done / s.steps_per_epoch,
                           **{k: v for k, v in final.items() if v is not None},
@@ -375,8 +407,10 @@ def _finish(s: Setup, state, schedule, last_eval, epoch_train, clock):
                            total_steps=s.total_steps, clock=clock, epoch_train=epoch_train,
                            final=final, learning_rate=schedule.rate(done),
                            write_metrics=s.writer.active)
+  summary["best_step"] = s.mgr.best_step()  # What config.eval.checkpoint=best reads.
   s.writer.write_summary(summary)
   s.writer.print(report.summary_text(summary, s.workdir))
+  _report_per_class(s, done, {"": last_eval, "_10crop": ten})
   return summary
 
 
@@ -386,10 +420,11 @@ def evaluate_only(s: Setup, state):
     raise FileNotFoundError(
         f"config.eval_only=True but {s.mgr.directory} holds no checkpoint: train first, "
         "or point --workdir at a run that has one.")
-  result = {}
+  result, views = {}, {}
   for ten_crop in (False, True):
-    r = _evaluate(s, state, ten_crop=ten_crop)
+    r = _evaluate(s, state, ten_crop=ten_crop, per_class=True)
     suffix = "_10crop" if ten_crop else ""
+    views[suffix] = r
     result.update({f"val_top1_error{suffix}": r["top1_error"],
                    f"val_top5_error{suffix}": r["top5_error"], "count": r["count"]})
   s.writer.print(
@@ -397,16 +432,37 @@ def evaluate_only(s: Setup, state):
       f"top-1 error {result['val_top1_error']:.4f} centre crop, "
       f"{result['val_top1_error_10crop']:.4f} 10 crops; top-5 "
       f"{result['val_top5_error']:.4f} / {result['val_top5_error_10crop']:.4f}.")
+  _report_per_class(s, int(state.step), views)
   return result
 
 
-def _evaluate(s: Setup, state, ten_crop):
+def _evaluate(s: Setup, state, ten_crop, per_class=False):
   batches = input_pipeline.eval_iterator(
       s.config, s.eval_split, batch_size=s.config.eval.batch_size,
       slice_index=s.slice_index, slice_count=s.slice_count)
-  return evaluate.evaluate(lambda params, images: s.eval_step(params, images, s.consts, ten_crop),
-                           state.params, batches,
-                           put_batch=lambda x: parallel.to_global(s.mesh, x, s.slice_count))
+  total = s.info["num_eval"] if s.eval_split == s.info["eval_split"] else None
+  what = f"evaluation, {'10 crops' if ten_crop else 'centre crop'}"
+  with progress.Progress(total, what, active=s.writer.active) as bar:
+    return evaluate.evaluate(
+        lambda params, images: s.eval_step(params, images, s.consts, ten_crop), state.params,
+        _counted(batches, bar, s.slice_count), per_class=per_class,
+        put_batch=lambda x: parallel.to_global(s.mesh, x, s.slice_count))
+
+
+def _counted(batches, bar, slice_count):
+  for batch in batches:
+    bar.update(int(np.sum(batch["mask"])) * slice_count)
+    yield batch
+
+
+def _report_per_class(s: Setup, step, results):
+  """per_class.py's CSV (and confusion PNG), and the five worst classes on the console."""
+  results = {k: v for k, v in results.items() if v is not None and "per_class" in v}
+  if not results or not s.writer.active:
+    return
+  names = (report.read_class_names(s.workdir, s.config.model.num_classes)
+           if (s.workdir / report.CLASSES_FILE).exists() else input_pipeline.class_names(s.config))
+  s.writer.print(per_class.report(s.workdir, step, names, results))
 
 
 def _save(s: Setup, state, schedule, done, val_metrics=None):

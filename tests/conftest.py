@@ -1,10 +1,37 @@
 """Every test runs as the program does (runtime.configure_jax: the XLA:CPU flags), on two CPU
 devices so that the two towers and data parallelism are exercised without an accelerator, and
 with rank promotion an error, so that a silent broadcast of mismatched shapes fails a test."""
+import contextlib
+import io
+import types
+
 import jax
+import pytest
 
 from alexnet_jax import runtime
 
 runtime.configure_jax(num_cpu_devices=2)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_platforms", "cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """One run of tests/tiny_config.py trained for 30 steps (He initialisation, so that images
+  give different features), with a 2-step profile: the checkpoint that the tests of the
+  commands reading a trained run share (restore, predict, figures, features, weights,
+  progress, per-class results). Its stdout is kept for the tests of the log lines."""
+  from tests import tiny_config  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("tiny_run")
+  config = tiny_config.get_config()
+  config.data.cache_dir = str(root / "cache")
+  config.model.update(init="he", input_scale=1 / 60, bias_init=0.0)
+  config.train.update(num_steps=30, log_every_steps=1)
+  config.checkpoint.update(every_steps=10, max_to_keep=2)
+  config.profile_steps = 2
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    summary = train.train_and_evaluate(config, root / "run")
+  return types.SimpleNamespace(workdir=root / "run", config=config, summary=summary,
+                               stdout=out.getvalue())

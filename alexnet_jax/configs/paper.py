@@ -108,12 +108,22 @@ def get_config(arg=None):
   config.eval.batch_size = 128         # Global; a 10-crop batch holds 10x as many images.
   config.eval.every_epochs = 1.0
   config.eval.ten_crop = True
+  config.eval.checkpoint = "latest"    # What eval_only, predict, figures, features and weights
+                                       # read: "latest", "best" (lowest validation error) or a step.
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 1000
   config.checkpoint.max_to_keep = 3    # The last few, and the best by validation error.
 
-  config.eval_only = False             # Load the latest checkpoint and evaluate only.
+  config.eval_only = False             # Load config.eval.checkpoint and evaluate only.
+
+  # Fine-tuning: a fresh run (not one resuming its own checkpoint) starts from these weights.
+  config.init_from = ""                # A weights .npz (python -m alexnet_jax.weights), another
+                                       # run's workdir (its latest step) or <workdir>/checkpoints/<step>.
+  config.init_reset = ""               # Layers to initialise afresh instead, e.g. "fc8" for a new
+                                       # class count; comma-separated.
+  config.profile_steps = 0             # > 0: a jax.profiler trace of this many steps after warm-up,
+                                       # in <workdir>/tensorboard (README, "Profile").
 
   if arg == "smoke":
     config.model.width = 0.25

@@ -16,6 +16,7 @@ import os
 
 import tensorflow as tf
 
+from alexnet_jax import progress
 from alexnet_jax.data import augment
 from alexnet_jax.data import sources
 
@@ -50,11 +51,13 @@ def write_split(config, split_name, out, quality=95):
   ds = _named_records(config, split).map(
       encode, num_parallel_calls=config.data.threads or tf.data.AUTOTUNE).prefetch(64)
   count = 0
-  for data, label, stem in ds.as_numpy_iterator():
-    path = os.path.join(out, split_name, folders[label], stem.decode() + ".jpg")
-    with open(path, "wb") as f:
-      f.write(data)
-    count += 1
+  with progress.Progress(split.num_examples, f"writing {split_name}") as bar:
+    for data, label, stem in ds.as_numpy_iterator():
+      path = os.path.join(out, split_name, folders[label], stem.decode() + ".jpg")
+      with open(path, "wb") as f:
+        f.write(data)
+      count += 1
+      bar.update()
   return count
 
 

@@ -14,6 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from alexnet_jax import progress
 from alexnet_jax.data import augment
 from alexnet_jax.data import generated
 from alexnet_jax.data import sources
@@ -34,9 +35,8 @@ def stats_path(config):
   return os.path.join(generated.cache_dir(config), "stats", key + ".npz")
 
 
-def _images(config, max_images):
+def _images(config, split, max_images):
   """The training split as float32 [b, 256, 256, 3] batches (all of it, or a seeded sample)."""
-  split = sources.open_split(config, config.data.train_split)
   size = config.data.resize_size
   indices = None
   if split.paths is not None and 0 < max_images < split.num_examples:
@@ -57,11 +57,15 @@ def compute_stats(config, max_images=0):
   image_sum = np.zeros((size, size, 3))
   outer_sum = np.zeros((3, 3))
   count = 0
-  for batch in _images(config, max_images):
-    image_sum += batch.sum(axis=0, dtype=np.float64)
-    pixels = batch.reshape(-1, 3).astype(np.float64)
-    outer_sum += pixels.T @ pixels
-    count += len(batch)
+  split = sources.open_split(config, config.data.train_split)
+  total = min(split.num_examples, max_images) if max_images else split.num_examples
+  with progress.Progress(total, "training-set statistics") as bar:
+    for batch in _images(config, split, max_images):
+      image_sum += batch.sum(axis=0, dtype=np.float64)
+      pixels = batch.reshape(-1, 3).astype(np.float64)
+      outer_sum += pixels.T @ pixels
+      count += len(batch)
+      bar.update(len(batch))
   mean_image = image_sum / count
   channel_mean = mean_image.mean(axis=(0, 1))
   covariance = outer_sum / (count * size * size) - np.outer(channel_mean, channel_mean)

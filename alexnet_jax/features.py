@@ -1,0 +1,179 @@
+r"""A trained network's activations for a whole split, for linear probes and retrieval.
+
+    python -m alexnet_jax.features --workdir=workdirs/demo --out=features/demo \
+        [--layers=fc6,fc7] [--split=val] [--pool=flatten] [--config.eval.checkpoint=best]
+
+writes, in --out:
+  <layer>.npy    float32 [N, D]: the layer's map of each image's centre crop (the evaluation
+                 view), after its ReLU (after dropout's place, which inference skips); a conv
+                 map [H, W, C] flattened in that order (--pool=flatten) or averaged over H and
+                 W (--pool=mean); C holds tower 0's channels first.
+  labels.npy     int32 [N]; files.txt: N lines, the image files (or "<split>[<i>]" for TFDS).
+  progress.json  how many rows are written; run the same command again to go on from there.
+Any map the network records can be named: conv1-conv5, norm1, norm2, pool1, pool2, pool5,
+fc6, fc7. One process; the files are written as memory maps, so N x D need not fit in memory.
+"""
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+
+from alexnet_jax import models
+from alexnet_jax import parallel
+from alexnet_jax import preprocess
+from alexnet_jax import progress
+from alexnet_jax import restore
+from alexnet_jax import runtime
+from alexnet_jax.data import augment
+from alexnet_jax.data import sources
+
+POOLS = ("flatten", "mean")
+
+
+def map_ranks(model_cfg):
+  """{name: rank with the batch axis} of every map the network records."""
+  if model_cfg.get("name", "alexnet") != "alexnet":
+    raise ValueError(f"config.model.name={model_cfg.name!r}: only AlexNet records its layer "
+                     "maps; features, and figure 4, need an AlexNet run.")
+  net = models.make_module(model_cfg, 1, model_axis=None, data_axis=None)
+  size = model_cfg.image_size
+  _, state = jax.eval_shape(
+      lambda p, x: net.apply({"params": p}, x, train=False, mutable=["intermediates"]),
+      models.abstract_params(model_cfg), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+  return {name: len(m.shape) for name, m in state["intermediates"]["maps"][0].items()}
+
+
+def make_extract(config, mesh, layers, pool="flatten"):
+  """extract(params, uint8 images [B, R, R, 3], consts) -> {layer: float32 [B, D]}, jitted:
+  the centre crop as evaluation cuts it, then the named maps, each flattened or averaged."""
+  ranks = map_ranks(config.model)
+  unknown = [name for name in layers if name not in ranks]
+  if unknown or pool not in POOLS:
+    raise ValueError(f"Layers {unknown} / pool {pool!r}: choose layers among {sorted(ranks)} "
+                     f"and a pool among {POOLS}.")
+  net = models.make_module(config.model, mesh.shape["model"])
+  maps = parallel.make_apply_maps(net, mesh, {name: ranks[name] for name in layers},
+                                  towered=models.towers(config.model) > 1)
+  crop = config.model.image_size
+
+  @jax.jit
+  def extract(params, images, consts):
+    out = maps(params, preprocess.eval_images(images, consts, crop, False))
+    if pool == "mean":
+      out = {k: v.mean(axis=(1, 2)) if v.ndim == 4 else v for k, v in out.items()}
+    return {k: v.reshape(v.shape[0], -1).astype(jnp.float32) for k, v in out.items()}
+
+  return extract
+
+
+def image_batches(config, split, *, batch_size, start=0, stop=None):
+  """{"image" uint8 [b, R, R, 3], "label", "index", "mask"} of examples start..stop of `split`
+  (a sources.Split) in stored order, decoded as evaluation decodes; the last batch padded."""
+  stop = split.num_examples if stop is None else min(stop, split.num_examples)
+  if split.paths is not None:
+    ds = sources.records(config, split, indices=tf.data.Dataset.range(start, stop))
+  else:
+    ds = progress.skip(sources.records(config, split), start).take(stop - start)
+  size = config.data.resize_size
+  ds = tf.data.Dataset.zip(ds, tf.data.Dataset.range(start, stop)).map(
+      lambda record, index: {"image": augment.decode_and_centre_crop(record[0], size),
+                             "label": record[1], "index": index, "mask": tf.constant(True)},
+      num_parallel_calls=config.data.threads or tf.data.AUTOTUNE)
+  padding = {"image": tf.zeros([size, size, 3], tf.uint8), "label": tf.constant(0, tf.int32),
+             "index": tf.constant(-1, tf.int64), "mask": tf.constant(False)}
+  pad = -(stop - start) % batch_size
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad))
+  return ds.batch(batch_size).prefetch(2).as_numpy_iterator()
+
+
+def file_names(split):
+  if split.paths is not None:
+    return [str(p) for p in split.paths]
+  return [f"{split.name}[{i}]" for i in range(split.num_examples)]
+
+
+def write_split(out, *, config, params, step, mesh, consts, split_name, layers, pool,
+                batch_size, limit=0):
+  """Writes (or goes on writing) the files above; returns the number of rows."""
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  split = sources.open_checked_split(config, split_name)
+  n = split.num_examples if not limit else min(limit, split.num_examples)
+  extract = make_extract(config, mesh, layers, pool)
+  dims = {k: v.shape[1] for k, v in jax.eval_shape(
+      extract, params, jax.ShapeDtypeStruct((batch_size,) + _image_shape(config), jnp.uint8),
+      consts).items()}
+  record = {"split": split_name, "step": int(step), "layers": list(layers), "pool": pool,
+            "num_examples": n, "dims": dims}
+  done = _resume_point(out, record)
+  mode = "r+" if done else "w+"
+  arrays = {k: np.lib.format.open_memmap(out / f"{k}.npy", mode, np.float32, (n, d))
+            for k, d in dims.items()}
+  labels = np.lib.format.open_memmap(out / "labels.npy", mode, np.int32, (n,))
+  if not done:
+    (out / "files.txt").write_text("\n".join(file_names(split)[:n]) + "\n")
+  with progress.Progress(n, f"features of {split_name}", every_s=30.0) as bar:
+    bar.update(done)
+    for batch in image_batches(config, split, batch_size=batch_size, start=done, stop=n):
+      rows = int(batch["mask"].sum())
+      feats = jax.device_get(extract(params, parallel.to_global(mesh, batch["image"]), consts))
+      for k, v in feats.items():
+        arrays[k][done:done + rows] = v[:rows]
+        arrays[k].flush()
+      labels[done:done + rows] = batch["label"][:rows]
+      labels.flush()
+      done += rows
+      (out / "progress.json").write_text(json.dumps({**record, "done": done}) + "\n")
+      bar.update(rows)
+  return n
+
+
+def _image_shape(config):
+  return (config.data.resize_size, config.data.resize_size, 3)
+
+
+def _resume_point(out, record):
+  """Rows already written by an earlier run with the same settings; 0 for a fresh folder."""
+  path = out / "progress.json"
+  if not path.exists():
+    return 0
+  stored = json.loads(path.read_text())
+  done = stored.pop("done", 0)
+  if stored != json.loads(json.dumps(record)):
+    raise ValueError(f"{out} holds features written with other settings ({path}: {stored}); "
+                     "use another --out, or delete it to start again.")
+  return done
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = restore.config_from_flags()
+  runtime.configure_jax(config.mesh.num_cpu_devices)
+  tf.config.set_visible_devices([], "GPU")
+  f = flags.FLAGS
+  config, params, step = restore.load_run(f.workdir, config=config)
+  mesh = restore.make_mesh(config)
+  split = f.split or sources.eval_split_name(config)
+  batch = config.eval.batch_size
+  n = write_split(f.out, config=config, params=params, step=step, mesh=mesh,
+                  consts=parallel.place_replicated(mesh, restore.constants(f.workdir, config)),
+                  split_name=split, layers=f.layers, pool=f.pool, batch_size=batch,
+                  limit=f.limit)
+  print(f"Step {step}, split {split}: {n} images, layers {', '.join(f.layers)} -> {f.out}")
+
+
+if __name__ == "__main__":
+  restore.define_flags()
+  flags.DEFINE_string("out", None, "Folder for the .npy files.", required=True)
+  flags.DEFINE_list("layers", ["fc6", "fc7"], "Maps to write (conv1-5, norm1-2, pool1/2/5, "
+                    "fc6, fc7).")
+  flags.DEFINE_string("split", "", "Split to read; default: the run's evaluation split.")
+  flags.DEFINE_enum("pool", "flatten", POOLS, "Conv maps: flattened, or averaged over space.")
+  flags.DEFINE_integer("limit", 0, "Only the first N images of the split (0: all).")
+  app.run(main)

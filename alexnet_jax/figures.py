@@ -1,0 +1,239 @@
+r"""The paper's figures 3 and 4 for a trained run.
+
+    python -m alexnet_jax.figures --workdir=workdirs/demo --out=experiments/results/demo \
+        [--figures=fig3,fig4] [--queries=a.jpg,b.jpg] [--num_queries=5] [--neighbours=6] \
+        [--max_train=0] [--config.eval.checkpoint=best]
+
+Figure 3: conv1's kernels (11x11x3 each), every kernel scaled to its own range, as the paper
+shows its 96: tower 0's in the top rows, tower 1's in the bottom rows (16 to a row).
+
+Figure 4: for each query (evaluation images, or --queries files), the training images whose
+fc7 activations (the last hidden layer) are nearest in Euclidean distance, query first in
+its row. Memory: the training split is streamed through the network once, a batch at a time
+(config.eval.batch_size), and only the current k nearest (their distances and decoded
+images) are kept per query; nothing of size N is ever held, so any training set fits. The
+time is one forward pass over the training split: --max_train stops after that many images.
+"""
+import json
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+from PIL import Image, ImageDraw
+
+from alexnet_jax import features
+from alexnet_jax import parallel
+from alexnet_jax import predict
+from alexnet_jax import progress
+from alexnet_jax import restore
+from alexnet_jax import runtime
+from alexnet_jax.data import sources
+
+FIG3_COLUMNS = 16   # The paper's figure 3: 16 kernels to a row, 3 rows per tower.
+FIG3_SCALE = 4      # Each kernel pixel as 4x4 pixels.
+GAP = 2             # Pixels between cells; twice that between the towers.
+BACKGROUND = 255
+
+
+# Figure 3.
+
+def fig3_layout(per_tower, columns=FIG3_COLUMNS, scale=FIG3_SCALE, size=11):
+  """(height, width, origin(tower, i) -> (y, x)) of the grid of 2 x `per_tower` kernels."""
+  columns = min(columns, per_tower)
+  rows = math.ceil(per_tower / columns)
+  cell = size * scale
+  tower_height = rows * cell + (rows - 1) * GAP
+
+  def origin(tower, i):
+    row, column = divmod(i, columns)
+    return tower * (tower_height + 2 * GAP) + row * (cell + GAP), column * (cell + GAP)
+
+  return 2 * tower_height + 2 * GAP, columns * cell + (columns - 1) * GAP, origin
+
+
+def scaled_kernel(kernel_HWC):
+  """uint8: the kernel mapped linearly from its own [min, max] onto [0, 255] (a constant
+  kernel is mid-grey)."""
+  low, high = float(kernel_HWC.min()), float(kernel_HWC.max())
+  if high == low:
+    return np.full(kernel_HWC.shape, 128, np.uint8)
+  return np.round(255.0 * (kernel_HWC - low) / (high - low)).astype(np.uint8)
+
+
+def fig3_image(conv1_kernel, scale=FIG3_SCALE):
+  """uint8 [H, W, 3]: conv1's kernel [towers=2, kh, kw, 3, C] as figure 3 draws it."""
+  kernel = np.asarray(conv1_kernel, np.float32)
+  towers, size, _, _, per_tower = kernel.shape
+  height, width, origin = fig3_layout(per_tower, scale=scale, size=size)
+  image = np.full((height, width, 3), BACKGROUND, np.uint8)
+  cell = size * scale
+  for tower in range(towers):
+    for i in range(per_tower):
+      y, x = origin(tower, i)
+      pixels = scaled_kernel(kernel[tower, :, :, :, i]).repeat(scale, 0).repeat(scale, 1)
+      image[y:y + cell, x:x + cell] = pixels
+  return image
+
+
+def write_fig3(path, params):
+  kernel = jax.device_get(params["conv1"]["kernel"])
+  if kernel.ndim != 5 or kernel.shape[1:4] != (11, 11, 3):
+    raise ValueError(f"conv1's kernel has shape {kernel.shape}, not AlexNet's [2, 11, 11, 3, C]:"
+                     " figure 3 draws the paper's network only.")
+  Image.fromarray(fig3_image(kernel)).save(path)
+  return path
+
+
+# Figure 4.
+
+def nearest_training_images(config, params, mesh, consts, queries, *, k=6, max_train=0):
+  """For uint8 query images [Q, R, R, 3]: (distances [Q, k], training indices [Q, k], their
+  decoded images [Q, k, R, R, 3]), nearest first, by the Euclidean distance between fc7
+  activations of the centre crops. The training split is streamed (see the module doc)."""
+  extract = features.make_extract(config, mesh, ["fc7"])
+  batch_size = config.eval.batch_size
+  query_fc7 = _query_features(extract, params, mesh, consts, queries, batch_size)
+  split = sources.open_checked_split(config, config.data.train_split)
+  total = split.num_examples if not max_train else min(max_train, split.num_examples)
+  best_d = np.full((len(queries), k), np.inf)
+  best_i = np.full((len(queries), k), -1, np.int64)
+  best_images = np.zeros((len(queries), k) + queries.shape[1:], np.uint8)
+  with progress.Progress(total, "figure 4: fc7 of the training images") as bar:
+    for batch in features.image_batches(config, split, batch_size=batch_size, stop=total):
+      fc7 = extract(params, parallel.to_global(mesh, batch["image"]), consts)["fc7"]
+      d = np.asarray(jax.device_get(_distances(query_fc7, fc7)), np.float64)
+      d[:, ~batch["mask"]] = np.inf
+      _merge(best_d, best_i, best_images, d, batch["index"], batch["image"])
+      bar.update(int(batch["mask"].sum()))
+  return best_d, best_i, best_images
+
+
+@jax.jit
+def _distances(queries_QD, batch_BD):
+  """Euclidean distances [Q, B], from the differences themselves: an image compared with
+  itself gives exactly 0 (the expanded |q|^2 + |x|^2 - 2qx would leave rounding error)."""
+  return jnp.sqrt(jnp.sum(jnp.square(queries_QD[:, None, :] - batch_BD[None, :, :]), axis=-1))
+
+
+def _query_features(extract, params, mesh, consts, queries, batch_size):
+  out = []
+  for start in range(0, len(queries), batch_size):
+    images = queries[start:start + batch_size]
+    rows = len(images)
+    padded = np.concatenate([images, np.zeros((batch_size - rows,) + images.shape[1:],
+                                               images.dtype)])
+    fc7 = extract(params, parallel.to_global(mesh, padded), consts)["fc7"]
+    out.append(np.asarray(jax.device_get(fc7))[:rows])
+  return jnp.asarray(np.concatenate(out))
+
+
+def _merge(best_d, best_i, best_images, d_QB, index_B, images_B):
+  """Keeps, per query, the k smallest of its current k and this batch's distances (ties to the
+  earlier training image)."""
+  k = best_d.shape[1]
+  for q in range(best_d.shape[0]):
+    dists = np.concatenate([best_d[q], d_QB[q]])
+    order = np.argsort(dists, kind="stable")[:k]
+    old = best_images[q].copy()
+    pool = np.concatenate([best_i[q], index_B])
+    best_d[q], best_i[q] = dists[order], pool[order]
+    best_images[q] = np.stack([old[j] if j < k else images_B[j - k] for j in order])
+
+
+def fig4_image(queries, neighbours, distances, thumb=96):
+  """uint8: one row per query, the query then its neighbours, each image's centre `thumb`
+  pixels square, the distance under each neighbour."""
+  q, k = neighbours.shape[:2]
+  caption, gap, wide = 14, GAP * 2, GAP * 6
+  width = (k + 1) * thumb + k * gap + wide
+  height = q * (thumb + caption) + (q - 1) * gap
+  canvas = Image.new("RGB", (width, height), (BACKGROUND,) * 3)
+  draw = ImageDraw.Draw(canvas)
+  for row in range(q):
+    y = row * (thumb + caption + gap)
+    for col in range(k + 1):
+      image = queries[row] if col == 0 else neighbours[row, col - 1]
+      x = 0 if col == 0 else thumb + wide + (col - 1) * (thumb + gap)
+      canvas.paste(Image.fromarray(image).resize((thumb, thumb), Image.BILINEAR), (x, y))
+      label = "query" if col == 0 else f"{distances[row, col - 1]:.1f}"
+      draw.text((x + 2, y + thumb + 1), label, fill=(0, 0, 0))
+  return np.asarray(canvas)
+
+
+def query_images(config, split_name, files, num):
+  """(uint8 [Q, R, R, 3], names): the named files, or `num` evaluation images evenly spaced
+  through the split (in a class-sorted folder: different classes)."""
+  size = config.data.resize_size
+  if files:
+    good, bad = predict.readable(files)
+    if bad:
+      raise ValueError("".join(f"{p}: cannot be decoded: {m}\n" for p, m in bad).strip())
+    images = np.concatenate([b[:n] for b, n in predict.decoded_batches(good, size, len(good))])
+    return images, list(good)
+  split = sources.open_checked_split(config, split_name)
+  picks = np.unique(np.linspace(0, split.num_examples - 1, num).round().astype(np.int64))
+  names = features.file_names(split)
+  images = []
+  for index in picks:
+    batch = next(features.image_batches(config, split, batch_size=1, start=int(index),
+                                        stop=int(index) + 1))
+    images.append(batch["image"][0])
+  return np.stack(images), [names[i] for i in picks]
+
+
+def write_fig4(out, config, params, mesh, consts, *, files=(), num_queries=5, k=6,
+               max_train=0):
+  """fig4.png and fig4.json (queries, neighbours' files and distances) in `out`."""
+  queries, names = query_images(config, config.eval.split or sources.eval_split_name(config),
+                                list(files), num_queries)
+  d, idx, images = nearest_training_images(config, params, mesh, consts, queries, k=k,
+                                           max_train=max_train)
+  crop = config.model.image_size
+  lo = (config.data.resize_size - crop) // 2
+  centre = lambda x: x[..., lo:lo + crop, lo:lo + crop, :]  # noqa: E731  What the net saw.
+  png = pathlib.Path(out) / "fig4.png"
+  Image.fromarray(fig4_image(centre(queries), centre(images), d)).save(png)
+  train_names = features.file_names(sources.open_checked_split(config, config.data.train_split))
+  rows = [{"query": name, "neighbours": [{"file": train_names[i], "index": int(i),
+                                          "distance": float(x)} for i, x in zip(ri, rd)]}
+          for name, ri, rd in zip(names, idx, d)]
+  (pathlib.Path(out) / "fig4.json").write_text(json.dumps(rows, indent=2) + "\n")
+  return png, rows
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  config = restore.config_from_flags()
+  runtime.configure_jax(config.mesh.num_cpu_devices)
+  tf.config.set_visible_devices([], "GPU")
+  config, params, step = restore.load_run(f.workdir, config=config)
+  out = pathlib.Path(f.out)
+  out.mkdir(parents=True, exist_ok=True)
+  if "fig3" in f.figures:
+    print(f"Figure 3 (conv1 of step {step}) -> {write_fig3(out / 'fig3.png', params)}")
+  if "fig4" in f.figures:
+    mesh = restore.make_mesh(config)
+    consts = parallel.place_replicated(mesh, restore.constants(f.workdir, config))
+    png, rows = write_fig4(out, config, params, mesh, consts, files=f.queries,
+                           num_queries=f.num_queries, k=f.neighbours, max_train=f.max_train)
+    print(f"Figure 4 (fc7 of step {step}) -> {png}")
+    for row in rows:
+      print(f"  {row['query']}: " + ", ".join(f"{n['distance']:.1f}" for n in row["neighbours"]))
+
+
+if __name__ == "__main__":
+  restore.define_flags()
+  flags.DEFINE_string("out", None, "Folder for fig3.png, fig4.png and fig4.json.", required=True)
+  flags.DEFINE_list("figures", ["fig3", "fig4"], "Which figures.")
+  flags.DEFINE_list("queries", [], "Query image files for figure 4 (default: evaluation images).")
+  flags.DEFINE_integer("num_queries", 5, "Evaluation images used as queries without --queries.")
+  flags.DEFINE_integer("neighbours", 6, "Nearest training images per query (the paper: 6).")
+  flags.DEFINE_integer("max_train", 0, "Search only the first N training images (0: all).")
+  app.run(main)

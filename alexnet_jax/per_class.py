@@ -1,0 +1,102 @@
+"""Per-class results of an evaluation: each class's top-1 and top-5 error in a CSV, the five
+worst classes as text, and below evaluate.CONFUSION_MAX_CLASSES classes a confusion matrix
+as a PNG. Where a network fails is often more telling than its mean error: classes it never
+gets, classes it confuses with one another.
+
+Files, in the workdir, named by the checkpoint's step (an eval_only run of an older step
+does not overwrite the training run's):
+  per_class_step<N>.csv   class,name,count,top1_error,top5_error[,top1_error_10crop,...]
+  confusion_step<N>.png   rows: the true class, columns: the top-1 prediction, each row
+                          divided by its class's count.
+"""
+import csv
+import pathlib
+
+import numpy as np
+
+VIEWS = (("", "centre crop"), ("_10crop", "10 crops"))
+
+
+def write(workdir, step, class_names, results):
+  """Writes the CSV (and the confusion PNG when counted) for `results`, {suffix: evaluate's
+  result with per_class}, suffix "" (centre crop) and/or "_10crop"; returns the paths."""
+  workdir = pathlib.Path(workdir)
+  path = workdir / f"per_class_step{step}.csv"
+  suffixes = [s for s, _ in VIEWS if s in results]
+  counts = results[suffixes[0]]["per_class"]["count"]
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    out = csv.writer(f)
+    out.writerow(["class", "name", "count"] +
+                 [f"top{k}_error{s}" for s in suffixes for k in (1, 5)])
+    for k, name in enumerate(class_names):
+      row = [k, name, int(counts[k])]
+      for s in suffixes:
+        per = results[s]["per_class"]
+        row += [_number(per["top1_error"][k]), _number(per["top5_error"][k])]
+      out.writerow(row)
+  paths = [path]
+  suffix, title = main_view(results)
+  if "confusion" in results[suffix]:
+    paths.append(workdir / f"confusion_step{step}.png")
+    confusion_png(paths[-1], results[suffix]["confusion"], class_names,
+                  f"Confusion at step {step}, {title} (rows: true class)")
+  return paths
+
+
+def report(workdir, step, class_names, results):
+  """Writes the files and returns the text to print: the worst classes, the files' paths."""
+  paths = write(workdir, step, class_names, results)
+  suffix, title = main_view(results)
+  return (worst_text(class_names, results[suffix], title) +
+          f"\nPer-class errors: {', '.join(str(p) for p in paths)}")
+
+
+def main_view(results):
+  """(suffix, title) of the view the summary reports: 10 crops when evaluated, else centre."""
+  return VIEWS[1] if VIEWS[1][0] in results else VIEWS[0]
+
+
+def worst_text(class_names, result, title, n=5):
+  """The `n` classes with the highest top-1 error (then top-5), as one line each."""
+  per = result["per_class"]
+  seen = np.nonzero(per["count"] > 0)[0]
+  order = sorted(seen, key=lambda k: (-per["top1_error"][k], -per["top5_error"][k], k))[:n]
+  lines = [f"The {len(order)} classes with the highest top-1 error ({title}):"]
+  width = max((len(class_names[k]) for k in order), default=0)
+  for k in order:
+    lines.append(f"  {class_names[k]:<{width}}  top-1 {100 * per['top1_error'][k]:5.1f}%, "
+                 f"top-5 {100 * per['top5_error'][k]:5.1f}% ({int(per['count'][k])} images)")
+  return "\n".join(lines)
+
+
+def confusion_png(path, confusion, class_names, title):
+  """The row-normalised confusion matrix, each class's name on both axes."""
+  import matplotlib  # pylint: disable=g-import-not-at-top  (only this file draws)
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  confusion = np.asarray(confusion, np.float64)
+  rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+  k = len(class_names)
+  side = min(24.0, 3.0 + 0.28 * k)
+  fig, ax = plt.subplots(figsize=(side, side))
+  image = ax.imshow(rows, cmap="Blues", vmin=0.0, vmax=1.0)
+  fontsize = max(4, min(9, int(300 / k)))
+  ax.set_xticks(range(k), class_names, rotation=90, fontsize=fontsize)
+  ax.set_yticks(range(k), class_names, fontsize=fontsize)
+  ax.set_xlabel("predicted (top-1)")
+  ax.set_ylabel("true class")
+  ax.set_title(title, fontsize=10)
+  if k <= 20:  # Room for the fractions in the cells.
+    for i in range(k):
+      for j in range(k):
+        if confusion[i, j]:
+          ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                  color="white" if rows[i, j] > 0.5 else "black")
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _number(v):
+  return "" if not np.isfinite(v) else f"{float(v):.6f}"

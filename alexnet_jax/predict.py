@@ -1,0 +1,138 @@
+r"""A trained network on your own photos: the top-5 classes of each, with their probabilities.
+
+    python -m alexnet_jax.predict --workdir=workdirs/demo photo.jpg more_photos/ \
+        [--ten_crop] [--json] [--top=5] [--config.eval.checkpoint=best]
+
+Each image goes through evaluation's preprocessing exactly: decoded on the host as the input
+pipeline decodes (shorter side to config.data.resize_size, the central square), then the
+centre crop (or the ten crops, whose softmax is averaged) and the run's mean image on the
+device, in the evaluation step itself (train.make_eval_step). Directories are searched for
+.jpg, .jpeg and .png files. The class names and the mean image come from the workdir, so no
+dataset is needed. A file that does not decode is reported with its error, the others are
+still predicted, and the exit status is 1.
+"""
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+
+from alexnet_jax import evaluate
+from alexnet_jax import parallel
+from alexnet_jax import restore
+from alexnet_jax import runtime
+from alexnet_jax import train
+from alexnet_jax.data import augment
+from alexnet_jax.data import sources
+
+
+def find_images(args):
+  """The files named, and the images (sources.IMAGE_EXTENSIONS) under the folders named,
+  sorted within each folder."""
+  paths = []
+  for arg in args:
+    arg = os.path.expanduser(arg)
+    if os.path.isdir(arg):
+      found = sorted(os.path.join(root, name) for root, _, names in os.walk(arg)
+                     for name in names if name.lower().endswith(sources.IMAGE_EXTENSIONS))
+      if not found:
+        raise FileNotFoundError(f"No images ({', '.join(sources.IMAGE_EXTENSIONS)}) under {arg}.")
+      paths += found
+    elif os.path.exists(arg):
+      paths.append(arg)
+    else:
+      raise FileNotFoundError(f"No such file or folder: {arg}")
+  return paths
+
+
+def decoded_batches(paths, size, batch_size):
+  """(uint8 [batch_size, size, size, 3], rows) batches of the images at `paths`, decoded as
+  the input pipeline decodes them (augment.decode_and_centre_crop); the last batch is padded
+  with zeros and `rows` says how many rows are images. The paths must decode."""
+  ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str)).map(
+      lambda p: augment.decode_and_centre_crop(tf.io.read_file(p), size),
+      num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+  for images in ds.as_numpy_iterator():
+    rows = len(images)
+    if rows < batch_size:
+      images = np.concatenate([images, np.zeros((batch_size - rows,) + images.shape[1:],
+                                                images.dtype)])
+    yield images, rows
+
+
+def readable(paths):
+  """(paths that decode, [(path, one-line error)] of those that do not)."""
+  bad = dict(sources.find_unreadable(paths)) if paths else {}
+  return [p for p in paths if p not in bad], list(bad.items())
+
+
+def logits(config, params, mesh, consts, paths, *, ten_crop=False, batch_size=None):
+  """float32 [n, K] (centre crop) or [n, 10, K] (ten crops): the evaluation step's logits of
+  the images at `paths` (which must decode), computed as evaluation computes them."""
+  eval_step = train.make_eval_step(config, mesh)
+  batch_size = batch_size or config.eval.batch_size
+  out = []
+  for images, rows in decoded_batches(paths, config.data.resize_size, batch_size):
+    batch = eval_step(params, parallel.to_global(mesh, images), consts, ten_crop)
+    out.append(np.asarray(jax.device_get(batch))[:rows])
+  num_classes = config.model.num_classes
+  return np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
+
+
+def probabilities(logits_array):
+  """The softmax of the centre crop's logits, or the ten crops' softmax averaged (4.1)."""
+  if logits_array.ndim == 2:
+    return np.asarray(jax.nn.softmax(logits_array, axis=-1))
+  return np.asarray(evaluate.crop_scores(logits_array))
+
+
+def top_classes(probs, class_names, top):
+  """[[{"class", "name", "probability"}] * top] per image, most probable first (ties to the
+  lower class index, as evaluation ranks them)."""
+  order = np.argsort(-probs, axis=-1, kind="stable")[:, :top]
+  return [[{"class": int(k), "name": class_names[k], "probability": float(p[k])} for k in row]
+          for p, row in zip(probs, order)]
+
+
+def text(path, top):
+  width = max(len(t["name"]) for t in top)
+  return "\n".join([path] + [f"  {i + 1}. {t['name']:<{width}}  {100 * t['probability']:5.1f}%"
+                             for i, t in enumerate(top)])
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise app.UsageError("Name one or more image files or folders after the flags.")
+  f = flags.FLAGS
+  config = restore.config_from_flags()
+  runtime.configure_jax(config.mesh.num_cpu_devices)
+  tf.config.set_visible_devices([], "GPU")
+  good, bad = readable(find_images(argv[1:]))
+  for path, message in bad:
+    print(f"{path}: cannot be decoded: {message}", file=sys.stderr)
+  config, params, step = restore.load_run(f.workdir, config=config)
+  mesh = restore.make_mesh(config)
+  consts = parallel.place_replicated(mesh, restore.constants(f.workdir, config))
+  probs = probabilities(logits(config, params, mesh, consts, good, ten_crop=f.ten_crop))
+  tops = top_classes(probs, restore.class_names(f.workdir, config), f.top)
+  if f.json:
+    print(json.dumps({"workdir": f.workdir, "step": step, "ten_crop": f.ten_crop,
+                      "predictions": [{"file": p, "top": t} for p, t in zip(good, tops)],
+                      "errors": [{"file": p, "error": m} for p, m in bad]}, indent=2))
+  else:
+    print(f"Step {step} of {f.workdir}, {'ten crops' if f.ten_crop else 'centre crop'}:")
+    for path, top in zip(good, tops):
+      print(text(path, top))
+  return 1 if bad else 0
+
+
+if __name__ == "__main__":
+  restore.define_flags()
+  flags.DEFINE_bool("ten_crop", False, "Average the softmax over the ten crops (4.1).")
+  flags.DEFINE_bool("json", False, "Print JSON for scripts instead of text.")
+  flags.DEFINE_integer("top", 5, "How many classes to list per image.")
+  app.run(main)

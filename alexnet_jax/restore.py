@@ -1,0 +1,127 @@
+"""A training run read back: its config.json, the parameters of the checkpoint that
+config.eval.checkpoint names, its class names and preprocessing constants. The one loader of
+the commands that use a trained network (predict, figures, features, weights) and of
+fine-tuning from another run.
+
+    config = restore.read_config("workdirs/demo", {"eval.checkpoint": "best"})
+    config, params, step = restore.load_run("workdirs/demo", config=config)
+
+The commands take `--workdir` and any `--config.x=y` override of the run's saved config
+(`define_flags`, `config_from_flags`); the network's own fields (config.model, except dtype)
+cannot be overridden: they must be the ones the checkpoint was trained with.
+"""
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from alexnet_jax import checkpoint
+from alexnet_jax import models
+from alexnet_jax import parallel
+from alexnet_jax import preprocess
+from alexnet_jax import report
+from alexnet_jax.configs import paper
+
+
+def read_config(workdir, overrides=None):
+  """The run's config.json as a ConfigDict, with the fields added since it was written at
+  their defaults (configs/paper.py) and `overrides` ({"eval.checkpoint": "best"}) applied."""
+  path = pathlib.Path(workdir).expanduser() / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"No {path}: --workdir must be a training run's folder (the one "
+                            "given to alexnet_jax.main), which holds config.json and checkpoints/.")
+  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  _fill_defaults(config, paper.get_config())
+  for name, value in (overrides or {}).items():
+    if name.startswith("model.") and name != "model.dtype":
+      raise ValueError(f"--config.{name}: the network's fields come from {path}, the config the "
+                       "checkpoint was trained with; only config.model.dtype may change.")
+    _set(config, name, value)
+  return config
+
+
+def make_mesh(config):
+  return parallel.make_mesh(models.model_axis(config))
+
+
+def load_run(workdir, which=None, *, config=None, mesh=None):
+  """(config, params, step): the run's config (read_config's unless given), and the global
+  parameters of the step `which` names ("latest", "best" or a step; config.eval.checkpoint
+  by default), placed on `mesh` (make_mesh(config) by default) as training places them."""
+  workdir = pathlib.Path(workdir).expanduser()
+  config = read_config(workdir) if config is None else config
+  mesh = make_mesh(config) if mesh is None else mesh
+  which = config.eval.checkpoint if which is None else which
+  mgr = checkpoint.manager(workdir, read_only=True)
+  try:
+    step = checkpoint.resolve_step(mgr, which)
+    params = abstract_params(config, mesh)
+    state = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=parallel.replicated(mesh)),
+             "params": params, "momentum": params}  # The train state's tree, as saved.
+    restored, _ = checkpoint.restore(mgr, step, state)
+  finally:
+    mgr.close()
+  return config, restored["params"], step
+
+
+def load_step_dir(path, mesh=None):
+  """(config, params, step) of `<workdir>/checkpoints/<step>`, or of a workdir's latest step."""
+  path = pathlib.Path(path).expanduser()
+  if path.parent.name == "checkpoints" and path.name.isdigit():
+    return load_run(path.parent.parent, path.name, mesh=mesh)
+  return load_run(path, "latest", mesh=mesh)
+
+
+def abstract_params(config, mesh):
+  """The global parameters' shapes, dtypes and shardings on `mesh`."""
+  shapes = models.abstract_params(config.model)
+  shardings = parallel.param_shardings(mesh, shapes, models.towers(config.model) > 1)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      shapes, shardings)
+
+
+def class_names(workdir, config):
+  return report.read_class_names(workdir, config.model.num_classes)
+
+
+def constants(workdir, config):
+  """The mean image and PCA basis the run used: stored in the workdir since it was trained
+  (report.write_run_files), else computed from the dataset's statistics as training does."""
+  stored = report.read_constants(workdir)
+  return stored if stored is not None else preprocess.constants(config)
+
+
+def define_flags():
+  """--workdir, and --config.x=y overrides of the run's config (config_from_flags)."""
+  flags.DEFINE_string("workdir", None, "A training run's folder (config.json, checkpoints/).",
+                      required=True)
+  config_flags.DEFINE_config_dict(
+      "config", paper.get_config(),
+      "Overrides of the run's config.json, e.g. --config.eval.checkpoint=best (or latest, or a "
+      "step), --config.eval.ten_crop=False, --config.mesh.model=1 on a single device.")
+
+
+def config_from_flags():
+  """The run's config with the --config.x=y overrides given on the command line."""
+  overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  return read_config(flags.FLAGS.workdir, overrides)
+
+
+def _fill_defaults(config, defaults):
+  for key, value in defaults.items():
+    if key not in config:
+      config[key] = value
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+        config[key], ml_collections.ConfigDict):
+      _fill_defaults(config[key], value)
+
+
+def _set(config, dotted, value):
+  *parents, leaf = dotted.split(".")
+  for name in parents:
+    config = config[name]
+  config[leaf] = value

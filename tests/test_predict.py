@@ -1,0 +1,76 @@
+"""predict.py on the shared tiny run: the same logits as the evaluation path for the same
+images (centre crop and ten crops), and the command's text, JSON and bad-file report."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from alexnet_jax import input_pipeline
+from alexnet_jax import parallel
+from alexnet_jax import predict
+from alexnet_jax import restore
+from alexnet_jax import train
+from alexnet_jax.data import sources
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+  config, params, step = restore.load_run(tiny_run.workdir)
+  mesh = restore.make_mesh(config)
+  consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
+  return config, params, mesh, consts
+
+
+@pytest.mark.parametrize("ten_crop", [False, True])
+def test_predict_gives_the_evaluation_paths_logits(tiny_run, loaded, ten_crop):
+  config, params, mesh, consts = loaded
+  eval_step = train.make_eval_step(config, mesh)
+  batch = next(input_pipeline.eval_iterator(config, "val", batch_size=8))
+  expected = np.asarray(eval_step(params, parallel.to_global(mesh, batch["image"]), consts,
+                                  ten_crop))
+  paths = list(sources.open_split(config, "val").paths[:8])  # The batch's files, in order.
+  np.testing.assert_array_equal(batch["label"], sources.open_split(config, "val").labels[:8])
+  got = predict.logits(config, params, mesh, consts, paths, ten_crop=ten_crop, batch_size=8)
+  assert got.shape == expected.shape == ((8, 10, 10) if ten_crop else (8, 10))
+  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+  assert np.ptp(got[..., 0]) > 0  # Different images, different logits.
+  # A batch of another size (padded) gives the same numbers for the same images.
+  np.testing.assert_allclose(
+      predict.logits(config, params, mesh, consts, paths[:3], ten_crop=ten_crop, batch_size=4),
+      expected[:3], rtol=0, atol=1e-5)
+
+
+def test_top_classes_ranks_as_evaluation_does():
+  probs = np.array([[0.1, 0.3, 0.3, 0.2, 0.05, 0.05]])
+  top = predict.top_classes(probs, list("abcdef"), 3)[0]
+  assert [t["name"] for t in top] == ["b", "c", "d"]  # The tie goes to the lower index.
+  assert top[0] == {"class": 1, "name": "b", "probability": pytest.approx(0.3)}
+  ten = np.log(np.array([[[0.7, 0.3]] * 5 + [[0.1, 0.9]] * 5]))
+  np.testing.assert_allclose(predict.probabilities(ten), [[0.4, 0.6]], rtol=1e-6)
+
+
+def test_the_command_prints_json_and_reports_bad_files(tiny_run, tmp_path):
+  val = sources.open_split(tiny_run.config, "val")
+  folder = pathlib.Path(val.paths[0]).parent
+  bad = tmp_path / "broken.jpg"
+  bad.write_bytes(b"not an image")
+  done = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.predict", f"--workdir={tiny_run.workdir}", "--json",
+       "--top=3", "--config.eval.checkpoint=best", str(folder), str(bad)],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 1, done.stderr[-3000:]
+  assert f"{bad}: cannot be decoded:" in done.stderr
+  out = json.loads(done.stdout)
+  assert out["step"] == tiny_run.summary["best_step"]
+  assert [p["file"] for p in out["predictions"]] == sorted(str(p) for p in folder.iterdir())
+  assert out["errors"][0]["file"] == str(bad)
+  names = restore.class_names(tiny_run.workdir, tiny_run.config)
+  for p in out["predictions"]:
+    probs = [t["probability"] for t in p["top"]]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    assert all(t["name"] == names[t["class"]] for t in p["top"])

@@ -1,0 +1,86 @@
+"""restore.py on the shared tiny run: the run's config read back (defaults filled, overrides
+applied, the network's fields protected), the checkpoint that latest/best/STEP names, the run
+files written at training time, and eval_only reading the step config.eval.checkpoint names."""
+import contextlib
+import io
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import checkpoint
+from alexnet_jax import report
+from alexnet_jax import restore
+from alexnet_jax import train
+
+
+def _checkpoint_params(workdir, config, step):
+  mgr = checkpoint.manager(workdir, read_only=True)
+  state, _ = checkpoint.restore(mgr, step, train.abstract_state(config, train.make_mesh(config)))
+  mgr.close()
+  return jax.tree.map(np.asarray, state.params)
+
+
+def test_load_run_reads_the_step_that_latest_best_or_a_number_names(tiny_run):
+  summary = json.loads((tiny_run.workdir / "summary.json").read_text())
+  mgr = checkpoint.manager(tiny_run.workdir, read_only=True)
+  steps, best = list(mgr.all_steps()), mgr.best_step()
+  mgr.close()
+  assert summary["best_step"] == best and best in steps and max(steps) == 30
+  for which, expected in (("latest", 30), ("best", best), (str(min(steps)), min(steps)),
+                          (min(steps), min(steps))):
+    config, params, step = restore.load_run(tiny_run.workdir, which)
+    assert step == expected
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params),
+                 _checkpoint_params(tiny_run.workdir, tiny_run.config, expected))
+  assert config.model.to_dict() == tiny_run.config.model.to_dict()
+  with pytest.raises(ValueError, match=r"config.eval.checkpoint='7': use latest, best or one of"):
+    restore.load_run(tiny_run.workdir, "7")
+
+
+def test_read_config_fills_new_fields_applies_overrides_and_protects_the_network(tiny_run,
+                                                                                 tmp_path):
+  saved = json.loads((tiny_run.workdir / "config.json").read_text())
+  del saved["eval"]["checkpoint"], saved["profile_steps"]  # A run older than these fields.
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  config = restore.read_config(tmp_path, {"eval.checkpoint": "best", "model.dtype": "bfloat16"})
+  assert config.eval.checkpoint == "best" and config.profile_steps == 0
+  assert config.model.dtype == "bfloat16" and config.model.width == 0.125
+  with pytest.raises(ValueError, match="--config.model.width: the network's fields come from"):
+    restore.read_config(tmp_path, {"model.width": 0.25})
+  with pytest.raises(FileNotFoundError, match="--workdir must be a training run's folder"):
+    restore.read_config(tmp_path / "nowhere")
+
+
+def test_the_run_stores_its_class_names_and_preprocessing_constants(tiny_run, tmp_path):
+  names = restore.class_names(tiny_run.workdir, tiny_run.config)
+  assert names[:2] == ["00_disc_solid", "01_square_hstripes"] and len(names) == 10
+  stored = restore.constants(tiny_run.workdir, tiny_run.config)
+  from alexnet_jax import preprocess  # pylint: disable=g-import-not-at-top
+  computed = preprocess.constants(tiny_run.config)
+  for key in ("mean", "pca"):
+    np.testing.assert_array_equal(stored[key], computed[key])
+  shutil.copy(tiny_run.workdir / "config.json", tmp_path / "config.json")
+  assert report.read_class_names(tmp_path, 4) == [f"class {k}" for k in range(4)]
+
+
+def test_eval_only_evaluates_the_checkpoint_config_eval_checkpoint_names(tiny_run):
+  mgr = checkpoint.manager(tiny_run.workdir, read_only=True)
+  first = min(mgr.all_steps())
+  mgr.close()
+  config = tiny_run.config.copy_and_resolve_references()
+  config.eval_only = True
+  config.eval.checkpoint = str(first)
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    result = train.train_and_evaluate(config, tiny_run.workdir)
+  assert f"Checkpoint step {first}, split val (30 images)" in out.getvalue()
+  assert (tiny_run.workdir / f"per_class_step{first}.csv").exists()
+  config.eval.checkpoint = "latest"
+  with contextlib.redirect_stdout(io.StringIO()):
+    latest = train.train_and_evaluate(config, tiny_run.workdir)
+  summary = tiny_run.summary
+  assert latest["val_top1_error_10crop"] == pytest.approx(summary["val_top1_error_10crop"])
+  assert result["count"] == latest["count"] == 30
