@@ -72,7 +72,9 @@ def class_counts(logits, labels_B, mask_B, confusion=False):
   }
   if confusion:
     predicted_BK = jax.nn.one_hot(jnp.argmax(scores_BK, axis=-1), num_classes, dtype=jnp.int32)
-    result["confusion"] = true_BK.T @ predicted_BK
+    # A sum over the batch rather than true.T @ predicted: a contraction over an axis sharded
+    # in the mesh's types would need its output sharding spelt out. K < 100 keeps it small.
+    result["confusion"] = jnp.sum(true_BK[:, :, None] * predicted_BK[:, None, :], axis=0)
   return result
 
 

@@ -20,12 +20,12 @@ def format_duration(seconds):
 
 
 def time_left(done, total_steps, eval_every, step_time, eval_s, ten_crop):
-  """(seconds to the end of a training run, seconds to its next evaluation) at step `done`:
-  the steps left at `step_time` each, plus the evaluations left (every `eval_every` steps and
-  at the last step) at `eval_s` each (0 before the first is timed), the final 10-crop one
-  counted as ten. nan while `step_time` is."""
-  next_eval = min(total_steps, (done // eval_every + 1) * eval_every)
-  evals = (total_steps - 1) // eval_every - done // eval_every + 1
+  """(seconds to the end of a training run, seconds to its next evaluation) when `done` steps
+  are done and logged: the steps left at `step_time` each, plus the evaluations still to run
+  (every `eval_every` steps, `done` included, and at the last step) at `eval_s` each (0 before
+  one is timed), the final 10-crop one counted as ten. nan while `step_time` is."""
+  next_eval = min(total_steps, -(-done // eval_every) * eval_every)
+  evals = (total_steps - 1) // eval_every - (done - 1) // eval_every + 1
   eval_s = eval_s or 0.0
   evaluation = evals * eval_s + (10 * eval_s if ten_crop else 0.0)
   return (total_steps - done) * step_time + evaluation, (next_eval - done) * step_time

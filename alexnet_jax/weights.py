@@ -103,7 +103,7 @@ def initial_params(config, fresh, mesh, log=print):
   params = {}
   for layer, leaves in fresh.items():
     params[layer] = leaves if layer in reset else jax.tree.map(
-        lambda f, x: _place(x, f.sharding), leaves, loaded[layer])
+        lambda f, x: place(x, f.sharding), leaves, loaded[layer])
   kept = [layer for layer in fresh if layer not in reset]
   log(f"Initialised from {source} (step {meta.get('step')}): {', '.join(kept)}"
       + (f"; {', '.join(reset)} initialised afresh." if reset else "."))
@@ -132,8 +132,9 @@ def _note_differences(source, src_model, model, log):
         f"computes ({'; '.join(differ)}).")
 
 
-def _place(value, sharding):
-  """A host array (every process holds all of it) or a device array, placed with `sharding`."""
+def place(value, sharding):
+  """A host array (every process holds all of it) or a device array, placed with `sharding`
+  (for loaded weights: the sharding of the parameter they replace)."""
   if isinstance(value, jax.Array) and value.sharding == sharding:
     return value
   value = np.asarray(value, np.float32)

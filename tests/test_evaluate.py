@@ -145,3 +145,42 @@ def test_bad_labels_and_empty_input_are_refused():
   batch["mask"] = np.array([0, 0])
   with pytest.raises(ValueError, match="no examples counted"):
     evaluate.evaluate(linear_apply, params, [batch])
+
+
+@pytest.mark.parametrize("ten_crop", [False, True])
+def test_per_class_counts_and_confusion_match_numpy(ten_crop):
+  """Each class's top-1/top-5 error and the confusion matrix (row: label, column: top-1, ties
+  to the lower index) over padded, sharded batches, against NumPy per example."""
+  mesh = jax.make_mesh((2,), ("data",))
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P("data")))  # noqa: E731
+  rng = np.random.default_rng(5)
+  n, k = 45, 7
+  shape = (n, 10, 4, 4, 3) if ten_crop else (n, 4, 4, 3)
+  images = rng.integers(0, 3, size=shape).astype(np.float32)  # Integers: ties happen.
+  labels = rng.integers(0, k, size=n)
+  params = rng.integers(-1, 2, size=(3, k)).astype(np.float32)
+  got = evaluate.evaluate(jax.jit(linear_apply), params, batches_of(images, labels, 8, pad=True),
+                          put_batch=put, per_class=True)
+  logits = np.asarray(linear_apply(params, images))
+  scores = np_softmax(logits.astype(np.float64)).mean(axis=1) if ten_crop else logits
+  top1, top5 = np_topk_correct(scores, labels, 1), np_topk_correct(scores, labels, 5)
+  predicted = np.argsort(-scores, axis=1, kind="stable")[:, 0]
+  per = got["per_class"]
+  for c in range(k):
+    rows = labels == c
+    assert per["count"][c] == rows.sum()
+    np.testing.assert_allclose(per["top1_error"][c], 1 - top1[rows].mean())
+    np.testing.assert_allclose(per["top5_error"][c], 1 - top5[rows].mean())
+  want = np.zeros((k, k), np.int64)
+  np.add.at(want, (labels, predicted), 1)
+  np.testing.assert_array_equal(got["confusion"], want)
+  assert np.trace(got["confusion"]) == top1.sum() and got["count"] == n
+  np.testing.assert_allclose(got["top1_error"], 1 - top1.mean(), atol=1e-12)
+
+
+def test_per_class_error_of_a_class_without_examples_is_nan_and_no_confusion_at_100():
+  logits = np.eye(100, dtype=np.float32)[:4]
+  got = evaluate.evaluate(lambda p, x: x, None, [{"image": logits, "label": np.arange(4)}],
+                          per_class=True)
+  assert "confusion" not in got and got["top1_error"] == 0.0
+  assert np.isnan(got["per_class"]["top1_error"][50]) and got["per_class"]["count"][3] == 1
