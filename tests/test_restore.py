@@ -14,6 +14,7 @@ from alexnet_jax import checkpoint
 from alexnet_jax import report
 from alexnet_jax import restore
 from alexnet_jax import train
+from tests import trees
 
 
 def _checkpoint_params(workdir, config, step):
@@ -33,8 +34,8 @@ def test_load_run_reads_the_step_that_latest_best_or_a_number_names(tiny_run):
                           (min(steps), min(steps))):
     config, params, step = restore.load_run(tiny_run.workdir, which)
     assert step == expected
-    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params),
-                 _checkpoint_params(tiny_run.workdir, tiny_run.config, expected))
+    trees.assert_trees_equal(params, _checkpoint_params(tiny_run.workdir, tiny_run.config,
+                                                        expected))
   assert config.model.to_dict() == tiny_run.config.model.to_dict()
   with pytest.raises(ValueError, match=r"config.eval.checkpoint='7': use latest, best or one of"):
     restore.load_run(tiny_run.workdir, "7")

@@ -20,6 +20,7 @@ from alexnet_jax import train
 from alexnet_jax import weights
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats
+from tests import trees
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,7 @@ def test_export_writes_the_documented_layout_and_import_gives_identical_logits(t
 
   config, params, _ = restore.load_run(tiny_run.workdir)
   loaded, _ = weights.load(out)
-  jax.tree.map(np.testing.assert_array_equal, loaded, _numpy(params))
+  trees.assert_trees_equal(loaded, _numpy(params))
   mesh = restore.make_mesh(config)
   placed = jax.tree.map(lambda x, like: weights.place(x, like.sharding), loaded, params)
   consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
@@ -93,7 +94,7 @@ def test_finetuning_starts_from_the_given_weights(tiny_run, tmp_path):
   assert f"Initialised from {npz} (step 30): conv1, conv2" in text
   assert losses[0] == pytest.approx(math.log(10), abs=1e-5)
   _, kept, _ = restore.load_run(tmp_path / "same")
-  jax.tree.map(np.testing.assert_array_equal, _numpy(kept), params)
+  trees.assert_trees_equal(_numpy(kept), params)
 
 
 def test_finetuning_on_fewer_classes_resets_fc8_and_trains(tiny_run, tmp_path):
@@ -108,18 +109,18 @@ def test_finetuning_on_fewer_classes_resets_fc8_and_trains(tiny_run, tmp_path):
   config.data.update(source="folder", root=str(tmp_path / "four"))
   stats.save_stats(stats.compute_stats(config), stats.stats_path(config))  # Its mean image.
   mesh = train.make_mesh(config)
+  fresh = train.create_train_state(config, mesh).params
   with pytest.raises(ValueError, match=r"fc8/bias has shape \(2, 5\) there but \(2, 2\) in this "
                                        r"run's network; set --config.init_reset=fc8"):
-    weights.initial_params(config, train.create_train_state(config, mesh).params, mesh)
+    weights.initial_params(config, fresh, mesh)
 
   config.init_reset = "fc8"
-  fresh = train.create_train_state(config, mesh).params
   start = _numpy(weights.initial_params(config, fresh, mesh, log=lambda _: None))
   _, source_params, _ = restore.load_run(tiny_run.workdir, "30")
   source_params = _numpy(source_params)
   for layer in ("conv1", "conv5", "fc7"):
-    jax.tree.map(np.testing.assert_array_equal, start[layer], source_params[layer])
-  jax.tree.map(np.testing.assert_array_equal, start["fc8"], _numpy(fresh["fc8"]))
+    trees.assert_trees_equal(start[layer], source_params[layer])
+  trees.assert_trees_equal(start["fc8"], _numpy(fresh["fc8"]))
 
   text, losses = _run(config, tmp_path / "ft")
   assert "fc8 initialised afresh" in text and len(losses) == 4 and np.isfinite(losses).all()
