@@ -2,6 +2,10 @@
 resumed position. In a terminal a bar (tqdm) with the rate and the time left; otherwise (a log
 file, CI) a plain line every `every_s` seconds, and a last one when a reported loop ends, so a
 log shows that it was alive without a line per batch.
+
+`time_left` is the training log's estimate. clu's ReportProgress computes an ETA too, but from
+the steps alone and into a work unit's notes (a logging.info line outside XManager); the time
+left here also counts the evaluations still to come, the longest pauses of a run.
 """
 import sys
 import time
