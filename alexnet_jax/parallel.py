@@ -6,6 +6,9 @@ towers and the batch splits over all devices. The code path is the same: the net
 the towers it is given and exchanges maps through `all_gather` over `model`. Networks without
 towers (the CIFAR nets) run with model=1, where P("model") keeps their parameters whole.
 """
+import collections
+import time
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
@@ -126,6 +129,21 @@ def to_global(mesh: Mesh, local, slice_count=1):
   sharding = batch_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
       sharding, np.asarray(x), (x.shape[0] * slice_count,) + x.shape[1:]), local)
+
+
+def prefetch_to_device(host_batches, mesh: Mesh, slice_count, size, on_wait=None):
+  """The host's batches as global device arrays (to_global), `size` copies in flight ahead of
+  the one handed out, so that a step never waits for its batch to cross to the devices;
+  `on_wait(seconds)` hears how long each host batch took to arrive."""
+  queue = collections.deque()
+  while True:
+    while len(queue) < size:
+      t = time.perf_counter()
+      batch = next(host_batches)
+      if on_wait:
+        on_wait(time.perf_counter() - t)
+      queue.append(to_global(mesh, batch, slice_count))
+    yield queue.popleft()
 
 
 def place_replicated(mesh: Mesh, tree):

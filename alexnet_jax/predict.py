@@ -6,7 +6,7 @@ r"""A trained network on your own photos: the top-5 classes of each, with their 
 Each image goes through evaluation's preprocessing exactly: decoded on the host as the input
 pipeline decodes (shorter side to config.data.resize_size, the central square), then the
 centre crop (or the ten crops, whose softmax is averaged) and the run's mean image on the
-device, in the evaluation step itself (train.make_eval_step). Directories are searched for
+device, in the evaluation step itself (steps.make_eval_step). Directories are searched for
 .jpg, .jpeg and .png files. The class names and the mean image come from the workdir, so no
 dataset is needed. A file that does not decode is reported with its error, the others are
 still predicted, and the exit status is 1.
@@ -25,7 +25,7 @@ from alexnet_jax import evaluate
 from alexnet_jax import parallel
 from alexnet_jax import restore
 from alexnet_jax import runtime
-from alexnet_jax import train
+from alexnet_jax import steps
 from alexnet_jax.data import augment
 from alexnet_jax.data import sources
 
@@ -73,7 +73,7 @@ def readable(paths):
 def logits(config, params, mesh, consts, paths, *, ten_crop=False, batch_size=None):
   """float32 [n, K] (centre crop) or [n, 10, K] (ten crops): the evaluation step's logits of
   the images at `paths` (which must decode), computed as evaluation computes them."""
-  eval_step = train.make_eval_step(config, mesh)
+  eval_step = steps.make_eval_step(config, mesh)
   batch_size = batch_size or config.eval.batch_size
   out = []
   for images, rows in decoded_batches(paths, config.data.resize_size, batch_size):

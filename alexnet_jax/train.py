@@ -1,18 +1,15 @@
-"""Train state, loss, the SGD-momentum update of section 5, the pure train step, and the
-program that trains and evaluates: `train_and_evaluate`."""
-import collections
+"""The program that trains and evaluates, `train_and_evaluate`: the set-up, the loop, the
+periodic evaluation, checkpoints, logs and the summary. The jitted computations it runs (the
+train state, the step of section 5, the evaluation step) are in steps.py."""
 import dataclasses
-import functools
 import json
 import pathlib
 import time
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh
 
 from alexnet_jax import checkpoint
@@ -27,144 +24,11 @@ from alexnet_jax import profiling
 from alexnet_jax import progress
 from alexnet_jax import report
 from alexnet_jax import schedule as schedule_lib
+from alexnet_jax import steps
 from alexnet_jax import weights
 
-# Streams folded into jax.random.key(config.seed): the initial weights, the dropout masks and
-# the crops, mirrors and colour noise of section 4.1.
-INIT_STREAM, DROPOUT_STREAM, AUGMENT_STREAM = 0, 1, 2
 # Batches copied to the devices ahead of the step that needs them.
 DEVICE_PREFETCH = 2
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array       # int32 scalar: steps taken.
-  params: Any           # Global parameters, tower axis first, sharded over `model`.
-  momentum: Any         # The velocity v of section 5, same structure and sharding as params.
-
-
-def make_mesh(config) -> Mesh:
-  """The mesh for `config.mesh.model`; "auto" (0) gives a network without towers model=1."""
-  return parallel.make_mesh(models.model_axis(config))
-
-
-def _towered(config):
-  return models.towers(config.model) > 1
-
-
-def state_shardings(config, mesh: Mesh) -> TrainState:
-  params = parallel.param_shardings(mesh, models.abstract_params(config.model), _towered(config))
-  return TrainState(step=parallel.replicated(mesh), params=params, momentum=params)
-
-
-def abstract_state(config, mesh: Mesh) -> TrainState:
-  """Shapes, dtypes and shardings of the train state: what a checkpoint restores into."""
-  params = models.abstract_params(config.model)
-  shapes = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, momentum=params)
-  return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                               sharding=sharding),
-                      shapes, state_shardings(config, mesh))
-
-
-def create_train_state(config, mesh: Mesh) -> TrainState:
-  """A fresh state, created directly into its shards; the weights come from config.seed."""
-  rng = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
-  init = lambda key: models.init_params(config.model, key)  # noqa: E731
-  params = parallel.create_sharded_params(init, mesh, rng, _towered(config))
-  shardings = state_shardings(config, mesh)
-  zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=shardings.momentum)
-  step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
-  return TrainState(step=step, params=params, momentum=zeros(params))
-
-
-def make_apply(config, mesh: Mesh):
-  """apply(params, images_BHWC, rng, train) -> logits_BK of config.model on `mesh`."""
-  net = models.make_module(config.model, mesh.shape["model"])
-  return parallel.make_apply(net, mesh, _towered(config))
-
-
-def cross_entropy(logits_BK, labels_B):
-  """Mean over the global batch: the gradient is the data-parallel average."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B).mean()
-
-
-def top_k_error(logits_BK, labels_B, k):
-  """Fraction of examples whose label is not among the top k (evaluate.topk_correct's ties)."""
-  return 1.0 - jnp.mean(evaluate.topk_correct(logits_BK, labels_B, k).astype(jnp.float32))
-
-
-def sgd_momentum(params, momentum, grads, learning_rate, *, mu, decay):
-  """Section 5, written out: v <- mu v - decay eps w - eps grad;  w <- w + v.
-
-  Weight decay applies to the kernels only, not to the biases: the paper writes the rule for the
-  weights w, and cuda-convnet's layer files (which trained the paper's net) give the decay `wc`
-  to weights alone. Decaying the biases would also pull section 5's bias of 1 back towards 0.
-  """
-  def velocity(path, w, v, g):
-    decay_term = decay * learning_rate * w if path[-1].key == "kernel" else 0.0
-    return mu * v - decay_term - learning_rate * g
-
-  momentum = jax.tree_util.tree_map_with_path(velocity, params, momentum, grads)
-  return jax.tree.map(jnp.add, params, momentum), momentum
-
-
-def make_train_step(config, mesh: Mesh):
-  """Returns train_step(state, batch, learning_rate, consts) -> (state, metrics), jitted once.
-
-  batch = {"image": uint8 [B, R, R, 3], "label": int32 [B]}: B the global batch, sharded over
-  `data`, and R = config.data.resize_size, the images as the host decoded them. The step cuts
-  the training crops itself (preprocess.train_images with `consts`, preprocess.constants
-  placed on every device). learning_rate is a traced scalar, so a schedule may change it
-  between steps without recompiling. The state is donated. The dropout and augmentation keys
-  are fold_in(seed, step): a run resumed from a checkpoint draws the same masks, crops, mirrors
-  and colour noise as one that never stopped.
-  """
-  apply = make_apply(config, mesh)
-  mu, decay = config.train.momentum, config.train.weight_decay
-  root = jax.random.key(config.seed)
-  dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
-  augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
-
-  def train_step(state: TrainState, batch, learning_rate, consts):
-    images_BHWC = preprocess.train_images(
-        batch["image"], jax.random.fold_in(augment_root, state.step), consts, config.data,
-        config.model.image_size)
-    rng = jax.random.fold_in(dropout_root, state.step)
-
-    def loss_fn(params):
-      logits_BK = apply(params, images_BHWC, rng, train=True)
-      return cross_entropy(logits_BK, batch["label"]), logits_BK
-
-    (loss, logits_BK), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    params, momentum = sgd_momentum(state.params, state.momentum, grads, learning_rate,
-                                    mu=mu, decay=decay)
-    step_metrics = {"loss": loss,
-                    "top1_error": top_k_error(logits_BK, batch["label"], 1),
-                    "top5_error": top_k_error(logits_BK, batch["label"], 5)}
-    return state.replace(step=state.step + 1, params=params, momentum=momentum), step_metrics
-
-  shardings = state_shardings(config, mesh)
-  batch = {"image": parallel.batch_sharding(mesh), "label": parallel.batch_sharding(mesh)}
-  replicated = parallel.replicated(mesh)
-  return jax.jit(train_step, in_shardings=(shardings, batch, replicated, replicated),
-                 out_shardings=(shardings, replicated), donate_argnums=(0,))
-
-
-def make_eval_step(config, mesh: Mesh):
-  """Returns eval_step(params, images, consts, ten_crop) -> logits, jitted: the centre crop
-  ([B, K]) or the ten crops ([B, 10, K]) of uint8 [B, R, R, 3] images, cut on the device."""
-  apply = make_apply(config, mesh)
-  crop = config.model.image_size
-
-  @functools.partial(jax.jit, static_argnums=3)
-  def eval_step(params, images, consts, ten_crop):
-    x = preprocess.eval_images(images, consts, crop, ten_crop)
-    if not ten_crop:
-      return apply(params, x, None, train=False)
-    logits = apply(params, x.reshape((-1,) + x.shape[2:]), None, train=False)
-    return logits.reshape(x.shape[0], x.shape[1], logits.shape[-1])
-
-  return eval_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,14 +46,14 @@ class Setup:
   writer: metrics.Writer
   mgr: Any                    # orbax CheckpointManager (checkpoint.manager).
   fingerprint: dict           # The model fields a checkpoint must match.
-  eval_step: Callable         # make_eval_step's.
+  eval_step: Callable         # steps.make_eval_step's.
   consts: Any                 # preprocess.constants, on every device.
 
 
 def make_setup(config, workdir) -> Setup:
   info = input_pipeline.dataset_info(config)
   check_config(config, info)
-  mesh = make_mesh(config)
+  mesh = steps.make_mesh(config)
   slice_index, slice_count = parallel.data_slice(mesh)
   per_epoch, total = num_steps(config, info)
   workdir = pathlib.Path(workdir)
@@ -201,7 +65,7 @@ def make_setup(config, workdir) -> Setup:
       writer=metrics.Writer(workdir, None if config.eval_only else config),
       mgr=checkpoint.manager(workdir, max_to_keep=config.checkpoint.max_to_keep),
       fingerprint=checkpoint.model_fingerprint(config),
-      eval_step=make_eval_step(config, mesh),
+      eval_step=steps.make_eval_step(config, mesh),
       consts=parallel.place_replicated(mesh, preprocess.constants(config)))
 
 
@@ -210,7 +74,7 @@ def train_and_evaluate(config, workdir):
   (or, with config.eval_only, the evaluation's result)."""
   s = make_setup(config, workdir)
   try:
-    state = create_train_state(config, s.mesh)
+    state = steps.create_train_state(config, s.mesh)
     schedule = schedule_lib.create(config.train, s.steps_per_epoch)
     restored = _restore(s)
     if restored is not None:
@@ -236,7 +100,7 @@ def train_and_evaluate(config, workdir):
 def _restore(s: Setup):
   """(state, extra) to start from: the latest checkpoint (a run resuming), or for eval_only the
   one config.eval.checkpoint names; None for a fresh run."""
-  abstract = abstract_state(s.config, s.mesh)
+  abstract = steps.abstract_state(s.config, s.mesh)
   if not s.config.eval_only:
     return checkpoint.restore_latest(s.mgr, abstract, fingerprint=s.fingerprint)
   step = checkpoint.resolve_step(s.mgr, s.config.eval.checkpoint)
@@ -256,12 +120,13 @@ def train(s: Setup, state, schedule):
   finished = _finished_summary(s, start)
   if finished is not None:
     return finished
-  step_fn = make_train_step(config, s.mesh)
+  step_fn = steps.make_train_step(config, s.mesh)
   clock = metrics.Clock(config.train.batch_size,
                         metrics.elapsed_at(s.workdir / "metrics.jsonl", start))
-  batches = _device_batches(s, input_pipeline.train_iterator(
+  batches = parallel.prefetch_to_device(input_pipeline.train_iterator(
       config, batch_size=config.train.batch_size, slice_index=s.slice_index,
-      slice_count=s.slice_count, start_step=start), clock)
+      slice_count=s.slice_count, start_step=start), s.mesh, s.slice_count, DEVICE_PREFETCH,
+      on_wait=clock.waited)
   epoch_sums, window, epoch_train, last_eval, pending = (
       metrics.Means(), metrics.Means(), {}, None, [])
   profile = profiling.make(s.config.profile_steps, s.workdir, start, s.total_steps,
@@ -283,12 +148,14 @@ def train(s: Setup, state, schedule):
       window.add(fetched)
     pending = []
     if log_due:
-      _log_train(s, done, window.mean(), lr, clock)
+      report.log_train(s.writer, done, window.mean(), lr, clock, total_steps=s.total_steps,
+                       steps_per_epoch=s.steps_per_epoch, eval_every=_eval_every(s),
+                       ten_crop=config.eval.ten_crop)
       window = metrics.Means()
     reached = False
     if epoch_due:
       epoch_train = epoch_sums.mean()
-      reached = _end_epoch(s, done, epoch_train, clock)
+      reached = report.log_epoch(s.writer, config, done, s.steps_per_epoch, epoch_train, clock)
       epoch_sums = metrics.Means()
     if eval_due or reached:
       last_eval = _periodic_eval(s, state, schedule, done, clock)
@@ -300,19 +167,6 @@ def train(s: Setup, state, schedule):
   if profile:
     profile(state, int(state.step))  # A trace that ends with the run.
   return _finish(s, state, schedule, last_eval, epoch_train, clock)
-
-
-def _device_batches(s: Setup, host_batches, clock):
-  """The host's batches as global device arrays, DEVICE_PREFETCH copies in flight; the time
-  spent waiting for the host pipeline goes to `clock` (the input-bound fraction)."""
-  queue = collections.deque()
-  while True:
-    while len(queue) < DEVICE_PREFETCH:
-      t = time.perf_counter()
-      batch = next(host_batches)
-      clock.waited(time.perf_counter() - t)
-      queue.append(parallel.to_global(s.mesh, batch, s.slice_count))
-    yield queue.popleft()
 
 
 def _fetch(pending, mgr):
@@ -341,37 +195,6 @@ def _eval_every(s: Setup):
 
 def _eval_due(s: Setup, done):
   return done % _eval_every(s) == 0 or done == s.total_steps
-
-
-def _log_train(s: Setup, done, means, lr, clock):
-  images_per_s, step_time, input_fraction = clock.lap()
-  left, next_eval = progress.time_left(done, s.total_steps, _eval_every(s), step_time,
-                                      clock.eval_s, s.config.eval.ten_crop)
-  scalars = {"epoch": done / s.steps_per_epoch, "train_loss": means["loss"],
-             "train_top1_error": means["top1_error"], "train_top5_error": means["top5_error"],
-             "learning_rate": lr, "images_per_s": images_per_s, "step_time_s": step_time,
-             "input_wait_fraction": input_fraction, "elapsed_s": clock.elapsed(),
-             "time_left_s": left, "next_eval_in_s": next_eval}
-  s.writer.write(done, scalars, console=(
-      f"step {{step}}/{s.total_steps} epoch {{epoch:.2f}}: loss {{train_loss:.4f}}, top-1 error "
-      "{train_top1_error:.3f}, lr {learning_rate:g}, {images_per_s:.1f} images/s, "
-      f"input-bound: {{input_wait_fraction:.0%}}; {progress.format_duration(left)} left, next "
-      f"evaluation in {progress.format_duration(next_eval)}"))
-
-
-def _end_epoch(s: Setup, done, means, clock):
-  """Logs an epoch's mean training error; True when it reached train.stop_at_train_error."""
-  s.writer.write(done, {"epoch": done / s.steps_per_epoch,
-                        "epoch_train_top1_error": means["top1_error"],
-                        "epoch_train_top5_error": means["top5_error"],
-                        "elapsed_s": clock.elapsed()})
-  target = s.config.train.stop_at_train_error
-  if target > 0 and means["top1_error"] <= target:
-    s.writer.print(f"Epoch {done // s.steps_per_epoch}: training top-1 error "
-                   f"{means['top1_error']:.4f} reached train.stop_at_train_error={target:g}; "
-                   "the run stops here.")
-    return True
-  return False
 
 
 def _periodic_eval(s: Setup, state, schedule, done, clock):

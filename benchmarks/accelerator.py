@@ -101,10 +101,10 @@ def paper_config(dtype, batch, smoke):
 def time_step(config, model_axis, seconds):
   """images/s of the jitted training step, the batch already on the devices as uint8; the
   step's compile time; XLA's FLOP count per image."""
-  from alexnet_jax import parallel, preprocess, train
+  from alexnet_jax import parallel, preprocess, steps, train
   mesh = parallel.make_mesh(model_axis)
-  state = train.create_train_state(config, mesh)
-  step = train.make_train_step(config, mesh)
+  state = steps.create_train_state(config, mesh)
+  step = steps.make_train_step(config, mesh)
   b, r = config.train.batch_size, config.data.resize_size
   rng = np.random.default_rng(0)
   batch = jax.device_put({"image": rng.integers(0, 256, (b, r, r, 3), np.uint8),
@@ -223,7 +223,7 @@ def input_section(args, tmp):
 def end_to_end_section(args, tmp):
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
-  from alexnet_jax import metrics, train
+  from alexnet_jax import metrics, steps, train
   config = paper_config("bfloat16" if not args.smoke else "float32", args.e2e_batch, args.smoke)
   config.mesh.model = 1
   config.model.num_classes = 10

@@ -32,7 +32,7 @@ jax.config.update("jax_platforms", "cpu")
 
 import numpy as np  # noqa: E402
 
-from alexnet_jax import model, models, parallel, train  # noqa: E402
+from alexnet_jax import model, models, parallel, steps, train  # noqa: E402
 from alexnet_jax.configs import cifar10_fig1  # noqa: E402
 from alexnet_jax.configs import paper  # noqa: E402
 
@@ -60,8 +60,8 @@ def jax_case(net_name, batch_size, model_axis, steps, warmup):
   config.train.batch_size = batch_size
   size, classes = config.data.resize_size, config.model.num_classes
   mesh = parallel.make_mesh(model_axis)
-  state = train.create_train_state(config, mesh)
-  step = train.make_train_step(config, mesh)
+  state = steps.create_train_state(config, mesh)
+  step = steps.make_train_step(config, mesh)
   rng = np.random.default_rng(0)
   batch = jax.device_put(
       {"image": rng.integers(0, 256, (batch_size, size, size, 3)).astype(np.uint8),

@@ -17,6 +17,7 @@ from alexnet_jax import checkpoint
 from alexnet_jax import cluster
 from alexnet_jax import metrics
 from alexnet_jax import parallel
+from alexnet_jax import steps
 from alexnet_jax import train
 from tests import tiny_config
 from tests import trees
@@ -96,7 +97,7 @@ def _restore(workdir, config):
   mesh = parallel.make_mesh(config.mesh.model)
   mgr = checkpoint.manager(workdir)
   try:
-    restored, _ = checkpoint.restore_latest(mgr, train.abstract_state(config, mesh))
+    restored, _ = checkpoint.restore_latest(mgr, steps.abstract_state(config, mesh))
   finally:
     mgr.close()
   return int(restored.step), jax.tree.map(np.asarray, restored.params)

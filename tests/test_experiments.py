@@ -203,15 +203,15 @@ def test_cifar_dispatch_trains_data_parallel():
   import numpy as np_
   from alexnet_jax import models
   from alexnet_jax import parallel
-  from alexnet_jax import train
+  from alexnet_jax import steps, train
   from alexnet_jax.configs import cifar10_fig1
   config = cifar10_fig1.get_config("smoke")
   config.train.batch_size = 4
   mesh = parallel.make_mesh(config.mesh.model, jax.devices()[:2])
   assert dict(mesh.shape) == {"data": 2, "model": 1}
-  state = train.create_train_state(config, mesh)
+  state = steps.create_train_state(config, mesh)
   assert models.count_params(state.params) == 89_578
-  step = train.make_train_step(config, mesh)
+  step = steps.make_train_step(config, mesh)
   rng = np_.random.default_rng(0)
   batch = {"image": rng.integers(0, 256, (4, 32, 32, 3)).astype(np_.uint8),
            "label": np_.array([0, 1, 2, 3], np_.int32)}
@@ -223,7 +223,7 @@ def test_cifar_dispatch_trains_data_parallel():
   wrong = config.copy_and_resolve_references()
   wrong.mesh.model = 2
   with pytest.raises(ValueError, match="mesh.model=1"):
-    train.make_apply(wrong, parallel.make_mesh(2, jax.devices()[:2]))
+    steps.make_apply(wrong, parallel.make_mesh(2, jax.devices()[:2]))
 
 
 def test_report_does_not_load_tensorflow():

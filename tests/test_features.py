@@ -10,7 +10,7 @@ import pytest
 from alexnet_jax import features
 from alexnet_jax import parallel
 from alexnet_jax import restore
-from alexnet_jax import train
+from alexnet_jax import steps
 from alexnet_jax.data import sources
 
 
@@ -41,7 +41,7 @@ def test_features_are_the_networks_maps_with_labels_and_files(loaded, tmp_path):
   # fc8 sees both towers' fc7 (tower 0 first); each tower owns half of the logits.
   logits = np.concatenate([fc7 @ p["fc8"]["kernel"][t] + p["fc8"]["bias"][t] for t in (0, 1)],
                           axis=1)
-  eval_step = train.make_eval_step(config, mesh)
+  eval_step = steps.make_eval_step(config, mesh)
   expected = np.concatenate([
       np.asarray(eval_step(params, parallel.to_global(mesh, b["image"]), consts, False))
       for b in features.image_batches(config, split, batch_size=8)])[:30]

@@ -12,7 +12,7 @@ from alexnet_jax import input_pipeline
 from alexnet_jax import parallel
 from alexnet_jax import predict
 from alexnet_jax import restore
-from alexnet_jax import train
+from alexnet_jax import steps
 from alexnet_jax.data import sources
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def loaded(tiny_run):
 @pytest.mark.parametrize("ten_crop", [False, True])
 def test_predict_gives_the_evaluation_paths_logits(tiny_run, loaded, ten_crop):
   config, params, mesh, consts = loaded
-  eval_step = train.make_eval_step(config, mesh)
+  eval_step = steps.make_eval_step(config, mesh)
   batch = next(input_pipeline.eval_iterator(config, "val", batch_size=8))
   expected = np.asarray(eval_step(params, parallel.to_global(mesh, batch["image"]), consts,
                                   ten_crop))

@@ -13,13 +13,14 @@ import pytest
 from alexnet_jax import checkpoint
 from alexnet_jax import report
 from alexnet_jax import restore
+from alexnet_jax import steps
 from alexnet_jax import train
 from tests import trees
 
 
 def _checkpoint_params(workdir, config, step):
   mgr = checkpoint.manager(workdir, read_only=True)
-  state, _ = checkpoint.restore(mgr, step, train.abstract_state(config, train.make_mesh(config)))
+  state, _ = checkpoint.restore(mgr, step, steps.abstract_state(config, steps.make_mesh(config)))
   mgr.close()
   return jax.tree.map(np.asarray, state.params)
 

@@ -12,6 +12,7 @@ import pytest
 from alexnet_jax import checkpoint
 from alexnet_jax import metrics
 from alexnet_jax import parallel
+from alexnet_jax import steps
 from alexnet_jax import train
 from tests import tiny_config
 from tests import trees
@@ -33,7 +34,7 @@ def _config(cache_dir):
 def _final_params(workdir, config):
   mesh = parallel.make_mesh(config.mesh.model)
   mgr = checkpoint.manager(workdir)
-  restored, _ = checkpoint.restore_latest(mgr, train.abstract_state(config, mesh))
+  restored, _ = checkpoint.restore_latest(mgr, steps.abstract_state(config, mesh))
   mgr.close()
   return int(restored.step), jax.tree.map(np.asarray, restored.params)
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import models, parallel, train
+from alexnet_jax import models, parallel, steps
 from tests import tiny_config as tiny_configs
 from tests.trees import assert_trees_close
 
@@ -38,9 +38,9 @@ def consts():
 def setup(model_axis):
   config = tiny_config()
   mesh = parallel.make_mesh(model_axis)
-  step = train.make_train_step(config, mesh)
+  step = steps.make_train_step(config, mesh)
   sharded_batch = jax.device_put(batch(), parallel.batch_sharding(mesh))
-  state = train.create_train_state(config, mesh)
+  state = steps.create_train_state(config, mesh)
   hlo = step.lower(state, sharded_batch, 0.01, consts()).compile().as_text()
   return config, mesh, step, sharded_batch, state, hlo
 
@@ -104,7 +104,7 @@ def test_sgd_momentum_is_section_5():
   w = {"fc6": {"kernel": jnp.array([2.0]), "bias": jnp.array([1.0])}}
   v = {"fc6": {"kernel": jnp.array([0.5]), "bias": jnp.array([0.5])}}
   g = {"fc6": {"kernel": jnp.array([3.0]), "bias": jnp.array([3.0])}}
-  w1, v1 = train.sgd_momentum(w, v, g, 0.1, mu=0.9, decay=5e-4)
+  w1, v1 = steps.sgd_momentum(w, v, g, 0.1, mu=0.9, decay=5e-4)
   kernel_v = 0.9 * 0.5 - 5e-4 * 0.1 * 2.0 - 0.1 * 3.0
   bias_v = 0.9 * 0.5 - 0.1 * 3.0  # No decay on biases.
   np.testing.assert_allclose(v1["fc6"]["kernel"], [kernel_v], rtol=1e-6)
@@ -159,17 +159,17 @@ def test_steps_lower_for_accelerators(platform):
   config = tiny_config()
   config.model.dtype = "bfloat16"
   mesh = parallel.make_mesh(2)
-  abstract = train.abstract_state(config, mesh)
+  abstract = steps.abstract_state(config, mesh)
   batch_sharding = parallel.batch_sharding(mesh)
   images = jax.ShapeDtypeStruct((4, 72, 72, 3), jnp.uint8, sharding=batch_sharding)
   batch = {"image": images,
            "label": jax.ShapeDtypeStruct((4,), jnp.int32, sharding=batch_sharding)}
   consts_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), consts())
-  lowered = train.make_train_step(config, mesh).trace(
+  lowered = steps.make_train_step(config, mesh).trace(
       abstract, batch, np.float32(0.01), consts_shapes).lower(lowering_platforms=(platform,))
   text = lowered.as_text()
   assert "all_gather" in text and "bf16" in text
-  eval_step = train.make_eval_step(config, mesh)
+  eval_step = steps.make_eval_step(config, mesh)
   lowered = eval_step.trace(abstract.params, images, consts_shapes, True).lower(
       lowering_platforms=(platform,))
   assert "all_gather" in lowered.as_text()

@@ -16,6 +16,7 @@ import pytest
 from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import restore
+from alexnet_jax import steps
 from alexnet_jax import train
 from alexnet_jax import weights
 from alexnet_jax.data import sources
@@ -54,7 +55,7 @@ def test_export_writes_the_documented_layout_and_import_gives_identical_logits(t
   consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
   images = parallel.to_global(mesh, np.random.default_rng(0).integers(
       0, 256, (8, 72, 72, 3), dtype=np.uint8))
-  eval_step = train.make_eval_step(config, mesh)
+  eval_step = steps.make_eval_step(config, mesh)
   np.testing.assert_array_equal(eval_step(placed, images, consts, True),
                                 eval_step(params, images, consts, True))
 
@@ -108,8 +109,8 @@ def test_finetuning_on_fewer_classes_resets_fc8_and_trains(tiny_run, tmp_path):
   config.model.num_classes = 4
   config.data.update(source="folder", root=str(tmp_path / "four"))
   stats.save_stats(stats.compute_stats(config), stats.stats_path(config))  # Its mean image.
-  mesh = train.make_mesh(config)
-  fresh = train.create_train_state(config, mesh).params
+  mesh = steps.make_mesh(config)
+  fresh = steps.create_train_state(config, mesh).params
   with pytest.raises(ValueError, match=r"fc8/bias has shape \(2, 5\) there but \(2, 2\) in this "
                                        r"run's network; set --config.init_reset=fc8"):
     weights.initial_params(config, fresh, mesh)

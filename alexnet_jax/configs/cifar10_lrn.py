@@ -9,7 +9,7 @@ fc 10; alexnet_jax/cifar_model.py, layout "conv_local") with the cross-map norma
 "cifar-cropped" provider: random 24x24 crops and mirrors of the 32x32 images, the mean image
 subtracted; the centre 24x24 crop at test time. Weight decay 0.004 on the convolutions, 0.004
 on the local layers and 0.01 on fc10 in the layer-params files; one value here, 0.004
-(train.sgd_momentum has a single coefficient). cuda-convnet trained these nets for hundreds of
+(steps.sgd_momentum has a single coefficient). cuda-convnet trained these nets for hundreds of
 epochs with hand-lowered learning rates; the default here is a constant rate for 100 epochs.
 
     python -m experiments.cifar10_data

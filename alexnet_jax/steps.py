@@ -1,0 +1,153 @@
+"""The computations of training, pure and jitted once: the train state on the (data, model)
+mesh, the loss, the SGD-momentum update of section 5, the training step and the evaluation
+step. train.py runs them; the benchmarks and the commands that read a trained run (predict,
+features, weights) use them without the program around them.
+"""
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from alexnet_jax import evaluate
+from alexnet_jax import models
+from alexnet_jax import parallel
+from alexnet_jax import preprocess
+
+# Streams folded into jax.random.key(config.seed): the initial weights, the dropout masks and
+# the crops, mirrors and colour noise of section 4.1.
+INIT_STREAM, DROPOUT_STREAM, AUGMENT_STREAM = 0, 1, 2
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array       # int32 scalar: steps taken.
+  params: Any           # Global parameters, tower axis first, sharded over `model`.
+  momentum: Any         # The velocity v of section 5, same structure and sharding as params.
+
+
+def make_mesh(config) -> Mesh:
+  """The mesh for `config.mesh.model`; "auto" (0) gives a network without towers model=1."""
+  return parallel.make_mesh(models.model_axis(config))
+
+
+def _towered(config):
+  return models.towers(config.model) > 1
+
+
+def state_shardings(config, mesh: Mesh) -> TrainState:
+  params = parallel.param_shardings(mesh, models.abstract_params(config.model), _towered(config))
+  return TrainState(step=parallel.replicated(mesh), params=params, momentum=params)
+
+
+def abstract_state(config, mesh: Mesh) -> TrainState:
+  """Shapes, dtypes and shardings of the train state: what a checkpoint restores into."""
+  params = models.abstract_params(config.model)
+  shapes = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, momentum=params)
+  return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                               sharding=sharding),
+                      shapes, state_shardings(config, mesh))
+
+
+def create_train_state(config, mesh: Mesh) -> TrainState:
+  """A fresh state, created directly into its shards; the weights come from config.seed."""
+  rng = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
+  init = lambda key: models.init_params(config.model, key)  # noqa: E731
+  params = parallel.create_sharded_params(init, mesh, rng, _towered(config))
+  shardings = state_shardings(config, mesh)
+  zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=shardings.momentum)
+  step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
+  return TrainState(step=step, params=params, momentum=zeros(params))
+
+
+def make_apply(config, mesh: Mesh):
+  """apply(params, images_BHWC, rng, train) -> logits_BK of config.model on `mesh`."""
+  net = models.make_module(config.model, mesh.shape["model"])
+  return parallel.make_apply(net, mesh, _towered(config))
+
+
+def cross_entropy(logits_BK, labels_B):
+  """Mean over the global batch: the gradient is the data-parallel average."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B).mean()
+
+
+def top_k_error(logits_BK, labels_B, k):
+  """Fraction of examples whose label is not among the top k (evaluate.topk_correct's ties)."""
+  return 1.0 - jnp.mean(evaluate.topk_correct(logits_BK, labels_B, k).astype(jnp.float32))
+
+
+def sgd_momentum(params, momentum, grads, learning_rate, *, mu, decay):
+  """Section 5, written out: v <- mu v - decay eps w - eps grad;  w <- w + v.
+
+  Weight decay applies to the kernels only, not to the biases: the paper writes the rule for the
+  weights w, and cuda-convnet's layer files (which trained the paper's net) give the decay `wc`
+  to weights alone. Decaying the biases would also pull section 5's bias of 1 back towards 0.
+  """
+  def velocity(path, w, v, g):
+    decay_term = decay * learning_rate * w if path[-1].key == "kernel" else 0.0
+    return mu * v - decay_term - learning_rate * g
+
+  momentum = jax.tree_util.tree_map_with_path(velocity, params, momentum, grads)
+  return jax.tree.map(jnp.add, params, momentum), momentum
+
+
+def make_train_step(config, mesh: Mesh):
+  """Returns train_step(state, batch, learning_rate, consts) -> (state, metrics), jitted once.
+
+  batch = {"image": uint8 [B, R, R, 3], "label": int32 [B]}: B the global batch, sharded over
+  `data`, and R = config.data.resize_size, the images as the host decoded them. The step cuts
+  the training crops itself (preprocess.train_images with `consts`, preprocess.constants
+  placed on every device). learning_rate is a traced scalar, so a schedule may change it
+  between steps without recompiling. The state is donated. The dropout and augmentation keys
+  are fold_in(seed, step): a run resumed from a checkpoint draws the same masks, crops, mirrors
+  and colour noise as one that never stopped.
+  """
+  apply = make_apply(config, mesh)
+  mu, decay = config.train.momentum, config.train.weight_decay
+  root = jax.random.key(config.seed)
+  dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
+  augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
+
+  def train_step(state: TrainState, batch, learning_rate, consts):
+    images_BHWC = preprocess.train_images(
+        batch["image"], jax.random.fold_in(augment_root, state.step), consts, config.data,
+        config.model.image_size)
+    rng = jax.random.fold_in(dropout_root, state.step)
+
+    def loss_fn(params):
+      logits_BK = apply(params, images_BHWC, rng, train=True)
+      return cross_entropy(logits_BK, batch["label"]), logits_BK
+
+    (loss, logits_BK), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    params, momentum = sgd_momentum(state.params, state.momentum, grads, learning_rate,
+                                    mu=mu, decay=decay)
+    step_metrics = {"loss": loss,
+                    "top1_error": top_k_error(logits_BK, batch["label"], 1),
+                    "top5_error": top_k_error(logits_BK, batch["label"], 5)}
+    return state.replace(step=state.step + 1, params=params, momentum=momentum), step_metrics
+
+  shardings = state_shardings(config, mesh)
+  batch = {"image": parallel.batch_sharding(mesh), "label": parallel.batch_sharding(mesh)}
+  replicated = parallel.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(shardings, batch, replicated, replicated),
+                 out_shardings=(shardings, replicated), donate_argnums=(0,))
+
+
+def make_eval_step(config, mesh: Mesh):
+  """Returns eval_step(params, images, consts, ten_crop) -> logits, jitted: the centre crop
+  ([B, K]) or the ten crops ([B, 10, K]) of uint8 [B, R, R, 3] images, cut on the device."""
+  apply = make_apply(config, mesh)
+  crop = config.model.image_size
+
+  @functools.partial(jax.jit, static_argnums=3)
+  def eval_step(params, images, consts, ten_crop):
+    x = preprocess.eval_images(images, consts, crop, ten_crop)
+    if not ten_crop:
+      return apply(params, x, None, train=False)
+    logits = apply(params, x.reshape((-1,) + x.shape[2:]), None, train=False)
+    return logits.reshape(x.shape[0], x.shape[1], logits.shape[-1])
+
+  return eval_step
