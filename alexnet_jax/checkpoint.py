@@ -8,17 +8,15 @@ step once it was committed. Why it survives a SIGKILL: orbax writes a step into
 killed save leaves that tmp folder, which `latest_step` ignores and `manager` deletes at the
 next start (`cleanup_tmp_directories`), so the previous checkpoints stay intact.
 
-What can still go wrong, and what this module does about it:
-- A step damaged after its commit (a file truncated or deleted by a failing disk, an
-  interrupted copy of the workdir): `restore_for_run` names the step, says what failed in one
-  line and lists the older steps that look intact; `restore_step` lets the run go back to one
-  of them, moving the unreadable newer steps aside (nothing is deleted). Telling which steps
-  look intact costs a `stat` per file (against `file_sizes.json`) and reading the two small
-  metadata files; only a full read proves a step, and that is what the restore does.
-- A save that cannot be written (disk full, quota, permissions, read-only filesystem): with
-  asynchronous saves the error surfaces at the next `save` or at `wait`/`close`; it becomes a
-  `CheckpointWriteError` naming the directory, the bytes a checkpoint needs and the intact
-  steps. Orbax never renames the failed step, so the earlier ones stay restorable.
+What can still go wrong, and what happens then (checkpoint_faults.py words it):
+- A step damaged after its commit (a file truncated or deleted): `restore_for_run` names the
+  step, says what failed in one line and lists the older steps that look intact;
+  `restore_step` lets the run go back to one of them, moving the unreadable newer steps aside.
+- A save the filesystem refuses (disk full, quota, permissions, read-only): with asynchronous
+  saves the error surfaces at the next `save` or at `wait`/`close`, as a `CheckpointWriteError`
+  naming the directory, the bytes a checkpoint needs and the intact steps. Orbax never renames
+  the failed step, so the earlier ones stay restorable.
+Nothing is ever deleted here but by orbax's own keep-the-last-N policy.
 
 Several processes: every process calls `manager`, `save`, `wait`, `close` and the restores
 with the same arguments; orbax writes each process's shards and lets process 0 write the
@@ -33,41 +31,25 @@ Usage:
     checkpoint.save(mgr, step, state, {"fingerprint": fp, ...}, {"val_top1_error": 0.41})
     checkpoint.close(mgr)  # waits for the last asynchronous save; raises if it failed
 """
-import errno
 import json
 import logging
 import math
-import os
-import re
-import shutil
 from pathlib import Path
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
+from alexnet_jax import checkpoint_faults as faults
+
 BEST_METRIC = "val_top1_error"
-SIZES_FILE = "file_sizes.json"
-SET_ASIDE_DIR = "unreadable_checkpoints"  # Next to checkpoints/: outside orbax's view.
 _MAX_LISTED = 20
-# errno values that mean "this filesystem will not take the checkpoint", not a bug.
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
-                 errno.EFBIG, errno.EIO)
-# Errors of a read that failed on the files (tensorstore raises ValueError), as opposed to a
-# device running out of memory (a RuntimeError), which says nothing about the checkpoint.
-_READ_ERRORS = (OSError, ValueError, KeyError)
+SIZES_FILE = faults.SIZES_FILE
+DamagedCheckpointError = faults.DamagedCheckpointError
+CheckpointWriteError = faults.CheckpointWriteError
 
 
 class IncompatibleCheckpointError(ValueError):
   """A checkpoint whose tree, shapes, dtypes or model config differ from this run's."""
-
-
-class DamagedCheckpointError(RuntimeError):
-  """A checkpoint that cannot be read: a file truncated, missing or garbled after its commit."""
-
-
-class CheckpointWriteError(OSError):
-  """A save the filesystem refused (no space, quota, permissions, read-only)."""
 
 
 def manager(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
@@ -136,7 +118,7 @@ def save(mgr, step, state, extra, metrics=None):
     started = mgr.save(step, metrics=metrics, force=True, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
   except Exception as e:  # pylint: disable=broad-exception-caught
-    _raise_write_error(mgr, step, e)
+    faults.raise_write_error(mgr, step, e)
   mgr.pending_step = step
   if not mgr.async_save:  # Committed already: record its sizes now.
     wait(mgr)
@@ -153,9 +135,9 @@ def wait(mgr):
     mgr.wait_until_finished()
     mgr.check_for_errors()
   except Exception as e:  # pylint: disable=broad-exception-caught
-    _raise_write_error(mgr, step, e)
+    faults.raise_write_error(mgr, step, e)
   if step is not None and step in mgr.all_steps():
-    _record_sizes(_step_dir(mgr, step))
+    faults.record_sizes(faults.step_dir(mgr, step))
 
 
 def close(mgr):
@@ -225,174 +207,20 @@ def restore_for_run(mgr, abstract_state, fingerprint, restore_step=0):
     problem, restored = None, None
     try:
       restored = restore(mgr, step, abstract_state, fingerprint=fingerprint)
-    except _READ_ERRORS as e:
+    except faults.READ_ERRORS as e:
       if isinstance(e, IncompatibleCheckpointError):
         raise
       # The recorded sizes name the damaged file where orbax's error names a symptom.
-      problem, cause = step_problem(mgr, step) or _one_line(e), e
-    if not _everywhere(problem is None):
+      problem, cause = faults.step_problem(mgr, step) or faults.one_line(e), e
+    if not faults.everywhere(problem is None):
       unreadable.append((step, problem or "another process cannot read it"))
       continue
-    _set_aside(mgr, unreadable)
+    faults.set_aside(mgr, unreadable)
     if restore_step and restore_step != step:
       logging.warning("config.checkpoint.restore_step=%d: restored step %d, the newest step "
                       "that reads fine.", restore_step, step)
     return restored
-  raise _damaged_error(mgr, steps, unreadable, restore_step) from cause
-
-
-def step_problem(mgr, step):
-  """None if `step` looks intact, else what is wrong with it, in a few words.
-
-  Cheap: a `stat` per file against the sizes recorded when the step was committed (steps
-  written without `file_sizes.json` skip that part), and the two metadata files read.
-  """
-  directory = _step_dir(mgr, step)
-  sizes_file = directory / SIZES_FILE
-  if sizes_file.exists():
-    try:
-      sizes = json.loads(sizes_file.read_text())
-    except ValueError:
-      return f"{SIZES_FILE} is garbled"
-    for name, size in sizes.items():
-      path = directory / name
-      if not path.exists():
-        return f"{name} is missing"
-      if path.stat().st_size != size:
-        return f"{name} has {path.stat().st_size} bytes, {size} when saved"
-  try:
-    mgr.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
-    if not jax.tree.leaves(mgr.item_metadata(step)["state"]):
-      return "the state's metadata (state/_METADATA) is missing"
-  except _READ_ERRORS as e:
-    return _one_line(e)
-  return None
-
-
-def _damaged_error(mgr, steps, unreadable, restore_step):
-  if not unreadable:
-    return DamagedCheckpointError(
-        f"config.checkpoint.restore_step={restore_step}, but {mgr.directory} holds no step >= "
-        f"{restore_step} (saved steps: {', '.join(map(str, steps)) or 'none'}).")
-  first, problem = unreadable[0]
-  tried = {s for s, _ in unreadable}
-  intact = [s for s in steps if s not in tried and s < first and step_problem(mgr, s) is None]
-  what = f"Checkpoint {_step_dir(mgr, first)} cannot be read: {problem}."
-  if len(unreadable) > 1:
-    what += " Neither can steps " + ", ".join(f"{s} ({p})" for s, p in unreadable[1:]) + "."
-  if not intact:
-    return DamagedCheckpointError(
-        f"{what} No older step looks intact; move {mgr.directory} away to train afresh.")
-  return DamagedCheckpointError(
-      f"{what} Older steps that look intact: {', '.join(map(str, intact))}. Resume from one "
-      f"with --config.checkpoint.restore_step={intact[0]} (the unreadable steps are then moved "
-      f"to {_root(mgr).parent / SET_ASIDE_DIR}; nothing is deleted).")
-
-
-def _set_aside(mgr, unreadable):
-  """Moves unreadable steps out of orbax's directory, so that the run can save them anew."""
-  if not unreadable:
-    return
-  target = _root(mgr).parent / SET_ASIDE_DIR
-  if jax.process_index() == 0:
-    target.mkdir(exist_ok=True)
-    for step, problem in unreadable:
-      dest = target / str(step)
-      n = 1
-      while dest.exists():
-        dest, n = target / f"{step}.{n}", n + 1
-      _step_dir(mgr, step).rename(dest)
-      logging.warning("Checkpoint step %d cannot be read (%s); moved to %s.", step, problem,
-                      dest)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices("alexnet_jax checkpoint set aside")
-  mgr.reload()
-
-
-def _root(mgr):
-  return Path(str(mgr.directory))  # pathlib: etils' Path refuses recursive globs.
-
-
-def _step_dir(mgr, step):
-  return _root(mgr) / str(step)
-
-
-def _everywhere(ok):
-  """True when `ok` holds on every process (all read the same files, but each its shards)."""
-  if jax.process_count() == 1:
-    return ok
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
-
-
-def _one_line(error):
-  """An error in one line: tensorstore's spec (a kilobyte of JSON) dropped, and of a long
-  message its status and its end, where the file and the failure are named."""
-  text = " ".join(str(error).split()).split(" [tensorstore_spec=")[0].rstrip(".")
-  if len(text) <= 300:
-    return text or type(error).__name__
-  status = text.split(":")[0] + ": ..." if text.split(":")[0].isupper() else "..."
-  return status + text[-240:]
-
-
-def _record_sizes(directory):
-  """Writes `file_sizes.json` into a committed step (process 0; the others' files are there)."""
-  if jax.process_index() != 0 or not directory.is_dir():
-    return
-  sizes = {str(p.relative_to(directory)): p.stat().st_size
-           for p in sorted(directory.rglob("*")) if p.is_file() and p.name != SIZES_FILE}
-  tmp = directory / (SIZES_FILE + ".tmp")
-  try:
-    tmp.write_text(json.dumps(sizes))
-    tmp.replace(directory / SIZES_FILE)
-  except OSError as e:  # The step itself is committed; only the cheap check loses it.
-    logging.warning("Could not record the file sizes of %s: %s", directory, e)
-
-
-def _raise_write_error(mgr, step, error):
-  """Raises a `CheckpointWriteError` for a filesystem's refusal, else `error` as it is."""
-  code = _errno(error)
-  if code is None:
-    raise error
-  steps = [s for s in mgr.all_steps() if s != step]
-  need, how = mgr.state_bytes, "the arrays' size"
-  if steps and (_step_dir(mgr, steps[-1]) / SIZES_FILE).exists():
-    sizes = json.loads((_step_dir(mgr, steps[-1]) / SIZES_FILE).read_text())
-    need, how = sum(sizes.values()), f"step {steps[-1]} on disk"
-  try:
-    free = f", {_megabytes(shutil.disk_usage(mgr.directory).free)} free there"
-  except OSError:
-    free = ""
-  fix = ("once there is room" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-         else "once it is writable")
-  kept = (f"The steps already saved ({', '.join(map(str, steps))}) are intact; start the same "
-          f"command again {fix} to resume from step {steps[-1]}" if steps
-          else f"No step was saved yet; start again {fix}")
-  what = f"step {step}" if step is not None else "a checkpoint"
-  raise CheckpointWriteError(
-      f"Could not write {what} into {mgr.directory}: {os.strerror(code)}. A checkpoint needs "
-      f"{_megabytes(need)} ({how}){free}. {kept}, or choose another --workdir.") from error
-
-
-def _errno(error):
-  """The errno of a filesystem refusal in `error` or its causes (tensorstore puts it in the
-  message as os_error_code), or None."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    code = getattr(error, "errno", None)
-    if code is None:
-      found = re.search(r"os_error_code='?(\d+)", str(error))
-      code = int(found.group(1)) if found else None
-    if code in _WRITE_ERRNOS:
-      return code
-    error = error.__cause__ or error.__context__
-  return None
-
-
-def _megabytes(n):
-  return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n:,} bytes"
+  raise faults.damaged_error(mgr, steps, unreadable, restore_step) from cause
 
 
 def model_fingerprint(config):
