@@ -120,7 +120,7 @@ def save(mgr, step, state, extra, metrics=None):
   except Exception as e:  # pylint: disable=broad-exception-caught
     faults.raise_write_error(mgr, step, e)
   mgr.pending_step = step
-  if not mgr.async_save:  # Committed already: record its sizes now.
+  if not getattr(mgr, "async_save", True):  # Committed already: record its sizes now.
     wait(mgr)
   return started
 
@@ -199,7 +199,10 @@ def restore_for_run(mgr, abstract_state, fingerprint, restore_step=0):
   wait(mgr)
   mgr.reload()
   steps = sorted(mgr.all_steps(), reverse=True)
-  if not steps and not restore_step:
+  if not steps:
+    if restore_step:  # Kept in a job's command for later restarts, or a mistyped --workdir.
+      logging.warning("config.checkpoint.restore_step=%d, but %s holds no checkpoint: the run "
+                      "starts afresh.", restore_step, mgr.directory)
     return None
   candidates = [s for s in steps if s >= restore_step] if restore_step else steps[:1]
   unreadable, cause = [], None
@@ -215,10 +218,11 @@ def restore_for_run(mgr, abstract_state, fingerprint, restore_step=0):
     if not faults.everywhere(problem is None):
       unreadable.append((step, problem or "another process cannot read it"))
       continue
-    faults.set_aside(mgr, unreadable)
-    if restore_step and restore_step != step:
-      logging.warning("config.checkpoint.restore_step=%d: restored step %d, the newest step "
-                      "that reads fine.", restore_step, step)
+    faults.set_aside(mgr, unreadable)  # Warns for each step it moves.
+    if restore_step and not unreadable and step != restore_step:
+      logging.warning("config.checkpoint.restore_step=%d changes nothing: the latest step %d "
+                      "reads fine and was restored (restore_step only chooses where to go back "
+                      "to when newer steps cannot be read).", restore_step, step)
     return restored
   raise faults.damaged_error(mgr, steps, unreadable, restore_step) from cause
 

@@ -329,7 +329,37 @@ def test_restore_step_picks_the_newest_readable_step_at_or_after_it(tmp_path):
   checkpoint.close(mgr)
   empty = checkpoint.manager(tmp_path / "empty")
   assert checkpoint.restore_for_run(empty, abstract(step2), None) is None
+  assert checkpoint.restore_for_run(empty, abstract(step2), None, restore_step=5) is None
   checkpoint.close(empty)
+
+
+def test_older_damaged_steps_are_not_offered_and_are_moved_aside_together(tmp_path):
+  save_three(tmp_path)
+  root = tmp_path / "checkpoints"
+  truncate_largest_array_file(root / "3")
+  (root / "2" / "extra" / "metadata").unlink()  # Found by the cheap check: no full read.
+  step1 = jax.tree.map(lambda x: x + 1, make_state())
+  mgr = checkpoint.manager(tmp_path)
+  with pytest.raises(checkpoint.DamagedCheckpointError, match=(
+      r"Older steps that look intact: 1\. Resume from one with "
+      r"--config.checkpoint.restore_step=1 ")):
+    checkpoint.restore_for_run(mgr, abstract(step1), None)
+  got, extra = checkpoint.restore_for_run(mgr, abstract(step1), None, restore_step=1)
+  assert extra == {"step": 1}
+  assert_trees_equal(got, step1)
+  assert sorted(p.name for p in (tmp_path / "unreadable_checkpoints").iterdir()) == ["2", "3"]
+  checkpoint.close(mgr)
+
+
+def test_restore_step_with_a_readable_latest_step_says_it_changes_nothing(tmp_path, caplog):
+  step2 = save_three(tmp_path)
+  mgr = checkpoint.manager(tmp_path)
+  with caplog.at_level("WARNING"):
+    assert checkpoint.restore_for_run(mgr, abstract(step2), None, restore_step=2)[1] == {
+        "step": 3}
+  assert "restore_step=2 changes nothing: the latest step 3 reads fine" in caplog.text
+  assert list(mgr.all_steps()) == [1, 2, 3]
+  checkpoint.close(mgr)
 
 
 def mount_tmpfs(path, size):
