@@ -130,7 +130,12 @@ def _gather(port, address, num_processes, timeout_s, deadline):
   try:
     with server:
       while len(peers) < num_processes - 1 and time.monotonic() < deadline:
-        _accept_one(server, peers, num_processes, deadline)
+        problem = _accept_one(server, peers, num_processes, deadline)
+        if problem:
+          _tell(peers, f"abort {problem}")
+          raise MissingProcessesError(
+              f"Process 0 stops: {problem}. Give every process the same "
+              "config.distributed.num_processes and its own process_id.")
     missing = [i for i in range(1, num_processes) if i not in peers]
     if missing:
       reason = (f"process(es) {', '.join(map(str, missing))} of config.distributed."
@@ -148,29 +153,35 @@ def _gather(port, address, num_processes, timeout_s, deadline):
 
 
 def _accept_one(server, peers, num_processes, deadline):
+  """Adds the next process that connects to `peers`; returns what is wrong with it, if any."""
   server.settimeout(max(0.01, deadline - time.monotonic()))
   try:
     conn, _ = server.accept()
   except socket.timeout:
-    return
+    return None
   conn.settimeout(min(_GRACE_S, max(0.01, deadline - time.monotonic())))
   try:
     words = _read_line(conn).split()
     n, i = int(words[-2]), int(words[-1])
   except (OSError, IndexError, ValueError):
-    conn.close()  # A port scanner or a stray client: not one of ours.
-    return
+    words = []
   if " ".join(words[:-2]) != _HELLO:
+    conn.close()  # A port scanner or a stray client: not one of ours.
+    return None
+  problem = None
+  if n != num_processes:
+    problem = (f"process {i} has config.distributed.num_processes={n}, process 0 "
+               f"{num_processes}")
+  elif i in peers:
+    problem = f"two processes have config.distributed.process_id={i}"
+  elif not 0 < i < num_processes:
+    problem = f"a process has config.distributed.process_id={i}, not in [1, {num_processes})"
+  if problem:
+    _tell({i: conn}, f"abort {problem}")
     conn.close()
-    return
-  if n != num_processes or not 0 < i < num_processes or i in peers:
-    conn.close()
-    raise MissingProcessesError(
-        f"Process 0 stops: a process announced process_id={i} of num_processes={n}, but this "
-        f"run has num_processes={num_processes}"
-        + (f" and process {i} already joined" if i in peers else "")
-        + ": give every process the same config.distributed.num_processes and its own id.")
-  peers[i] = conn
+  else:
+    peers[i] = conn
+  return problem
 
 
 def _tell(peers, word):

@@ -242,6 +242,15 @@ def test_a_missing_process_stops_every_other_one_with_its_number():
   assert "Check failure" not in zero[1] + one[1]
 
 
+def test_two_processes_with_one_id_are_refused_by_process_0():
+  results, port = _join(3, [0, 1, 1], 30)
+  assert [r[0] for r in results] == [1, 1, 1], results
+  assert "Process 0 stops: two processes have config.distributed.process_id=1." in results[0][1]
+  for _, out in results[1:]:
+    assert (f"Process 1 stops: process 0 at 127.0.0.1:{port} says two processes have "
+            "config.distributed.process_id=1.") in out
+
+
 def test_devices_that_do_not_fit_the_mesh_are_refused(tmp_path, reference):
   """2 processes x 3 devices with model=2: a model group would straddle the hosts while the
   others do not, so no process could feed whole rows of the batch."""
