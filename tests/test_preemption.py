@@ -93,7 +93,9 @@ def test_one_process_stops_after_the_step_in_flight(signum):
   steps = [int(line.split()[1]) for line in out.splitlines() if line.startswith("step")]
   assert stops == [f"Stopped on {signal.Signals(signum).name} after step {steps[-1]}, saved in "
                    "ckpt; the same command resumes from there (exit status 75)."]
-  assert 5 <= steps[-1] <= 8  # The step in flight, not later.
+  # Soon after step 5: the step in flight when the signal came (the parent may read the pipe
+  # a few steps late on a busy machine).
+  assert 5 <= steps[-1] <= 25
   assert f"{signal.Signals(signum).name} received" in err
 
 
@@ -102,6 +104,9 @@ def test_a_second_signal_stops_at_once():
   try:
     wait_for_step(child, 3)
     child.send_signal(signal.SIGINT)
+    for line in child.stderr:  # Sent at once, the two would merge into one pending signal.
+      if "SIGINT received" in line:
+        break
     child.send_signal(signal.SIGINT)
   finally:
     out, _ = finish(child)
