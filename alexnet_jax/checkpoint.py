@@ -2,32 +2,50 @@
 
 Each step directory holds two items, `state` (a pytree of possibly sharded jax Arrays, written
 with `StandardSave`) and `extra` (a small JSON dict: the plateau schedule's state, the config's
-model fingerprint), plus orbax's `metrics` when given. Why it survives a SIGKILL: orbax writes
-a step into `<step>.orbax-checkpoint-tmp` and renames it to `<step>` only once every file is
-on disk; a killed save leaves that tmp folder, which `latest_step` ignores and `manager`
-deletes at the next start (`cleanup_tmp_directories`), so the previous checkpoints stay intact.
+model fingerprint), orbax's `metrics`, and `file_sizes.json`, the size of every file of the
+step once it was committed. Why it survives a SIGKILL: orbax writes a step into
+`<step>.orbax-checkpoint-tmp` and renames it to `<step>` only once every file is on disk; a
+killed save leaves that tmp folder, which `latest_step` ignores and `manager` deletes at the
+next start (`cleanup_tmp_directories`), so the previous checkpoints stay intact.
 
-Several processes: every process calls `manager`, `save` and `restore` with the same
-arguments; orbax writes each process's shards and lets process 0 write the metadata, on a
-filesystem all hosts share (tests/test_distributed.py saves and resumes with two processes).
+What can still go wrong, and what happens then (checkpoint_faults.py words it):
+- A step damaged after its commit (a file truncated or deleted): `restore_for_run` names the
+  step, says what failed in one line and lists the older steps that look intact;
+  `restore_step` lets the run go back to one of them, moving the unreadable newer steps aside.
+- A save the filesystem refuses (disk full, quota, permissions, read-only): with asynchronous
+  saves the error surfaces at the next `save` or at `wait`/`close`, as a `CheckpointWriteError`
+  naming the directory, the bytes a checkpoint needs and the intact steps. Orbax never renames
+  the failed step, so the earlier ones stay restorable.
+Nothing is ever deleted here but by orbax's own keep-the-last-N policy.
+
+Several processes: every process calls `manager`, `save`, `wait`, `close` and the restores
+with the same arguments; orbax writes each process's shards and lets process 0 write the
+metadata (and `file_sizes.json`), on a filesystem all hosts share (tests/test_distributed.py
+saves and resumes with two processes).
 
 Usage:
 
     mgr = checkpoint.manager(workdir)
-    restored = checkpoint.restore_latest(mgr, abstract_state, fingerprint=fp)
+    restored = checkpoint.restore_for_run(mgr, abstract_state, fp, config.checkpoint.restore_step)
     ...
     checkpoint.save(mgr, step, state, {"fingerprint": fp, ...}, {"val_top1_error": 0.41})
-    mgr.close()  # waits for the last asynchronous save
+    checkpoint.close(mgr)  # waits for the last asynchronous save; raises if it failed
 """
 import json
 import logging
+import math
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 
+from alexnet_jax import checkpoint_faults as faults
+
 BEST_METRIC = "val_top1_error"
 _MAX_LISTED = 20
+SIZES_FILE = faults.SIZES_FILE
+DamagedCheckpointError = faults.DamagedCheckpointError
+CheckpointWriteError = faults.CheckpointWriteError
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -41,17 +59,18 @@ def manager(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
   It keeps the last `max_to_keep` steps and, if `keep_best`, also the step with the lowest
   `metrics[best_metric]` (`mgr.best_step()`). Every `save` call writes: the caller decides
   the cadence. With `async_save` the device-to-host copy happens inside `save`, the writing
-  in a background thread (so donated buffers may be reused at once); call `mgr.close()`
-  (or `mgr.wait_until_finished()`) before exiting. `read_only` is for readers of another
-  run's checkpoints (predict, figures, features, weights): it saves, deletes and creates
-  nothing, and leaves alone the `.orbax-checkpoint-tmp` folder of a save still in progress.
+  in a background thread (so donated buffers may be reused at once); call `close(mgr)`
+  (or `wait(mgr)`) before exiting. `read_only` is for readers of another run's checkpoints
+  (predict, figures, features, weights): it saves, deletes and creates nothing, and leaves
+  alone the `.orbax-checkpoint-tmp` folder of a save still in progress.
   """
   if max_to_keep < 1:
     raise ValueError(f"checkpoint.manager: max_to_keep={max_to_keep}; it must be >= 1.")
   policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
   best_fn = None
   if keep_best:
-    best_fn = lambda metrics: metrics[best_metric]  # noqa: E731
+    # A step saved between evaluations carries empty metrics (see `save`): it ranks last.
+    best_fn = lambda metrics: metrics.get(best_metric, math.inf)  # noqa: E731
     policies.append(ocp.checkpoint_managers.BestN(
         get_metric_fn=best_fn, reverse=True, n=1,  # reverse: lowest error kept (min).
         keep_checkpoints_without_metrics=False))
@@ -69,7 +88,10 @@ def manager(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
       directory, options=options,
       item_handlers={"state": ocp.StandardCheckpointHandler(),
                      "extra": ocp.JsonCheckpointHandler()})
-  mgr.best_metric = best_metric
+  mgr.best_metric = best_metric if keep_best else None
+  mgr.pending_step = None   # The step an asynchronous save is still writing.
+  mgr.state_bytes = 0       # The arrays' size, for the message when a save fails.
+  mgr.async_save = async_save
   return mgr
 
 
@@ -78,20 +100,56 @@ def save(mgr, step, state, extra, metrics=None):
 
   `metrics` (e.g. {"val_top1_error": 0.41}) ranks the step for keep-best. Returns False,
   writing nothing, when `step` is already saved (a resumed run reaching its restored step).
+  Raises `CheckpointWriteError` when this save, or the previous asynchronous one, could not
+  be written.
   """
   step = int(step)
   _check_json("extra", extra)
+  best_metric = getattr(mgr, "best_metric", None)
   if metrics is not None:
     metrics = {k: float(v) for k, v in metrics.items()}
-    best_metric = getattr(mgr, "best_metric", None)
     if best_metric is not None and best_metric not in metrics:
       raise ValueError(f"checkpoint.save: metrics {sorted(metrics)} lack '{best_metric}', the "
                        "metric that picks the best checkpoint; pass it or metrics=None.")
+  elif best_metric is not None:
+    metrics = {}  # Not None: orbax warns on every save without metrics while it tracks one.
+  wait(mgr)  # Orbax waits for the previous save here anyway; its errors are ours to word.
   if step in mgr.all_steps():
     logging.info("checkpoint.save: step %d is already saved; skipped.", step)
     return False
-  return mgr.save(step, metrics=metrics, force=True, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
+  mgr.state_bytes = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state))
+  try:
+    started = mgr.save(step, metrics=metrics, force=True, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    faults.raise_write_error(mgr, step, e)
+  mgr.pending_step = step
+  if not getattr(mgr, "async_save", True):  # Committed already: record its sizes now.
+    wait(mgr)
+  return started
+
+
+def wait(mgr):
+  """Waits for the asynchronous save in flight, then records its files' sizes.
+
+  Raises `CheckpointWriteError` (the original error as its cause) when it could not be written.
+  """
+  step, mgr.pending_step = getattr(mgr, "pending_step", None), None
+  try:
+    mgr.wait_until_finished()
+    mgr.check_for_errors()
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    faults.raise_write_error(mgr, step, e)
+  if step is not None and step in mgr.all_steps():
+    faults.record_sizes(faults.step_dir(mgr, step))
+
+
+def close(mgr):
+  """`wait`, then closes the manager (its threads); call it once the run is done."""
+  try:
+    wait(mgr)
+  finally:
+    mgr.close()
 
 
 def restore(mgr, step, abstract_state, *, fingerprint=None):
@@ -101,15 +159,17 @@ def restore(mgr, step, abstract_state, *, fingerprint=None):
   `jax.eval_shape` and the run's shardings). Raises `IncompatibleCheckpointError`, listing
   what differs, when the checkpoint's tree, shapes or dtypes are not the model's, or when
   `fingerprint` is given and differs from the `extra["fingerprint"]` stored with the step;
-  nothing is restored then.
+  nothing is restored then. A step that cannot be read raises what orbax raised.
   """
-  mgr.wait_until_finished()
+  wait(mgr)
   step = int(step)
   if step not in mgr.all_steps():
     raise FileNotFoundError(f"checkpoint.restore: no step {step} in {mgr.directory}; "
                             f"saved steps: {list(mgr.all_steps())}.")
   extra = mgr.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
   stored = mgr.item_metadata(step)["state"]
+  if not jax.tree.leaves(stored):  # Orbax answers an empty tree when state/_METADATA is gone.
+    raise FileNotFoundError(f"{mgr.directory / str(step)}: the state's metadata is missing")
   check_compatible(abstract_state, stored, extra, fingerprint,
                    where=f"{mgr.directory / str(step)}")
   restored = mgr.restore(step, args=ocp.args.Composite(
@@ -119,12 +179,56 @@ def restore(mgr, step, abstract_state, *, fingerprint=None):
 
 def restore_latest(mgr, abstract_state, *, fingerprint=None):
   """(state, extra) of the latest complete step, or None when there is none."""
-  mgr.wait_until_finished()
+  wait(mgr)
   mgr.reload()
   step = mgr.latest_step()
   if step is None:
     return None
   return restore(mgr, step, abstract_state, fingerprint=fingerprint)
+
+
+def restore_for_run(mgr, abstract_state, fingerprint, restore_step=0):
+  """(state, extra) to start a run from, or None when `mgr` holds no checkpoint.
+
+  `restore_step` 0 restores the latest step; if it cannot be read this raises
+  `DamagedCheckpointError` (one line: the step's directory, what failed, the older steps that
+  look intact), the read error as its cause. `restore_step` N > 0 restores the newest step
+  >= N that reads fine, so the same command restarts the run later; the unreadable newer
+  steps are moved to `<workdir>/unreadable_checkpoints/`, never deleted. An incompatible
+  checkpoint raises `IncompatibleCheckpointError` at once.
+  """
+  if restore_step < 0:
+    raise ValueError(f"config.checkpoint.restore_step={restore_step}: 0 (the latest step) or "
+                     "a saved step.")
+  wait(mgr)
+  mgr.reload()
+  steps = sorted(mgr.all_steps(), reverse=True)
+  if not steps:
+    if restore_step:  # Kept in a job's command for later restarts, or a mistyped --workdir.
+      logging.warning("config.checkpoint.restore_step=%d, but %s holds no checkpoint: the run "
+                      "starts afresh.", restore_step, mgr.directory)
+    return None
+  candidates = [s for s in steps if s >= restore_step] if restore_step else steps[:1]
+  unreadable, cause = [], None
+  for step in candidates:
+    problem, restored = None, None
+    try:
+      restored = restore(mgr, step, abstract_state, fingerprint=fingerprint)
+    except faults.READ_ERRORS as e:
+      if isinstance(e, IncompatibleCheckpointError):
+        raise
+      # The recorded sizes name the damaged file where orbax's error names a symptom.
+      problem, cause = faults.step_problem(mgr, step) or faults.one_line(e), e
+    if not faults.everywhere(problem is None):
+      unreadable.append((step, problem or "another process cannot read it"))
+      continue
+    faults.set_aside(mgr, unreadable)  # Warns for each step it moves.
+    if restore_step and not unreadable and step != restore_step:
+      logging.warning("config.checkpoint.restore_step=%d changes nothing: the latest step %d "
+                      "reads fine and was restored (restore_step only chooses where to go back "
+                      "to when newer steps cannot be read).", restore_step, step)
+    return restored
+  raise faults.damaged_error(mgr, steps, unreadable, restore_step) from cause
 
 
 def model_fingerprint(config):

@@ -18,6 +18,7 @@ runtime.configure_jax()  # XLA and TensorFlow settings read when their libraries
 import tensorflow as tf  # noqa: E402
 
 from alexnet_jax import cluster  # noqa: E402
+from alexnet_jax import logs  # noqa: E402
 from alexnet_jax import train  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -31,6 +32,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logs.setup(FLAGS.workdir, FLAGS.config.get("distributed"))  # Library chatter: a file.
   runtime.configure_jax(FLAGS.config.mesh.num_cpu_devices)  # Before JAX starts its backends.
   if "distributed" in FLAGS.config:  # Also before any device is touched.
     cluster.initialize(FLAGS.config.distributed)

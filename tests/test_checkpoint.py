@@ -225,3 +225,220 @@ def test_sigkill_during_saves_then_restore_latest_complete(tmp_path):
   assert checkpoint.save(mgr, step + 1, state, {"step": step + 1}, {"val_top1_error": 0.0})
   mgr.close()
   assert not list((tmp_path / "checkpoints").glob("*orbax-checkpoint-tmp*"))
+
+
+def test_interim_saves_keep_the_best_and_raise_no_warning(tmp_path, caplog):
+  """Saves between evaluations carry no metrics: orbax must not warn about each, and they
+  must not displace the best evaluated step."""
+  state = make_state()
+  mgr = checkpoint.manager(tmp_path, max_to_keep=2)
+  with caplog.at_level("INFO"):
+    for step, metrics in [(1, None), (2, {"val_top1_error": 0.3}), (3, None), (4, None),
+                          (5, {"val_top1_error": 0.5}), (6, None)]:
+      checkpoint.save(mgr, step, state, {"step": step}, metrics)
+    checkpoint.close(mgr)
+  assert "Saving checkpoint at step 6" in caplog.text  # Orbax's log is captured here...
+  assert "tracked_metric" not in caplog.text           # ...and its warning is gone.
+  assert list(mgr.all_steps()) == [2, 5, 6] and mgr.best_step() == 2
+
+
+def save_three(workdir):
+  """Steps 1, 2, 3 whose arrays hold their step; closed, so each has its file sizes."""
+  mgr = checkpoint.manager(workdir, max_to_keep=3)
+  for step in (1, 2, 3):
+    state = jax.tree.map(lambda x, s=step: x + s, make_state())
+    checkpoint.save(mgr, step, state, {"step": step})
+  checkpoint.close(mgr)
+  return jax.tree.map(lambda x: x + 2, make_state())  # Step 2's state.
+
+
+def truncate_largest_array_file(step_dir):
+  data = max((p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"
+              and p.parent.parent.name == "state"), key=lambda p: p.stat().st_size)
+  size = data.stat().st_size
+  with open(data, "r+b") as f:
+    f.truncate(100)
+  return f"{data.relative_to(step_dir)} has 100 bytes, {size} when saved"
+
+
+@pytest.mark.parametrize("damage", ["truncated array file", "state/_METADATA", "extra/metadata"])
+def test_a_damaged_latest_step_is_named_with_the_intact_ones(tmp_path, damage):
+  step2 = save_three(tmp_path)
+  root = tmp_path / "checkpoints"
+  if damage == "truncated array file":
+    reason = truncate_largest_array_file(root / "3")
+  else:
+    (root / "3" / damage).unlink()
+    reason = f"{damage} is missing"
+  files_before = sorted(p for p in root.rglob("*"))
+
+  mgr = checkpoint.manager(tmp_path)
+  with pytest.raises(checkpoint.DamagedCheckpointError) as err:
+    checkpoint.restore_for_run(mgr, abstract(step2), None)
+  text = str(err.value)
+  print(text)
+  assert "\n" not in text
+  assert text.startswith(f"Checkpoint {root / '3'} cannot be read: {reason}.")
+  assert "Older steps that look intact: 2, 1." in text
+  assert "--config.checkpoint.restore_step=2" in text
+  assert isinstance(err.value.__cause__, (OSError, ValueError))  # Orbax's error, chained.
+  assert sorted(p for p in root.rglob("*")) == files_before  # Nothing moved or deleted.
+
+  # The step the message names: the damaged one is moved aside, not deleted.
+  got, extra = checkpoint.restore_for_run(mgr, abstract(step2), None, restore_step=2)
+  assert extra == {"step": 2}
+  assert_trees_equal(got, step2)
+  assert list(mgr.all_steps()) == [1, 2]
+  assert (tmp_path / "unreadable_checkpoints" / "3" / "_CHECKPOINT_METADATA").exists()
+  # The run goes on and saves step 3 afresh; the same command started again restores it.
+  checkpoint.save(mgr, 3, jax.tree.map(lambda x: x + 1, got), {"step": 3})
+  checkpoint.close(mgr)
+  mgr = checkpoint.manager(tmp_path)
+  assert checkpoint.restore_for_run(mgr, abstract(step2), None, restore_step=2)[1] == {"step": 3}
+  checkpoint.close(mgr)
+
+
+def test_steps_written_without_file_sizes_are_still_judged_by_reading(tmp_path):
+  """A step whose sizes were never recorded (a manager closed with mgr.close()): the
+  damage is reported from orbax's error, in one line, without tensorstore's spec."""
+  step2 = save_three(tmp_path)
+  step_dir = tmp_path / "checkpoints" / "3"
+  truncate_largest_array_file(step_dir)
+  (step_dir / checkpoint.SIZES_FILE).unlink()
+  mgr = checkpoint.manager(tmp_path)
+  with pytest.raises(checkpoint.DamagedCheckpointError) as err:
+    checkpoint.restore_for_run(mgr, abstract(step2), None)
+  text = str(err.value)
+  print(text)
+  assert "\n" not in text and "tensorstore_spec" not in text and len(text) < 800
+  assert "OUT_OF_RANGE" in text and "is not valid for value of size 100" in text
+  assert "Older steps that look intact: 2, 1." in text
+  checkpoint.close(mgr)
+
+
+def test_restore_step_picks_the_newest_readable_step_at_or_after_it(tmp_path):
+  step2 = save_three(tmp_path)
+  truncate_largest_array_file(tmp_path / "checkpoints" / "3")
+  mgr = checkpoint.manager(tmp_path)
+  # Step 2 reads fine, so restore_step=1 gives it (never less progress than possible).
+  assert checkpoint.restore_for_run(mgr, abstract(step2), None, restore_step=1)[1] == {"step": 2}
+  with pytest.raises(checkpoint.DamagedCheckpointError, match=r"holds no step >= 7 \(saved"):
+    checkpoint.restore_for_run(mgr, abstract(step2), None, restore_step=7)
+  with pytest.raises(ValueError, match="restore_step=-1"):
+    checkpoint.restore_for_run(mgr, abstract(step2), None, restore_step=-1)
+  checkpoint.close(mgr)
+  empty = checkpoint.manager(tmp_path / "empty")
+  assert checkpoint.restore_for_run(empty, abstract(step2), None) is None
+  assert checkpoint.restore_for_run(empty, abstract(step2), None, restore_step=5) is None
+  checkpoint.close(empty)
+
+
+def test_older_damaged_steps_are_not_offered_and_are_moved_aside_together(tmp_path):
+  save_three(tmp_path)
+  root = tmp_path / "checkpoints"
+  truncate_largest_array_file(root / "3")
+  (root / "2" / "extra" / "metadata").unlink()  # Found by the cheap check: no full read.
+  step1 = jax.tree.map(lambda x: x + 1, make_state())
+  mgr = checkpoint.manager(tmp_path)
+  with pytest.raises(checkpoint.DamagedCheckpointError, match=(
+      r"Older steps that look intact: 1\. Resume from one with "
+      r"--config.checkpoint.restore_step=1 ")):
+    checkpoint.restore_for_run(mgr, abstract(step1), None)
+  got, extra = checkpoint.restore_for_run(mgr, abstract(step1), None, restore_step=1)
+  assert extra == {"step": 1}
+  assert_trees_equal(got, step1)
+  assert sorted(p.name for p in (tmp_path / "unreadable_checkpoints").iterdir()) == ["2", "3"]
+  checkpoint.close(mgr)
+
+
+def test_restore_step_with_a_readable_latest_step_says_it_changes_nothing(tmp_path, caplog):
+  step2 = save_three(tmp_path)
+  mgr = checkpoint.manager(tmp_path)
+  with caplog.at_level("WARNING"):
+    assert checkpoint.restore_for_run(mgr, abstract(step2), None, restore_step=2)[1] == {
+        "step": 3}
+  assert "restore_step=2 changes nothing: the latest step 3 reads fine" in caplog.text
+  assert list(mgr.all_steps()) == [1, 2, 3]
+  checkpoint.close(mgr)
+
+
+def mount_tmpfs(path, size):
+  """A small filesystem of its own at `path`; skips the test where mounting is not allowed."""
+  path.mkdir()
+  done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                        capture_output=True, text=True, check=False)
+  if done.returncode:
+    pytest.skip(f"cannot mount a {size} tmpfs to fill (needs root with CAP_SYS_ADMIN): "
+                f"{done.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  disk = tmp_path / "disk"
+  mount_tmpfs(disk, "1500k")
+  yield disk
+  subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def big_state(step):
+  return {"w": jax.random.normal(jax.random.key(step), (100, 1000)),  # 400 kB, incompressible.
+          "step": jnp.int32(step)}
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_saved_steps(small_disk):
+  mgr = checkpoint.manager(small_disk, max_to_keep=5)
+  saved = []
+  with pytest.raises(checkpoint.CheckpointWriteError) as err:
+    for step in range(1, 10):
+      checkpoint.save(mgr, step, big_state(step), {"step": step})
+      saved.append(step)
+    checkpoint.wait(mgr)
+  text = str(err.value)
+  print(text)
+  intact = list(mgr.all_steps())
+  assert len(intact) >= 2 and intact == saved[:len(intact)]
+  failed = intact[-1] + 1  # Saved asynchronously: reported at the next save or the wait.
+  assert "\n" not in text
+  assert text.startswith(f"Could not write step {failed} into {small_disk / 'checkpoints'}: "
+                         "No space left on device. A checkpoint needs 0.4 MB (step")
+  assert f"The steps already saved ({', '.join(map(str, intact))}) are intact" in text
+  assert "OUT_OF_RANGE" not in text and err.value.__cause__ is not None
+  mgr.close()
+
+  assert list((small_disk / "checkpoints").glob("*tmp*"))  # The failed step's partial files.
+  mgr = checkpoint.manager(small_disk)  # A restart: they are cleared away (in the background).
+  state, extra = checkpoint.restore_latest(mgr, abstract(jax.device_put(big_state(0))))
+  assert extra == {"step": intact[-1]}
+  np.testing.assert_array_equal(np.asarray(state["w"]), np.asarray(big_state(intact[-1])["w"]))
+  checkpoint.close(mgr)
+  assert not list((small_disk / "checkpoints").glob("*tmp*"))
+
+
+def test_a_directory_that_turned_read_only_stops_the_save(tmp_path):
+  """Root ignores permissions, so as root the filesystem is remounted read-only."""
+  disk = tmp_path / "disk"
+  if os.geteuid() == 0:
+    mount_tmpfs(disk, "2m")
+  else:
+    disk.mkdir()
+  try:
+    mgr = checkpoint.manager(disk, async_save=False)
+    checkpoint.save(mgr, 1, big_state(1), {"step": 1})
+    if os.geteuid() == 0:
+      subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    else:
+      (disk / "checkpoints").chmod(0o500)
+    with pytest.raises(checkpoint.CheckpointWriteError) as err:
+      checkpoint.save(mgr, 2, big_state(2), {"step": 2})
+    print(err.value)
+    assert str(err.value).startswith(f"Could not write step 2 into {disk / 'checkpoints'}: ")
+    assert ("Read-only file system" in str(err.value) or "Permission denied" in str(err.value))
+    assert "The steps already saved (1) are intact; start the same command again once it is "\
+        "writable to resume from step 1" in str(err.value)
+    assert list(mgr.all_steps()) == [1]
+    mgr.close()
+  finally:
+    if os.geteuid() == 0:
+      subprocess.run(["umount", "-l", str(disk)], check=False)
+    elif (disk / "checkpoints").exists():
+      (disk / "checkpoints").chmod(0o700)

@@ -178,6 +178,80 @@ def test_an_unreachable_coordinator_stops_with_its_address(tmp_path):
   assert f"Cannot reach the JAX coordinator at 127.0.0.1:{port} within 3 s" in done.stderr
 
 
+def test_process_0_without_its_peer_stops_with_a_python_error(tmp_path):
+  """Process 0 alone: JAX's client would abort inside XLA (DEADLINE_EXCEEDED, exit 134)."""
+  port = _free_port()
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  argv = [sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
+          f"--workdir={tmp_path}", "--config.mesh.num_cpu_devices=1",
+          "--config.distributed.mode=manual",
+          f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+          "--config.distributed.num_processes=2", "--config.distributed.process_id=0",
+          "--config.distributed.initialization_timeout_s=3"]
+  done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+  assert done.returncode == 1, done.stderr[-3000:]
+  assert (f"MissingProcessesError: Process 0 stops: process(es) 1 of config.distributed."
+          f"num_processes=2 did not reach 127.0.0.1:{port} within 3 s") in done.stderr
+  assert "Check failure" not in done.stderr and "DEADLINE_EXCEEDED" not in done.stderr
+
+
+JOIN = """
+import sys
+import jax
+from alexnet_jax import cluster
+from tests import tiny_config
+cfg = tiny_config.get_config().distributed
+cfg.update(mode="manual", coordinator_address="127.0.0.1:" + sys.argv[1],
+           num_processes=int(sys.argv[2]), process_id=int(sys.argv[3]),
+           initialization_timeout_s=int(sys.argv[4]))
+cluster.initialize(cfg)
+print("process", jax.process_index(), "of", jax.process_count(), flush=True)
+"""
+
+
+def _join(num_processes, ids, timeout_s):
+  """Processes `ids` of `num_processes` calling cluster.initialize; [(returncode, output)]."""
+  port = _free_port()
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen([sys.executable, "-c", JOIN, str(port), str(num_processes), str(i),
+                             str(timeout_s)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for i in ids]
+  try:
+    return [(p.returncode, out) for p in procs for out, _ in [p.communicate(timeout=120)]], port
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def test_processes_meet_before_jax_starts():
+  results, _ = _join(2, [1, 0], 60)  # The peer first: it waits for process 0's port.
+  assert [r[0] for r in results] == [0, 0], results
+  assert "process 1 of 2" in results[0][1] and "process 0 of 2" in results[1][1]
+
+
+def test_a_missing_process_stops_every_other_one_with_its_number():
+  """Process 2 of 3 never starts: process 0 says so, and tells process 1 why it stops."""
+  (zero, one), port = _join(3, [0, 1], 4)
+  assert zero[0] == 1 and one[0] == 1, (zero, one)
+  missing = (f"process(es) 2 of config.distributed.num_processes=3 did not reach "
+             f"127.0.0.1:{port} within 4 s")
+  assert f"MissingProcessesError: Process 0 stops: {missing}" in zero[1]
+  assert f"MissingProcessesError: Process 1 stops: process 0 at 127.0.0.1:{port} says " \
+      f"{missing}" in one[1]
+  assert "Check failure" not in zero[1] + one[1]
+
+
+def test_two_processes_with_one_id_are_refused_by_process_0():
+  results, port = _join(3, [0, 1, 1], 30)
+  assert [r[0] for r in results] == [1, 1, 1], results
+  assert "Process 0 stops: two processes have config.distributed.process_id=1." in results[0][1]
+  for _, out in results[1:]:
+    assert (f"Process 1 stops: process 0 at 127.0.0.1:{port} says two processes have "
+            "config.distributed.process_id=1.") in out
+
+
 def test_devices_that_do_not_fit_the_mesh_are_refused(tmp_path, reference):
   """2 processes x 3 devices with model=2: a model group would straddle the hosts while the
   others do not, so no process could feed whole rows of the batch."""

@@ -114,6 +114,8 @@ def get_config(arg=None):
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 1000
   config.checkpoint.max_to_keep = 3    # The last few, and the best by validation error.
+  config.checkpoint.restore_step = 0   # 0: the latest. N: when newer steps cannot be read, the
+                                       # newest readable step >= N (README, "When things fail").
 
   config.eval_only = False             # Load config.eval.checkpoint and evaluate only.
 

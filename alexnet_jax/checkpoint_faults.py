@@ -1,0 +1,196 @@
+"""What can go wrong with checkpoints on disk, told in words a user can act on.
+
+A step can be damaged after its commit (a failing disk, an interrupted copy of the workdir, a
+file deleted by hand), and a save can be refused (disk full, quota, permissions, read-only).
+`checkpoint.py` calls these helpers; nothing here deletes a file.
+
+How to tell which steps are intact, cheaply: orbax records no checksums, and a truncated array
+file only shows when its bytes are read (tensorstore's OUT_OF_RANGE). So once a step is
+committed, process 0 writes `file_sizes.json` into it (every file's size); `step_problem`
+compares them with a `stat` per file and reads the two small metadata files. Only a full read
+proves a step: `checkpoint.restore_for_run` restores, and uses this check to say which file
+broke and which older steps look intact.
+"""
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+SIZES_FILE = "file_sizes.json"
+SET_ASIDE_DIR = "unreadable_checkpoints"  # Next to checkpoints/: outside orbax's view.
+# errno values that mean "this filesystem will not take the checkpoint", not a bug.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
+                 errno.EFBIG, errno.EIO)
+# Errors of a read that failed on the files (tensorstore raises ValueError), as opposed to a
+# device running out of memory (a RuntimeError), which says nothing about the checkpoint.
+READ_ERRORS = (OSError, ValueError, KeyError)
+
+
+class DamagedCheckpointError(RuntimeError):
+  """A checkpoint that cannot be read: a file truncated, missing or garbled after its commit."""
+
+
+class CheckpointWriteError(OSError):
+  """A save the filesystem refused (no space, quota, permissions, read-only)."""
+
+
+def step_problem(mgr, step):
+  """None if `step` looks intact, else what is wrong with it, in a few words.
+
+  Cheap: a `stat` per file against the sizes recorded when the step was committed (steps
+  written without `file_sizes.json` skip that part), and the two metadata files read.
+  """
+  directory = step_dir(mgr, step)
+  sizes_file = directory / SIZES_FILE
+  if sizes_file.exists():
+    try:
+      sizes = json.loads(sizes_file.read_text())
+    except ValueError:
+      return f"{SIZES_FILE} is garbled"
+    for name, size in sizes.items():
+      path = directory / name
+      if not path.exists():
+        return f"{name} is missing"
+      if path.stat().st_size != size:
+        return f"{name} has {path.stat().st_size} bytes, {size} when saved"
+  try:
+    mgr.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
+    if not jax.tree.leaves(mgr.item_metadata(step)["state"]):
+      return "the state's metadata (state/_METADATA) is missing"
+  except READ_ERRORS as e:
+    return one_line(e)
+  return None
+
+
+def damaged_error(mgr, steps, unreadable, restore_step):
+  """The one-line `DamagedCheckpointError` for [(step, problem)] that could not be read."""
+  if not unreadable:
+    return DamagedCheckpointError(
+        f"config.checkpoint.restore_step={restore_step}, but {mgr.directory} holds no step >= "
+        f"{restore_step} (saved steps: {', '.join(map(str, steps)) or 'none'}).")
+  first, problem = unreadable[0]
+  tried = {s for s, _ in unreadable}
+  intact = [s for s in steps if s not in tried and s < first and step_problem(mgr, s) is None]
+  what = f"Checkpoint {step_dir(mgr, first)} cannot be read: {problem}."
+  if len(unreadable) > 1:
+    what += " Neither can steps " + ", ".join(f"{s} ({p})" for s, p in unreadable[1:]) + "."
+  if not intact:
+    return DamagedCheckpointError(
+        f"{what} No older step looks intact; move {mgr.directory} away to train afresh.")
+  return DamagedCheckpointError(
+      f"{what} Older steps that look intact: {', '.join(map(str, intact))}. Resume from one "
+      f"with --config.checkpoint.restore_step={intact[0]} (the unreadable steps are then moved "
+      f"to {_root(mgr).parent / SET_ASIDE_DIR}; nothing is deleted).")
+
+
+def set_aside(mgr, unreadable):
+  """Moves unreadable steps out of orbax's directory, so that the run can save them anew."""
+  if not unreadable:
+    return
+  target = _root(mgr).parent / SET_ASIDE_DIR
+  if jax.process_index() == 0:
+    target.mkdir(exist_ok=True)
+    for step, problem in unreadable:
+      dest = target / str(step)
+      n = 1
+      while dest.exists():
+        dest, n = target / f"{step}.{n}", n + 1
+      step_dir(mgr, step).rename(dest)
+      logging.warning("Checkpoint step %d cannot be read (%s); moved to %s.", step, problem,
+                      dest)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("alexnet_jax checkpoint set aside")
+  mgr.reload()
+
+
+def _root(mgr):
+  return Path(str(mgr.directory))  # pathlib: etils' Path refuses recursive globs.
+
+
+def step_dir(mgr, step):
+  return _root(mgr) / str(step)
+
+
+def everywhere(ok):
+  """True when `ok` holds on every process (all read the same files, but each its shards)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def one_line(error):
+  """An error in one line: tensorstore's spec (a kilobyte of JSON) dropped, and of a long
+  message its status and its end, where the file and the failure are named."""
+  text = " ".join(str(error).split()).split(" [tensorstore_spec=")[0].rstrip(".")
+  if len(text) <= 300:
+    return text or type(error).__name__
+  status = text.split(":")[0] + ": ..." if text.split(":")[0].isupper() else "..."
+  return status + text[-240:]
+
+
+def record_sizes(directory):
+  """Writes `file_sizes.json` into a committed step (process 0; the others' files are there)."""
+  if jax.process_index() != 0 or not directory.is_dir():
+    return
+  sizes = {str(p.relative_to(directory)): p.stat().st_size
+           for p in sorted(directory.rglob("*")) if p.is_file() and p.name != SIZES_FILE}
+  tmp = directory / (SIZES_FILE + ".tmp")
+  try:
+    tmp.write_text(json.dumps(sizes))
+    tmp.replace(directory / SIZES_FILE)
+  except OSError as e:  # The step itself is committed; only the cheap check loses it.
+    logging.warning("Could not record the file sizes of %s: %s", directory, e)
+
+
+def raise_write_error(mgr, step, error):
+  """Raises a `CheckpointWriteError` for a filesystem's refusal, else `error` as it is."""
+  code = _errno(error)
+  if code is None:
+    raise error
+  steps = sorted(s for s in mgr.all_steps() if s != step)
+  need, how = mgr.state_bytes, "the arrays' size"
+  if steps and (step_dir(mgr, steps[-1]) / SIZES_FILE).exists():
+    sizes = json.loads((step_dir(mgr, steps[-1]) / SIZES_FILE).read_text())
+    need, how = sum(sizes.values()), f"step {steps[-1]} on disk"
+  try:
+    free = f", {_megabytes(shutil.disk_usage(mgr.directory).free)} free there"
+  except OSError:
+    free = ""
+  fix = ("once there is room" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+         else "once it is writable")
+  kept = (f"The steps already saved ({', '.join(map(str, steps))}) are intact; start the same "
+          f"command again {fix} to resume from step {steps[-1]}" if steps
+          else f"No step was saved yet; start again {fix}")
+  what = f"step {step}" if step is not None else "a checkpoint"
+  raise CheckpointWriteError(
+      f"Could not write {what} into {mgr.directory}: {os.strerror(code)}. A checkpoint needs "
+      f"{_megabytes(need)} ({how}){free}. {kept}, or choose another --workdir.") from error
+
+
+def _errno(error):
+  """The errno of a filesystem refusal in `error` or its causes (tensorstore puts it in the
+  message as os_error_code), or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    code = getattr(error, "errno", None)
+    if code is None:
+      found = re.search(r"os_error_code='?(\d+)", str(error))
+      code = int(found.group(1)) if found else None
+    if code in _WRITE_ERRNOS:
+      return code
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _megabytes(n):
+  return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n:,} bytes"

@@ -1,0 +1,99 @@
+"""Where log records go: the console keeps the run's own lines, the log file gets the rest.
+
+The run prints its own lines (metrics.Writer) to stdout. Libraries log through Python's
+`logging` (orbax and clu through absl): orbax alone writes hundreds of INFO lines per run (each
+save, each wait), which `setup` sends to `<workdir>/log.txt` instead of the console. Warnings
+and errors still reach the console, one line each (a traceback stays in the file), so a GPU
+that JAX cannot use or a failing save is seen. Python warnings and exceptions that Python
+could not raise (asyncio callbacks of orbax's threads after a failed read) go to the file too.
+An exception that ends the program is printed as usual and also written to the file.
+
+C++ logs (XLA, TensorFlow, gloo) bypass Python and still go to stderr; TF_CPP_MIN_LOG_LEVEL
+(set by main.py) quiets TensorFlow's.
+"""
+import logging
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from absl import logging as absl_logging
+
+_FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"
+_CONSOLE_CHARS = 300
+
+
+def setup(workdir, distributed=None):
+  """Sends INFO and above to the log file, WARNING and above also to stderr (one line each).
+
+  Call once, before anything logs (main.py: as soon as flags are parsed). `distributed`
+  (config.distributed) names the file of each process of a multi-process run: `log.txt` for
+  one process, `log.process<id>.txt` with a known process id, else `log.<host>.<pid>.txt`.
+  Returns the log file's path.
+  """
+  path = _log_path(workdir, distributed)
+  root = logging.getLogger()
+  for handler in list(root.handlers):  # absl's handler prints every record to stderr.
+    if handler is absl_logging.get_absl_handler() or (
+        isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, None)):
+      root.removeHandler(handler)
+  to_file = logging.FileHandler(path, encoding="utf-8")
+  to_file.setFormatter(logging.Formatter(_FILE_FORMAT))
+  console = logging.StreamHandler(sys.stderr)
+  console.setLevel(logging.WARNING)
+  console.setFormatter(_OneLine(path))
+  console.addFilter(lambda record: not getattr(record, "file_only", False))
+  root.addHandler(to_file)
+  root.addHandler(console)
+  root.setLevel(logging.INFO)
+  absl_logging.set_verbosity(absl_logging.INFO)
+  logging.captureWarnings(True)
+  sys.unraisablehook = _log_unraisable
+  sys.excepthook = _log_then(sys.excepthook)
+  logging.info("Logging to %s (argv: %s)", path, " ".join(sys.argv))
+  return path
+
+
+def _log_path(workdir, distributed):
+  name = "log.txt"
+  if distributed is not None and distributed.mode != "off":
+    name = (f"log.process{distributed.process_id}.txt" if distributed.process_id >= 0
+            else f"log.{socket.gethostname()}.{os.getpid()}.txt")
+  if "://" in str(workdir):  # A bucket: a FileHandler cannot append there.
+    return Path(tempfile.gettempdir()) / f"alexnet_jax.{os.getpid()}.{name}"
+  directory = Path(workdir).expanduser()
+  if directory.exists() and not directory.is_dir():
+    raise NotADirectoryError(f"--workdir={workdir} is a file; give a directory (it is created "
+                             "when missing).")
+  directory.mkdir(parents=True, exist_ok=True)
+  return directory / name
+
+
+class _OneLine(logging.Formatter):
+  """`WARNING (logger): first line of the message`, and where the rest went."""
+
+  def __init__(self, path):
+    super().__init__()
+    self.path = path
+
+  def format(self, record):
+    lines = record.getMessage().strip().splitlines() or [""]
+    text = lines[0] if len(lines[0]) <= _CONSOLE_CHARS else lines[0][:_CONSOLE_CHARS] + "..."
+    more = len(lines) > 1 or len(lines[0]) > _CONSOLE_CHARS or record.exc_info
+    return f"{record.levelname} ({record.name}): {text}" + (
+        f" [more in {self.path}]" if more else "")
+
+
+def _log_unraisable(unraisable):
+  logging.getLogger(__name__).info(
+      "Ignored exception in %r", unraisable.object,
+      exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
+
+
+def _log_then(excepthook):
+  def hook(exc_type, exc_value, exc_traceback):
+    logging.getLogger(__name__).error("The program stopped:", extra={"file_only": True},
+                                      exc_info=(exc_type, exc_value, exc_traceback))
+    excepthook(exc_type, exc_value, exc_traceback)
+  return hook

@@ -1,0 +1,110 @@
+"""Stopping on SIGTERM or SIGINT at a step every process agrees on, so that it can be saved.
+
+A preemptible TPU VM, SLURM's time limit and Kubernetes send SIGTERM some seconds (30 by
+default on Kubernetes) before they kill the process; Ctrl-C sends SIGINT. The training loop
+asks `should_stop(step)` after every step; when it answers True the loop saves that step,
+waits for the checkpoint to be committed, prints one line and exits with `EXIT_STATUS`. A
+second signal of the same kind stops the process at once (Ctrl-C twice).
+
+One process: a Python handler notes the signal. Several processes (jax.distributed): a
+signal reaches one host, not all, and each process must save the same step or the collective
+save would hang. `jax.distributed.initialize` starts JAX's preemption service, which catches
+SIGTERM itself (in C++, so no Python handler may replace it) and lets every process find, through
+`multihost_utils.reached_preemption_sync_point`, the first step after the notice that all of
+them reach. SIGINT is passed on to it as a SIGTERM to this process.
+
+Usage (every process, the same steps):
+
+    preemption.install()
+    for step in range(start, total):
+      ...train one step...; done = step + 1
+      if preemption.should_stop(done):
+        ...save `done`, wait for it...
+        print(preemption.stop_line(done, checkpoint_dir))
+        sys.exit(preemption.EXIT_STATUS)
+    preemption.uninstall()
+"""
+import logging
+import os
+import signal
+
+import jax
+
+# EX_TEMPFAIL (sysexits.h): "a temporary failure; the user is invited to retry". Not 143
+# (128 + SIGTERM): a scheduler reports that for a process its SIGTERM killed, and this exit
+# says the opposite: the step was saved and the same command resumes there.
+EXIT_STATUS = 75
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+_received = []    # The signals that arrived since install(), by name.
+_previous = {}    # signal -> the handler install() replaced.
+
+
+def install():
+  """Starts listening for SIGTERM and SIGINT (call after jax.distributed.initialize, on the
+  main thread, before the first step)."""
+  _received.clear()
+  if _several_processes():
+    if not jax.config.jax_enable_preemption_service:
+      logging.warning("jax_enable_preemption_service is off: a SIGTERM will kill this process "
+                      "without saving (the processes could not agree on a step to save).")
+      return
+    _previous[signal.SIGINT] = signal.signal(signal.SIGINT, _pass_on_as_sigterm)
+    return
+  for signum in SIGNALS:
+    _previous[signum] = signal.signal(signum, _note)
+
+
+def uninstall():
+  """Puts back the handlers `install` replaced (after the loop; in tests)."""
+  for signum, handler in _previous.items():
+    signal.signal(signum, handler)
+  _previous.clear()
+
+
+def should_stop(step):
+  """True when the loop must save `step` and stop; every process gets True at the same step.
+
+  Call it after every step on every process with the same `step` (the count of steps done),
+  as JAX's sync point needs.
+  """
+  if _several_processes() and jax.config.jax_enable_preemption_service:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(multihost_utils.reached_preemption_sync_point(int(step)))
+  return bool(_received)
+
+
+def stop_line(step, checkpoint_dir):
+  """The line the loop prints once `step` is saved."""
+  what = _received[0] if _received else "a preemption notice"
+  return (f"Stopped on {what} after step {step}, saved in {checkpoint_dir}; the same command "
+          f"resumes from there (exit status {EXIT_STATUS}).")
+
+
+def _several_processes():
+  return jax.distributed.is_initialized()
+
+
+def _note(signum, frame):
+  del frame
+  name = signal.Signals(signum).name
+  if name in _received:  # The second one: stop now, as without a handler.
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return
+  _received.append(name)
+  logging.warning("%s received: the run saves a checkpoint after this step and stops (send it "
+                  "again to stop at once).", name)
+
+
+def _pass_on_as_sigterm(signum, frame):
+  """Several processes: JAX's preemption service listens for SIGTERM only."""
+  del frame
+  if signal.Signals(signum).name in _received:
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return
+  _received.append(signal.Signals(signum).name)
+  logging.warning("SIGINT received: passed on to JAX's preemption service; the processes save "
+                  "a checkpoint at a step they all reach and stop (again to stop at once).")
+  os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,65 @@
+"""One training run per workdir: a second one (a job submitted twice) is refused at its start.
+
+Two runs in one workdir would each delete the other's half-written checkpoints (orbax removes
+`*.orbax-checkpoint-tmp` folders when a manager starts), interleave `metrics.jsonl` and resume
+from each other's steps. The lock is `flock` on `<workdir>/run.lock`, taken by process 0
+alone: the processes of one multi-host run share the workdir. The kernel (or the NFS server)
+drops a flock when its holder exits, however it exits, SIGKILL and OOM kills included, so a
+killed run never blocks the next start; the file keeps the holder's host and pid for the
+message. A filesystem without flock (some FUSE mounts) gets a warning and no lock.
+"""
+import errno
+import fcntl
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+LOCK_FILE = "run.lock"
+
+
+class WorkdirBusyError(RuntimeError):
+  """Another run holds the workdir."""
+
+
+def acquire(workdir, process_index=0):
+  """Takes `workdir`'s lock for this run; returns it (keep it for the run's life) or None.
+
+  Only process 0 locks (the others return None). Raises `WorkdirBusyError` naming the host,
+  pid and start time of the run that holds it. Call it before anything is written there.
+  """
+  if process_index != 0:
+    return None
+  path = Path(workdir).expanduser() / LOCK_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  lock = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    lock.seek(0)
+    holder = lock.read().strip() or "its host and pid not yet written"
+    lock.close()
+    raise WorkdirBusyError(
+        f"--workdir={workdir} is in use by another run ({holder}; lock {path}). Stop that run "
+        "or let it finish, or choose another --workdir.") from None
+  except OSError as e:
+    lock.close()
+    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+      raise
+    logging.warning("Cannot lock %s (%s): nothing stops a second run from using this workdir "
+                    "at the same time.", path, e)
+    return None
+  lock.seek(0)
+  lock.truncate()
+  lock.write(f"host {socket.gethostname()}, pid {os.getpid()}, since "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+  lock.flush()
+  return lock
+
+
+def release(lock):
+  """Gives the lock back (exiting does too)."""
+  if lock is not None and not lock.closed:
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    lock.close()
