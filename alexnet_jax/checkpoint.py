@@ -214,11 +214,15 @@ def restore_for_run(mgr, abstract_state, fingerprint, restore_step=0):
     problem, restored = None, None
     try:
       restored = restore(mgr, step, abstract_state, fingerprint=fingerprint)
-    except faults.READ_ERRORS as e:
+    except Exception as e:  # pylint: disable=broad-exception-caught
       if isinstance(e, IncompatibleCheckpointError):
         raise
-      # The recorded sizes name the damaged file where orbax's error names a symptom.
-      problem, cause = faults.step_problem(mgr, step) or faults.one_line(e), e
+      # The recorded sizes name the damaged file where orbax's error names a symptom (tensorstore
+      # raises plain Exceptions for truncated data); an error with neither sign is no damage.
+      problem = faults.step_problem(mgr, step)
+      if problem is None and not isinstance(e, faults.READ_ERRORS):
+        raise
+      problem, cause = problem or faults.one_line(e), e
     if not faults.everywhere(problem is None):
       unreadable.append((step, problem or "another process cannot read it"))
       continue

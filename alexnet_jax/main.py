@@ -7,6 +7,8 @@ r"""Trains and evaluates AlexNet.
 Several hosts: the same command on every host, plus --config.distributed.mode=auto (Cloud TPU,
 SLURM, Open MPI) or =manual with the coordinator's address; see README, "Several hosts".
 """
+import sys
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -19,6 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 from alexnet_jax import cluster  # noqa: E402
 from alexnet_jax import logs  # noqa: E402
+from alexnet_jax import preemption  # noqa: E402
 from alexnet_jax import train  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -37,7 +40,10 @@ def main(argv):
   if "distributed" in FLAGS.config:  # Also before any device is touched.
     cluster.initialize(FLAGS.config.distributed)
   tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except preemption.Preempted:  # Saved and said so: exit with the status that means "rerun".
+    sys.exit(preemption.EXIT_STATUS)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ import pathlib
 
 import numpy as np
 
+from alexnet_jax import input_pipeline
+from alexnet_jax import report as run_files
+
 VIEWS = (("", "centre crop"), ("_10crop", "10 crops"))
 
 
@@ -100,3 +103,15 @@ def confusion_png(path, confusion, class_names, title):
 
 def _number(v):
   return "" if not np.isfinite(v) else f"{float(v):.6f}"
+
+
+def report_run(writer, workdir, config, step, results):
+  """A run's per-class files and its five worst classes on the console (process 0)."""
+  results = {k: v for k, v in results.items() if v is not None and "per_class" in v}
+  if not results or not writer.active:
+    return
+  workdir = pathlib.Path(workdir)
+  names = (run_files.read_class_names(workdir, config.model.num_classes)
+           if (workdir / run_files.CLASSES_FILE).exists()
+           else input_pipeline.class_names(config))
+  writer.print(report(workdir, step, names, results))

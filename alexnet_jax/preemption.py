@@ -36,6 +36,15 @@ import jax
 EXIT_STATUS = 75
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
+class Preempted(Exception):
+  """The run saved the step a SIGTERM or SIGINT arrived in and stopped; main.py exits with
+  EXIT_STATUS."""
+
+  def __init__(self, step):
+    super().__init__(f"preempted after step {step}")
+    self.step = step
+
+
 _received = []    # The signals that arrived since install(), by name.
 _previous = {}    # signal -> the handler install() replaced.
 

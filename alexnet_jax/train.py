@@ -19,13 +19,16 @@ from alexnet_jax import metrics
 from alexnet_jax import models
 from alexnet_jax import parallel
 from alexnet_jax import per_class
+from alexnet_jax import preemption
 from alexnet_jax import preprocess
 from alexnet_jax import profiling
 from alexnet_jax import progress
 from alexnet_jax import report
 from alexnet_jax import schedule as schedule_lib
 from alexnet_jax import steps
+from alexnet_jax import validate
 from alexnet_jax import weights
+from alexnet_jax import workdir_lock
 
 # Batches copied to the devices ahead of the step that needs them.
 DEVICE_PREFETCH = 2
@@ -52,7 +55,7 @@ class Setup:
 
 def make_setup(config, workdir) -> Setup:
   info = input_pipeline.dataset_info(config)
-  check_config(config, info)
+  validate.check_run(config, info)
   mesh = steps.make_mesh(config)
   slice_index, slice_count = parallel.data_slice(mesh)
   per_epoch, total = num_steps(config, info)
@@ -71,30 +74,44 @@ def make_setup(config, workdir) -> Setup:
 
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming its latest checkpoint; returns the summary dict
-  (or, with config.eval_only, the evaluation's result)."""
-  s = make_setup(config, workdir)
+  (or, with config.eval_only, the evaluation's result). Raises preemption.Preempted once a
+  SIGTERM or SIGINT has been answered by saving the step it arrived in."""
+  lock = workdir_lock.acquire(workdir, jax.process_index())  # Before anything is written.
   try:
-    state = steps.create_train_state(config, s.mesh)
-    schedule = schedule_lib.create(config.train, s.steps_per_epoch)
-    restored = _restore(s)
-    if restored is not None:
-      state, extra = restored
-      schedule = schedule_lib.from_dict(schedule, extra["schedule"])
-      s.writer.print(f"Resumed from {s.mgr.directory} at step {int(state.step)}.")
-    elif config.init_from and not config.eval_only:  # Fine-tuning: a fresh run only.
-      state = state.replace(params=weights.initial_params(config, state.params, s.mesh,
-                                                          log=s.writer.print))
-    if not config.eval_only and s.writer.active:
-      report.write_run_files(s.workdir, input_pipeline.class_names(config),
-                             jax.device_get(s.consts))
-    s.writer.print(report.describe(config, s.mesh, s.info, s.steps_per_epoch, s.total_steps,
-                                   state.params))
-    if config.eval_only:
-      return evaluate_only(s, state)
+    s = make_setup(config, workdir)
+    try:
+      return _run(s)
+    finally:
+      checkpoint.close(s.mgr)
+      s.writer.close()
+  finally:
+    workdir_lock.release(lock)
+
+
+def _run(s: Setup):
+  config = s.config
+  state = steps.create_train_state(config, s.mesh)
+  schedule = schedule_lib.create(config.train, s.steps_per_epoch)
+  restored = _restore(s)
+  if restored is not None:
+    state, extra = restored
+    schedule = schedule_lib.from_dict(schedule, extra["schedule"])
+    s.writer.print(f"Resumed from {s.mgr.directory} at step {int(state.step)}.")
+  elif config.init_from and not config.eval_only:  # Fine-tuning: a fresh run only.
+    state = state.replace(params=weights.initial_params(config, state.params, s.mesh,
+                                                        log=s.writer.print))
+  if not config.eval_only and s.writer.active:
+    report.write_run_files(s.workdir, input_pipeline.class_names(config),
+                           jax.device_get(s.consts))
+  s.writer.print(report.describe(config, s.mesh, s.info, s.steps_per_epoch, s.total_steps,
+                                 state.params))
+  if config.eval_only:
+    return evaluate_only(s, state)
+  preemption.install()
+  try:
     return train(s, state, schedule)
   finally:
-    s.mgr.close()
-    s.writer.close()
+    preemption.uninstall()
 
 
 def _restore(s: Setup):
@@ -102,7 +119,8 @@ def _restore(s: Setup):
   one config.eval.checkpoint names; None for a fresh run."""
   abstract = steps.abstract_state(s.config, s.mesh)
   if not s.config.eval_only:
-    return checkpoint.restore_latest(s.mgr, abstract, fingerprint=s.fingerprint)
+    return checkpoint.restore_for_run(s.mgr, abstract, s.fingerprint,
+                                      s.config.checkpoint.get("restore_step", 0))
   step = checkpoint.resolve_step(s.mgr, s.config.eval.checkpoint)
   return checkpoint.restore(s.mgr, step, abstract, fingerprint=s.fingerprint)
 
@@ -127,8 +145,7 @@ def train(s: Setup, state, schedule):
       config, batch_size=config.train.batch_size, slice_index=s.slice_index,
       slice_count=s.slice_count, start_step=start), s.mesh, s.slice_count, DEVICE_PREFETCH,
       on_wait=clock.waited)
-  epoch_sums, window, epoch_train, last_eval, pending = (
-      metrics.Means(), metrics.Means(), {}, None, [])
+  tally, pending = _Tally(), []
   profile = profiling.make(s.config.profile_steps, s.workdir, start, s.total_steps,
                            s.writer.print)
   for step in range(start, s.total_steps):
@@ -139,34 +156,67 @@ def train(s: Setup, state, schedule):
     clock.tick()
     pending.append((step + 1, step_metrics))
     done = step + 1
-    log_due = done % config.train.log_every_steps == 0 or done == s.total_steps
-    epoch_due, eval_due = done % s.steps_per_epoch == 0, _eval_due(s, done)
-    if not (log_due or epoch_due or eval_due or done % config.checkpoint.every_steps == 0):
+    stop = preemption.should_stop(done)  # Every process, every step: JAX's sync point.
+    if not (stop or _boundary(s, done)):
       continue
-    for fetched in _fetch(pending, s.mgr):
-      epoch_sums.add(fetched)
-      window.add(fetched)
+    tally.add(_fetch(pending, s.mgr))
     pending = []
-    if log_due:
-      report.log_train(s.writer, done, window.mean(), lr, clock, total_steps=s.total_steps,
-                       steps_per_epoch=s.steps_per_epoch, eval_every=_eval_every(s),
-                       ten_crop=config.eval.ten_crop)
-      window = metrics.Means()
-    reached = False
-    if epoch_due:
-      epoch_train = epoch_sums.mean()
-      reached = report.log_epoch(s.writer, config, done, s.steps_per_epoch, epoch_train, clock)
-      epoch_sums = metrics.Means()
-    if eval_due or reached:
-      last_eval = _periodic_eval(s, state, schedule, done, clock)
-      clock.restart()
-    elif done % config.checkpoint.every_steps == 0:
-      _save(s, state, schedule, done)
+    reached = _at_boundary(s, state, schedule, done, lr, clock, tally)
+    if stop:
+      _save(s, state, schedule, done)  # Nothing to do when the boundary saved it already.
+      checkpoint.wait(s.mgr)
+      s.writer.print(preemption.stop_line(done, s.mgr.directory))
+      raise preemption.Preempted(done)
     if reached:
       break
   if profile:
     profile(state, int(state.step))  # A trace that ends with the run.
-  return _finish(s, state, schedule, last_eval, epoch_train, clock)
+  return _finish(s, state, schedule, tally.last_eval, tally.epoch_train, clock)
+
+
+@dataclasses.dataclass
+class _Tally:
+  """The training metrics fetched so far: this epoch's and this log window's sums, the last
+  finished epoch's means and the last evaluation."""
+  epoch: metrics.Means = dataclasses.field(default_factory=metrics.Means)
+  window: metrics.Means = dataclasses.field(default_factory=metrics.Means)
+  epoch_train: dict = dataclasses.field(default_factory=dict)
+  last_eval: Any = None
+
+  def add(self, fetched):
+    for step_metrics in fetched:
+      self.epoch.add(step_metrics)
+      self.window.add(step_metrics)
+
+
+def _boundary(s: Setup, done):
+  """Whether step `done` logs, ends an epoch, evaluates or checkpoints."""
+  return (done % s.config.train.log_every_steps == 0 or done == s.total_steps or
+          done % s.steps_per_epoch == 0 or _eval_due(s, done) or
+          done % s.config.checkpoint.every_steps == 0)
+
+
+def _at_boundary(s: Setup, state, schedule, done, lr, clock, tally):
+  """The log line, the epoch's end, the evaluation or the checkpoint due at `done`; True when
+  the run reached train.stop_at_train_error."""
+  config = s.config
+  if done % config.train.log_every_steps == 0 or done == s.total_steps:
+    report.log_train(s.writer, done, tally.window.mean(), lr, clock, total_steps=s.total_steps,
+                     steps_per_epoch=s.steps_per_epoch, eval_every=_eval_every(s),
+                     ten_crop=config.eval.ten_crop)
+    tally.window = metrics.Means()
+  reached = False
+  if done % s.steps_per_epoch == 0:
+    tally.epoch_train = tally.epoch.mean()
+    reached = report.log_epoch(s.writer, config, done, s.steps_per_epoch, tally.epoch_train,
+                               clock)
+    tally.epoch = metrics.Means()
+  if _eval_due(s, done) or reached:
+    tally.last_eval = _periodic_eval(s, state, schedule, done, clock)
+    clock.restart()
+  elif done % config.checkpoint.every_steps == 0:
+    _save(s, state, schedule, done)
+  return reached
 
 
 def _fetch(pending, mgr):
@@ -233,7 +283,7 @@ def _finish(s: Setup, state, schedule, last_eval, epoch_train, clock):
   summary["best_step"] = s.mgr.best_step()  # What config.eval.checkpoint=best reads.
   s.writer.write_summary(summary)
   s.writer.print(report.summary_text(summary, s.workdir))
-  _report_per_class(s, done, {"": last_eval, "_10crop": ten})
+  per_class.report_run(s.writer, s.workdir, s.config, done, {"": last_eval, "_10crop": ten})
   return summary
 
 
@@ -255,7 +305,7 @@ def evaluate_only(s: Setup, state):
       f"top-1 error {result['val_top1_error']:.4f} centre crop, "
       f"{result['val_top1_error_10crop']:.4f} 10 crops; top-5 "
       f"{result['val_top5_error']:.4f} / {result['val_top5_error_10crop']:.4f}.")
-  _report_per_class(s, int(state.step), views)
+  per_class.report_run(s.writer, s.workdir, s.config, int(state.step), views)
   return result
 
 
@@ -278,16 +328,6 @@ def _counted(batches, bar, slice_count):
     yield batch
 
 
-def _report_per_class(s: Setup, step, results):
-  """per_class.py's CSV (and confusion PNG), and the five worst classes on the console."""
-  results = {k: v for k, v in results.items() if v is not None and "per_class" in v}
-  if not results or not s.writer.active:
-    return
-  names = (report.read_class_names(s.workdir, s.config.model.num_classes)
-           if (s.workdir / report.CLASSES_FILE).exists() else input_pipeline.class_names(s.config))
-  s.writer.print(per_class.report(s.workdir, step, names, results))
-
-
 def _save(s: Setup, state, schedule, done, val_metrics=None):
   if not _all_finite(state.params):
     raise FloatingPointError(
@@ -295,25 +335,6 @@ def _save(s: Setup, state, schedule, done, val_metrics=None):
         f"checkpoint (step {s.mgr.latest_step()}) in {s.mgr.directory} is intact.")
   extra = {"fingerprint": s.fingerprint, "schedule": schedule_lib.to_dict(schedule)}
   checkpoint.save(s.mgr, done, state, extra, val_metrics)
-
-
-def check_config(config, info):
-  """Refuses, before anything is written, a config that cannot train on this data and mesh."""
-  models.check_config(config.model)
-  if info["num_classes"] != config.model.num_classes:
-    raise ValueError(
-        f"The dataset has {info['num_classes']} classes but config.model.num_classes="
-        f"{config.model.num_classes}: set --config.model.num_classes={info['num_classes']}.")
-  devices = jax.device_count()
-  for name, batch in (("train", config.train.batch_size), ("eval", config.eval.batch_size)):
-    if batch % devices or batch % jax.process_count():
-      raise ValueError(
-          f"config.{name}.batch_size={batch} does not split evenly over the {devices} devices "
-          f"of {jax.process_count()} process(es): use a multiple of {devices}.")
-  target = config.train.stop_at_train_error
-  if not 0.0 <= target <= 1.0:
-    raise ValueError(f"config.train.stop_at_train_error={target}: a training error between 0 "
-                     "and 1 (e.g. 0.25), or 0 to train all config.train.num_epochs.")
 
 
 def num_steps(config, info):
@@ -330,7 +351,7 @@ def num_steps(config, info):
 def _check_finite(step_metrics, done, mgr):
   loss = float(step_metrics["loss"])
   if not np.isfinite(loss):
-    mgr.wait_until_finished()
+    checkpoint.wait(mgr)
     kept = (f"The last good checkpoint (step {mgr.latest_step()}) in {mgr.directory} is intact"
             if mgr.latest_step() is not None else "No checkpoint had been saved yet")
     raise FloatingPointError(

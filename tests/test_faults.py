@@ -1,0 +1,120 @@
+"""What the program does when a cluster interrupts it or its workdir is damaged or taken, on the
+tiny config (tests/tiny_config.py), through train_and_evaluate and the command line."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import checkpoint
+from alexnet_jax import checkpoint_faults
+from alexnet_jax import parallel
+from alexnet_jax import preemption
+from alexnet_jax import steps
+from alexnet_jax import train
+from alexnet_jax import workdir_lock
+from tests import tiny_config
+from tests import trees
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LONG = ("--config.train.num_steps=40", "--config.checkpoint.every_steps=1000",
+        "--config.eval.every_epochs=100", "--config.eval.ten_crop=False")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("cache"))
+
+
+def _config(cache_dir, **train_fields):
+  config = tiny_config.get_config()
+  config.data.cache_dir = cache_dir
+  config.train.update(train_fields)
+  return config
+
+
+def _cli(workdir, cache_dir, *overrides):
+  return [sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
+          f"--workdir={workdir}", f"--config.data.cache_dir={cache_dir}", *overrides]
+
+
+def _final(workdir, config):
+  mgr = checkpoint.manager(workdir)
+  restored, _ = checkpoint.restore_latest(
+      mgr, steps.abstract_state(config, parallel.make_mesh(config.mesh.model)))
+  checkpoint.close(mgr)
+  return int(restored.step), jax.tree.map(np.asarray, restored.params)
+
+
+def test_sigterm_saves_the_step_and_the_rerun_ends_as_if_never_stopped(tmp_path, cache_dir):
+  """A real SIGTERM from outside, as a scheduler sends it, while the run is training."""
+  straight = subprocess.run(_cli(tmp_path / "straight", cache_dir, *LONG), cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  run = subprocess.Popen(_cli(tmp_path / "stopped", cache_dir, *LONG), cwd=ROOT, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    for line in run.stdout:
+      if line.startswith("step 2/40"):
+        run.send_signal(signal.SIGTERM)
+        break
+    out, err = run.communicate(timeout=300)
+  finally:
+    run.kill()
+  assert run.returncode == preemption.EXIT_STATUS, err[-3000:]
+  (stop,) = [line for line in out.splitlines() if line.startswith("Stopped on SIGTERM")]
+  stopped_at = int(stop.split("after step ")[1].split(",")[0])
+  assert 2 <= stopped_at < 40, stop
+  config = _config(cache_dir, num_steps=40)
+  assert _final(tmp_path / "stopped", config)[0] == stopped_at  # Saved and committed.
+  again = subprocess.run(_cli(tmp_path / "stopped", cache_dir, *LONG), cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f"at step {stopped_at}." in again.stdout
+  (step_a, params_a), (step_b, params_b) = (_final(tmp_path / w, config)
+                                            for w in ("straight", "stopped"))
+  assert step_a == step_b == 40
+  trees.assert_trees_equal(params_a, params_b)
+
+
+def _largest_file(folder):
+  files = [p for p in pathlib.Path(folder).rglob("*") if p.is_file()]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("damage", ["truncated array file", "deleted metadata file"])
+def test_a_damaged_checkpoint_is_named_and_an_older_one_restores(tmp_path, cache_dir, damage):
+  config = _config(cache_dir)
+  train.train_and_evaluate(config, tmp_path)  # Keeps steps 4, 5 (an evaluation) and 6.
+  step6 = tmp_path / "checkpoints" / "6"
+  if damage == "truncated array file":
+    victim = _largest_file(step6 / "state")
+    os.truncate(victim, victim.stat().st_size // 2)
+  else:
+    (step6 / "state" / "_METADATA").unlink()
+  before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  with pytest.raises(checkpoint_faults.DamagedCheckpointError) as error:
+    train.train_and_evaluate(config, tmp_path)
+  message = str(error.value)
+  assert "\n" not in message and str(step6) in message, message
+  assert "Older steps that look intact: 5, 4." in message, message
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # Nothing lost.
+  config.checkpoint.restore_step = 4  # The newest step >= 4 that reads: 5.
+  summary = train.train_and_evaluate(config, tmp_path)
+  assert summary["steps"] == 6 and _final(tmp_path, config)[0] == 6
+  assert (tmp_path / "unreadable_checkpoints").is_dir()  # Set aside, never deleted.
+
+
+def test_a_second_run_in_the_same_workdir_is_refused(tmp_path, cache_dir):
+  held = workdir_lock.acquire(tmp_path)  # The first run, as far as the lock can tell.
+  try:
+    with pytest.raises(workdir_lock.WorkdirBusyError, match=f"pid {os.getpid()}"):
+      train.train_and_evaluate(_config(cache_dir), tmp_path)
+    assert not (tmp_path / "config.json").exists()  # Refused before anything was written.
+  finally:
+    workdir_lock.release(held)
+  assert train.train_and_evaluate(_config(cache_dir), tmp_path)["steps"] == 6
