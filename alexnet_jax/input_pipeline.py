@@ -23,9 +23,17 @@ from alexnet_jax.data import sources
 def dataset_info(config):
   train = sources.open_split(config, config.data.train_split)
   eval_split = sources.eval_split_name(config)
-  num_eval = sources.open_split(config, eval_split).num_examples
+  evaluation = sources.open_split(config, eval_split)
+  if list(evaluation.class_names) != list(train.class_names):
+    only_eval = sorted(set(evaluation.class_names) - set(train.class_names))
+    only_train = sorted(set(train.class_names) - set(evaluation.class_names))
+    raise ValueError(
+        f"Split {eval_split!r} has other classes than split {config.data.train_split!r} (only "
+        f"in {eval_split!r}: {only_eval[:5] or 'none'}; only in {config.data.train_split!r}: "
+        f"{only_train[:5] or 'none'}): labels would not match. Give both the same class "
+        "folders.")
   return dict(num_classes=len(train.class_names), num_train=train.num_examples,
-              num_eval=num_eval, eval_split=eval_split)
+              num_eval=evaluation.num_examples, eval_split=eval_split)
 
 
 def class_names(config):

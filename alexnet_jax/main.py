@@ -7,6 +7,8 @@ r"""Trains and evaluates AlexNet.
 Several hosts: the same command on every host, plus --config.distributed.mode=auto (Cloud TPU,
 SLURM, Open MPI) or =manual with the coordinator's address; see README, "Several hosts".
 """
+import logging
+import re
 import sys
 
 from absl import app
@@ -19,10 +21,12 @@ runtime.configure_jax()  # XLA and TensorFlow settings read when their libraries
 
 import tensorflow as tf  # noqa: E402
 
+from alexnet_jax import checkpoint_faults  # noqa: E402
 from alexnet_jax import cluster  # noqa: E402
 from alexnet_jax import logs  # noqa: E402
 from alexnet_jax import preemption  # noqa: E402
 from alexnet_jax import train  # noqa: E402
+from alexnet_jax import workdir_lock  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -32,19 +36,52 @@ flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config.json
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+# What a user can cause (a setting, a file, the workdir, a checkpoint, a missing process): the
+# message says which and what to do, so the console gets it alone, the traceback the log file.
+USER_ERRORS = (ValueError, OSError, FloatingPointError, workdir_lock.WorkdirBusyError,
+               checkpoint_faults.DamagedCheckpointError)
+_parsed = []  # Set once absl has parsed the flags, i.e. main() runs.
+
+
 def main(argv):
+  _parsed.append(True)
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logs.setup(FLAGS.workdir, FLAGS.config.get("distributed"))  # Library chatter: a file.
-  runtime.configure_jax(FLAGS.config.mesh.num_cpu_devices)  # Before JAX starts its backends.
-  if "distributed" in FLAGS.config:  # Also before any device is touched.
-    cluster.initialize(FLAGS.config.distributed)
-  tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    log_path = logs.setup(FLAGS.workdir, FLAGS.config.get("distributed"))  # Library chatter.
+  except NotADirectoryError as e:
+    sys.exit(f"Error: {e}")
+  try:
+    run(FLAGS.config, FLAGS.workdir)
   except preemption.Preempted:  # Saved and said so: exit with the status that means "rerun".
     sys.exit(preemption.EXIT_STATUS)
+  except USER_ERRORS as e:
+    logging.error("The run stopped.", exc_info=True, extra={"file_only": True})
+    sys.exit(f"Error: {e}\n(The traceback is in {log_path}.)")
+
+
+def run(config, workdir):
+  runtime.configure_jax(config.mesh.num_cpu_devices)  # Before JAX starts its backends.
+  if "distributed" in config:  # Also before any device is touched.
+    cluster.initialize(config.distributed)
+  tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
+  train.train_and_evaluate(config, workdir)
+
+
+def _unknown_field(error):
+  """config_flags' error for a --config.x.y that names no field, as one line with its guess:
+  'widht'. Did you mean "width" instead of "widht"?"""
+  text = str(error)
+  field = re.search(r"\w+", text)
+  guess = re.search(r"Did you mean[^?]*\?", text)
+  return (f"'{field.group(0) if field else text}'." +
+          (f" {guess.group(0)}" if guess else " See the config file for its fields."))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  try:
+    app.run(main)
+  except AttributeError as e:  # Raised while parsing a --config.* override, before main().
+    if _parsed:
+      raise
+    sys.exit(f"Error: unknown config field {_unknown_field(e)}")

@@ -54,6 +54,7 @@ class Setup:
 
 
 def make_setup(config, workdir) -> Setup:
+  validate.check_settings(config)
   info = input_pipeline.dataset_info(config)
   validate.check_run(config, info)
   mesh = steps.make_mesh(config)
@@ -76,6 +77,7 @@ def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming its latest checkpoint; returns the summary dict
   (or, with config.eval_only, the evaluation's result). Raises preemption.Preempted once a
   SIGTERM or SIGINT has been answered by saving the step it arrived in."""
+  validate.check_workdir(workdir)
   lock = workdir_lock.acquire(workdir, jax.process_index())  # Before anything is written.
   try:
     s = make_setup(config, workdir)

@@ -1,13 +1,50 @@
 """Refusing, before anything is written, a run that cannot work: each problem named in one line
 with the setting or file at fault and what to do about it."""
+import pathlib
+
 import jax
 
 from alexnet_jax import models
 
 
-def check_run(config, info):
-  """Refuses, before anything is written, a config that cannot train on this data and mesh."""
+def check_workdir(workdir):
+  path = pathlib.Path(workdir).expanduser()
+  if path.exists() and not path.is_dir():
+    raise NotADirectoryError(f"--workdir={workdir} is a file; give a directory (it is created "
+                             "when missing).")
+
+
+def check_settings(config):
+  """The settings that cannot work whatever the data: sizes, rates, counts."""
   models.check_config(config.model)
+  positive = {"train.batch_size": config.train.batch_size,
+              "eval.batch_size": config.eval.batch_size,
+              "train.learning_rate": config.train.learning_rate,
+              "train.log_every_steps": config.train.log_every_steps,
+              "eval.every_epochs": config.eval.every_epochs,
+              "checkpoint.every_steps": config.checkpoint.every_steps,
+              "checkpoint.max_to_keep": config.checkpoint.max_to_keep,
+              "data.resize_size": config.data.resize_size}
+  if not config.train.num_steps:
+    positive["train.num_epochs"] = config.train.num_epochs
+  for name, value in positive.items():
+    if not value > 0:
+      raise ValueError(f"config.{name}={value} must be positive.")
+  for name, value in (("train.num_steps", config.train.num_steps),
+                      ("train.weight_decay", config.train.weight_decay)):
+    if value < 0:
+      raise ValueError(f"config.{name}={value} must not be negative.")
+  if not 0.0 <= config.train.momentum < 1.0:
+    raise ValueError(f"config.train.momentum={config.train.momentum}: in [0, 1) (0.9 in the "
+                     "paper, section 5).")
+  target = config.train.stop_at_train_error
+  if not 0.0 <= target <= 1.0:
+    raise ValueError(f"config.train.stop_at_train_error={target}: a training error between 0 "
+                     "and 1 (e.g. 0.25), or 0 to train all config.train.num_epochs.")
+
+
+def check_run(config, info):
+  """Refuses a config that cannot train on this data and these devices."""
   if info["num_classes"] != config.model.num_classes:
     raise ValueError(
         f"The dataset has {info['num_classes']} classes but config.model.num_classes="
@@ -18,7 +55,3 @@ def check_run(config, info):
       raise ValueError(
           f"config.{name}.batch_size={batch} does not split evenly over the {devices} devices "
           f"of {jax.process_count()} process(es): use a multiple of {devices}.")
-  target = config.train.stop_at_train_error
-  if not 0.0 <= target <= 1.0:
-    raise ValueError(f"config.train.stop_at_train_error={target}: a training error between 0 "
-                     "and 1 (e.g. 0.25), or 0 to train all config.train.num_epochs.")

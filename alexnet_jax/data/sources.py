@@ -88,6 +88,10 @@ def list_folder(root, split):
   for label, name in enumerate(names):
     files = sorted(f for f in os.listdir(os.path.join(folder, name))
                    if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+      raise FileNotFoundError(
+          f"Class folder {os.path.join(folder, name)} holds no images ({', '.join(IMAGE_EXTENSIONS)}"
+          f"): add its images or remove the folder (each folder under {folder} is a class).")
     paths += [os.path.join(folder, name, f) for f in files]
     labels += [label] * len(files)
   if not paths:

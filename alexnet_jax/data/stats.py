@@ -23,6 +23,12 @@ from alexnet_jax.data import sources
 def stats_path(config):
   if config.data.stats_file:
     return os.path.expanduser(config.data.stats_file)
+  return os.path.join(generated.cache_dir(config), "stats", dataset_key(config) + ".npz")
+
+
+def dataset_key(config):
+  """Names the training split and image size the statistics describe; stored in the file, so
+  that statistics of another dataset are refused, also when config.data.stats_file names it."""
   d, size = config.data, config.data.resize_size
   if d.source == "tfds":
     key = f"tfds-{d.name}-{d.train_split}-{size}"
@@ -32,7 +38,7 @@ def stats_path(config):
     key = f"folder-{os.path.basename(root.rstrip('/'))}-{digest}-{d.train_split}-{size}"
   else:
     key = f"generated-{os.path.basename(generated.root_dir(config))}-{size}"
-  return os.path.join(generated.cache_dir(config), "stats", key + ".npz")
+  return key
 
 
 def _images(config, split, max_images):
@@ -73,7 +79,7 @@ def compute_stats(config, max_images=0):
   order = np.argsort(eigval)[::-1]
   return dict(mean_image=mean_image.astype(np.float32), channel_mean=channel_mean.astype(np.float32),
               eigval=eigval[order].astype(np.float32), eigvec=eigvec[:, order].astype(np.float32),
-              num_images=np.int64(count))
+              num_images=np.int64(count), dataset=np.str_(dataset_key(config)))
 
 
 def save_stats(stats, path):
@@ -94,7 +100,14 @@ def load_stats(config):
           "--config.data.mean=none --config.data.pca_noise_std=0.")
     save_stats(compute_stats(config), path)
   with np.load(path) as f:
-    return {k: f[k] for k in f.files}
+    stats = {k: f[k] for k in f.files}
+  stored, wanted = str(stats.get("dataset", "")), dataset_key(config)
+  if stored and stored != wanted:
+    raise ValueError(f"The statistics at {path} are of {stored!r}, not of this run's training "
+                     f"data {wanted!r}: compute them for it (python -m alexnet_jax.data.stats "
+                     "with the same --config.data.* settings), or leave config.data.stats_file "
+                     "empty.")
+  return stats
 
 
 def main(argv):

@@ -1,0 +1,160 @@
+"""Every kind of bad input we could think of: each gets a clear error naming the setting or the
+file (or, where the input is fine after all, a run that works), and nothing already in the
+workdir is lost. The README's table "What happens when ..." lists the same rows."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_jax import train
+from alexnet_jax.data import stats
+from tests import tiny_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("cache"))
+
+
+def config_with(cache_dir, **fields):
+  config = tiny_config.get_config()
+  config.data.cache_dir = cache_dir
+  config.train.update(num_steps=1)
+  config.eval.update(ten_crop=False)
+  for key, value in fields.items():
+    section, name = key.split("__")
+    config[section][name] = value
+  return config
+
+
+def image_folder(root, val_classes=("a", "b"), extra=None):
+  """root/{train,val}/<class>/k.jpg, 4 images a class; `extra(root)` adds the bad part."""
+  for split, classes in (("train", ("a", "b")), ("val", val_classes)):
+    for c in classes:
+      folder = root / split / c
+      folder.mkdir(parents=True, exist_ok=True)
+      for k in range(4):
+        pixels = np.random.default_rng(k).integers(0, 255, (90, 90, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{k}.jpg")
+  if extra:
+    extra(root)
+  return root
+
+
+def folder_config(cache_dir, root):
+  config = config_with(cache_dir)
+  config.data.update(source="folder", root=str(root), mean="none", pca_noise_std=0.0)
+  config.model.num_classes = 2
+  config.train.batch_size = config.eval.batch_size = 4
+  return config
+
+
+def _png_named_jpeg(root):
+  Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(root / "train" / "a" / "p.png")
+  os.rename(root / "train" / "a" / "p.png", root / "train" / "a" / "p.JPEG")
+
+
+def _other_stats(cache_dir, tmp_path):
+  """Statistics of the right size, computed for another dataset."""
+  other = config_with(cache_dir)
+  other.data.generated.num_classes = 6
+  path = tmp_path / "other_stats.npz"
+  stats.save_stats(stats.compute_stats(other), str(path))
+  return config_with(cache_dir, data__stats_file=str(path))
+
+
+# (row, how to make the config (cache_dir, tmp_path), error type, words the message must hold);
+# error None: the input is fine and the run trains.
+ROWS = [
+    ("batch size 0", lambda c, t: config_with(c, train__batch_size=0), ValueError,
+     "config.train.batch_size=0 must be positive"),
+    ("negative learning rate", lambda c, t: config_with(c, train__learning_rate=-0.01),
+     ValueError, "config.train.learning_rate=-0.01 must be positive"),
+    ("zero epochs", lambda c, t: config_with(c, train__num_steps=0, train__num_epochs=0),
+     ValueError, "config.train.num_epochs=0 must be positive"),
+    ("width 0", lambda c, t: config_with(c, model__width=0.0), ValueError,
+     "config.model.width=0.0 must be positive"),
+    ("mesh.model=3", lambda c, t: config_with(c, mesh__model=3), ValueError,
+     "config.mesh.model=3"),
+    ("a batch the devices do not divide", lambda c, t: config_with(c, train__batch_size=7),
+     ValueError, "config.train.batch_size=7 does not split evenly over the 2 devices"),
+    ("an empty image folder", lambda c, t: folder_config(c, _empty(t)), FileNotFoundError,
+     "No images"),
+    ("a class folder with no images",
+     lambda c, t: folder_config(c, image_folder(t / "d", extra=lambda r: (
+         r / "train" / "c").mkdir())), FileNotFoundError, "train/c holds no images"),
+    ("evaluation classes other than the training classes",
+     lambda c, t: folder_config(c, image_folder(t / "d", val_classes=("a", "z"))), ValueError,
+     "only in 'val': ['z']"),
+    ("a .txt file among the images",
+     lambda c, t: folder_config(c, image_folder(t / "d", extra=lambda r: (
+         r / "train" / "a" / "notes.txt").write_text("x"))), None, None),
+    ("a zero-byte JPEG",
+     lambda c, t: folder_config(c, image_folder(t / "d", extra=lambda r: (
+         r / "train" / "a" / "z.jpg").write_bytes(b""))), ValueError,
+     "train/a/z.jpg"),
+    ("a PNG named .JPEG",
+     lambda c, t: folder_config(c, image_folder(t / "d", extra=_png_named_jpeg)), None, None),
+    ("a CMYK JPEG",
+     lambda c, t: folder_config(c, image_folder(t / "d", extra=lambda r: Image.new(
+         "CMYK", (80, 80), (10, 200, 30, 5)).save(r / "train" / "a" / "c.jpg"))), None, None),
+    ("an image smaller than the crop",
+     lambda c, t: folder_config(c, image_folder(t / "d", extra=lambda r: Image.fromarray(
+         np.zeros((20, 20, 3), np.uint8)).save(r / "train" / "a" / "s.jpg"))), None, None),
+    ("statistics of another dataset", _other_stats, ValueError, "not of this run's training data"),
+]
+
+
+def _empty(tmp_path):
+  for split in ("train", "val"):
+    (tmp_path / "empty" / split).mkdir(parents=True)
+  return tmp_path / "empty"
+
+
+@pytest.mark.parametrize("row, make, error, words", ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input(tmp_path, cache_dir, row, make, error, words):
+  workdir = tmp_path / "workdir"
+  workdir.mkdir()
+  (workdir / "keep.txt").write_text("an earlier run's file")
+  config = make(cache_dir, tmp_path)
+  if error is None:
+    assert train.train_and_evaluate(config, workdir)["steps"] == 1, row
+  else:
+    with pytest.raises(error) as raised:
+      train.train_and_evaluate(config, workdir)
+    first = str(raised.value).splitlines()[0]
+    assert words in str(raised.value) and len(first) < 400, (row, str(raised.value))
+    assert not (workdir / "checkpoints").exists() or not any((workdir / "checkpoints").iterdir())
+  assert (workdir / "keep.txt").read_text() == "an earlier run's file"
+
+
+def test_eval_only_on_an_empty_workdir_and_a_workdir_that_is_a_file(tmp_path, cache_dir):
+  config = config_with(cache_dir)
+  config.eval_only = True
+  with pytest.raises(FileNotFoundError, match="holds none: train first"):
+    train.train_and_evaluate(config, tmp_path / "empty")
+  (tmp_path / "file").write_text("not a folder")
+  with pytest.raises(NotADirectoryError, match="is a file; give a directory"):
+    train.train_and_evaluate(config_with(cache_dir), tmp_path / "file")
+  assert (tmp_path / "file").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("override, words", [
+    ("--config.model.widht=0.5", "Error: unknown config field 'widht'. Did you mean \"width\""),
+    ("--config.train.batch_size=abc", "flag --config.train.batch_size=abc: invalid literal"),
+])
+def test_command_line_mistakes_are_one_line(tmp_path, override, words):
+  done = subprocess.run([sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
+                         f"--workdir={tmp_path}", override], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode != 0
+  lines = [l for l in done.stderr.splitlines() if l.startswith(("Error", "FATAL"))]
+  assert len(lines) == 1 and words in lines[0], done.stderr[-2000:]
+  assert "Traceback" not in done.stderr
+  assert not (tmp_path / "config.json").exists()
