@@ -19,7 +19,6 @@ def check_settings(config):
   models.check_config(config.model)
   positive = {"train.batch_size": config.train.batch_size,
               "eval.batch_size": config.eval.batch_size,
-              "train.learning_rate": config.train.learning_rate,
               "train.log_every_steps": config.train.log_every_steps,
               "eval.every_epochs": config.eval.every_epochs,
               "checkpoint.every_steps": config.checkpoint.every_steps,
@@ -31,6 +30,7 @@ def check_settings(config):
     if not value > 0:
       raise ValueError(f"config.{name}={value} must be positive.")
   for name, value in (("train.num_steps", config.train.num_steps),
+                      ("train.learning_rate", config.train.learning_rate),  # 0 keeps weights.
                       ("train.weight_decay", config.train.weight_decay)):
     if value < 0:
       raise ValueError(f"config.{name}={value} must not be negative.")

@@ -75,7 +75,7 @@ ROWS = [
     ("batch size 0", lambda c, t: config_with(c, train__batch_size=0), ValueError,
      "config.train.batch_size=0 must be positive"),
     ("negative learning rate", lambda c, t: config_with(c, train__learning_rate=-0.01),
-     ValueError, "config.train.learning_rate=-0.01 must be positive"),
+     ValueError, "config.train.learning_rate=-0.01 must not be negative"),
     ("zero epochs", lambda c, t: config_with(c, train__num_steps=0, train__num_epochs=0),
      ValueError, "config.train.num_epochs=0 must be positive"),
     ("width 0", lambda c, t: config_with(c, model__width=0.0), ValueError,

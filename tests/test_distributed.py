@@ -190,7 +190,7 @@ def test_process_0_without_its_peer_stops_with_a_python_error(tmp_path):
           "--config.distributed.initialization_timeout_s=3"]
   done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
   assert done.returncode == 1, done.stderr[-3000:]
-  assert (f"MissingProcessesError: Process 0 stops: process(es) 1 of config.distributed."
+  assert (f"Error: Process 0 stops: process(es) 1 of config.distributed."
           f"num_processes=2 did not reach 127.0.0.1:{port} within 3 s") in done.stderr
   assert "Check failure" not in done.stderr and "DEADLINE_EXCEEDED" not in done.stderr
 
