@@ -12,6 +12,10 @@ are both towers' maps, concatenated over channels (tower 0 first) and exchanged 
 `lax.all_gather` over the `model` axis (section 3.2). fc8 is split too: each tower owns
 `num_classes / 2` logits, and the two halves are gathered once more for the softmax.
 
+Inputs are 224x224 as the paper writes (3.5, 4.1); conv1 gives 55x55 from them as the authors'
+cuda-convnet did, its last row and column of filters overhanging the image by 3 zero pixels
+(`conv1_overhang`). 227x227 inputs (Caffe's convention) tile exactly and give the same maps.
+
 No mesh code lives here: the module only names the `model` and `data` axes, and with both
 names set to None it runs on one device without `shard_map` (used by `init_params`).
 """
@@ -35,6 +39,7 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 BIASED_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 LRN_CONVENTIONS = ("paper", "caffe")
 INITS = ("paper", "he")
+DROPOUT_SCALINGS = ("paper", "inverted")
 
 ACTIVATIONS = {
     "relu": nn.relu,                                  # 3.1
@@ -51,20 +56,26 @@ def tower_widths(model_cfg) -> dict[str, int]:
   return {name: max(1, round(c * model_cfg.width)) for name, c in TOWER_CHANNELS.items()}
 
 
+def conv1_overhang(image_size) -> int:
+  """Zero rows (and columns) added below (and right of) the image for conv1.
+
+  cuda-convnet sizes a convolution's output as 1 + ceil((2 * padding + size - filter) / stride)
+  (cuda-convnet2 layer.py, ConvLayer): for the paper's 224 that is 55, and its last row and
+  column of 11x11 filters, at stride 4, overhang the image by (55 - 1) * 4 + 11 - 224 = 3
+  pixels, which read zeros. 227 tiles exactly (Caffe's choice) and needs none.
+  """
+  out = 1 + -(-(image_size - 11) // 4)
+  return (out - 1) * 4 + 11 - image_size
+
+
 def feature_map_sizes(model_cfg) -> dict[str, int]:
-  """Spatial size after each layer; refuses image sizes that conv1 does not tile (3.5)."""
+  """Spatial size after each layer, conv1 sized as cuda-convnet sizes it (conv1_overhang)."""
   size = model_cfg.image_size
-  if size < 11 or (size - 11) % 4:
-    hint = ""
-    if size == 224:
-      hint = (" The paper's 224 gives (224 - 11) / 4 + 1 = 54.25, i.e. a 54x54 conv1 map and a"
-              " 5x5x256 flatten instead of 55x55 and 6x6x256; its arithmetic needs 227.")
-    raise ValueError(
-        f"config.model.image_size={size}: conv1 (11x11, stride 4, no padding) must tile the"
-        f" image exactly, i.e. (image_size - 11) % 4 == 0.{hint} Use image_size=227 (the default)"
-        " or crop/resize the input to such a size.")
+  if size < 11:
+    raise ValueError(f"config.model.image_size={size}: conv1's 11x11 filters need at least 11 "
+                     "pixels (224, the paper's, or 227, Caffe's).")
   pool = lambda s: _pooled(s, model_cfg.pool_window, model_cfg.pool_stride)  # noqa: E731
-  sizes = {"conv1": (size - 11) // 4 + 1}
+  sizes = {"conv1": (size + conv1_overhang(size) - 11) // 4 + 1}
   sizes["pool1"] = pool(sizes["conv1"])
   sizes["conv2"] = sizes["pool1"]
   sizes["pool2"] = pool(sizes["conv2"])
@@ -88,6 +99,9 @@ def check_config(model_cfg):
                      " 'caffe'.")
   if model_cfg.init not in INITS:
     raise ValueError(f"config.model.init={model_cfg.init!r}: expected 'paper' or 'he'.")
+  if model_cfg.dropout_scaling not in DROPOUT_SCALINGS:
+    raise ValueError(f"config.model.dropout_scaling={model_cfg.dropout_scaling!r}: use one of "
+                     f"{DROPOUT_SCALINGS}.")
   if not 0.0 <= model_cfg.dropout_rate < 1.0:
     raise ValueError(f"config.model.dropout_rate={model_cfg.dropout_rate}: a probability in "
                      "[0, 1) (0.5 in the paper, 0 for no dropout).")
@@ -239,7 +253,7 @@ class TowerConv(nn.Module):
   features: int
   kernel_size: int
   stride: int = 1
-  padding: int = 0
+  padding: Any = 0             # An int (all sides), or ((top, bottom), (left, right)).
   towers: int = NUM_TOWERS
   dtype: Any = jnp.float32
 
@@ -248,7 +262,8 @@ class TowerConv(nn.Module):
     k, c_in = self.kernel_size, xs[0].shape[-1]
     kernel = self.param("kernel", _SHAPE_ONLY, (self.towers, k, k, c_in, self.features))
     bias = self.param("bias", _SHAPE_ONLY, (self.towers, self.features))
-    pad = ((self.padding, self.padding),) * 2
+    pad = (((self.padding, self.padding),) * 2 if isinstance(self.padding, int)
+           else self.padding)
     return [lax.conv_general_dilated(x, kernel[t].astype(self.dtype), (self.stride,) * 2, pad,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
             + bias[t].astype(self.dtype)[None, None, None, :] for t, x in enumerate(xs)]
@@ -306,7 +321,9 @@ class AlexNet(nn.Module):
       x = x * jnp.asarray(cfg.input_scale, dtype)
     maps = {}  # Per-layer maps, returned in the "intermediates" collection when it is mutable.
 
-    h = self._each(maps, "conv1", [act(y) for y in conv("conv1", widths["conv1"], 11, stride=4)(
+    o = conv1_overhang(cfg.image_size)  # 3 at 224: the filters overhang into zeros.
+    h = self._each(maps, "conv1", [act(y) for y in conv("conv1", widths["conv1"], 11, stride=4,
+                                                        padding=((0, o), (0, o)))(
         [x] * self.towers)])
     h = self._norm_pool(maps, "1", h)
     h = self._each(maps, "conv2", [act(y) for y in conv("conv2", widths["conv2"], 5, padding=2)(h)])
@@ -355,13 +372,22 @@ class AlexNet(nn.Module):
 
     Tower g's mask for layer l is drawn from fold_in(fold_in(rng, l), g) for the GLOBAL batch,
     and this data shard takes its own rows: any ("data", "model") mesh, and one device without
-    a mesh, draw the same mask for the same example and unit. Inverted dropout: kept units are
-    scaled by 1 / (1 - rate) while training, so evaluation uses the weights as they are (the
-    paper instead halves the outputs at test time; the two are equal in expectation).
+    a mesh, draw the same mask for the same example and unit.
+
+    config.model.dropout_scaling: "paper" (4.2) keeps the kept units as they are while training
+    and multiplies every output by 1 - rate (0.5) at test time; "inverted" (Caffe, PyTorch)
+    scales the kept units by 1 / (1 - rate) while training and uses the outputs as they are at
+    test time. The two compute the same function when the next layer's weights differ by that
+    factor (W_paper = W_inverted / (1 - rate): twice as large at rate 0.5), but they do not train
+    alike: the next layer's gradient is (1 - rate) times as large with "paper", and so its
+    weights start, relative to their function, 1 / (1 - rate) times smaller and move 1 / (1 -
+    rate)^2 times more slowly at the same learning rate (their weight decay as strong).
     """
-    rate = self.config.dropout_rate
-    if not train or rate == 0.0:
+    rate, paper = self.config.dropout_rate, self.config.dropout_scaling == "paper"
+    if rate == 0.0:
       return h
+    if not train:
+      return [y * (1.0 - rate) for y in h] if paper else h
     if rng is None:
       raise ValueError("AlexNet needs `rng` when training with dropout_rate > 0.")
     b_local, features = h[0].shape
@@ -373,7 +399,7 @@ class AlexNet(nn.Module):
       key = jax.random.fold_in(jax.random.fold_in(rng, layer), first_tower + t)
       keep_GF = jax.random.bernoulli(key, 1.0 - rate, (b_local * shards, features))
       keep_BF = lax.dynamic_slice_in_dim(keep_GF, start, b_local, axis=0)
-      out.append(jnp.where(keep_BF, y / (1.0 - rate), jnp.zeros_like(y)))
+      out.append(jnp.where(keep_BF, y if paper else y / (1.0 - rate), jnp.zeros_like(y)))
     return out
 
 

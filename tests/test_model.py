@@ -4,6 +4,7 @@ These run the model on one device without a mesh (model_axis=data_axis=None, bot
 tests/test_parallel.py checks that the sharded versions compute the same numbers.
 """
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -59,11 +60,13 @@ def test_parameter_count_is_the_papers():
   assert jax.tree.leaves(shapes)[0].dtype == jnp.float32
 
 
-def test_feature_map_sizes_at_227():
+@pytest.mark.parametrize("size", [224, 227])
+def test_feature_map_sizes_at_224_and_227(size):
   cfg = paper.get_config().model
+  cfg.image_size = size
   net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
   params = jax.eval_shape(functools.partial(model.init_params, cfg), jax.random.key(0))
-  x = jax.ShapeDtypeStruct((1, 227, 227, 3), jnp.float32)
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   logits, state = jax.eval_shape(
       lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]), params, x)
   got = {k: v.shape[1:] for k, v in state["intermediates"]["maps"][0].items()}
@@ -73,15 +76,32 @@ def test_feature_map_sizes_at_227():
                  "pool5": (6, 6, 256), "fc6": (4096,), "fc7": (4096,)}
   assert logits.shape == (1, 1000)
   assert model.feature_map_sizes(cfg)["pool5"] == 6
+  assert sum(math.prod(p.shape) for p in jax.tree.leaves(params)) == 60_965_224
 
 
-def test_224_is_refused_with_the_reason():
+def test_conv1_overhang_is_cuda_convnets():
+  """1 + ceil((size - 11) / 4) outputs, the last filters reading zeros past the image."""
+  assert {s: model.conv1_overhang(s) for s in (224, 225, 226, 227, 67)} == {
+      224: 3, 225: 2, 226: 1, 227: 0, 67: 0}
   cfg = paper.get_config().model
-  cfg.image_size = 224
-  with pytest.raises(ValueError, match="54x54.*227"):
+  cfg.image_size = 10
+  with pytest.raises(ValueError, match="image_size=10"):
     model.feature_map_sizes(cfg)
-  with pytest.raises(ValueError, match="image_size=224"):
-    jax.eval_shape(functools.partial(model.init_params, cfg), jax.random.key(0))
+
+
+def test_224_input_equals_227_input_with_3_zero_rows_and_columns():
+  cfg = tiny_model_config(dropout_rate=0.0)
+  cfg.image_size = 224
+  params = model.init_params(cfg, jax.random.key(0))
+  x224 = jax.random.normal(jax.random.key(1), (2, 224, 224, 3)) * 50
+  x227 = jnp.pad(x224, ((0, 0), (0, 3), (0, 3), (0, 0)))
+  out = {}
+  for size, x in ((224, x224), (227, x227)):
+    cfg.image_size = size
+    net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+    out[size] = net.apply({"params": params}, x, train=False)
+  np.testing.assert_array_equal(np.asarray(out[224]), np.asarray(out[227]))
+  assert float(jnp.std(out[224])) > 0
 
 
 def test_odd_num_classes_is_refused():
@@ -203,8 +223,12 @@ def test_dropout_switch():
   assert not np.array_equal(mask[0], mask[1])               # and so do examples;
   np.testing.assert_array_equal(same["fc6"], fc6)           # the seed fixes them.
   assert not np.array_equal(other["fc6"] != 0, mask)
+  # Inverted dropout evaluates with the weights as they are: as if there were no dropout.
   logits_rate0, _ = run(tiny_model_config(dropout_rate=0.0), images(), train=True)
-  np.testing.assert_allclose(logits_rate0, logits_eval, rtol=1e-6)
+  inverted_eval, _ = run(tiny_model_config(dropout_rate=rate, dropout_scaling="inverted"),
+                         images(), train=False)
+  np.testing.assert_allclose(logits_rate0, inverted_eval, rtol=1e-6)
+  assert not np.allclose(logits_eval, inverted_eval)  # The paper's halves fc6's and fc7's.
 
 
 def test_bfloat16_compute_keeps_float32_params():
@@ -264,3 +288,31 @@ def test_init_params_is_the_only_initialisation():
       model.param_shapes(cfg)
   for layer in model.LAYERS:
     np.testing.assert_array_equal(params[layer]["bias"], model.bias_value(cfg, layer))
+
+
+def test_paper_and_inverted_dropout_differ_only_by_the_next_layers_scale():
+  """Section 4.2's dropout ("paper": x 0.5 at test time) and inverted dropout compute the same
+  function when fc7's and fc8's kernels (the layers after dropped-out ones) are 1 / (1 - rate)
+  times larger under "paper"; the training gradient of fc7's kernel is then (1 - rate) times the
+  inverted one, for the same masks."""
+  rate = 0.5
+  inverted = tiny_model_config(dropout_rate=rate, dropout_scaling="inverted")
+  paper_cfg = tiny_model_config(dropout_rate=rate, dropout_scaling="paper")
+  params = base_params()
+  scaled = {k: dict(v) for k, v in params.items()}
+  for layer in ("fc7", "fc8"):
+    scaled[layer]["kernel"] = params[layer]["kernel"] / (1.0 - rate)
+  for train in (False, True):
+    want, _ = run(inverted, images(), train=train, rng=jax.random.key(3), params=params)
+    got, _ = run(paper_cfg, images(), train=train, rng=jax.random.key(3), params=scaled)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+  def fc7_grad(cfg, p):
+    net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+    loss = lambda p: jnp.sum(jnp.square(net.apply({"params": p}, images(), train=True,  # noqa: E731
+                                                  rng=jax.random.key(3))))
+    return jax.grad(loss)(p)["fc7"]["kernel"]
+
+  np.testing.assert_allclose(fc7_grad(paper_cfg, scaled), (1.0 - rate) * fc7_grad(inverted, params),
+                             rtol=1e-4, atol=1e-7)
+  assert float(jnp.abs(fc7_grad(inverted, params)).max()) > 0

@@ -3,7 +3,7 @@ r"""The README's demo: the paper's network, narrowed, learning the generated set
     python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/demo
 
 The paper's architecture and recipe (configs/paper.py: two towers on 2 CPU devices, ReLU, LRN,
-overlapping pooling, dropout 0.5, 227x227 crops with flips and PCA noise, SGD with momentum 0.9
+overlapping pooling, dropout 0.5, 224x224 crops with flips and PCA noise, SGD with momentum 0.9
 and weight decay 5e-4, 10-crop testing), changed only where it must be to learn in minutes on
 2 cores, each change said here:
   * width 0.25: every layer a quarter as wide, 3.6M parameters instead of 61M;

@@ -5,8 +5,8 @@ Run on ImageNet (TFDS `imagenet2012`, manual directory; see README):
     python -m alexnet_jax.main --config=configs/paper.py --workdir=workdirs/paper
 
 The paper reports 40.7% top-1 / 18.2% top-5 validation error for one network with
-10-crop testing (table 1) after about 90 epochs. `configs/paper.py:smoke` shrinks the run to
-about a minute on a CPU, on generated data.
+10-crop testing (table 2, "1 CNN") after about 90 epochs. `configs/paper.py:smoke` shrinks the
+run to about a minute on a CPU, on generated data.
 """
 import ml_collections
 
@@ -19,11 +19,19 @@ def get_config(arg=None):
   config.model = ml_collections.ConfigDict()
   config.model.name = "alexnet"        # "cifar4": the CIFAR-10 nets of experiments/.
   config.model.num_classes = 1000
-  config.model.image_size = 227        # The paper writes 224; its arithmetic needs 227 (3.5).
+  config.model.image_size = 224        # 3.5, 4.1: 224x224 crops. conv1 still gives 55x55, as
+                                       # in the authors' cuda-convnet: its last filters overhang
+                                       # the image by 3 zero pixels (model.conv1_overhang).
+                                       # 227: Caffe's convention, which tiles exactly.
   config.model.width = 1.0             # Multiplier on every layer's width; 1.0 is the paper.
   config.model.activation = "relu"     # 3.1; "tanh" for figure 1.
   config.model.lrn = True              # 3.3, after conv1 and conv2.
-  config.model.lrn_convention = "paper"  # "paper": alpha as written; "caffe": alpha / n.
+  config.model.lrn_convention = "paper"  # "paper": alpha as written (3.3); "caffe": alpha / n,
+                                       # what the authors' code ran: cuda-convnet divides the
+                                       # scale by the window, so their layer files (scale
+                                       # 0.0001, size 5, minDiv 2) applied alpha = 2e-5, five
+                                       # times weaker than the printed formula (the lrn sweep's
+                                       # third point).
   config.model.lrn_k = 2.0
   config.model.lrn_n = 5
   config.model.lrn_alpha = 1e-4
@@ -31,6 +39,9 @@ def get_config(arg=None):
   config.model.pool_window = 3         # 3.4: overlapping pooling, z=3, s=2.
   config.model.pool_stride = 2
   config.model.dropout_rate = 0.5      # 4.2, on fc6 and fc7.
+  config.model.dropout_scaling = "paper"  # 4.2: outputs x 0.5 at test time; "inverted": x 2
+                                       # while training (Caffe, PyTorch). model.py says how
+                                       # they differ.
   config.model.init = "paper"          # 5: "paper" N(0, weight_std); "he" sqrt(2/fan_in).
   config.model.input_scale = 1.0       # 4.1 feeds 0-255 pixels minus the mean; "he" wants ~1/60.
   config.model.weight_std = 0.01       # 5: weights N(0, 0.01).
@@ -52,7 +63,7 @@ def get_config(arg=None):
   config.distributed.local_device_ids = ""  # e.g. "0,1": this process's GPUs; "": all/detected.
   config.distributed.initialization_timeout_s = 300  # Wait at most this for all processes.
 
-  # Section 4.1: input. (Owned by alexnet_jax/input_pipeline.py.)
+  # Sections 2 and 4.1: input. (Owned by alexnet_jax/input_pipeline.py.)
   config.data = ml_collections.ConfigDict()
   config.data.source = "tfds"          # "tfds", "folder" or "generated".
   config.data.name = "imagenet2012"    # TFDS name (source "tfds").
@@ -66,10 +77,13 @@ def get_config(arg=None):
   config.data.on_corrupt = "stop"      # Undecodable file: "stop" naming it, or "skip" (counted).
   config.data.cache_dir = ""           # "": ~/.cache/alexnet_jax (generated set, statistics).
   config.data.stats_file = ""          # "": <cache_dir>/stats/<dataset>.npz (alexnet_jax.data.stats).
-  config.data.resize_size = 256        # 4.1: shorter side to 256, central 256x256 patch.
-  config.data.random_crop = True       # 4.1: random 227x227 patches (config.model.image_size) ...
+  config.data.resize_size = 256        # 2: shorter side to 256, central 256x256 patch.
+  config.data.random_crop = True       # 4.1: random 224x224 patches (config.model.image_size),
+                                       # offsets 0..32 on each axis (33 x 33; the paper's factor
+                                       # of 2048 counts 32 x 32 x 2, the authors' jpeg.cpp draws
+                                       # rand() % (32 + 1)) ...
   config.data.flip = True              # ... and their horizontal reflections.
-  config.data.mean = "image"           # 4.1: "image" (the paper), "channel" or "none".
+  config.data.mean = "image"           # 2: "image" (the paper), "channel" or "none".
   config.data.pca_noise_std = 0.1      # 4.1: a_i ~ N(0, 0.1); 0 turns the colour noise off.
   config.data.pca_scale = "cuda_convnet"  # Scale of l_i: "cuda_convnet", "fb_resnet", "paper"
                                           # (see alexnet_jax/data/augment.py for why).
