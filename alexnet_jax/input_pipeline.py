@@ -11,6 +11,7 @@ subtraction and colour noise of section 4.1 run on the device inside the jitted 
 of the float32 crops' bytes on the way there. Sources, decoding and statistics live in
 alexnet_jax/data/.
 """
+import functools
 import math
 
 import tensorflow as tf
@@ -141,22 +142,35 @@ def _indexed_train_records(config, split, slice_index, slice_count, start_step, 
 
 
 def _train_records(config, split, slice_index, slice_count, start):
-  """(data, label) of a TFDS split from this data slice's position `start` on: epoch e is a
-  (seed, e)-seeded shuffle buffer over this slice's share (tfds.even_splits)."""
+  """(data, label) of a TFDS split from this data slice's position `start` on: epoch e reads
+  this slice's share (tfds.even_splits) with its record files in a (seed, e)-seeded order,
+  through a (seed, e)-seeded shuffle buffer. A buffer alone would mix only neighbouring
+  records of the same files in every epoch; the file order changes what they neighbour."""
   per_epoch = min(sources.slice_sizes(config, split, slice_count))
   if per_epoch == 0:
     raise ValueError(f"Split {split.name!r} has fewer examples than data slices.")
   start_epoch, offset = divmod(start, per_epoch)
-  seed = config.seed
-  stored = sources.records(config, split, slice_index=slice_index, slice_count=slice_count)
-  stored = stored.take(per_epoch)
 
   def epoch_records(epoch):
-    return stored.shuffle(config.data.shuffle_buffer, seed=seed * 1_000_003 + epoch)
+    seed = config.seed * 1_000_003 + epoch
+    stored = sources.records(config, split, slice_index=slice_index, slice_count=slice_count,
+                             file_seed=seed)
+    return stored.take(per_epoch).shuffle(config.data.shuffle_buffer, seed=seed)
 
+  # A dataset per epoch (the seed is a Python value), for the epochs the run can reach.
+  epochs = range(start_epoch, start_epoch + _epochs_left(config, start_epoch, per_epoch,
+                                                                   slice_count))
+  ds = functools.reduce(lambda a, b: a.concatenate(b), map(epoch_records, epochs))
   # Reaching a resumed position reads every record before it (minutes on ImageNet): shown.
-  return progress.skip(tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records),
-                       offset, active=slice_index == 0)
+  return progress.skip(ds.repeat(), offset, active=slice_index == 0)
+
+
+def _epochs_left(config, start_epoch, per_epoch, slice_count):
+  """Epochs from `start_epoch` to the end of training, and one more (a partial last one)."""
+  t = config.train
+  total = (t.num_steps * t.batch_size / slice_count / per_epoch if t.num_steps else
+           t.num_epochs)
+  return max(1, math.ceil(total) - start_epoch + 1)
 
 
 def _numpy_batches(ds, split):

@@ -9,7 +9,11 @@ import dataclasses
 
 @dataclasses.dataclass
 class Plateau:
-  """Divides the rate by `factor` after `patience` evaluations without improvement."""
+  """Divides the rate by `factor` after `patience` evaluations without improvement, once the
+  error has improved at the current rate: the authors divided it "when the validation error
+  rate stopped improving with the current learning rate", which presupposes it was improving.
+  A run whose error never left its first value at this rate (a network stuck at chance) keeps
+  its rate, so the log shows the stuck run rather than a schedule that looks like progress."""
   learning_rate: float
   factor: float = 10.0
   patience: int = 1
@@ -18,19 +22,23 @@ class Plateau:
   best_error: float = float("inf")
   bad_evals: int = 0
   drops: int = 0
+  improved: bool = False        # Whether the error improved since the rate was last set.
 
   def update(self, val_error):
     """Takes one validation error; returns True when the rate was just divided."""
     if val_error < self.best_error - self.min_delta:
+      self.improved = self.improved or self.best_error != float("inf")
       self.best_error = val_error
       self.bad_evals = 0
       return False
     self.bad_evals += 1
-    if self.bad_evals < self.patience or self.drops >= self.max_drops:
+    if (self.bad_evals < self.patience or self.drops >= self.max_drops or
+        not self.improved):
       return False
     self.learning_rate /= self.factor
     self.drops += 1
     self.bad_evals = 0
+    self.improved = False
     return True
 
   def rate(self, step):

@@ -254,12 +254,16 @@ def _periodic_eval(s: Setup, state, schedule, done, clock):
   started = time.perf_counter()
   result = _evaluate(s, state, ten_crop=False, per_class=True)
   clock.eval_s = time.perf_counter() - started
-  if schedule.update(result["top1_error"]):
-    s.writer.print(f"Validation error stopped improving: learning rate divided to "
-                   f"{schedule.rate(done):g}.")
-  s.writer.write(done, {"epoch": done / s.steps_per_epoch,
-                        "val_top1_error": result["top1_error"],
-                        "val_top5_error": result["top5_error"], "elapsed_s": clock.elapsed()},
+  epoch = done / s.steps_per_epoch
+  dropped = {}
+  if schedule.update(result["top1_error"]):  # The paper's three drops: when each came.
+    s.writer.print(f"Validation error stopped improving: at epoch {epoch:.2f} (step {done}) the "
+                   f"learning rate is divided to {schedule.rate(done):g}, drop "
+                   f"{schedule.drops} of at most {schedule.max_drops}.")
+    dropped = {"lr_drop_epoch": epoch}
+  s.writer.write(done, {"epoch": epoch, "val_top1_error": result["top1_error"],
+                        "val_top5_error": result["top5_error"], "elapsed_s": clock.elapsed(),
+                        **dropped},
                  console=("step {step}: validation top-1 error {val_top1_error:.4f}, top-5 "
                           "{val_top5_error:.4f} (centre crop)"))
   _save(s, state, schedule, done, {"val_top1_error": result["top1_error"]})

@@ -41,8 +41,11 @@ def fig1_points():
 SWEEPS = {
     "relu_vs_tanh": Sweep(PAPER, grid(**{"model.activation": ["relu", "tanh"]}),
                           about="3.1: ReLUs train several times faster than tanh units."),
-    "lrn": Sweep(PAPER, grid(**{"model.lrn": [True, False]}),
-                 about="3.3: LRN lowers top-1/top-5 error by 1.4%/1.2%."),
+    "lrn": Sweep(PAPER, [{"model.lrn": True}, {"model.lrn": False},
+                         {"model.lrn": True, "model.lrn_convention": "caffe"}],
+                 about="3.3: LRN lowers top-1/top-5 error by 1.4%/1.2%. Third point: the "
+                       "authors' own layer files, whose cuda-convnet divides alpha by n "
+                       "(alpha = 2e-5 in effect, five times weaker than the printed formula)."),
     "pooling": Sweep(PAPER, [{"model.pool_window": 3, "model.pool_stride": 2},
                              {"model.pool_window": 2, "model.pool_stride": 2}],
                      about="3.4: overlapping pooling (z=3, s=2) lowers top-1/top-5 error by "

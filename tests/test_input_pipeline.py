@@ -131,6 +131,19 @@ def test_imagenet2012_through_real_tfds_builder(tmp_path):
     resumed = take(input_pipeline.train_iterator(config, start_step=4, **kwargs), 2)
     for x, y in zip(straight[4:], resumed):
       np.testing.assert_array_equal(x["image"], y["image"])
+  # Record files in a seeded order: the same examples, the same order for the same seed.
+  split = sources.open_split(config, "train")
+  def labels_of(seed):
+    return [int(label) for _, label in sources.records(config, split, file_seed=seed)]
+  assert labels_of(3) == labels_of(3) and sorted(labels_of(3)) == sorted(labels_of(None))
+  # The statistics of a seeded sample: another seed, another sample.
+  sampled = [stats.compute_stats(config,
+                                 max_images=6)]
+  config.seed = 1
+  sampled.append(stats.compute_stats(config, max_images=6))
+  config.seed = 0
+  assert [s["num_images"] for s in sampled] == [6, 6]
+  assert not np.allclose(sampled[0]["mean_image"], sampled[1]["mean_image"])
   # 7 examples per host: epochs 0 and 1 differ in order.
   assert not np.array_equal(np.concatenate([b["label"] for b in straight[:3]])[:6],
                             np.concatenate([b["label"] for b in straight[3:]])[1:7])

@@ -15,19 +15,31 @@ def _cfg(**kw):
 
 def test_plateau_divides_after_patience_and_at_most_three_times():
   s = schedule.create(_cfg(), steps_per_epoch=10)
-  errors = [0.9, 0.8, 0.8, 0.81, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]
+  errors = [0.9, 0.8, 0.8, 0.81, 0.7, 0.7, 0.7, 0.6, 0.6, 0.6, 0.5, 0.5, 0.5, 0.4, 0.4, 0.4]
   rates = []
   for e in errors:
     s.update(e)
     rates.append(s.rate(0))
-  # Drops after the 2nd bad eval in a row: evals 4 (0.81), 7, 9; then capped at 3 drops.
-  assert [round(math.log10(0.01 / r)) for r in rates] == [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 3, 3]
-  assert s.drops == 3 and s.best_error == 0.7
+  # Drops after the 2nd bad eval in a row: evals 4 (0.81), 7, 10; then capped at 3 drops.
+  assert [round(math.log10(0.01 / r)) for r in rates] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3,
+                                                          3, 3, 3, 3]
+  assert s.drops == 3 and s.best_error == 0.4
+
+
+def test_plateau_keeps_the_rate_until_the_error_has_improved_at_it():
+  """A network stuck at chance keeps its rate: the error never improved, so it cannot have
+  stopped improving. After a drop, the new rate must improve the error before the next."""
+  stuck = schedule.create(_cfg(), steps_per_epoch=10)
+  assert not any(stuck.update(0.9) for _ in range(10)) and stuck.rate(0) == 0.01
+  s = schedule.create(_cfg(), steps_per_epoch=10)
+  dropped = [s.update(e) for e in [0.9, 0.9, 0.9, 0.85, 0.9, 0.9, 0.85, 0.85, 0.85, 0.8, 0.8,
+                                   0.8]]
+  assert [i for i, d in enumerate(dropped) if d] == [5, 11]
 
 
 def test_plateau_state_round_trips_through_a_dict():
   s = schedule.create(_cfg(), steps_per_epoch=10)
-  for e in [0.5, 0.6, 0.6]:
+  for e in [0.5, 0.4, 0.6, 0.6]:
     s.update(e)
   fresh = schedule.create(_cfg(), steps_per_epoch=10)
   restored = schedule.from_dict(fresh, schedule.to_dict(s))

@@ -9,7 +9,7 @@ The network is cuda-convnet's layers-18pct.cfg (alexnet_jax/cifar_model.py, layo
 conv 32@5x5 -> max-pool 3/2 -> conv 32@5x5 -> avg-pool 3/2 -> conv 64@5x5 -> avg-pool 3/2 ->
 fc 10), with its two response-normalisation layers left out and the activation switchable.
 "No regularisation": no weight decay, no dropout, no LRN, no crops, no mirrors, no colour
-noise; only the mean image is subtracted (4.1, as cuda-convnet does). Minibatch 128 and
+noise; only the mean image is subtracted (section 2, as cuda-convnet does). Minibatch 128 and
 momentum 0.9 as in layer-params-18pct.cfg; a constant learning rate per activation, the
 fastest found (experiments/README.md says which and how it was measured).
 

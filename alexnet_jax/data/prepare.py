@@ -1,4 +1,4 @@
-r"""Writes a dataset once at the paper's fixed 256x256 resolution (4.1) as an image folder.
+r"""Writes a dataset once at the paper's fixed 256x256 resolution (section 2) as an image folder.
 
 Decoding full-size photos is most of the input pipeline's cost; decoding 256x256 JPEGs is
 several times cheaper. For ImageNet:

@@ -130,16 +130,17 @@ def tfds_builder(config):
   return builder
 
 
-def records(config, split, *, slice_index=0, slice_count=1, indices=None):
+def records(config, split, *, slice_index=0, slice_count=1, indices=None, file_seed=None):
   """(encoded image bytes, int32 label) of `split`: the one way examples are read.
 
   Without `indices`: slice `slice_index` of `slice_count` disjoint slices that together are the
-  split, in stored order (tfds.even_splits for streamed splits, `slice_bounds` for indexed ones).
+  split, in stored order (tfds.even_splits for streamed splits, `slice_bounds` for indexed ones);
+  for a streamed split with `file_seed`, its record files in an order that seed fixes.
   With `indices` (indexed splits only): a dataset of int64 example indices, or of tuples
   starting with one, read in its order; a tuple's other elements follow the label.
   """
   if indices is None and split.builder is not None:
-    return _tfds_records(config, split, slice_index, slice_count)
+    return _tfds_records(config, split, slice_index, slice_count, file_seed)
   if split.paths is None:
     raise ValueError(f"Split {split.name!r} is streamed (TFDS): it has no example indices.")
   if indices is None:
@@ -153,13 +154,14 @@ def records(config, split, *, slice_index=0, slice_count=1, indices=None):
   return indices.map(read)
 
 
-def _tfds_records(config, split, slice_index, slice_count):
+def _tfds_records(config, split, slice_index, slice_count, file_seed=None):
   import tensorflow_datasets as tfds
   sub = tfds.even_splits(split.name, n=slice_count)[slice_index]
-  ds = split.builder.as_dataset(
-      split=sub, shuffle_files=False,
+  ds = split.builder.as_dataset(  # One file at a time: the order depends on the seed alone.
+      split=sub, shuffle_files=file_seed is not None,
       decoders={config.data.image_key: tfds.decode.SkipDecoding()},
-      read_config=tfds.ReadConfig(interleave_cycle_length=1))  # One fixed order.
+      read_config=tfds.ReadConfig(interleave_cycle_length=1, shuffle_seed=file_seed,
+                                  shuffle_reshuffle_each_iteration=False))
   image_key, label_key = config.data.image_key, config.data.label_key
   return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
 

@@ -1,5 +1,6 @@
-r"""Training-set statistics for 4.1: the mean image, and the eigenvectors and eigenvalues of
-the 3x3 covariance of RGB pixel values, both on the 0-255 scale of the 256x256 images.
+r"""Training-set statistics: the mean image (section 2) and, for the colour noise of 4.1, the
+eigenvectors and eigenvalues of the 3x3 covariance of RGB pixel values, both on the 0-255 scale
+of the 256x256 images.
 
 Computed once per dataset by
 
@@ -42,13 +43,24 @@ def dataset_key(config):
 
 
 def _images(config, split, max_images):
-  """The training split as float32 [b, 256, 256, 3] batches (all of it, or a seeded sample)."""
+  """The training split as float32 [b, 256, 256, 3] batches: all of it, or a sample seeded by
+  config.seed of `max_images`. An indexed split (folder, generated) draws it uniformly; a TFDS
+  split, which can only be streamed, reads its record files in a seeded order through a seeded
+  shuffle buffer of config.data.shuffle_buffer records: files at random, and within the files
+  read, a mix of records from their first few thousand."""
   size = config.data.resize_size
-  indices = None
-  if split.paths is not None and 0 < max_images < split.num_examples:
-    sample = np.random.default_rng(config.seed).permutation(split.num_examples)[:max_images]
-    indices = tf.data.Dataset.from_tensor_slices(sample)
-  ds = sources.records(config, split, indices=indices).map(lambda data, label: data)
+  sample = 0 < max_images < split.num_examples
+  if split.paths is None:
+    ds = sources.records(config, split, file_seed=config.seed if sample else None)
+    if sample:
+      ds = ds.shuffle(config.data.shuffle_buffer, seed=config.seed)
+  else:
+    indices = None
+    if sample:
+      chosen = np.random.default_rng(config.seed).permutation(split.num_examples)[:max_images]
+      indices = tf.data.Dataset.from_tensor_slices(chosen)
+    ds = sources.records(config, split, indices=indices)
+  ds = ds.map(lambda data, label: data)
   if max_images:
     ds = ds.take(max_images)
   ds = ds.map(lambda data: augment.decode_and_centre_crop(data, size),
@@ -94,7 +106,7 @@ def load_stats(config):
   if not os.path.exists(path):
     if config.data.source != "generated":
       raise FileNotFoundError(
-          f"No training-set statistics at {path} (mean image and RGB PCA, 4.1). Compute them "
+          f"No training-set statistics at {path} (mean image and RGB PCA, sections 2 and 4.1). Compute them "
           "once with\n  python -m alexnet_jax.data.stats --config=<your config> "
           "[the same --config.data.* overrides]\nor run without them: "
           "--config.data.mean=none --config.data.pca_noise_std=0.")
