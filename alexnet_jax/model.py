@@ -74,7 +74,7 @@ def feature_map_sizes(model_cfg) -> dict[str, int]:
   if size < 11:
     raise ValueError(f"config.model.image_size={size}: conv1's 11x11 filters need at least 11 "
                      "pixels (224, the paper's, or 227, Caffe's).")
-  pool = lambda s: _pooled(s, model_cfg.pool_window, model_cfg.pool_stride)  # noqa: E731
+  pool = lambda s: _pooled(s, model_cfg.pool_window, model_cfg.pool_stride)
   sizes = {"conv1": (size + conv1_overhang(size) - 11) // 4 + 1}
   sizes["pool1"] = pool(sizes["conv1"])
   sizes["conv2"] = sizes["pool1"]
@@ -233,8 +233,9 @@ def _max_pool_bwd(window, stride, residuals, g_BOOC):
                      ((0, 0), (qi, reach - qi), (qj, reach - qj), (0, 0)))
       phases[pi, pj] = part + phases[pi, pj] if (pi, pj) in phases else part
   zeros = jnp.zeros((b, out_h + reach, out_w + reach, c), g_BOOC.dtype)
+  # grid: [B, oh + reach, stride, ow + reach, stride, C].
   grid = jnp.stack([jnp.stack([phases.get((pi, pj), zeros) for pj in range(stride)], axis=3)
-                    for pi in range(stride)], axis=2)  # [B, oh + reach, stride, ow + reach, stride, C]
+                    for pi in range(stride)], axis=2)
   dx = grid.reshape(b, (out_h + reach) * stride, (out_w + reach) * stride, c)[:, :h, :w]
   dx = jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0)))
   return (dx.astype(x.dtype),)
@@ -337,9 +338,12 @@ class AlexNet(nn.Module):
     both = self._gather(h)
     both = both.reshape(both.shape[0], -1)
     h = dense("fc6", widths["fc6"])([both] * self.towers)
+    # The recorded fc6 and fc7 maps: the units' outputs, dropped out while training, but before
+    # the test-time scaling (so that both dropout scalings record the same features).
     h = self._each(maps, "fc6", self._dropout([act(y) for y in h], 6, train, rng))
-    h = dense("fc7", widths["fc7"])([self._gather(h)] * self.towers)
+    h = dense("fc7", widths["fc7"])([self._gather(self._test_scale(h, train))] * self.towers)
     h = self._each(maps, "fc7", self._dropout([act(y) for y in h], 7, train, rng))
+    h = self._test_scale(h, train)
     h = dense("fc8", cfg.num_classes // NUM_TOWERS)([self._gather(h)] * self.towers)
     logits_BK = self._gather(h, to="invarying")
     if maps:
@@ -384,10 +388,8 @@ class AlexNet(nn.Module):
     rate)^2 times more slowly at the same learning rate (their weight decay as strong).
     """
     rate, paper = self.config.dropout_rate, self.config.dropout_scaling == "paper"
-    if rate == 0.0:
-      return h
-    if not train:
-      return [y * (1.0 - rate) for y in h] if paper else h
+    if rate == 0.0 or not train:
+      return h  # Evaluation: _test_scale.
     if rng is None:
       raise ValueError("AlexNet needs `rng` when training with dropout_rate > 0.")
     b_local, features = h[0].shape
@@ -401,6 +403,13 @@ class AlexNet(nn.Module):
       keep_BF = lax.dynamic_slice_in_dim(keep_GF, start, b_local, axis=0)
       out.append(jnp.where(keep_BF, y if paper else y / (1.0 - rate), jnp.zeros_like(y)))
     return out
+
+  def _test_scale(self, h, train):
+    """Section 4.2's test time: every output of a dropped-out layer times 1 - rate (0.5)."""
+    rate = self.config.dropout_rate
+    if train or rate == 0.0 or self.config.dropout_scaling != "paper":
+      return h
+    return [y * (1.0 - rate) for y in h]
 
 
 def init_params(model_cfg, rng):

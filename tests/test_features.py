@@ -38,8 +38,11 @@ def test_features_are_the_networks_maps_with_labels_and_files(loaded, tmp_path):
   np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), split.labels)
   assert (tmp_path / "files.txt").read_text().split() == list(split.paths)
   p = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(params))
-  # fc8 sees both towers' fc7 (tower 0 first); each tower owns half of the logits.
-  logits = np.concatenate([fc7 @ p["fc8"]["kernel"][t] + p["fc8"]["bias"][t] for t in (0, 1)],
+  # fc8 sees both towers' fc7 (tower 0 first), halved at test time as section 4.2 scales
+  # dropout; each tower owns half of the logits.
+  assert config.model.dropout_scaling == "paper"
+  seen = fc7 * (1.0 - config.model.dropout_rate)
+  logits = np.concatenate([seen @ p["fc8"]["kernel"][t] + p["fc8"]["bias"][t] for t in (0, 1)],
                           axis=1)
   eval_step = steps.make_eval_step(config, mesh)
   expected = np.concatenate([
