@@ -70,7 +70,7 @@ def manager(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
   best_fn = None
   if keep_best:
     # A step saved between evaluations carries empty metrics (see `save`): it ranks last.
-    best_fn = lambda metrics: metrics.get(best_metric, math.inf)  # noqa: E731
+    best_fn = lambda metrics: metrics.get(best_metric, math.inf)
     policies.append(ocp.checkpoint_managers.BestN(
         get_metric_fn=best_fn, reverse=True, n=1,  # reverse: lowest error kept (min).
         keep_checkpoints_without_metrics=False))

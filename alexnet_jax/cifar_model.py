@@ -28,7 +28,6 @@ data-parallel only.
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

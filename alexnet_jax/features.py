@@ -81,7 +81,8 @@ def image_batches(config, split, *, batch_size, start=0, stop=None):
     ds = progress.skip(sources.records(config, split), start).take(stop - start)
   size = config.data.resize_size
   ds = tf.data.Dataset.zip(ds, tf.data.Dataset.range(start, stop)).map(
-      lambda record, index: {"image": augment.decode_and_centre_crop(record[0], size),
+      lambda record, index: {"image": augment.decode_and_centre_crop(
+          record[0], size, augment.resize_of(config)),
                              "label": record[1], "index": index, "mask": tf.constant(True)},
       num_parallel_calls=config.data.threads or tf.data.AUTOTUNE)
   padding = {"image": tf.zeros([size, size, 3], tf.uint8), "label": tf.constant(0, tf.int32),

@@ -32,6 +32,7 @@ from alexnet_jax import predict
 from alexnet_jax import progress
 from alexnet_jax import restore
 from alexnet_jax import runtime
+from alexnet_jax.data import augment
 from alexnet_jax.data import sources
 
 FIG3_COLUMNS = 16   # The paper's figure 3: 16 kernels to a row, 3 rows per tower.
@@ -173,7 +174,8 @@ def query_images(config, split_name, files, num):
     good, bad = predict.readable(files)
     if bad:
       raise ValueError("".join(f"{p}: cannot be decoded: {m}\n" for p, m in bad).strip())
-    images = np.concatenate([b[:n] for b, n in predict.decoded_batches(good, size, len(good))])
+    batches = predict.decoded_batches(good, size, len(good), augment.resize_of(config))
+    images = np.concatenate([b[:n] for b, n in batches])
     return images, list(good)
   split = sources.open_checked_split(config, split_name)
   picks = np.unique(np.linspace(0, split.num_examples - 1, num).round().astype(np.int64))

@@ -61,8 +61,10 @@ def train_iterator(config, *, batch_size, slice_index=0, slice_count=1, start_st
   d = config.data
   _crop_size(config)
 
+  resize = augment.resize_of(config)
+
   def example(data, label):
-    return {"image": augment.decode_and_centre_crop(data, d.resize_size), "label": label}
+    return {"image": augment.decode_and_centre_crop(data, d.resize_size, resize), "label": label}
 
   ds = records.map(example, num_parallel_calls=d.threads or tf.data.AUTOTUNE)
   ds = ds.batch(b, drop_remainder=True).prefetch(d.prefetch).with_options(_options(config))
@@ -84,8 +86,10 @@ def eval_iterator(config, split, *, batch_size, slice_index=0, slice_count=1):
   d = config.data
   _crop_size(config)
 
+  resize = augment.resize_of(config)
+
   def example(data, label):
-    return {"image": augment.decode_and_centre_crop(data, d.resize_size), "label": label,
+    return {"image": augment.decode_and_centre_crop(data, d.resize_size, resize), "label": label,
             "mask": tf.constant(True)}
 
   ds = records.map(example, num_parallel_calls=d.threads or tf.data.AUTOTUNE)

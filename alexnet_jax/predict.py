@@ -49,12 +49,12 @@ def find_images(args):
   return paths
 
 
-def decoded_batches(paths, size, batch_size):
+def decoded_batches(paths, size, batch_size, resize="antialias"):
   """(uint8 [batch_size, size, size, 3], rows) batches of the images at `paths`, decoded as
   the input pipeline decodes them (augment.decode_and_centre_crop); the last batch is padded
   with zeros and `rows` says how many rows are images. The paths must decode."""
   ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str)).map(
-      lambda p: augment.decode_and_centre_crop(tf.io.read_file(p), size),
+      lambda p: augment.decode_and_centre_crop(tf.io.read_file(p), size, resize),
       num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
   for images in ds.as_numpy_iterator():
     rows = len(images)
@@ -76,7 +76,8 @@ def logits(config, params, mesh, consts, paths, *, ten_crop=False, batch_size=No
   eval_step = steps.make_eval_step(config, mesh)
   batch_size = batch_size or config.eval.batch_size
   out = []
-  for images, rows in decoded_batches(paths, config.data.resize_size, batch_size):
+  for images, rows in decoded_batches(paths, config.data.resize_size, batch_size,
+                                      augment.resize_of(config)):
     batch = eval_step(params, parallel.to_global(mesh, images), consts, ten_crop)
     out.append(np.asarray(jax.device_get(batch))[:rows])
   num_classes = config.model.num_classes

@@ -39,7 +39,7 @@ def summary(config, workdir, *, steps, steps_per_epoch, total_steps, clock, epoc
   evals = []
   if write_metrics:
     evals = [r for r in metrics.read_jsonl(workdir / "metrics.jsonl") if "val_top1_error" in r]
-  best = lambda k: min((r[k] for r in evals), default=None)  # noqa: E731
+  best = lambda k: min((r[k] for r in evals), default=None)
   result = {"status": "finished", "steps": steps, "epochs": steps / steps_per_epoch,
             "wall_time_s": clock.elapsed(), "images_per_s": clock.mean_images_per_s(),
             "final_train_top1_error": epoch_train.get("top1_error"),

@@ -55,7 +55,7 @@ def abstract_state(config, mesh: Mesh) -> TrainState:
 def create_train_state(config, mesh: Mesh) -> TrainState:
   """A fresh state, created directly into its shards; the weights come from config.seed."""
   rng = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
-  init = lambda key: models.init_params(config.model, key)  # noqa: E731
+  init = lambda key: models.init_params(config.model, key)
   params = parallel.create_sharded_params(init, mesh, rng, _towered(config))
   shardings = state_shardings(config, mesh)
   zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=shardings.momentum)

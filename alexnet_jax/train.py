@@ -16,7 +16,6 @@ from alexnet_jax import checkpoint
 from alexnet_jax import evaluate
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
-from alexnet_jax import models
 from alexnet_jax import parallel
 from alexnet_jax import per_class
 from alexnet_jax import preemption

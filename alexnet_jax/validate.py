@@ -5,6 +5,7 @@ import pathlib
 import jax
 
 from alexnet_jax import models
+from alexnet_jax.data import augment
 
 
 def check_workdir(workdir):
@@ -34,6 +35,9 @@ def check_settings(config):
                       ("train.weight_decay", config.train.weight_decay)):
     if value < 0:
       raise ValueError(f"config.{name}={value} must not be negative.")
+  if augment.resize_of(config) not in augment.RESIZES:
+    raise ValueError(f"config.data.resize={config.data.resize!r}: use 'antialias' (the "
+                     "default) or 'fast'.")
   if not 0.0 <= config.train.momentum < 1.0:
     raise ValueError(f"config.train.momentum={config.train.momentum}: in [0, 1) (0.9 in the "
                      "paper, section 5).")

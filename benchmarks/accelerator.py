@@ -101,7 +101,7 @@ def paper_config(dtype, batch, smoke):
 def time_step(config, model_axis, seconds):
   """images/s of the jitted training step, the batch already on the devices as uint8; the
   step's compile time; XLA's FLOP count per image."""
-  from alexnet_jax import parallel, preprocess, steps, train
+  from alexnet_jax import parallel, preprocess, steps
   mesh = parallel.make_mesh(model_axis)
   state = steps.create_train_state(config, mesh)
   step = steps.make_train_step(config, mesh)
@@ -223,7 +223,7 @@ def input_section(args, tmp):
 def end_to_end_section(args, tmp):
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
-  from alexnet_jax import metrics, steps, train
+  from alexnet_jax import metrics, train
   config = paper_config("bfloat16" if not args.smoke else "float32", args.e2e_batch, args.smoke)
   config.mesh.model = 1
   config.model.num_classes = 10
@@ -285,7 +285,8 @@ def main(argv=None):
   devices = jax.devices()
   kind = devices[0].device_kind
   results = {"jax": jax.__version__, "platform": devices[0].platform, "device_kind": kind,
-             "devices": len(devices), "host_cpus": os.cpu_count(), "python": platform.python_version(),
+             "devices": len(devices), "host_cpus": os.cpu_count(),
+             "python": platform.python_version(),
              "smoke": args.smoke}
   print(json.dumps(results), flush=True)
   flops = flops_per_image(paper_config("float32", 1, args.smoke).model)

@@ -61,17 +61,17 @@ def time_batches(iterator, num_batches, batch, warmup=2):
   return num_batches * batch / wall, cpu / (num_batches * batch) * 1e3
 
 
-def ours(root, stats_file, threads, batch, num_batches):
+def ours(root, stats_file, threads, batch, num_batches, resize="antialias"):
   from alexnet_jax import input_pipeline
   from alexnet_jax.configs import paper
   config = paper.get_config()
   config.data.update(source="folder", root=str(root), stats_file=str(stats_file),
-                     threads=threads)
+                     threads=threads, resize=resize)
   it = input_pipeline.train_iterator(config, batch_size=batch)
   return time_batches(it, num_batches, batch)
 
 
-def torch_pipeline(root, stats_file, workers, batch, num_batches):
+def torch_pipeline(root, stats_file, workers, batch, num_batches, resize=None):
   import torch
   from PIL import Image
   torch.set_num_threads(1)
@@ -125,20 +125,26 @@ def main():
     t = time.perf_counter()
     prepare.write_split(config, "train", str(tmp / "prepared"))
     prepare_s = time.perf_counter() - t
-    print(f"{args.n} photos (median side {np.median([min(__import__('PIL.Image').Image.open(p).size) for p in SAMPLES.glob('*.JPEG')]):.0f} px), "
+    from PIL import Image
+    median_side = np.median([min(Image.open(p).size) for p in SAMPLES.glob("*.JPEG")])
+    print(f"{args.n} photos (median side {median_side:.0f} px), "
           f"batches of {args.batch}, {num_batches} timed; {os.cpu_count()} CPUs", flush=True)
     print(f"{'pipeline':52s} {'images/s':>9s} {'CPU ms/image':>13s}")
+    # config.data.resize: "antialias" (the default) or "fast" (alexnet_jax/data/augment.py).
     rows = [
-        ("tf.data, full-size JPEGs, 1 thread", ours, tmp / "photos", 1),
-        ("tf.data, full-size JPEGs, 2 threads", ours, tmp / "photos", 2),
-        ("tf.data, prepared 256x256 JPEGs, 1 thread", ours, tmp / "prepared", 1),
-        ("tf.data, prepared 256x256 JPEGs, 2 threads", ours, tmp / "prepared", 2),
-        ("PIL + torch DataLoader, in-process (num_workers=0)", torch_pipeline, tmp / "photos", 0),
-        ("PIL + torch DataLoader, num_workers=2", torch_pipeline, tmp / "photos", 2),
+        ("tf.data, full-size JPEGs, 1 thread", ours, tmp / "photos", 1, "antialias"),
+        ("tf.data, full-size JPEGs, 1 thread, resize=fast", ours, tmp / "photos", 1, "fast"),
+        ("tf.data, full-size JPEGs, 2 threads", ours, tmp / "photos", 2, "antialias"),
+        ("tf.data, full-size JPEGs, 2 threads, resize=fast", ours, tmp / "photos", 2, "fast"),
+        ("tf.data, prepared 256x256 JPEGs, 1 thread", ours, tmp / "prepared", 1, "antialias"),
+        ("tf.data, prepared 256x256 JPEGs, 2 threads", ours, tmp / "prepared", 2, "antialias"),
+        ("PIL + torch DataLoader, in-process (num_workers=0)", torch_pipeline, tmp / "photos", 0,
+         None),
+        ("PIL + torch DataLoader, num_workers=2", torch_pipeline, tmp / "photos", 2, None),
     ]
-    for name, fn, root, threads in rows:
+    for name, fn, root, threads, resize in rows:
       try:
-        rate, cpu_ms = fn(root, tmp / "stats.npz", threads, args.batch, num_batches)
+        rate, cpu_ms = fn(root, tmp / "stats.npz", threads, args.batch, num_batches, resize)
       except ImportError as e:  # torch is optional.
         print(f"{name:52s} skipped: {e}", flush=True)
         continue

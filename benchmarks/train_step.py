@@ -32,7 +32,7 @@ jax.config.update("jax_platforms", "cpu")
 
 import numpy as np  # noqa: E402
 
-from alexnet_jax import model, models, parallel, steps, train  # noqa: E402
+from alexnet_jax import models, parallel  # noqa: E402
 from alexnet_jax.configs import cifar10_fig1  # noqa: E402
 from alexnet_jax.configs import paper  # noqa: E402
 
@@ -140,7 +140,8 @@ def main():
   args = parser.parse_args()
   print(f"jax {jax.__version__}, devices {jax.devices()}, XLA_FLAGS={os.environ.get('XLA_FLAGS')}"
         + ("" if args.net == "cifar" else
-           f", parameters {models.count_params(models.abstract_params(paper.get_config().model)):,}"))
+           f", parameters "
+           f"{models.count_params(models.abstract_params(paper.get_config().model)):,}"))
   rows = []
   for batch_size in args.batch:
     for model_axis in args.model:

@@ -76,6 +76,8 @@ ROWS = [
      "config.train.batch_size=0 must be positive"),
     ("negative learning rate", lambda c, t: config_with(c, train__learning_rate=-0.01),
      ValueError, "config.train.learning_rate=-0.01 must not be negative"),
+    ("unknown resize", lambda c, t: config_with(c, data__resize="lanczos"), ValueError,
+     "config.data.resize='lanczos': use 'antialias'"),
     ("zero epochs", lambda c, t: config_with(c, train__num_steps=0, train__num_epochs=0),
      ValueError, "config.train.num_epochs=0 must be positive"),
     ("width 0", lambda c, t: config_with(c, model__width=0.0), ValueError,
@@ -154,7 +156,7 @@ def test_command_line_mistakes_are_one_line(tmp_path, override, words):
                          f"--workdir={tmp_path}", override], cwd=ROOT, capture_output=True,
                         text=True, timeout=300)
   assert done.returncode != 0
-  lines = [l for l in done.stderr.splitlines() if l.startswith(("Error", "FATAL"))]
+  lines = [line for line in done.stderr.splitlines() if line.startswith(("Error", "FATAL"))]
   assert len(lines) == 1 and words in lines[0], done.stderr[-2000:]
   assert "Traceback" not in done.stderr
   assert not (tmp_path / "config.json").exists()

@@ -38,7 +38,8 @@ def test_param_count_18pct_matches_layers_file():
 def test_param_count_conv_local_matches_layers_file():
   # layers-conv-local-11pct.cfg on 24x24 crops: 24 -> 12 -> 6 after the pools; local layers
   # have a filter bank and a bias per output position.
-  expected = ((5 * 5 * 3 * 64 + 64) + (5 * 5 * 64 * 64 + 64) + (6 * 6 * 3 * 3 * 64 * 32 + 6 * 6 * 32)
+  expected = ((5 * 5 * 3 * 64 + 64) + (5 * 5 * 64 * 64 + 64) +
+              (6 * 6 * 3 * 3 * 64 * 32 + 6 * 6 * 32)
               + (6 * 6 * 3 * 3 * 32 * 32 + 6 * 6 * 32) + (6 * 6 * 32 * 10 + 10))
   params = shapes(model_cfg("conv_local", lrn=True))
   assert models.count_params(params) == expected == 1_116_490

@@ -123,7 +123,7 @@ def test_evaluate_counts_every_example_once(ten_crop, pad):
 
 def test_evaluate_with_batches_sharded_over_two_devices():
   mesh = jax.make_mesh((2,), ("data",))
-  put = lambda x: jax.device_put(x, NamedSharding(mesh, P("data")))  # noqa: E731
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P("data")))
   apply = jax.jit(linear_apply)
   rng = np.random.default_rng(4)
   images = rng.normal(size=(21, 10, 4, 4, 3)).astype(np.float32)
@@ -152,7 +152,7 @@ def test_per_class_counts_and_confusion_match_numpy(ten_crop):
   """Each class's top-1/top-5 error and the confusion matrix (row: label, column: top-1, ties
   to the lower index) over padded, sharded batches, against NumPy per example."""
   mesh = jax.make_mesh((2,), ("data",))
-  put = lambda x: jax.device_put(x, NamedSharding(mesh, P("data")))  # noqa: E731
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P("data")))
   rng = np.random.default_rng(5)
   n, k = 45, 7
   shape = (n, 10, 4, 4, 3) if ten_crop else (n, 4, 4, 3)

@@ -203,7 +203,7 @@ def test_cifar_dispatch_trains_data_parallel():
   import numpy as np_
   from alexnet_jax import models
   from alexnet_jax import parallel
-  from alexnet_jax import steps, train
+  from alexnet_jax import steps
   from alexnet_jax.configs import cifar10_fig1
   config = cifar10_fig1.get_config("smoke")
   config.train.batch_size = 4

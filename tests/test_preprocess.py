@@ -1,7 +1,6 @@
 """The device half of 4.1: crops, mirrors, mean and colour noise from uint8 images, checked
 against the same operations done on the host, and keyed per row and step."""
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -98,7 +97,7 @@ def test_crop_offsets_and_mirror_are_independent_draws():
 
 
 @pytest.mark.parametrize("convention,scale", [
-    ("cuda_convnet", np.sqrt), ("fb_resnet", lambda l: l / 255.0), ("paper", lambda l: l)])
+    ("cuda_convnet", np.sqrt), ("fb_resnet", lambda v: v / 255.0), ("paper", lambda v: v)])
 def test_pca_noise_has_the_configured_covariance(tmp_path, convention, scale):
   """On 1x1 black images with no mean, each output pixel is the example's colour shift."""
   config, eigvec = stats_config(tmp_path, pca_scale=convention, mean="none")

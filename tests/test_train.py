@@ -58,7 +58,8 @@ def test_a_short_run_logs_evaluates_and_checkpoints(tmp_path, cache_dir):
   assert [r["step"] for r in train_rows] == [2, 4, 6]
   assert all(np.isfinite(r["train_loss"]) and 0 <= r["train_top1_error"] <= 1
              for r in train_rows)
-  val_steps = [r["step"] for r in rows if "val_top1_error" in r and "val_top1_error_10crop" not in r]
+  val_steps = [r["step"] for r in rows
+               if "val_top1_error" in r and "val_top1_error_10crop" not in r]
   assert val_steps == [5, 6]  # Every half epoch (10 steps of 8 per epoch) and at the end.
   assert 0 <= summary["val_top1_error_10crop"] <= 1
   assert summary["best_val_top1_error"] == min(r["val_top1_error"] for r in rows

@@ -68,7 +68,8 @@ def get_config(arg=None):
   config.data.source = "tfds"          # "tfds", "folder" or "generated".
   config.data.name = "imagenet2012"    # TFDS name (source "tfds").
   config.data.tfds_data_dir = ""       # "": TFDS's default (~/tensorflow_datasets).
-  config.data.manual_dir = ""          # "": <tfds_data_dir>/downloads/manual (ILSVRC2012_img_*.tar).
+  config.data.manual_dir = ""          # "": <tfds_data_dir>/downloads/manual, which holds
+                                       # ILSVRC2012_img_{train,val}.tar.
   config.data.image_key = "image"      # TFDS feature names.
   config.data.label_key = "label"
   config.data.root = ""                # Source "folder": root/<split>/<class>/*.{jpg,jpeg,png}.
@@ -76,8 +77,12 @@ def get_config(arg=None):
   config.data.eval_split = ""          # "": "validation" for tfds, "val" for folder/generated.
   config.data.on_corrupt = "stop"      # Undecodable file: "stop" naming it, or "skip" (counted).
   config.data.cache_dir = ""           # "": ~/.cache/alexnet_jax (generated set, statistics).
-  config.data.stats_file = ""          # "": <cache_dir>/stats/<dataset>.npz (alexnet_jax.data.stats).
+  config.data.stats_file = ""          # "": <cache_dir>/stats/<dataset>.npz, written by
+                                       # python -m alexnet_jax.data.stats.
   config.data.resize_size = 256        # 2: shorter side to 256, central 256x256 patch.
+  config.data.resize = "antialias"     # Bilinear with every source pixel counted, as PIL's;
+                                       # "fast": 4-pixel bilinear, aliases thin stripes
+                                       # (alexnet_jax/data/augment.py, benchmarks/).
   config.data.random_crop = True       # 4.1: random 224x224 patches (config.model.image_size),
                                        # offsets 0..32 on each axis (33 x 33; the paper's factor
                                        # of 2048 counts 32 x 32 x 2, the authors' jpeg.cpp draws
@@ -135,7 +140,8 @@ def get_config(arg=None):
 
   # Fine-tuning: a fresh run (not one resuming its own checkpoint) starts from these weights.
   config.init_from = ""                # A weights .npz (python -m alexnet_jax.weights), another
-                                       # run's workdir (its latest step) or <workdir>/checkpoints/<step>.
+                                       # run's workdir (its latest step) or
+                                       # <workdir>/checkpoints/<step>.
   config.init_reset = ""               # Layers to initialise afresh instead, e.g. "fc8" for a new
                                        # class count; comma-separated.
   config.profile_steps = 0             # > 0: a jax.profiler trace of this many steps after warm-up,

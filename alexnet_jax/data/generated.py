@@ -111,7 +111,8 @@ def draw_image(label, size, rng):
   base = _colour(rng, 20, 110) if dark_background else _colour(rng, 150, 255)
   tilt = (50 * rng.uniform(-1, 1, size=3)).astype(np.float32)[:, None, None]
   fg_a = _colour(rng, 170, 255) if dark_background else _colour(rng, 10, 100)
-  fg_b = fg_a * np.float32(rng.uniform(0.25, 0.55)) if dark_background else 255 - (255 - fg_a) * 0.35
+  fg_b = (fg_a * np.float32(rng.uniform(0.25, 0.55)) if dark_background else
+          255 - (255 - fg_a) * 0.35)
   pattern = _texture(texture, size, rng)
   mask = _shape_mask(shape, size, rng)
   # background + mask * (foreground - background), with foreground = fg_a + pattern (fg_b - fg_a),

@@ -45,7 +45,7 @@ def write_split(config, split_name, out, quality=95):
   size = config.data.resize_size
 
   def encode(data, label, stem):
-    image = augment.decode_and_centre_crop(data, size)
+    image = augment.decode_and_centre_crop(data, size, augment.resize_of(config))
     return tf.io.encode_jpeg(image, quality=quality), label, stem
 
   ds = _named_records(config, split).map(

@@ -90,7 +90,8 @@ def list_folder(root, split):
                    if f.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
       raise FileNotFoundError(
-          f"Class folder {os.path.join(folder, name)} holds no images ({', '.join(IMAGE_EXTENSIONS)}"
+          f"Class folder {os.path.join(folder, name)} holds no images "
+          f"({', '.join(IMAGE_EXTENSIONS)}"
           f"): add its images or remove the folder (each folder under {folder} is a class).")
     paths += [os.path.join(folder, name, f) for f in files]
     labels += [label] * len(files)

@@ -63,7 +63,8 @@ def _images(config, split, max_images):
   ds = ds.map(lambda data, label: data)
   if max_images:
     ds = ds.take(max_images)
-  ds = ds.map(lambda data: augment.decode_and_centre_crop(data, size),
+  resize = augment.resize_of(config)
+  ds = ds.map(lambda data: augment.decode_and_centre_crop(data, size, resize),
               num_parallel_calls=config.data.threads or tf.data.AUTOTUNE)
   return ds.batch(64).prefetch(2).as_numpy_iterator()
 
@@ -89,7 +90,8 @@ def compute_stats(config, max_images=0):
   covariance = outer_sum / (count * size * size) - np.outer(channel_mean, channel_mean)
   eigval, eigvec = np.linalg.eigh(covariance)
   order = np.argsort(eigval)[::-1]
-  return dict(mean_image=mean_image.astype(np.float32), channel_mean=channel_mean.astype(np.float32),
+  return dict(mean_image=mean_image.astype(np.float32),
+              channel_mean=channel_mean.astype(np.float32),
               eigval=eigval[order].astype(np.float32), eigvec=eigvec[:, order].astype(np.float32),
               num_images=np.int64(count), dataset=np.str_(dataset_key(config)))
 
@@ -106,7 +108,8 @@ def load_stats(config):
   if not os.path.exists(path):
     if config.data.source != "generated":
       raise FileNotFoundError(
-          f"No training-set statistics at {path} (mean image and RGB PCA, sections 2 and 4.1). Compute them "
+          f"No training-set statistics at {path} (mean image and RGB PCA, sections 2 and 4.1). "
+          "Compute them "
           "once with\n  python -m alexnet_jax.data.stats --config=<your config> "
           "[the same --config.data.* overrides]\nor run without them: "
           "--config.data.mean=none --config.data.pca_noise_std=0.")
