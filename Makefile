@@ -15,6 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: $(STAMP)

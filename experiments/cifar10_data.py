@@ -12,7 +12,8 @@ import tarfile
 
 from alexnet_jax.configs import cifar10_fig1
 
-ARCHIVE = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+ARCHIVE = (pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" /
+           "cifar10-jpeg.tar.gz")
 
 
 def archive_path():
