@@ -121,7 +121,7 @@ def save(mgr, step, state, extra, metrics=None):
   try:
     started = mgr.save(step, metrics=metrics, force=True, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
-  except Exception as e:  # pylint: disable=broad-exception-caught
+  except Exception as e:
     faults.raise_write_error(mgr, step, e)
   mgr.pending_step = step
   if not getattr(mgr, "async_save", True):  # Committed already: record its sizes now.
@@ -138,7 +138,7 @@ def wait(mgr):
   try:
     mgr.wait_until_finished()
     mgr.check_for_errors()
-  except Exception as e:  # pylint: disable=broad-exception-caught
+  except Exception as e:
     faults.raise_write_error(mgr, step, e)
   if step is not None and step in mgr.all_steps():
     faults.record_sizes(faults.step_dir(mgr, step))
@@ -214,7 +214,7 @@ def restore_for_run(mgr, abstract_state, fingerprint, restore_step=0):
     problem, restored = None, None
     try:
       restored = restore(mgr, step, abstract_state, fingerprint=fingerprint)
-    except Exception as e:  # pylint: disable=broad-exception-caught
+    except Exception as e:
       if isinstance(e, IncompatibleCheckpointError):
         raise
       # The recorded sizes name the damaged file where orbax's error names a symptom (tensorstore

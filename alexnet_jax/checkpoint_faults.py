@@ -106,7 +106,7 @@ def set_aside(mgr, unreadable):
       logging.warning("Checkpoint step %d cannot be read (%s); moved to %s.", step, problem,
                       dest)
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("alexnet_jax checkpoint set aside")
   mgr.reload()
 
@@ -123,7 +123,7 @@ def everywhere(ok):
   """True when `ok` holds on every process (all read the same files, but each its shards)."""
   if jax.process_count() == 1:
     return ok
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 

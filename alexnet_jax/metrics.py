@@ -22,7 +22,7 @@ class Writer:
     self.workdir.mkdir(parents=True, exist_ok=True)
     # Imported here: clu loads TensorFlow (~700 MB), which readers of metrics.jsonl
     # (experiments/report.py, the sweep's parent process) do not need.
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    from clu import metric_writers
     self._tb = metric_writers.create_default_writer(
         str(self.workdir / "tensorboard"), just_logging=False, asynchronous=False)
     self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")

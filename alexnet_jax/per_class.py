@@ -74,9 +74,9 @@ def worst_text(class_names, result, title, n=5):
 
 def confusion_png(path, confusion, class_names, title):
   """The row-normalised confusion matrix, each class's name on both axes."""
-  import matplotlib  # pylint: disable=g-import-not-at-top  (only this file draws)
+  import matplotlib  # Only this file draws.
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
   confusion = np.asarray(confusion, np.float64)
   rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
   k = len(class_names)

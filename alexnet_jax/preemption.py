@@ -78,7 +78,7 @@ def should_stop(step):
   as JAX's sync point needs.
   """
   if _several_processes() and jax.config.jax_enable_preemption_service:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils
     return bool(multihost_utils.reached_preemption_sync_point(int(step)))
   return bool(_received)
 

@@ -51,7 +51,7 @@ class Progress:
     self.last_line, self.lines = self.start, 0
     self.bar = None
     if active and _isatty(self.stream):
-      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+      from tqdm import tqdm
       self.bar = tqdm(total=total, desc=what, unit=f" {unit}", file=self.stream, leave=False,
                       dynamic_ncols=True, mininterval=0.5)
 
@@ -115,7 +115,7 @@ def skip(ds, n, what="skipping to the resumed position", every=1024, active=True
   """`ds.skip(n)` that reports its progress: a TFDS stream must read (not decode) every record
   before the resumed position, minutes on ImageNet. The count is taken inside tf.data every
   `every` records, so the skipped elements are the same as plain `skip`'s."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only the input needs it)
+  import tensorflow as tf  # Only the input needs it.
   if n < every:
     return ds.skip(n)
   bar = Progress(n, what, unit="records", active=active)

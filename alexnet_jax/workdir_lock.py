@@ -33,7 +33,7 @@ def acquire(workdir, process_index=0):
     return None
   path = Path(workdir).expanduser() / LOCK_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
-  lock = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+  lock = open(path, "a+", encoding="utf-8")
   try:
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:

@@ -181,7 +181,7 @@ def test_an_unreachable_coordinator_stops_with_its_address(tmp_path):
 def test_process_0_without_its_peer_stops_with_a_python_error(tmp_path):
   """Process 0 alone: JAX's client would abort inside XLA (DEADLINE_EXCEEDED, exit 134)."""
   port = _free_port()
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
   argv = [sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
           f"--workdir={tmp_path}", "--config.mesh.num_cpu_devices=1",
           "--config.distributed.mode=manual",
@@ -212,7 +212,7 @@ print("process", jax.process_index(), "of", jax.process_count(), flush=True)
 def _join(num_processes, ids, timeout_s):
   """Processes `ids` of `num_processes` calling cluster.initialize; [(returncode, output)]."""
   port = _free_port()
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
   procs = [subprocess.Popen([sys.executable, "-c", JOIN, str(port), str(num_processes), str(i),
                              str(timeout_s)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for i in ids]

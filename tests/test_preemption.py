@@ -13,7 +13,7 @@ import pytest
 from alexnet_jax import preemption
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")  # Run from ROOT: `tests` imports from there.
 
 # A stand-in for the training loop: a step every 50 ms (process 1 slower, so that the two
 # processes are at different steps when the signal comes), a line per step.

@@ -21,7 +21,7 @@ time.sleep(float(sys.argv[3]))
 
 def hold(workdir, process_index=0, seconds=120):
   return subprocess.Popen([sys.executable, "-c", HOLD, str(workdir), str(process_index),
-                           str(seconds)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                           str(seconds)], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
