@@ -29,8 +29,9 @@ def get_config(arg=None):
     config.data.resize_size = 72
     config.train.batch_size = 4
   if arg == "learnable":
+    # He initialisation scales units as inverted dropout expects them (the demo's choice).
     config.model.update(width=0.25, image_size=99, num_classes=4, init="he", input_scale=1 / 60,
-                        bias_init=0.0)
+                        bias_init=0.0, dropout_scaling="inverted")
     config.data.resize_size = 104
     config.data.generated.update(num_classes=4, image_size=112, train_per_class=64,
                                  val_per_class=8)
