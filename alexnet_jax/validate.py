@@ -35,9 +35,7 @@ def check_settings(config):
                       ("train.weight_decay", config.train.weight_decay)):
     if value < 0:
       raise ValueError(f"config.{name}={value} must not be negative.")
-  if augment.resize_of(config) not in augment.RESIZES:
-    raise ValueError(f"config.data.resize={config.data.resize!r}: use 'antialias' (the "
-                     "default) or 'fast'.")
+  augment.resize_of(config)  # Raises for an unknown resize.
   if not 0.0 <= config.train.momentum < 1.0:
     raise ValueError(f"config.train.momentum={config.train.momentum}: in [0, 1) (0.9 in the "
                      "paper, section 5).")

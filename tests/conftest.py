@@ -21,8 +21,8 @@ def tiny_run(tmp_path_factory):
   give different features), with a 2-step profile: the checkpoint that the tests of the
   commands reading a trained run share (restore, predict, figures, features, weights,
   progress, per-class results). Its stdout is kept for the tests of the log lines."""
-  from tests import tiny_config  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  from tests import tiny_config
+  from alexnet_jax import train
   root = tmp_path_factory.mktemp("tiny_run")
   config = tiny_config.get_config()
   config.data.cache_dir = str(root / "cache")
@@ -35,3 +35,21 @@ def tiny_run(tmp_path_factory):
     summary = train.train_and_evaluate(config, root / "run")
   return types.SimpleNamespace(workdir=root / "run", config=config, summary=summary,
                                stdout=out.getvalue())
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+  """(config, params, step, mesh, consts) of tiny_run's latest checkpoint, as the commands
+  reading a trained run load it."""
+  from alexnet_jax import parallel
+  from alexnet_jax import restore
+  config, params, step = restore.load_run(tiny_run.workdir)
+  mesh = restore.make_mesh(config)
+  consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
+  return config, params, step, mesh, consts
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  """A data cache (generated set, statistics) shared by one test module's runs."""
+  return str(tmp_path_factory.mktemp("cache"))

@@ -17,11 +17,6 @@ from tests import tiny_config
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("cache"))
-
-
 def config_with(cache_dir, **fields):
   config = tiny_config.get_config()
   config.data.cache_dir = cache_dir

@@ -163,32 +163,30 @@ def test_data_parallel_processes_save_and_resume(tmp_path, reference):
                single_params, params)
 
 
-def test_an_unreachable_coordinator_stops_with_its_address(tmp_path):
-  """Process 1 alone, pointed at a port nobody listens on, with a 3 s timeout."""
+def _alone(tmp_path, process_id):
+  """Process `process_id` of 2 started alone, with a 3 s timeout: (port, finished process)."""
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   argv = [sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
           f"--workdir={tmp_path}", "--config.mesh.num_cpu_devices=1",
           "--config.distributed.mode=manual",
           f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-          "--config.distributed.num_processes=2", "--config.distributed.process_id=1",
+          "--config.distributed.num_processes=2", f"--config.distributed.process_id={process_id}",
           "--config.distributed.initialization_timeout_s=3"]
-  done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+  return port, subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                               timeout=60)
+
+
+def test_an_unreachable_coordinator_stops_with_its_address(tmp_path):
+  """Process 1 alone, pointed at a port nobody listens on."""
+  port, done = _alone(tmp_path, 1)
   assert done.returncode == 1, done.stderr[-3000:]
   assert f"Cannot reach the JAX coordinator at 127.0.0.1:{port} within 3 s" in done.stderr
 
 
 def test_process_0_without_its_peer_stops_with_a_python_error(tmp_path):
   """Process 0 alone: JAX's client would abort inside XLA (DEADLINE_EXCEEDED, exit 134)."""
-  port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  argv = [sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
-          f"--workdir={tmp_path}", "--config.mesh.num_cpu_devices=1",
-          "--config.distributed.mode=manual",
-          f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-          "--config.distributed.num_processes=2", "--config.distributed.process_id=0",
-          "--config.distributed.initialization_timeout_s=3"]
-  done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+  port, done = _alone(tmp_path, 0)
   assert done.returncode == 1, done.stderr[-3000:]
   assert (f"Error: Process 0 stops: process(es) 1 of config.distributed."
           f"num_processes=2 did not reach 127.0.0.1:{port} within 3 s") in done.stderr

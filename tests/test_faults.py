@@ -25,11 +25,6 @@ LONG = ("--config.train.num_steps=40", "--config.checkpoint.every_steps=1000",
         "--config.eval.every_epochs=100", "--config.eval.ten_crop=False")
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("cache"))
-
-
 def _config(cache_dir, **train_fields):
   config = tiny_config.get_config()
   config.data.cache_dir = cache_dir

@@ -9,17 +9,8 @@ import pytest
 
 from alexnet_jax import features
 from alexnet_jax import parallel
-from alexnet_jax import restore
 from alexnet_jax import steps
 from alexnet_jax.data import sources
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_run):
-  config, params, step = restore.load_run(tiny_run.workdir)
-  mesh = restore.make_mesh(config)
-  consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
-  return config, params, step, mesh, consts
 
 
 def _write(out, loaded, layers=("fc6", "fc7", "pool5"), **kw):

@@ -2,25 +2,15 @@
 kernels; figure 4 finds a training image used as the query first, at distance 0."""
 import jax
 import numpy as np
-import pytest
 from PIL import Image
 
 from alexnet_jax import figures
 from alexnet_jax import parallel
-from alexnet_jax import restore
 from alexnet_jax.data import sources
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_run):
-  config, params, step = restore.load_run(tiny_run.workdir)
-  mesh = restore.make_mesh(config)
-  consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
-  return config, params, mesh, consts
-
-
 def test_figure3_draws_each_kernel_scaled_to_its_range_tower_0_on_top(loaded, tmp_path):
-  config, params, _, _ = loaded
+  config, params, _, _, _ = loaded
   kernel = np.asarray(jax.device_get(params["conv1"]["kernel"]), np.float64)
   assert kernel.shape == (2, 11, 11, 3, 6)  # Width 1/8: 6 of the paper's 48 per tower.
   png = figures.write_fig3(tmp_path / "fig3.png", params)
@@ -48,7 +38,7 @@ def test_figure3_lays_out_the_papers_96_kernels_in_6_rows_of_16():
 
 
 def test_figure4_finds_a_training_image_first_at_distance_zero(loaded, tmp_path):
-  config, params, mesh, consts = loaded
+  config, params, _, mesh, consts = loaded
   train_split = sources.open_split(config, "train")
   picks = [3, 42]
   png, rows = figures.write_fig4(tmp_path, config, params, mesh, consts,
@@ -65,7 +55,7 @@ def test_figure4_finds_a_training_image_first_at_distance_zero(loaded, tmp_path)
 
 
 def test_nearest_neighbours_agree_with_a_brute_force_search(loaded):
-  config, params, mesh, consts = loaded
+  config, params, _, mesh, consts = loaded
   from alexnet_jax import features  # pylint: disable=g-import-not-at-top
   split = sources.open_split(config, "train")
   batches = list(features.image_batches(config, split, batch_size=8))

@@ -18,17 +18,9 @@ from alexnet_jax.data import sources
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_run):
-  config, params, step = restore.load_run(tiny_run.workdir)
-  mesh = restore.make_mesh(config)
-  consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
-  return config, params, mesh, consts
-
-
 @pytest.mark.parametrize("ten_crop", [False, True])
 def test_predict_gives_the_evaluation_paths_logits(tiny_run, loaded, ten_crop):
-  config, params, mesh, consts = loaded
+  config, params, _, mesh, consts = loaded
   eval_step = steps.make_eval_step(config, mesh)
   batch = next(input_pipeline.eval_iterator(config, "val", batch_size=8))
   expected = np.asarray(eval_step(params, parallel.to_global(mesh, batch["image"]), consts,

@@ -20,11 +20,6 @@ from tests import trees
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("cache"))
-
-
 def _config(cache_dir):
   config = tiny_config.get_config()
   config.data.cache_dir = cache_dir

@@ -10,8 +10,11 @@ RESIZES = ("antialias", "fast")
 
 
 def resize_of(config):
-  """config.data.resize; runs written before it existed get the default."""
-  return config.data.get("resize", "antialias")
+  """config.data.resize, checked; runs written before it existed get the default."""
+  resize = config.data.get("resize", "antialias")
+  if resize not in RESIZES:
+    raise ValueError(f"config.data.resize={resize!r}: use 'antialias' (the default) or 'fast'.")
+  return resize
 
 
 def _square_resize(image_HWC, size, resize="antialias"):
@@ -25,8 +28,6 @@ def _square_resize(image_HWC, size, resize="antialias"):
   them it differs from PIL's by 10-15 grey levels on average. Its advantage is speed:
   benchmarks/input_pipeline.py measures both.
   """
-  if resize not in RESIZES:
-    raise ValueError(f"config.data.resize={resize!r}: use 'antialias' (the default) or 'fast'.")
   side = tf.shape(image_HWC)[0]
   to_uint8 = lambda x: tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
   smooth = lambda: to_uint8(tf.image.resize(image_HWC, [size, size], method="bilinear",
