@@ -105,6 +105,10 @@ def check_config(model_cfg):
   if not 0.0 <= model_cfg.dropout_rate < 1.0:
     raise ValueError(f"config.model.dropout_rate={model_cfg.dropout_rate}: a probability in "
                      "[0, 1) (0.5 in the paper, 0 for no dropout).")
+  for layer, std in model_cfg.get("layer_weight_std", {}).items():
+    if layer not in LAYERS or std < 0:
+      raise ValueError(f"config.model.layer_weight_std.{layer}={std}: a standard deviation >= 0 "
+                       f"of one of {LAYERS} (0: config.model.weight_std).")
   tower_widths(model_cfg)
   feature_map_sizes(model_cfg)
 
@@ -425,18 +429,21 @@ def init_params(model_cfg, rng):
   params, offset = {}, 0
   for layer, size in zip(LAYERS, sizes):
     kernel_shape, bias_shape = shapes[layer]
-    std = _weight_std(model_cfg, kernel_shape)
+    std = _weight_std(model_cfg, layer, kernel_shape)
     params[layer] = {"kernel": std * draw[offset:offset + size].reshape(kernel_shape),
                      "bias": jnp.full(bias_shape, bias_value(model_cfg, layer), jnp.float32)}
     offset += size
   return params
 
 
-def _weight_std(model_cfg, kernel_shape):
-  """Section 5's N(0, weight_std) for init="paper"; init="he" (an ablation, not the paper)
-  scales each layer by sqrt(2 / fan_in), which starts learning at once in narrow networks."""
+def _weight_std(model_cfg, layer, kernel_shape):
+  """Section 5's N(0, weight_std) for init="paper", or the layer's own standard deviation
+  where config.model.layer_weight_std gives one (> 0: the authors' layer files and Caffe's
+  differ from the paper per layer); init="he" (an ablation, not the paper) scales each layer by
+  sqrt(2 / fan_in), which starts learning at once in narrow networks."""
   if model_cfg.init == "paper":
-    return model_cfg.weight_std
+    own = model_cfg.get("layer_weight_std", {}).get(layer, 0.0)
+    return own if own > 0 else model_cfg.weight_std
   if model_cfg.init == "he":
     fan_in = math.prod(kernel_shape[1:-1])  # [tower, (kh, kw,) inputs, outputs]
     return math.sqrt(2.0 / fan_in)

@@ -29,7 +29,8 @@ def describe(config, mesh, info, steps_per_epoch, total_steps, params):
 
 def data_name(config):
   d = config.data
-  return {"tfds": f"TFDS {d.name}", "folder": f"image folder {d.root}"}.get(
+  return {"tfds": f"TFDS {d.name}", "folder": f"image folder {d.root}",
+          "tiny_imagenet": f"Tiny ImageNet {d.root}"}.get(
       d.source, f"generated ({d.generated.num_classes} classes)")
 
 

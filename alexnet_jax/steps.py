@@ -79,16 +79,23 @@ def top_k_error(logits_BK, labels_B, k):
   return 1.0 - jnp.mean(evaluate.topk_correct(logits_BK, labels_B, k).astype(jnp.float32))
 
 
-def sgd_momentum(params, momentum, grads, learning_rate, *, mu, decay):
+def sgd_momentum(params, momentum, grads, learning_rate, *, mu, decay, bias_lr_mult=1.0,
+                 bias_decay_mult=0.0):
   """Section 5, written out: v <- mu v - decay eps w - eps grad;  w <- w + v.
 
-  Weight decay applies to the kernels only, not to the biases: the paper writes the rule for the
-  weights w, and cuda-convnet's layer files (which trained the paper's net) give the decay `wc`
-  to weights alone. Decaying the biases would also pull section 5's bias of 1 back towards 0.
+  Weight decay applies to the kernels only by default (bias_decay_mult=0): the paper writes the
+  rule for the weights w, and cuda-convnet's layer files (which trained the paper's net) give
+  the decay `wc` to weights alone. Decaying the biases would also pull section 5's bias of 1
+  back towards 0. The biases' rate is eps x bias_lr_mult (2 in cuda-convnet's epsB and Caffe's
+  lr_mult, 1 in the paper), their decay decay x bias_decay_mult (Caffe's decay_mult).
   """
   def velocity(path, w, v, g):
-    decay_term = decay * learning_rate * w if path[-1].key == "kernel" else 0.0
-    return mu * v - decay_term - learning_rate * g
+    if path[-1].key == "kernel":
+      rate, decay_term = learning_rate, decay * learning_rate * w
+    else:  # A multiplier of 1 or 0 is left out, so the paper's recipe computes what it did.
+      rate = learning_rate if bias_lr_mult == 1.0 else bias_lr_mult * learning_rate
+      decay_term = 0.0 if bias_decay_mult == 0.0 else bias_decay_mult * decay * rate * w
+    return mu * v - decay_term - rate * g
 
   momentum = jax.tree_util.tree_map_with_path(velocity, params, momentum, grads)
   return jax.tree.map(jnp.add, params, momentum), momentum
@@ -107,6 +114,8 @@ def make_train_step(config, mesh: Mesh):
   """
   apply = make_apply(config, mesh)
   mu, decay = config.train.momentum, config.train.weight_decay
+  bias_rule = {"bias_lr_mult": config.train.get("bias_lr_mult", 1.0),
+               "bias_decay_mult": config.train.get("bias_decay_mult", 0.0)}
   root = jax.random.key(config.seed)
   dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
   augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
@@ -123,7 +132,7 @@ def make_train_step(config, mesh: Mesh):
 
     (loss, logits_BK), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     params, momentum = sgd_momentum(state.params, state.momentum, grads, learning_rate,
-                                    mu=mu, decay=decay)
+                                    mu=mu, decay=decay, **bias_rule)
     step_metrics = {"loss": loss,
                     "top1_error": top_k_error(logits_BK, batch["label"], 1),
                     "top5_error": top_k_error(logits_BK, batch["label"], 5)}

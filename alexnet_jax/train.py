@@ -25,6 +25,7 @@ from alexnet_jax import progress
 from alexnet_jax import report
 from alexnet_jax import schedule as schedule_lib
 from alexnet_jax import steps
+from alexnet_jax import stuck
 from alexnet_jax import validate
 from alexnet_jax import weights
 from alexnet_jax import workdir_lock
@@ -147,6 +148,8 @@ def train(s: Setup, state, schedule):
       slice_count=s.slice_count, start_step=start), s.mesh, s.slice_count, DEVICE_PREFETCH,
       on_wait=clock.waited)
   tally, pending = _Tally(), []
+  watch = stuck.Watch(config.model.num_classes, config.train.get("stuck_window_steps", 0),
+                      config.train.learning_rate)
   profile = profiling.make(s.config.profile_steps, s.workdir, start, s.total_steps,
                            s.writer.print)
   for step in range(start, s.total_steps):
@@ -160,7 +163,12 @@ def train(s: Setup, state, schedule):
     stop = preemption.should_stop(done)  # Every process, every step: JAX's sync point.
     if not (stop or _boundary(s, done)):
       continue
-    tally.add(_fetch(pending, s.mgr))
+    fetched = _fetch(pending, s.mgr)
+    tally.add(fetched)
+    for (at, _), step_metrics in zip(pending, fetched):
+      line = watch.add(at, float(step_metrics["loss"]))
+      if line:
+        s.writer.print(line)
     pending = []
     reached = _at_boundary(s, state, schedule, done, lr, clock, tally)
     if stop:

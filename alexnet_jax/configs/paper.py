@@ -10,10 +10,31 @@ run to about a minute on a CPU, on generated data.
 """
 import ml_collections
 
+from alexnet_jax.configs import recipes
+
 
 def get_config(arg=None):
+  """arg: a recipe of configs/recipes.py ("paper", "cuda_convnet", "caffe"; none: "paper"),
+  "smoke", or both, comma-separated ("caffe,smoke")."""
+  parts = [a for a in (arg or "").split(",") if a]
+  unknown = [a for a in parts if a not in recipes.NAMES + ("smoke",)]
+  if unknown:
+    raise ValueError(f"configs/paper.py:{arg}: {unknown[0]!r} is neither a recipe "
+                     f"{recipes.NAMES} nor 'smoke'.")
+  config = base_config()
+  for name in parts:
+    if name in recipes.NAMES:
+      recipes.apply(config, name)
+  if "smoke" in parts:
+    smoke(config)
+  return config
+
+
+def base_config():
+  """Section 5's recipe as printed: what `paper` names."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.recipe = "paper"              # The recipe the fields below were set from.
 
   # Section 3 and figure 2: the network.
   config.model = ml_collections.ConfigDict()
@@ -47,6 +68,11 @@ def get_config(arg=None):
   config.model.weight_std = 0.01       # 5: weights N(0, 0.01). (The authors' 2-GPU layer file,
                                        # cuda-convnet2 layers-imagenet-2gpu-model.cfg, has 0.03
                                        # in conv3-5; the paper's value is kept.)
+  # Per layer, where it differs from weight_std (0: weight_std); the cuda_convnet and caffe
+  # recipes set some.
+  config.model.layer_weight_std = ml_collections.ConfigDict(
+      {layer: 0.0 for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7",
+                                "fc8")})
   config.model.bias_init = 1.0         # 5: biases 1 in conv2, conv4, conv5, fc6, fc7.
   # Does this recipe learn at full width? On CIFAR-10's photos at batch 32 it leaves chance
   # within 300 steps with the paper's dropout scaling (4.2) and stays at chance with inverted
@@ -70,15 +96,18 @@ def get_config(arg=None):
 
   # Sections 2 and 4.1: input. (Owned by alexnet_jax/input_pipeline.py.)
   config.data = ml_collections.ConfigDict()
-  config.data.source = "tfds"          # "tfds", "folder" or "generated".
+  config.data.source = "tfds"          # "tfds", "folder", "tiny_imagenet" or "generated".
   config.data.name = "imagenet2012"    # TFDS name (source "tfds").
   config.data.tfds_data_dir = ""       # "": TFDS's default (~/tensorflow_datasets).
   config.data.manual_dir = ""          # "": <tfds_data_dir>/downloads/manual, which holds
                                        # ILSVRC2012_img_{train,val}.tar.
   config.data.image_key = "image"      # TFDS feature names.
   config.data.label_key = "label"
-  config.data.root = ""                # Source "folder": root/<split>/<class>/*.{jpg,jpeg,png}.
+  config.data.root = ""                # Source "folder": root/<split>/<class>/*.{jpg,jpeg,png};
+                                       # "tiny_imagenet": the folder holding wnids.txt.
   config.data.train_split = "train"
+  config.data.max_train_per_class = 0  # > 0: the first this many images of each class (folder,
+  config.data.max_eval_per_class = 0   # tiny_imagenet and generated sources); 0: all.
   config.data.eval_split = ""          # "": "validation" for tfds, "val" for folder/generated.
   config.data.on_corrupt = "stop"      # Undecodable file: "stop" naming it, or "skip" (counted).
   config.data.cache_dir = ""           # "": ~/.cache/alexnet_jax (generated set, statistics).
@@ -112,7 +141,10 @@ def get_config(arg=None):
   config.train.batch_size = 128        # Global batch, over all devices and hosts.
   config.train.learning_rate = 0.01
   config.train.momentum = 0.9
-  config.train.weight_decay = 5e-4
+  config.train.weight_decay = 5e-4     # On the kernels.
+  config.train.bias_lr_mult = 1.0      # The biases' rate is learning_rate x this ...
+  config.train.bias_decay_mult = 0.0   # ... and their decay weight_decay x this (the paper
+                                       # writes decay for the weights only).
   config.train.num_epochs = 90         # "roughly 90 cycles".
   config.train.num_steps = 0           # If > 0, overrides num_epochs.
   config.train.schedule = "plateau"    # 5: divide by 10 when validation error stops improving.
@@ -122,6 +154,9 @@ def get_config(arg=None):
   config.train.max_lr_drops = 3        # "reduced three times prior to termination".
   config.train.step_epochs = (30, 60, 80)  # With schedule="step".
   config.train.log_every_steps = 50
+  config.train.stuck_window_steps = 2000  # A loss within 1% of ln(num_classes) for this many
+                                       # steps prints one line on what is known to cause it
+                                       # (0: never). 2000 steps of 128 is 256,000 images.
   config.train.stop_at_train_error = 0.0  # > 0: stop once an epoch's mean training top-1
                                        # error is at most this (figure 1's 25%).
 
@@ -152,13 +187,16 @@ def get_config(arg=None):
   config.profile_steps = 0             # > 0: a jax.profiler trace of this many steps after warm-up,
                                        # in <workdir>/tensorboard (README, "Profile").
 
-  if arg == "smoke":
-    config.model.width = 0.25
-    config.model.num_classes = 10
-    config.train.batch_size = 16
-    config.train.num_epochs = 1
-    config.mesh.num_cpu_devices = 2   # Two towers on two CPU devices when there is no GPU.
-    config.data.source = "generated"
-    config.data.generated.train_per_class = 64  # 640 + 160 images, written in ~10 s.
-    config.data.generated.val_per_class = 16
   return config
+
+
+def smoke(config):
+  """About a minute on a CPU: the network at a quarter width, on generated data."""
+  config.model.width = 0.25
+  config.model.num_classes = 10
+  config.train.batch_size = 16
+  config.train.num_epochs = 1
+  config.mesh.num_cpu_devices = 2   # Two towers on two CPU devices when there is no GPU.
+  config.data.source = "generated"
+  config.data.generated.train_per_class = 64  # 640 + 160 images, written in ~10 s.
+  config.data.generated.val_per_class = 16

@@ -16,9 +16,12 @@ import tensorflow as tf
 
 from alexnet_jax.data import augment
 from alexnet_jax.data import generated
+from alexnet_jax.data import tiny_imagenet
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-DEFAULT_EVAL_SPLIT = {"tfds": "validation", "folder": "val", "generated": "val"}
+DEFAULT_EVAL_SPLIT = {"tfds": "validation", "folder": "val", "generated": "val",
+                      "tiny_imagenet": "val"}
+SOURCES = tuple(DEFAULT_EVAL_SPLIT)
 # Files a manual-download TFDS dataset needs in its manual directory, to check before building.
 MANUAL_FILES = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")}
 
@@ -39,14 +42,15 @@ def eval_split_name(config):
 
 
 def open_split(config, split):
+  """The split `split` of config.data.source; an indexed split keeps at most
+  config.data.max_train_per_class (training split) or max_eval_per_class (any other) images of
+  each class, the first in its listed order (0: all)."""
+  indexed = _indexed_split(config, split)
+  if indexed is not None:
+    limit = (config.data.get("max_train_per_class", 0) if split == config.data.train_split
+             else config.data.get("max_eval_per_class", 0))
+    return _per_class(indexed, limit)
   source = config.data.source
-  if source == "generated":
-    return list_folder(generated.ensure_generated(config), split)
-  if source == "folder":
-    if not config.data.root:
-      raise ValueError("config.data.source='folder' needs config.data.root, a folder holding "
-                       "<root>/<split>/<class>/*.jpg (e.g. --config.data.root=/data/imagenet256).")
-    return list_folder(os.path.expanduser(config.data.root), split)
   if source == "tfds":
     builder = tfds_builder(config)
     if split not in builder.info.splits:
@@ -55,7 +59,33 @@ def open_split(config, split):
                        "config.data.eval_split).")
     names = builder.info.features[config.data.label_key].names
     return Split(split, builder.info.splits[split].num_examples, names, builder=builder)
-  raise ValueError(f"config.data.source={source!r}: choose 'tfds', 'folder' or 'generated'.")
+  raise ValueError(f"config.data.source={source!r}: choose one of {SOURCES}.")
+
+
+def _indexed_split(config, split):
+  source = config.data.source
+  if source == "generated":
+    return list_folder(generated.ensure_generated(config), split)
+  if source in ("folder", "tiny_imagenet") and not config.data.root:
+    raise ValueError(f"config.data.source={source!r} needs config.data.root: " + (
+        "a folder holding <root>/<split>/<class>/*.jpg (e.g. --config.data.root="
+        "/data/imagenet256)." if source == "folder" else
+        "the tiny-imagenet-200 folder holding wnids.txt, words.txt, train/ and val/."))
+  if source == "folder":
+    return list_folder(os.path.expanduser(config.data.root), split)
+  if source == "tiny_imagenet":
+    return tiny_imagenet.read_split(config.data.root, split, Split)
+  return None
+
+
+def _per_class(split, limit):
+  if not limit:
+    return split
+  keep = np.zeros(split.num_examples, bool)
+  for label in np.unique(split.labels):
+    keep[np.flatnonzero(split.labels == label)[:limit]] = True
+  return dataclasses.replace(split, num_examples=int(keep.sum()), paths=split.paths[keep],
+                             labels=split.labels[keep])
 
 
 def open_checked_split(config, name):

@@ -33,10 +33,12 @@ def dataset_key(config):
   d, size = config.data, config.data.resize_size
   if d.source == "tfds":
     key = f"tfds-{d.name}-{d.train_split}-{size}"
-  elif d.source == "folder":
+  elif d.source in ("folder", "tiny_imagenet"):
     root = os.path.abspath(os.path.expanduser(d.root))
     digest = hashlib.sha1(root.encode()).hexdigest()[:8]
-    key = f"folder-{os.path.basename(root.rstrip('/'))}-{digest}-{d.train_split}-{size}"
+    key = f"{d.source}-{os.path.basename(root.rstrip('/'))}-{digest}-{d.train_split}-{size}"
+    if d.get("max_train_per_class", 0):
+      key += f"-{d.max_train_per_class}per-class"
   else:
     key = f"generated-{os.path.basename(generated.root_dir(config))}-{size}"
   return key

@@ -1,0 +1,104 @@
+"""Tiny ImageNet (Stanford CS231n; Le and Yang 2015) read in the layout it is downloaded in:
+
+    <root>/wnids.txt                                  the classes, one wnid a line
+    <root>/words.txt                                  wnid <TAB> names (all of WordNet's)
+    <root>/train/<wnid>/images/<wnid>_<i>.JPEG        500 a class (the shared subset: 250)
+    <root>/val/images/val_<j>.JPEG                    50 a class
+    <root>/val/val_annotations.txt                    val_<j>.JPEG <TAB> wnid <TAB> box
+
+Labels are the wnids' positions in sorted order, the order an image-folder copy of the same
+classes (or `python -m alexnet_jax.data.prepare`) gives them, so both label an image alike; class
+names are words.txt's. The images are 64x64 and take ImageNet's path from here on (shorter side
+to 256, then the network's crops), so the full-width network sees what it sees on ImageNet.
+Anything missing or inconsistent stops the run with the file named: reading on would train
+with wrong labels.
+"""
+import os
+
+import numpy as np
+
+SPLITS = ("train", "val")
+
+
+def read_split(root, split, make_split):
+  """`make_split(name, count, class_names, paths, labels)` of `split` ("train" or "val")."""
+  root = os.path.expanduser(root)
+  if split not in SPLITS:
+    raise ValueError(f"Tiny ImageNet has the labelled splits {SPLITS}, not {split!r} "
+                     "(config.data.train_split / config.data.eval_split).")
+  wnids = read_wnids(root)
+  names = class_names(root, wnids)
+  index = {w: k for k, w in enumerate(wnids)}
+  pairs = _train_files(root, wnids) if split == "train" else _val_files(root, index)
+  paths = np.array([p for p, _ in pairs])
+  labels = np.array([index[w] for _, w in pairs], np.int32)
+  return make_split(split, len(paths), names, paths, labels)
+
+
+def read_wnids(root):
+  path = os.path.join(root, "wnids.txt")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"No {path}: config.data.root must be the Tiny ImageNet folder that holds wnids.txt, "
+        "words.txt, train/ and val/ (e.g. --config.data.root=~/data/tiny-imagenet-200).")
+  with open(path) as f:
+    wnids = [line.strip() for line in f if line.strip()]
+  if len(set(wnids)) != len(wnids) or not wnids:
+    raise ValueError(f"{path} must list each class's wnid once; it has {len(wnids)} lines for "
+                     f"{len(set(wnids))} wnids.")
+  return sorted(wnids)
+
+
+def class_names(root, wnids):
+  """words.txt's names of each wnid, in label order."""
+  path = os.path.join(root, "words.txt")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No {path}: Tiny ImageNet's class names (wnid <TAB> names).")
+  words = {}
+  with open(path) as f:
+    for line in f:
+      wnid, _, text = line.rstrip("\n").partition("\t")
+      words[wnid.strip()] = text.strip()
+  missing = [w for w in wnids if w not in words]
+  if missing:
+    raise ValueError(f"{path} has no names for {len(missing)} wnid(s) of wnids.txt, e.g. "
+                     f"{missing[:3]}: use the words.txt that came with the dataset.")
+  return [words[w] for w in wnids]
+
+
+def _train_files(root, wnids):
+  pairs = []
+  for wnid in wnids:
+    folder = os.path.join(root, "train", wnid, "images")
+    if not os.path.isdir(folder):
+      raise FileNotFoundError(f"No folder {folder}: wnids.txt lists {wnid}, so its training "
+                              "images must be there.")
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".jpeg", ".jpg")))
+    if not files:
+      raise FileNotFoundError(f"{folder} holds no JPEG files; wnids.txt lists {wnid}.")
+    pairs += [(os.path.join(folder, f), wnid) for f in files]
+  return pairs
+
+
+def _val_files(root, index):
+  path = os.path.join(root, "val", "val_annotations.txt")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No {path}: the validation labels (file <TAB> wnid <TAB> box) "
+                            "come from it.")
+  pairs = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      fields = line.rstrip("\n").split("\t")
+      if not line.strip():
+        continue
+      if len(fields) < 2 or fields[1] not in index:
+        raise ValueError(f"{path}, line {number}: {line.strip()!r} names no class of "
+                         "wnids.txt (expected file <TAB> wnid <TAB> box).")
+      image = os.path.join(root, "val", "images", fields[0])
+      if not os.path.isfile(image):
+        raise FileNotFoundError(f"{path}, line {number} lists {fields[0]}, but {image} is "
+                                "missing.")
+      pairs.append((image, fields[1]))
+  if not pairs:
+    raise ValueError(f"{path} lists no images.")
+  return sorted(pairs)
