@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/train_step.py                      # everything, ~10 minutes
     .venv/bin/python benchmarks/train_step.py --batch 32 --model 2 --torch none
     .venv/bin/python benchmarks/train_step.py --net cifar --batch 128   # figure 1's net
+    .venv/bin/python benchmarks/train_step.py --batch 2 --model 2 --width 0.125 --torch none \
+        --steps 1 --out=/tmp/step.json             # a smoke test of the script, seconds
 
 Anchors measured on the project's 2-core machine, float32: PyTorch 2.13 trained this
 network at ~22 images/s eager at batch 32, 25-26 with torch.compile, 33 with torch.compile and
@@ -18,6 +20,7 @@ same machine: 451 images/s with reduce_window max-pooling, 548 with strided maxi
 model.max_pool's phase gradient, when PyTorch 2.13 ran it at 750 (eager) and 665 (compiled).
 """
 import argparse
+import json
 import os
 import time
 
@@ -32,7 +35,7 @@ jax.config.update("jax_platforms", "cpu")
 
 import numpy as np  # noqa: E402
 
-from alexnet_jax import models, parallel  # noqa: E402
+from alexnet_jax import models, parallel, steps  # noqa: E402
 from alexnet_jax.configs import cifar10_fig1  # noqa: E402
 from alexnet_jax.configs import paper  # noqa: E402
 
@@ -41,23 +44,25 @@ ANCHORS = {32: "torch eager ~22, compiled 25-26 (33 w/ jemalloc); ceiling ~35",
 CIFAR_ANCHORS = {128: "JAX 451, 548, 869 (pool versions); torch eager 750, compiled 665"}
 
 
-def time_steps(run_step, batch_size, steps, warmup):
-  """images/s over `steps` steps after `warmup` untimed ones (the first compiles)."""
+def time_steps(run_step, batch_size, num_steps, warmup):
+  """images/s over `num_steps` steps after `warmup` untimed ones (the first compiles)."""
   t0 = time.perf_counter()
   for _ in range(warmup):
     run_step()
   first = time.perf_counter() - t0
   times = []
-  for _ in range(steps):
+  for _ in range(num_steps):
     t0 = time.perf_counter()
     run_step()
     times.append(time.perf_counter() - t0)
   return batch_size / np.median(times), batch_size / min(times), first
 
 
-def jax_case(net_name, batch_size, model_axis, steps, warmup):
+def jax_case(net_name, batch_size, model_axis, num_steps, warmup, width=1.0):
   config = cifar10_fig1.get_config() if net_name == "cifar" else paper.get_config()
   config.train.batch_size = batch_size
+  if net_name != "cifar":
+    config.model.width = width
   size, classes = config.data.resize_size, config.model.num_classes
   mesh = parallel.make_mesh(model_axis)
   state = steps.create_train_state(config, mesh)
@@ -77,7 +82,7 @@ def jax_case(net_name, batch_size, model_axis, steps, warmup):
     holder[0], metrics = step(holder[0], batch, 0.01, consts)
     jax.block_until_ready(metrics["loss"])
 
-  return time_steps(run_step, batch_size, steps, warmup)
+  return time_steps(run_step, batch_size, num_steps, warmup)
 
 
 def torch_alexnet(torch):
@@ -104,7 +109,7 @@ def torch_cifar(torch):
       nn.Flatten(), nn.Linear(4 * 4 * 64, 10))
 
 
-def torch_case(net_name, batch_size, compiled, steps, warmup):
+def torch_case(net_name, batch_size, compiled, num_steps, warmup):
   import torch  # Only here: torch is no dependency of the package.
   torch.manual_seed(0)
   torch.set_num_threads(2)
@@ -125,7 +130,8 @@ def torch_case(net_name, batch_size, compiled, steps, warmup):
     return loss
 
   run = torch.compile(step) if compiled else step
-  return time_steps(lambda: float(run()), batch_size, steps, warmup + (1 if compiled else 0))
+  return time_steps(lambda: float(run()), batch_size, num_steps,
+                    warmup + (1 if compiled else 0))
 
 
 def main():
@@ -137,18 +143,23 @@ def main():
                       choices=["eager", "compile", "none"])
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--warmup", type=int, default=1)
+  parser.add_argument("--width", type=float, default=1.0,
+                      help="config.model.width of the JAX AlexNet (the anchors are of 1.0)")
+  parser.add_argument("--out", default="", help="also write the rows to this JSON file")
   args = parser.parse_args()
+  model = paper.get_config().model
+  model.width = args.width
   print(f"jax {jax.__version__}, devices {jax.devices()}, XLA_FLAGS={os.environ.get('XLA_FLAGS')}"
         + ("" if args.net == "cifar" else
-           f", parameters "
-           f"{models.count_params(models.abstract_params(paper.get_config().model)):,}"))
+           f", parameters {models.count_params(models.abstract_params(model)):,}"))
   rows = []
   for batch_size in args.batch:
     for model_axis in args.model:
       if args.net == "cifar" and model_axis != 1:
         continue  # The CIFAR net has no towers.
       rows.append((f"jax model={model_axis}", batch_size,
-                   *jax_case(args.net, batch_size, model_axis, args.steps, args.warmup)))
+                   *jax_case(args.net, batch_size, model_axis, args.steps, args.warmup,
+                             args.width)))
       print(*rows[-1], flush=True)
     for mode in args.torch:
       if mode != "none":
@@ -160,12 +171,21 @@ def main():
           rows.append((f"torch {mode}: {type(e).__name__}: {str(e)[:60]}", batch_size,
                        float("nan"), float("nan"), float("nan")))
         print(*rows[-1], flush=True)
-  print(f"\nTraining step of {args.net}, float32, 2 CPU devices (noisy if the CPU is shared)")
+  print_table(args.net, rows)
+  if args.out:
+    keys = ("case", "batch", "images_per_s_median", "images_per_s_best", "first_s")
+    with open(args.out, "w") as f:
+      json.dump({"net": args.net, "width": args.width, "rows": [dict(zip(keys, r)) for r in rows]},
+                f, indent=1)
+
+
+def print_table(net_name, rows):
+  print(f"\nTraining step of {net_name}, float32, 2 CPU devices (noisy if the CPU is shared)")
   print(f"{'case':28s} {'batch':>5s} {'img/s median':>12s} {'img/s best':>10s} "
         f"{'first s':>8s}  anchor (img/s)")
   for name, batch_size, median, best, first in rows:
     print(f"{name:28s} {batch_size:5d} {median:12.1f} {best:10.1f} {first:8.1f}  "
-          f"{(CIFAR_ANCHORS if args.net == 'cifar' else ANCHORS).get(batch_size, '')}")
+          f"{(CIFAR_ANCHORS if net_name == 'cifar' else ANCHORS).get(batch_size, '')}")
 
 
 if __name__ == "__main__":

@@ -40,3 +40,19 @@ def test_the_benchmark_runs_on_the_cpu(tmp_path):
   assert result["end_to_end"]["steps"] == 8 and result["end_to_end"]["images_per_s"] > 0
   assert 0 <= result["end_to_end"]["input_wait_fraction"] <= 1
   assert all(np.isfinite(v) for v in result["matmul_tflops"].values())
+
+
+# benchmarks/train_step.py and benchmarks/input_pipeline.py, run as a user runs them, at tiny
+# sizes: the scripts keep working when the package changes under them.
+
+def test_train_step_benchmark_runs(tmp_path):
+  out = tmp_path / "step.json"
+  subprocess.run([sys.executable, "benchmarks/train_step.py", "--batch", "2", "--model", "2",
+                  "--width", "0.125", "--torch", "none", "--steps", "1", f"--out={out}"],
+                 cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+  result = json.loads(out.read_text())
+  assert result["width"] == 0.125
+  assert [(r["case"], r["batch"]) for r in result["rows"]] == [("jax model=2", 2)]
+  for row in result["rows"]:
+    for key in ("images_per_s_median", "images_per_s_best", "first_s"):
+      assert np.isfinite(row[key]) and row[key] > 0, row
