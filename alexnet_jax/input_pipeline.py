@@ -14,10 +14,12 @@ alexnet_jax/data/.
 import functools
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from alexnet_jax import progress
 from alexnet_jax.data import augment
+from alexnet_jax.data import decoded_cache
 from alexnet_jax.data import sources
 
 
@@ -50,24 +52,24 @@ def train_iterator(config, *, batch_size, slice_index=0, slice_count=1, start_st
   Each epoch is a permutation keyed by (seed, epoch), so batch t depends only on (seed, t).
   The batch is cut into `slice_count` data slices (parallel.data_slice: processes holding the
   same rows of the batch feed the same slice); slices read disjoint shares of the epoch.
+  With config.data.decoded_cache, the same rows are gathered from the decoded split.
   """
-  b = _share(batch_size, slice_count)
-  split = sources.open_checked_split(config, config.data.train_split)
-  if split.builder is None:
-    records = _indexed_train_records(config, split, slice_index, slice_count, start_step,
-                                     batch_size)
-  else:
-    records = _train_records(config, split, slice_index, slice_count, start_step * b)
-  d = config.data
+  b, d = _share(batch_size, slice_count), config.data
+  decoded_cache.mode_of(config)
   _crop_size(config)
-
-  resize = augment.resize_of(config)
-
-  def example(data, label):
-    return {"image": augment.decode_and_centre_crop(data, d.resize_size, resize), "label": label}
-
-  ds = records.map(example, num_parallel_calls=d.threads or tf.data.AUTOTUNE)
-  ds = ds.batch(b, drop_remainder=True).prefetch(d.prefetch).with_options(_options(config))
+  split = sources.open_checked_split(config, d.train_split)
+  cached, threads = _cached_images(config, split, slice_index), d.threads or tf.data.AUTOTUNE
+  if cached is not None:
+    ds = _indexed_train_indices(config, split, slice_index, slice_count, start_step, batch_size)
+    ds = ds.batch(b, drop_remainder=True).map(_gatherer(cached, split.labels),
+                                             num_parallel_calls=threads)
+  else:
+    records = (_train_records(config, split, slice_index, slice_count, start_step * b)
+               if split.builder is not None else
+               sources.records(config, split, indices=_indexed_train_indices(
+                   config, split, slice_index, slice_count, start_step, batch_size)))
+    ds = records.map(_decoder(config), num_parallel_calls=threads).batch(b, drop_remainder=True)
+  ds = ds.prefetch(d.prefetch).with_options(_options(config))
   return _numpy_batches(ds, split)
 
 
@@ -78,19 +80,21 @@ def eval_iterator(config, split, *, batch_size, slice_index=0, slice_count=1):
   Every example of `split` appears in exactly one data slice's batches with mask True; every
   slice yields the same number of batches, padded with mask False.
   """
-  b = _share(batch_size, slice_count)
+  b, d = _share(batch_size, slice_count), config.data
+  decoded_cache.mode_of(config)
+  _crop_size(config)
   split = sources.open_checked_split(config, split)
   counts = sources.slice_sizes(config, split, slice_count)
   num_batches = math.ceil(max(counts) / b)
+  cached = _cached_images(config, split, slice_index)
+  if cached is not None:
+    lo = int(sources.slice_bounds(split.num_examples, slice_count)[slice_index])
+    return _gathered_eval_batches(cached, split.labels, lo, counts[slice_index], b, num_batches)
   records = sources.records(config, split, slice_index=slice_index, slice_count=slice_count)
-  d = config.data
-  _crop_size(config)
-
-  resize = augment.resize_of(config)
+  decode = _decoder(config)
 
   def example(data, label):
-    return {"image": augment.decode_and_centre_crop(data, d.resize_size, resize), "label": label,
-            "mask": tf.constant(True)}
+    return {**decode(data, label), "mask": tf.constant(True)}
 
   ds = records.map(example, num_parallel_calls=d.threads or tf.data.AUTOTUNE)
   padding = {"image": tf.zeros([d.resize_size, d.resize_size, 3], tf.uint8),
@@ -99,6 +103,54 @@ def eval_iterator(config, split, *, batch_size, slice_index=0, slice_count=1):
       num_batches * b - counts[slice_index]))
   ds = ds.batch(b).prefetch(d.prefetch).with_options(_options(config))
   return _numpy_batches(ds, split)
+
+
+def _decoder(config):
+  """(encoded image, label) -> {"image": uint8 [R, R, 3], "label"}: section 2's fixed size."""
+  size, resize = config.data.resize_size, augment.resize_of(config)
+
+  def example(data, label):
+    return {"image": augment.decode_and_centre_crop(data, size, resize), "label": label}
+
+  return example
+
+
+def _cached_images(config, split, slice_index):
+  """The decoded split under config.data.decoded_cache (decoded here, once), else None."""
+  def decode_batches():
+    ds = sources.records(config, split).map(
+        lambda data, label: _decoder(config)(data, label)["image"],
+        num_parallel_calls=config.data.threads or tf.data.AUTOTUNE)
+    return _numpy_batches(ds.batch(256).prefetch(2).with_options(_options(config)), split)
+
+  return decoded_cache.images(config, split, decode_batches, active=slice_index == 0)
+
+
+def _gatherer(images, labels):
+  """int64 [b] example indices -> the batch {"image", "label"}, copied from the decoded split."""
+  size = images.shape[1]
+
+  def gather(i):
+    return images[i], labels[i]
+
+  def batch(i):
+    image, label = tf.numpy_function(gather, [i], [tf.uint8, tf.int32], stateful=False)
+    return {"image": tf.ensure_shape(image, [None, size, size, 3]),
+            "label": tf.ensure_shape(label, [None])}
+
+  return batch
+
+
+def _gathered_eval_batches(images, labels, lo, count, b, num_batches):
+  """eval_iterator's batches of rows [lo, lo + count) of the decoded split: the rows in order,
+  then zero images with mask False, `num_batches` batches of `b`."""
+  for k in range(num_batches):
+    start, n = lo + k * b, max(0, min(b, count - k * b))
+    batch = {"image": np.zeros((b, *images.shape[1:]), np.uint8),
+             "label": np.zeros(b, np.int32), "mask": np.arange(b) < n}
+    batch["image"][:n] = images[start:start + n]
+    batch["label"][:n] = labels[start:start + n]
+    yield batch
 
 
 def _crop_size(config):
@@ -124,9 +176,9 @@ def _options(config):
   return options
 
 
-def _indexed_train_records(config, split, slice_index, slice_count, start_step, batch_size):
-  """(data, label) of this data slice's rows of every global batch from `start_step` on, for
-  splits with a file list. Epoch e is a (seed, e)-keyed permutation.
+def _indexed_train_indices(config, split, slice_index, slice_count, start_step, batch_size):
+  """The example indices (int64) of this data slice's rows of every global batch from
+  `start_step` on, for splits with a file list. Epoch e is a (seed, e)-keyed permutation.
 
   Every slice walks the one-process stream of example indices -- integers, cheap -- cuts it
   into global batches and keeps its own contiguous rows [k*b, (k+1)*b), so the global batch,
@@ -141,8 +193,7 @@ def _indexed_train_records(config, split, slice_index, slice_count, start_step, 
 
   lo, hi = slice_index * b, (slice_index + 1) * b
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_order).skip(offset)
-  ds = ds.batch(batch_size, drop_remainder=True).map(lambda i: i[lo:hi]).unbatch()
-  return sources.records(config, split, indices=ds)
+  return ds.batch(batch_size, drop_remainder=True).map(lambda i: i[lo:hi]).unbatch()
 
 
 def _train_records(config, split, slice_index, slice_count, start):

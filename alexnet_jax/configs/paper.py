@@ -129,6 +129,8 @@ def base_config():
   config.data.shuffle_buffer = 10_000  # Source "tfds" only; indexed sources permute fully.
   config.data.threads = 0              # tf.data threads; 0: AUTOTUNE over all cores.
   config.data.prefetch = 2             # Batches.
+  config.data.decoded_cache = ""       # "memory" or "mmap" (a file in cache_dir): an indexed
+                                       # split decoded once, then batches gathered from it.
   config.data.generated = ml_collections.ConfigDict()  # Source "generated": shapes x textures.
   config.data.generated.seed = 0
   config.data.generated.num_classes = 10

@@ -1,0 +1,133 @@
+"""Decoded images of an indexed split, decoded once: config.data.decoded_cache.
+
+Decoding is all the host does per image (benchmarks/README.md), and a dataset whose decoded
+images fit in memory (CIFAR-10's or Tiny ImageNet's 50,000 at 256x256 are 9.8 GB) need pay it
+only once, as big_vision's `cache_raw` keeps a small dataset's decoded examples. "memory"
+decodes the split into this process at its first use; "mmap" into a uint8 .npy file
+[N, S, S, 3] under the cache folder, written once and atomically (an interrupted write leaves
+no file to trust) and then memory-mapped by every later run and process on the host, which
+share its pages. The iterators (input_pipeline.py) then gather each batch from the array in
+the order they would have decoded it, outside the seeded index stream, so batches are bit-equal
+with and without the cache, a resumed start too.
+
+The file is keyed by the source, the split's file list and labels, the size and the resize:
+files replaced in place under the same names need the file deleted (<cache>/decoded/).
+"""
+import hashlib
+import os
+
+import numpy as np
+
+from alexnet_jax import progress
+from alexnet_jax.data import generated
+
+MODES = ("", "memory", "mmap")
+# Evaluation opens its iterator again at every evaluation: the arrays stay loaded. Two splits
+# a run (training and evaluation), and a few more for processes that run several.
+_LOADED = {}
+_KEEP = 4
+
+
+def mode_of(config):
+  """config.data.decoded_cache, checked: a streamed (TFDS) split has no index to gather by."""
+  mode = config.data.get("decoded_cache", "")
+  if mode not in MODES:
+    raise ValueError(f"config.data.decoded_cache={mode!r}: use '' (off), 'memory' or 'mmap'.")
+  if mode and config.data.source == "tfds":
+    raise ValueError(f"config.data.decoded_cache={mode!r} needs an indexed split (sources "
+                     "folder, tiny_imagenet, generated); TFDS splits are streamed: leave "
+                     "config.data.decoded_cache empty.")
+  return mode
+
+
+def images(config, split, decode_batches, *, active=True):
+  """uint8 [N, S, S, 3], the decoded images of `split` in index order (a memory map under
+  "mmap"), or None when the cache is off. `decode_batches()` yields them in that order, in
+  batches of any size: the pipeline's own decoding. `active`: show the progress."""
+  mode = mode_of(config)
+  if not mode:
+    return None
+  if split.paths is None:
+    raise ValueError(f"config.data.decoded_cache={mode!r}: split {split.name!r} is streamed.")
+  key = (mode, cache_key(config, split))
+  if key not in _LOADED:
+    shape = (split.num_examples, config.data.resize_size, config.data.resize_size, 3)
+    if mode == "memory":
+      array = np.empty(shape, np.uint8)
+      _decode_all(array.__setitem__, decode_batches, split, active)
+    else:
+      array = _mapped(cache_path(config, split), shape, decode_batches, split, active)
+    while len(_LOADED) >= _KEEP:
+      _LOADED.pop(next(iter(_LOADED)))
+    _LOADED[key] = array
+  return _LOADED[key]
+
+
+def cache_key(config, split):
+  """Names the decoded images as stats.dataset_key names statistics, plus a digest of the
+  split's files and labels, which per-class limits and skipped corrupt files change."""
+  d = config.data
+  if d.source == "generated":
+    source = f"generated-{os.path.basename(generated.root_dir(config))}"
+  else:
+    root = os.path.abspath(os.path.expanduser(d.root))
+    source = (f"{d.source}-{os.path.basename(root.rstrip('/'))}-"
+              f"{hashlib.sha1(root.encode()).hexdigest()[:8]}")
+  files = hashlib.sha1("\n".join(map(str, split.paths)).encode())
+  files.update(np.ascontiguousarray(split.labels, np.int32).tobytes())
+  resize = d.get("resize", "antialias")
+  return (f"{source}-{split.name}-{split.num_examples}-{d.resize_size}-{resize}-"
+          f"{files.hexdigest()[:10]}")
+
+
+def cache_path(config, split):
+  return os.path.join(generated.cache_dir(config), "decoded", cache_key(config, split) + ".npy")
+
+
+def _decode_all(put, decode_batches, split, active):
+  """put(rows, batch) for each decoded batch, `rows` its slice of the split."""
+  done = 0
+  with progress.Progress(split.num_examples, f"decoding split {split.name!r} once",
+                         active=active) as bar:
+    for batch in decode_batches():
+      put(slice(done, done + len(batch)), batch)
+      done += len(batch)
+      bar.update(len(batch))
+  if done != split.num_examples:
+    raise RuntimeError(f"Decoded {done} images of split {split.name!r}, not "
+                       f"{split.num_examples}.")
+
+
+def _mapped(path, shape, decode_batches, split, active):
+  """The file at `path`, written first if absent (or not of `shape`), memory-mapped."""
+  try:
+    array = np.load(path, mmap_mode="r")
+    if array.shape == shape and array.dtype == np.uint8:
+      return array
+  except (OSError, ValueError):
+    pass
+  _write(path, shape, decode_batches, split, active)
+  return np.load(path, mmap_mode="r")
+
+
+def _write(path, shape, decode_batches, split, active):
+  """Writes the .npy file sequentially (a full disk is an OSError, where filling a mapped file
+  would be a SIGBUS), then renames it into place."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  try:
+    with open(tmp, "wb") as f:
+      np.lib.format.write_array_header_1_0(
+          f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+      _decode_all(lambda rows, batch: f.write(np.ascontiguousarray(batch, np.uint8).data),
+                  decode_batches, split, active)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError as e:
+    raise OSError(f"Writing the decoded cache {path} ({np.prod(shape):,} bytes) failed: {e}. "
+                  "Free space, or set config.data.decoded_cache='memory' or ''.") from e
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
