@@ -1,6 +1,7 @@
 """The sweep runner, its table and plots (experiments/), and figure 1's epochs-to-25%."""
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from experiments import recipes as recipes_study
 from experiments import report
 from experiments import sweep
 from experiments import sweeps
@@ -232,3 +234,36 @@ def test_report_does_not_load_tensorflow():
   out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                        check=True)
   assert out.stdout.strip() == "False"
+
+
+def test_the_recipes_report_reads_each_runs_curve(tmp_path):
+  for name, losses in (("paper", [5.6, 5.35, 5.31]), ("caffe", [5.30, 5.30, 5.21])):
+    (tmp_path / name).mkdir()
+    with open(tmp_path / name / "metrics.jsonl", "w") as f:
+      for k, loss in enumerate(losses, 1):
+        f.write(json.dumps({"step": 10 * k, "train_loss": loss, "train_top1_error": 0.99,
+                            "train_top5_error": 0.96}) + "\n")
+      if name == "caffe":
+        f.write(json.dumps({"step": 30, "val_top1_error": 0.99, "val_top5_error": 0.95}) + "\n")
+  rows = recipes_study.write_report(str(tmp_path), ["paper", "caffe", "cuda_convnet"],
+                            str(tmp_path / "out" / "recipes"))
+  assert [r["steps"] for r in rows] == [30, 30, 0]
+  assert rows[0]["max_loss"] == 5.6 and rows[0]["last_loss"] == 5.31
+  assert rows[1]["below_chance"] == pytest.approx(math.log(200) - 5.21)
+  assert rows[1]["val_top5"] == 0.95 and rows[0]["val_top1"] is None
+  lines = (tmp_path / "out" / "recipes.csv").read_text().splitlines()
+  assert lines[0] == "recipe,step,train_loss,train_top1_error,train_top5_error"
+  assert lines[1] == "paper,10,5.6,0.99,0.96" and len(lines) == 7
+  table = (tmp_path / "out" / "recipes.md").read_text()
+  assert "| caffe | 30 | 5.300 | 5.300 | 5.210 | 5.210 | +0.088 | 99.0% / 96.0% | 99.0% / 95.0% |" \
+      in table
+  assert (tmp_path / "out" / "recipes.png").stat().st_size > 0
+
+
+def test_the_recipes_study_runs_the_program_with_the_papers_batch():
+  cmd = recipes_study.command("caffe", "/w", "/data/t", 300, 10, sets=["mesh.model=1"])
+  assert cmd[1:5] == ["-m", "alexnet_jax.main", "--config=configs/tiny_imagenet.py:caffe",
+                      "--workdir=/w/caffe"]
+  assert "--config.train.batch_size=128" in cmd and "--config.train.num_steps=300" in cmd
+  assert "--config.mesh.model=1" in cmd and "--config.mesh.model=2" not in cmd
+  assert "--config.data.max_eval_per_class=10" in cmd
