@@ -152,14 +152,15 @@ def close(mgr):
     mgr.close()
 
 
-def restore(mgr, step, abstract_state, *, fingerprint=None):
+def restore(mgr, step, abstract_state, *, fingerprint=None, ignore=()):
   """Returns (state, extra) of `step`, the arrays placed with `abstract_state`'s shardings.
 
   `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with `.sharding` (from
   `jax.eval_shape` and the run's shardings). Raises `IncompatibleCheckpointError`, listing
   what differs, when the checkpoint's tree, shapes or dtypes are not the model's, or when
-  `fingerprint` is given and differs from the `extra["fingerprint"]` stored with the step;
-  nothing is restored then. A step that cannot be read raises what orbax raised.
+  `fingerprint` is given and differs from the `extra["fingerprint"]` stored with the step
+  in a field other than those in `ignore`; nothing is restored then. A step that cannot be
+  read raises what orbax raised.
   """
   wait(mgr)
   step = int(step)
@@ -171,7 +172,7 @@ def restore(mgr, step, abstract_state, *, fingerprint=None):
   if not jax.tree.leaves(stored):  # Orbax answers an empty tree when state/_METADATA is gone.
     raise FileNotFoundError(f"{mgr.directory / str(step)}: the state's metadata is missing")
   check_compatible(abstract_state, stored, extra, fingerprint,
-                   where=f"{mgr.directory / str(step)}")
+                   where=f"{mgr.directory / str(step)}", ignore=ignore)
   restored = mgr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state)))
   return restored["state"], extra
@@ -235,26 +236,33 @@ def restore_for_run(mgr, abstract_state, fingerprint, restore_step=0):
   raise faults.damaged_error(mgr, steps, unreadable, restore_step) from cause
 
 
-def model_fingerprint(config):
-  """The config fields that fix the parameters' tree and shapes, as a flat JSON dict.
+# What a run's layout is, not its computation: a run may resume on another mesh.
+LAYOUT_FIELDS = ("mesh.model",)
+# What a command reading a trained run (eval_only, predict, ...) may change: the compute dtype
+# and the training batch change the steps to come, not the parameters read.
+READING_FIELDS = ("model.dtype", "train.batch_size")
 
-  Every `config.model` field except `dtype` (the compute dtype; parameters stay float32),
-  plus the requested tower count. Store it in `extra["fingerprint"]`.
-  """
-  fp = {f"model.{k}": v for k, v in config.model.to_dict().items() if k != "dtype"}
-  if "mesh" in config:
-    fp["mesh.model"] = config.mesh.model
+
+def model_fingerprint(config):
+  """The config fields that fix the computation a checkpoint continues, as a flat JSON dict:
+  every `config.model` field (the network, its initialisation and compute dtype) and the
+  global batch. Not the mesh: the parameters are global arrays, so a run started with two
+  towers on two devices resumes with both on one, or over more data rows. Store it in
+  `extra["fingerprint"]`."""
+  fp = {f"model.{k}": v for k, v in config.model.to_dict().items()}
+  if "train" in config:
+    fp["train.batch_size"] = config.train.batch_size
   return json.loads(json.dumps(fp))
 
 
 def check_compatible(abstract_state, stored_tree, extra=None, fingerprint=None, *,
-                     where="checkpoint"):
+                     where="checkpoint", ignore=()):
   """Raises `IncompatibleCheckpointError` naming every leaf and config field that differs."""
   problems = _tree_differences(abstract_state, stored_tree)
   stored_fp = (extra or {}).get("fingerprint")
   fields = []
   if fingerprint is not None and stored_fp is not None:
-    fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)))
+    fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)), ignore)
   if not problems and not fields:
     return
   lines = [f"Checkpoint {where} does not fit this run and was not restored."]
@@ -305,10 +313,13 @@ def _key_name(key):
   return str(key)
 
 
-def _dict_differences(stored, now):
+def _dict_differences(stored, now, ignore=()):
+  """The fields both fingerprints hold that differ: a field added to the config after a
+  checkpoint was written is not in its fingerprint and cannot be compared; the layout never
+  is."""
   lines = []
-  for k in sorted(set(stored) | set(now)):
-    if stored.get(k, "<absent>") != now.get(k, "<absent>"):
+  for k in sorted((set(stored) & set(now)) - set(LAYOUT_FIELDS) - set(ignore)):
+    if stored[k] != now[k]:
       lines.append(f"{k}: {stored.get(k, '<absent>')!r} vs {now.get(k, '<absent>')!r}")
   return lines
 

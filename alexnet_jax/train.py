@@ -124,7 +124,8 @@ def _restore(s: Setup):
     return checkpoint.restore_for_run(s.mgr, abstract, s.fingerprint,
                                       s.config.checkpoint.get("restore_step", 0))
   step = checkpoint.resolve_step(s.mgr, s.config.eval.checkpoint)
-  return checkpoint.restore(s.mgr, step, abstract, fingerprint=s.fingerprint)
+  return checkpoint.restore(s.mgr, step, abstract, fingerprint=s.fingerprint,
+                            ignore=checkpoint.READING_FIELDS)
 
 
 def train(s: Setup, state, schedule):

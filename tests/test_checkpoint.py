@@ -176,13 +176,21 @@ def test_incompatible_checkpoint_is_refused_with_what_differs(tmp_path):
   mgr.close()
 
 
-def test_model_fingerprint_names_the_shape_fields():
+def test_model_fingerprint_names_what_changes_the_computation_not_the_mesh():
   import ml_collections
   config = ml_collections.ConfigDict({"model": {"width": 0.5, "num_classes": 10,
                                                 "dtype": "bfloat16"},
-                                      "mesh": {"model": 2}})
+                                      "mesh": {"model": 2}, "train": {"batch_size": 64}})
   assert checkpoint.model_fingerprint(config) == {
-      "model.width": 0.5, "model.num_classes": 10, "mesh.model": 2}
+      "model.width": 0.5, "model.num_classes": 10, "model.dtype": "bfloat16",
+      "train.batch_size": 64}
+
+
+def test_fingerprints_compare_the_fields_both_hold_but_the_layout():
+  stored = {"model.width": 0.5, "mesh.model": 2, "model.dtype": "float32"}
+  now = {"model.width": 0.5, "model.dtype": "bfloat16", "model.layer_weight_std": {}}
+  assert checkpoint._dict_differences(stored, now) == ["model.dtype: 'float32' vs 'bfloat16'"]
+  assert checkpoint._dict_differences(stored, now, ignore=checkpoint.READING_FIELDS) == []
 
 
 CHILD = textwrap.dedent("""
