@@ -19,6 +19,7 @@ class Plateau:
   patience: int = 1
   min_delta: float = 0.0
   max_drops: int = 3
+  initial_rate: float = None    # config.train.learning_rate, the rate before any drop.
   best_error: float = float("inf")
   bad_evals: int = 0
   drops: int = 0
@@ -66,6 +67,7 @@ def create(train_cfg, steps_per_epoch):
   """The schedule that `train_cfg.schedule` names, at its initial state."""
   if train_cfg.schedule == "plateau":
     return Plateau(learning_rate=train_cfg.learning_rate,
+                   initial_rate=train_cfg.learning_rate,
                    factor=train_cfg.lr_drop_factor,
                    patience=train_cfg.plateau_patience,
                    min_delta=train_cfg.plateau_min_delta,
@@ -82,9 +84,45 @@ def to_dict(schedule):
   return dataclasses.asdict(schedule)
 
 
-def from_dict(schedule, state):
-  """Returns `schedule` with the state saved by `to_dict` (from a checkpoint)."""
+# The settings each schedule takes from config.train, by field.
+SETTINGS = {"initial_rate": "learning_rate", "factor": "lr_drop_factor",
+            "patience": "plateau_patience", "min_delta": "plateau_min_delta",
+            "max_drops": "max_lr_drops"}
+STEP_SETTINGS = {"learning_rate": "learning_rate", "boundaries": "step_epochs",
+                 "factor": "lr_drop_factor"}
+
+
+def from_dict(schedule, state, log=print):
+  """The schedule a resumed run goes on with: `schedule` (fresh from this run's config) with
+  the progress saved by `to_dict` in `state` (a checkpoint's: best error, drops, evaluations
+  without improvement). Settings that differ from the checkpoint's are this run's, each
+  change said through `log`, so that config.json, rewritten at the start, says what runs; a
+  plateau rate already divided is this run's rate divided as often."""
   state = dict(state)
   if "boundaries" in state:
     state["boundaries"] = tuple(state["boundaries"])
-  return dataclasses.replace(schedule, **state)
+  stored_kind = Steps if "boundaries" in state else Plateau
+  if not isinstance(schedule, stored_kind):
+    log(f"config.train.schedule changed on resume: the checkpoint's {stored_kind.__name__} "
+        f"schedule is replaced by this run's {type(schedule).__name__}, from its start.")
+    return schedule
+  if isinstance(schedule, Steps):
+    _log_changes(state, dataclasses.asdict(schedule), STEP_SETTINGS, log)
+    return schedule
+  stored = Plateau(**state)
+  if stored.initial_rate is None:  # Saved before the initial rate was: undo the drops.
+    stored.initial_rate = stored.learning_rate * stored.factor**stored.drops
+  changed = _log_changes(dataclasses.asdict(stored), dataclasses.asdict(schedule), SETTINGS, log)
+  progress = {k: getattr(stored, k) for k in ("best_error", "bad_evals", "drops", "improved",
+                                              "learning_rate")}
+  if {"initial_rate", "factor"} & set(changed):
+    progress["learning_rate"] = schedule.initial_rate / schedule.factor**stored.drops
+  return dataclasses.replace(schedule, **progress)
+
+
+def _log_changes(stored, now, settings, log):
+  changed = [k for k in settings if k in stored and stored[k] != now[k]]
+  for k in changed:
+    log(f"config.train.{settings[k]} changed on resume: the checkpoint's schedule had "
+        f"{k}={stored[k]!r}, this run's has {k}={now[k]!r}.")
+  return changed

@@ -97,7 +97,7 @@ def _run(s: Setup):
   restored = _restore(s)
   if restored is not None:
     state, extra = restored
-    schedule = schedule_lib.from_dict(schedule, extra["schedule"])
+    schedule = schedule_lib.from_dict(schedule, extra["schedule"], log=s.writer.print)
     s.writer.print(f"Resumed from {s.mgr.directory} at step {int(state.step)}.")
   elif config.init_from and not config.eval_only:  # Fine-tuning: a fresh run only.
     state = state.replace(params=weights.initial_params(config, state.params, s.mesh,

@@ -1,6 +1,7 @@
 import math
 
 import ml_collections
+import pytest
 
 from alexnet_jax import schedule
 
@@ -59,3 +60,38 @@ def test_unknown_schedule_is_refused():
     assert "config.train.schedule" in str(e)
   else:
     raise AssertionError("expected ValueError")
+
+
+def test_settings_changed_on_resume_are_applied_and_said():
+  s = schedule.create(_cfg(), steps_per_epoch=10)
+  for e in [0.5, 0.4, 0.6, 0.6]:   # Improved, then two bad evaluations: divided once.
+    s.update(e)
+  assert (s.drops, s.rate(0)) == (1, 0.001)
+  said = []
+  new = schedule.create(_cfg(learning_rate=0.02, plateau_patience=3), steps_per_epoch=10)
+  resumed = schedule.from_dict(new, schedule.to_dict(s), log=said.append)
+  assert resumed.rate(0) == pytest.approx(0.002) and resumed.patience == 3
+  assert (resumed.drops, resumed.best_error, resumed.bad_evals) == (1, 0.4, 0)
+  assert said == ["config.train.learning_rate changed on resume: the checkpoint's schedule had "
+                  "initial_rate=0.01, this run's has initial_rate=0.02.",
+                  "config.train.plateau_patience changed on resume: the checkpoint's schedule "
+                  "had patience=2, this run's has patience=3."]
+
+
+def test_a_checkpoint_without_the_initial_rate_resumes_unchanged():
+  s = schedule.create(_cfg(), steps_per_epoch=10)
+  for e in [0.5, 0.4, 0.6, 0.6]:
+    s.update(e)
+  old = {k: v for k, v in schedule.to_dict(s).items() if k != "initial_rate"}
+  said = []
+  resumed = schedule.from_dict(schedule.create(_cfg(), steps_per_epoch=10), old, said.append)
+  assert resumed == s and said == []
+
+
+def test_step_settings_on_resume_are_this_runs():
+  s = schedule.create(_cfg(schedule="step"), steps_per_epoch=10)
+  said = []
+  new = schedule.create(_cfg(schedule="step", step_epochs=(3, 4)), steps_per_epoch=10)
+  assert schedule.from_dict(new, schedule.to_dict(s), said.append) == new
+  assert said == ["config.train.step_epochs changed on resume: the checkpoint's schedule had "
+                  "boundaries=(10, 20), this run's has boundaries=(30, 40)."]
