@@ -191,7 +191,7 @@ def query_images(config, split_name, files, num):
 def write_fig4(out, config, params, mesh, consts, *, files=(), num_queries=5, k=6,
                max_train=0):
   """fig4.png and fig4.json (queries, neighbours' files and distances) in `out`."""
-  queries, names = query_images(config, config.eval.split or sources.eval_split_name(config),
+  queries, names = query_images(config, sources.eval_split_name(config),
                                 list(files), num_queries)
   d, idx, images = nearest_training_images(config, params, mesh, consts, queries, k=k,
                                            max_train=max_train)

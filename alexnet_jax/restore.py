@@ -35,6 +35,7 @@ def read_config(workdir, overrides=None):
     raise FileNotFoundError(f"No {path}: --workdir must be a training run's folder (the one "
                             "given to alexnet_jax.main), which holds config.json and checkpoints/.")
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  _read_older(config)
   _fill_defaults(config, paper.get_config())
   for name, value in (overrides or {}).items():
     if name.startswith("model.") and name != "model.dtype":
@@ -109,6 +110,29 @@ def config_from_flags():
   """The run's config with the --config.x=y overrides given on the command line."""
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
   return read_config(flags.FLAGS.workdir, overrides)
+
+
+# config.json records every field a run had. A field added later is missing from an older
+# run's: where its default changed what runs compute, it is read as what they did before it
+# existed (every other field was added with the old behaviour as its default). Add a field here
+# whenever its default is not what the code did before.
+BEFORE_THE_FIELD = {
+    "model.dropout_scaling": "inverted",  # Outputs x2 while training, before section 4.2's.
+    "data.resize": "fast",                # 4-pixel bilinear, before the antialiased resize.
+}
+
+
+def _read_older(config):
+  for dotted, value in BEFORE_THE_FIELD.items():
+    section, field = dotted.split(".")
+    if section in config and field not in config[section]:
+      config[section][field] = value
+  evaluation = config.get("eval", {})
+  if "split" in evaluation:  # Once a second field naming the evaluation split.
+    split = evaluation["split"]
+    del evaluation["split"]
+    if split and "data" in config:
+      config.data.eval_split = split
 
 
 def _fill_defaults(config, defaults):

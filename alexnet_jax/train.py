@@ -64,7 +64,7 @@ def make_setup(config, workdir) -> Setup:
   return Setup(
       config=config, workdir=workdir, info=info, mesh=mesh, slice_index=slice_index,
       slice_count=slice_count, steps_per_epoch=per_epoch, total_steps=total,
-      eval_split=config.eval.split or info["eval_split"],
+      eval_split=info["eval_split"],
       # An eval-only run leaves the training run's config.json as it is.
       writer=metrics.Writer(workdir, None if config.eval_only else config),
       mgr=checkpoint.manager(workdir, max_to_keep=config.checkpoint.max_to_keep),

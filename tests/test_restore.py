@@ -86,3 +86,23 @@ def test_eval_only_evaluates_the_checkpoint_config_eval_checkpoint_names(tiny_ru
   summary = tiny_run.summary
   assert latest["val_top1_error_10crop"] == pytest.approx(summary["val_top1_error_10crop"])
   assert result["count"] == latest["count"] == 30
+
+
+def test_an_older_config_is_read_with_what_that_run_used(tmp_path):
+  """A config.json from before dropout_scaling and data.resize existed describes a run that
+  used inverted dropout and the 4-pixel resize; its second evaluation-split field becomes the
+  one field, data.eval_split; fields whose defaults did not change what runs do are filled."""
+  from alexnet_jax.configs import paper
+  old = paper.get_config().to_dict()
+  del old["model"]["dropout_scaling"], old["data"]["resize"]
+  del old["model"]["layer_weight_std"], old["train"]["bias_lr_mult"]
+  old["eval"]["split"] = "test"
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  config = restore.read_config(tmp_path)
+  assert config.model.dropout_scaling == "inverted" and config.data.resize == "fast"
+  assert config.data.eval_split == "test" and "split" not in config.eval
+  assert config.train.bias_lr_mult == 1.0 and config.model.layer_weight_std.conv3 == 0.0
+  today = paper.get_config().to_dict()
+  (tmp_path / "config.json").write_text(json.dumps(today))
+  read = json.loads(json.dumps(restore.read_config(tmp_path).to_dict()))
+  assert read == json.loads(json.dumps(today))  # A current one reads as written.

@@ -62,7 +62,6 @@ def get_config(arg=None):
   t.stop_at_train_error = 0.25         # ... and each run stops once an epoch's mean is 25%.
   t.log_every_steps = 50
 
-  config.eval.split = "test"
   config.eval.batch_size = 500
   config.eval.every_epochs = 1
   config.eval.ten_crop = False         # 32x32 crops of 32x32 images: one view.

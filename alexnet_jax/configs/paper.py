@@ -108,7 +108,8 @@ def base_config():
   config.data.train_split = "train"
   config.data.max_train_per_class = 0  # > 0: the first this many images of each class (folder,
   config.data.max_eval_per_class = 0   # tiny_imagenet and generated sources); 0: all.
-  config.data.eval_split = ""          # "": "validation" for tfds, "val" for folder/generated.
+  config.data.eval_split = ""          # "": "validation" for tfds, "val" for the others: what
+                                       # training evaluates and the commands after it read.
   config.data.on_corrupt = "stop"      # Undecodable file: "stop" naming it, or "skip" (counted).
   config.data.cache_dir = ""           # "": ~/.cache/alexnet_jax (generated set, statistics).
   config.data.stats_file = ""          # "": <cache_dir>/stats/<dataset>.npz, written by
@@ -165,7 +166,6 @@ def base_config():
   # Section 4.1: "averaging the predictions made by the network's softmax layer on the ten
   # patches"; periodic evaluations use the centre crop, the final one both.
   config.eval = ml_collections.ConfigDict()
-  config.eval.split = ""               # "": the source's evaluation split (dataset_info).
   config.eval.batch_size = 128         # Global; a 10-crop batch holds 10x as many images.
   config.eval.every_epochs = 1.0
   config.eval.ten_crop = True
