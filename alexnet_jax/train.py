@@ -29,6 +29,7 @@ from alexnet_jax import stuck
 from alexnet_jax import validate
 from alexnet_jax import weights
 from alexnet_jax import workdir_lock
+from alexnet_jax.data import sources
 
 # Batches copied to the devices ahead of the step that needs them.
 DEVICE_PREFETCH = 2
@@ -80,14 +81,19 @@ def train_and_evaluate(config, workdir):
   validate.check_workdir(workdir)
   lock = workdir_lock.acquire(workdir, jax.process_index())  # Before anything is written.
   try:
-    s = make_setup(config, workdir)
-    try:
-      return _run(s)
-    finally:
-      checkpoint.close(s.mgr)
-      s.writer.close()
+    with sources.listed_once():
+      return _set_up_and_run(config, workdir)
   finally:
     workdir_lock.release(lock)
+
+
+def _set_up_and_run(config, workdir):
+  s = make_setup(config, workdir)
+  try:
+    return _run(s)
+  finally:
+    checkpoint.close(s.mgr)
+    s.writer.close()
 
 
 def _run(s: Setup):

@@ -181,3 +181,25 @@ def test_bfloat16_learns_like_float32(tmp_path, cache_dir):
     assert len(loss) == 6 and np.mean(loss[-2:]) < 0.65 * loss[0], (dtype, loss)
   gap = abs(np.mean(losses["bfloat16"][-2:]) - np.mean(losses["float32"][-2:]))
   assert gap < 0.2, losses
+
+
+def test_a_run_lists_and_checks_each_split_once(tmp_path, cache_dir, monkeypatch):
+  """Two evaluations, the final 10-crop one and on_corrupt="skip": each split is walked once
+  and its files decoded once to find bad ones, not again at every evaluation."""
+  from alexnet_jax.data import sources
+  listed, checked = [], []
+  list_folder, find_unreadable = sources.list_folder, sources.find_unreadable
+  monkeypatch.setattr(sources, "list_folder",
+                      lambda root, split: listed.append(split) or list_folder(root, split))
+  monkeypatch.setattr(sources, "find_unreadable",
+                      lambda paths, threads=0: checked.append(len(paths)) or
+                      find_unreadable(paths, threads))
+  config = _config(cache_dir)
+  config.data.on_corrupt = "skip"
+  summary = train.train_and_evaluate(config, tmp_path)
+  assert summary["steps"] == 6 and summary["val_top1_error_10crop"] is not None
+  assert sorted(listed) == ["train", "val"]
+  assert sorted(checked) == [30, 80]  # The generated set's 30 validation, 80 training images.
+  listed.clear()
+  sources.open_split(config, "val")   # Outside a run, a listing is fresh.
+  assert listed == ["val"]

@@ -6,7 +6,9 @@ stored order and shuffled through a buffer). `open_split` returns one `Split` fo
 `records` reads either as (encoded image, label) pairs for training, evaluation, statistics
 and `prepare`.
 """
+import contextlib
 import dataclasses
+import json
 import os
 import re
 from typing import Any, Optional
@@ -37,6 +39,32 @@ class Split:
   builder: Any = None                  # tfds builder, streamed splits.
 
 
+_LISTED = None  # Within listed_once: {(data config, split, checked): Split}.
+
+
+@contextlib.contextmanager
+def listed_once():
+  """Within it, each split is listed (and, with on_corrupt="skip", checked) once: a run lists
+  its splits at the start, and each evaluation and resume takes that listing. A 1.28M-file
+  folder on a network filesystem takes minutes to walk."""
+  global _LISTED
+  outer = _LISTED
+  _LISTED = {} if outer is None else outer
+  try:
+    yield
+  finally:
+    _LISTED = outer
+
+
+def _remembered(kind, config, split, make):
+  if _LISTED is None:
+    return make()
+  key = (kind, json.dumps(config.data.to_dict(), sort_keys=True, default=str), split)
+  if key not in _LISTED:
+    _LISTED[key] = make()
+  return dataclasses.replace(_LISTED[key])  # Callers may narrow their copy.
+
+
 def eval_split_name(config):
   return config.data.eval_split or DEFAULT_EVAL_SPLIT[config.data.source]
 
@@ -45,6 +73,10 @@ def open_split(config, split):
   """The split `split` of config.data.source; an indexed split keeps at most
   config.data.max_train_per_class (training split) or max_eval_per_class (any other) images of
   each class, the first in its listed order (0: all)."""
+  return _remembered("listed", config, split, lambda: _open_split(config, split))
+
+
+def _open_split(config, split):
   indexed = _indexed_split(config, split)
   if indexed is not None:
     limit = (config.data.get("max_train_per_class", 0) if split == config.data.train_split
@@ -91,9 +123,13 @@ def _per_class(split, limit):
 def open_checked_split(config, name):
   """open_split; under config.data.on_corrupt="skip", without (and reporting) the files that do
   not decode. "stop" keeps them: the input pipeline stops with their paths when one fails."""
-  split = open_split(config, name)
   if config.data.on_corrupt not in ("stop", "skip"):
     raise ValueError(f"config.data.on_corrupt={config.data.on_corrupt!r}: 'stop' or 'skip'.")
+  return _remembered("checked", config, name, lambda: _checked(config, name))
+
+
+def _checked(config, name):
+  split = open_split(config, name)
   if config.data.on_corrupt == "skip" and split.paths is not None:
     bad = find_unreadable(split.paths, config.data.threads)
     if bad:
