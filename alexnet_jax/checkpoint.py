@@ -178,17 +178,7 @@ def restore(mgr, step, abstract_state, *, fingerprint=None, ignore=()):
   return restored["state"], extra
 
 
-def restore_latest(mgr, abstract_state, *, fingerprint=None):
-  """(state, extra) of the latest complete step, or None when there is none."""
-  wait(mgr)
-  mgr.reload()
-  step = mgr.latest_step()
-  if step is None:
-    return None
-  return restore(mgr, step, abstract_state, fingerprint=fingerprint)
-
-
-def restore_for_run(mgr, abstract_state, fingerprint, restore_step=0):
+def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
   """(state, extra) to start a run from, or None when `mgr` holds no checkpoint.
 
   `restore_step` 0 restores the latest step; if it cannot be read this raises

@@ -28,6 +28,7 @@ from alexnet_jax import parallel
 from alexnet_jax import preprocess
 from alexnet_jax import progress
 from alexnet_jax import restore
+from alexnet_jax import steps
 from alexnet_jax import runtime
 from alexnet_jax.data import augment
 from alexnet_jax.data import sources
@@ -159,7 +160,7 @@ def main(argv):
   tf.config.set_visible_devices([], "GPU")
   f = flags.FLAGS
   config, params, step = restore.load_run(f.workdir, config=config)
-  mesh = restore.make_mesh(config)
+  mesh = steps.make_mesh(config)
   split = f.split or sources.eval_split_name(config)
   batch = config.eval.batch_size
   n = write_split(f.out, config=config, params=params, step=step, mesh=mesh,

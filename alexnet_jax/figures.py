@@ -31,6 +31,7 @@ from alexnet_jax import parallel
 from alexnet_jax import predict
 from alexnet_jax import progress
 from alexnet_jax import restore
+from alexnet_jax import steps
 from alexnet_jax import runtime
 from alexnet_jax.data import augment
 from alexnet_jax.data import sources
@@ -221,7 +222,7 @@ def main(argv):
   if "fig3" in f.figures:
     print(f"Figure 3 (conv1 of step {step}) -> {write_fig3(out / 'fig3.png', params)}")
   if "fig4" in f.figures:
-    mesh = restore.make_mesh(config)
+    mesh = steps.make_mesh(config)
     consts = parallel.place_replicated(mesh, restore.constants(f.workdir, config))
     png, rows = write_fig4(out, config, params, mesh, consts, files=f.queries,
                            num_queries=f.num_queries, k=f.neighbours, max_train=f.max_train)

@@ -116,7 +116,7 @@ def main(argv):
   for path, message in bad:
     print(f"{path}: cannot be decoded: {message}", file=sys.stderr)
   config, params, step = restore.load_run(f.workdir, config=config)
-  mesh = restore.make_mesh(config)
+  mesh = steps.make_mesh(config)
   consts = parallel.place_replicated(mesh, restore.constants(f.workdir, config))
   probs = probabilities(logits(config, params, mesh, consts, good, ten_crop=f.ten_crop))
   tops = top_classes(probs, restore.class_names(f.workdir, config), f.top)

@@ -24,6 +24,7 @@ from alexnet_jax import models
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
 from alexnet_jax import report
+from alexnet_jax import steps
 from alexnet_jax.configs import paper
 
 
@@ -45,17 +46,13 @@ def read_config(workdir, overrides=None):
   return config
 
 
-def make_mesh(config):
-  return parallel.make_mesh(models.model_axis(config))
-
-
 def load_run(workdir, which=None, *, config=None, mesh=None):
   """(config, params, step): the run's config (read_config's unless given), and the global
   parameters of the step `which` names ("latest", "best" or a step; config.eval.checkpoint
-  by default), placed on `mesh` (make_mesh(config) by default) as training places them."""
+  by default), placed on `mesh` (steps.make_mesh(config) by default) as training places them."""
   workdir = pathlib.Path(workdir).expanduser()
   config = read_config(workdir) if config is None else config
-  mesh = make_mesh(config) if mesh is None else mesh
+  mesh = steps.make_mesh(config) if mesh is None else mesh
   which = config.eval.checkpoint if which is None else which
   mgr = checkpoint.manager(workdir, read_only=True)
   try:

@@ -308,11 +308,8 @@ def _finish(s: Setup, state, schedule, last_eval, epoch_train, clock):
 
 
 def evaluate_only(s: Setup, state):
-  """Centre-crop and 10-crop errors of the latest checkpoint on the evaluation split."""
-  if s.mgr.latest_step() is None:
-    raise FileNotFoundError(
-        f"config.eval_only=True but {s.mgr.directory} holds no checkpoint: train first, "
-        "or point --workdir at a run that has one.")
+  """Centre-crop and 10-crop errors of config.eval.checkpoint's step (resolve_step has refused
+  a workdir without one) on the evaluation split."""
   result, views = {}, {}
   for ten_crop in (False, True):
     r = _evaluate(s, state, ten_crop=ten_crop, per_class=True)

@@ -43,8 +43,9 @@ def loaded(tiny_run):
   reading a trained run load it."""
   from alexnet_jax import parallel
   from alexnet_jax import restore
+  from alexnet_jax import steps
   config, params, step = restore.load_run(tiny_run.workdir)
-  mesh = restore.make_mesh(config)
+  mesh = steps.make_mesh(config)
   consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
   return config, params, step, mesh, consts
 

@@ -52,13 +52,13 @@ def test_sharded_round_trip(tmp_path):
   extra = {"lr": 0.001, "best_error": float("inf"), "bad_epochs": 2, "drops": 1,
            "fingerprint": {"model.width": 0.25}}
   mgr = checkpoint.manager(tmp_path)
-  assert checkpoint.restore_latest(mgr, abstract(state)) is None
+  assert checkpoint.restore_for_run(mgr, abstract(state)) is None
   assert checkpoint.save(mgr, 10, state, extra, {"val_top1_error": 0.4})
   assert not checkpoint.save(mgr, 10, state, extra)  # Already there: skipped.
   mgr.close()
 
   mgr = checkpoint.manager(tmp_path)  # A fresh start, as after a restart.
-  got, got_extra = checkpoint.restore_latest(mgr, abstract(state),
+  got, got_extra = checkpoint.restore_for_run(mgr, abstract(state),
                                              fingerprint={"model.width": 0.25})
   mgr.close()
   assert got_extra == extra
@@ -75,7 +75,7 @@ def test_flax_train_state_round_trip(tmp_path):
   target = jax.tree.map(lambda x: abstract(x) if hasattr(x, "shape") else x, state)
   mgr = checkpoint.manager(tmp_path)
   checkpoint.save(mgr, 5, state, {})
-  got, _ = checkpoint.restore_latest(mgr, target)
+  got, _ = checkpoint.restore_for_run(mgr, target)
   mgr.close()
   assert isinstance(got, train_state.TrainState) and int(got.step) == 5
   assert_trees_equal(got.params, state.params)
@@ -132,7 +132,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path):
 
   mgr = checkpoint.manager(tmp_path)
   assert mgr.latest_step() == 2
-  got, extra = checkpoint.restore_latest(mgr, abstract(state))
+  got, extra = checkpoint.restore_for_run(mgr, abstract(state))
   assert extra == {"step": 2}
   assert_trees_equal(got, later)
   assert checkpoint.save(mgr, 3, state, {"step": 3})  # And saving goes on.
@@ -154,9 +154,8 @@ def test_incompatible_checkpoint_is_refused_with_what_differs(tmp_path):
   del narrow["params"]["conv1"]["bias"]
   narrow["step"] = jax.ShapeDtypeStruct((), jnp.int64 if jax.config.x64_enabled else jnp.int16)
   with pytest.raises(checkpoint.IncompatibleCheckpointError) as err:
-    checkpoint.restore_latest(
-        mgr, narrow, fingerprint={"model.width": 0.5, "model.num_classes": 10,
-                                  "model.lrn": True})
+    checkpoint.restore_for_run(mgr, narrow, {"model.width": 0.5, "model.num_classes": 10,
+                                             "model.lrn": True})
   text = str(err.value)
   assert "params/conv1/kernel: checkpoint (2, 3, 3, 3, 48) vs model (2, 3, 3, 3, 24)" in text
   assert "params/fc8/kernel: checkpoint (96, 5) vs model (48, 10)" in text
@@ -169,9 +168,9 @@ def test_incompatible_checkpoint_is_refused_with_what_differs(tmp_path):
 
   # Same shapes, another model config: refused on the fingerprint alone.
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.lrn: True vs False"):
-    checkpoint.restore_latest(mgr, abstract(wide), fingerprint={**fingerprint, "model.lrn": False})
+    checkpoint.restore_for_run(mgr, abstract(wide), {**fingerprint, "model.lrn": False})
   # Nothing was touched: the checkpoint still restores into the model it fits.
-  got, _ = checkpoint.restore_latest(mgr, abstract(wide), fingerprint=fingerprint)
+  got, _ = checkpoint.restore_for_run(mgr, abstract(wide), fingerprint)
   assert_trees_equal(got, wide)
   mgr.close()
 
@@ -207,7 +206,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_sigkill_during_saves_then_restore_latest_complete(tmp_path):
+def test_sigkill_during_saves_then_the_latest_complete_step_restores(tmp_path):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
   child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -225,7 +224,7 @@ def test_sigkill_during_saves_then_restore_latest_complete(tmp_path):
   want = {"w": jax.ShapeDtypeStruct((64, 64), jnp.float32, sharding=replicated),
           "b": jax.ShapeDtypeStruct((5,), jnp.int32, sharding=replicated)}
   mgr = checkpoint.manager(tmp_path, max_to_keep=2)
-  state, extra = checkpoint.restore_latest(mgr, want)
+  state, extra = checkpoint.restore_for_run(mgr, want)
   step = extra["step"]
   assert step >= 3 and step == mgr.latest_step()
   np.testing.assert_array_equal(np.asarray(state["w"]), np.full((64, 64), step))
@@ -415,7 +414,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_saved_steps(small_disk):
 
   assert list((small_disk / "checkpoints").glob("*tmp*"))  # The failed step's partial files.
   mgr = checkpoint.manager(small_disk)  # A restart: they are cleared away (in the background).
-  state, extra = checkpoint.restore_latest(mgr, abstract(jax.device_put(big_state(0))))
+  state, extra = checkpoint.restore_for_run(mgr, abstract(jax.device_put(big_state(0))))
   assert extra == {"step": intact[-1]}
   np.testing.assert_array_equal(np.asarray(state["w"]), np.asarray(big_state(intact[-1])["w"]))
   checkpoint.close(mgr)

@@ -97,7 +97,7 @@ def _restore(workdir, config):
   mesh = parallel.make_mesh(config.mesh.model)
   mgr = checkpoint.manager(workdir)
   try:
-    restored, _ = checkpoint.restore_latest(mgr, steps.abstract_state(config, mesh))
+    restored, _ = checkpoint.restore_for_run(mgr, steps.abstract_state(config, mesh))
   finally:
     mgr.close()
   return int(restored.step), jax.tree.map(np.asarray, restored.params)

@@ -39,7 +39,7 @@ def _cli(workdir, cache_dir, *overrides):
 
 def _final(workdir, config):
   mgr = checkpoint.manager(workdir)
-  restored, _ = checkpoint.restore_latest(
+  restored, _ = checkpoint.restore_for_run(
       mgr, steps.abstract_state(config, parallel.make_mesh(config.mesh.model)))
   checkpoint.close(mgr)
   return int(restored.step), jax.tree.map(np.asarray, restored.params)

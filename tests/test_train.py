@@ -29,7 +29,7 @@ def _config(cache_dir):
 def _final_params(workdir, config):
   mesh = parallel.make_mesh(config.mesh.model)
   mgr = checkpoint.manager(workdir)
-  restored, _ = checkpoint.restore_latest(mgr, steps.abstract_state(config, mesh))
+  restored, _ = checkpoint.restore_for_run(mgr, steps.abstract_state(config, mesh))
   mgr.close()
   return int(restored.step), jax.tree.map(np.asarray, restored.params)
 

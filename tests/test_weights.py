@@ -50,7 +50,7 @@ def test_export_writes_the_documented_layout_and_import_gives_identical_logits(t
   config, params, _ = restore.load_run(tiny_run.workdir)
   loaded, _ = weights.load(out)
   trees.assert_trees_equal(loaded, _numpy(params))
-  mesh = restore.make_mesh(config)
+  mesh = steps.make_mesh(config)
   placed = jax.tree.map(lambda x, like: weights.place(x, like.sharding), loaded, params)
   consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
   images = parallel.to_global(mesh, np.random.default_rng(0).integers(
