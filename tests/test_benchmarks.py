@@ -1,11 +1,12 @@
-"""benchmarks/accelerator.py runs on the CPU with small settings (a test of itself) and counts
-the paper's FLOPs from the network."""
+"""The scripts of benchmarks/ run on the CPU with small settings (tests of themselves), and
+accelerator.py counts the paper's FLOPs from the network."""
 import json
 import pathlib
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from alexnet_jax.configs import paper
 from benchmarks import accelerator
@@ -56,3 +57,32 @@ def test_train_step_benchmark_runs(tmp_path):
   for row in result["rows"]:
     for key in ("images_per_s_median", "images_per_s_best", "first_s"):
       assert np.isfinite(row[key]) and row[key] > 0, row
+
+
+SAMPLES = ROOT.parent / "shared" / "data" / "imagenet_samples"
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} is absent")
+def test_input_pipeline_benchmark_runs(tmp_path):
+  out = tmp_path / "pipeline.json"
+  subprocess.run([sys.executable, "benchmarks/input_pipeline.py", "--n", "24", "--batch", "8",
+                  "--repeats", "1", f"--out={out}"], cwd=ROOT, check=True, capture_output=True,
+                 text=True, timeout=300)
+  result = json.loads(out.read_text())
+  ours = [r for r in result["pipelines"] if r["name"].startswith("tf.data")]
+  assert len(ours) == 6
+  for row in result["pipelines"]:  # The PIL + DataLoader rows are None where torch is absent.
+    for key in ("images_per_s", "cpu_ms_per_image"):
+      assert row[key] is None or (np.isfinite(row[key]) and row[key] > 0), row
+  assert all(r["images_per_s"] and r["cpu_ms_per_image"] for r in ours)
+  decode = {r["name"]: r for r in result["decode"]}
+  assert len(decode) == 8
+  for row in decode.values():
+    assert np.isfinite(row["images_per_s"]) and row["images_per_s"] > 0, row
+    assert np.isfinite(row["cpu_ms_per_image"]) and row["cpu_ms_per_image"] > 0, row
+    assert 0 <= row["mean_abs_diff"] < 5, row
+  # The iterator decodes with the pipeline's decoder; the decoded cache gathers its images.
+  for name in ("project's iterator (train_iterator), from files",
+               "decoded cache (memory): train_iterator gathers"):
+    assert decode[name]["mean_abs_diff"] == 0, name
+  assert {v["name"] for v in result["verdicts"]} < set(decode)
