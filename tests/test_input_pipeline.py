@@ -1,7 +1,6 @@
 """Tests of the 4.1 input pipeline: sources, ops (eager and in tf.data), statistics,
 determinism, resumption and the multi-host split."""
 import hashlib
-import io
 import os
 import tarfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from alexnet_jax.data import generated
 from alexnet_jax.data import prepare
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats
+from tests import imagenet_archive
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLES = DATA / "imagenet_samples"
@@ -73,12 +73,6 @@ def test_generated_set_counts_classes_and_determinism(cache, tmp_path):
   assert a == b, "The generated set must be a pure function of its settings and seed."
 
 
-def _member(tar, name, data):
-  info = tarfile.TarInfo(name)
-  info.size = len(data)
-  tar.addfile(info, io.BytesIO(data))
-
-
 @needs_samples
 def test_imagenet2012_through_real_tfds_builder(tmp_path):
   photos = sorted(SAMPLES.glob("*.JPEG"))[:6] + [SAMPLES / f"{GREY[0]}.JPEG"]
@@ -91,17 +85,7 @@ def test_imagenet2012_through_real_tfds_builder(tmp_path):
     input_pipeline.dataset_info(config)
   for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
     assert str(manual / name) in str(error.value)
-  with tarfile.open(manual / "ILSVRC2012_img_train.tar", "w") as train:
-    for photo in photos:  # The real layout: one tar per synset inside the train tar.
-      wnid = photo.name.split("_")[0]
-      inner = io.BytesIO()
-      with tarfile.open(fileobj=inner, mode="w") as synset:
-        for k in range(2):
-          _member(synset, f"{wnid}_{k}.JPEG", photo.read_bytes())
-      _member(train, f"{wnid}.tar", inner.getvalue())
-  with tarfile.open(manual / "ILSVRC2012_img_val.tar", "w") as val:
-    for k, photo in enumerate(photos[:5]):
-      _member(val, f"ILSVRC2012_val_{k + 1:08d}.JPEG", photo.read_bytes())
+  imagenet_archive.write(manual, photos, per_class=2, val_photos=photos[:5])
 
   info = input_pipeline.dataset_info(config)
   assert info == dict(num_classes=1000, num_train=14, num_eval=5, eval_split="validation")

@@ -39,9 +39,8 @@ def _named_records(config, split):
 def write_split(config, split_name, out, quality=95):
   """Writes one split under out/<split_name>; returns the number of images written."""
   split = sources.open_checked_split(config, split_name)
+  # Class folders are made as their first image comes: the folder source refuses an empty one.
   folders = class_folders(split.class_names)
-  for folder in folders:
-    os.makedirs(os.path.join(out, split_name, folder), exist_ok=True)
   size = config.data.resize_size
 
   def encode(data, label, stem):
@@ -54,6 +53,7 @@ def write_split(config, split_name, out, quality=95):
   with progress.Progress(split.num_examples, f"writing {split_name}") as bar:
     for data, label, stem in ds.as_numpy_iterator():
       path = os.path.join(out, split_name, folders[label], stem.decode() + ".jpg")
+      os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, "wb") as f:
         f.write(data)
       count += 1

@@ -1,0 +1,63 @@
+"""The README's GPU commands, as written: data.prepare of the TFDS imagenet2012 set, data.stats
+of the prepared folder, and the one-GPU training command, in a home folder whose
+~/tensorflow_datasets/downloads/manual holds an ILSVRC2012 archive of six sample photos. Only
+the sizes are changed, by overrides added at the end, so that they run on a CPU in a minute."""
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests import imagenet_archive
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAMPLES = ROOT.parent / "shared" / "data" / "imagenet_samples"
+SMALL = ["--config.model.width=0.125", "--config.model.num_classes=6", "--config.mesh.model=1",
+         "--config.mesh.num_cpu_devices=1", "--config.train.batch_size=4",
+         "--config.train.num_steps=2", "--config.eval.batch_size=6",
+         "--config.eval.ten_crop=False", "--config.data.threads=2"]
+
+
+def readme_commands(section_title):
+  """The commands of the first bash block of the README section, continuation lines joined."""
+  text = (ROOT / "README.md").read_text()
+  section = text.split(f"## {section_title}", 1)[1].split("\n## ", 1)[0]
+  blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+  joined = blocks[-1].replace("\\\n", " ")
+  return [line.split("#")[0].strip() for line in joined.splitlines()
+          if line.strip() and not line.strip().startswith("#")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"needs the ImageNet sample photos ({SAMPLES})")
+def test_the_gpu_sections_commands_run_as_written(tmp_path):
+  home = tmp_path / "home"
+  manual = home / "tensorflow_datasets" / "downloads" / "manual"
+  manual.mkdir(parents=True)
+  # Both splits need the same classes: the training photos are filed under the classes TFDS
+  # gives the six validation images.
+  imagenet_archive.write(manual, sorted(SAMPLES.glob("*.JPEG"))[:6], per_class=2,
+                         synsets=imagenet_archive.first_val_labels(6))
+  prepared, workdir = tmp_path / "imagenet256", tmp_path / "paper"
+  commands = readme_commands("On a GPU or TPU")
+  prepare, stats, one_gpu = commands[0], commands[1], commands[2]
+  assert "alexnet_jax.data.prepare" in prepare and "alexnet_jax.data.stats" in stats
+  assert "--config.mesh.model=1" in one_gpu
+  env = dict(os.environ, HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2")
+  outputs = []
+  for command, extra in ((prepare, []), (stats, []), (one_gpu, SMALL)):
+    argv = shlex.split(command.replace("/data/imagenet256", str(prepared))
+                       .replace("workdirs/paper", str(workdir)))
+    assert argv[0] == ".venv/bin/python"
+    out = subprocess.run([sys.executable, *argv[1:], *extra], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
+    outputs.append(out.stdout)
+  assert "train: 12 images" in outputs[0] and "validation: 6 images" in outputs[0]
+  assert sorted(os.listdir(prepared)) == ["train", "validation"]
+  assert "12 images ->" in outputs[1]
+  assert "Data: image folder" in outputs[2] and "12 training, 6 validation images" in outputs[2]
+  assert "Finished 2 steps" in outputs[2]
