@@ -18,7 +18,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q tests
 
+# The edit-test loop: everything but the tests marked slow (real processes, subprocess runs of
+# the program, the README's commands); make test and CI run them all.
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -q -m "not slow" tests
+
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/train_step.py
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-fast bench

@@ -146,6 +146,7 @@ def test_eval_only_on_an_empty_workdir_and_a_workdir_that_is_a_file(tmp_path, ca
     ("--config.model.widht=0.5", "Error: unknown config field 'widht'. Did you mean \"width\""),
     ("--config.train.batch_size=abc", "flag --config.train.batch_size=abc: invalid literal"),
 ])
+@pytest.mark.slow
 def test_command_line_mistakes_are_one_line(tmp_path, override, words):
   done = subprocess.run([sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
                          f"--workdir={tmp_path}", override], cwd=ROOT, capture_output=True,

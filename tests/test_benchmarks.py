@@ -11,6 +11,9 @@ import pytest
 from alexnet_jax.configs import paper
 from benchmarks import accelerator
 
+pytestmark = pytest.mark.slow  # Real processes: see setup.cfg's markers.
+
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

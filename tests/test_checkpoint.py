@@ -206,6 +206,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_then_the_latest_complete_step_restores(tmp_path):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
   child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], env=env,
@@ -392,6 +393,7 @@ def big_state(step):
           "step": jnp.int32(step)}
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_and_keeps_the_saved_steps(small_disk):
   mgr = checkpoint.manager(small_disk, max_to_keep=5)
   saved = []
@@ -421,6 +423,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_saved_steps(small_disk):
   assert not list((small_disk / "checkpoints").glob("*tmp*"))
 
 
+@pytest.mark.slow
 def test_a_directory_that_turned_read_only_stops_the_save(tmp_path):
   """Root ignores permissions, so as root the filesystem is remounted read-only."""
   disk = tmp_path / "disk"

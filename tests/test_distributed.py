@@ -22,6 +22,8 @@ from alexnet_jax import train
 from tests import tiny_config
 from tests import trees
 
+pytestmark = pytest.mark.slow  # Real processes: see setup.cfg's markers.
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 420  # A whole multi-process run: ~30-60 s on 2 idle cores, far more when busy.
 # Three steps and a centre-crop evaluation at step 3 (the end); no 10-crop pass (its compile
@@ -198,6 +200,7 @@ import sys
 import jax
 from alexnet_jax import cluster
 from tests import tiny_config
+
 cfg = tiny_config.get_config().distributed
 cfg.update(mode="manual", coordinator_address="127.0.0.1:" + sys.argv[1],
            num_processes=int(sys.argv[2]), process_id=int(sys.argv[3]),

@@ -20,6 +20,9 @@ from alexnet_jax import workdir_lock
 from tests import tiny_config
 from tests import trees
 
+pytestmark = pytest.mark.slow  # Real processes: see setup.cfg's markers.
+
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LONG = ("--config.train.num_steps=40", "--config.checkpoint.every_steps=1000",
         "--config.eval.every_epochs=100", "--config.eval.ten_crop=False")

@@ -33,6 +33,7 @@ def run_child(workdir, mode="off", process_id=-1):
                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_chatter_goes_to_the_file_warnings_and_errors_to_the_console(tmp_path):
   done = run_child(tmp_path / "new" / "workdir")  # Created when missing.
   log = tmp_path / "new" / "workdir" / "log.txt"
@@ -56,6 +57,7 @@ def test_chatter_goes_to_the_file_warnings_and_errors_to_the_console(tmp_path):
 
 @pytest.mark.parametrize("mode, process_id, name", [
     ("manual", 1, "log.process1.txt"), ("auto", -1, "log.")])
+@pytest.mark.slow
 def test_each_process_of_a_multi_process_run_has_its_file(tmp_path, mode, process_id, name):
   done = run_child(tmp_path, mode, process_id)
   path = pathlib.Path(done.stdout.strip())
@@ -69,6 +71,7 @@ def test_a_workdir_that_is_a_file_is_named(tmp_path):
   assert f"--workdir={tmp_path / 'file'} is a file; give a directory" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_short_run_prints_its_own_lines_and_logs_orbax_to_the_file(tmp_path):
   """Saves at every step (interim ones without metrics, which made orbax warn), a
   validation at the end: the console shows the run's lines, log.txt orbax's."""

@@ -46,6 +46,7 @@ def test_top_classes_ranks_as_evaluation_does():
   np.testing.assert_allclose(predict.probabilities(ten), [[0.4, 0.6]], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_command_prints_json_and_reports_bad_files(tiny_run, tmp_path):
   val = sources.open_split(tiny_run.config, "val")
   folder = pathlib.Path(val.paths[0]).parent

@@ -12,6 +12,8 @@ import pytest
 
 from alexnet_jax import preemption
 
+pytestmark = pytest.mark.slow  # Real processes: see setup.cfg's markers.
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")  # Run from ROOT: `tests` imports from there.
 
@@ -21,6 +23,7 @@ LOOP = """
 import sys, time
 import jax
 from alexnet_jax import preemption
+
 if len(sys.argv) > 1:
   jax.distributed.initialize("127.0.0.1:" + sys.argv[1], 2, int(sys.argv[2]),
                              initialization_timeout=60)

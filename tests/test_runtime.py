@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 from alexnet_jax import runtime
 
@@ -32,6 +33,7 @@ def test_flags_are_added_to_others_and_a_users_own_value_is_kept(monkeypatch):
   assert os.environ["XLA_FLAGS"] == FLAG
 
 
+@pytest.mark.slow
 def test_main_sets_the_flags_and_the_configs_device_count_before_training(tmp_path):
   """`python -m alexnet_jax.main` in a fresh process without XLA_FLAGS, the training replaced
   by a print of what it would start with: tests/tiny_config.py asks for 2 CPU devices."""

@@ -118,6 +118,7 @@ def _eval_only(config):
   return config
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_parameters(tmp_path, cache_dir):
   """One run straight through; one killed with SIGKILL right after it asks for the step-4
   checkpoint (orbax may still be writing it: then it resumes from step 2), then restarted.
@@ -141,6 +142,7 @@ def test_resume_after_sigkill_gives_the_same_parameters(tmp_path, cache_dir):
   trees.assert_trees_equal(params_a, params_b)
 
 
+@pytest.mark.slow
 def test_cli_overrides_reach_the_run(tmp_path, cache_dir):
   done = _run_cli(tmp_path, cache_dir, "--config.train.num_steps=3",
                   "--config.train.learning_rate=0.02", "--config.eval.ten_crop=False")

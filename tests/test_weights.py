@@ -30,6 +30,7 @@ def _numpy(tree):
   return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
+@pytest.mark.slow
 def test_export_writes_the_documented_layout_and_import_gives_identical_logits(tiny_run,
                                                                               tmp_path):
   out = tmp_path / "tiny.npz"

@@ -7,7 +7,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from alexnet_jax import workdir_lock
+
+pytestmark = pytest.mark.slow  # Real processes: see setup.cfg's markers.
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HOLD = """
