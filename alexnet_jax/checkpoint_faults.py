@@ -11,6 +11,7 @@ compares them with a `stat` per file and reads the two small metadata files. Onl
 proves a step: `checkpoint.restore_for_run` restores, and uses this check to say which file
 broke and which older steps look intact.
 """
+import contextlib
 import errno
 import json
 import logging
@@ -174,6 +175,47 @@ def raise_write_error(mgr, step, error):
   raise CheckpointWriteError(
       f"Could not write {what} into {mgr.directory}: {os.strerror(code)}. A checkpoint needs "
       f"{_megabytes(need)} ({how}){free}. {kept}, or choose another --workdir.") from error
+
+
+class RunFileWriteError(OSError):
+  """A file of the run beside its checkpoints (metrics, TensorBoard, summary, per-class
+  results) that the filesystem would not take."""
+
+
+@contextlib.contextmanager
+def naming(path):
+  """An OSError raised inside names `path`: a write's or flush's error carries no file name."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename is None and e.errno is not None:
+      raise OSError(e.errno, e.strerror, str(path)) from e
+    raise
+
+
+def run_file_error(error, workdir):
+  """A RunFileWriteError for a filesystem's refusal to write one of the run's own files, in
+  one line, as a checkpoint's is: what, why, the space free and the steps that are intact."""
+  code = _errno(error)
+  where = getattr(error, "filename", None) or str(workdir)
+  folder = Path(workdir) / "checkpoints"
+  steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() \
+      else []
+  try:
+    free = f" ({_megabytes(shutil.disk_usage(workdir).free)} free there)"
+  except OSError:
+    free = ""
+  fix = ("once there is room" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+         else "once it is writable")
+  kept = (f"The checkpoints already saved (steps {', '.join(map(str, steps))}) are intact; "
+          f"start the same command again {fix} to resume from step {steps[-1]}" if steps
+          else f"No checkpoint was saved yet; start again {fix}")
+  return RunFileWriteError(f"Could not write {where}: {os.strerror(code)}{free}. {kept}, or "
+                           "choose another --workdir.")
+
+
+def is_write_refusal(error):
+  return _errno(error) is not None and not isinstance(error, CheckpointWriteError)
 
 
 def _errno(error):

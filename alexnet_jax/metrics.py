@@ -10,6 +10,8 @@ import time
 
 import jax
 
+from alexnet_jax import checkpoint_faults
+
 
 class Writer:
   """Writes scalars for a step to TensorBoard, a JSON-lines file and a console line."""
@@ -27,17 +29,20 @@ class Writer:
         str(self.workdir / "tensorboard"), just_logging=False, asynchronous=False)
     self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
     if config is not None:
-      (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+      with checkpoint_faults.naming(self.workdir / "config.json"):
+        (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
   def write(self, step, scalars, console=None):
     """Records `scalars` at `step`; prints `console` (a format of the scalars) if given."""
     if not self.active:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    self._tb.write_scalars(step, scalars)
+    with checkpoint_faults.naming(self.workdir / "tensorboard"):
+      self._tb.write_scalars(step, scalars)
     row = {"step": int(step), "time": time.time(), **scalars}
-    self._jsonl.write(json.dumps({k: _json_number(v) for k, v in row.items()}) + "\n")
-    self._jsonl.flush()
+    with checkpoint_faults.naming(self.workdir / "metrics.jsonl"):
+      self._jsonl.write(json.dumps({k: _json_number(v) for k, v in row.items()}) + "\n")
+      self._jsonl.flush()
     if console:
       print(console.format(step=step, **scalars), flush=True)
 
@@ -49,7 +54,8 @@ class Writer:
     if not self.active:
       return
     text = json.dumps({k: _json_number(v) for k, v in summary.items()}, indent=2)
-    (self.workdir / "summary.json").write_text(text + "\n")
+    with checkpoint_faults.naming(self.workdir / "summary.json"):
+      (self.workdir / "summary.json").write_text(text + "\n")
 
   def close(self):
     if self.active:

@@ -14,6 +14,7 @@ import pathlib
 
 import numpy as np
 
+from alexnet_jax import checkpoint_faults
 from alexnet_jax import input_pipeline
 from alexnet_jax import report as run_files
 
@@ -27,7 +28,7 @@ def write(workdir, step, class_names, results):
   path = workdir / f"per_class_step{step}.csv"
   suffixes = [s for s, _ in VIEWS if s in results]
   counts = results[suffixes[0]]["per_class"]["count"]
-  with open(path, "w", newline="", encoding="utf-8") as f:
+  with checkpoint_faults.naming(path), open(path, "w", newline="", encoding="utf-8") as f:
     out = csv.writer(f)
     out.writerow(["class", "name", "count"] +
                  [f"top{k}_error{s}" for s in suffixes for k in (1, 5)])

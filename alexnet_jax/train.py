@@ -1,6 +1,7 @@
 """The program that trains and evaluates, `train_and_evaluate`: the set-up, the loop, the
 periodic evaluation, checkpoints, logs and the summary. The jitted computations it runs (the
 train state, the step of section 5, the evaluation step) are in steps.py."""
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -13,6 +14,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from alexnet_jax import checkpoint
+from alexnet_jax import checkpoint_faults
 from alexnet_jax import evaluate
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
@@ -83,6 +85,10 @@ def train_and_evaluate(config, workdir):
   try:
     with sources.listed_once():
       return _set_up_and_run(config, workdir)
+  except OSError as e:  # A full disk or a lost permission beyond the checkpoints: one line.
+    if not checkpoint_faults.is_write_refusal(e):
+      raise
+    raise checkpoint_faults.run_file_error(e, workdir) from e
   finally:
     workdir_lock.release(lock)
 
@@ -90,9 +96,18 @@ def train_and_evaluate(config, workdir):
 def _set_up_and_run(config, workdir):
   s = make_setup(config, workdir)
   try:
-    return _run(s)
-  finally:
-    checkpoint.close(s.mgr)
+    result = _run(s)
+  except BaseException:
+    with contextlib.suppress(OSError):  # The error in flight is the one to tell.
+      _close(s)
+    raise
+  _close(s)
+  return result
+
+
+def _close(s: Setup):
+  checkpoint.close(s.mgr)
+  with checkpoint_faults.naming(s.workdir / "metrics.jsonl"):  # The last lines flushed.
     s.writer.close()
 
 

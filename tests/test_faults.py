@@ -2,6 +2,7 @@
 tiny config (tests/tiny_config.py), through train_and_evaluate and the command line."""
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -116,3 +117,61 @@ def test_a_second_run_in_the_same_workdir_is_refused(tmp_path, cache_dir):
   finally:
     workdir_lock.release(held)
   assert train.train_and_evaluate(_config(cache_dir), tmp_path)["steps"] == 6
+
+
+@pytest.mark.parametrize("fill_at", ["metrics", "per_class"])
+def test_a_disk_that_fills_beyond_the_checkpoints_stops_in_one_line(tmp_path, cache_dir,
+                                                                     monkeypatch, fill_at):
+  """The workdir on a tmpfs of its own, filled to the last byte once step 4's checkpoint is
+  saved: the next metrics line (or, at the end, the per-class file) meets a real ENOSPC. The
+  run stops with one line naming the file and the intact steps, which then resume."""
+  from alexnet_jax import metrics
+  from alexnet_jax import per_class
+  from tests.test_checkpoint import mount_tmpfs
+  disk = tmp_path / "disk"
+  mount_tmpfs(disk, "16m")
+  try:
+    config = _config(cache_dir, num_steps=6)
+    config.checkpoint.update(every_steps=2, max_to_keep=5)
+    config.eval.update(every_epochs=100, ten_crop=False)
+    workdir = disk / "run"
+
+    def fill():
+      checkpoint_faults_wait = (workdir / "checkpoints" / "4").is_dir()
+      if checkpoint_faults_wait and not (disk / "filler").exists():
+        with open(disk / "filler", "wb") as f:
+          try:
+            while True:
+              f.write(b"\0" * (1 << 16))
+          except OSError:
+            pass
+    write, report = metrics.Writer.write, per_class.write
+    if fill_at == "metrics":
+      monkeypatch.setattr(metrics.Writer, "write",
+                          lambda self, step, *a, **k: (step < 6 or fill(), write(self, step, *a,
+                                                                                 **k))[1])
+    else:
+      monkeypatch.setattr(per_class, "write", lambda *a, **k: (fill(), report(*a, **k))[1])
+    with pytest.raises(checkpoint_faults.RunFileWriteError) as err:
+      train.train_and_evaluate(config, workdir)
+    text = str(err.value)
+    print(text)
+    assert "\n" not in text
+    # The first write the full disk refuses: a metrics line, the summary or the per-class file
+    # (a small write may still fit into a page the file already has).
+    named = re.match(rf"Could not write {re.escape(str(workdir))}/(\S+): No space left on "
+                     r"device \(", text)
+    assert named and named.group(1) in ("metrics.jsonl", "summary.json", "per_class_step6.csv",
+                                        "tensorboard"), text
+    assert "The checkpoints already saved (steps 2, 4, 6) are intact" in text or \
+        "The checkpoints already saved (steps 2, 4) are intact" in text
+    saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    os.remove(disk / "filler")
+    monkeypatch.undo()
+    mgr = checkpoint.manager(workdir)
+    state, _ = checkpoint.restore_for_run(
+        mgr, steps.abstract_state(config, parallel.make_mesh(config.mesh.model)))
+    checkpoint.close(mgr)
+    assert int(state.step) == saved[-1]
+  finally:
+    subprocess.run(["umount", "-l", str(disk)], check=False)
