@@ -34,12 +34,12 @@ Usage:
 import json
 import logging
 import math
-from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 
 from alexnet_jax import checkpoint_faults as faults
+from alexnet_jax import paths
 
 BEST_METRIC = "val_top1_error"
 _MAX_LISTED = 20
@@ -83,7 +83,7 @@ def manager(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
       create=not read_only,
       read_only=read_only,
       save_interval_steps=0 if read_only else 1)  # 0: orbax warns when a reader sets more.
-  directory = Path(workdir).expanduser().resolve() / "checkpoints"
+  directory = paths.checkpoints(workdir)
   mgr = ocp.CheckpointManager(
       directory, options=options,
       item_handlers={"state": ocp.StandardCheckpointHandler(),

@@ -24,8 +24,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from alexnet_jax import paths
 SIZES_FILE = "file_sizes.json"
-SET_ASIDE_DIR = "unreadable_checkpoints"  # Next to checkpoints/: outside orbax's view.
+SET_ASIDE_DIR = paths.UNREADABLE  # Next to checkpoints/: outside orbax's view.
 # errno values that mean "this filesystem will not take the checkpoint", not a bug.
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
                  errno.EFBIG, errno.EIO)
@@ -198,7 +199,7 @@ def run_file_error(error, workdir):
   one line, as a checkpoint's is: what, why, the space free and the steps that are intact."""
   code = _errno(error)
   where = getattr(error, "filename", None) or str(workdir)
-  folder = Path(workdir) / "checkpoints"
+  folder = paths.checkpoints(workdir)
   steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() \
       else []
   try:

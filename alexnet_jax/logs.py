@@ -20,6 +20,10 @@ from pathlib import Path
 
 from absl import logging as absl_logging
 
+from alexnet_jax import paths
+
+LOG_FILE = paths.LOG
+
 _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"
 _CONSOLE_CHARS = 300
 
@@ -56,13 +60,13 @@ def setup(workdir, distributed=None):
 
 
 def _log_path(workdir, distributed):
-  name = "log.txt"
+  name = LOG_FILE
   if distributed is not None and distributed.mode != "off":
     name = (f"log.process{distributed.process_id}.txt" if distributed.process_id >= 0
             else f"log.{socket.gethostname()}.{os.getpid()}.txt")
-  if "://" in str(workdir):  # A bucket: a FileHandler cannot append there.
+  if not paths.is_local(workdir):  # A bucket: a FileHandler cannot append there.
     return Path(tempfile.gettempdir()) / f"alexnet_jax.{os.getpid()}.{name}"
-  directory = Path(workdir).expanduser()
+  directory = paths.root(workdir)
   if directory.exists() and not directory.is_dir():
     raise NotADirectoryError(f"--workdir={workdir} is a file; give a directory (it is created "
                              "when missing).")

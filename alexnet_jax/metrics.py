@@ -11,13 +11,14 @@ import time
 import jax
 
 from alexnet_jax import checkpoint_faults
+from alexnet_jax import paths
 
 
 class Writer:
   """Writes scalars for a step to TensorBoard, a JSON-lines file and a console line."""
 
   def __init__(self, workdir, config=None):
-    self.workdir = pathlib.Path(workdir)
+    self.workdir = paths.root(workdir)
     self.active = jax.process_index() == 0
     if not self.active:
       return
@@ -26,21 +27,22 @@ class Writer:
     # (experiments/report.py, the sweep's parent process) do not need.
     from clu import metric_writers
     self._tb = metric_writers.create_default_writer(
-        str(self.workdir / "tensorboard"), just_logging=False, asynchronous=False)
-    self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
+        str(paths.file(workdir, paths.TENSORBOARD)), just_logging=False,
+        asynchronous=False)
+    self._jsonl = paths.file(workdir, paths.METRICS).open("a", encoding="utf-8")
     if config is not None:
-      with checkpoint_faults.naming(self.workdir / "config.json"):
-        (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+      with checkpoint_faults.naming(self.workdir / paths.CONFIG):
+        (self.workdir / paths.CONFIG).write_text(config.to_json_best_effort(indent=2) + "\n")
 
   def write(self, step, scalars, console=None):
     """Records `scalars` at `step`; prints `console` (a format of the scalars) if given."""
     if not self.active:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    with checkpoint_faults.naming(self.workdir / "tensorboard"):
+    with checkpoint_faults.naming(self.workdir / paths.TENSORBOARD):
       self._tb.write_scalars(step, scalars)
     row = {"step": int(step), "time": time.time(), **scalars}
-    with checkpoint_faults.naming(self.workdir / "metrics.jsonl"):
+    with checkpoint_faults.naming(self.workdir / paths.METRICS):
       self._jsonl.write(json.dumps({k: _json_number(v) for k, v in row.items()}) + "\n")
       self._jsonl.flush()
     if console:
@@ -54,8 +56,8 @@ class Writer:
     if not self.active:
       return
     text = json.dumps({k: _json_number(v) for k, v in summary.items()}, indent=2)
-    with checkpoint_faults.naming(self.workdir / "summary.json"):
-      (self.workdir / "summary.json").write_text(text + "\n")
+    with checkpoint_faults.naming(self.workdir / paths.SUMMARY):
+      (self.workdir / paths.SUMMARY).write_text(text + "\n")
 
   def close(self):
     if self.active:

@@ -10,12 +10,12 @@ does not overwrite the training run's):
                           divided by its class's count.
 """
 import csv
-import pathlib
 
 import numpy as np
 
 from alexnet_jax import checkpoint_faults
 from alexnet_jax import input_pipeline
+from alexnet_jax import paths
 from alexnet_jax import report as run_files
 
 VIEWS = (("", "centre crop"), ("_10crop", "10 crops"))
@@ -24,11 +24,11 @@ VIEWS = (("", "centre crop"), ("_10crop", "10 crops"))
 def write(workdir, step, class_names, results):
   """Writes the CSV (and the confusion PNG when counted) for `results`, {suffix: evaluate's
   result with per_class}, suffix "" (centre crop) and/or "_10crop"; returns the paths."""
-  workdir = pathlib.Path(workdir)
-  path = workdir / f"per_class_step{step}.csv"
+  path = paths.per_class_csv(workdir, step)
   suffixes = [s for s, _ in VIEWS if s in results]
   counts = results[suffixes[0]]["per_class"]["count"]
-  with checkpoint_faults.naming(path), open(path, "w", newline="", encoding="utf-8") as f:
+  # POSIX writes csv's "\r\n" as it is; a bucket's files take no newline argument.
+  with checkpoint_faults.naming(path), path.open("w", encoding="utf-8") as f:
     out = csv.writer(f)
     out.writerow(["class", "name", "count"] +
                  [f"top{k}_error{s}" for s in suffixes for k in (1, 5)])
@@ -38,21 +38,21 @@ def write(workdir, step, class_names, results):
         per = results[s]["per_class"]
         row += [_number(per["top1_error"][k]), _number(per["top5_error"][k])]
       out.writerow(row)
-  paths = [path]
+  written = [path]
   suffix, title = main_view(results)
   if "confusion" in results[suffix]:
-    paths.append(workdir / f"confusion_step{step}.png")
-    confusion_png(paths[-1], results[suffix]["confusion"], class_names,
+    written.append(paths.confusion_png(workdir, step))
+    confusion_png(written[-1], results[suffix]["confusion"], class_names,
                   f"Confusion at step {step}, {title} (rows: true class)")
-  return paths
+  return written
 
 
 def report(workdir, step, class_names, results):
   """Writes the files and returns the text to print: the worst classes, the files' paths."""
-  paths = write(workdir, step, class_names, results)
+  written = write(workdir, step, class_names, results)
   suffix, title = main_view(results)
   return (worst_text(class_names, results[suffix], title) +
-          f"\nPer-class errors: {', '.join(str(p) for p in paths)}")
+          f"\nPer-class errors: {', '.join(str(p) for p in written)}")
 
 
 def main_view(results):
@@ -98,7 +98,8 @@ def confusion_png(path, confusion, class_names, title):
                   color="white" if rows[i, j] > 0.5 else "black")
   fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  with path.open("wb") as f:
+    fig.savefig(f, format="png", dpi=100)
   plt.close(fig)
 
 
@@ -111,8 +112,7 @@ def report_run(writer, workdir, config, step, results):
   results = {k: v for k, v in results.items() if v is not None and "per_class" in v}
   if not results or not writer.active:
     return
-  workdir = pathlib.Path(workdir)
   names = (run_files.read_class_names(workdir, config.model.num_classes)
-           if (workdir / run_files.CLASSES_FILE).exists()
+           if paths.file(workdir, paths.CLASSES).exists()
            else input_pipeline.class_names(config))
   writer.print(report(workdir, step, names, results))

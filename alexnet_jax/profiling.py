@@ -14,6 +14,8 @@ import pathlib
 
 import jax
 
+from alexnet_jax import paths
+
 # The trace starts after this many steps of the run (compilation, first allocations).
 WARMUP_STEPS = 5
 
@@ -29,7 +31,7 @@ def make(num_steps, workdir, start, total_steps, log=print):
     log(f"config.profile_steps={num_steps}: the {total_steps - start} steps left leave no room "
         "for a warm-up step and the trace; not profiled.")
     return None
-  first, logdir = start + warmup, pathlib.Path(workdir) / "tensorboard"
+  first, logdir = start + warmup, paths.file(workdir, paths.TENSORBOARD)
   log(f"Profiling steps {first + 1}-{first + num_steps} into {logdir}/plugins/profile.")
 
   def profile(state, done):

@@ -2,13 +2,14 @@
 (summary.json and its text), and the files that let a workdir be used without its dataset
 (class names, the preprocessing constants)."""
 import json
-import pathlib
 
 import jax
 import numpy as np
 
+from alexnet_jax import checkpoint_faults
 from alexnet_jax import metrics
 from alexnet_jax import models
+from alexnet_jax import paths
 from alexnet_jax import progress
 
 
@@ -39,7 +40,8 @@ def summary(config, workdir, *, steps, steps_per_epoch, total_steps, clock, epoc
   """The summary.json dict: final and best errors, 10-crop errors, time and speed."""
   evals = []
   if write_metrics:
-    evals = [r for r in metrics.read_jsonl(workdir / "metrics.jsonl") if "val_top1_error" in r]
+    evals = [r for r in metrics.read_jsonl(paths.file(workdir, paths.METRICS))
+             if "val_top1_error" in r]
   best = lambda k: min((r[k] for r in evals), default=None)
   result = {"status": "finished", "steps": steps, "epochs": steps / steps_per_epoch,
             "wall_time_s": clock.elapsed(), "images_per_s": clock.mean_images_per_s(),
@@ -80,22 +82,24 @@ def summary_text(s, workdir):
       f"tensorboard --logdir {workdir}/tensorboard"])
 
 
-CLASSES_FILE = "classes.json"
-CONSTANTS_FILE = "preprocess_constants.npz"
+CLASSES_FILE = paths.CLASSES
+CONSTANTS_FILE = paths.CONSTANTS
 
 
 def write_run_files(workdir, class_names, consts):
   """classes.json (the dataset's class names, in label order) and the mean image and PCA basis
   the run subtracts and adds: what predict needs besides a checkpoint, so that a workdir copied
   to another machine predicts without the dataset or its statistics."""
-  workdir = pathlib.Path(workdir)
-  (workdir / CLASSES_FILE).write_text(json.dumps(list(class_names), indent=0) + "\n")
-  np.savez(workdir / CONSTANTS_FILE, **{k: np.asarray(v) for k, v in consts.items()})
+  with checkpoint_faults.naming(paths.file(workdir, CLASSES_FILE)):
+    paths.file(workdir, CLASSES_FILE).write_text(json.dumps(list(class_names), indent=0) + "\n")
+  with checkpoint_faults.naming(paths.file(workdir, CONSTANTS_FILE)), \
+      paths.file(workdir, CONSTANTS_FILE).open("wb") as f:
+    np.savez(f, **{k: np.asarray(v) for k, v in consts.items()})
 
 
 def read_class_names(workdir, num_classes):
   """The run's class names; "class <k>" for a run that stored none (older workdirs)."""
-  path = pathlib.Path(workdir) / CLASSES_FILE
+  path = paths.file(workdir, CLASSES_FILE)
   if not path.exists():
     return [f"class {k}" for k in range(num_classes)]
   names = json.loads(path.read_text())
@@ -107,10 +111,10 @@ def read_class_names(workdir, num_classes):
 
 def read_constants(workdir):
   """The run's stored preprocessing constants, or None when it stored none."""
-  path = pathlib.Path(workdir) / CONSTANTS_FILE
+  path = paths.file(workdir, CONSTANTS_FILE)
   if not path.exists():
     return None
-  with np.load(path) as f:
+  with path.open("rb") as raw, np.load(raw) as f:
     return {k: f[k] for k in f.files}
 
 

@@ -22,6 +22,7 @@ from ml_collections import config_flags
 from alexnet_jax import checkpoint
 from alexnet_jax import models
 from alexnet_jax import parallel
+from alexnet_jax import paths
 from alexnet_jax import preprocess
 from alexnet_jax import report
 from alexnet_jax import steps
@@ -31,7 +32,7 @@ from alexnet_jax.configs import paper
 def read_config(workdir, overrides=None):
   """The run's config.json as a ConfigDict, with the fields added since it was written at
   their defaults (configs/paper.py) and `overrides` ({"eval.checkpoint": "best"}) applied."""
-  path = pathlib.Path(workdir).expanduser() / "config.json"
+  path = paths.file(workdir, paths.CONFIG)
   if not path.exists():
     raise FileNotFoundError(f"No {path}: --workdir must be a training run's folder (the one "
                             "given to alexnet_jax.main), which holds config.json and checkpoints/.")
@@ -50,7 +51,7 @@ def load_run(workdir, which=None, *, config=None, mesh=None):
   """(config, params, step): the run's config (read_config's unless given), and the global
   parameters of the step `which` names ("latest", "best" or a step; config.eval.checkpoint
   by default), placed on `mesh` (steps.make_mesh(config) by default) as training places them."""
-  workdir = pathlib.Path(workdir).expanduser()
+  workdir = paths.root(workdir)
   config = read_config(workdir) if config is None else config
   mesh = steps.make_mesh(config) if mesh is None else mesh
   which = config.eval.checkpoint if which is None else which

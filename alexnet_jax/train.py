@@ -4,7 +4,6 @@ train state, the step of section 5, the evaluation step) are in steps.py."""
 import contextlib
 import dataclasses
 import json
-import pathlib
 import time
 from typing import Any, Callable
 
@@ -19,6 +18,7 @@ from alexnet_jax import evaluate
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
 from alexnet_jax import parallel
+from alexnet_jax import paths
 from alexnet_jax import per_class
 from alexnet_jax import preemption
 from alexnet_jax import preprocess
@@ -41,7 +41,7 @@ DEVICE_PREFETCH = 2
 class Setup:
   """What stays fixed for the whole run."""
   config: Any
-  workdir: pathlib.Path
+  workdir: Any                # paths.root: a pathlib.Path, or an epath.Path for a URL.
   info: dict                  # dataset_info: classes and example counts.
   mesh: Mesh
   slice_index: int            # The rows of each global batch this process feeds (data_slice),
@@ -63,7 +63,7 @@ def make_setup(config, workdir) -> Setup:
   mesh = steps.make_mesh(config)
   slice_index, slice_count = parallel.data_slice(mesh)
   per_epoch, total = num_steps(config, info)
-  workdir = pathlib.Path(workdir)
+  workdir = paths.root(workdir)
   return Setup(
       config=config, workdir=workdir, info=info, mesh=mesh, slice_index=slice_index,
       slice_count=slice_count, steps_per_epoch=per_epoch, total_steps=total,
@@ -107,7 +107,7 @@ def _set_up_and_run(config, workdir):
 
 def _close(s: Setup):
   checkpoint.close(s.mgr)
-  with checkpoint_faults.naming(s.workdir / "metrics.jsonl"):  # The last lines flushed.
+  with checkpoint_faults.naming(s.workdir / paths.METRICS):  # The last lines flushed.
     s.writer.close()
 
 
@@ -164,7 +164,7 @@ def train(s: Setup, state, schedule):
     return finished
   step_fn = steps.make_train_step(config, s.mesh)
   clock = metrics.Clock(config.train.batch_size,
-                        metrics.elapsed_at(s.workdir / "metrics.jsonl", start))
+                        metrics.elapsed_at(s.workdir / paths.METRICS, start))
   batches = parallel.prefetch_to_device(input_pipeline.train_iterator(
       config, batch_size=config.train.batch_size, slice_index=s.slice_index,
       slice_count=s.slice_count, start_step=start), s.mesh, s.slice_count, DEVICE_PREFETCH,
@@ -261,7 +261,7 @@ def _fetch(pending, mgr):
 
 def _finished_summary(s: Setup, start):
   """The stored summary when the run at `start` is already finished, else None."""
-  path = s.workdir / "summary.json"
+  path = s.workdir / paths.SUMMARY
   summary = json.loads(path.read_text()) if path.exists() else None
   if summary and (start >= s.total_steps or report.stopped_at_target(summary, s.config, start)):
     s.writer.print(f"Already trained to step {start}; its summary ({path}):")

@@ -1,15 +1,14 @@
 """Refusing, before anything is written, a run that cannot work: each problem named in one line
 with the setting or file at fault and what to do about it."""
-import pathlib
-
 import jax
 
 from alexnet_jax import models
+from alexnet_jax import paths
 from alexnet_jax.data import augment
 
 
 def check_workdir(workdir):
-  path = pathlib.Path(workdir).expanduser()
+  path = paths.root(workdir)
   if path.exists() and not path.is_dir():
     raise NotADirectoryError(f"--workdir={workdir} is a file; give a directory (it is created "
                              "when missing).")

@@ -14,9 +14,10 @@ import logging
 import os
 import socket
 import time
-from pathlib import Path
 
-LOCK_FILE = "run.lock"
+from alexnet_jax import paths
+
+LOCK_FILE = paths.LOCK
 
 
 class WorkdirBusyError(RuntimeError):
@@ -31,7 +32,11 @@ def acquire(workdir, process_index=0):
   """
   if process_index != 0:
     return None
-  path = Path(workdir).expanduser() / LOCK_FILE
+  if not paths.is_local(workdir):
+    logging.warning("--workdir=%s is not a local folder: flock cannot lock it, so nothing "
+                    "stops a second run from using it at the same time.", workdir)
+    return None
+  path = paths.file(workdir, LOCK_FILE)
   path.parent.mkdir(parents=True, exist_ok=True)
   lock = open(path, "a+", encoding="utf-8")
   try:

@@ -1,0 +1,49 @@
+"""Where a run's files live in its workdir, each named here once.
+
+A local workdir is a `pathlib.Path`, its `~` expanded, exactly as before; a URL (`gs://...`,
+any scheme etils knows) is an `etils.epath.Path`, so that it is not taken for a local folder
+named `gs:` (`pathlib.Path("gs://b/x").resolve()` is `<cwd>/gs:/b/x`).
+"""
+import pathlib
+
+from etils import epath
+
+CONFIG = "config.json"                    # The resolved config, written at the start.
+METRICS = "metrics.jsonl"                 # A JSON line per log step, epoch and evaluation.
+SUMMARY = "summary.json"                  # Final and best errors, speed, best_step.
+TENSORBOARD = "tensorboard"               # The same scalars; traces in plugins/profile/.
+CHECKPOINTS = "checkpoints"               # orbax's steps.
+UNREADABLE = "unreadable_checkpoints"     # Damaged steps moved aside by restore_step.
+CLASSES = "classes.json"                  # The class names, in label order.
+CONSTANTS = "preprocess_constants.npz"    # The mean image and PCA basis.
+LOCK = "run.lock"                         # The host and pid of the run training there.
+LOG = "log.txt"                           # The libraries' log (logs.py: one per process).
+
+
+def is_local(workdir) -> bool:
+  return "://" not in str(workdir)
+
+
+def root(workdir):
+  """The workdir itself: a pathlib.Path (local) or an epath.Path (a URL)."""
+  if is_local(workdir):
+    return pathlib.Path(workdir).expanduser()
+  return epath.Path(str(workdir))
+
+
+def file(workdir, name):
+  return root(workdir) / name
+
+
+def checkpoints(workdir):
+  """An absolute directory: orbax refuses relative ones."""
+  return root(workdir).resolve() / CHECKPOINTS if is_local(workdir) else \
+      root(workdir) / CHECKPOINTS
+
+
+def per_class_csv(workdir, step):
+  return root(workdir) / f"per_class_step{step}.csv"
+
+
+def confusion_png(workdir, step):
+  return root(workdir) / f"confusion_step{step}.png"
