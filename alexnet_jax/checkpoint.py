@@ -194,6 +194,7 @@ def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
   wait(mgr)
   mgr.reload()
   steps = sorted(mgr.all_steps(), reverse=True)
+  faults.agree_on_steps(mgr, steps)
   if not steps:
     if restore_step:  # Kept in a job's command for later restarts, or a mistyped --workdir.
       logging.warning("config.checkpoint.restore_step=%d, but %s holds no checkpoint: the run "

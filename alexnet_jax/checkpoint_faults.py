@@ -129,6 +129,38 @@ def everywhere(ok):
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
+class DisagreeingProcessesError(RuntimeError):
+  """The processes of one run see different checkpoints."""
+
+
+MAX_STEPS_COMPARED = 64  # The newest steps each process lists, compared across processes.
+
+
+def agree_on_steps(mgr, steps):
+  """Raises DisagreeingProcessesError on every process when the processes list different
+  steps in `mgr.directory` (a workdir that is not one shared filesystem, a copy still
+  arriving): restoring then would hang in a collective or load different steps. `steps` is
+  this process's list, newest first."""
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+  mine = np.full(MAX_STEPS_COMPARED, -1, np.int64)
+  mine[:min(len(steps), MAX_STEPS_COMPARED)] = steps[:MAX_STEPS_COMPARED]
+  seen = np.asarray(multihost_utils.process_allgather(mine))  # [processes, steps]
+  if (seen == seen[0]).all():
+    return
+  views = "; ".join(f"process {p} sees {_listed(row)}" for p, row in enumerate(seen))
+  raise DisagreeingProcessesError(
+      f"The processes of this run see different checkpoints in {mgr.directory}: {views}. The "
+      "workdir must be one filesystem every process shares (or a bucket); wait for a copy to "
+      "finish, or point every process at the same --workdir.")
+
+
+def _listed(row):
+  steps = [int(s) for s in row if s >= 0]
+  return f"steps {steps}" if steps else "no checkpoint"
+
+
 def one_line(error):
   """An error in one line: tensorstore's spec (a kilobyte of JSON) dropped, and of a long
   message its status and its end, where the file and the failure are named."""

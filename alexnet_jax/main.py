@@ -39,7 +39,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 # What a user can cause (a setting, a file, the workdir, a checkpoint, a missing process): the
 # message says which and what to do, so the console gets it alone, the traceback the log file.
 USER_ERRORS = (ValueError, OSError, FloatingPointError, workdir_lock.WorkdirBusyError,
-               checkpoint_faults.DamagedCheckpointError)
+               checkpoint_faults.DamagedCheckpointError,
+               checkpoint_faults.DisagreeingProcessesError)
 _parsed = []  # Set once absl has parsed the flags, i.e. main() runs.
 
 

@@ -4,6 +4,9 @@ over processes saves and resumes; and the errors for an absent coordinator or a 
 that does not fit the mesh. Every process is killed in a `finally` if the test fails."""
 import os
 import pathlib
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -60,14 +63,17 @@ def _free_port():
 
 
 def _launch(workdir, cache_dir, *overrides, num_processes=2, devices=(1, 1), port=None,
-            timeout_s=TIMEOUT_S):
-  """Runs `python -m alexnet_jax.main` as `num_processes` processes of one job; returns
-  [(returncode, output)] per process. Processes still running at the end are killed."""
+            timeout_s=TIMEOUT_S, while_running=None):
+  """Runs `python -m alexnet_jax.main` as `num_processes` processes of one job (`workdir`, or
+  a list of one per process); returns [(returncode, output)] per process. Processes still
+  running at the end are killed."""
   port = port or _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
+  workdirs = list(workdir) if isinstance(workdir, (list, tuple)) else [workdir] * num_processes
   procs, logs = [], []
   try:
     for i in range(num_processes):
+      workdir = workdirs[i]
       argv = [sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
               f"--workdir={workdir}", f"--config.data.cache_dir={cache_dir}",
               f"--config.mesh.num_cpu_devices={devices[i]}", "--config.distributed.mode=manual",
@@ -78,6 +84,8 @@ def _launch(workdir, cache_dir, *overrides, num_processes=2, devices=(1, 1), por
       with open(logs[-1], "w", encoding="utf-8") as log:
         procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,
                                       stderr=subprocess.STDOUT))
+    if while_running is not None:
+      while_running(procs, logs)
     deadline = time.monotonic() + timeout_s
     for p in procs:
       p.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -319,3 +327,56 @@ def test_waiting_for_a_listening_coordinator_returns():
     cluster.wait_for_coordinator(f"127.0.0.1:{server.getsockname()[1]}", 5)
   with pytest.raises(ValueError, match="host:port"):
     cluster.wait_for_coordinator("no-port", 1)
+
+
+def test_processes_that_see_different_checkpoints_all_stop_saying_so(reference, tmp_path):
+  """Process 0's workdir holds the reference run's step 3, process 1's none (a workdir that
+  is not one shared filesystem): both stop with one line naming what each saw."""
+  cache_dir, ref = reference
+  seen_by_0, seen_by_1 = tmp_path / "zero", tmp_path / "one"
+  shutil.copytree(ref, seen_by_0)
+  seen_by_1.mkdir()
+  results = _launch([seen_by_0, seen_by_1], cache_dir, "--config.mesh.model=1", *SHORT)
+  for i, (code, out) in enumerate(results):
+    assert code == 1, f"process {i}: {code}\n{out[-3000:]}"
+    assert "Error: The processes of this run see different checkpoints in " in out, out[-3000:]
+    assert "process 0 sees steps [3]; process 1 sees no checkpoint." in out, out[-3000:]
+
+
+def test_a_pair_preempted_through_one_process_stops_together_and_resumes_bit_equal(
+    reference, tmp_path):
+  """SIGTERM reaches process 1 alone (its VM preempted): JAX's preemption service makes both
+  stop after the same step, the step is committed once, both exit 75; the restarted pair
+  resumes there and ends with an uninterrupted pair's parameters."""
+  cache_dir, _ = reference
+  common = ("--config.mesh.model=1", "--config.eval.ten_crop=False",
+            "--config.eval.every_epochs=100", "--config.train.num_steps=12",
+            "--config.checkpoint.every_steps=100", "--config.train.log_every_steps=1")
+  whole, cut = tmp_path / "whole", tmp_path / "cut"
+  _check_ok(_launch(whole, cache_dir, *common))
+
+  def terminate_process_1(procs, logs):
+    deadline = time.monotonic() + TIMEOUT_S
+    while "step 3/12" not in logs[0].read_text(encoding="utf-8"):
+      assert time.monotonic() < deadline and procs[0].poll() is None, logs[0].read_text()
+      time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+
+  stopped = _launch(cut, cache_dir, *common, while_running=terminate_process_1)
+  assert [code for code, _ in stopped] == [75, 75], [out[-2000:] for _, out in stopped]
+  # Only process 0 prints; both stopped after one step, or the collective save of it would
+  # not have been committed.
+  at = re.search(r"Stopped on SIGTERM after step (\d+)", stopped[0][1])
+  assert at, stopped[0][1][-2000:]
+  step = int(at.group(1))
+  assert 3 <= step < 12
+  saved = sorted(int(p.name) for p in (cut / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved == [step] and not list((cut / "checkpoints").glob("*tmp*"))
+  again = _launch(cut, cache_dir, *common)
+  _check_ok(again)
+  assert f"at step {step}." in again[0][1]
+  config = _config(cache_dir)
+  config.mesh.model = 1
+  (step_a, a), (step_b, b) = _restore(whole, config), _restore(cut, config)
+  assert step_a == step_b == 12
+  trees.assert_trees_equal(a, b)
