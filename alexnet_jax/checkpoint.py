@@ -38,8 +38,8 @@ import math
 import jax
 import orbax.checkpoint as ocp
 
-from alexnet_jax import checkpoint_faults as faults
 from alexnet_jax import paths
+from alexnet_jax.faults import checkpoint_faults as faults
 
 BEST_METRIC = "val_top1_error"
 _MAX_LISTED = 20

@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_jax import progress
-from alexnet_jax.data import augment
 from alexnet_jax.data import decoded_cache
+from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
 
 
@@ -107,10 +107,10 @@ def eval_iterator(config, split, *, batch_size, slice_index=0, slice_count=1):
 
 def _decoder(config):
   """(encoded image, label) -> {"image": uint8 [R, R, 3], "label"}: section 2's fixed size."""
-  size, resize = config.data.resize_size, augment.resize_of(config)
+  size, resize = config.data.resize_size, decoding.resize_of(config)
 
   def example(data, label):
-    return {"image": augment.decode_and_centre_crop(data, size, resize), "label": label}
+    return {"image": decoding.decode_and_centre_crop(data, size, resize), "label": label}
 
   return example
 

@@ -21,12 +21,12 @@ runtime.configure_jax()  # XLA and TensorFlow settings read when their libraries
 
 import tensorflow as tf  # noqa: E402
 
-from alexnet_jax import checkpoint_faults  # noqa: E402
-from alexnet_jax import cluster  # noqa: E402
-from alexnet_jax import logs  # noqa: E402
-from alexnet_jax import preemption  # noqa: E402
 from alexnet_jax import train  # noqa: E402
-from alexnet_jax import workdir_lock  # noqa: E402
+from alexnet_jax.faults import checkpoint_faults  # noqa: E402
+from alexnet_jax.faults import cluster  # noqa: E402
+from alexnet_jax.faults import logs  # noqa: E402
+from alexnet_jax.faults import preemption  # noqa: E402
+from alexnet_jax.faults import workdir_lock  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

@@ -10,8 +10,8 @@ import time
 
 import jax
 
-from alexnet_jax import checkpoint_faults
 from alexnet_jax import paths
+from alexnet_jax.faults import checkpoint_faults
 
 
 class Writer:

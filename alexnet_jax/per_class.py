@@ -13,10 +13,10 @@ import csv
 
 import numpy as np
 
-from alexnet_jax import checkpoint_faults
 from alexnet_jax import input_pipeline
 from alexnet_jax import paths
 from alexnet_jax import report as run_files
+from alexnet_jax.faults import checkpoint_faults
 
 VIEWS = (("", "centre crop"), ("_10crop", "10 crops"))
 

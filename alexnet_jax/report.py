@@ -6,11 +6,11 @@ import json
 import jax
 import numpy as np
 
-from alexnet_jax import checkpoint_faults
 from alexnet_jax import metrics
 from alexnet_jax import models
 from alexnet_jax import paths
 from alexnet_jax import progress
+from alexnet_jax.faults import checkpoint_faults
 
 
 def describe(config, mesh, info, steps_per_epoch, total_steps, params):

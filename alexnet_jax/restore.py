@@ -16,8 +16,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import flags
-from ml_collections import config_flags
 
 from alexnet_jax import checkpoint
 from alexnet_jax import models
@@ -92,22 +90,6 @@ def constants(workdir, config):
   (report.write_run_files), else computed from the dataset's statistics as training does."""
   stored = report.read_constants(workdir)
   return stored if stored is not None else preprocess.constants(config)
-
-
-def define_flags():
-  """--workdir, and --config.x=y overrides of the run's config (config_from_flags)."""
-  flags.DEFINE_string("workdir", None, "A training run's folder (config.json, checkpoints/).",
-                      required=True)
-  config_flags.DEFINE_config_dict(
-      "config", paper.get_config(),
-      "Overrides of the run's config.json, e.g. --config.eval.checkpoint=best (or latest, or a "
-      "step), --config.eval.ten_crop=False, --config.mesh.model=1 on a single device.")
-
-
-def config_from_flags():
-  """The run's config with the --config.x=y overrides given on the command line."""
-  overrides = config_flags.get_override_values(flags.FLAGS["config"])
-  return read_config(flags.FLAGS.workdir, overrides)
 
 
 # config.json records every field a run had. A field added later is missing from an older

@@ -13,14 +13,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from alexnet_jax import checkpoint
-from alexnet_jax import checkpoint_faults
 from alexnet_jax import evaluate
+from alexnet_jax import finetune
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import paths
 from alexnet_jax import per_class
-from alexnet_jax import preemption
 from alexnet_jax import preprocess
 from alexnet_jax import profiling
 from alexnet_jax import progress
@@ -29,9 +28,10 @@ from alexnet_jax import schedule as schedule_lib
 from alexnet_jax import steps
 from alexnet_jax import stuck
 from alexnet_jax import validate
-from alexnet_jax import weights
-from alexnet_jax import workdir_lock
 from alexnet_jax.data import sources
+from alexnet_jax.faults import checkpoint_faults
+from alexnet_jax.faults import preemption
+from alexnet_jax.faults import workdir_lock
 
 # Batches copied to the devices ahead of the step that needs them.
 DEVICE_PREFETCH = 2
@@ -121,7 +121,7 @@ def _run(s: Setup):
     schedule = schedule_lib.from_dict(schedule, extra["schedule"], log=s.writer.print)
     s.writer.print(f"Resumed from {s.mgr.directory} at step {int(state.step)}.")
   elif config.init_from and not config.eval_only:  # Fine-tuning: a fresh run only.
-    state = state.replace(params=weights.initial_params(config, state.params, s.mesh,
+    state = state.replace(params=finetune.initial_params(config, state.params, s.mesh,
                                                         log=s.writer.print))
   if not config.eval_only and s.writer.active:
     report.write_run_files(s.workdir, input_pipeline.class_names(config),

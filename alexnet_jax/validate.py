@@ -4,7 +4,7 @@ import jax
 
 from alexnet_jax import models
 from alexnet_jax import paths
-from alexnet_jax.data import augment
+from alexnet_jax.data import decoding
 
 
 def check_workdir(workdir):
@@ -34,7 +34,7 @@ def check_settings(config):
                       ("train.weight_decay", config.train.weight_decay)):
     if value < 0:
       raise ValueError(f"config.{name}={value} must not be negative.")
-  augment.resize_of(config)  # Raises for an unknown resize.
+  decoding.resize_of(config)  # Raises for an unknown resize.
   if not 0.0 <= config.train.momentum < 1.0:
     raise ValueError(f"config.train.momentum={config.train.momentum}: in [0, 1) (0.9 in the "
                      "paper, section 5).")

@@ -134,13 +134,13 @@ def tf_decoders():
   TensorFlow's dct_method "" is INTEGER_FAST (libjpeg's JDCT_IFAST); PIL's is JDCT_ISLOW,
   TensorFlow's INTEGER_ACCURATE."""
   import tensorflow as tf
-  from alexnet_jax.data import augment
+  from alexnet_jax.data import decoding
   lo = (256 - CROP) // 2
   window = (slice(lo, lo + CROP), slice(lo, lo + CROP))
   jpeg = lambda method: lambda x: tf.io.decode_jpeg(x, channels=3, dct_method=method)
   return {
       "pipeline's decoder (decode_and_centre_crop)": (
-          lambda x: augment.decode_and_centre_crop(x, 256), None),
+          lambda x: decoding.decode_and_centre_crop(x, 256), None),
       "tf.io.decode_jpeg alone (dct_method '')": (jpeg(""), None),
       "tf.io.decode_jpeg, dct_method=INTEGER_FAST": (jpeg("INTEGER_FAST"), None),
       "tf.io.decode_jpeg, dct_method=INTEGER_ACCURATE": (jpeg("INTEGER_ACCURATE"), None),
@@ -263,7 +263,7 @@ def print_decode(rows, args, num_batches):
 def pipelines(tmp, args, num_batches):
   """The first table: rows (name, images/s or None when skipped, CPU ms/image or None)."""
   print(f"{'pipeline':52s} {'images/s':>9s} {'CPU ms/image':>13s}")
-  # config.data.resize: "antialias" (the default) or "fast" (alexnet_jax/data/augment.py).
+  # config.data.resize: "antialias" (the default) or "fast" (alexnet_jax/data/decoding.py).
   cases = [
       ("tf.data, full-size JPEGs, 1 thread", ours, tmp / "photos", 1, "antialias"),
       ("tf.data, full-size JPEGs, 1 thread, resize=fast", ours, tmp / "photos", 1, "fast"),

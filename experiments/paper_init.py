@@ -19,7 +19,6 @@ import pathlib
 import jax
 import numpy as np
 
-from alexnet_jax import features
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
 from alexnet_jax import model as model_lib
@@ -29,6 +28,7 @@ from alexnet_jax import steps
 from alexnet_jax import train
 from alexnet_jax.configs import common
 from alexnet_jax.configs import paper
+from alexnet_jax.tools import features
 from experiments import cifar10_data
 
 # Each variant is a set of overrides of configs/paper.py; "paper" is the recipe as written.

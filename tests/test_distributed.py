@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from alexnet_jax import checkpoint
-from alexnet_jax import cluster
 from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.faults import cluster
 from tests import tiny_config
 from tests import trees
 
@@ -206,7 +206,7 @@ def test_process_0_without_its_peer_stops_with_a_python_error(tmp_path):
 JOIN = """
 import sys
 import jax
-from alexnet_jax import cluster
+from alexnet_jax.faults import cluster
 from tests import tiny_config
 
 cfg = tiny_config.get_config().distributed

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from alexnet_jax import checkpoint
-from alexnet_jax import checkpoint_faults
 from alexnet_jax import parallel
-from alexnet_jax import preemption
 from alexnet_jax import steps
 from alexnet_jax import train
-from alexnet_jax import workdir_lock
+from alexnet_jax.faults import checkpoint_faults
+from alexnet_jax.faults import preemption
+from alexnet_jax.faults import workdir_lock
 from tests import tiny_config
 from tests import trees
 

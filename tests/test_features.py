@@ -7,10 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import features
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax.data import sources
+from alexnet_jax.tools import common
+from alexnet_jax.tools import features
 
 
 def _write(out, loaded, layers=("fc6", "fc7", "pool5"), **kw):
@@ -38,7 +39,7 @@ def test_features_are_the_networks_maps_with_labels_and_files(loaded, tmp_path):
   eval_step = steps.make_eval_step(config, mesh)
   expected = np.concatenate([
       np.asarray(eval_step(params, parallel.to_global(mesh, b["image"]), consts, False))
-      for b in features.image_batches(config, split, batch_size=8)])[:30]
+      for b in common.image_batches(config, split, batch_size=8)])[:30]
   np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
   fc6_again = np.concatenate([np.maximum(pool5 @ p["fc6"]["kernel"][t] + p["fc6"]["bias"][t], 0)
                               for t in (0, 1)], axis=1)
@@ -49,7 +50,7 @@ def test_features_are_the_networks_maps_with_labels_and_files(loaded, tmp_path):
 def test_a_stopped_extraction_goes_on_where_it_stopped(loaded, tmp_path, monkeypatch):
   whole = tmp_path / "whole"
   _write(whole, loaded, layers=["fc7"])
-  real = features.image_batches
+  real = common.image_batches
 
   def two_batches_then_stop(*args, **kwargs):
     for i, batch in enumerate(real(*args, **kwargs)):

@@ -4,9 +4,10 @@ import jax
 import numpy as np
 from PIL import Image
 
-from alexnet_jax import figures
 from alexnet_jax import parallel
 from alexnet_jax.data import sources
+from alexnet_jax.tools import common
+from alexnet_jax.tools import figures
 
 
 def test_figure3_draws_each_kernel_scaled_to_its_range_tower_0_on_top(loaded, tmp_path):
@@ -56,9 +57,9 @@ def test_figure4_finds_a_training_image_first_at_distance_zero(loaded, tmp_path)
 
 def test_nearest_neighbours_agree_with_a_brute_force_search(loaded):
   config, params, _, mesh, consts = loaded
-  from alexnet_jax import features  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import features  # pylint: disable=g-import-not-at-top
   split = sources.open_split(config, "train")
-  batches = list(features.image_batches(config, split, batch_size=8))
+  batches = list(common.image_batches(config, split, batch_size=8))
   extract = features.make_extract(config, mesh, ["fc7"])
   fc7 = np.concatenate([np.asarray(extract(params, parallel.to_global(mesh, b["image"]),
                                            consts)["fc7"]) for b in batches])

@@ -13,7 +13,7 @@ from PIL import Image
 from alexnet_jax import input_pipeline
 from alexnet_jax import preprocess
 from alexnet_jax.configs import paper
-from alexnet_jax.data import augment
+from alexnet_jax.data import decoding
 from alexnet_jax.data import generated
 from alexnet_jax.data import prepare
 from alexnet_jax.data import sources
@@ -100,7 +100,7 @@ def test_imagenet2012_through_real_tfds_builder(tmp_path):
   labels = np.concatenate([b["label"][b["mask"]] for b in batches])
   assert sorted(labels) == sorted(names.index(w) for w in val_labels)
   # Images come through unchanged: each is one of the photos, decoded.
-  expected = {digest(augment.decode_and_centre_crop(tf.constant(p.read_bytes())).numpy())
+  expected = {digest(decoding.decode_and_centre_crop(tf.constant(p.read_bytes())).numpy())
               for p in photos[:5]}
   got = {digest(x) for b in batches for x in b["image"][b["mask"]]}
   assert got == expected
@@ -144,7 +144,7 @@ def test_prepare_writes_256_copies(tmp_path):
   assert prepare.write_split(config, "train", str(tmp_path / "out")) == 3
   for k, photo in enumerate(photos):
     copy = tmp_path / "out" / "train" / f"c{k % 2}" / (photo.stem + ".jpg")
-    ours = augment.decode_and_centre_crop(tf.constant(photo.read_bytes())).numpy()
+    ours = decoding.decode_and_centre_crop(tf.constant(photo.read_bytes())).numpy()
     written = np.asarray(Image.open(copy), np.float32)
     assert written.shape == (256, 256, 3)
     assert np.abs(written - ours).mean() < 3.0  # JPEG q95, 4:2:0 chroma, of the same pixels.
@@ -196,12 +196,12 @@ def test_cifar10_as_image_folder(cifar_root, cache):
 @needs_samples
 def test_greyscale_jpeg_and_png_come_out_rgb(tmp_path):
   for name in GREY:
-    image = augment.decode_and_centre_crop(tf.io.read_file(str(SAMPLES / f"{name}.JPEG")), 256)
+    image = decoding.decode_and_centre_crop(tf.io.read_file(str(SAMPLES / f"{name}.JPEG")), 256)
     assert image.shape == (256, 256, 3)
     np.testing.assert_array_equal(image[..., 0], image[..., 2])
   grey = np.arange(40 * 30, dtype=np.uint8).reshape(40, 30) % 251
   Image.fromarray(grey).save(tmp_path / "g.png")
-  image = augment.decode_and_centre_crop(tf.io.read_file(str(tmp_path / "g.png")), 30).numpy()
+  image = decoding.decode_and_centre_crop(tf.io.read_file(str(tmp_path / "g.png")), 30).numpy()
   np.testing.assert_array_equal(image, np.repeat(grey[5:35, :, None], 3, axis=2))
 
 
@@ -247,8 +247,8 @@ def test_ops_equal_eagerly_and_in_tf_data():
   data = tf.constant((SAMPLES / "n01440764_tench.JPEG").read_bytes())
   big = tf.constant(sorted(SAMPLES.glob("*.JPEG"), key=os.path.getsize)[-1].read_bytes())
   ops = [
-      (lambda d: augment.decode_and_centre_crop(d, 256), (data,)),
-      (lambda d: augment.decode_and_centre_crop(d, 96), (big,)),  # DCT-scaled decode.
+      (lambda d: decoding.decode_and_centre_crop(d, 256), (data,)),
+      (lambda d: decoding.decode_and_centre_crop(d, 96), (big,)),  # DCT-scaled decode.
   ]
   for fn, args in ops:
     np.testing.assert_array_equal(fn(*args).numpy(), _in_tf_data(fn, *args))
@@ -264,7 +264,7 @@ def test_reduced_size_decode_is_close_to_full_decode():
   square = rgb.crop((*box, box[0] + side, box[1] + side))
   full, lanczos = [np.asarray(square.resize((256, 256), f), np.float32)
                    for f in (Image.BILINEAR, Image.LANCZOS)]
-  ours = augment.decode_and_centre_crop(tf.constant(photo.read_bytes()), 256, "fast").numpy()
+  ours = decoding.decode_and_centre_crop(tf.constant(photo.read_bytes()), 256, "fast").numpy()
   # DCT scaling + bilinear departs from a full decode + PIL's bilinear by less than PIL's own
   # Lanczos filter does (3.7 vs 4.1 grey levels on this photo): a choice of filter, no more.
   assert np.abs(ours.astype(np.float32) - full).mean() < np.abs(lanczos - full).mean()
@@ -287,7 +287,7 @@ def test_antialiased_resize_is_pils_and_the_fast_one_is_not():
   for photo in sorted(SAMPLES.glob("*.JPEG")):
     pil = _pil_256(photo)
     for resize, out in diffs.items():
-      ours = augment.decode_and_centre_crop(tf.constant(photo.read_bytes()), 256, resize)
+      ours = decoding.decode_and_centre_crop(tf.constant(photo.read_bytes()), 256, resize)
       out.append(float(np.abs(ours.numpy().astype(np.float32) - pil).mean()))
   antialias, fast = np.array(diffs["antialias"]), np.array(diffs["fast"])
   assert antialias.max() < 2.0, (antialias.max(), antialias.mean())
@@ -297,7 +297,7 @@ def test_antialiased_resize_is_pils_and_the_fast_one_is_not():
 def test_statistics_equal_numpy(cache):
   config = small_config(cache)
   split = sources.open_split(config, "train")
-  images = np.stack([augment.decode_and_centre_crop(tf.io.read_file(p), 64).numpy()
+  images = np.stack([decoding.decode_and_centre_crop(tf.io.read_file(p), 64).numpy()
                      for p in split.paths]).astype(np.float64)
   got = stats.compute_stats(config)
   assert got["num_images"] == 40

@@ -13,7 +13,7 @@ ENV = dict(os.environ, JAX_PLATFORMS="cpu")  # Run from ROOT: `tests` imports fr
 CHILD = """
 import logging, sys, warnings
 from absl import logging as absl_logging
-from alexnet_jax import logs
+from alexnet_jax.faults import logs
 from ml_collections import ConfigDict
 distributed = ConfigDict({"mode": sys.argv[2], "process_id": int(sys.argv[3])})
 print(logs.setup(sys.argv[1], distributed), flush=True)

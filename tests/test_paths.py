@@ -4,7 +4,7 @@ import os
 import pathlib
 
 from alexnet_jax import paths
-from alexnet_jax import workdir_lock
+from alexnet_jax.faults import workdir_lock
 
 
 def test_a_local_workdir_is_the_pathlib_path_it_was(tmp_path):

@@ -10,10 +10,10 @@ import pytest
 
 from alexnet_jax import input_pipeline
 from alexnet_jax import parallel
-from alexnet_jax import predict
 from alexnet_jax import restore
 from alexnet_jax import steps
 from alexnet_jax.data import sources
+from alexnet_jax.tools import predict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_the_command_prints_json_and_reports_bad_files(tiny_run, tmp_path):
   bad = tmp_path / "broken.jpg"
   bad.write_bytes(b"not an image")
   done = subprocess.run(
-      [sys.executable, "-m", "alexnet_jax.predict", f"--workdir={tiny_run.workdir}", "--json",
+      [sys.executable, "-m", "alexnet_jax.tools.predict", f"--workdir={tiny_run.workdir}", "--json",
        "--top=3", "--config.eval.checkpoint=best", str(folder), str(bad)],
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert done.returncode == 1, done.stderr[-3000:]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from alexnet_jax import preemption
+from alexnet_jax.faults import preemption
 
 pytestmark = pytest.mark.slow  # Real processes: see setup.cfg's markers.
 
@@ -22,7 +22,7 @@ ENV = dict(os.environ, JAX_PLATFORMS="cpu")  # Run from ROOT: `tests` imports fr
 LOOP = """
 import sys, time
 import jax
-from alexnet_jax import preemption
+from alexnet_jax.faults import preemption
 
 if len(sys.argv) > 1:
   jax.distributed.initialize("127.0.0.1:" + sys.argv[1], 2, int(sys.argv[2]),

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from alexnet_jax import model
-from alexnet_jax import stuck
 from alexnet_jax import steps
+from alexnet_jax import stuck
 from alexnet_jax import train
 from alexnet_jax.configs import paper
 from alexnet_jax.configs import recipes

@@ -13,12 +13,12 @@ import jax
 import numpy as np
 import pytest
 
+from alexnet_jax import finetune
 from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import restore
 from alexnet_jax import steps
 from alexnet_jax import train
-from alexnet_jax import weights
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats
 from tests import trees
@@ -34,7 +34,7 @@ def _numpy(tree):
 def test_export_writes_the_documented_layout_and_import_gives_identical_logits(tiny_run,
                                                                               tmp_path):
   out = tmp_path / "tiny.npz"
-  done = subprocess.run([sys.executable, "-m", "alexnet_jax.weights",
+  done = subprocess.run([sys.executable, "-m", "alexnet_jax.tools.weights",
                          f"--workdir={tiny_run.workdir}", f"--out={out}"],
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -49,10 +49,10 @@ def test_export_writes_the_documented_layout_and_import_gives_identical_logits(t
   assert meta["class_names"][0] == "00_disc_solid" and meta["model"]["width"] == 0.125
 
   config, params, _ = restore.load_run(tiny_run.workdir)
-  loaded, _ = weights.load(out)
+  loaded, _ = finetune.load(out)
   trees.assert_trees_equal(loaded, _numpy(params))
   mesh = steps.make_mesh(config)
-  placed = jax.tree.map(lambda x, like: weights.place(x, like.sharding), loaded, params)
+  placed = jax.tree.map(lambda x, like: finetune.place(x, like.sharding), loaded, params)
   consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
   images = parallel.to_global(mesh, np.random.default_rng(0).integers(
       0, 256, (8, 72, 72, 3), dtype=np.uint8))
@@ -86,7 +86,7 @@ def test_finetuning_starts_from_the_given_weights(tiny_run, tmp_path):
   config, params, _ = restore.load_run(tiny_run.workdir)
   params = _numpy(params)
   params["fc8"] = jax.tree.map(np.zeros_like, params["fc8"])
-  npz = weights.save(tmp_path / "zero_fc8.npz", params, config=config, class_names=[], step=30)
+  npz = finetune.save(tmp_path / "zero_fc8.npz", params, config=config, class_names=[], step=30)
   fresh_first = next(r["train_loss"] for r in metrics.read_jsonl(
       tiny_run.workdir / "metrics.jsonl") if r["step"] == 1)
   assert abs(fresh_first - math.log(10)) > 0.01
@@ -114,10 +114,10 @@ def test_finetuning_on_fewer_classes_resets_fc8_and_trains(tiny_run, tmp_path):
   fresh = steps.create_train_state(config, mesh).params
   with pytest.raises(ValueError, match=r"fc8/bias has shape \(2, 5\) there but \(2, 2\) in this "
                                        r"run's network; set --config.init_reset=fc8"):
-    weights.initial_params(config, fresh, mesh)
+    finetune.initial_params(config, fresh, mesh)
 
   config.init_reset = "fc8"
-  start = _numpy(weights.initial_params(config, fresh, mesh, log=lambda _: None))
+  start = _numpy(finetune.initial_params(config, fresh, mesh, log=lambda _: None))
   _, source_params, _ = restore.load_run(tiny_run.workdir, "30")
   source_params = _numpy(source_params)
   for layer in ("conv1", "conv5", "fc7"):

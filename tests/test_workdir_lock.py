@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from alexnet_jax import workdir_lock
+from alexnet_jax.faults import workdir_lock
 
 pytestmark = pytest.mark.slow  # Real processes: see setup.cfg's markers.
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HOLD = """
 import sys, time
-from alexnet_jax import workdir_lock
+from alexnet_jax.faults import workdir_lock
 lock = workdir_lock.acquire(sys.argv[1], int(sys.argv[2]))
 print("locked" if lock else "not locked", flush=True)
 time.sleep(float(sys.argv[3]))

@@ -17,7 +17,7 @@ import os
 import tensorflow as tf
 
 from alexnet_jax import progress
-from alexnet_jax.data import augment
+from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
 
 
@@ -44,7 +44,7 @@ def write_split(config, split_name, out, quality=95):
   size = config.data.resize_size
 
   def encode(data, label, stem):
-    image = augment.decode_and_centre_crop(data, size, augment.resize_of(config))
+    image = decoding.decode_and_centre_crop(data, size, decoding.resize_of(config))
     return tf.io.encode_jpeg(image, quality=quality), label, stem
 
   ds = _named_records(config, split).map(

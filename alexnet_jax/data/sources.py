@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
-from alexnet_jax.data import augment
+from alexnet_jax.data import decoding
 from alexnet_jax.data import generated
 from alexnet_jax.data import tiny_imagenet
 
@@ -251,7 +251,7 @@ def find_unreadable(paths, threads=0):
   """[(path, error)] for the files that fail to decode, using the pipeline's own decoder at
   1/8 scale where possible (fast: it still reads every byte of the entropy-coded data)."""
   paths = np.asarray(paths)
-  decode = lambda i: augment.decode_and_centre_crop(tf.io.read_file(tf.gather(paths, i)), 32)
+  decode = lambda i: decoding.decode_and_centre_crop(tf.io.read_file(tf.gather(paths, i)), 32)
   # The sum keeps the decode alive: a static shape alone would let grappler prune it.
   ds = tf.data.Dataset.range(len(paths)).map(
       lambda i: (i, tf.reduce_sum(decode(i))),
@@ -265,7 +265,7 @@ def find_unreadable(paths, threads=0):
 def decode_error(path):
   """The error message decoding `path` gives, or None when it decodes."""
   try:
-    augment.decode_and_centre_crop(tf.io.read_file(str(path)), 32)
+    decoding.decode_and_centre_crop(tf.io.read_file(str(path)), 32)
   except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError) as e:
     message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", e.message.strip().splitlines()[0])
     return re.sub(r"\s*\[Op:.*$", "", message)

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_jax import progress
-from alexnet_jax.data import augment
+from alexnet_jax.data import decoding
 from alexnet_jax.data import generated
 from alexnet_jax.data import sources
 
@@ -65,8 +65,8 @@ def _images(config, split, max_images):
   ds = ds.map(lambda data, label: data)
   if max_images:
     ds = ds.take(max_images)
-  resize = augment.resize_of(config)
-  ds = ds.map(lambda data: augment.decode_and_centre_crop(data, size, resize),
+  resize = decoding.resize_of(config)
+  ds = ds.map(lambda data: decoding.decode_and_centre_crop(data, size, resize),
               num_parallel_calls=config.data.threads or tf.data.AUTOTUNE)
   return ds.batch(64).prefetch(2).as_numpy_iterator()
 

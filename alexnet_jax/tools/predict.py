@@ -1,6 +1,6 @@
 r"""A trained network on your own photos: the top-5 classes of each, with their probabilities.
 
-    python -m alexnet_jax.predict --workdir=workdirs/demo photo.jpg more_photos/ \
+    python -m alexnet_jax.tools.predict --workdir=workdirs/demo photo.jpg more_photos/ \
         [--ten_crop] [--json] [--top=5] [--config.eval.checkpoint=best]
 
 Each image goes through evaluation's preprocessing exactly: decoded on the host as the input
@@ -26,8 +26,9 @@ from alexnet_jax import parallel
 from alexnet_jax import restore
 from alexnet_jax import runtime
 from alexnet_jax import steps
-from alexnet_jax.data import augment
+from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
+from alexnet_jax.tools import common
 
 
 def find_images(args):
@@ -49,35 +50,14 @@ def find_images(args):
   return paths
 
 
-def decoded_batches(paths, size, batch_size, resize="antialias"):
-  """(uint8 [batch_size, size, size, 3], rows) batches of the images at `paths`, decoded as
-  the input pipeline decodes them (augment.decode_and_centre_crop); the last batch is padded
-  with zeros and `rows` says how many rows are images. The paths must decode."""
-  ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str)).map(
-      lambda p: augment.decode_and_centre_crop(tf.io.read_file(p), size, resize),
-      num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
-  for images in ds.as_numpy_iterator():
-    rows = len(images)
-    if rows < batch_size:
-      images = np.concatenate([images, np.zeros((batch_size - rows,) + images.shape[1:],
-                                                images.dtype)])
-    yield images, rows
-
-
-def readable(paths):
-  """(paths that decode, [(path, one-line error)] of those that do not)."""
-  bad = dict(sources.find_unreadable(paths)) if paths else {}
-  return [p for p in paths if p not in bad], list(bad.items())
-
-
 def logits(config, params, mesh, consts, paths, *, ten_crop=False, batch_size=None):
   """float32 [n, K] (centre crop) or [n, 10, K] (ten crops): the evaluation step's logits of
   the images at `paths` (which must decode), computed as evaluation computes them."""
   eval_step = steps.make_eval_step(config, mesh)
   batch_size = batch_size or config.eval.batch_size
   out = []
-  for images, rows in decoded_batches(paths, config.data.resize_size, batch_size,
-                                      augment.resize_of(config)):
+  for images, rows in common.decoded_batches(paths, config.data.resize_size, batch_size,
+                                      decoding.resize_of(config)):
     batch = eval_step(params, parallel.to_global(mesh, images), consts, ten_crop)
     out.append(np.asarray(jax.device_get(batch))[:rows])
   num_classes = config.model.num_classes
@@ -109,10 +89,10 @@ def main(argv):
   if len(argv) < 2:
     raise app.UsageError("Name one or more image files or folders after the flags.")
   f = flags.FLAGS
-  config = restore.config_from_flags()
+  config = common.config_from_flags()
   runtime.configure_jax(config.mesh.num_cpu_devices)
   tf.config.set_visible_devices([], "GPU")
-  good, bad = readable(find_images(argv[1:]))
+  good, bad = common.readable(find_images(argv[1:]))
   for path, message in bad:
     print(f"{path}: cannot be decoded: {message}", file=sys.stderr)
   config, params, step = restore.load_run(f.workdir, config=config)
@@ -132,7 +112,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  restore.define_flags()
+  common.define_flags()
   flags.DEFINE_bool("ten_crop", False, "Average the softmax over the ten crops (4.1).")
   flags.DEFINE_bool("json", False, "Print JSON for scripts instead of text.")
   flags.DEFINE_integer("top", 5, "How many classes to list per image.")

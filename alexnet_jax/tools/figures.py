@@ -1,6 +1,6 @@
 r"""The paper's figures 3 and 4 for a trained run.
 
-    python -m alexnet_jax.figures --workdir=workdirs/demo --out=experiments/results/demo \
+    python -m alexnet_jax.tools.figures --workdir=workdirs/demo --out=experiments/results/demo \
         [--figures=fig3,fig4] [--queries=a.jpg,b.jpg] [--num_queries=5] [--neighbours=6] \
         [--max_train=0] [--config.eval.checkpoint=best]
 
@@ -26,15 +26,15 @@ from absl import app
 from absl import flags
 from PIL import Image, ImageDraw
 
-from alexnet_jax import features
 from alexnet_jax import parallel
-from alexnet_jax import predict
 from alexnet_jax import progress
 from alexnet_jax import restore
-from alexnet_jax import steps
 from alexnet_jax import runtime
-from alexnet_jax.data import augment
+from alexnet_jax import steps
+from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
+from alexnet_jax.tools import common
+from alexnet_jax.tools import features
 
 FIG3_COLUMNS = 16   # The paper's figure 3: 16 kernels to a row, 3 rows per tower.
 FIG3_SCALE = 4      # Each kernel pixel as 4x4 pixels.
@@ -106,7 +106,7 @@ def nearest_training_images(config, params, mesh, consts, queries, *, k=6, max_t
   best_i = np.full((len(queries), k), -1, np.int64)
   best_images = np.zeros((len(queries), k) + queries.shape[1:], np.uint8)
   with progress.Progress(total, "figure 4: fc7 of the training images") as bar:
-    for batch in features.image_batches(config, split, batch_size=batch_size, stop=total):
+    for batch in common.image_batches(config, split, batch_size=batch_size, stop=total):
       fc7 = extract(params, parallel.to_global(mesh, batch["image"]), consts)["fc7"]
       d = np.asarray(jax.device_get(_distances(query_fc7, fc7)), np.float64)
       d[:, ~batch["mask"]] = np.inf
@@ -172,18 +172,18 @@ def query_images(config, split_name, files, num):
   through the split (in a class-sorted folder: different classes)."""
   size = config.data.resize_size
   if files:
-    good, bad = predict.readable(files)
+    good, bad = common.readable(files)
     if bad:
       raise ValueError("".join(f"{p}: cannot be decoded: {m}\n" for p, m in bad).strip())
-    batches = predict.decoded_batches(good, size, len(good), augment.resize_of(config))
+    batches = common.decoded_batches(good, size, len(good), decoding.resize_of(config))
     images = np.concatenate([b[:n] for b, n in batches])
     return images, list(good)
   split = sources.open_checked_split(config, split_name)
   picks = np.unique(np.linspace(0, split.num_examples - 1, num).round().astype(np.int64))
-  names = features.file_names(split)
+  names = common.file_names(split)
   images = []
   for index in picks:
-    batch = next(features.image_batches(config, split, batch_size=1, start=int(index),
+    batch = next(common.image_batches(config, split, batch_size=1, start=int(index),
                                         stop=int(index) + 1))
     images.append(batch["image"][0])
   return np.stack(images), [names[i] for i in picks]
@@ -201,7 +201,7 @@ def write_fig4(out, config, params, mesh, consts, *, files=(), num_queries=5, k=
   centre = lambda x: x[..., lo:lo + crop, lo:lo + crop, :]  # noqa: E731  What the net saw.
   png = pathlib.Path(out) / "fig4.png"
   Image.fromarray(fig4_image(centre(queries), centre(images), d)).save(png)
-  train_names = features.file_names(sources.open_checked_split(config, config.data.train_split))
+  train_names = common.file_names(sources.open_checked_split(config, config.data.train_split))
   rows = [{"query": name, "neighbours": [{"file": train_names[i], "index": int(i),
                                           "distance": float(x)} for i, x in zip(ri, rd)]}
           for name, ri, rd in zip(names, idx, d)]
@@ -213,7 +213,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  config = restore.config_from_flags()
+  config = common.config_from_flags()
   runtime.configure_jax(config.mesh.num_cpu_devices)
   tf.config.set_visible_devices([], "GPU")
   config, params, step = restore.load_run(f.workdir, config=config)
@@ -232,7 +232,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  restore.define_flags()
+  common.define_flags()
   flags.DEFINE_string("out", None, "Folder for fig3.png, fig4.png and fig4.json.", required=True)
   flags.DEFINE_list("figures", ["fig3", "fig4"], "Which figures.")
   flags.DEFINE_list("queries", [], "Query image files for figure 4 (default: evaluation images).")

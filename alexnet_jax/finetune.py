@@ -1,7 +1,6 @@
-r"""The network's parameters as one `.npz`, out and in; fine-tuning starts from one.
+r"""The network's parameters as one `.npz` (tools/weights.py writes it), and fine-tuning's
+start from one, from another run's workdir or one of its steps:
 
-    python -m alexnet_jax.weights --workdir=workdirs/demo --out=demo.npz \
-        [--config.eval.checkpoint=best]
     python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/finetune \
         --config.init_from=demo.npz --config.init_reset=fc8
 
@@ -22,12 +21,8 @@ import pathlib
 
 import jax
 import numpy as np
-from absl import app
-from absl import flags
 
-from alexnet_jax import models
 from alexnet_jax import restore
-from alexnet_jax import runtime
 
 FORMAT = "alexnet_jax.weights/1"
 META_KEY = "meta"
@@ -73,11 +68,11 @@ def load(path):
   path = pathlib.Path(path).expanduser()
   if not path.exists():
     raise FileNotFoundError(f"No weights file {path} (config.init_from): export one with "
-                            "python -m alexnet_jax.weights --workdir=RUN --out=FILE.npz.")
+                            "python -m alexnet_jax.tools.weights --workdir=RUN --out=FILE.npz.")
   with np.load(path, allow_pickle=False) as f:
     if META_KEY not in f.files or json.loads(str(f[META_KEY])).get("format") != FORMAT:
       raise ValueError(f"{path} is not a weights file of this package (no {FORMAT!r} meta); "
-                       "export one with python -m alexnet_jax.weights.")
+                       "export one with python -m alexnet_jax.tools.weights.")
     meta = json.loads(str(f[META_KEY]))
     flat = {k: f[k] for k in f.files if k not in (META_KEY, MEAN_KEY)}
   return unflatten(flat), meta
@@ -139,25 +134,3 @@ def place(value, sharding):
     return value
   value = np.asarray(value, np.float32)
   return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = restore.config_from_flags()
-  runtime.configure_jax(config.mesh.num_cpu_devices)
-  workdir = flags.FLAGS.workdir
-  config, params, step = restore.load_run(workdir, config=config)
-  path = save(flags.FLAGS.out, params, config=config, step=step,
-              class_names=restore.class_names(workdir, config),
-              mean=restore.constants(workdir, config)["mean"])
-  count = models.count_params(params)
-  print(f"Step {step} of {workdir}: {count:,} parameters -> {path}")
-  for name, value in flatten(params).items():
-    print(f"  {name:<12} {str(value.shape):<24} {value.dtype}")
-
-
-if __name__ == "__main__":
-  restore.define_flags()
-  flags.DEFINE_string("out", None, "The .npz to write.", required=True)
-  app.run(main)

@@ -1,6 +1,6 @@
 r"""A trained network's activations for a whole split, for linear probes and retrieval.
 
-    python -m alexnet_jax.features --workdir=workdirs/demo --out=features/demo \
+    python -m alexnet_jax.tools.features --workdir=workdirs/demo --out=features/demo \
         [--layers=fc6,fc7] [--split=val] [--pool=flatten] [--config.eval.checkpoint=best]
 
 writes, in --out:
@@ -28,10 +28,10 @@ from alexnet_jax import parallel
 from alexnet_jax import preprocess
 from alexnet_jax import progress
 from alexnet_jax import restore
-from alexnet_jax import steps
 from alexnet_jax import runtime
-from alexnet_jax.data import augment
+from alexnet_jax import steps
 from alexnet_jax.data import sources
+from alexnet_jax.tools import common
 
 POOLS = ("flatten", "mean")
 
@@ -72,33 +72,6 @@ def make_extract(config, mesh, layers, pool="flatten"):
   return extract
 
 
-def image_batches(config, split, *, batch_size, start=0, stop=None):
-  """{"image" uint8 [b, R, R, 3], "label", "index", "mask"} of examples start..stop of `split`
-  (a sources.Split) in stored order, decoded as evaluation decodes; the last batch padded."""
-  stop = split.num_examples if stop is None else min(stop, split.num_examples)
-  if split.paths is not None:
-    ds = sources.records(config, split, indices=tf.data.Dataset.range(start, stop))
-  else:
-    ds = progress.skip(sources.records(config, split), start).take(stop - start)
-  size = config.data.resize_size
-  ds = tf.data.Dataset.zip(ds, tf.data.Dataset.range(start, stop)).map(
-      lambda record, index: {"image": augment.decode_and_centre_crop(
-          record[0], size, augment.resize_of(config)),
-                             "label": record[1], "index": index, "mask": tf.constant(True)},
-      num_parallel_calls=config.data.threads or tf.data.AUTOTUNE)
-  padding = {"image": tf.zeros([size, size, 3], tf.uint8), "label": tf.constant(0, tf.int32),
-             "index": tf.constant(-1, tf.int64), "mask": tf.constant(False)}
-  pad = -(stop - start) % batch_size
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad))
-  return ds.batch(batch_size).prefetch(2).as_numpy_iterator()
-
-
-def file_names(split):
-  if split.paths is not None:
-    return [str(p) for p in split.paths]
-  return [f"{split.name}[{i}]" for i in range(split.num_examples)]
-
-
 def write_split(out, *, config, params, step, mesh, consts, split_name, layers, pool,
                 batch_size, limit=0):
   """Writes (or goes on writing) the files above; returns the number of rows."""
@@ -118,10 +91,10 @@ def write_split(out, *, config, params, step, mesh, consts, split_name, layers, 
             for k, d in dims.items()}
   labels = np.lib.format.open_memmap(out / "labels.npy", mode, np.int32, (n,))
   if not done:
-    (out / "files.txt").write_text("\n".join(file_names(split)[:n]) + "\n")
+    (out / "files.txt").write_text("\n".join(common.file_names(split)[:n]) + "\n")
   with progress.Progress(n, f"features of {split_name}", every_s=30.0) as bar:
     bar.update(done)
-    for batch in image_batches(config, split, batch_size=batch_size, start=done, stop=n):
+    for batch in common.image_batches(config, split, batch_size=batch_size, start=done, stop=n):
       rows = int(batch["mask"].sum())
       feats = jax.device_get(extract(params, parallel.to_global(mesh, batch["image"]), consts))
       for k, v in feats.items():
@@ -155,7 +128,7 @@ def _resume_point(out, record):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = restore.config_from_flags()
+  config = common.config_from_flags()
   runtime.configure_jax(config.mesh.num_cpu_devices)
   tf.config.set_visible_devices([], "GPU")
   f = flags.FLAGS
@@ -171,7 +144,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  restore.define_flags()
+  common.define_flags()
   flags.DEFINE_string("out", None, "Folder for the .npy files.", required=True)
   flags.DEFINE_list("layers", ["fc6", "fc7"], "Maps to write (conv1-5, norm1-2, pool1/2/5, "
                     "fc6, fc7).")

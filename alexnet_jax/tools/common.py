@@ -1,0 +1,77 @@
+"""What the commands reading a trained run share: their flags (--workdir and overrides of the
+run's config) and the decoding of image files and splits, as evaluation decodes them (shorter
+side to config.data.resize_size, the central square; the crops are cut on the device)."""
+import numpy as np
+import tensorflow as tf
+from absl import flags
+from ml_collections import config_flags
+
+from alexnet_jax import progress
+from alexnet_jax import restore
+from alexnet_jax.configs import paper
+from alexnet_jax.data import decoding
+from alexnet_jax.data import sources
+
+
+def define_flags():
+  """--workdir, and --config.x=y overrides of the run's config (config_from_flags)."""
+  flags.DEFINE_string("workdir", None, "A training run's folder (config.json, checkpoints/).",
+                      required=True)
+  config_flags.DEFINE_config_dict(
+      "config", paper.get_config(),
+      "Overrides of the run's config.json, e.g. --config.eval.checkpoint=best (or latest, or a "
+      "step), --config.eval.ten_crop=False, --config.mesh.model=1 on a single device.")
+
+
+def config_from_flags():
+  """The run's config with the --config.x=y overrides given on the command line."""
+  overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  return restore.read_config(flags.FLAGS.workdir, overrides)
+
+
+def decoded_batches(paths, size, batch_size, resize="antialias"):
+  """(uint8 [batch_size, size, size, 3], rows) batches of the images at `paths`, decoded as
+  the input pipeline decodes them (decoding.decode_and_centre_crop); the last batch is padded
+  with zeros and `rows` says how many rows are images. The paths must decode."""
+  ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str)).map(
+      lambda p: decoding.decode_and_centre_crop(tf.io.read_file(p), size, resize),
+      num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+  for images in ds.as_numpy_iterator():
+    rows = len(images)
+    if rows < batch_size:
+      images = np.concatenate([images, np.zeros((batch_size - rows,) + images.shape[1:],
+                                                images.dtype)])
+    yield images, rows
+
+
+def readable(paths):
+  """(paths that decode, [(path, one-line error)] of those that do not)."""
+  bad = dict(sources.find_unreadable(paths)) if paths else {}
+  return [p for p in paths if p not in bad], list(bad.items())
+
+
+def image_batches(config, split, *, batch_size, start=0, stop=None):
+  """{"image" uint8 [b, R, R, 3], "label", "index", "mask"} of examples start..stop of `split`
+  (a sources.Split) in stored order, decoded as evaluation decodes; the last batch padded."""
+  stop = split.num_examples if stop is None else min(stop, split.num_examples)
+  if split.paths is not None:
+    ds = sources.records(config, split, indices=tf.data.Dataset.range(start, stop))
+  else:
+    ds = progress.skip(sources.records(config, split), start).take(stop - start)
+  size = config.data.resize_size
+  ds = tf.data.Dataset.zip(ds, tf.data.Dataset.range(start, stop)).map(
+      lambda record, index: {"image": decoding.decode_and_centre_crop(
+          record[0], size, decoding.resize_of(config)),
+                             "label": record[1], "index": index, "mask": tf.constant(True)},
+      num_parallel_calls=config.data.threads or tf.data.AUTOTUNE)
+  padding = {"image": tf.zeros([size, size, 3], tf.uint8), "label": tf.constant(0, tf.int32),
+             "index": tf.constant(-1, tf.int64), "mask": tf.constant(False)}
+  pad = -(stop - start) % batch_size
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad))
+  return ds.batch(batch_size).prefetch(2).as_numpy_iterator()
+
+
+def file_names(split):
+  if split.paths is not None:
+    return [str(p) for p in split.paths]
+  return [f"{split.name}[{i}]" for i in range(split.num_examples)]
