@@ -56,7 +56,6 @@ def train_iterator(config, *, batch_size, slice_index=0, slice_count=1, start_st
   """
   b, d = _share(batch_size, slice_count), config.data
   decoded_cache.mode_of(config)
-  _crop_size(config)
   split = sources.open_checked_split(config, d.train_split)
   cached, threads = _cached_images(config, split, slice_index), d.threads or tf.data.AUTOTUNE
   if cached is not None:
@@ -82,7 +81,6 @@ def eval_iterator(config, split, *, batch_size, slice_index=0, slice_count=1):
   """
   b, d = _share(batch_size, slice_count), config.data
   decoded_cache.mode_of(config)
-  _crop_size(config)
   split = sources.open_checked_split(config, split)
   counts = sources.slice_sizes(config, split, slice_count)
   num_batches = math.ceil(max(counts) / b)
@@ -151,14 +149,6 @@ def _gathered_eval_batches(images, labels, lo, count, b, num_batches):
     batch["image"][:n] = images[start:start + n]
     batch["label"][:n] = labels[start:start + n]
     yield batch
-
-
-def _crop_size(config):
-  crop, size = config.model.image_size, config.data.resize_size
-  if crop > size:
-    raise ValueError(f"config.model.image_size={crop} crops cannot come from images of "
-                     f"config.data.resize_size={size}: make resize_size at least image_size.")
-  return crop
 
 
 def _share(batch_size, slice_count):

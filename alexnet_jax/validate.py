@@ -4,6 +4,7 @@ import jax
 
 from alexnet_jax import models
 from alexnet_jax import paths
+from alexnet_jax.data import decoded_cache
 from alexnet_jax.data import decoding
 
 
@@ -35,6 +36,11 @@ def check_settings(config):
     if value < 0:
       raise ValueError(f"config.{name}={value} must not be negative.")
   decoding.resize_of(config)  # Raises for an unknown resize.
+  decoded_cache.mode_of(config)  # And for a decoded cache that cannot be made.
+  crop, size = config.model.image_size, config.data.resize_size
+  if crop > size:
+    raise ValueError(f"config.model.image_size={crop} crops cannot come from images of "
+                     f"config.data.resize_size={size}: make resize_size at least image_size.")
   if not 0.0 <= config.train.momentum < 1.0:
     raise ValueError(f"config.train.momentum={config.train.momentum}: in [0, 1) (0.9 in the "
                      "paper, section 5).")

@@ -23,8 +23,11 @@ def config_with(cache_dir, **fields):
   config.train.update(num_steps=1)
   config.eval.update(ten_crop=False)
   for key, value in fields.items():
-    section, name = key.split("__")
-    config[section][name] = value
+    *parents, name = key.split("__")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[name] = value
   return config
 
 
@@ -79,6 +82,15 @@ ROWS = [
      "config.model.width=0.0 must be positive"),
     ("mesh.model=3", lambda c, t: config_with(c, mesh__model=3), ValueError,
      "config.mesh.model=3"),
+    ("crops larger than the images", lambda c, t: config_with(c, model__image_size=80),
+     ValueError, "config.model.image_size=80 crops cannot come from images of "
+     "config.data.resize_size=72"),
+    ("a decoded cache of a streamed TFDS split",
+     lambda c, t: config_with(c, data__source="tfds", data__decoded_cache="memory"), ValueError,
+     "config.data.decoded_cache='memory' needs an indexed split"),
+    ("a negative per-layer weight scale",
+     lambda c, t: config_with(c, model__layer_weight_std__fc6=-0.1), ValueError,
+     "config.model.layer_weight_std.fc6=-0.1"),
     ("a batch the devices do not divide", lambda c, t: config_with(c, train__batch_size=7),
      ValueError, "config.train.batch_size=7 does not split evenly over the 2 devices"),
     ("an empty image folder", lambda c, t: folder_config(c, _empty(t)), FileNotFoundError,

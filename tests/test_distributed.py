@@ -320,15 +320,6 @@ def test_bad_distributed_settings_are_named(fields, message, monkeypatch):
     cluster.initialize(_distributed(**fields))
 
 
-def test_waiting_for_a_listening_coordinator_returns():
-  with socket.socket() as server:
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    cluster.wait_for_coordinator(f"127.0.0.1:{server.getsockname()[1]}", 5)
-  with pytest.raises(ValueError, match="host:port"):
-    cluster.wait_for_coordinator("no-port", 1)
-
-
 def test_processes_that_see_different_checkpoints_all_stop_saying_so(reference, tmp_path):
   """Process 0's workdir holds the reference run's step 3, process 1's none (a workdir that
   is not one shared filesystem): both stop with one line naming what each saw."""

@@ -91,10 +91,6 @@ def _arguments(cfg):
   return kwargs
 
 
-def wait_for_coordinator(address, timeout_s, poll_s=0.5):
-  """Waits until `address` ("host:port") accepts a TCP connection; raises after timeout_s."""
-  host, port = _split(address)
-  _connect(host, port, address, timeout_s, time.monotonic() + timeout_s, poll_s).close()
 
 _HELLO = "alexnet_jax rendezvous"
 _GRACE_S = 10  # For a connected peer's reply, and for it to hang up after "go".
