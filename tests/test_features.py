@@ -59,12 +59,12 @@ def test_a_stopped_extraction_goes_on_where_it_stopped(loaded, tmp_path, monkeyp
       yield batch
 
   stopped = tmp_path / "stopped"
-  monkeypatch.setattr(features, "image_batches", two_batches_then_stop)
+  monkeypatch.setattr(common, "image_batches", two_batches_then_stop)
   with pytest.raises(KeyboardInterrupt):
     _write(stopped, loaded, layers=["fc7"])
   assert json.loads((stopped / "progress.json").read_text())["done"] == 16
   starts = []
-  monkeypatch.setattr(features, "image_batches",
+  monkeypatch.setattr(common, "image_batches",
                       lambda *a, **k: (starts.append(k["start"]), real(*a, **k))[1])
   _write(stopped, loaded, layers=["fc7"])
   assert starts == [16]
