@@ -5,7 +5,8 @@ either 1 (model=2: one tower per device, as each GTX 580 held one) or 2 (model=1
 computes both). Each local tower runs its own ungrouped convolution: a grouped convolution
 (`feature_group_count=2`, or `vmap` over the towers, which lowers to the same thing) is about
 10x slower in its backward pass on CPU (measured with benchmarks/train_step.py;
-jax-ml/jax#13800 on CUDA).
+jax-ml/jax#13800 on CUDA). config.model.tower_conv="grouped" keeps the grouped form, and the
+other fields of VARIANTS other ways to compute the same network, to time on accelerators.
 
 conv2, conv4 and conv5 see only their own tower's maps; the inputs of conv3, fc6, fc7 and fc8
 are both towers' maps, concatenated over channels (tower 0 first) and exchanged through
@@ -40,6 +41,18 @@ BIASED_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 LRN_CONVENTIONS = ("paper", "caffe")
 INITS = ("paper", "he")
 DROPOUT_SCALINGS = ("paper", "inverted")
+# Variants of the same computation, to time on accelerators (benchmarks/accelerator.py
+# --parts variants); the first of each is the default.
+GRADIENTS = ("custom", "autodiff")
+VARIANTS = {"lrn_grad": GRADIENTS, "pool_grad": ("custom", "reduce_window"),
+            "lrn_dtype": ("float32", "compute"), "tower_conv": ("separate", "grouped"),
+            "conv1_channels": (3, 4, 8), "model1_gathers": (True, False)}
+
+
+def variant(model_cfg, field):
+  """config.model.<field> of VARIANTS, its default where the config predates the field (a run's
+  config.json written before it)."""
+  return model_cfg.get(field, VARIANTS[field][0])
 
 ACTIVATIONS = {
     "relu": nn.relu,                                  # 3.1
@@ -109,6 +122,10 @@ def check_config(model_cfg):
     if layer not in LAYERS or std < 0:
       raise ValueError(f"config.model.layer_weight_std.{layer}={std}: a standard deviation >= 0 "
                        f"of one of {LAYERS} (0: config.model.weight_std).")
+  for field, allowed in VARIANTS.items():
+    if variant(model_cfg, field) not in allowed:
+      raise ValueError(f"config.model.{field}={variant(model_cfg, field)!r}: use one of "
+                       f"{allowed} (the first is the default).")
   tower_widths(model_cfg)
   feature_map_sizes(model_cfg)
 
@@ -130,19 +147,26 @@ def bias_value(model_cfg, layer):
   return model_cfg.bias_init if layer in BIASED_LAYERS else 0.0
 
 
-def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper"):
+def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper", gradient="custom", in_float32=True):
   """Local response normalisation over the channels of one tower (section 3.3).
 
   paper: b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2)^beta.
   caffe: the same with alpha / n (Caffe, PyTorch and cuda-convnet; they also default k to 1,
   set `lrn_k` for that). The window is clipped at the tower's first and last channel.
+  gradient: "custom" (_lrn_bwd, written out) or "autodiff" (JAX differentiates the formula);
+  in_float32=False computes in x's dtype: both are variants to time on accelerators.
   """
   if convention not in LRN_CONVENTIONS:
     raise ValueError(f"config.model.lrn_convention={convention!r}: use 'paper' or 'caffe'.")
+  if gradient not in GRADIENTS:
+    raise ValueError(f"config.model.lrn_grad={gradient!r}: use one of {GRADIENTS}.")
   scale = alpha / n if convention == "caffe" else alpha
-  # In float32 whatever the compute dtype: the sum of squares over the window spans ~1e4-1e6 for
-  # 0-255 inputs, and bfloat16's 8-bit mantissa would round the denominator by up to 0.4%.
-  y = _lrn(x_BHWC.astype(jnp.float32), float(k), int(n), float(scale), float(beta))
+  # In float32 by default whatever the compute dtype: the sum of squares over the window spans
+  # ~1e4-1e6 for 0-255 inputs, and bfloat16's 8-bit mantissa would round the denominator by up
+  # to 0.4%.
+  fn = _lrn if gradient == "custom" else _lrn_formula
+  y = fn(x_BHWC.astype(jnp.float32 if in_float32 else x_BHWC.dtype), float(k), int(n),
+         float(scale), float(beta))
   return y.astype(x_BHWC.dtype)
 
 
@@ -179,6 +203,11 @@ def _lrn_bwd(k, n, scale, beta, residuals, g):
 
 
 _lrn.defvjp(_lrn_fwd, _lrn_bwd)
+
+
+def _lrn_formula(x, k, n, scale, beta):
+  """The same values as _lrn, its gradient left to autodiff (config.model.lrn_grad)."""
+  return _lrn_fwd(x, k, n, scale, beta)[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -248,30 +277,66 @@ def _max_pool_bwd(window, stride, residuals, g_BOOC):
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+def reduce_window_max(x_BHWC, window, stride):
+  """max_pool's values through lax.reduce_window, whose gradient is XLA's select_and_scatter
+  (cuDNN's pooling on GPUs): config.model.pool_grad="reduce_window"."""
+  # A Python -inf, so that lax.reduce_window sees the max monoid and can differentiate it.
+  return lax.reduce_window(x_BHWC, -jnp.inf, lax.max, (1, window, window, 1),
+                           (1, stride, stride, 1), "VALID")
+
+
 # The layers' own initialiser only gives Flax the shapes it checks against; the values always
 # come from init_params, and AlexNet.init is refused so that nobody gets another initialisation.
 _SHAPE_ONLY = nn.initializers.zeros
 
 
 class TowerConv(nn.Module):
-  """One convolution per local tower; kernel [towers, k, k, C_in, C_out]."""
+  """One convolution per local tower; kernel [towers, k, k, C_in, C_out].
+
+  grouped: the local towers in ONE convolution instead (config.model.tower_conv="grouped"),
+  feature_group_count=towers over their concatenated inputs, or, with shared_input (conv1 and
+  conv3, whose towers read the same maps), one convolution with the towers' kernels side by
+  side. in_channels > C_in zero-pads the input and the kernel to that many channels
+  (config.model.conv1_channels): the same sums, in a layout some convolution kernels prefer.
+  """
   features: int
   kernel_size: int
   stride: int = 1
   padding: Any = 0             # An int (all sides), or ((top, bottom), (left, right)).
   towers: int = NUM_TOWERS
   dtype: Any = jnp.float32
+  grouped: bool = False
+  shared_input: bool = False
+  in_channels: int = 0
 
   @nn.compact
   def __call__(self, xs: Sequence[jax.Array]) -> list[jax.Array]:
     k, c_in = self.kernel_size, xs[0].shape[-1]
     kernel = self.param("kernel", _SHAPE_ONLY, (self.towers, k, k, c_in, self.features))
     bias = self.param("bias", _SHAPE_ONLY, (self.towers, self.features))
+    if self.in_channels > c_in:
+      extra = ((0, 0),) * 3 + ((0, self.in_channels - c_in),)
+      xs, kernel = [jnp.pad(x, extra) for x in xs], jnp.pad(kernel, extra + ((0, 0),))
+    if self.grouped and self.towers > 1:
+      return self._grouped(xs, kernel, bias)
+    return [self._conv(x, kernel[t]) + bias[t].astype(self.dtype)[None, None, None, :]
+            for t, x in enumerate(xs)]
+
+  def _conv(self, x, kernel_HWIO, groups=1):
     pad = (((self.padding, self.padding),) * 2 if isinstance(self.padding, int)
            else self.padding)
-    return [lax.conv_general_dilated(x, kernel[t].astype(self.dtype), (self.stride,) * 2, pad,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            + bias[t].astype(self.dtype)[None, None, None, :] for t, x in enumerate(xs)]
+    return lax.conv_general_dilated(x, kernel_HWIO.astype(self.dtype), (self.stride,) * 2, pad,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=groups)
+
+  def _grouped(self, xs, kernel, bias):
+    """Tower t's outputs are channels [t F, (t + 1) F) of one convolution; split back."""
+    t, f = self.towers, self.features
+    kernel_HWIO = jnp.moveaxis(kernel, 0, 3).reshape(kernel.shape[1:4] + (t * f,))
+    x, groups = (xs[0], 1) if self.shared_input else (jnp.concatenate(xs, axis=-1), t)
+    y = (self._conv(x, kernel_HWIO, groups)
+         + bias.reshape(t * f).astype(self.dtype)[None, None, None, :])
+    return [y[..., i * f:(i + 1) * f] for i in range(t)]
 
 
 class TowerDense(nn.Module):
@@ -318,8 +383,9 @@ class AlexNet(nn.Module):
     widths = tower_widths(cfg)
     dtype = jnp.dtype(cfg.dtype)
     act = ACTIVATIONS[cfg.activation]
+    grouped = variant(cfg, "tower_conv") == "grouped"
     conv = lambda name, f, k, **kw: TowerConv(f, k, towers=self.towers, dtype=dtype, name=name,
-                                              **kw)
+                                              grouped=grouped, **kw)
     dense = lambda name, f: TowerDense(f, towers=self.towers, dtype=dtype, name=name)
     x = x_BHWC.astype(dtype)
     if cfg.input_scale != 1.0:  # The paper feeds 0-255 pixels minus the mean (scale 1).
@@ -327,18 +393,18 @@ class AlexNet(nn.Module):
     maps = {}  # Per-layer maps, returned in the "intermediates" collection when it is mutable.
 
     o = conv1_overhang(cfg.image_size)  # 3 at 224: the filters overhang into zeros.
-    h = self._each(maps, "conv1", [act(y) for y in conv("conv1", widths["conv1"], 11, stride=4,
-                                                        padding=((0, o), (0, o)))(
-        [x] * self.towers)])
+    h = self._each(maps, "conv1", [act(y) for y in conv(
+        "conv1", widths["conv1"], 11, stride=4, padding=((0, o), (0, o)), shared_input=True,
+        in_channels=variant(cfg, "conv1_channels"))([x] * self.towers)])
     h = self._norm_pool(maps, "1", h)
     h = self._each(maps, "conv2", [act(y) for y in conv("conv2", widths["conv2"], 5, padding=2)(h)])
     h = self._norm_pool(maps, "2", h)
     both = self._gather(h)
-    h = self._each(maps, "conv3", [act(y) for y in conv("conv3", widths["conv3"], 3, padding=1)(
-        [both] * self.towers)])
+    h = self._each(maps, "conv3", [act(y) for y in conv("conv3", widths["conv3"], 3, padding=1,
+                                                        shared_input=True)([both] * self.towers)])
     h = self._each(maps, "conv4", [act(y) for y in conv("conv4", widths["conv4"], 3, padding=1)(h)])
     h = self._each(maps, "conv5", [act(y) for y in conv("conv5", widths["conv5"], 3, padding=1)(h)])
-    h = self._each(maps, "pool5", [max_pool(y, cfg.pool_window, cfg.pool_stride) for y in h])
+    h = self._each(maps, "pool5", [self._pool(y) for y in h])
     both = self._gather(h)
     both = both.reshape(both.shape[0], -1)
     h = dense("fc6", widths["fc6"])([both] * self.towers)
@@ -358,9 +424,16 @@ class AlexNet(nn.Module):
     cfg = self.config
     if cfg.lrn:  # 3.3: after the ReLU of conv1 and conv2, each tower over its own channels.
       h = self._each(maps, f"norm{i}", [lrn(y, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha,
-                                      beta=cfg.lrn_beta, convention=cfg.lrn_convention)
+                                      beta=cfg.lrn_beta, convention=cfg.lrn_convention,
+                                      gradient=variant(cfg, "lrn_grad"),
+                                      in_float32=variant(cfg, "lrn_dtype") == "float32")
                                   for y in h])
-    return self._each(maps, f"pool{i}", [max_pool(y, cfg.pool_window, cfg.pool_stride) for y in h])
+    return self._each(maps, f"pool{i}", [self._pool(y) for y in h])
+
+  def _pool(self, y):
+    cfg = self.config
+    pool = max_pool if variant(cfg, "pool_grad") == "custom" else reduce_window_max
+    return pool(y, cfg.pool_window, cfg.pool_stride)
 
   def _each(self, maps, name, h):
     """Records the local towers' maps (concatenated over channels) when asked to."""
@@ -369,10 +442,18 @@ class AlexNet(nn.Module):
     return h
 
   def _gather(self, h, to="varying"):
-    """Both towers' maps over the last axis, tower 0 first: the only cross-device traffic."""
+    """Both towers' maps over the last axis, tower 0 first: the only cross-device traffic.
+
+    With both towers on this device (model=1) the all_gather runs over a model axis of one
+    device, and XLA keeps it, with the reduce-scatter that is its transpose.
+    config.model.model1_gathers=False skips it; the logits, which leave shard_map invariant
+    over `model`, become so through a psum over that one device instead. Same numbers.
+    """
     x = h[0] if len(h) == 1 else jnp.concatenate(h, axis=-1)
     if self.model_axis is None:
       return x
+    if self.towers == NUM_TOWERS and not variant(self.config, "model1_gathers"):
+      return x if to == "varying" else lax.psum(x, self.model_axis)
     return lax.all_gather(x, self.model_axis, axis=x.ndim - 1, tiled=True, to=to)
 
   def _dropout(self, h, layer, train, rng):

@@ -91,18 +91,44 @@ def row_keys(key, batch_size):
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch_size))
 
 
-def apply(images_BRRC, draws, consts, crop):
+CROP_OPS = ("dynamic_slice", "gather")
+
+
+def apply(images_BRRC, draws, consts, crop, op="dynamic_slice"):
   """float32 [B, crop, crop, 3]: (image - mean) cropped at the offsets, mirrored where drawn,
-  plus the colour shift basis @ alpha on every pixel (4.1)."""
-  x_BRRC = images_BRRC.astype(jnp.float32) - consts["mean"][None]
+  plus the colour shift basis @ alpha on every pixel (4.1). op (config.data.crop_op):
+  "dynamic_slice" subtracts the mean from whole images, cuts each crop with lax.dynamic_slice
+  (vmapped) and mirrors after; "gather" fetches each crop's pixels, mirror included, and its
+  mean pixels in one gather each, before any arithmetic. The same numbers."""
+  if op not in CROP_OPS:
+    raise ValueError(f"config.data.crop_op={op!r}: choose one of {CROP_OPS}.")
+  if op == "gather":
+    x_BSSC = _gathered_crops(images_BRRC, consts["mean"], draws, crop)
+  else:
+    x_BRRC = images_BRRC.astype(jnp.float32) - consts["mean"][None]
 
-  def cut(image, offset):
-    return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (crop, crop, 3))
+    def cut(image, offset):
+      return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (crop, crop, 3))
 
-  x_BSSC = jax.vmap(cut)(x_BRRC, draws["offset"])
-  x_BSSC = jnp.where(draws["mirror"][:, None, None, None], x_BSSC[:, :, ::-1], x_BSSC)
+    x_BSSC = jax.vmap(cut)(x_BRRC, draws["offset"])
+    x_BSSC = jnp.where(draws["mirror"][:, None, None, None], x_BSSC[:, :, ::-1], x_BSSC)
   shift_B3 = draws["alpha"] @ consts["pca"].T
   return x_BSSC + shift_B3[:, None, None, :]
+
+
+def _gathered_crops(images_BRRC, mean_RRC, draws, crop):
+  """Row i, column j of a crop read pixel (y + i, x + j), or (y + i, x + crop - 1 - j) mirrored:
+  only crop x crop of the R x R pixels are ever converted to float32. Written per image and
+  vmapped, so that the gather's batch is the batch's own axis and stays split over `data`."""
+  steps_S = jnp.arange(crop, dtype=jnp.int32)
+  mean_RRC = jnp.asarray(mean_RRC)  # NumPy constants index only with NumPy indices.
+
+  def one(image_RRC, offset, mirror):
+    rows_S1 = (offset[0] + steps_S)[:, None]
+    columns_1S = (offset[1] + jnp.where(mirror, crop - 1 - steps_S, steps_S))[None, :]
+    return image_RRC[rows_S1, columns_1S].astype(jnp.float32) - mean_RRC[rows_S1, columns_1S]
+
+  return jax.vmap(one)(images_BRRC, draws["offset"], draws["mirror"])
 
 
 def train_images(images_BRRC, key, consts, data_cfg, crop):
@@ -111,7 +137,7 @@ def train_images(images_BRRC, key, consts, data_cfg, crop):
   draws = draw(row_keys(key, images_BRRC.shape[0]), resize=resize, crop=crop,
                random_crop=data_cfg.random_crop, flip=data_cfg.flip,
                noise_std=float(data_cfg.pca_noise_std))
-  return apply(images_BRRC, draws, consts, crop)
+  return apply(images_BRRC, draws, consts, crop, data_cfg.get("crop_op", "dynamic_slice"))
 
 
 def eval_images(images_BRRC, consts, crop, ten_crop):

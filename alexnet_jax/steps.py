@@ -101,6 +101,15 @@ def sgd_momentum(params, momentum, grads, learning_rate, *, mu, decay, bias_lr_m
   return jax.tree.map(jnp.add, params, momentum), momentum
 
 
+def step_key(config):
+  """The root of the dropout and augmentation keys: jax.random.key(config.seed), of the PRNG
+  config.rng_impl names ("": jax's default, threefry2x32; "rbg" and "unsafe_rbg" draw through
+  XLA's RngBitGenerator, cheaper on accelerators, with other numbers). The initial weights stay
+  threefry's, so a run's starting point does not depend on it."""
+  impl = config.get("rng_impl", "")
+  return jax.random.key(config.seed, dtype=impl) if impl else jax.random.key(config.seed)
+
+
 def make_train_step(config, mesh: Mesh):
   """Returns train_step(state, batch, learning_rate, consts) -> (state, metrics), jitted once.
 
@@ -116,7 +125,7 @@ def make_train_step(config, mesh: Mesh):
   mu, decay = config.train.momentum, config.train.weight_decay
   bias_rule = {"bias_lr_mult": config.train.get("bias_lr_mult", 1.0),
                "bias_decay_mult": config.train.get("bias_decay_mult", 0.0)}
-  root = jax.random.key(config.seed)
+  root = step_key(config)
   dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
   augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
 

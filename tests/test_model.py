@@ -16,6 +16,7 @@ from alexnet_jax import model
 from alexnet_jax import models
 from alexnet_jax.configs import paper
 from tests import tiny_config
+from tests.trees import assert_trees_close
 
 
 tiny_model_config = tiny_config.model_config  # Width 0.25, 10 classes, 67x67: 1x1 after pool5.
@@ -320,3 +321,93 @@ def test_paper_and_inverted_dropout_differ_only_by_the_next_layers_scale():
   np.testing.assert_allclose(fc7_grad(paper_cfg, scaled), (1.0 - rate) * inverted_grad,
                              rtol=1e-4, atol=1e-7)
   assert float(jnp.abs(inverted_grad).max()) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants of the same computation (config.model.lrn_grad, pool_grad, lrn_dtype, tower_conv,
+# conv1_channels, model1_gathers; timed by benchmarks/accelerator.py --parts variants): each
+# computes the default's network.
+
+
+@functools.cache
+def variant_grads(frozen_cfg):
+  """The gradient of a training loss (dropout on, the same masks) on one device."""
+  net = model.AlexNet(frozen_cfg, model_axis=None, data_axis=None)
+  weights = jax.random.normal(jax.random.key(8), (4, frozen_cfg.num_classes))
+  loss = lambda p: jnp.sum(weights * net.apply({"params": p}, images(), train=True,
+                                               rng=jax.random.key(1)))
+  return jax.jit(jax.grad(loss))(base_params())
+
+
+@pytest.mark.parametrize("overrides,exact_forward", [
+    ({"lrn_grad": "autodiff"}, True), ({"pool_grad": "reduce_window"}, True),
+    ({"lrn_grad": "autodiff", "pool_grad": "reduce_window"}, True),
+    ({"tower_conv": "grouped"}, False), ({"conv1_channels": 4}, False),
+    ({"conv1_channels": 8}, False)])
+def test_variant_switches_compute_the_default_network(overrides, exact_forward):
+  """The same maps and logits (bit-equal where only the gradient's code differs) and the same
+  gradient up to float rounding."""
+  cfg = tiny_model_config(**overrides)
+  logits, maps = run(cfg, images(), train=True)
+  want_logits, want_maps = run(tiny_model_config(), images(), train=True)
+  assert set(maps) == set(want_maps)
+  for name in maps:
+    if exact_forward:
+      np.testing.assert_array_equal(maps[name], want_maps[name], err_msg=name)
+    else:
+      np.testing.assert_allclose(maps[name], want_maps[name], rtol=1e-5,
+                                 atol=1e-5 * np.abs(want_maps[name]).max(), err_msg=name)
+  np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-6)
+  got = variant_grads(ml_collections.FrozenConfigDict(cfg))
+  want = variant_grads(ml_collections.FrozenConfigDict(tiny_model_config()))
+  assert_trees_close(got, want, rtol=1e-4, scale=1e-5, what=str(overrides))
+  assert float(jnp.abs(want["conv1"]["kernel"]).max()) > 0
+
+
+def test_lrn_dtype_compute_normalises_in_the_compute_dtype():
+  """lrn_dtype="compute" leaves LRN in bfloat16 (no float32 op in it) within bfloat16's rounding
+  of the formula; in float32 it is the default exactly."""
+  x = jnp.asarray(np.random.default_rng(3).uniform(0, 60, (2, 5, 5, 12)), jnp.bfloat16)
+  lrn = functools.partial(model.lrn, k=2.0, n=5, alpha=1e-4, beta=0.75)
+  assert "f32" in str(jax.make_jaxpr(lrn)(x))
+  assert "f32" not in str(jax.make_jaxpr(functools.partial(lrn, in_float32=False))(x))
+  want = numpy_lrn(np.asarray(x, np.float32), 2.0, 5, 1e-4, 0.75, "paper")
+  got = np.asarray(lrn(x, in_float32=False), np.float32)
+  np.testing.assert_allclose(got, want, rtol=2e-2, atol=1e-2)
+  x32 = x.astype(jnp.float32)
+  np.testing.assert_array_equal(lrn(x32, in_float32=False), lrn(x32))
+  logits16, _ = run(tiny_model_config(dtype="bfloat16", lrn_dtype="compute"), images())
+  logits32, _ = run(tiny_model_config(), images())
+  np.testing.assert_allclose(logits16, logits32, rtol=0.05, atol=0.05)
+
+
+def test_variant_switches_refuse_unknown_values():
+  for field, value in [("lrn_grad", "manual"), ("pool_grad", "avg"), ("lrn_dtype", "float16"),
+                       ("tower_conv", "fused"), ("conv1_channels", 5)]:
+    with pytest.raises(ValueError, match=f"config.model.{field}"):
+      model.check_config(tiny_model_config(**{field: value}))
+
+
+def test_model1_gathers_off_drops_the_collectives_over_one_device():
+  """At model=1 the maps' all_gathers run over a model axis of one device: five all-gathers and
+  their four reduce-scatter transposes in the compiled gradient. model1_gathers=False leaves
+  one all-reduce over that device (the logits' psum) and the same gradient, bit for bit."""
+  from alexnet_jax import parallel
+  mesh = parallel.make_mesh(1)
+  x = jax.device_put(images(), parallel.batch_sharding(mesh))
+  params = jax.device_put(base_params(), parallel.param_shardings(mesh, base_params()))
+  out = {}
+  for gathers in (True, False):
+    net = models.make_module(tiny_model_config(model1_gathers=gathers), 1)
+    apply = parallel.make_apply(net, mesh)
+    loss = lambda p: jnp.sum(jnp.square(apply(p, x, jax.random.key(1), train=True)))
+    grad = jax.jit(jax.grad(loss))
+    hlo = grad.lower(params).compile().as_text()
+    ops = [kind for kind in ("all-gather", "reduce-scatter", "all-reduce")
+           for line in hlo.splitlines()
+           if f" {kind}(" in line and "replica_groups={{0},{1}}" in line]
+    out[gathers] = ops, grad(params)
+  assert sorted(out[True][0]) == ["all-gather"] * 5 + ["reduce-scatter"] * 4
+  assert out[False][0] == ["all-reduce"]
+  for a, b in zip(jax.tree.leaves(out[False][1]), jax.tree.leaves(out[True][1])):
+    np.testing.assert_array_equal(a, b)

@@ -149,3 +149,54 @@ def test_constants_refuse_statistics_of_another_size(tmp_path):
   config.data.mean = "median"
   with pytest.raises(ValueError, match="config.data.mean='median'"):
     preprocess.constants(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# config.data.crop_op and config.rng_impl: the same crops cut otherwise, other keys.
+
+
+def test_gathered_crops_are_the_dynamic_slice_crops_bit_for_bit():
+  """crop_op="gather" (pixels and mean gathered, mirror folded into the columns) gives the
+  default's floats exactly, at both ends of the offsets, mirrored or not, eagerly and jitted
+  over a batch split on `data`, and the partitioner keeps that split (no all-gather)."""
+  images, consts = inputs(batch=8)
+  keys = preprocess.row_keys(jax.random.key(3), len(images))
+  draws = preprocess.draw(keys, resize=R, crop=S, random_crop=True, flip=True, noise_std=0.1)
+  draws["offset"] = draws["offset"].at[:4].set(np.array([[0, 0], [0, R - S], [R - S, 0],
+                                                         [R - S, R - S]], np.int32))
+  draws["mirror"] = draws["mirror"].at[:4].set(np.array([False, True, False, True]))
+  want = np.asarray(preprocess.apply(images, draws, consts, S))
+  np.testing.assert_array_equal(np.asarray(preprocess.apply(images, draws, consts, S, "gather")),
+                                want)
+  mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+  sharded = jax.device_put(images, NamedSharding(mesh, P("data")))
+  jitted = jax.jit(preprocess.apply, static_argnums=(3, 4))
+  np.testing.assert_array_equal(np.asarray(jitted(sharded, draws, consts, S, "gather")),
+                                np.asarray(jitted(sharded, draws, consts, S, "dynamic_slice")))
+  hlo = jitted.lower(sharded, draws, consts, S, "gather").compile().as_text()
+  assert "all-gather" not in hlo
+  host = preprocess.reference_apply(images, jax.device_get(draws), consts, S)
+  np.testing.assert_allclose(want, host, rtol=0, atol=1e-4)
+  with pytest.raises(ValueError, match="config.data.crop_op"):
+    preprocess.apply(images, draws, consts, S, "scatter")
+
+
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
+def test_rbg_keys_augment_a_row_the_same_whatever_the_mesh(impl):
+  """config.rng_impl changes the keys' PRNG (steps.step_key): other draws than threefry's,
+  fixed by the seed, and still independent of how the batch is split."""
+  from alexnet_jax import steps
+  config = paper.get_config()
+  config.rng_impl = impl
+  key = jax.random.fold_in(steps.step_key(config), steps.AUGMENT_STREAM)
+  images, consts = inputs(batch=8)
+  whole = preprocess.train_images(images, key, consts, data_cfg(), S)
+  mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+  sharded = jax.jit(lambda x: preprocess.train_images(x, key, consts, data_cfg(), S))(
+      jax.device_put(images, NamedSharding(mesh, P("data"))))
+  np.testing.assert_allclose(np.asarray(whole), np.asarray(sharded), rtol=0, atol=1e-4)
+  config.rng_impl = ""
+  threefry = jax.random.fold_in(steps.step_key(config), steps.AUGMENT_STREAM)
+  assert jax.random.key_impl(key) != jax.random.key_impl(threefry)
+  default = preprocess.train_images(images, threefry, consts, data_cfg(), S)
+  assert not np.allclose(np.asarray(default), np.asarray(whole))

@@ -34,6 +34,7 @@ def base_config():
   """Section 5's recipe as printed: what `paper` names."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.rng_impl = ""                 # Dropout and augmentation keys: "" threefry2x32, "rbg".
   config.recipe = "paper"              # The recipe the fields below were set from.
 
   # Section 3 and figure 2: the network.
@@ -78,6 +79,14 @@ def base_config():
   # within 300 steps with the paper's dropout scaling (4.2) and stays at chance with inverted
   # dropout; experiments/README.md, "Does the paper's recipe learn", has the curves and why.
   config.model.dtype = "float32"       # "bfloat16" for accelerators; parameters stay float32.
+  # The same computation done otherwise, to time on accelerators (benchmarks/accelerator.py
+  # --parts variants); each default is the step as it was, which none beat clearly on a CPU.
+  config.model.lrn_grad = "custom"     # model.lrn's written-out gradient; "autodiff": JAX's.
+  config.model.pool_grad = "custom"    # model.max_pool's phase gradient; "reduce_window": XLA's.
+  config.model.lrn_dtype = "float32"   # LRN in float32; "compute": in config.model.dtype.
+  config.model.tower_conv = "separate"  # model=1: a convolution per tower; "grouped": one.
+  config.model.conv1_channels = 3      # 4 or 8: the image and conv1 zero-padded to that many.
+  config.model.model1_gathers = True   # model=1: all_gather over the 1-device model axis too.
 
   # Section 3.2: two towers, one per device; the batch splits over `data`.
   config.mesh = ml_collections.ConfigDict()
@@ -123,6 +132,7 @@ def base_config():
                                        # of 2048 counts 32 x 32 x 2, the authors' jpeg.cpp draws
                                        # rand() % (32 + 1)) ...
   config.data.flip = True              # ... and their horizontal reflections.
+  config.data.crop_op = "dynamic_slice"  # The crops on the device; "gather": the same pixels.
   config.data.mean = "image"           # 2: "image" (the paper), "channel" or "none".
   config.data.pca_noise_std = 0.1      # 4.1: a_i ~ N(0, 0.1); 0 turns the colour noise off.
   config.data.pca_scale = "cuda_convnet"  # Scale of l_i: "cuda_convnet", "fb_resnet", "paper"
