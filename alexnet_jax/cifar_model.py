@@ -25,6 +25,7 @@ divides by the pixels inside the image). Biases start at 0 (cuda-convnet's defau
 `config.model.activation` (model.ACTIVATIONS). No towers, no dropout: the net runs
 data-parallel only.
 """
+import functools
 import math
 
 import flax.linen as nn
@@ -119,12 +120,26 @@ class CifarNet(nn.Module):
       x = act(LocallyConnected(32, 3, 1, 0.04, name="local4")(x))
     x = x.reshape(x.shape[0], -1)
     logits_BK = nn.Dense(cfg.num_classes, kernel_init=nn.initializers.normal(0.01),
-                         name="fc10")(x)
+                         name="fc10", **self._compute())(x)
     return logits_BK.astype(jnp.float32)
 
+  def _compute(self):
+    """config.model.dtype for the products, their sums in float32 (as model.py's layers do);
+    nothing for float32, which computes what it always did."""
+    dtype = jnp.dtype(self.config.dtype)
+    if dtype == jnp.float32:
+      return {}
+    f32 = jnp.float32
+    return {"dtype": dtype,
+            "dot_general": functools.partial(lax.dot_general, preferred_element_type=f32)}
+
   def _conv(self, name, x, features, std):
+    compute = self._compute()
+    if "dot_general" in compute:
+      compute = {"dtype": compute["dtype"], "conv_general_dilated": functools.partial(
+          lax.conv_general_dilated, preferred_element_type=jnp.float32)}
     return nn.Conv(features, (5, 5), padding=((2, 2), (2, 2)), name=name,
-                   kernel_init=nn.initializers.normal(std))(x)
+                   kernel_init=nn.initializers.normal(std), **compute)(x)
 
   def _norm(self, x):
     cfg = self.config
