@@ -135,8 +135,13 @@ def _plot(curves, path, num_classes):
   for name, points in curves.items():
     if points:
       ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
-  ax.axhline(math.log(num_classes), color="grey", linestyle="--",
-             label=f"ln {num_classes} (chance)")
+  chance = math.log(num_classes)
+  ax.axhline(chance, color="grey", linestyle="--", label=f"ln {num_classes} (chance)")
+  top = max((p[1] for points in curves.values() for p in points), default=chance)
+  if top > chance + 0.6:  # A first window far above chance would flatten the rest.
+    ax.set_ylim(chance - 0.4, chance + 0.6)
+    ax.text(0.99, 0.97, f"(off the chart: up to {top:.2f})", transform=ax.transAxes,
+            ha="right", va="top", fontsize=8)
   ax.set_xlabel("step (batch 128)")
   ax.set_ylabel("training loss (10-step window mean)")
   ax.set_title(f"Full-width AlexNet on Tiny ImageNet ({num_classes} classes)")

@@ -1,5 +1,9 @@
 r"""The recipe of Krizhevsky, Sutskever & Hinton (NIPS 2012), each value with its section.
 
+At full width on 200 ImageNet classes (Tiny ImageNet, batch 128, 300 steps) this recipe did
+not leave chance, where `configs/paper.py:caffe` did (experiments/README.md, "Three recipes on
+Tiny ImageNet"): for a run that must learn, pass `:caffe`; no argument stays section 5's.
+
 Run on ImageNet (TFDS `imagenet2012`, manual directory; see README):
 
     python -m alexnet_jax.main --config=configs/paper.py --workdir=workdirs/paper
