@@ -137,8 +137,14 @@ def test_a_disk_that_fills_beyond_the_checkpoints_stops_in_one_line(tmp_path, ca
     workdir = disk / "run"
 
     def fill():
-      checkpoint_faults_wait = (workdir / "checkpoints" / "4").is_dir()
-      if checkpoint_faults_wait and not (disk / "filler").exists():
+      """Once step 4 is saved and no save is in flight (a checkpoint's own refusal is another
+      test's), the rest of the disk."""
+      import time
+      deadline = time.monotonic() + 120
+      while (list((workdir / "checkpoints").glob("*orbax-checkpoint-tmp*"))
+             and time.monotonic() < deadline):
+        time.sleep(0.05)
+      if (workdir / "checkpoints" / "4").is_dir() and not (disk / "filler").exists():
         with open(disk / "filler", "wb") as f:
           try:
             while True:
