@@ -98,7 +98,7 @@ def confusion_png(path, confusion, class_names, title):
                   color="white" if rows[i, j] > 0.5 else "black")
   fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
   fig.tight_layout()
-  with path.open("wb") as f:
+  with checkpoint_faults.naming(path), path.open("wb") as f:
     fig.savefig(f, format="png", dpi=100)
   plt.close(fig)
 

@@ -168,7 +168,7 @@ def test_a_disk_that_fills_beyond_the_checkpoints_stops_in_one_line(tmp_path, ca
     named = re.match(rf"Could not write {re.escape(str(workdir))}/(\S+): No space left on "
                      r"device \(", text)
     assert named and named.group(1) in ("metrics.jsonl", "summary.json", "per_class_step6.csv",
-                                        "tensorboard"), text
+                                        "confusion_step6.png", "tensorboard"), text
     assert "The checkpoints already saved (steps 2, 4, 6) are intact" in text or \
         "The checkpoints already saved (steps 2, 4) are intact" in text
     saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
