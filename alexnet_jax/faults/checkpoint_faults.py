@@ -195,12 +195,9 @@ def raise_write_error(mgr, step, error):
   if steps and (step_dir(mgr, steps[-1]) / SIZES_FILE).exists():
     sizes = json.loads((step_dir(mgr, steps[-1]) / SIZES_FILE).read_text())
     need, how = sum(sizes.values()), f"step {steps[-1]} on disk"
-  try:
-    free = f", {_megabytes(shutil.disk_usage(mgr.directory).free)} free there"
-  except OSError:
-    free = ""
-  fix = ("once there is room" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-         else "once it is writable")
+  free = _free_space(mgr.directory)
+  free = f", {free} free there" if free else ""
+  fix = _when_writable(code)
   kept = (f"The steps already saved ({', '.join(map(str, steps))}) are intact; start the same "
           f"command again {fix} to resume from step {steps[-1]}" if steps
           else f"No step was saved yet; start again {fix}")
@@ -234,17 +231,27 @@ def run_file_error(error, workdir):
   folder = paths.checkpoints(workdir)
   steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() \
       else []
-  try:
-    free = f" ({_megabytes(shutil.disk_usage(workdir).free)} free there)"
-  except OSError:
-    free = ""
-  fix = ("once there is room" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-         else "once it is writable")
+  free = _free_space(workdir)
+  free = f" ({free} free there)" if free else ""
+  fix = _when_writable(code)
   kept = (f"The checkpoints already saved (steps {', '.join(map(str, steps))}) are intact; "
           f"start the same command again {fix} to resume from step {steps[-1]}" if steps
           else f"No checkpoint was saved yet; start again {fix}")
   return RunFileWriteError(f"Could not write {where}: {os.strerror(code)}{free}. {kept}, or "
                            "choose another --workdir.")
+
+
+def _free_space(directory):
+  """The space free where `directory` is, in words, or None when it cannot be asked."""
+  try:
+    return _megabytes(shutil.disk_usage(directory).free)
+  except OSError:
+    return None
+
+
+def _when_writable(code):
+  return ("once there is room" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+          else "once it is writable")
 
 
 def is_write_refusal(error):
