@@ -152,15 +152,3 @@ def eval_images(images_BRRC, consts, crop, ten_crop):
   five = jnp.stack([x_BRRC[:, y:y + crop, x:x + crop] for y, x in corners], axis=1)
   return jnp.concatenate([five, five[:, :, :, ::-1]], axis=1)
 
-
-def reference_apply(images_BRRC, draws, consts, crop):
-  """The same operations in NumPy on the host, for tests: one image at a time."""
-  out = []
-  for i, image in enumerate(np.asarray(images_BRRC)):
-    x = image.astype(np.float32) - np.asarray(consts["mean"])
-    y0, x0 = np.asarray(draws["offset"][i])
-    x = x[y0:y0 + crop, x0:x0 + crop]
-    if bool(draws["mirror"][i]):
-      x = x[:, ::-1]
-    out.append(x + np.asarray(consts["pca"]) @ np.asarray(draws["alpha"][i]))
-  return np.stack(out)

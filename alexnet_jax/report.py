@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from alexnet_jax import metrics
-from alexnet_jax import models
+from alexnet_jax import nets
 from alexnet_jax import paths
 from alexnet_jax import progress
 from alexnet_jax.faults import checkpoint_faults
@@ -17,7 +17,7 @@ def describe(config, mesh, info, steps_per_epoch, total_steps, params):
   """Three lines: the network and its size, the mesh, the data and the step counts."""
   per_device = sum(x.addressable_shards[0].data.size for x in jax.tree.leaves(params))
   return (
-      f"{models.display_name(config.model)}: {models.count_params(params):,} parameters "
+      f"{nets.display_name(config.model)}: {nets.count_params(params):,} parameters "
       f"({per_device:,} per device), {config.model.num_classes} classes, "
       f"{config.model.image_size}x{config.model.image_size} inputs.\n"
       f"Mesh: data={mesh.shape['data']} x model={mesh.shape['model']} over "

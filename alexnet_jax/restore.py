@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from alexnet_jax import checkpoint
-from alexnet_jax import models
+from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import paths
 from alexnet_jax import preprocess
@@ -75,8 +75,8 @@ def load_step_dir(path, mesh=None):
 
 def abstract_params(config, mesh):
   """The global parameters' shapes, dtypes and shardings on `mesh`."""
-  shapes = models.abstract_params(config.model)
-  shardings = parallel.param_shardings(mesh, shapes, models.towers(config.model) > 1)
+  shapes = nets.abstract_params(config.model)
+  shardings = parallel.param_shardings(mesh, shapes, nets.towers(config.model) > 1)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       shapes, shardings)
 

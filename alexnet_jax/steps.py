@@ -13,7 +13,7 @@ import optax
 from jax.sharding import Mesh
 
 from alexnet_jax import evaluate
-from alexnet_jax import models
+from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
 
@@ -31,21 +31,21 @@ class TrainState:
 
 def make_mesh(config) -> Mesh:
   """The mesh for `config.mesh.model`; "auto" (0) gives a network without towers model=1."""
-  return parallel.make_mesh(models.model_axis(config))
+  return parallel.make_mesh(nets.model_axis(config))
 
 
 def _towered(config):
-  return models.towers(config.model) > 1
+  return nets.towers(config.model) > 1
 
 
 def state_shardings(config, mesh: Mesh) -> TrainState:
-  params = parallel.param_shardings(mesh, models.abstract_params(config.model), _towered(config))
+  params = parallel.param_shardings(mesh, nets.abstract_params(config.model), _towered(config))
   return TrainState(step=parallel.replicated(mesh), params=params, momentum=params)
 
 
 def abstract_state(config, mesh: Mesh) -> TrainState:
   """Shapes, dtypes and shardings of the train state: what a checkpoint restores into."""
-  params = models.abstract_params(config.model)
+  params = nets.abstract_params(config.model)
   shapes = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, momentum=params)
   return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                                sharding=sharding),
@@ -55,7 +55,7 @@ def abstract_state(config, mesh: Mesh) -> TrainState:
 def create_train_state(config, mesh: Mesh) -> TrainState:
   """A fresh state, created directly into its shards; the weights come from config.seed."""
   rng = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
-  init = lambda key: models.init_params(config.model, key)
+  init = lambda key: nets.init_params(config.model, key)
   params = parallel.create_sharded_params(init, mesh, rng, _towered(config))
   shardings = state_shardings(config, mesh)
   zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=shardings.momentum)
@@ -65,7 +65,7 @@ def create_train_state(config, mesh: Mesh) -> TrainState:
 
 def make_apply(config, mesh: Mesh):
   """apply(params, images_BHWC, rng, train) -> logits_BK of config.model on `mesh`."""
-  net = models.make_module(config.model, mesh.shape["model"])
+  net = nets.make_module(config.model, mesh.shape["model"])
   return parallel.make_apply(net, mesh, _towered(config))
 
 

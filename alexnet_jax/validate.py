@@ -2,7 +2,7 @@
 with the setting or file at fault and what to do about it."""
 import jax
 
-from alexnet_jax import models
+from alexnet_jax import nets
 from alexnet_jax import paths
 from alexnet_jax.data import decoded_cache
 from alexnet_jax.data import decoding
@@ -17,7 +17,7 @@ def check_workdir(workdir):
 
 def check_settings(config):
   """The settings that cannot work whatever the data: sizes, rates, counts."""
-  models.check_config(config.model)
+  nets.check_config(config.model)
   positive = {"train.batch_size": config.train.batch_size,
               "eval.batch_size": config.eval.batch_size,
               "train.log_every_steps": config.train.log_every_steps,

@@ -100,9 +100,9 @@ def flops_per_image(model_cfg):
   convolution and fully connected layer (nominal: padded taps counted, as the hardware does),
   forward once and backward twice (input and weight gradients), less conv1's input gradient,
   which nothing needs. Element-wise layers (ReLU, LRN, pooling, dropout) are left out."""
-  from alexnet_jax import model
-  shapes = model.param_shapes(model_cfg)
-  sizes = model.feature_map_sizes(model_cfg)
+  from alexnet_jax.nets import alexnet
+  shapes = alexnet.param_shapes(model_cfg)
+  sizes = alexnet.feature_map_sizes(model_cfg)
   forward, conv1 = 0, 0
   for layer, (kernel, _) in shapes.items():
     macs_per_output = int(np.prod(kernel[1:-1]))  # [towers, (kh, kw,) inputs, outputs]
@@ -467,13 +467,13 @@ def end_to_end_section(args, tmp):
 def torch_net_spec(config):
   """The network of `config` as benchmarks/torch_nets.two_tower builds it (alpha as the paper
   writes it, whatever config.model.lrn_convention)."""
-  from alexnet_jax import model
+  from alexnet_jax.nets import alexnet
   cfg = config.model
   alpha = cfg.lrn_alpha if cfg.lrn_convention == "paper" else cfg.lrn_alpha / cfg.lrn_n
-  return {"widths": model.tower_widths(cfg), "image_size": cfg.image_size,
-          "overhang": model.conv1_overhang(cfg.image_size),
+  return {"widths": alexnet.tower_widths(cfg), "image_size": cfg.image_size,
+          "overhang": alexnet.conv1_overhang(cfg.image_size),
           "resize_size": config.data.resize_size,
-          "pool5": model.feature_map_sizes(cfg)["pool5"], "num_classes": cfg.num_classes,
+          "pool5": alexnet.feature_map_sizes(cfg)["pool5"], "num_classes": cfg.num_classes,
           "lrn": {"size": cfg.lrn_n, "alpha": alpha, "beta": cfg.lrn_beta, "k": cfg.lrn_k},
           "pool": [cfg.pool_window, cfg.pool_stride], "dropout": cfg.dropout_rate}
 
@@ -507,7 +507,7 @@ def torch_section(args, torch_results, results):
   JAX's images/s over the best of each torch net at each batch."""
   if "error" in torch_results:
     return torch_results
-  from alexnet_jax import models
+  from alexnet_jax import nets
   steps_done = results.get("step") if isinstance(results.get("step"), list) else []
   table = []
   for batch in args.batches:
@@ -523,7 +523,7 @@ def torch_section(args, torch_results, results):
                   if r["batch"] == batch and r["net"] == net and "error" not in r), default=None)
       entry[f"jax / {net} best"] = entry["jax"] / best if best else None
     table.append(entry)
-  params = models.count_params(models.abstract_params(config_for(args, "bfloat16", 1).model))
+  params = nets.count_params(nets.abstract_params(config_for(args, "bfloat16", 1).model))
   torch_params = {r["net"]: r["params"] for r in torch_results["rows"] if "params" in r}
   print(torch_table(table, torch_results, params, torch_params), flush=True)
   return {**torch_results, "jax_params": params, "table": table}

@@ -35,7 +35,7 @@ jax.config.update("jax_platforms", "cpu")
 
 import numpy as np  # noqa: E402
 
-from alexnet_jax import models, parallel, steps  # noqa: E402
+from alexnet_jax import nets, parallel, steps  # noqa: E402
 from alexnet_jax.configs import cifar10_fig1  # noqa: E402
 from alexnet_jax.configs import paper  # noqa: E402
 
@@ -100,7 +100,7 @@ def torch_alexnet(torch):
 
 
 def torch_cifar(torch):
-  """layers-18pct in PyTorch: pools cover the border (ceil_mode), as cifar_model.pool does."""
+  """layers-18pct in PyTorch: pools cover the border (ceil_mode), as nets/cifar.py's pool does."""
   nn = torch.nn
   return nn.Sequential(
       nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
@@ -151,7 +151,7 @@ def main():
   model.width = args.width
   print(f"jax {jax.__version__}, devices {jax.devices()}, XLA_FLAGS={os.environ.get('XLA_FLAGS')}"
         + ("" if args.net == "cifar" else
-           f", parameters {models.count_params(models.abstract_params(model)):,}"))
+           f", parameters {nets.count_params(nets.abstract_params(model)):,}"))
   rows = []
   for batch_size in args.batch:
     for model_axis in args.model:

@@ -21,7 +21,7 @@ import numpy as np
 
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
-from alexnet_jax import model as model_lib
+from alexnet_jax.nets import alexnet as model_lib
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
 from alexnet_jax import steps

@@ -108,7 +108,8 @@ def test_the_torch_two_tower_net_computes_jaxs_logits():
   tests' width, with JAX's weights copied in, the same logits for the same 64x64 images (conv1's
   3-pixel overhang, as at 224), dropout off."""
   import torch
-  from alexnet_jax import model, models
+  from alexnet_jax import nets
+  from alexnet_jax.nets import alexnet
   from benchmarks import torch_nets
   full = torch_nets.two_tower(torch, accelerator.torch_net_spec(paper.get_config()))
   assert torch_nets.count_params(full) == 60_965_224
@@ -116,12 +117,12 @@ def test_the_torch_two_tower_net_computes_jaxs_logits():
   config.model.update(image_size=64, dropout_rate=0.0)
   spec = accelerator.torch_net_spec(config)
   assert spec["overhang"] == 3 and spec["pool5"] == 1
-  params = jax.device_get(model.init_params(config.model, jax.random.key(0)))
+  params = jax.device_get(alexnet.init_params(config.model, jax.random.key(0)))
   net = torch_nets.two_tower(torch, spec).eval()
   torch_nets.load_jax_params(torch, net, params, spec)
-  assert torch_nets.count_params(net) == models.count_params(params)
+  assert torch_nets.count_params(net) == nets.count_params(params)
   x = np.random.default_rng(0).normal(0, 50, (3, 64, 64, 3)).astype(np.float32)
-  jax_net = models.make_module(config.model, model_axis=None, data_axis=None)
+  jax_net = nets.make_module(config.model, model_axis=None, data_axis=None)
   want = np.asarray(jax_net.apply({"params": params}, x))
   with torch.no_grad():
     got = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
@@ -175,9 +176,10 @@ def test_the_variants_and_the_profile_run_on_the_cpu(tmp_path):
 def test_every_variant_is_a_config_switch_whose_default_is_todays_step():
   """VARIANTS names config fields that exist, each set to a value its owner accepts, never the
   default (tests/test_model.py and test_preprocess.py check each one's numbers)."""
-  from alexnet_jax import model, preprocess
+  from alexnet_jax import preprocess
+  from alexnet_jax.nets import alexnet
   defaults = paper.get_config()
-  allowed = {**{f"model.{k}": v for k, v in model.VARIANTS.items()},
+  allowed = {**{f"model.{k}": v for k, v in alexnet.VARIANTS.items()},
              "data.crop_op": preprocess.CROP_OPS, "rng_impl": ("", "rbg", "unsafe_rbg")}
   assert accelerator.VARIANTS["default"] == ({}, "same")
   for name, (overrides, numbers) in accelerator.VARIANTS.items():

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import model
+from alexnet_jax.nets import alexnet
 from alexnet_jax import steps
 from alexnet_jax.configs import paper
 
@@ -21,14 +21,14 @@ MIN_COSINE = 0.85
 
 def test_a_bfloat16_matmul_sums_in_float32():
   """4096 products of 1: a bfloat16 running sum stops at 256 (256 + 1 rounds to 256)."""
-  dense = model.TowerDense(1, towers=1, dtype=jnp.bfloat16)
+  dense = alexnet.TowerDense(1, towers=1, dtype=jnp.bfloat16)
   params = {"kernel": jnp.ones((1, 4096, 1)), "bias": jnp.zeros((1, 1))}
   y = dense.apply({"params": params}, [jnp.ones((1, 4096), jnp.bfloat16)])[0]
   assert y.dtype == jnp.bfloat16 and float(y[0, 0]) == 4096.0
 
 
 def test_a_bfloat16_convolution_sums_in_float32():
-  conv = model.TowerConv(1, 16, towers=1, dtype=jnp.bfloat16)
+  conv = alexnet.TowerConv(1, 16, towers=1, dtype=jnp.bfloat16)
   params = {"kernel": jnp.ones((1, 16, 16, 16, 1)), "bias": jnp.zeros((1, 1))}
   y = conv.apply({"params": params}, [jnp.ones((1, 16, 16, 16), jnp.bfloat16)])[0]
   assert float(y[0, 0, 0, 0]) == 4096.0
@@ -37,7 +37,7 @@ def test_a_bfloat16_convolution_sums_in_float32():
 def test_the_biases_gradient_sums_in_float32():
   """conv1's bias gradient sums batch x 55 x 55 terms per unit: here 387,200 terms of 1."""
   y = jnp.zeros((128, 55, 55, 1), jnp.bfloat16)
-  grad = jax.grad(lambda b: jnp.sum(model._add_bias(y, b, jnp.bfloat16).astype(jnp.float32)))
+  grad = jax.grad(lambda b: jnp.sum(alexnet._add_bias(y, b, jnp.bfloat16).astype(jnp.float32)))
   assert float(grad(jnp.zeros(1))[0]) == 128 * 55 * 55
 
 
@@ -78,16 +78,16 @@ def test_bfloat16_gradients_of_the_full_network_point_where_float32s_do():
 
 @pytest.mark.parametrize("layout", ["18pct", "conv_local"])
 def test_the_cifar_nets_compute_in_the_models_dtype(layout):
-  from alexnet_jax import cifar_model
+  from alexnet_jax.nets import cifar
   from alexnet_jax.configs import common
   logits, params = {}, None
   for dtype in ("float32", "bfloat16"):
     cfg = common.cifar_model_config("relu", layout=layout, lrn=True)
     cfg.dtype = dtype
-    net = cifar_model.CifarNet(cfg.lock())
+    net = cifar.CifarNet(cfg.lock())
     size = cfg.image_size
     x = jnp.asarray(np.random.default_rng(0).normal(0, 60, (4, size, size, 3)), jnp.float32)
-    params = params or cifar_model.init_params(cfg, jax.random.key(0))
+    params = params or cifar.init_params(cfg, jax.random.key(0))
     jaxpr = str(jax.make_jaxpr(lambda p: net.apply({"params": p}, x))(params))
     assert ("bf16" in jaxpr) == (dtype == "bfloat16")
     logits[dtype] = np.asarray(net.apply({"params": params}, x))

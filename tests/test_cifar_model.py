@@ -1,4 +1,4 @@
-"""The CIFAR-10 nets of cuda-convnet (alexnet_jax/cifar_model.py)."""
+"""The CIFAR-10 nets of cuda-convnet (alexnet_jax/nets/cifar.py)."""
 import functools
 
 import jax
@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import cifar_model
-from alexnet_jax import model
-from alexnet_jax import models
+from alexnet_jax.nets import cifar
+from alexnet_jax.nets import alexnet
+from alexnet_jax import nets
 from alexnet_jax.configs import cifar10_fig1
 from alexnet_jax.configs import common
 
@@ -18,11 +18,11 @@ def model_cfg(layout="18pct", activation="relu", lrn=False):
 
 
 def shapes(cfg):
-  return jax.eval_shape(functools.partial(cifar_model.init_params, cfg), jax.random.key(0))
+  return jax.eval_shape(functools.partial(cifar.init_params, cfg), jax.random.key(0))
 
 
 def init(cfg, seed):
-  return cifar_model.init_params(cfg, jax.random.key(seed))
+  return cifar.init_params(cfg, jax.random.key(seed))
 
 
 def test_param_count_18pct_matches_layers_file():
@@ -31,7 +31,7 @@ def test_param_count_18pct_matches_layers_file():
   expected = (5 * 5 * 3 * 32 + 32) + (5 * 5 * 32 * 32 + 32) + (5 * 5 * 32 * 64 + 64) + (
       4 * 4 * 64 * 10 + 10)
   params = shapes(model_cfg())
-  assert models.count_params(params) == expected == 89_578
+  assert nets.count_params(params) == expected == 89_578
   assert params["fc10"]["kernel"].shape == (1024, 10)
 
 
@@ -42,7 +42,7 @@ def test_param_count_conv_local_matches_layers_file():
               (6 * 6 * 3 * 3 * 64 * 32 + 6 * 6 * 32)
               + (6 * 6 * 3 * 3 * 32 * 32 + 6 * 6 * 32) + (6 * 6 * 32 * 10 + 10))
   params = shapes(model_cfg("conv_local", lrn=True))
-  assert models.count_params(params) == expected == 1_116_490
+  assert nets.count_params(params) == expected == 1_116_490
   assert params["local3"]["kernel"].shape == (6, 6, 576, 32)
 
 
@@ -53,16 +53,16 @@ def test_init_stds_follow_layers_file():
   assert float(jnp.abs(params["conv3"]["bias"]).max()) == 0.0
 
 
-@pytest.mark.parametrize("layout", cifar_model.LAYOUTS)
+@pytest.mark.parametrize("layout", cifar.LAYOUTS)
 def test_logits_shape_and_switches_change_outputs(layout):
-  size = cifar_model.INPUT_SIZE[layout]
+  size = cifar.INPUT_SIZE[layout]
   images = jax.random.normal(jax.random.key(2), (2, size, size, 3)) * 50.0
   params = init(model_cfg(layout), 3)
   # Larger weights so every layer's activation and normalisation matter.
   params = jax.tree.map(lambda p: p * 30.0 + 0.01, params)
   out = {}
   for activation, lrn in (("relu", False), ("tanh", False), ("relu", True)):
-    logits = cifar_model.apply(model_cfg(layout, activation, lrn), params, images)
+    logits = cifar.apply(model_cfg(layout, activation, lrn), params, images)
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
     assert np.all(np.isfinite(logits))
     out[activation, lrn] = np.asarray(logits)
@@ -72,12 +72,12 @@ def test_logits_shape_and_switches_change_outputs(layout):
 
 def test_pool_sizes_follow_cuda_convnet():
   x = jnp.arange(2 * 5 * 5 * 1, dtype=jnp.float32).reshape(2, 5, 5, 1)
-  assert [cifar_model.pooled_size(s) for s in (32, 16, 8, 24, 12)] == [16, 8, 4, 12, 6]
+  assert [cifar.pooled_size(s) for s in (32, 16, 8, 24, 12)] == [16, 8, 4, 12, 6]
   # 5 -> 2 windows: rows/cols {0,1,2} and {2,3,4} (no overhang here).
-  np.testing.assert_allclose(cifar_model.pool(x, "max")[0, :, :, 0], [[12, 14], [22, 24]])
+  np.testing.assert_allclose(cifar.pool(x, "max")[0, :, :, 0], [[12, 14], [22, 24]])
   # 4 -> 2 windows: {0,1,2} and {2,3} (the second hangs over; averaged over pixels inside).
   y = jnp.arange(16, dtype=jnp.float32).reshape(1, 4, 4, 1)
-  avg = cifar_model.pool(y, "avg")[0, :, :, 0]
+  avg = cifar.pool(y, "avg")[0, :, :, 0]
   np.testing.assert_allclose(avg[1, 1], np.mean([10, 11, 14, 15]))
   np.testing.assert_allclose(avg[0, 0], np.mean([0, 1, 2, 4, 5, 6, 8, 9, 10]))
 
@@ -85,18 +85,18 @@ def test_pool_sizes_follow_cuda_convnet():
 def test_lrn_is_the_model_lrn():
   cfg = model_cfg("18pct", lrn=True)
   x = jnp.linspace(-40.0, 40.0, 2 * 4 * 4 * 8).reshape(2, 4, 4, 8)
-  net = cifar_model.CifarNet(cfg)
-  expected = model.lrn(x, k=1.0, n=5, alpha=0.001, beta=0.75, convention="caffe")
+  net = cifar.CifarNet(cfg)
+  expected = alexnet.lrn(x, k=1.0, n=5, alpha=0.001, beta=0.75, convention="caffe")
   np.testing.assert_allclose(net.apply({}, x, method=lambda m, v: m._norm(v)), expected)
 
 
 def test_bad_settings_are_refused():
   with pytest.raises(ValueError, match="layout"):
-    cifar_model.check_config(_with(model_cfg(), layout="vgg"))
+    cifar.check_config(_with(model_cfg(), layout="vgg"))
   with pytest.raises(ValueError, match="image_size"):
-    cifar_model.check_config(_with(model_cfg(), image_size=24))
+    cifar.check_config(_with(model_cfg(), image_size=24))
   with pytest.raises(ValueError, match="dropout_rate"):
-    cifar_model.check_config(_with(model_cfg(), dropout_rate=0.5))
+    cifar.check_config(_with(model_cfg(), dropout_rate=0.5))
 
 
 def _with(cfg, **kw):
@@ -123,4 +123,4 @@ def test_patches_match_lax_patches(k, p):
   x = jax.random.normal(jax.random.key(4), (2, 6, 7, 5))
   expected = jax.lax.conv_general_dilated_patches(
       x, (k, k), (1, 1), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  np.testing.assert_array_equal(cifar_model.patches(x, k, p), expected)
+  np.testing.assert_array_equal(cifar.patches(x, k, p), expected)

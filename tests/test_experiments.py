@@ -200,10 +200,10 @@ def test_sweep_end_to_end_on_generated_data(tmp_path):
 
 
 def test_cifar_dispatch_trains_data_parallel():
-  """models.py routes config.model.name "cifar4" to cifar_model, data-parallel on 2 devices."""
+  """nets routes config.model.name "cifar4" to nets/cifar.py, data-parallel on 2 devices."""
   import jax
   import numpy as np_
-  from alexnet_jax import models
+  from alexnet_jax import nets
   from alexnet_jax import parallel
   from alexnet_jax import steps
   from alexnet_jax.configs import cifar10_fig1
@@ -212,7 +212,7 @@ def test_cifar_dispatch_trains_data_parallel():
   mesh = parallel.make_mesh(config.mesh.model, jax.devices()[:2])
   assert dict(mesh.shape) == {"data": 2, "model": 1}
   state = steps.create_train_state(config, mesh)
-  assert models.count_params(state.params) == 89_578
+  assert nets.count_params(state.params) == 89_578
   step = steps.make_train_step(config, mesh)
   rng = np_.random.default_rng(0)
   batch = {"image": rng.integers(0, 256, (4, 32, 32, 3)).astype(np_.uint8),

@@ -12,8 +12,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from alexnet_jax import model
-from alexnet_jax import models
+from alexnet_jax.nets import alexnet
+from alexnet_jax import nets
 from alexnet_jax.configs import paper
 from tests import tiny_config
 from tests.trees import assert_trees_close
@@ -24,7 +24,7 @@ tiny_model_config = tiny_config.model_config  # Width 0.25, 10 classes, 67x67: 1
 
 def run(cfg, x_BHWC, train=False, rng=None, params=None):
   """Logits and the recorded per-layer maps of the one-device network."""
-  model.check_config(cfg)
+  alexnet.check_config(cfg)
   frozen = ml_collections.FrozenConfigDict(cfg)
   params = base_params() if params is None else params  # The switches leave the shapes alone.
   logits, state = forward(frozen, train)(params, x_BHWC, rng if rng is not None else
@@ -35,12 +35,12 @@ def run(cfg, x_BHWC, train=False, rng=None, params=None):
 
 @functools.cache
 def base_params():
-  return model.init_params(tiny_model_config(), jax.random.key(0))
+  return alexnet.init_params(tiny_model_config(), jax.random.key(0))
 
 
 @functools.cache
 def forward(frozen_cfg, train):
-  net = model.AlexNet(frozen_cfg, model_axis=None, data_axis=None)
+  net = alexnet.AlexNet(frozen_cfg, model_axis=None, data_axis=None)
   return jax.jit(lambda p, x, r: net.apply({"params": p}, x, train=train, rng=r,
                                            mutable=["intermediates"]))
 
@@ -51,9 +51,9 @@ def images(size=67, batch=4):
 
 
 def test_parameter_count_is_the_papers():
-  shapes = jax.eval_shape(functools.partial(model.init_params, paper.get_config().model),
+  shapes = jax.eval_shape(functools.partial(alexnet.init_params, paper.get_config().model),
                           jax.random.key(0))
-  assert models.count_params(shapes) == 60_965_224
+  assert nets.count_params(shapes) == 60_965_224
   assert shapes["conv1"]["kernel"].shape == (2, 11, 11, 3, 48)
   assert shapes["conv2"]["kernel"].shape == (2, 5, 5, 48, 128)     # Own tower only.
   assert shapes["conv3"]["kernel"].shape == (2, 3, 3, 256, 192)    # Both towers.
@@ -66,8 +66,8 @@ def test_parameter_count_is_the_papers():
 def test_feature_map_sizes_at_224_and_227(size):
   cfg = paper.get_config().model
   cfg.image_size = size
-  net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
-  params = jax.eval_shape(functools.partial(model.init_params, cfg), jax.random.key(0))
+  net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+  params = jax.eval_shape(functools.partial(alexnet.init_params, cfg), jax.random.key(0))
   x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   logits, state = jax.eval_shape(
       lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]), params, x)
@@ -77,30 +77,30 @@ def test_feature_map_sizes_at_224_and_227(size):
                  "conv3": (13, 13, 384), "conv4": (13, 13, 384), "conv5": (13, 13, 256),
                  "pool5": (6, 6, 256), "fc6": (4096,), "fc7": (4096,)}
   assert logits.shape == (1, 1000)
-  assert model.feature_map_sizes(cfg)["pool5"] == 6
+  assert alexnet.feature_map_sizes(cfg)["pool5"] == 6
   assert sum(math.prod(p.shape) for p in jax.tree.leaves(params)) == 60_965_224
 
 
 def test_conv1_overhang_is_cuda_convnets():
   """1 + ceil((size - 11) / 4) outputs, the last filters reading zeros past the image."""
-  assert {s: model.conv1_overhang(s) for s in (224, 225, 226, 227, 67)} == {
+  assert {s: alexnet.conv1_overhang(s) for s in (224, 225, 226, 227, 67)} == {
       224: 3, 225: 2, 226: 1, 227: 0, 67: 0}
   cfg = paper.get_config().model
   cfg.image_size = 10
   with pytest.raises(ValueError, match="image_size=10"):
-    model.feature_map_sizes(cfg)
+    alexnet.feature_map_sizes(cfg)
 
 
 def test_224_input_equals_227_input_with_3_zero_rows_and_columns():
   cfg = tiny_model_config(dropout_rate=0.0)
   cfg.image_size = 224
-  params = model.init_params(cfg, jax.random.key(0))
+  params = alexnet.init_params(cfg, jax.random.key(0))
   x224 = jax.random.normal(jax.random.key(1), (2, 224, 224, 3)) * 50
   x227 = jnp.pad(x224, ((0, 0), (0, 3), (0, 3), (0, 0)))
   out = {}
   for size, x in ((224, x224), (227, x227)):
     cfg.image_size = size
-    net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+    net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
     out[size] = net.apply({"params": params}, x, train=False)
   np.testing.assert_array_equal(np.asarray(out[224]), np.asarray(out[227]))
   assert float(jnp.std(out[224])) > 0
@@ -108,7 +108,7 @@ def test_224_input_equals_227_input_with_3_zero_rows_and_columns():
 
 def test_odd_num_classes_is_refused():
   with pytest.raises(ValueError, match="num_classes=11 must be even"):
-    model.init_params(tiny_model_config(num_classes=11), jax.random.key(0))
+    alexnet.init_params(tiny_model_config(num_classes=11), jax.random.key(0))
 
 
 def numpy_lrn(a, k, n, alpha, beta, convention):
@@ -125,21 +125,21 @@ def numpy_lrn(a, k, n, alpha, beta, convention):
 @pytest.mark.parametrize("convention,k", [("paper", 2.0), ("caffe", 1.0)])
 def test_lrn_matches_the_formula(convention, k):
   a = np.random.default_rng(0).normal(0, 30, (2, 3, 3, 7)).astype(np.float32)
-  got = model.lrn(jnp.asarray(a), k=k, n=5, alpha=1e-3, beta=0.75, convention=convention)
+  got = alexnet.lrn(jnp.asarray(a), k=k, n=5, alpha=1e-3, beta=0.75, convention=convention)
   np.testing.assert_allclose(got, numpy_lrn(a, k, 5, 1e-3, 0.75, convention), rtol=1e-5)
 
 
 def test_lrn_conventions_differ_by_alpha_over_n():
   a = jnp.full((1, 1, 1, 9), 10.0)
-  paper_b = model.lrn(a, k=2.0, n=5, alpha=1e-2, beta=0.75, convention="paper")
-  caffe_b = model.lrn(a, k=2.0, n=5, alpha=5e-2, beta=0.75, convention="caffe")
+  paper_b = alexnet.lrn(a, k=2.0, n=5, alpha=1e-2, beta=0.75, convention="paper")
+  caffe_b = alexnet.lrn(a, k=2.0, n=5, alpha=5e-2, beta=0.75, convention="caffe")
   np.testing.assert_allclose(paper_b, caffe_b, rtol=1e-6)
   with pytest.raises(ValueError, match="lrn_convention"):
-    model.lrn(a, k=2.0, n=5, alpha=1e-2, beta=0.75, convention="pytorch")
+    alexnet.lrn(a, k=2.0, n=5, alpha=1e-2, beta=0.75, convention="pytorch")
 
 
 def test_initialisation_is_section_5():
-  params = model.init_params(tiny_model_config(bias_init=0.5), jax.random.key(0))
+  params = alexnet.init_params(tiny_model_config(bias_init=0.5), jax.random.key(0))
   for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
     expected = 0.5 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
     np.testing.assert_array_equal(params[layer]["bias"], expected, err_msg=layer)
@@ -175,8 +175,8 @@ def test_max_pool_gradient_is_reduce_windows(size, window, stride, ties):
                                  (1, stride, stride, 1), "VALID")
 
   g = jax.random.normal(jax.random.key(1), reference(x).shape)
-  np.testing.assert_array_equal(model.max_pool(x, window, stride), reference(x))
-  grad = jax.grad(lambda x: (model.max_pool(x, window, stride) * g).sum())(x)
+  np.testing.assert_array_equal(alexnet.max_pool(x, window, stride), reference(x))
+  grad = jax.grad(lambda x: (alexnet.max_pool(x, window, stride) * g).sum())(x)
   expected = jax.grad(lambda x: (reference(x) * g).sum())(x)
   np.testing.assert_allclose(grad, expected, atol=1e-6)
   assert int((grad != 0).sum()) == int((expected != 0).sum())
@@ -237,8 +237,8 @@ def test_dropout_switch():
 
 def test_bfloat16_compute_keeps_float32_params():
   cfg = tiny_model_config(dtype="bfloat16")
-  net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
-  params = model.init_params(cfg, jax.random.key(0))
+  net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+  params = alexnet.init_params(cfg, jax.random.key(0))
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
   _, state = jax.eval_shape(lambda p, x: net.apply({"params": p}, x, mutable=["intermediates"]),
                             params, images())
@@ -258,20 +258,20 @@ def test_lrn_gradient_matches_autodiff_of_the_formula():
   x = jnp.asarray(np.random.default_rng(1).normal(0, 30, (2, 3, 3, 7)), jnp.float32)
   cotangent = jnp.asarray(np.random.default_rng(2).normal(size=x.shape), jnp.float32)
   for beta in (0.75, 0.6):
-    got = jax.grad(lambda x: jnp.sum(cotangent * model.lrn(
+    got = jax.grad(lambda x: jnp.sum(cotangent * alexnet.lrn(
         x, k=2.0, n=5, alpha=1e-3, beta=beta, convention="paper")))(x)
     want = jax.grad(lambda x: jnp.sum(cotangent * plain(x, 2.0, 5, 1e-3, beta)))(x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=f"beta={beta}")
 
 
 def test_he_initialisation_scales_each_layer_by_its_fan_in():
-  params = model.init_params(tiny_model_config(init="he"), jax.random.key(0))
+  params = alexnet.init_params(tiny_model_config(init="he"), jax.random.key(0))
   for layer, p in params.items():
     fan_in = int(np.prod(p["kernel"].shape[1:-1]))
     std = float(np.std(np.asarray(p["kernel"])))
     assert std == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.1), layer
   with pytest.raises(ValueError, match="config.model.init"):
-    model.init_params(tiny_model_config(init="xavier"), jax.random.key(0))
+    alexnet.init_params(tiny_model_config(init="xavier"), jax.random.key(0))
 
 
 def test_input_scale_multiplies_the_images():
@@ -284,14 +284,14 @@ def test_input_scale_multiplies_the_images():
 
 def test_init_params_is_the_only_initialisation():
   cfg = tiny_model_config()
-  net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+  net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
   with pytest.raises(ValueError, match="model.init_params"):
     net.init(jax.random.key(0), images())
   params = base_params()
   assert {k: (v["kernel"].shape, v["bias"].shape) for k, v in params.items()} == \
-      model.param_shapes(cfg)
-  for layer in model.LAYERS:
-    np.testing.assert_array_equal(params[layer]["bias"], model.bias_value(cfg, layer))
+      alexnet.param_shapes(cfg)
+  for layer in alexnet.LAYERS:
+    np.testing.assert_array_equal(params[layer]["bias"], alexnet.bias_value(cfg, layer))
 
 
 def test_paper_and_inverted_dropout_differ_only_by_the_next_layers_scale():
@@ -312,7 +312,7 @@ def test_paper_and_inverted_dropout_differ_only_by_the_next_layers_scale():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
   def fc7_grad(cfg, p):
-    net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+    net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
     loss = lambda p: jnp.sum(jnp.square(net.apply({"params": p}, images(), train=True,
                                                   rng=jax.random.key(3))))
     return jax.jit(jax.grad(loss))(p)["fc7"]["kernel"]
@@ -332,7 +332,7 @@ def test_paper_and_inverted_dropout_differ_only_by_the_next_layers_scale():
 @functools.cache
 def variant_grads(frozen_cfg):
   """The gradient of a training loss (dropout on, the same masks) on one device."""
-  net = model.AlexNet(frozen_cfg, model_axis=None, data_axis=None)
+  net = alexnet.AlexNet(frozen_cfg, model_axis=None, data_axis=None)
   weights = jax.random.normal(jax.random.key(8), (4, frozen_cfg.num_classes))
   loss = lambda p: jnp.sum(weights * net.apply({"params": p}, images(), train=True,
                                                rng=jax.random.key(1)))
@@ -368,7 +368,7 @@ def test_lrn_dtype_compute_normalises_in_the_compute_dtype():
   """lrn_dtype="compute" leaves LRN in bfloat16 (no float32 op in it) within bfloat16's rounding
   of the formula; in float32 it is the default exactly."""
   x = jnp.asarray(np.random.default_rng(3).uniform(0, 60, (2, 5, 5, 12)), jnp.bfloat16)
-  lrn = functools.partial(model.lrn, k=2.0, n=5, alpha=1e-4, beta=0.75)
+  lrn = functools.partial(alexnet.lrn, k=2.0, n=5, alpha=1e-4, beta=0.75)
   assert "f32" in str(jax.make_jaxpr(lrn)(x))
   assert "f32" not in str(jax.make_jaxpr(functools.partial(lrn, in_float32=False))(x))
   want = numpy_lrn(np.asarray(x, np.float32), 2.0, 5, 1e-4, 0.75, "paper")
@@ -385,7 +385,7 @@ def test_variant_switches_refuse_unknown_values():
   for field, value in [("lrn_grad", "manual"), ("pool_grad", "avg"), ("lrn_dtype", "float16"),
                        ("tower_conv", "fused"), ("conv1_channels", 5)]:
     with pytest.raises(ValueError, match=f"config.model.{field}"):
-      model.check_config(tiny_model_config(**{field: value}))
+      alexnet.check_config(tiny_model_config(**{field: value}))
 
 
 def test_model1_gathers_off_drops_the_collectives_over_one_device():
@@ -398,7 +398,7 @@ def test_model1_gathers_off_drops_the_collectives_over_one_device():
   params = jax.device_put(base_params(), parallel.param_shardings(mesh, base_params()))
   out = {}
   for gathers in (True, False):
-    net = models.make_module(tiny_model_config(model1_gathers=gathers), 1)
+    net = nets.make_module(tiny_model_config(model1_gathers=gathers), 1)
     apply = parallel.make_apply(net, mesh)
     loss = lambda p: jnp.sum(jnp.square(apply(p, x, jax.random.key(1), train=True)))
     grad = jax.jit(jax.grad(loss))

@@ -1,6 +1,6 @@
 """Section 3.2 on 2 CPU devices: the mesh, the shards, and model=2 computing what model=1 does.
 
-How the dropout masks agree across meshes: model.AlexNet draws tower g's mask for layer l from
+How the dropout masks agree across meshes: alexnet.AlexNet draws tower g's mask for layer l from
 fold_in(fold_in(rng, l), g) over the GLOBAL batch, and each data shard keeps its own rows. With
 model=2 a device holds tower g = its model index and the whole batch; with model=1 it holds both
 towers and half the batch; on one device without a mesh it holds everything. All three therefore
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import model, models, parallel
+from alexnet_jax import nets, parallel
+from alexnet_jax.nets import alexnet
 from tests import tiny_config
 from tests.trees import assert_trees_close
 
@@ -39,13 +40,13 @@ def results(model_axis, dtype="float32"):
   x_BHWC = jax.random.normal(jax.random.key(3), (4, 67, 67, 3), jnp.float32)
   rng = jax.random.key(11)
   if model_axis is None:
-    net = model.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+    net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
     apply_fn = lambda p, x, r, train: net.apply({"params": p}, x, train=train, rng=r)
-    params = model.init_params(cfg, jax.random.key(0))
+    params = alexnet.init_params(cfg, jax.random.key(0))
   else:
     mesh = parallel.make_mesh(model_axis)
-    apply_fn = parallel.make_apply(models.make_module(cfg, model_axis), mesh)
-    params = parallel.create_sharded_params(functools.partial(model.init_params, cfg), mesh,
+    apply_fn = parallel.make_apply(nets.make_module(cfg, model_axis), mesh)
+    params = parallel.create_sharded_params(functools.partial(alexnet.init_params, cfg), mesh,
                                             jax.random.key(0))
     x_BHWC = jax.device_put(x_BHWC, parallel.batch_sharding(mesh))
   both = jax.jit(lambda p, x, r: {train: loss_and_grads(apply_fn, train)(p, x, r)[::-1]
@@ -92,9 +93,9 @@ def test_make_mesh():
 def test_each_tower_lives_on_its_own_device():
   cfg = tiny_model_config()
   mesh = parallel.make_mesh(2)
-  params = parallel.create_sharded_params(functools.partial(model.init_params, cfg), mesh,
+  params = parallel.create_sharded_params(functools.partial(alexnet.init_params, cfg), mesh,
                                           jax.random.key(0))
-  reference = model.init_params(cfg, jax.random.key(0))
+  reference = alexnet.init_params(cfg, jax.random.key(0))
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     assert leaf.sharding.spec == P("model"), jax.tree_util.keystr(path)
     want = functools.reduce(lambda t, k: t[k.key], path, reference)
@@ -105,15 +106,15 @@ def test_each_tower_lives_on_its_own_device():
       np.testing.assert_allclose(shard.data[0], want[tower], rtol=1e-6, atol=1e-9)
   counts = {d: sum(s.data.size for leaf in jax.tree.leaves(params) for s in leaf.addressable_shards
                    if s.device == d) for d in mesh.devices.flat}
-  assert set(counts.values()) == {models.count_params(params) // 2}
+  assert set(counts.values()) == {nets.count_params(params) // 2}
 
 
 def test_batch_must_divide_over_data():
   cfg = tiny_model_config()
   mesh = parallel.make_mesh(1)
-  params = jax.eval_shape(functools.partial(model.init_params, cfg), jax.random.key(0))
+  params = jax.eval_shape(functools.partial(alexnet.init_params, cfg), jax.random.key(0))
   x = jax.ShapeDtypeStruct((3, 67, 67, 3), jnp.float32)
   with pytest.raises(ValueError, match="global batch \\(3\\) must divide over the 2 devices"):
-    jax.eval_shape(lambda p, x: parallel.make_apply(models.make_module(cfg), mesh)(p, x, None,
+    jax.eval_shape(lambda p, x: parallel.make_apply(nets.make_module(cfg), mesh)(p, x, None,
                                                                                   False),
                    params, x)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import model
+from alexnet_jax.nets import alexnet
 from alexnet_jax import steps
 from alexnet_jax import stuck
 from alexnet_jax import train
@@ -70,22 +70,22 @@ def test_recipes_combine_with_smoke_and_other_configs():
 def test_per_layer_weight_scales_are_drawn():
   cfg = tiny_config.model_config(width=1.0, image_size=227, num_classes=200)
   cfg.layer_weight_std.update(conv3=0.03, fc6=0.005)
-  params = model.init_params(cfg, jax.random.key(0))
-  stds = {layer: float(np.std(params[layer]["kernel"])) for layer in model.LAYERS}
+  params = alexnet.init_params(cfg, jax.random.key(0))
+  stds = {layer: float(np.std(params[layer]["kernel"])) for layer in alexnet.LAYERS}
   for layer, want in dict(conv1=0.01, conv2=0.01, conv3=0.03, conv4=0.01, conv5=0.01,
                           fc6=0.005, fc7=0.01, fc8=0.01).items():
     assert stds[layer] == pytest.approx(want, rel=0.02), layer
   with pytest.raises(ValueError, match="layer_weight_std.conv2=-1"):
     cfg.layer_weight_std.conv2 = -1.0
-    model.check_config(cfg)
+    alexnet.check_config(cfg)
 
 
 def test_unset_per_layer_scales_draw_the_same_weights_as_before():
   cfg = tiny_config.model_config()
-  a = model.init_params(cfg, jax.random.key(1))
+  a = alexnet.init_params(cfg, jax.random.key(1))
   cfg.layer_weight_std.conv3 = cfg.weight_std  # The same value, given per layer.
-  b = model.init_params(cfg, jax.random.key(1))
-  for layer in model.LAYERS:
+  b = alexnet.init_params(cfg, jax.random.key(1))
+  for layer in alexnet.LAYERS:
     np.testing.assert_array_equal(a[layer]["kernel"], b[layer]["kernel"])
 
 
@@ -125,7 +125,7 @@ def test_the_train_step_reads_the_multipliers():
              "label": np.arange(4, dtype=np.int32) % config.model.num_classes}
     state, _ = step(state, parallel.to_global(mesh, batch), np.float32(0.01), consts)
     moved[mult] = jax.device_get(state.momentum)
-  for layer in model.LAYERS:
+  for layer in alexnet.LAYERS:
     np.testing.assert_allclose(moved[2.0][layer]["bias"], 2 * moved[1.0][layer]["bias"],
                                rtol=1e-5, atol=1e-9, err_msg=layer)
     np.testing.assert_array_equal(moved[2.0][layer]["kernel"], moved[1.0][layer]["kernel"])

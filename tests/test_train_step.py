@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import models, parallel, steps
+from alexnet_jax import nets, parallel, steps
 from tests import tiny_config as tiny_configs
 from tests.trees import assert_trees_close
 
@@ -88,7 +88,7 @@ def test_model2_collectives_are_the_papers():
 def test_model1_collectives_are_the_data_reduction():
   config, mesh, *_, hlo = setup(1)
   found = collectives(hlo)
-  n_params = models.count_params(models.abstract_params(config.model))
+  n_params = nets.count_params(nets.abstract_params(config.model))
   trivial = {key for key in found if key[1] == "{{0},{1}}"}  # Over the size-1 model axis.
   data = {key: sizes for key, sizes in found.items() if key not in trivial}
   reduced = sum(sum(sizes) for (kind, _), sizes in data.items() if kind == "all-reduce")

@@ -5,7 +5,7 @@ training error rate on CIFAR-10 six times faster than an equivalent network with
 (dashed line). The learning rates for each network were chosen independently to make training
 as fast as possible. No regularization of any kind was employed." (section 3.1, figure 1)
 
-The network is cuda-convnet's layers-18pct.cfg (alexnet_jax/cifar_model.py, layout "18pct":
+The network is cuda-convnet's layers-18pct.cfg (alexnet_jax/nets/cifar.py, layout "18pct":
 conv 32@5x5 -> max-pool 3/2 -> conv 32@5x5 -> avg-pool 3/2 -> conv 64@5x5 -> avg-pool 3/2 ->
 fc 10), with its two response-normalisation layers left out and the activation switchable.
 "No regularisation": no weight decay, no dropout, no LRN, no crops, no mirrors, no colour

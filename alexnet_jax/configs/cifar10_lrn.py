@@ -4,7 +4,7 @@ The paper: "on the CIFAR-10 dataset a four-layer CNN achieved a 13% test error r
 normalization and 11% with normalization". Those were cuda-convnet's layers-conv-local-13pct.cfg
 and layers-conv-local-11pct.cfg, the same net (conv 64@5x5 -> [LRN] -> max-pool 3/2 -> conv
 64@5x5 -> [LRN] -> max-pool 3/2 -> locally connected 32@3x3 -> locally connected 32@3x3 ->
-fc 10; alexnet_jax/cifar_model.py, layout "conv_local") with the cross-map normalisation
+fc 10; alexnet_jax/nets/cifar.py, layout "conv_local") with the cross-map normalisation
 (size 5, scale 0.001, power 0.75) as the only difference. Input as cuda-convnet's
 "cifar-cropped" provider: random 24x24 crops and mirrors of the 32x32 images, the mean image
 subtracted; the centre 24x24 crop at test time. Weight decay 0.004 on the convolutions, 0.004

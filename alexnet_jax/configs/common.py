@@ -10,8 +10,8 @@ import ml_collections
 
 CACHE_DIR = "~/.cache/alexnet_jax"   # Where config.data.cache_dir="" puts generated data,
                                      # statistics and the extracted CIFAR-10.
-# alexnet_jax/cifar_model.py's NAME and INPUT_SIZE, written out (tests/test_configs.py checks
-# they agree) because importing the model module would load JAX into every config.
+# The CIFAR-10 nets' name and each layout's input (alexnet_jax/nets/cifar.py reads them here):
+# layers-18pct takes the whole 32x32 image, layers-conv-local-11pct a 24x24 crop.
 CIFAR_MODEL_NAME = "cifar4"
 CIFAR_INPUT_SIZE = {"18pct": 32, "conv_local": 24}
 
@@ -23,7 +23,7 @@ def cifar10_root(cache_dir=""):
 
 
 def cifar_model_config(activation, *, layout, lrn):
-  """config.model for alexnet_jax/cifar_model.py; LRN constants are layers-conv-local-11pct's."""
+  """config.model for alexnet_jax/nets/cifar.py; LRN constants are layers-conv-local-11pct's."""
   m = ml_collections.ConfigDict()
   m.name = CIFAR_MODEL_NAME
   m.layout = layout

@@ -66,7 +66,7 @@ def base_config():
   config.model.pool_stride = 2
   config.model.dropout_rate = 0.5      # 4.2, on fc6 and fc7.
   config.model.dropout_scaling = "paper"  # 4.2: outputs x 0.5 at test time; "inverted": x 2
-                                       # while training (Caffe, PyTorch). model.py says how
+                                       # while training (Caffe, PyTorch). nets/alexnet.py says how
                                        # they differ.
   config.model.init = "paper"          # 5: "paper" N(0, weight_std); "he" sqrt(2/fan_in).
   config.model.input_scale = 1.0       # 4.1 feeds 0-255 pixels minus the mean; "he" wants ~1/60.

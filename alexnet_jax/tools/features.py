@@ -23,7 +23,7 @@ import tensorflow as tf
 from absl import app
 from absl import flags
 
-from alexnet_jax import models
+from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
 from alexnet_jax import progress
@@ -41,11 +41,11 @@ def map_ranks(model_cfg):
   if model_cfg.get("name", "alexnet") != "alexnet":
     raise ValueError(f"config.model.name={model_cfg.name!r}: only AlexNet records its layer "
                      "maps; features, and figure 4, need an AlexNet run.")
-  net = models.make_module(model_cfg, 1, model_axis=None, data_axis=None)
+  net = nets.make_module(model_cfg, 1, model_axis=None, data_axis=None)
   size = model_cfg.image_size
   _, state = jax.eval_shape(
       lambda p, x: net.apply({"params": p}, x, train=False, mutable=["intermediates"]),
-      models.abstract_params(model_cfg), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+      nets.abstract_params(model_cfg), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
   return {name: len(m.shape) for name, m in state["intermediates"]["maps"][0].items()}
 
 
@@ -57,9 +57,9 @@ def make_extract(config, mesh, layers, pool="flatten"):
   if unknown or pool not in POOLS:
     raise ValueError(f"Layers {unknown} / pool {pool!r}: choose layers among {sorted(ranks)} "
                      f"and a pool among {POOLS}.")
-  net = models.make_module(config.model, mesh.shape["model"])
+  net = nets.make_module(config.model, mesh.shape["model"])
   maps = parallel.make_apply_maps(net, mesh, {name: ranks[name] for name in layers},
-                                  towered=models.towers(config.model) > 1)
+                                  towered=nets.towers(config.model) > 1)
   crop = config.model.image_size
 
   @jax.jit

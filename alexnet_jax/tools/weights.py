@@ -7,7 +7,7 @@ from absl import app
 from absl import flags
 
 from alexnet_jax import finetune
-from alexnet_jax import models
+from alexnet_jax import nets
 from alexnet_jax import restore
 from alexnet_jax import runtime
 from alexnet_jax.tools import common
@@ -23,7 +23,7 @@ def main(argv):
   path = finetune.save(flags.FLAGS.out, params, config=config, step=step,
               class_names=restore.class_names(workdir, config),
               mean=restore.constants(workdir, config)["mean"])
-  count = models.count_params(params)
+  count = nets.count_params(params)
   print(f"Step {step} of {workdir}: {count:,} parameters -> {path}")
   for name, value in finetune.flatten(params).items():
     print(f"  {name:<12} {str(value.shape):<24} {value.dtype}")

@@ -1,7 +1,7 @@
 """Which network `config.model` describes, decided here and nowhere else.
 
-`config.model.name` is "alexnet" (model.py, the paper's two-tower network) or "cifar4"
-(cifar_model.py, cuda-convnet's CIFAR-10 nets of figure 1 and section 3.3). Everything else asks
+`config.model.name` is "alexnet" (nets/alexnet.py, the paper's two-tower network) or "cifar4"
+(nets/cifar.py, cuda-convnet's CIFAR-10 nets of figure 1 and section 3.3). Everything else asks
 this module: the config check, the initial parameters, the Flax module for a mesh, the name.
 """
 import functools
@@ -9,27 +9,27 @@ import functools
 import jax
 import ml_collections
 
-from alexnet_jax import cifar_model
-from alexnet_jax import model
+from alexnet_jax.nets import alexnet
+from alexnet_jax.nets import cifar
 
-NAMES = ("alexnet", cifar_model.NAME)
+NAMES = ("alexnet", cifar.NAME)
 
 
 def _is_cifar(model_cfg):
   name = model_cfg.get("name", "alexnet")
   if name not in NAMES:
     raise ValueError(f"config.model.name={name!r}: choose one of {NAMES}.")
-  return name == cifar_model.NAME
+  return name == cifar.NAME
 
 
 def check_config(model_cfg):
   """Refuses settings the chosen network cannot take, naming the field."""
-  (cifar_model if _is_cifar(model_cfg) else model).check_config(model_cfg)
+  (cifar if _is_cifar(model_cfg) else alexnet).check_config(model_cfg)
 
 
 def init_params(model_cfg, rng):
   """The network's initial global parameters, as its paper or layers file says."""
-  return (cifar_model if _is_cifar(model_cfg) else model).init_params(model_cfg, rng)
+  return (cifar if _is_cifar(model_cfg) else alexnet).init_params(model_cfg, rng)
 
 
 def abstract_params(model_cfg):
@@ -39,7 +39,7 @@ def abstract_params(model_cfg):
 
 def towers(model_cfg) -> int:
   """How many towers the network splits into (section 3.2); the CIFAR nets have none (1)."""
-  return 1 if _is_cifar(model_cfg) else model.NUM_TOWERS
+  return 1 if _is_cifar(model_cfg) else alexnet.NUM_TOWERS
 
 
 def model_axis(config) -> int:
@@ -64,8 +64,8 @@ def make_module(model_cfg, model_axis_size=1, model_axis="model", data_axis="dat
                      "config.mesh.model=1.")
   frozen = ml_collections.FrozenConfigDict(model_cfg)
   if _is_cifar(model_cfg):
-    return cifar_model.CifarNet(frozen)
-  return model.AlexNet(frozen, towers=total // model_axis_size, model_axis=model_axis,
+    return cifar.CifarNet(frozen)
+  return alexnet.AlexNet(frozen, towers=total // model_axis_size, model_axis=model_axis,
                        data_axis=data_axis)
 
 
