@@ -65,13 +65,14 @@ def _saving(workdir):
   return folder.is_dir() and any(".orbax-checkpoint-tmp" in p.name for p in folder.iterdir())
 
 
-def _kill_once(cmd, workdir, rng, during_save, log, start_step, steps):
-  """Starts the run and kills it once it has passed a random step after `start_step` (or, with
-  `during_save`, as soon as a checkpoint is being written); returns the kill's record."""
+def _kill_once(cmd, workdir, rng, during_save, log, start_step, span):
+  """Starts the run and kills it once it has passed a random one of the `span` steps after
+  `start_step` (or, with `during_save`, as soon as a checkpoint is being written); returns the
+  kill's record."""
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   name = rng.choice(sorted(SIGNALS))
-  target = rng.randrange(start_step + 1, steps)  # Then a little later, within the step.
+  target = start_step + 1 + rng.randrange(span)  # Then a little later, within the step.
   pause = rng.uniform(0.0, 0.05)
   lines, reached, saving, sent = [], [0], False, False
   reader = threading.Thread(target=_read, args=(proc.stdout, lines, reached), daemon=True)
@@ -90,6 +91,8 @@ def _kill_once(cmd, workdir, rng, during_save, log, start_step, steps):
   reader.join()
   out = "".join(lines)
   log.write(out)
+  if not sent and "Finished" not in out:
+    raise RuntimeError(f"A start failed on its own (exit status {proc.returncode}):\n{out[-3000:]}")
   return {"signal": name if sent else "none", "during_save": saving, "reached": _reached(out),
           "resumed_from": _resumed_from(out), "exit": proc.returncode,
           "finished": "Finished" in out}
@@ -111,7 +114,9 @@ def storm(workdir, cache_dir, kills, seed, steps, every, log):
   for k in range(kills):
     if start >= steps - 1:
       break  # Nothing left to kill in.
-    row = _kill_once(cmd, workdir, rng, k == save_kill, log, start, steps)
+    # The steps left shared among the kills left, so that all of them land before the end.
+    span = max(1, (steps - 1 - start) // (kills - k))
+    row = _kill_once(cmd, workdir, rng, k == save_kill, log, start, span)
     rows.append(row)
     if row["finished"]:
       break
