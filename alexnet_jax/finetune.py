@@ -22,6 +22,7 @@ import pathlib
 import jax
 import numpy as np
 
+from alexnet_jax import paths
 from alexnet_jax import restore
 
 FORMAT = "alexnet_jax.weights/1"
@@ -65,11 +66,11 @@ def save(path, params, *, config, class_names, step, mean=None):
 
 def load(path):
   """(nested NumPy parameters, meta dict) of a file `save` wrote."""
-  path = pathlib.Path(path).expanduser()
+  path = paths.root(path)
   if not path.exists():
     raise FileNotFoundError(f"No weights file {path} (config.init_from): export one with "
                             "python -m alexnet_jax.tools.weights --workdir=RUN --out=FILE.npz.")
-  with np.load(path, allow_pickle=False) as f:
+  with path.open("rb") as raw, np.load(raw, allow_pickle=False) as f:
     if META_KEY not in f.files or json.loads(str(f[META_KEY])).get("format") != FORMAT:
       raise ValueError(f"{path} is not a weights file of this package (no {FORMAT!r} meta); "
                        "export one with python -m alexnet_jax.tools.weights.")

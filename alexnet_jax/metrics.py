@@ -5,7 +5,6 @@ what TensorBoard and the report read); the others get a writer that does nothing
 """
 import json
 import math
-import pathlib
 import time
 
 import jax
@@ -76,7 +75,7 @@ def _json_number(v):
 def read_jsonl(path):
   """The rows of a `metrics.jsonl`, in order (for sweeps, plots and tests)."""
   rows = []
-  with open(path, encoding="utf-8") as f:
+  with paths.root(path).open(encoding="utf-8") as f:
     for line in f:
       if line.strip():
         rows.append(json.loads(line))
@@ -86,7 +85,7 @@ def read_jsonl(path):
 def elapsed_at(path, step):
   """The largest elapsed_s logged in `path` at or before `step` (0 if none): the training time
   a run resumed at `step` had already spent."""
-  if not pathlib.Path(path).exists():
+  if not paths.root(path).exists():
     return 0.0
   return max((float(r["elapsed_s"]) for r in read_jsonl(path)
               if r.get("step", 0) <= step and "elapsed_s" in r), default=0.0)

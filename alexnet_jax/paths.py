@@ -25,10 +25,25 @@ def is_local(workdir) -> bool:
 
 
 def root(workdir):
-  """The workdir itself: a pathlib.Path (local) or an epath.Path (a URL)."""
+  """The workdir (or any path in it) itself: a pathlib.Path (local) or an epath.Path (a URL)."""
   if is_local(workdir):
     return pathlib.Path(workdir).expanduser()
   return epath.Path(str(workdir))
+
+
+def size(path) -> int:
+  """A file's size in bytes: os.stat's st_size locally, epath's length at a URL."""
+  stat = path.stat()
+  return stat.st_size if hasattr(stat, "st_size") else stat.length
+
+
+def files_under(directory):
+  """The files below `directory`, relative to it and sorted (epath refuses `**` globs, so a URL
+  is walked)."""
+  if isinstance(directory, pathlib.Path):
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+  return sorted(str((folder / name).relative_to(directory))
+                for folder, _, names in directory.walk() for name in names)
 
 
 def file(workdir, name):

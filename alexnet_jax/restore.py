@@ -11,7 +11,6 @@ The commands take `--workdir` and any `--config.x=y` override of the run's saved
 cannot be overridden: they must be the ones the checkpoint was trained with.
 """
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +66,7 @@ def load_run(workdir, which=None, *, config=None, mesh=None):
 
 def load_step_dir(path, mesh=None):
   """(config, params, step) of `<workdir>/checkpoints/<step>`, or of a workdir's latest step."""
-  path = pathlib.Path(path).expanduser()
+  path = paths.root(path)
   if path.parent.name == "checkpoints" and path.name.isdigit():
     return load_run(path.parent.parent, path.name, mesh=mesh)
   return load_run(path, "latest", mesh=mesh)

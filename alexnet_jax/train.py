@@ -324,8 +324,8 @@ def _finish(s: Setup, state, schedule, last_eval, epoch_train, clock):
 
 def evaluate_only(s: Setup, state):
   """Centre-crop and 10-crop errors of config.eval.checkpoint's step (resolve_step has refused
-  a workdir without one) on the evaluation split."""
-  result, views = {}, {}
+  a workdir without one) on the evaluation split, with the step it read."""
+  result, views = {"step": int(state.step)}, {}
   for ten_crop in (False, True):
     r = _evaluate(s, state, ten_crop=ten_crop, per_class=True)
     suffix = "_10crop" if ten_crop else ""

@@ -5,6 +5,7 @@ import pathlib
 
 from alexnet_jax import paths
 from alexnet_jax.faults import workdir_lock
+from tests import bucket
 
 
 def test_a_local_workdir_is_the_pathlib_path_it_was(tmp_path):
@@ -32,3 +33,18 @@ def test_flock_cannot_lock_a_bucket_and_says_so(caplog, tmp_path, monkeypatch):
   assert workdir_lock.acquire("gs://bucket/run") is None
   assert "not a local folder: flock cannot lock it" in caplog.text
   assert not (tmp_path / "gs:").exists()  # No local stand-in was made.
+
+
+def test_files_and_sizes_read_alike_in_a_folder_and_a_bucket(tmp_path):
+  run = tmp_path / "b" / "run"
+  (run / "checkpoints" / "4" / "state").mkdir(parents=True)
+  (run / "checkpoints" / "4" / "state" / "d").write_bytes(b"x" * 7)
+  (run / "checkpoints" / "4" / "meta").write_bytes(b"yz")
+  local = paths.root(run / "checkpoints" / "4")
+  assert paths.files_under(local) == ["meta", "state/d"]
+  assert [paths.size(local / n) for n in paths.files_under(local)] == [2, 7]
+  with bucket.stand_in(tmp_path):
+    remote = paths.root("gs://b/run/checkpoints/4")
+    assert not isinstance(remote, pathlib.Path)
+    assert paths.files_under(remote) == ["meta", "state/d"]
+    assert [paths.size(remote / n) for n in paths.files_under(remote)] == [2, 7]

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -60,8 +59,8 @@ def step_problem(mgr, step):
       path = directory / name
       if not path.exists():
         return f"{name} is missing"
-      if path.stat().st_size != size:
-        return f"{name} has {path.stat().st_size} bytes, {size} when saved"
+      if paths.size(path) != size:
+        return f"{name} has {paths.size(path)} bytes, {size} when saved"
   try:
     mgr.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
     if not jax.tree.leaves(mgr.item_metadata(step)["state"]):
@@ -114,7 +113,7 @@ def set_aside(mgr, unreadable):
 
 
 def _root(mgr):
-  return Path(str(mgr.directory))  # pathlib: etils' Path refuses recursive globs.
+  return paths.root(str(mgr.directory))
 
 
 def step_dir(mgr, step):
@@ -175,8 +174,8 @@ def record_sizes(directory):
   """Writes `file_sizes.json` into a committed step (process 0; the others' files are there)."""
   if jax.process_index() != 0 or not directory.is_dir():
     return
-  sizes = {str(p.relative_to(directory)): p.stat().st_size
-           for p in sorted(directory.rglob("*")) if p.is_file() and p.name != SIZES_FILE}
+  sizes = {name: paths.size(directory / name) for name in paths.files_under(directory)
+           if name != SIZES_FILE}
   tmp = directory / (SIZES_FILE + ".tmp")
   try:
     tmp.write_text(json.dumps(sizes))
@@ -242,7 +241,10 @@ def run_file_error(error, workdir):
 
 
 def _free_space(directory):
-  """The space free where `directory` is, in words, or None when it cannot be asked."""
+  """The space free where `directory` is, in words, or None when it cannot be asked (a
+  bucket has no free space to ask about)."""
+  if not paths.is_local(directory):
+    return None
   try:
     return _megabytes(shutil.disk_usage(directory).free)
   except OSError:
