@@ -12,6 +12,7 @@ import contextlib
 import os
 from unittest import mock
 
+from etils.epath import gpath
 from etils.epath import testing as epath_testing
 
 SCHEME = "gs://"
@@ -69,8 +70,9 @@ def stand_in(folder):
   from orbax.checkpoint._src.path import gcs_utils
   folder = os.fspath(folder)
   with contextlib.ExitStack() as stack:
-    # With TensorFlow installed epath would use tf.io.gfile, which mock_epath does not replace.
-    stack.enter_context(mock.patch.dict(os.environ, {"EPATH_USE_TF": "false"}))
+    # With TensorFlow installed epath uses tf.io.gfile, which mock_epath does not replace
+    # (EPATH_USE_TF=false would not do: the answer is cached at epath's first URL).
+    stack.enter_context(mock.patch.object(gpath, "_is_tf_installed", lambda: False))
     stack.enter_context(epath_testing.mock_epath(**_epath_mocks(folder)))
     stack.enter_context(mock.patch.object(gcs_utils, "get_kvstore_for_gcs",
                                           _tensorstore_kvstore(folder)))
