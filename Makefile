@@ -19,7 +19,8 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
 
 # The edit-test loop: everything but the tests marked slow (real processes, subprocess runs of
-# the program, the README's commands); make test and CI run them all.
+# the program, whole training runs, the switches off the default path); make test and CI run
+# them all.
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q -m "not slow" tests

@@ -126,7 +126,9 @@ def _empty(tmp_path):
   return tmp_path / "empty"
 
 
-@pytest.mark.parametrize("row, make, error, words", ROWS, ids=[r[0] for r in ROWS])
+# The rows a run trains through (no error) are whole training runs: slow.
+@pytest.mark.parametrize("row, make, error, words", [
+    pytest.param(*r, id=r[0], marks=[pytest.mark.slow] if r[2] is None else []) for r in ROWS])
 def test_bad_input(tmp_path, cache_dir, row, make, error, words):
   workdir = tmp_path / "workdir"
   workdir.mkdir()
@@ -154,11 +156,11 @@ def test_eval_only_on_an_empty_workdir_and_a_workdir_that_is_a_file(tmp_path, ca
   assert (tmp_path / "file").read_text() == "not a folder"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, words", [
     ("--config.model.widht=0.5", "Error: unknown config field 'widht'. Did you mean \"width\""),
     ("--config.train.batch_size=abc", "flag --config.train.batch_size=abc: invalid literal"),
 ])
-@pytest.mark.slow
 def test_command_line_mistakes_are_one_line(tmp_path, override, words):
   done = subprocess.run([sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
                          f"--workdir={tmp_path}", override], cwd=ROOT, capture_output=True,

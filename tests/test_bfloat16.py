@@ -76,6 +76,7 @@ def test_bfloat16_gradients_of_the_full_network_point_where_float32s_do():
   assert cosines["fc8/kernel"] >= 0.999  # The last layer: a few roundings from the loss.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["18pct", "conv_local"])
 def test_the_cifar_nets_compute_in_the_models_dtype(layout):
   from alexnet_jax.nets import cifar

@@ -36,6 +36,7 @@ def stood_in(tmp_path, monkeypatch):
   assert _files(tmp_path / "cwd") == []  # Not a file in a local `gs:` folder.
 
 
+@pytest.mark.slow
 def test_a_run_its_resume_and_eval_only_write_to_the_bucket(stood_in, cache_dir, caplog,
                                                              capsys):
   first = train.train_and_evaluate(_config(cache_dir, 4), URL)
@@ -63,6 +64,7 @@ def test_a_run_its_resume_and_eval_only_write_to_the_bucket(stood_in, cache_dir,
   assert result["val_top1_error_10crop"] == pytest.approx(resumed["val_top1_error_10crop"])
 
 
+@pytest.mark.slow
 def test_a_damaged_step_in_the_bucket_is_found_and_set_aside(stood_in, cache_dir, capsys):
   train.train_and_evaluate(_config(cache_dir, 6), URL)  # Keeps steps 4, 5 and 6.
   state = stood_in / "checkpoints" / "6" / "state"

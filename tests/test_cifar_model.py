@@ -53,6 +53,7 @@ def test_init_stds_follow_layers_file():
   assert float(jnp.abs(params["conv3"]["bias"]).max()) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", cifar.LAYOUTS)
 def test_logits_shape_and_switches_change_outputs(layout):
   size = cifar.INPUT_SIZE[layout]

@@ -72,6 +72,7 @@ def _max_difference(a, b):
                                                            jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_model", [1, 2])
 def test_a_resume_on_another_mesh_ends_where_the_whole_run_did(uninterrupted, tmp_path,
                                                                cache_dir, mesh_model):

@@ -174,6 +174,7 @@ def test_ready_made_sweeps_name_existing_configs_and_distinct_points():
   assert fig1.threshold == 0.25
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end_on_generated_data(tmp_path):
   """Two points of the real training loop (tests/tiny_config.py, two steps each)."""
   workdir = tmp_path / "sweep"

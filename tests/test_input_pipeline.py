@@ -73,6 +73,7 @@ def test_generated_set_counts_classes_and_determinism(cache, tmp_path):
   assert a == b, "The generated set must be a pure function of its settings and seed."
 
 
+@pytest.mark.slow
 @needs_samples
 def test_imagenet2012_through_real_tfds_builder(tmp_path):
   photos = sorted(SAMPLES.glob("*.JPEG"))[:6] + [SAMPLES / f"{GREY[0]}.JPEG"]

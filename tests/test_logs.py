@@ -55,9 +55,9 @@ def test_chatter_goes_to_the_file_warnings_and_errors_to_the_console(tmp_path):
     assert line in text, line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, process_id, name", [
     ("manual", 1, "log.process1.txt"), ("auto", -1, "log.")])
-@pytest.mark.slow
 def test_each_process_of_a_multi_process_run_has_its_file(tmp_path, mode, process_id, name):
   done = run_child(tmp_path, mode, process_id)
   path = pathlib.Path(done.stdout.strip())

@@ -294,6 +294,7 @@ def test_init_params_is_the_only_initialisation():
     np.testing.assert_array_equal(params[layer]["bias"], alexnet.bias_value(cfg, layer))
 
 
+@pytest.mark.slow
 def test_paper_and_inverted_dropout_differ_only_by_the_next_layers_scale():
   """Section 4.2's dropout ("paper": x 0.5 at test time) and inverted dropout compute the same
   function when fc7's and fc8's kernels (the layers after dropped-out ones) are 1 / (1 - rate)
@@ -339,6 +340,7 @@ def variant_grads(frozen_cfg):
   return jax.jit(jax.grad(loss))(base_params())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,exact_forward", [
     ({"lrn_grad": "autodiff"}, True), ({"pool_grad": "reduce_window"}, True),
     ({"lrn_grad": "autodiff", "pool_grad": "reduce_window"}, True),
@@ -364,6 +366,7 @@ def test_variant_switches_compute_the_default_network(overrides, exact_forward):
   assert float(jnp.abs(want["conv1"]["kernel"]).max()) > 0
 
 
+@pytest.mark.slow
 def test_lrn_dtype_compute_normalises_in_the_compute_dtype():
   """lrn_dtype="compute" leaves LRN in bfloat16 (no float32 op in it) within bfloat16's rounding
   of the formula; in float32 it is the default exactly."""
@@ -388,6 +391,7 @@ def test_variant_switches_refuse_unknown_values():
       alexnet.check_config(tiny_model_config(**{field: value}))
 
 
+@pytest.mark.slow
 def test_model1_gathers_off_drops_the_collectives_over_one_device():
   """At model=1 the maps' all_gathers run over a model axis of one device: five all-gathers and
   their four reduce-scatter transposes in the compiled gradient. model1_gathers=False leaves

@@ -65,6 +65,7 @@ def test_model2_equals_model1_and_one_device(train):
     assert np.abs(model2[0] - results(2)[False][0]).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_bfloat16_model2_equals_model1():
   """In bfloat16 the towers compute the same operations on either mesh; what differs is where
   XLA rounds and in which order it sums (the batch split over `data` with model=1): logits within

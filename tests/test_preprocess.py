@@ -194,6 +194,7 @@ def test_gathered_crops_are_the_dynamic_slice_crops_bit_for_bit():
     preprocess.apply(images, draws, consts, S, "scatter")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
 def test_rbg_keys_augment_a_row_the_same_whatever_the_mesh(impl):
   """config.rng_impl changes the keys' PRNG (steps.step_key): other draws than threefry's,

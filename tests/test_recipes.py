@@ -106,6 +106,7 @@ def test_one_sgd_step_with_the_biases_multipliers_by_hand():
   np.testing.assert_allclose(v2["fc6"]["bias"], [0.45 - 0.6], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_train_step_reads_the_multipliers():
   """One step of the tiny net from zero momentum: with bias_lr_mult=2 every bias's velocity
   (-rate x gradient, no decay on biases) is twice that with 1, and the kernels' the same."""
@@ -145,6 +146,7 @@ def test_the_watch_tells_once_after_a_whole_window_at_chance():
   assert stuck.Watch(200, 0, 0.01).add(1, chance) is None  # 0 turns it off.
 
 
+@pytest.mark.slow
 def test_a_run_made_to_be_stuck_says_so_and_goes_on(tmp_path, cache_dir):
   """A rate of 0 keeps the initial weights; drawn with a standard deviation of 1e-4 their
   logits are all about 0, so the loss is ln(num_classes) at every step."""
@@ -164,6 +166,7 @@ def test_a_run_made_to_be_stuck_says_so_and_goes_on(tmp_path, cache_dir):
   assert "configs/paper.py:caffe" in lines[0] and "learning_rate=0" in lines[0]
 
 
+@pytest.mark.slow
 def test_a_learning_run_does_not_say_it(tmp_path, cache_dir):
   config = tiny_config.get_config("learnable")
   config.data.cache_dir = cache_dir

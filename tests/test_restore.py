@@ -68,6 +68,7 @@ def test_the_run_stores_its_class_names_and_preprocessing_constants(tiny_run, tm
   assert report.read_class_names(tmp_path, 4) == [f"class {k}" for k in range(4)]
 
 
+@pytest.mark.slow
 def test_eval_only_evaluates_the_checkpoint_config_eval_checkpoint_names(tiny_run):
   mgr = checkpoint.manager(tiny_run.workdir, read_only=True)
   first = min(mgr.all_steps())

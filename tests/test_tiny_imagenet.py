@@ -142,6 +142,7 @@ def test_the_config_is_the_papers_on_200_classes():
   assert tiny_config.get_config("caffe").recipe == "caffe"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED.exists(), reason=f"needs the shared Tiny ImageNet ({SHARED})")
 def test_the_shared_subset_is_read_whole(tmp_path):
   import tarfile

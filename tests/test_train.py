@@ -44,6 +44,7 @@ def _run_cli(workdir, cache_dir, *overrides, prelude=""):
                         timeout=600)
 
 
+@pytest.mark.slow
 def test_a_short_run_logs_evaluates_and_checkpoints(tmp_path, cache_dir):
   config = _config(cache_dir)
   summary = train.train_and_evaluate(config, tmp_path)
@@ -85,6 +86,7 @@ def test_a_short_run_logs_evaluates_and_checkpoints(tmp_path, cache_dir):
                                 params["fc8"]["kernel"])
 
 
+@pytest.mark.slow
 def test_a_run_stops_at_its_target_training_error_and_stays_stopped(tmp_path, cache_dir):
   config = _config(cache_dir)
   config.train.num_steps, config.train.num_epochs = 0, 3  # 10 steps of 8 per epoch.
@@ -154,6 +156,7 @@ def test_cli_overrides_reach_the_run(tmp_path, cache_dir):
   assert "Finished 3 steps" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir):
   config = _config(cache_dir)
   config.train.learning_rate = 1e4
@@ -167,6 +170,7 @@ def test_a_diverging_run_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_pa
   assert all(np.isfinite(p).all() for p in jax.tree.leaves(params))
 
 
+@pytest.mark.slow
 def test_bfloat16_learns_like_float32(tmp_path, cache_dir):
   """config.model.dtype="bfloat16" (parameters and momentum stay float32) follows float32's
   training loss: both fall by over a third in 150 steps, and their means over the last 50 steps
@@ -185,6 +189,7 @@ def test_bfloat16_learns_like_float32(tmp_path, cache_dir):
   assert gap < 0.2, losses
 
 
+@pytest.mark.slow
 def test_a_run_lists_and_checks_each_split_once(tmp_path, cache_dir, monkeypatch):
   """Two evaluations, the final 10-crop one and on_corrupt="skip": each split is walked once
   and its files decoded once to find bad ones, not again at every evaluation."""

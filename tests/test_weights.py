@@ -80,6 +80,7 @@ def _run(config, workdir):
   return out.getvalue(), losses
 
 
+@pytest.mark.slow
 def test_finetuning_starts_from_the_given_weights(tiny_run, tmp_path):
   """With fc8 zeroed in the file, the first loss must be exactly ln(10) (every logit 0), where
   a fresh initialisation's is not; with a learning rate of 0 the run keeps the file's weights."""
@@ -99,6 +100,7 @@ def test_finetuning_starts_from_the_given_weights(tiny_run, tmp_path):
   trees.assert_trees_equal(_numpy(kept), params)
 
 
+@pytest.mark.slow
 def test_finetuning_on_fewer_classes_resets_fc8_and_trains(tiny_run, tmp_path):
   generated = pathlib.Path(sources.open_split(tiny_run.config, "val").paths[0]).parents[2]
   for split in ("train", "val"):  # A 4-class image folder made of the generated set's first 4.
