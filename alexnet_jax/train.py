@@ -122,7 +122,7 @@ def _run(s: Setup):
     s.writer.print(f"Resumed from {s.mgr.directory} at step {int(state.step)}.")
   elif config.init_from and not config.eval_only:  # Fine-tuning: a fresh run only.
     state = state.replace(params=finetune.initial_params(config, state.params, s.mesh,
-                                                        log=s.writer.print))
+                                                         log=s.writer.print))
   if not config.eval_only and s.writer.active:
     report.write_run_files(s.workdir, input_pipeline.class_names(config),
                            jax.device_get(s.consts))

@@ -23,7 +23,7 @@ import time
 # What accelerator.torch_spec passes; these defaults are the paper's network at batch 128.
 DEFAULT_SPEC = {
     "widths": {"conv1": 48, "conv2": 128, "conv3": 192, "conv4": 192, "conv5": 128,
-               "fc6": 2048, "fc7": 2048},  # Per tower, as model.tower_widths gives them.
+               "fc6": 2048, "fc7": 2048},  # Per tower, as alexnet.tower_widths gives them.
     "image_size": 224, "overhang": 3, "resize_size": 256, "pool5": 6, "num_classes": 1000,
     "lrn": {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}, "pool": [3, 2], "dropout": 0.5,
     "batches": [128], "nets": ["two_tower", "torchvision"], "modes": ["eager", "compile"],
@@ -35,7 +35,7 @@ def two_tower(torch, spec):
   """Figure 2 with the towers as grouped convolutions: conv2, conv4 and conv5 read their own
   tower (groups=2), conv3 and the dense layers both. torch's LocalResponseNorm divides alpha
   by the window (Caffe's convention), so the paper's alpha is passed times n. 224x224 inputs
-  get conv1's overhang as zero rows and columns below and right, as model.conv1_overhang."""
+  get conv1's overhang as zero rows and columns below and right, as alexnet.conv1_overhang."""
   nn, w, t = torch.nn, spec["widths"], 2
   lrn = spec["lrn"]
   norm = lambda: nn.LocalResponseNorm(lrn["size"], alpha=lrn["alpha"] * lrn["size"],

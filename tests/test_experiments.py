@@ -247,7 +247,7 @@ def test_the_recipes_report_reads_each_runs_curve(tmp_path):
       if name == "caffe":
         f.write(json.dumps({"step": 30, "val_top1_error": 0.99, "val_top5_error": 0.95}) + "\n")
   rows = recipes_study.write_report(str(tmp_path), ["paper", "caffe", "cuda_convnet"],
-                            str(tmp_path / "out" / "recipes"))
+                                    str(tmp_path / "out" / "recipes"))
   assert [r["steps"] for r in rows] == [30, 30, 0]
   assert rows[0]["max_loss"] == 5.6 and rows[0]["last_loss"] == 5.31
   assert rows[1]["below_chance"] == pytest.approx(math.log(200) - 5.21)

@@ -250,7 +250,7 @@ def test_bfloat16_compute_keeps_float32_params():
 
 
 def test_lrn_gradient_matches_autodiff_of_the_formula():
-  """model.lrn has a hand-written backward pass; check it against jax.grad of the plain formula."""
+  """alexnet.lrn has a hand-written backward pass; check it against jax.grad of the formula."""
   def plain(x, k, n, alpha, beta):
     padded = jnp.pad(jnp.square(x), ((0, 0), (0, 0), (0, 0), (n // 2, n // 2)))
     window = sum(padded[..., i:i + x.shape[-1]] for i in range(n))

@@ -91,7 +91,6 @@ def _arguments(cfg):
   return kwargs
 
 
-
 _HELLO = "alexnet_jax rendezvous"
 _GRACE_S = 10  # For a connected peer's reply, and for it to hang up after "go".
 

@@ -66,7 +66,7 @@ def make_module(model_cfg, model_axis_size=1, model_axis="model", data_axis="dat
   if _is_cifar(model_cfg):
     return cifar.CifarNet(frozen)
   return alexnet.AlexNet(frozen, towers=total // model_axis_size, model_axis=model_axis,
-                       data_axis=data_axis)
+                         data_axis=data_axis)
 
 
 def display_name(model_cfg) -> str:

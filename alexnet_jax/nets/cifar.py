@@ -122,24 +122,20 @@ class CifarNet(nn.Module):
       x = act(LocallyConnected(32, 3, 1, 0.04, name="local4")(x))
     x = x.reshape(x.shape[0], -1)
     logits_BK = nn.Dense(cfg.num_classes, kernel_init=nn.initializers.normal(0.01),
-                         name="fc10", **self._compute())(x)
+                         name="fc10", **self._compute("dot_general", lax.dot_general))(x)
     return logits_BK.astype(jnp.float32)
 
-  def _compute(self):
-    """config.model.dtype for the products, their sums in float32 (as alexnet.py's layers do);
-    nothing for float32, which computes what it always did."""
+  def _compute(self, name, op):
+    """Flax's keywords for config.model.dtype's products with their sums in float32 (as
+    alexnet.py's layers do), `op` being the lax op Flax calls `name`; nothing for float32,
+    which computes what it always did."""
     dtype = jnp.dtype(self.config.dtype)
     if dtype == jnp.float32:
       return {}
-    f32 = jnp.float32
-    return {"dtype": dtype,
-            "dot_general": functools.partial(lax.dot_general, preferred_element_type=f32)}
+    return {"dtype": dtype, name: functools.partial(op, preferred_element_type=jnp.float32)}
 
   def _conv(self, name, x, features, std):
-    compute = self._compute()
-    if "dot_general" in compute:
-      compute = {"dtype": compute["dtype"], "conv_general_dilated": functools.partial(
-          lax.conv_general_dilated, preferred_element_type=jnp.float32)}
+    compute = self._compute("conv_general_dilated", lax.conv_general_dilated)
     return nn.Conv(features, (5, 5), padding=((2, 2), (2, 2)), name=name,
                    kernel_init=nn.initializers.normal(std), **compute)(x)
 
@@ -148,7 +144,7 @@ class CifarNet(nn.Module):
     if not cfg.lrn:
       return x
     return alexnet.lrn(x, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha, beta=cfg.lrn_beta,
-                     convention=cfg.lrn_convention)
+                       convention=cfg.lrn_convention)
 
 
 def check_config(model_cfg):

@@ -184,7 +184,7 @@ def query_images(config, split_name, files, num):
   images = []
   for index in picks:
     batch = next(common.image_batches(config, split, batch_size=1, start=int(index),
-                                        stop=int(index) + 1))
+                                      stop=int(index) + 1))
     images.append(batch["image"][0])
   return np.stack(images), [names[i] for i in picks]
 

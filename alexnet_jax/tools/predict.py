@@ -57,7 +57,7 @@ def logits(config, params, mesh, consts, paths, *, ten_crop=False, batch_size=No
   batch_size = batch_size or config.eval.batch_size
   out = []
   for images, rows in common.decoded_batches(paths, config.data.resize_size, batch_size,
-                                      decoding.resize_of(config)):
+                                             decoding.resize_of(config)):
     batch = eval_step(params, parallel.to_global(mesh, images), consts, ten_crop)
     out.append(np.asarray(jax.device_get(batch))[:rows])
   num_classes = config.model.num_classes

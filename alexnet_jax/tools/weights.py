@@ -21,8 +21,8 @@ def main(argv):
   workdir = flags.FLAGS.workdir
   config, params, step = restore.load_run(workdir, config=config)
   path = finetune.save(flags.FLAGS.out, params, config=config, step=step,
-              class_names=restore.class_names(workdir, config),
-              mean=restore.constants(workdir, config)["mean"])
+                       class_names=restore.class_names(workdir, config),
+                       mean=restore.constants(workdir, config)["mean"])
   count = nets.count_params(params)
   print(f"Step {step} of {workdir}: {count:,} parameters -> {path}")
   for name, value in finetune.flatten(params).items():
