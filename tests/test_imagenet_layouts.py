@@ -5,6 +5,10 @@ ids are out of sorted-wnid order on purpose, and each broken layout stops with o
 what is missing."""
 import os
 import pathlib
+import re
+import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -228,3 +232,37 @@ def test_stats_and_the_pipeline_read_the_kaggle_layout(tmp_path):
   config.data.decoded_cache = "memory"
   batch = next(input_pipeline.eval_iterator(config, "val", batch_size=8))
   assert list(batch["label"]) == copies.VAL_CLASSES
+
+
+def _readme_commands():
+  """The bash block of the README's "ImageNet as it ships" section, continuation lines joined."""
+  text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+  section = text.split("### ImageNet as it ships", 1)[1]
+  block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+  return [line.strip() for line in block.splitlines()
+          if line.strip() and not line.strip().startswith("#")]
+
+
+@pytest.mark.slow
+def test_the_readmes_commands_prepare_each_layout_as_written(tmp_path):
+  classes = copies.class_photos()
+  commands = _readme_commands()
+  assert len(commands) == 4 and all("data.prepare" in c for c in commands[:3])
+  roots = {"/data/ilsvrc2012": copies.write_tars(tmp_path / "tars", classes),
+           "/data/imagenet-object-localization-challenge":
+               copies.write_kaggle(tmp_path / "kaggle", classes),
+           "/data/imagenet": copies.write_extracted(tmp_path / "extracted", classes, "devkit")}
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  for command, (name, root) in zip(commands, roots.items()):
+    out_dir = tmp_path / f"prepared_{root.name}"
+    argv = shlex.split(command.replace("/data/imagenet256", str(out_dir))
+                       .replace(f"root={name}", f"root={root}"))
+    assert argv[0] == ".venv/bin/python" and f"--config.data.root={root}" in argv
+    done = subprocess.run([sys.executable, *argv[1:], "--config.data.resize_size=64",
+                           "--config.data.threads=2"], cwd=pathlib.Path(__file__).parents[1],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+    assert "train: 10 images" in done.stdout and "val: 8 images" in done.stdout
+    folder = sources.open_split(_config(out_dir, tmp_path, source="folder"), "val")
+    assert folder.class_names == [w for w, _ in classes]
+    assert sorted(folder.labels) == sorted(copies.VAL_CLASSES)
