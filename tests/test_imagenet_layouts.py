@@ -97,7 +97,7 @@ def test_an_interrupted_extraction_starts_again(tmp_path):
 def test_tfds_torchvision_and_caffe_number_the_classes_by_sorted_wnid():
   """TFDS's label file is the 1,000 wnids sorted; torchvision's ImageFolder and Caffe's
   synsets.txt sort them too, and so does this reader. The first validation image is a sea snake
-  (n01751748): label 65 in each."""
+  (n01751748): label 65 here, as in Caffe's val.txt ("ILSVRC2012_val_00000001.JPEG 65")."""
   import tensorflow_datasets as tfds
   folder = tfds.core.tfds_path() / TFDS_IMAGENET
   labels = (folder / "labels.txt").read_text().split()
@@ -174,6 +174,9 @@ def _damage(kind, root, wnid):
     (root / "LOC_val_solution.csv").write_text("id,label\n")
   elif kind == "a folder of no class":
     (root / "train" / "n00000000").mkdir()
+  elif kind == "val in class folders":
+    for k, c in enumerate(copies.VAL_CLASSES):
+      os.renames(root / "val" / copies.val_name(k), root / "val" / str(c) / copies.val_name(k))
 
 
 @pytest.mark.parametrize("layout, kind, split, named", [
@@ -187,6 +190,7 @@ def _damage(kind, root, wnid):
     ("pairs", "numbered labels", "val", "numbers are refused"),
     ("kaggle", "another csv", "val", "not ImageId,PredictionString"),
     ("pairs", "a folder of no class", "train", "n00000000"),
+    ("pairs", "val in class folders", "val", "holds class folders, not the flat validation"),
 ])
 def test_a_broken_layout_stops_with_one_line_naming_what_is_missing(tmp_path, layout, kind,
                                                                      split, named):

@@ -124,8 +124,8 @@ def base_config():
   config.data.extract_dir = ""         # Source "imagenet" from tars: where they are extracted
                                        # once (about their size); "": root.
   config.data.train_split = "train"
-  config.data.max_train_per_class = 0  # > 0: the first this many images of each class (folder,
-  config.data.max_eval_per_class = 0   # tiny_imagenet and generated sources); 0: all.
+  config.data.max_train_per_class = 0  # > 0: the first this many images of each class (all
+  config.data.max_eval_per_class = 0   # sources but tfds); 0: all.
   config.data.eval_split = ""          # "": "validation" for tfds, "val" for the others: what
                                        # training evaluates and the commands after it read.
   config.data.on_corrupt = "stop"      # Undecodable file: "stop" naming it, or "skip" (counted).

@@ -212,8 +212,11 @@ def val_files(layout, root, images, index):
   folder = os.path.join(images, "val")
   if not os.path.isdir(folder):
     raise FileNotFoundError(f"No validation folder {folder} (val/*.JPEG, flat).")
-  source, labels = _val_labels(layout, root, images, index)
   files = sorted(f for f in os.listdir(folder) if f.lower().endswith(JPEG))
+  if not files and any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)):
+    raise ValueError(f"{folder} holds class folders, not the flat validation images: read it "
+                     f"with --config.data.source=folder --config.data.root={images}.")
+  source, labels = _val_labels(layout, root, images, index)
   unlabelled = [f for f in files if f not in labels]
   if unlabelled:
     raise ValueError(f"{len(unlabelled)} validation image(s) have no label in {source}, e.g. "
