@@ -167,13 +167,16 @@ def _damage(kind, root, wnid):
   elif kind == "a label with no file":
     os.remove(root / "val" / copies.val_name(3))
   elif kind == "an id of no class":
-    (root / GROUND_TRUTH).write_text("3\n5\n7\n")
+    (root / GROUND_TRUTH).write_text("3\n1\n7\n")
   elif kind == "numbered labels":
     (root / "val_labels.txt").write_text(f"{copies.val_name(0)} 12\n")
   elif kind == "another csv":
     (root / "LOC_val_solution.csv").write_text("id,label\n")
   elif kind == "a folder of no class":
     (root / "train" / "n00000000").mkdir()
+  elif kind == "a truncated devkit":
+    path = root / "ILSVRC2012_devkit_t12.tar.gz"
+    path.write_bytes(path.read_bytes()[:100])
   elif kind == "val in class folders":
     for k, c in enumerate(copies.VAL_CLASSES):
       os.renames(root / "val" / copies.val_name(k), root / "val" / str(c) / copies.val_name(k))
@@ -191,6 +194,7 @@ def _damage(kind, root, wnid):
     ("kaggle", "another csv", "val", "not ImageId,PredictionString"),
     ("pairs", "a folder of no class", "train", "n00000000"),
     ("pairs", "val in class folders", "val", "holds class folders, not the flat validation"),
+    ("devkit_tar", "a truncated devkit", "val", "ILSVRC2012_devkit_t12.tar.gz does not read"),
 ])
 def test_a_broken_layout_stops_with_one_line_naming_what_is_missing(tmp_path, layout, kind,
                                                                      split, named):
@@ -214,7 +218,7 @@ def test_prepare_writes_a_copy_the_folder_source_reads_with_the_same_labels(tmp_
   classes = copies.class_photos()
   config = _make("tars", tmp_path, classes)
   out = tmp_path / "imagenet72"
-  assert prepare.write_split(config, "train", str(out)) == 10
+  assert prepare.write_split(config, "train", str(out)) == 8
   assert prepare.write_split(config, "val", str(out)) == 8
   folder = _config(out, tmp_path, source="folder")
   val = sources.open_split(folder, "val")
@@ -229,10 +233,10 @@ def test_stats_and_the_pipeline_read_the_kaggle_layout(tmp_path):
   classes = copies.class_photos()
   config = _make("kaggle", tmp_path, classes)
   computed = stats.compute_stats(config)
-  assert int(computed["num_images"]) == 10
+  assert int(computed["num_images"]) == 8
   assert computed["dataset"].startswith("imagenet-imagenet-")
   info = input_pipeline.dataset_info(config)
-  assert info == dict(num_classes=5, num_train=10, num_eval=8, eval_split="val")
+  assert info == dict(num_classes=4, num_train=8, num_eval=8, eval_split="val")
   config.data.decoded_cache = "memory"
   batch = next(input_pipeline.eval_iterator(config, "val", batch_size=8))
   assert list(batch["label"]) == copies.VAL_CLASSES
@@ -266,7 +270,7 @@ def test_the_readmes_commands_prepare_each_layout_as_written(tmp_path):
                            "--config.data.threads=2"], cwd=pathlib.Path(__file__).parents[1],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
-    assert "train: 10 images" in done.stdout and "val: 8 images" in done.stdout
+    assert "train: 8 images" in done.stdout and "val: 8 images" in done.stdout
     folder = sources.open_split(_config(out_dir, tmp_path, source="folder"), "val")
     assert folder.class_names == [w for w, _ in classes]
     assert sorted(folder.labels) == sorted(copies.VAL_CLASSES)

@@ -130,12 +130,14 @@ def _devkit_file(folders, name):
           return path, f.read()
     tar_path = os.path.join(folder, DEVKIT_TAR)
     if os.path.isfile(tar_path):
-      with tarfile.open(tar_path) as tar:
-        try:
+      try:
+        with tarfile.open(tar_path) as tar:
           return f"{tar_path}:{DEVKIT}/data/{name}", tar.extractfile(
               f"{DEVKIT}/data/{name}").read()
-        except KeyError:
-          continue
+      except KeyError:
+        continue
+      except (tarfile.TarError, EOFError, OSError) as e:
+        raise ValueError(f"{tar_path} does not read as a .tar.gz ({e}): download it again.") from e
   return None, None
 
 
