@@ -31,7 +31,7 @@ def describe(config, mesh, info, steps_per_epoch, total_steps, params):
 def data_name(config):
   d = config.data
   return {"tfds": f"TFDS {d.name}", "folder": f"image folder {d.root}",
-          "tiny_imagenet": f"Tiny ImageNet {d.root}"}.get(
+          "tiny_imagenet": f"Tiny ImageNet {d.root}", "imagenet": f"ImageNet {d.root}"}.get(
       d.source, f"generated ({d.generated.num_classes} classes)")
 
 

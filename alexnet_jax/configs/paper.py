@@ -109,7 +109,8 @@ def base_config():
 
   # Sections 2 and 4.1: input. (Owned by alexnet_jax/input_pipeline.py.)
   config.data = ml_collections.ConfigDict()
-  config.data.source = "tfds"          # "tfds", "folder", "tiny_imagenet" or "generated".
+  config.data.source = "tfds"          # "tfds", "folder", "imagenet", "tiny_imagenet" or
+                                       # "generated".
   config.data.name = "imagenet2012"    # TFDS name (source "tfds").
   config.data.tfds_data_dir = ""       # "": TFDS's default (~/tensorflow_datasets).
   config.data.manual_dir = ""          # "": <tfds_data_dir>/downloads/manual, which holds
@@ -117,10 +118,14 @@ def base_config():
   config.data.image_key = "image"      # TFDS feature names.
   config.data.label_key = "label"
   config.data.root = ""                # Source "folder": root/<split>/<class>/*.{jpg,jpeg,png};
-                                       # "tiny_imagenet": the folder holding wnids.txt.
+                                       # "tiny_imagenet": the folder holding wnids.txt;
+                                       # "imagenet": ILSVRC2012's tars, the Kaggle download or
+                                       # train/ and a flat val/ (data/imagenet_layouts.py).
+  config.data.extract_dir = ""         # Source "imagenet" from tars: where they are extracted
+                                       # once (about their size); "": root.
   config.data.train_split = "train"
-  config.data.max_train_per_class = 0  # > 0: the first this many images of each class (folder,
-  config.data.max_eval_per_class = 0   # tiny_imagenet and generated sources); 0: all.
+  config.data.max_train_per_class = 0  # > 0: the first this many images of each class (all
+  config.data.max_eval_per_class = 0   # sources but tfds); 0: all.
   config.data.eval_split = ""          # "": "validation" for tfds, "val" for the others: what
                                        # training evaluates and the commands after it read.
   config.data.on_corrupt = "stop"      # Undecodable file: "stop" naming it, or "skip" (counted).

@@ -35,7 +35,7 @@ def mode_of(config):
     raise ValueError(f"config.data.decoded_cache={mode!r}: use '' (off), 'memory' or 'mmap'.")
   if mode and config.data.source == "tfds":
     raise ValueError(f"config.data.decoded_cache={mode!r} needs an indexed split (sources "
-                     "folder, tiny_imagenet, generated); TFDS splits are streamed: leave "
+                     "folder, imagenet, tiny_imagenet, generated); TFDS splits are streamed: leave "
                      "config.data.decoded_cache empty.")
   return mode
 

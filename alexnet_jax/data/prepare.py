@@ -8,6 +8,11 @@ several times cheaper. For ImageNet:
         --config.data.source=folder --config.data.root=/data/imagenet256 \
         --config.data.eval_split=validation
 
+ImageNet as it ships (the ILSVRC2012 tars with the devkit, the Kaggle download, or extracted
+folders with a flat val/ and a labels file; data/imagenet_layouts.py) is read the same way with
+`--config.data.source=imagenet --config.data.root=DIR`: its copy's splits are train and val,
+its class folders the wnids.
+
 Each image is rescaled so its shorter side is 256 and centre-cropped to 256x256, then stored as
 JPEG (quality --quality): out/<split>/<class>/<name>.jpg. Class folders keep the source's
 class order (prefixed with the class id where the names would not sort into it).

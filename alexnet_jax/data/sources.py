@@ -1,4 +1,5 @@
-"""Where images come from: TFDS datasets by name, image folders, and the generated set.
+"""Where images come from: TFDS datasets by name, image folders, ImageNet's own layouts, Tiny
+ImageNet, and the generated set.
 
 A split is either *indexed* (a list of files with labels, so any example can be read at
 random: image folders and the generated set) or *streamed* (TFDS record files, read in their
@@ -18,11 +19,12 @@ import tensorflow as tf
 
 from alexnet_jax.data import decoding
 from alexnet_jax.data import generated
+from alexnet_jax.data import imagenet_layouts
 from alexnet_jax.data import tiny_imagenet
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEFAULT_EVAL_SPLIT = {"tfds": "validation", "folder": "val", "generated": "val",
-                      "tiny_imagenet": "val"}
+                      "tiny_imagenet": "val", "imagenet": "val"}
 SOURCES = tuple(DEFAULT_EVAL_SPLIT)
 # Files a manual-download TFDS dataset needs in its manual directory, to check before building.
 MANUAL_FILES = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")}
@@ -98,15 +100,21 @@ def _indexed_split(config, split):
   source = config.data.source
   if source == "generated":
     return list_folder(generated.ensure_generated(config), split)
-  if source in ("folder", "tiny_imagenet") and not config.data.root:
-    raise ValueError(f"config.data.source={source!r} needs config.data.root: " + (
-        "a folder holding <root>/<split>/<class>/*.jpg (e.g. --config.data.root="
-        "/data/imagenet256)." if source == "folder" else
-        "the tiny-imagenet-200 folder holding wnids.txt, words.txt, train/ and val/."))
+  if source in ("folder", "tiny_imagenet", "imagenet") and not config.data.root:
+    raise ValueError(f"config.data.source={source!r} needs config.data.root: " + {
+        "folder": "a folder holding <root>/<split>/<class>/*.jpg (e.g. --config.data.root="
+                  "/data/imagenet256).",
+        "tiny_imagenet": "the tiny-imagenet-200 folder holding wnids.txt, words.txt, train/ "
+                         "and val/.",
+        "imagenet": "the folder holding the ILSVRC2012 tars, the Kaggle download (ILSVRC/, "
+                    "LOC_*) or train/ and a flat val/ with their labels file."}[source])
   if source == "folder":
     return list_folder(os.path.expanduser(config.data.root), split)
   if source == "tiny_imagenet":
     return tiny_imagenet.read_split(config.data.root, split, Split)
+  if source == "imagenet":
+    return imagenet_layouts.read_split(config.data.root, split, Split,
+                                       config.data.get("extract_dir", ""))
   return None
 
 

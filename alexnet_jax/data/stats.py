@@ -33,7 +33,7 @@ def dataset_key(config):
   d, size = config.data, config.data.resize_size
   if d.source == "tfds":
     key = f"tfds-{d.name}-{d.train_split}-{size}"
-  elif d.source in ("folder", "tiny_imagenet"):
+  elif d.source in ("folder", "tiny_imagenet", "imagenet"):
     root = os.path.abspath(os.path.expanduser(d.root))
     digest = hashlib.sha1(root.encode()).hexdigest()[:8]
     key = f"{d.source}-{os.path.basename(root.rstrip('/'))}-{digest}-{d.train_split}-{size}"
