@@ -4,7 +4,9 @@ photographs, the same logits. And each of the conversion's silent steps (BGR, th
 flattening before fc6, Caffe's LRN over both towers with alpha / n), done wrong, breaks it."""
 import functools
 import json
+import os
 import pathlib
+import shutil
 import tempfile
 
 import jax
@@ -36,12 +38,24 @@ def photo_paths():
   return [found[name] for name in PHOTOS if name in found]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _remove_the_files():
+  """The files (240 MB at full width) live in one folder, removed after this module."""
+  yield
+  for fn in (caffe_dir, imported):
+    fn.cache_clear()
+  shutil.rmtree(_FOLDER, ignore_errors=True)
+
+
+_FOLDER = pathlib.Path(tempfile.gettempdir()) / f"alexnet_jax_caffe_{os.getpid()}"
+
+
 @functools.cache
-def caffe_dir(v1):
+def caffe_dir(v1, width=WIDTH, classes=CLASSES):
   """The files of one format; both hold the same random weights and mean (seed 0)."""
-  folder = pathlib.Path(tempfile.mkdtemp(prefix=f"caffe_{'v1' if v1 else 'layer'}_"))
-  paths, blobs, mean = caffe_files.write(folder, width=WIDTH, num_classes=CLASSES, v1=v1)
-  return paths, blobs, mean
+  folder = _FOLDER / f"{'layers' if v1 else 'layer'}_{width}_{classes}"
+  folder.mkdir(parents=True)
+  return caffe_files.write(folder, width=width, num_classes=classes, v1=v1)
 
 
 @functools.cache
@@ -51,12 +65,11 @@ def decoded():
   return images[:rows]
 
 
-def opencv_logits(v1, images=None):
+def opencv_logits(v1, *files):
   """fc8 of OpenCV's run of the Caffe files on the centre 227 crops, BGR, minus the mean."""
-  paths, _, mean_bgr = caffe_dir(v1)
+  paths, _, mean_bgr = caffe_dir(v1, *files)
   net = cv2.dnn.readNetFromCaffe(str(paths["prototxt"]), str(paths["caffemodel"]))
-  x = decoded() if images is None else images
-  x_NCHW = x[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) - mean_bgr[None]
+  x_NCHW = decoded()[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) - mean_bgr[None]
   off = (256 - 227) // 2
   net.setInput(np.ascontiguousarray(x_NCHW[:, :, off:off + 227, off:off + 227]))
   return net.forward("fc8")
@@ -79,8 +92,8 @@ def our_logits(config, params, mean):
 
 
 @functools.cache
-def imported(v1):
-  paths, _, _ = caffe_dir(v1)
+def imported(v1, *files):
+  paths, _, _ = caffe_dir(v1, *files)
   return caffe.read(str(paths["prototxt"]), str(paths["caffemodel"]), str(paths["mean"]))
 
 
@@ -172,3 +185,46 @@ def test_refuses_caffenet_and_other_geometries():
   net.layer[names.index("conv2")].convolution_param.group = 1
   with pytest.raises(ValueError, match="conv2"):
     caffe.model_config(net)
+
+
+@pytest.mark.slow
+def test_the_weights_file_and_the_run_predict_as_opencv(tmp_path):
+  """The command's outputs: the .npz fine-tuning starts from, and a run at step 0 that predict
+  reads (its config, mean and class names from the workdir) giving OpenCV's logits."""
+  from alexnet_jax import finetune
+  from alexnet_jax import restore
+  from alexnet_jax.tools import predict
+  config, params, mean = imported(True)
+  names = [f"n{k:08d} thing {k}" for k in range(CLASSES)]
+  synsets = tmp_path / "synset_words.txt"
+  synsets.write_text("".join(f"{n}\n" for n in names))
+  names = caffe.read_synsets(str(synsets), CLASSES)
+  assert names[3] == "thing 3"
+  loaded, meta = finetune.load(finetune.save(tmp_path / "w.npz", params, config=config,
+                                             class_names=names, step=0, mean=mean))
+  assert meta["model"]["lrn_across_towers"] and meta["class_names"] == names
+  np.testing.assert_array_equal(loaded["fc6"]["kernel"], params["fc6"]["kernel"])
+  config = config.copy_and_resolve_references()
+  config.mesh.model = 2
+  caffe.write_workdir(tmp_path / "run", config, params, names, mean)
+  config, restored, step = restore.load_run(tmp_path / "run")
+  assert step == 0 and restore.class_names(tmp_path / "run", config) == names
+  mesh = steps.make_mesh(config)
+  consts = parallel.place_replicated(mesh, restore.constants(tmp_path / "run", config))
+  got = predict.logits(config, restored, mesh, consts, photo_paths(), batch_size=8)
+  assert relative(got, opencv_logits(True)) < RTOL
+
+
+@pytest.mark.slow
+def test_full_width_bvlc_alexnet_shapes_equal_opencv():
+  """bvlc_alexnet's own sizes (96-384 channels, 6x6x256 into fc6, 4096 units, 1000 classes) in
+  the 2014 format, one tower per device."""
+  config, params, mean = imported(True, 1.0, 1000)
+  assert params["fc6"]["kernel"].shape == (2, 9216, 2048)
+  assert params["fc8"]["kernel"].shape == (2, 4096, 500)
+  ours, theirs = our_logits(config, params, mean), opencv_logits(True, 1.0, 1000)
+  print(f"full width: largest logit difference {np.abs(ours - theirs).max():.3g} of "
+        f"{np.abs(theirs).max():.3g} ({relative(ours, theirs):.2g} relative)")
+  assert np.abs(theirs - theirs.mean(axis=0)).max() > 0.1 * np.abs(theirs).max()
+  assert relative(ours, theirs) < RTOL
+  np.testing.assert_array_equal(top5(ours), top5(theirs))

@@ -96,6 +96,12 @@ def _structure(net):
   return {canonical: message for canonical, (_, _, message) in zip(SEQUENCE, found)}
 
 
+def _decimal(x):
+  """A float32 of the prototxt as the decimal it was written as (1e-4, not 9.9999997e-05), so
+  that the config equals configs/paper.py:caffe's where they agree."""
+  return float(f"{float(x):.7g}")
+
+
 def _first(repeated, single, default):
   return repeated[0] if len(repeated) else (single or default)
 
@@ -141,13 +147,14 @@ def model_config(net, mean_size=256):
   m.num_classes = int(structure["fc8"].inner_product_param.num_output)
   m.image_size = _input_size(net)
   norm, pool = structure["norm1"].lrn_param, structure["pool1"].pooling_param
-  m.update(lrn=True, lrn_convention="caffe", lrn_across_towers=True, lrn_k=float(norm.k),
-           lrn_n=int(norm.local_size), lrn_alpha=float(norm.alpha), lrn_beta=float(norm.beta),
+  m.update(lrn=True, lrn_convention="caffe", lrn_across_towers=True, lrn_k=_decimal(norm.k),
+           lrn_n=int(norm.local_size), lrn_alpha=_decimal(norm.alpha),
+           lrn_beta=_decimal(norm.beta),
            pool_window=int(pool.kernel_size), pool_stride=int(pool.stride), activation="relu",
            dropout_scaling="inverted", input_scale=1.0)
   dropouts = [message.dropout_param.dropout_ratio for _, kind, message in layers(net)
               if kind == "Dropout"]
-  m.dropout_rate = float(dropouts[0]) if dropouts else 0.0
+  m.dropout_rate = _decimal(dropouts[0]) if dropouts else 0.0
   config.data.resize_size = mean_size
   alexnet.check_config(m)
   widths = alexnet.tower_widths(m)
@@ -231,3 +238,74 @@ def read_synsets(path, num_classes):
   if len(names) != num_classes:
     raise ValueError(f"{path} names {len(names)} classes; the net has {num_classes}.")
   return names
+
+
+def write_workdir(workdir, config, params, class_names, mean):
+  """A run at step 0 holding the imported weights (config.json, classes.json, the mean, one
+  checkpoint), which predict, features, figures and eval_only read as a trained run; and
+  caffe_mean.npz, Caffe's mean in the statistics' format, for config.data.stats_file."""
+  import jax
+  from alexnet_jax import checkpoint
+  from alexnet_jax import finetune
+  from alexnet_jax import paths
+  from alexnet_jax import report
+  from alexnet_jax import schedule
+  from alexnet_jax import steps
+  from alexnet_jax.data import stats
+
+  workdir = paths.root(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if paths.checkpoints(workdir).exists():
+    raise FileExistsError(f"{workdir} holds checkpoints already: name a new folder.")
+  mesh = steps.make_mesh(config)
+  state = steps.create_train_state(config, mesh)
+  state = state.replace(params=jax.tree.map(lambda x, f: finetune.place(x, f.sharding), params,
+                                            state.params))
+  mgr = checkpoint.manager(workdir)
+  checkpoint.save(mgr, 0, state, {"fingerprint": checkpoint.model_fingerprint(config),
+                                  "schedule": schedule.to_dict(schedule.create(config.train, 1))})
+  checkpoint.close(mgr)
+  mean_file = workdir / "caffe_mean.npz"
+  config.data.stats_file = str(mean_file)
+  mean = np.asarray(mean, np.float32)
+  stats.save_stats(dict(mean_image=mean, channel_mean=mean.mean(axis=(0, 1)),
+                        eigval=np.zeros(3, np.float32), eigvec=np.eye(3, dtype=np.float32),
+                        num_images=np.int64(0), dataset=np.str_("")), str(mean_file))
+  paths.file(workdir, paths.CONFIG).write_text(config.to_json_best_effort(indent=2) + "\n")
+  consts = {"mean": mean, "pca": np.zeros((3, 3), np.float32)}
+  report.write_run_files(workdir, class_names, consts)
+
+
+def main(argv):
+  from absl import flags
+  from alexnet_jax import finetune
+  from alexnet_jax import runtime
+
+  del argv
+  f = flags.FLAGS
+  config, params, mean = read(f.prototxt, f.caffemodel, f.mean)
+  runtime.configure_jax(config.mesh.num_cpu_devices)
+  if mean is None:  # Caffe's mean_value: B, G, R.
+    rgb = [float(v) for v in f.mean_value][::-1]
+    mean = np.broadcast_to(np.asarray(rgb, np.float32), (config.data.resize_size,) * 2 + (3,))
+  names = read_synsets(f.synsets, config.model.num_classes)
+  path = finetune.save(f.out, params, config=config, class_names=names, step=0, mean=mean)
+  print(f"{f.caffemodel}: AlexNet at width {config.model.width}, {config.model.num_classes} "
+        f"classes, {config.model.image_size}x{config.model.image_size} crops -> {path}")
+  if f.workdir:
+    write_workdir(f.workdir, config, params, names, mean)
+    print(f"A run at step 0 in {f.workdir}: predict, features and figures read it.")
+
+
+if __name__ == "__main__":
+  from absl import app
+  from absl import flags
+  flags.DEFINE_string("prototxt", None, "Caffe's deploy.prototxt.", required=True)
+  flags.DEFINE_string("caffemodel", None, "bvlc_alexnet.caffemodel.", required=True)
+  flags.DEFINE_string("mean", None, "ilsvrc_2012_mean.binaryproto (BGR); or --mean_value.")
+  flags.DEFINE_list("mean_value", ["104", "117", "123"], "B,G,R means without --mean.")
+  flags.DEFINE_string("synsets", None, "Caffe's synset_words.txt, for the class names.")
+  flags.DEFINE_string("out", None, "The weights .npz to write (config.init_from).",
+                      required=True)
+  flags.DEFINE_string("workdir", None, "Also write a run at step 0 here.")
+  app.run(main)
