@@ -228,3 +228,38 @@ def test_full_width_bvlc_alexnet_shapes_equal_opencv():
   assert np.abs(theirs - theirs.mean(axis=0)).max() > 0.1 * np.abs(theirs).max()
   assert relative(ours, theirs) < RTOL
   np.testing.assert_array_equal(top5(ours), top5(theirs))
+
+
+@pytest.mark.slow
+def test_the_readmes_caffe_commands_run_as_written(tmp_path):
+  """The README's import and predict commands on 2014-format files (paths replaced), the
+  prediction being OpenCV's top class."""
+  import re
+  import shlex
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  section = (root / "README.md").read_text().split("### Caffe's trained AlexNet", 1)[1]
+  block = re.findall(r"```bash\n(.*?)```", section, re.S)[0].replace("\\\n", " ")
+  commands = [line.strip() for line in block.splitlines() if line.strip()]
+  assert "alexnet_jax.tools.caffe" in commands[0] and "tools.predict" in commands[1]
+  paths, _, _ = caffe_dir(True)
+  photo = photo_paths()[0]
+  names = [f"n{k:08d} class{k}" for k in range(CLASSES)]
+  (tmp_path / "synset_words.txt").write_text("".join(f"{n}\n" for n in names))
+  swap = {"deploy.prototxt": paths["prototxt"], "bvlc_alexnet.caffemodel": paths["caffemodel"],
+          "ilsvrc_2012_mean.binaryproto": paths["mean"], "photo.jpg": photo}
+  def replaced(arg):  # --flag=FILE or FILE, the README's file names swapped for the tests'.
+    head, eq, value = arg.rpartition("=")
+    return head + eq + str(swap.get(value, value))
+
+  outputs = []
+  for command in commands[:2]:
+    argv = [replaced(a) for a in shlex.split(command)]
+    assert argv[0] == ".venv/bin/python"
+    out = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=900, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr[-3000:]}"
+    outputs.append(out.stdout)
+  best = int(np.argmax(opencv_logits(True)[PHOTOS.index(pathlib.Path(photo).stem)]))
+  assert f"1. class{best} " in outputs[1], outputs[1]
