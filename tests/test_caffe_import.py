@@ -185,6 +185,9 @@ def test_refuses_caffenet_and_other_geometries():
   net.layer[names.index("conv2")].convolution_param.group = 1
   with pytest.raises(ValueError, match="conv2"):
     caffe.model_config(net)
+  # 224 inputs: Caffe's conv1 gives 54x54 where this network's gives 55.
+  with pytest.raises(ValueError, match="use 227"):
+    caffe.model_config(caffe_files.deploy_net(WIDTH, CLASSES, size=224))
 
 
 @pytest.mark.slow

@@ -123,6 +123,18 @@ def _check_geometry(structure):
     raise ValueError("AlexNet's two LRN layers are the same, across channels.")
 
 
+def _check_tiling(model_cfg):
+  """Caffe rounds a convolution's output size down and a pooling's up; this network gives
+  conv1 cuda-convnet's size (conv1_overhang) and rounds pooling down. They agree where every
+  window tiles its input exactly, as at Caffe's 227."""
+  size, sizes = model_cfg.image_size, alexnet.feature_map_sizes(model_cfg)
+  pools = (sizes["conv1"], sizes["conv2"], sizes["conv5"])
+  if alexnet.conv1_overhang(size) or any(
+      (n - model_cfg.pool_window) % model_cfg.pool_stride for n in pools):
+    raise ValueError(f"An input of {size}x{size}: conv1 or a pooling does not tile it, and "
+                     "Caffe sizes those maps otherwise than this network; use 227.")
+
+
 def _input_size(net):
   """The input's height: input_param (layer format), input_shape or input_dim (older)."""
   for _, kind, message in layers(net):
@@ -157,6 +169,7 @@ def model_config(net, mean_size=256):
   m.dropout_rate = _decimal(dropouts[0]) if dropouts else 0.0
   config.data.resize_size = mean_size
   alexnet.check_config(m)
+  _check_tiling(m)
   widths = alexnet.tower_widths(m)
   for name in list(CONV_GEOMETRY) + ["fc6", "fc7"]:
     p = structure[name].convolution_param if name in CONV_GEOMETRY else \
