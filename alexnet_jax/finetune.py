@@ -29,9 +29,9 @@ FORMAT = "alexnet_jax.weights/1"
 META_KEY = "meta"
 MEAN_KEY = "preprocess/mean"
 # Fields of config.model that change what the weights compute (not only how they start).
-FUNCTION_FIELDS = ("name", "layout", "activation", "lrn", "lrn_convention", "lrn_k", "lrn_n",
-                   "lrn_alpha", "lrn_beta", "pool_window", "pool_stride", "input_scale",
-                   "image_size")
+FUNCTION_FIELDS = ("name", "layout", "activation", "lrn", "lrn_convention", "lrn_across_towers",
+                   "lrn_k", "lrn_n", "lrn_alpha", "lrn_beta", "pool_window", "pool_stride",
+                   "input_scale", "image_size")
 
 
 def flatten(params):

@@ -58,6 +58,9 @@ def base_config():
                                        # 0.0001, size 5, minDiv 2) applied alpha = 2e-5, five
                                        # times weaker than the printed formula (the lrn sweep's
                                        # third point).
+  config.model.lrn_across_towers = False  # 3.3: each tower normalises its own channels; True:
+                                       # over both towers' as one stack, as Caffe's one-device
+                                       # AlexNet did (tools/caffe.py sets it for its weights).
   config.model.lrn_k = 2.0
   config.model.lrn_n = 5
   config.model.lrn_alpha = 1e-4

@@ -439,12 +439,35 @@ class AlexNet(nn.Module):
   def _norm_pool(self, maps, i, h):
     cfg = self.config
     if cfg.lrn:  # 3.3: after the ReLU of conv1 and conv2, each tower over its own channels.
-      h = self._each(maps, f"norm{i}", [lrn(y, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha,
-                                      beta=cfg.lrn_beta, convention=cfg.lrn_convention,
-                                      gradient=variant(cfg, "lrn_grad"),
-                                      in_float32=variant(cfg, "lrn_dtype") == "float32")
-                                  for y in h])
+      norm = functools.partial(lrn, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha,
+                               beta=cfg.lrn_beta, convention=cfg.lrn_convention,
+                               gradient=variant(cfg, "lrn_grad"),
+                               in_float32=variant(cfg, "lrn_dtype") == "float32")
+      across = cfg.get("lrn_across_towers", False)
+      h = self._each(maps, f"norm{i}", self._lrn_across(h, norm) if across else
+                     [norm(y) for y in h])
     return self._each(maps, f"pool{i}", [self._pool(y) for y in h])
+
+  def _lrn_across(self, h, norm):
+    """LRN over both towers' channels as one stack (config.model.lrn_across_towers): Caffe ran
+    its two groups on one device, so a window near a tower's edge reaches into the other
+    tower's maps. With one tower per device the lrn_n // 2 edge channels of the neighbouring
+    towers come across the model axis; the outermost channels still see zeros beyond them."""
+    x, r, width = jnp.concatenate(h, axis=-1), self.config.lrn_n // 2, h[0].shape[-1]
+    if self.model_axis is not None and self.towers < NUM_TOWERS and r:
+      if r > x.shape[-1]:
+        raise ValueError(f"config.model.lrn_across_towers: a window of {self.config.lrn_n} "
+                         f"channels reaches past the neighbouring tower's {x.shape[-1]}.")
+      edges = lax.all_gather(jnp.concatenate([x[..., :r], x[..., -r:]], axis=-1),
+                             self.model_axis)  # [devices, B, H, W, 2r]: first and last r.
+      i, last = lax.axis_index(self.model_axis), edges.shape[0] - 1
+      left = jnp.where(i > 0, edges[jnp.maximum(i - 1, 0)][..., r:], 0.0)
+      right = jnp.where(i < last, edges[jnp.minimum(i + 1, last)][..., :r], 0.0)
+      y = norm(jnp.concatenate([left.astype(x.dtype), x, right.astype(x.dtype)],
+                               axis=-1))[..., r:r + x.shape[-1]]
+    else:
+      y = norm(x)
+    return [y[..., t * width:(t + 1) * width] for t in range(len(h))]
 
   def _pool(self, y):
     cfg = self.config

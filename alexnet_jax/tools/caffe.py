@@ -1,0 +1,324 @@
+r"""Caffe's trained AlexNet (BVLC/caffe models/bvlc_alexnet) as this package's weights, read
+without Caffe:
+
+    python -m alexnet_jax.tools.caffe --prototxt=deploy.prototxt \
+        --caffemodel=bvlc_alexnet.caffemodel --mean=ilsvrc_2012_mean.binaryproto \
+        [--synsets=synset_words.txt] --out=bvlc_alexnet.npz [--workdir=workdirs/bvlc_alexnet]
+
+writes the weights file of finetune.py (config.init_from reads it) and, with --workdir, a run
+at step 0 that predict, features, figures and eval_only read. What the conversion must get
+right, each silently wrong otherwise:
+- Caffe's images are BGR, its blobs N,C,H,W: conv1's input channels are reversed, the mean
+  image ([1, 3, 256, 256] BGR) becomes [256, 256, 3] RGB.
+- fc6 reads pool5 flattened as C,H,W; this network flattens H,W,C: fc6's rows are permuted.
+- `group: 2` is the tower axis: group g's outputs (and, for conv2, conv4, conv5, inputs) are
+  tower g's; conv1, conv3 and the fc layers are split in halves of their outputs, fc8's half
+  t being classes [t K/2, (t + 1) K/2).
+- LRN: k, alpha divided by local_size (lrn_convention="caffe"), and across both towers'
+  channels (lrn_across_towers), since Caffe ran the groups on one device.
+- 227x227 crops, and Caffe's inverted dropout (no scaling at test time).
+"""
+import numpy as np
+from google.protobuf import text_format
+
+from alexnet_jax.configs import paper
+from alexnet_jax.nets import alexnet
+from alexnet_jax.tools import caffe_proto
+
+TOWERS = alexnet.NUM_TOWERS
+# The layers in the order AlexNet runs them (ReLUs, Dropouts and the input left out), with
+# the geometry each convolution must have: (kernel, stride, pad, group).
+SEQUENCE = ("conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5",
+            "pool5", "fc6", "fc7", "fc8")
+CONV_GEOMETRY = {"conv1": (11, 4, 0, 1), "conv2": (5, 1, 2, 2), "conv3": (3, 1, 1, 1),
+                 "conv4": (3, 1, 1, 2), "conv5": (3, 1, 1, 2)}
+_KIND = {"Convolution": "conv", "LRN": "norm", "Pooling": "pool", "InnerProduct": "fc"}
+_IGNORED = ("Input", "Data", "ReLU", "Dropout", "Softmax", "SoftmaxWithLoss", "Accuracy",
+            "Split", "Silence")
+
+
+def read_prototxt(path):
+  """The NetParameter of a text .prototxt; fields this reader does not know are skipped."""
+  with open(path) as f:
+    return text_format.Parse(f.read(), caffe_proto.NetParameter(), allow_unknown_field=True)
+
+
+def read_binary(path, message=None):
+  """A binary .caffemodel (NetParameter) or .binaryproto (message=caffe_proto.BlobProto)."""
+  with open(path, "rb") as f:
+    return (message or caffe_proto.NetParameter).FromString(f.read())
+
+
+def layers(net):
+  """[(name, type, message)] of either message format: `layer` (type a string) or the 2014
+  `layers` (V1, type an enum, named here as `layer` names it)."""
+  if net.layer:
+    return [(m.name, m.type, m) for m in net.layer]
+  names = caffe_proto.V1LayerParameter.LayerType
+  return [(m.name, caffe_proto.V1_TYPES.get(names.Name(m.type), names.Name(m.type)), m)
+          for m in net.layers]
+
+
+def blob_array(blob):
+  """A BlobProto as float32, its shape from `shape` or the older num, channels, height, width."""
+  shape = (tuple(blob.shape.dim) if blob.HasField("shape") else
+           tuple(d for d in (blob.num, blob.channels, blob.height, blob.width)))
+  data = np.asarray(blob.data if len(blob.data) else blob.double_data, np.float32)
+  if data.size != int(np.prod(shape)):
+    raise ValueError(f"A blob of shape {shape} holds {data.size} values.")
+  return data.reshape(shape)
+
+
+def read_mean(path):
+  """Caffe's mean image ([1, 3, H, W] BGR) as float32 [H, W, 3] RGB, the mean of this package."""
+  mean = blob_array(read_binary(path, caffe_proto.BlobProto))
+  mean = mean.reshape(mean.shape[-3:])
+  if mean.shape[0] != 3:
+    raise ValueError(f"{path}: a mean of shape {mean.shape}, not [1, 3, H, W] (BGR).")
+  return np.ascontiguousarray(mean[::-1].transpose(1, 2, 0))
+
+
+def _structure(net):
+  """{SEQUENCE name: layer message}, refusing any net that is not AlexNet's shape."""
+  found, counts = [], {}
+  for name, kind, message in layers(net):
+    if kind in _IGNORED:
+      continue
+    if kind not in _KIND:
+      raise ValueError(f"Layer {name!r} of type {kind!r}: not a layer of AlexNet.")
+    counts[_KIND[kind]] = counts.get(_KIND[kind], 0) + 1
+    found.append((_KIND[kind], name, message))
+  kinds = [k for k, _, _ in found]
+  want = [s.rstrip("0123456789") for s in SEQUENCE]
+  if kinds != want:
+    raise ValueError(f"The net's layers run {kinds}; AlexNet's run {want} (LRN before pooling: "
+                     "CaffeNet, which pools first, is another network).")
+  return {canonical: message for canonical, (_, _, message) in zip(SEQUENCE, found)}
+
+
+def _decimal(x):
+  """A float32 of the prototxt as the decimal it was written as (1e-4, not 9.9999997e-05), so
+  that the config equals configs/paper.py:caffe's where they agree."""
+  return float(f"{float(x):.7g}")
+
+
+def _first(repeated, single, default):
+  return repeated[0] if len(repeated) else (single or default)
+
+
+def _check_geometry(structure):
+  for name, (kernel, stride, pad, group) in CONV_GEOMETRY.items():
+    p = structure[name].convolution_param
+    got = (_first(p.kernel_size, p.kernel_h, 0), _first(p.stride, p.stride_h, 1),
+           _first(p.pad, p.pad_h, 0), p.group)
+    if got != (kernel, stride, pad, group):
+      raise ValueError(f"{name}: (kernel, stride, pad, group) {got}; AlexNet's are "
+                       f"{(kernel, stride, pad, group)}.")
+  pools = [structure[p].pooling_param for p in ("pool1", "pool2", "pool5")]
+  if any(p.pool != 0 or p.pad or p.kernel_size != pools[0].kernel_size
+         or p.stride != pools[0].stride for p in pools):
+    raise ValueError("AlexNet's three poolings are the same unpadded max pooling.")
+  norms = [structure[n].lrn_param for n in ("norm1", "norm2")]
+  if norms[0] != norms[1] or norms[0].norm_region != 0:
+    raise ValueError("AlexNet's two LRN layers are the same, across channels.")
+
+
+def _check_tiling(model_cfg):
+  """Caffe rounds a convolution's output size down and a pooling's up; this network gives
+  conv1 cuda-convnet's size (conv1_overhang) and rounds pooling down. They agree where every
+  window tiles its input exactly, as at Caffe's 227."""
+  size, sizes = model_cfg.image_size, alexnet.feature_map_sizes(model_cfg)
+  pools = (sizes["conv1"], sizes["conv2"], sizes["conv5"])
+  if alexnet.conv1_overhang(size) or any(
+      (n - model_cfg.pool_window) % model_cfg.pool_stride for n in pools):
+    raise ValueError(f"An input of {size}x{size}: conv1 or a pooling does not tile it, and "
+                     "Caffe sizes those maps otherwise than this network; use 227.")
+
+
+def _input_size(net):
+  """The input's height: input_param (layer format), input_shape or input_dim (older)."""
+  for _, kind, message in layers(net):
+    if kind == "Input" and message.input_param.shape:
+      return int(message.input_param.shape[0].dim[2])
+  if net.input_shape:
+    return int(net.input_shape[0].dim[2])
+  if len(net.input_dim) >= 4:
+    return int(net.input_dim[2])
+  return 227
+
+
+def model_config(net, mean_size=256):
+  """configs/paper.py:caffe (what Caffe trained it with, for fine-tuning) with the network the
+  prototxt describes: its width, classes, crop, LRN and pooling, LRN across the towers."""
+  structure = _structure(net)
+  _check_geometry(structure)
+  config = paper.get_config("caffe")
+  m = config.model
+  total = structure["conv1"].convolution_param.num_output
+  m.width = total / (TOWERS * alexnet.TOWER_CHANNELS["conv1"])
+  m.num_classes = int(structure["fc8"].inner_product_param.num_output)
+  m.image_size = _input_size(net)
+  norm, pool = structure["norm1"].lrn_param, structure["pool1"].pooling_param
+  m.update(lrn=True, lrn_convention="caffe", lrn_across_towers=True, lrn_k=_decimal(norm.k),
+           lrn_n=int(norm.local_size), lrn_alpha=_decimal(norm.alpha),
+           lrn_beta=_decimal(norm.beta),
+           pool_window=int(pool.kernel_size), pool_stride=int(pool.stride), activation="relu",
+           dropout_scaling="inverted", input_scale=1.0)
+  dropouts = [message.dropout_param.dropout_ratio for _, kind, message in layers(net)
+              if kind == "Dropout"]
+  m.dropout_rate = _decimal(dropouts[0]) if dropouts else 0.0
+  config.data.resize_size = mean_size
+  alexnet.check_config(m)
+  _check_tiling(m)
+  widths = alexnet.tower_widths(m)
+  for name in list(CONV_GEOMETRY) + ["fc6", "fc7"]:
+    p = structure[name].convolution_param if name in CONV_GEOMETRY else \
+        structure[name].inner_product_param
+    if p.num_output != TOWERS * widths[name]:
+      raise ValueError(f"{name}: {p.num_output} outputs; AlexNet at width {m.width} has "
+                       f"{TOWERS * widths[name]}.")
+  return config
+
+
+def convert(weights, model_cfg):
+  """The global parameters (NumPy, tower axis first) of `weights` (a .caffemodel's
+  NetParameter), laid out for `model_cfg` (model_config of the prototxt)."""
+  blobs = {name: [blob_array(b) for b in message.blobs] for name, _, message in layers(weights)}
+  structure = _structure_names(weights)
+  shapes = alexnet.param_shapes(model_cfg)
+  pool5 = alexnet.feature_map_sizes(model_cfg)["pool5"]
+  params = {}
+  for layer in alexnet.LAYERS:
+    name = structure[layer]
+    if len(blobs.get(name, [])) != 2:
+      raise ValueError(f"The caffemodel's {name!r} holds {len(blobs.get(name, []))} blobs, not "
+                       "a weight and a bias.")
+    kernel_shape, bias_shape = shapes[layer]
+    out_total = TOWERS * kernel_shape[-1]
+    w, b = blobs[name]
+    if layer.startswith("conv"):
+      w = w.reshape(out_total, kernel_shape[3], *kernel_shape[1:3])   # O, I/group, H, W.
+      if layer == "conv1":
+        w = w[:, ::-1]                                                # BGR -> RGB.
+      kernel = w.reshape(TOWERS, -1, *w.shape[1:]).transpose(0, 3, 4, 2, 1)
+    else:
+      transpose = weights_transposed(weights, name)
+      w = w.reshape((-1, out_total) if transpose else (out_total, -1))
+      w = w.T if transpose else w                                     # [outputs, inputs].
+      if layer == "fc6":   # C,H,W -> H,W,C: the order this network flattens pool5 in.
+        w = w.reshape(out_total, -1, pool5, pool5).transpose(0, 2, 3, 1).reshape(out_total, -1)
+      kernel = w.reshape(TOWERS, -1, w.shape[1]).transpose(0, 2, 1)
+    params[layer] = {"kernel": np.ascontiguousarray(kernel, np.float32),
+                     "bias": b.reshape(bias_shape).astype(np.float32)}
+    if params[layer]["kernel"].shape != kernel_shape:
+      raise ValueError(f"{name}: weights of shape {params[layer]['kernel'].shape} after the "
+                       f"conversion, not {kernel_shape}.")
+  return params
+
+
+def _structure_names(weights):
+  """{this network's layer: the caffemodel's layer name}: the weighted layers in order."""
+  named = [name for name, kind, _ in layers(weights)
+           if kind in ("Convolution", "InnerProduct")]
+  if len(named) != len(alexnet.LAYERS):
+    raise ValueError(f"The caffemodel has {len(named)} convolution and inner-product layers, "
+                     f"not AlexNet's {len(alexnet.LAYERS)}.")
+  return dict(zip(alexnet.LAYERS, named))
+
+
+def weights_transposed(net, name):
+  for layer_name, _, message in layers(net):
+    if layer_name == name:
+      return bool(message.inner_product_param.transpose)
+  return False
+
+
+def read(prototxt, caffemodel, mean=None):
+  """(config, params, mean image [R, R, 3] RGB or None) of Caffe's files."""
+  mean_image = read_mean(mean) if mean else None
+  config = model_config(read_prototxt(prototxt),
+                        mean_image.shape[0] if mean_image is not None else 256)
+  params = convert(read_binary(caffemodel), config.model)
+  return config, params, mean_image
+
+
+def read_synsets(path, num_classes):
+  """Caffe's synset_words.txt ("n01440764 tench, Tinca tinca" per line) as class names."""
+  if not path:
+    return [f"class {k}" for k in range(num_classes)]
+  with open(path) as f:
+    names = [line.strip().partition(" ")[2] or line.strip() for line in f if line.strip()]
+  if len(names) != num_classes:
+    raise ValueError(f"{path} names {len(names)} classes; the net has {num_classes}.")
+  return names
+
+
+def write_workdir(workdir, config, params, class_names, mean):
+  """A run at step 0 holding the imported weights (config.json, classes.json, the mean, one
+  checkpoint), which predict, features, figures and eval_only read as a trained run; and
+  caffe_mean.npz, Caffe's mean in the statistics' format, for config.data.stats_file."""
+  import jax
+  from alexnet_jax import checkpoint
+  from alexnet_jax import finetune
+  from alexnet_jax import paths
+  from alexnet_jax import report
+  from alexnet_jax import schedule
+  from alexnet_jax import steps
+  from alexnet_jax.data import stats
+
+  workdir = paths.root(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if paths.checkpoints(workdir).exists():
+    raise FileExistsError(f"{workdir} holds checkpoints already: name a new folder.")
+  mesh = steps.make_mesh(config)
+  state = steps.create_train_state(config, mesh)
+  state = state.replace(params=jax.tree.map(lambda x, f: finetune.place(x, f.sharding), params,
+                                            state.params))
+  mgr = checkpoint.manager(workdir)
+  checkpoint.save(mgr, 0, state, {"fingerprint": checkpoint.model_fingerprint(config),
+                                  "schedule": schedule.to_dict(schedule.create(config.train, 1))})
+  checkpoint.close(mgr)
+  mean_file = workdir / "caffe_mean.npz"
+  config.data.stats_file = str(mean_file)
+  mean = np.asarray(mean, np.float32)
+  stats.save_stats(dict(mean_image=mean, channel_mean=mean.mean(axis=(0, 1)),
+                        eigval=np.zeros(3, np.float32), eigvec=np.eye(3, dtype=np.float32),
+                        num_images=np.int64(0), dataset=np.str_("")), str(mean_file))
+  paths.file(workdir, paths.CONFIG).write_text(config.to_json_best_effort(indent=2) + "\n")
+  consts = {"mean": mean, "pca": np.zeros((3, 3), np.float32)}
+  report.write_run_files(workdir, class_names, consts)
+
+
+def main(argv):
+  from absl import flags
+  from alexnet_jax import finetune
+  from alexnet_jax import runtime
+
+  del argv
+  f = flags.FLAGS
+  config, params, mean = read(f.prototxt, f.caffemodel, f.mean)
+  runtime.configure_jax(config.mesh.num_cpu_devices)
+  if mean is None:  # Caffe's mean_value: B, G, R.
+    rgb = [float(v) for v in f.mean_value][::-1]
+    mean = np.broadcast_to(np.asarray(rgb, np.float32), (config.data.resize_size,) * 2 + (3,))
+  names = read_synsets(f.synsets, config.model.num_classes)
+  path = finetune.save(f.out, params, config=config, class_names=names, step=0, mean=mean)
+  print(f"{f.caffemodel}: AlexNet at width {config.model.width}, {config.model.num_classes} "
+        f"classes, {config.model.image_size}x{config.model.image_size} crops -> {path}")
+  if f.workdir:
+    write_workdir(f.workdir, config, params, names, mean)
+    print(f"A run at step 0 in {f.workdir}: predict, features and figures read it.")
+
+
+if __name__ == "__main__":
+  from absl import app
+  from absl import flags
+  flags.DEFINE_string("prototxt", None, "Caffe's deploy.prototxt.", required=True)
+  flags.DEFINE_string("caffemodel", None, "bvlc_alexnet.caffemodel.", required=True)
+  flags.DEFINE_string("mean", None, "ilsvrc_2012_mean.binaryproto (BGR); or --mean_value.")
+  flags.DEFINE_list("mean_value", ["104", "117", "123"], "B,G,R means without --mean.")
+  flags.DEFINE_string("synsets", None, "Caffe's synset_words.txt, for the class names.")
+  flags.DEFINE_string("out", None, "The weights .npz to write (config.init_from).",
+                      required=True)
+  flags.DEFINE_string("workdir", None, "Also write a run at step 0 here.")
+  app.run(main)
