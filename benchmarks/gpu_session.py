@@ -192,6 +192,8 @@ def parse_args(argv):
                  help="Multiplies ESTIMATES (default 1 on an accelerator, 0.2 with --smoke).")
   own, rest = p.parse_known_args(argv)
   batches = own.batches or ([8, 16] if own.smoke else [128, 512])
+  if "--variants" not in rest:
+    rest = ["--variants", *TRIMMED_VARIANTS, *rest]
   shared = accelerator.parse_args(
       [*(["--smoke"] if own.smoke else []), "--batches", *map(str, batches),
        f"--variant_batch={batches[0]}", "--torch_nets", "two_tower", "torchvision",
@@ -226,7 +228,6 @@ def main(argv=None):
            "variants": lambda: accelerator.variants_section(args),
            "torch": lambda: accelerator.torch_section(args, accelerator.run_torch(args),
                                                       results)}
-  args.variants = list(TRIMMED_VARIANTS)
   for name in [*args.parts, *(["torch"] if args.torch and "torch" not in args.parts else [])]:
     left = deadline - time.time()
     if left < ESTIMATES[name] * args.estimate_scale:
