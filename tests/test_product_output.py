@@ -89,3 +89,19 @@ def test_the_gpu_audit_reads_cudnn_and_cublas_calls_and_their_operand_types():
   assert result["counts"] == {"convolution": {"float32": 1, "bfloat16": 1},
                               "matmul": {"float32": 1}}
   assert not result["all_bfloat16"]
+
+
+@pytest.mark.parametrize("product_output,want", [("compute", "(bf16, bf16) -> bf16"),
+                                                 ("float32", "(bf16, bf16) -> f32")])
+def test_the_cifar_nets_follow_the_same_switch(product_output, want):
+  from alexnet_jax.configs import common
+  from alexnet_jax.nets import cifar
+  cfg = common.cifar_model_config("relu", layout="18pct", lrn=True)
+  cfg.dtype = "bfloat16"
+  cfg.product_output = product_output
+  net = cifar.CifarNet(cfg.lock())
+  params = cifar.init_params(cfg, jax.random.key(0))
+  x = jnp.zeros((2, cfg.image_size, cfg.image_size, 3), jnp.float32)
+  text = jax.jit(lambda p: net.apply({"params": p}, x)).lower(params).as_text()
+  found = gpu_session.lowered_products(text)
+  assert found["convolution"] == {want: 3} and found["dot_general"] == {want: 1}, found
