@@ -70,9 +70,10 @@ def product_ops(hlo_text):
 
 
 def verdict(row):
-  """"bfloat16" when every operand is, "float32" when every one is (TF32 on an NVIDIA GPU at
-  XLA's default precision), else "mixed"."""
-  kinds = set(row["operands"])
+  """"bfloat16" when both multiplied operands are (the first two: a fused cuDNN convolution's
+  bias and side input follow them), "float32" when both are (TF32 on an NVIDIA GPU at XLA's
+  default precision), else "mixed"."""
+  kinds = set(row["operands"][:2])
   return {frozenset({"bf16"}): "bfloat16", frozenset({"f32"}): "float32"}.get(frozenset(kinds),
                                                                              "mixed")
 

@@ -75,18 +75,23 @@ def test_the_gpu_audit_reads_cudnn_and_cublas_calls_and_their_operand_types():
       'custom_call_target="__cudnn$convForward", backend_config={"cudnn_conv_backend_config":{}}',
       '  %cudnn-conv.2 = (bf16[8,55,55,48]{3,2,1,0}, u8[1024]{0}) custom-call(%p.1, %p.2), '
       'window={size=11x11 stride=4x4}, custom_call_target="__cudnn$convBackwardFilter"',
+      "  %bias = f32[48]{0} parameter(2)",
+      '  %fused = (bf16[8,55,55,48]{3,2,1,0}, u8[0]{0}) custom-call(%p.1, %p.2, %bias), '
+      'custom_call_target="__cudnn$convBiasActivationForward"',
       '  %gemm = (f32[8,4096]{1,0}, s8[4194304]{0}) custom-call(%convert.5, %convert.6), '
       'custom_call_target="__cublas$lt$matmul"',
       "  %add = f32[8]{0} add(%convert.5, %convert.6)",
   ])
   result = gpu_session.audit(text)
   rows = {r["name"]: r for r in result["ops"]}
-  assert list(rows) == ["cudnn-conv.1", "cudnn-conv.2", "gemm"]
+  assert list(rows) == ["cudnn-conv.1", "cudnn-conv.2", "fused", "gemm"]
   assert rows["cudnn-conv.1"]["operands"] == ["f32", "f32"]
   assert rows["cudnn-conv.1"]["result"] == ["f32"] and rows["cudnn-conv.1"]["runs_as"] == "float32"
   assert rows["cudnn-conv.2"]["runs_as"] == "bfloat16"
+  assert rows["fused"]["operands"] == ["bf16", "bf16", "f32"]  # A float32 bias, bf16 products.
+  assert rows["fused"]["runs_as"] == "bfloat16"
   assert rows["gemm"]["target"] == "__cublas$lt$matmul"
-  assert result["counts"] == {"convolution": {"float32": 1, "bfloat16": 1},
+  assert result["counts"] == {"convolution": {"float32": 1, "bfloat16": 2},
                               "matmul": {"float32": 1}}
   assert not result["all_bfloat16"]
 
