@@ -23,7 +23,6 @@ case $what in
   session) timeout "$limit" python3 benchmarks/gpu_session.py --out="$out" --budget_s="$budget" \
                "${@:3}" 2>&1 | tee "$out/session.log" ;;
   recipes) timeout "$limit" python3 -m experiments.gpu_recipes --data=.device/tiny.tar.gz \
-               --cache=/tmp/decoded --out="$out" --budget_s="$budget" "${@:3}" 2>&1 \
-               | tee "$out/recipes.log" ;;
+               --out="$out" --budget_s="$budget" "${@:3}" 2>&1 | tee "$out/recipes.log" ;;
   *) echo "session or recipes, not $what" >&2; exit 2 ;;
 esac

@@ -8,10 +8,10 @@ of 1 (the paper's recipe) leave chance where the CPU study's 300 steps could not
     python -m experiments.gpu_recipes --smoke --out=/tmp/gpu_recipes   # any CPU, ~1 min
 
 The GPU machine has JAX but no TensorFlow, so this runs without tf.data: the JPEGs are decoded
-once with PIL (all cores) into a uint8 cache of 256x256 images (the decoded cache's layout, as
-`.npy` files beside the data), the cache is copied to the device whole (150 a class are 5.9 GB),
-and each batch is gathered there; the crops, mirrors, mean and colour noise are the training
-step's own (steps.make_train_step). The mean image and the RGB eigenvectors are computed from
+once with PIL (all cores) into uint8 256x256 arrays (kept as .npy files with --cache), which
+are copied to the device whole (150 images a class are 5.9 GB), and each batch is gathered
+there; the crops, mirrors, mean and colour noise are the training step's own
+(steps.make_train_step). The mean image and the RGB eigenvectors are computed from
 the same decoded images. PIL's IDCT differs from the pipeline's by about one grey level
 (benchmarks/README.md), which no recipe's outcome hangs on. Each recipe uses its config's
 schedule (the paper's plateau on the centre-crop validation error, evaluated every
@@ -101,19 +101,20 @@ def _decode(args):
     return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
 
 
-def decoded(root, split, size, cache):
-  """(images uint8 [N, size, size, 3], labels int32 [N], classes): `split` decoded once with
-  all cores, then read back from `cache`."""
+def decoded(root, split, size, cache=""):
+  """(images uint8 [N, size, size, 3], labels int32 [N], classes): `split` decoded with all
+  cores; with `cache`, kept there as .npy and read back by later runs instead."""
   from alexnet_jax.data import tiny_imagenet
-  found = tiny_imagenet.read_split(root, split, lambda *a: a)
-  _, count, names, paths, labels = found
-  file = os.path.join(cache, f"{split}-{size}-{count}.npy")
-  if not os.path.exists(file):
-    with multiprocessing.Pool(os.cpu_count()) as pool:
-      images = np.stack(pool.map(_decode, [(p, size) for p in paths], chunksize=64))
+  _, count, names, paths, labels = tiny_imagenet.read_split(root, split, lambda *a: a)
+  file = os.path.join(cache, f"{split}-{size}-{count}.npy") if cache else ""
+  if file and os.path.exists(file):
+    return np.load(file, mmap_mode="r"), labels, names
+  with multiprocessing.Pool(os.cpu_count()) as pool:
+    images = np.stack(pool.map(_decode, [(p, size) for p in paths], chunksize=64))
+  if file:
     np.save(file + ".tmp.npy", images)
     os.replace(file + ".tmp.npy", file)
-  return np.load(file, mmap_mode="r"), labels, names
+  return images, labels, names
 
 
 def constants(images, config):
@@ -247,11 +248,11 @@ def decode_all(args, workdir):
       t.extractall(os.path.join(workdir, "data"), filter="data")
     (root,) = [str(p.parent) for p in pathlib.Path(workdir, "data").glob("*/wnids.txt")]
   size = 72 if args.smoke else 256
-  cache = args.cache or os.path.join(workdir, "cache")
-  os.makedirs(cache, exist_ok=True)
+  if args.cache:
+    os.makedirs(args.cache, exist_ok=True)
   t = time.time()
-  train, train_y, classes = decoded(root, "train", size, cache)
-  val, val_y, _ = decoded(root, "val", size, cache)
+  train, train_y, classes = decoded(root, "train", size, args.cache)
+  val, val_y, _ = decoded(root, "val", size, args.cache)
   print(f"decoded {len(train_y)} training and {len(val_y)} validation images of "
         f"{len(classes)} classes in {time.time() - t:.0f} s", flush=True)
   consts = {}
@@ -279,7 +280,7 @@ def parse_args(argv):
   p.add_argument("--smoke", action="store_true", help="A fabricated dataset, width 1/8, a CPU.")
   p.add_argument("--data", default="", help="A .tar.gz that --pack wrote.")
   p.add_argument("--root", default="", help="A Tiny ImageNet folder instead of --data.")
-  p.add_argument("--cache", default="", help="Where the decoded .npy files go (default: tmp).")
+  p.add_argument("--cache", default="", help="A folder keeping the decoded .npy files.")
   p.add_argument("--pack", default="", help="The dataset's archive: write --data from it, stop.")
   p.add_argument("--train_per_class", type=int, default=150)
   p.add_argument("--val_per_class", type=int, default=50)
