@@ -79,6 +79,7 @@ VARIANTS = {
     "conv1_channels=4": ({"model.conv1_channels": 4}, "same"),
     "conv1_channels=8": ({"model.conv1_channels": 8}, "same"),
     "model1_gathers=False": ({"model.model1_gathers": False}, "same"),
+    "product_output=float32": ({"model.product_output": "float32"}, "rounded"),
     "crop_op=gather": ({"data.crop_op": "gather"}, "same"),
     "rng_impl=rbg": ({"rng_impl": "rbg"}, "draws"),
     "rng_impl=unsafe_rbg": ({"rng_impl": "unsafe_rbg"}, "draws"),

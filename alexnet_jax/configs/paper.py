@@ -94,6 +94,10 @@ def base_config():
   config.model.tower_conv = "separate"  # model=1: a convolution per tower; "grouped": one.
   config.model.conv1_channels = 3      # 4 or 8: the image and conv1 zero-padded to that many.
   config.model.model1_gathers = True   # model=1: all_gather over the 1-device model axis too.
+  # What bfloat16 convolutions and matmuls return: "compute", bfloat16, summed in float32 inside
+  # cuDNN, cuBLAS or the TPU's MXU; "float32", which XLA:GPU runs as float32 (TF32) convolutions
+  # and JAX differentiates in float32 (benchmarks/README.md, "What bfloat16 computes").
+  config.model.product_output = "compute"
 
   # Section 3.2: two towers, one per device; the batch splits over `data`.
   config.mesh = ml_collections.ConfigDict()

@@ -46,7 +46,8 @@ DROPOUT_SCALINGS = ("paper", "inverted")
 GRADIENTS = ("custom", "autodiff")
 VARIANTS = {"lrn_grad": GRADIENTS, "pool_grad": ("custom", "reduce_window"),
             "lrn_dtype": ("float32", "compute"), "tower_conv": ("separate", "grouped"),
-            "conv1_channels": (3, 4, 8), "model1_gathers": (True, False)}
+            "conv1_channels": (3, 4, 8), "model1_gathers": (True, False),
+            "product_output": ("compute", "float32")}
 
 
 def variant(model_cfg, field):
@@ -305,6 +306,7 @@ class TowerConv(nn.Module):
   padding: Any = 0             # An int (all sides), or ((top, bottom), (left, right)).
   towers: int = NUM_TOWERS
   dtype: Any = jnp.float32
+  product_output: str = "float32"  # AlexNet passes config.model.product_output (VARIANTS).
   grouped: bool = False
   shared_input: bool = False
   in_channels: int = 0
@@ -327,7 +329,7 @@ class TowerConv(nn.Module):
     return lax.conv_general_dilated(x, kernel_HWIO.astype(self.dtype), (self.stride,) * 2, pad,
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                     feature_group_count=groups,
-                                    preferred_element_type=_accumulation(self.dtype))
+                                    preferred_element_type=_product_type(self))
 
   def _grouped(self, xs, kernel, bias):
     """Tower t's outputs are channels [t F, (t + 1) F) of one convolution; split back."""
@@ -343,14 +345,24 @@ class TowerDense(nn.Module):
   features: int
   towers: int = NUM_TOWERS
   dtype: Any = jnp.float32
+  product_output: str = "float32"
 
   @nn.compact
   def __call__(self, xs: Sequence[jax.Array]) -> list[jax.Array]:
     kernel = self.param("kernel", _SHAPE_ONLY, (self.towers, xs[0].shape[-1], self.features))
     bias = self.param("bias", _SHAPE_ONLY, (self.towers, self.features))
     return [_add_bias(jnp.matmul(x, kernel[t].astype(self.dtype),
-                                 preferred_element_type=_accumulation(self.dtype)),
+                                 preferred_element_type=_product_type(self)),
                       bias[t], self.dtype) for t, x in enumerate(xs)]
+
+
+def _product_type(layer):
+  """What a TowerConv's or TowerDense's products return (config.model.product_output).
+  "compute": the compute dtype, summed in float32 inside cuDNN, cuBLAS and the TPU's MXU (the
+  CPU converts bfloat16 operands to float32 and rounds the result). "float32": a float32 result,
+  which XLA:GPU computes as a float32 (TF32) convolution of upcast operands (OperandUpcaster in
+  gpu_compiler.cc), and whose gradients JAX computes in float32 (benchmarks/README.md)."""
+  return None if layer.product_output == "compute" else _accumulation(layer.dtype)
 
 
 def _accumulation(dtype):
@@ -400,9 +412,11 @@ class AlexNet(nn.Module):
     dtype = jnp.dtype(cfg.dtype)
     act = ACTIVATIONS[cfg.activation]
     grouped = variant(cfg, "tower_conv") == "grouped"
+    out = variant(cfg, "product_output")
     conv = lambda name, f, k, **kw: TowerConv(f, k, towers=self.towers, dtype=dtype, name=name,
-                                              grouped=grouped, **kw)
-    dense = lambda name, f: TowerDense(f, towers=self.towers, dtype=dtype, name=name)
+                                              grouped=grouped, product_output=out, **kw)
+    dense = lambda name, f: TowerDense(f, towers=self.towers, dtype=dtype, name=name,
+                                       product_output=out)
     x = x_BHWC.astype(dtype)
     if cfg.input_scale != 1.0:  # The paper feeds 0-255 pixels minus the mean (scale 1).
       x = x * jnp.asarray(cfg.input_scale, dtype)

@@ -126,12 +126,14 @@ class CifarNet(nn.Module):
     return logits_BK.astype(jnp.float32)
 
   def _compute(self, name, op):
-    """Flax's keywords for config.model.dtype's products with their sums in float32 (as
-    alexnet.py's layers do), `op` being the lax op Flax calls `name`; nothing for float32,
-    which computes what it always did."""
+    """Flax's keywords for config.model.dtype's products, `op` being the lax op Flax calls
+    `name`: results in that dtype, or in float32 with config.model.product_output="float32",
+    as alexnet.py's layers do; nothing for float32, which computes what it always did."""
     dtype = jnp.dtype(self.config.dtype)
     if dtype == jnp.float32:
       return {}
+    if self.config.get("product_output", "compute") == "compute":
+      return {"dtype": dtype}
     return {"dtype": dtype, name: functools.partial(op, preferred_element_type=jnp.float32)}
 
   def _conv(self, name, x, features, std):
