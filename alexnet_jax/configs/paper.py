@@ -85,8 +85,8 @@ def base_config():
   config.model.dtype = "float32"       # "bfloat16" for accelerators; parameters stay float32.
   # The same computation done otherwise, to time on accelerators (benchmarks/accelerator.py
   # --parts variants); each default is the step as it was, which none beat clearly on a CPU.
-  config.model.lrn_grad = "custom"     # alexnet.lrn's written-out gradient; "autodiff": JAX's.
-  config.model.pool_grad = "custom"    # alexnet.max_pool's phase gradient; "reduce_window": XLA's.
+  config.model.lrn_grad = "custom"     # layers.lrn's written-out gradient; "autodiff": JAX's.
+  config.model.pool_grad = "custom"    # layers.max_pool's phase gradient; "reduce_window": XLA's.
   config.model.lrn_dtype = "float32"   # LRN in float32; "compute": in config.model.dtype.
   config.model.tower_conv = "separate"  # model=1: a convolution per tower; "grouped": one.
   config.model.conv1_channels = 3      # 4 or 8: the image and conv1 zero-padded to that many.
