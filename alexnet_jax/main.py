@@ -22,8 +22,8 @@ runtime.configure_jax()  # XLA and TensorFlow settings read when their libraries
 import tensorflow as tf  # noqa: E402
 
 from alexnet_jax import train  # noqa: E402
-from alexnet_jax.faults import checkpoint_faults  # noqa: E402
-from alexnet_jax.faults import cluster  # noqa: E402
+from alexnet_jax.checkpoints import faults  # noqa: E402
+from alexnet_jax import cluster  # noqa: E402
 from alexnet_jax.faults import logs  # noqa: E402
 from alexnet_jax.faults import preemption  # noqa: E402
 from alexnet_jax.faults import workdir_lock  # noqa: E402
@@ -39,8 +39,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 # What a user can cause (a setting, a file, the workdir, a checkpoint, a missing process): the
 # message says which and what to do, so the console gets it alone, the traceback the log file.
 USER_ERRORS = (ValueError, OSError, FloatingPointError, workdir_lock.WorkdirBusyError,
-               checkpoint_faults.DamagedCheckpointError,
-               checkpoint_faults.DisagreeingProcessesError)
+               faults.DamagedCheckpointError,
+               faults.DisagreeingProcessesError)
 _parsed = []  # Set once absl has parsed the flags, i.e. main() runs.
 
 

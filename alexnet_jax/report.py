@@ -10,7 +10,7 @@ from alexnet_jax import metrics
 from alexnet_jax import nets
 from alexnet_jax import paths
 from alexnet_jax import progress
-from alexnet_jax.faults import checkpoint_faults
+from alexnet_jax.checkpoints import faults
 
 
 def describe(config, mesh, info, steps_per_epoch, total_steps, params):
@@ -90,9 +90,9 @@ def write_run_files(workdir, class_names, consts):
   """classes.json (the dataset's class names, in label order) and the mean image and PCA basis
   the run subtracts and adds: what predict needs besides a checkpoint, so that a workdir copied
   to another machine predicts without the dataset or its statistics."""
-  with checkpoint_faults.naming(paths.file(workdir, CLASSES_FILE)):
+  with faults.naming(paths.file(workdir, CLASSES_FILE)):
     paths.file(workdir, CLASSES_FILE).write_text(json.dumps(list(class_names), indent=0) + "\n")
-  with checkpoint_faults.naming(paths.file(workdir, CONSTANTS_FILE)), \
+  with faults.naming(paths.file(workdir, CONSTANTS_FILE)), \
       paths.file(workdir, CONSTANTS_FILE).open("wb") as f:
     np.savez(f, **{k: np.asarray(v) for k, v in consts.items()})
 

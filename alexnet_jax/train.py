@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from alexnet_jax import checkpoint
+from alexnet_jax.checkpoints import compatibility
+from alexnet_jax.checkpoints import manager
 from alexnet_jax import evaluate
-from alexnet_jax import finetune
+from alexnet_jax.checkpoints import weights_file
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
 from alexnet_jax import parallel
@@ -29,7 +30,7 @@ from alexnet_jax import steps
 from alexnet_jax import stuck
 from alexnet_jax import validate
 from alexnet_jax.data import sources
-from alexnet_jax.faults import checkpoint_faults
+from alexnet_jax.checkpoints import faults
 from alexnet_jax.faults import preemption
 from alexnet_jax.faults import workdir_lock
 
@@ -50,7 +51,7 @@ class Setup:
   total_steps: int
   eval_split: str
   writer: metrics.Writer
-  mgr: Any                    # orbax CheckpointManager (checkpoint.manager).
+  mgr: Any                    # orbax CheckpointManager (manager.create).
   fingerprint: dict           # The model fields a checkpoint must match.
   eval_step: Callable         # steps.make_eval_step's.
   consts: Any                 # preprocess.constants, on every device.
@@ -70,8 +71,8 @@ def make_setup(config, workdir) -> Setup:
       eval_split=info["eval_split"],
       # An eval-only run leaves the training run's config.json as it is.
       writer=metrics.Writer(workdir, None if config.eval_only else config),
-      mgr=checkpoint.manager(workdir, max_to_keep=config.checkpoint.max_to_keep),
-      fingerprint=checkpoint.model_fingerprint(config),
+      mgr=manager.create(workdir, max_to_keep=config.checkpoint.max_to_keep),
+      fingerprint=compatibility.model_fingerprint(config),
       eval_step=steps.make_eval_step(config, mesh),
       consts=parallel.place_replicated(mesh, preprocess.constants(config)))
 
@@ -86,9 +87,9 @@ def train_and_evaluate(config, workdir):
     with sources.listed_once():
       return _set_up_and_run(config, workdir)
   except OSError as e:  # A full disk or a lost permission beyond the checkpoints: one line.
-    if not checkpoint_faults.is_write_refusal(e):
+    if not faults.is_write_refusal(e):
       raise
-    raise checkpoint_faults.run_file_error(e, workdir) from e
+    raise faults.run_file_error(e, workdir) from e
   finally:
     workdir_lock.release(lock)
 
@@ -106,8 +107,8 @@ def _set_up_and_run(config, workdir):
 
 
 def _close(s: Setup):
-  checkpoint.close(s.mgr)
-  with checkpoint_faults.naming(s.workdir / paths.METRICS):  # The last lines flushed.
+  manager.close(s.mgr)
+  with faults.naming(s.workdir / paths.METRICS):  # The last lines flushed.
     s.writer.close()
 
 
@@ -121,8 +122,8 @@ def _run(s: Setup):
     schedule = schedule_lib.from_dict(schedule, extra["schedule"], log=s.writer.print)
     s.writer.print(f"Resumed from {s.mgr.directory} at step {int(state.step)}.")
   elif config.init_from and not config.eval_only:  # Fine-tuning: a fresh run only.
-    state = state.replace(params=finetune.initial_params(config, state.params, s.mesh,
-                                                         log=s.writer.print))
+    state = state.replace(params=weights_file.initial_params(config, state.params, s.mesh,
+                                                             log=s.writer.print))
   if not config.eval_only and s.writer.active:
     report.write_run_files(s.workdir, input_pipeline.class_names(config),
                            jax.device_get(s.consts))
@@ -142,11 +143,11 @@ def _restore(s: Setup):
   one config.eval.checkpoint names; None for a fresh run."""
   abstract = steps.abstract_state(s.config, s.mesh)
   if not s.config.eval_only:
-    return checkpoint.restore_for_run(s.mgr, abstract, s.fingerprint,
-                                      s.config.checkpoint.get("restore_step", 0))
-  step = checkpoint.resolve_step(s.mgr, s.config.eval.checkpoint)
-  return checkpoint.restore(s.mgr, step, abstract, fingerprint=s.fingerprint,
-                            ignore=checkpoint.READING_FIELDS)
+    return manager.restore_for_run(s.mgr, abstract, s.fingerprint,
+                                   s.config.checkpoint.get("restore_step", 0))
+  step = manager.resolve_step(s.mgr, s.config.eval.checkpoint)
+  return manager.restore(s.mgr, step, abstract, fingerprint=s.fingerprint,
+                         ignore=compatibility.READING_FIELDS)
 
 
 def train(s: Setup, state, schedule):
@@ -195,7 +196,7 @@ def train(s: Setup, state, schedule):
     reached = _at_boundary(s, state, schedule, done, lr, clock, tally)
     if stop:
       _save(s, state, schedule, done)  # Nothing to do when the boundary saved it already.
-      checkpoint.wait(s.mgr)
+      manager.wait(s.mgr)
       s.writer.print(preemption.stop_line(done, s.mgr.directory))
       raise preemption.Preempted(done)
     if reached:
@@ -366,7 +367,7 @@ def _save(s: Setup, state, schedule, done, val_metrics=None):
         f"The parameters are no longer finite after step {done}; not saved. The last good "
         f"checkpoint (step {s.mgr.latest_step()}) in {s.mgr.directory} is intact.")
   extra = {"fingerprint": s.fingerprint, "schedule": schedule_lib.to_dict(schedule)}
-  checkpoint.save(s.mgr, done, state, extra, val_metrics)
+  manager.save(s.mgr, done, state, extra, val_metrics)
 
 
 def num_steps(config, info):
@@ -383,7 +384,7 @@ def num_steps(config, info):
 def _check_finite(step_metrics, done, mgr):
   loss = float(step_metrics["loss"])
   if not np.isfinite(loss):
-    checkpoint.wait(mgr)
+    manager.wait(mgr)
     kept = (f"The last good checkpoint (step {mgr.latest_step()}) in {mgr.directory} is intact"
             if mgr.latest_step() is not None else "No checkpoint had been saved yet")
     raise FloatingPointError(

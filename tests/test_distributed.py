@@ -16,12 +16,12 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint
+from alexnet_jax.checkpoints import manager
 from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
-from alexnet_jax.faults import cluster
+from alexnet_jax import cluster
 from tests import tiny_config
 from tests import trees
 
@@ -105,9 +105,9 @@ def _check_ok(results):
 def _restore(workdir, config):
   """(step, params as NumPy) of the latest checkpoint, restored on this process's 2 devices."""
   mesh = parallel.make_mesh(config.mesh.model)
-  mgr = checkpoint.manager(workdir)
+  mgr = manager.create(workdir)
   try:
-    restored, _ = checkpoint.restore_for_run(mgr, steps.abstract_state(config, mesh))
+    restored, _ = manager.restore_for_run(mgr, steps.abstract_state(config, mesh))
   finally:
     mgr.close()
   return int(restored.step), jax.tree.map(np.asarray, restored.params)
@@ -206,7 +206,7 @@ def test_process_0_without_its_peer_stops_with_a_python_error(tmp_path):
 JOIN = """
 import sys
 import jax
-from alexnet_jax.faults import cluster
+from alexnet_jax import cluster
 from tests import tiny_config
 
 cfg = tiny_config.get_config().distributed

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from alexnet_jax import paths
-from alexnet_jax import restore
+from alexnet_jax.checkpoints import trained_run
 
 FORMAT = "alexnet_jax.weights/1"
 META_KEY = "meta"
@@ -92,7 +92,7 @@ def initial_params(config, fresh, mesh, log=print):
   if source.endswith(".npz"):
     loaded, meta = load(source)
   else:
-    src_config, loaded, step = restore.load_step_dir(source, mesh)
+    src_config, loaded, step = trained_run.load_step_dir(source, mesh)
     meta = {"model": src_config.model.to_dict(), "step": step}
   _check_layers(source, fresh, loaded, reset)
   _note_differences(source, meta["model"], config.model.to_dict(), log)
