@@ -23,7 +23,7 @@ class Writer:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
     # Imported here: clu loads TensorFlow (~700 MB), which readers of metrics.jsonl
-    # (experiments/report.py, the sweep's parent process) do not need.
+    # (experiments/sweep_report.py, the sweep's parent process) do not need.
     from clu import metric_writers
     self._tb = metric_writers.create_default_writer(
         str(paths.file(workdir, paths.TENSORBOARD)), just_logging=False,

@@ -28,7 +28,7 @@ from alexnet_jax import report
 from alexnet_jax import schedule as schedule_lib
 from alexnet_jax import steps
 from alexnet_jax import stuck
-from alexnet_jax import validate
+from alexnet_jax import preflight
 from alexnet_jax.data import sources
 from alexnet_jax.checkpoints import faults
 from alexnet_jax.faults import preemption
@@ -58,9 +58,9 @@ class Setup:
 
 
 def make_setup(config, workdir) -> Setup:
-  validate.check_settings(config)
+  preflight.check_settings(config)
   info = input_pipeline.dataset_info(config)
-  validate.check_run(config, info)
+  preflight.check_run(config, info)
   mesh = steps.make_mesh(config)
   slice_index, slice_count = parallel.data_slice(mesh)
   per_epoch, total = num_steps(config, info)
@@ -81,7 +81,7 @@ def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming its latest checkpoint; returns the summary dict
   (or, with config.eval_only, the evaluation's result). Raises preemption.Preempted once a
   SIGTERM or SIGINT has been answered by saving the step it arrived in."""
-  validate.check_workdir(workdir)
+  preflight.check_workdir(workdir)
   lock = workdir_lock.acquire(workdir, jax.process_index())  # Before anything is written.
   try:
     with sources.listed_once():

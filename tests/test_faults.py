@@ -127,7 +127,7 @@ def test_a_disk_that_fills_beyond_the_checkpoints_stops_in_one_line(tmp_path, ca
   run stops with one line naming the file and the intact steps, which then resume."""
   from alexnet_jax import metrics
   from alexnet_jax import per_class
-  from tests.test_checkpoint import mount_tmpfs
+  from tests.test_manager import mount_tmpfs
   disk = tmp_path / "disk"
   mount_tmpfs(disk, "16m")
   try:

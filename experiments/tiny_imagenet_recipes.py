@@ -2,9 +2,10 @@ r"""The three recipes of configs/recipes.py at full width on Tiny ImageNet's 200
 leaves chance. Each recipe trains as its own process (the program itself, one command each,
 resumable), and the report reads their metrics.jsonl:
 
-    python -m experiments.recipes --workdir=workdirs/recipes --root=~/data/tiny-imagenet-200 \
-        --steps=300 [--recipe=paper --recipe=caffe] [--parallel=3] [--set k=v ...]
-    python -m experiments.recipes --workdir=workdirs/recipes --report_only \
+    python -m experiments.tiny_imagenet_recipes --workdir=workdirs/recipes \
+        --root=$HOME/data/tiny-imagenet-200 --steps=300 [--recipe=paper --recipe=caffe] \
+        [--parallel=3] [--set k=v ...]
+    python -m experiments.tiny_imagenet_recipes --workdir=workdirs/recipes --report_only \
         --out=experiments/results/recipes_tiny_imagenet_cpu
 
 The runs: batch 128 (the paper's), the mesh and devices from --set (two CPU devices with

@@ -1,4 +1,5 @@
-"""manager.py: sharded round trip, keep-last-and-best, interrupted saves, SIGKILL, refusals."""
+"""checkpoints/manager.py: sharded round trip, keep-last-and-best, interrupted saves, SIGKILL,
+refusals."""
 import os
 import shutil
 import signal

@@ -1,6 +1,6 @@
 r"""Tables and plots of a sweep's runs, read from each run's metrics.jsonl and summary.json.
 
-    python -m experiments.report --workdir=workdirs/sweeps/NAME [--threshold=0.25]
+    python -m experiments.sweep_report --workdir=workdirs/sweeps/NAME [--threshold=0.25]
 
 Writes <workdir>/results.md, results.csv, train_error_vs_epochs.png and
 train_error_vs_time.png; with a threshold (figure 1) also fig1.png (each activation's fastest
