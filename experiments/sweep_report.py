@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import sys
 
 import matplotlib
 
@@ -259,9 +260,12 @@ def main(argv=None):
   p.add_argument("--workdir", required=True)
   p.add_argument("--threshold", type=float, default=0.0)
   args = p.parse_args(argv)
-  names = sorted(d for d in os.listdir(args.workdir)
-                 if os.path.exists(os.path.join(args.workdir, d, "metrics.jsonl")))
-  paths = write_report(args.workdir, names, threshold=args.threshold)
+  workdir = os.path.expanduser(args.workdir)
+  names = sorted(d for d in os.listdir(workdir) if os.path.isdir(os.path.join(workdir, d))
+                 and os.path.exists(os.path.join(workdir, d, "metrics.jsonl")))
+  if not names:
+    sys.exit(f"No runs in {os.path.abspath(workdir)} (no <run>/metrics.jsonl); nothing written.")
+  paths = write_report(workdir, names, threshold=args.threshold)
   print(open(paths["markdown"], encoding="utf-8").read())
 
 

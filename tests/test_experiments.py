@@ -248,7 +248,7 @@ def test_the_recipes_report_reads_each_runs_curve(tmp_path):
       if name == "caffe":
         f.write(json.dumps({"step": 30, "val_top1_error": 0.99, "val_top5_error": 0.95}) + "\n")
   rows = tiny_imagenet_recipes.write_report(str(tmp_path), ["paper", "caffe", "cuda_convnet"],
-                                    str(tmp_path / "out" / "recipes"))
+                                            str(tmp_path / "out" / "recipes"))
   assert [r["steps"] for r in rows] == [30, 30, 0]
   assert rows[0]["max_loss"] == 5.6 and rows[0]["last_loss"] == 5.31
   assert rows[1]["below_chance"] == pytest.approx(math.log(200) - 5.21)
@@ -260,6 +260,25 @@ def test_the_recipes_report_reads_each_runs_curve(tmp_path):
   assert "| caffe | 30 | 5.300 | 5.300 | 5.210 | 5.210 | +0.088 | 99.0% / 96.0% | 99.0% / 95.0% |" \
       in table
   assert (tmp_path / "out" / "recipes.png").stat().st_size > 0
+
+
+def test_a_report_of_a_folder_without_runs_refuses_and_writes_nothing(tmp_path, capsys):
+  """--report_only on a folder the runs are not in (a --workdir=~/... the shell left as it is)
+  must not overwrite the committed table, CSV and plot with empty rows."""
+  out = tmp_path / "results" / "recipes"
+  out.parent.mkdir()
+  out.with_suffix(".csv").write_text("committed\n")
+  empty = tmp_path / "~" / "studies"
+  empty.mkdir(parents=True)
+  status = tiny_imagenet_recipes.main(["--workdir", str(empty), "--report_only",
+                                       "--out", str(out)])
+  assert status != 0
+  assert str(empty) in capsys.readouterr().err
+  assert out.with_suffix(".csv").read_text() == "committed\n"
+  assert sorted(p.name for p in out.parent.iterdir()) == ["recipes.csv"]
+  with pytest.raises(SystemExit, match="No runs in"):
+    sweep_report.main(["--workdir", str(empty)])
+  assert not (empty / "results.md").exists()
 
 
 def test_the_recipes_study_runs_the_program_with_the_papers_batch():
