@@ -1,10 +1,17 @@
-"""Joins the processes of a multi-host run through `jax.distributed` (config.distributed).
+"""The process before JAX starts: the settings that only take effect then, and the meeting of a
+multi-host run's processes.
 
-Called by main.py before anything touches a JAX device. With mode "off" (the default) nothing
-happens: one process. "auto" lets JAX read the cluster (Cloud TPU VM metadata, SLURM's
-SLURM_* variables, Open MPI's OMPI_* variables, Kubernetes pods with the `kubernetes` package)
-and whatever fields are set here override it; "manual" needs coordinator_address,
-num_processes and process_id. JAX also reads JAX_COORDINATOR_ADDRESS and JAX_LOCAL_DEVICE_IDS.
+Settings: every entry point (alexnet_jax.main, tests/conftest.py, benchmarks/) calls
+`configure_jax` before anything touches a device; importing a module of the package changes no
+setting.
+
+The meeting: `initialize` joins the processes of a multi-host run through `jax.distributed`
+(config.distributed); main.py calls it before anything touches a JAX device. With mode "off"
+(the default) nothing happens: one process. "auto" lets JAX read the cluster (Cloud TPU VM
+metadata, SLURM's SLURM_* variables, Open MPI's OMPI_* variables, Kubernetes pods with the
+`kubernetes` package) and whatever fields are set here override it; "manual" needs
+coordinator_address, num_processes and process_id. JAX also reads JAX_COORDINATOR_ADDRESS and
+JAX_LOCAL_DEVICE_IDS.
 
 Why a rendezvous of our own first: when a process is missing, XLA's client aborts the process
 (a C++ CHECK, not a Python exception: "Terminating process because the JAX distributed service
@@ -23,6 +30,28 @@ import socket
 import time
 
 import jax
+
+# XLA:CPU flags the program needs. jax 0.10.2 hands convolutions to YNNPACK by default, and
+# YNNPACK computes conv2's kernel gradient far more slowly than XLA's own convolution, so the
+# whole step is faster with YNNPACK kept for matmuls only (benchmarks/README.md, "Choices in
+# the code made for speed on a CPU", has the measurement). Ignored on GPU/TPU. A flag
+# already named in XLA_FLAGS is left as it is, so setting XLA_FLAGS yourself overrides these.
+CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
+
+
+def configure_jax(num_cpu_devices: int = 0) -> None:
+  """Adds CPU_XLA_FLAGS to XLA_FLAGS and, if num_cpu_devices > 0, splits the CPU into that many
+  JAX devices (config.mesh.num_cpu_devices); quiets TensorFlow's start-up lines unless
+  TF_CPP_MIN_LOG_LEVEL is set. Call it before JAX starts its backends (importing jax is fine)."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  flags = os.environ.get("XLA_FLAGS", "")
+  extra = [f"--{name}={value}" for name, value in CPU_XLA_FLAGS.items() if name not in flags]
+  if extra:
+    os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+  if num_cpu_devices:
+    jax.config.update("jax_num_cpu_devices", num_cpu_devices)
+
+
 
 MODES = ("off", "auto", "manual")
 

@@ -12,10 +12,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from alexnet_jax.nets import alexnet
-from alexnet_jax.nets import layers
 from alexnet_jax import nets
 from alexnet_jax.configs import paper
+from alexnet_jax.nets import alexnet
+from alexnet_jax.nets import layers
 from tests import tiny_config
 from tests.trees import assert_trees_close
 

@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax.nets import alexnet
-from alexnet_jax.nets import layers
 from alexnet_jax import steps
 from alexnet_jax.configs import paper
+from alexnet_jax.nets import alexnet
+from alexnet_jax.nets import layers
 
 BATCH = 16
 # bfloat16 keeps 8 bits of mantissa: each activation is rounded by up to 2^-9 of itself, which

@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax.nets import cifar
-from alexnet_jax.nets import layers
 from alexnet_jax import nets
 from alexnet_jax.configs import cifar10_fig1
 from alexnet_jax.configs import common
+from alexnet_jax.nets import cifar
+from alexnet_jax.nets import layers
 
 
 def model_cfg(layout="18pct", activation="relu", lrn=False):

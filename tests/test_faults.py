@@ -11,11 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax.checkpoints import manager
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
 from alexnet_jax.checkpoints import faults
+from alexnet_jax.checkpoints import manager
 from alexnet_jax.faults import preemption
 from alexnet_jax.faults import workdir_lock
 from tests import tiny_config

@@ -9,12 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax.checkpoints import compatibility
-from alexnet_jax.checkpoints import manager
 from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.checkpoints import compatibility
+from alexnet_jax.checkpoints import manager
 from tests import tiny_config
 from tests import trees
 

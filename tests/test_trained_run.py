@@ -10,11 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax.checkpoints import manager
 from alexnet_jax import report
-from alexnet_jax.checkpoints import trained_run
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.checkpoints import manager
+from alexnet_jax.checkpoints import trained_run
 from tests import trees
 
 

@@ -13,12 +13,12 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax.checkpoints import weights_file
 from alexnet_jax import metrics
 from alexnet_jax import parallel
-from alexnet_jax.checkpoints import trained_run
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.checkpoints import trained_run
+from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats
 from tests import trees

@@ -3,8 +3,8 @@ config.eval.checkpoint names, its class names and preprocessing constants. The o
 the commands that use a trained network (predict, figures, features, weights) and of
 fine-tuning from another run.
 
-    config = restore.read_config("workdirs/demo", {"eval.checkpoint": "best"})
-    config, params, step = restore.load_run("workdirs/demo", config=config)
+    config = trained_run.read_config("workdirs/demo", {"eval.checkpoint": "best"})
+    config, params, step = trained_run.load_run("workdirs/demo", config=config)
 
 The commands take `--workdir` and any `--config.x=y` override of the run's saved config
 (`define_flags`, `config_from_flags`); the network's own fields (config.model, except dtype)
@@ -16,14 +16,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from alexnet_jax.checkpoints import compatibility
-from alexnet_jax.checkpoints import manager
 from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import paths
 from alexnet_jax import preprocess
 from alexnet_jax import report
 from alexnet_jax import steps
+from alexnet_jax.checkpoints import compatibility
+from alexnet_jax.checkpoints import manager
 
 
 def read_config(workdir, overrides=None):

@@ -4,10 +4,10 @@ start from one, from another run's workdir or one of its steps:
     python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/finetune \
         --config.init_from=demo.npz --config.init_reset=fc8
 
-The file (README, "Weights out and in"): one array per "<layer>/kernel" and "<layer>/bias",
-float32, with the tower axis first as the checkpoint holds them (AlexNet: conv kernels
-[2, kh, kw, C_in, C_out], fully connected [2, F_in, F_out], biases [2, C_out]; tower t's half
-is [t]); "preprocess/mean" [R, R, 3], the mean image subtracted from the 0-255 RGB input
+The file (docs/after_training.md, "Weights out and in"): one array per "<layer>/kernel" and
+"<layer>/bias", float32, with the tower axis first as the checkpoint holds them (AlexNet: conv
+kernels [2, kh, kw, C_in, C_out], fully connected [2, F_in, F_out], biases [2, C_out]; tower
+t's half is [t]); "preprocess/mean" [R, R, 3], the mean image subtracted from the 0-255 RGB input
 before config.model.input_scale; "meta", a JSON string: format, step, the model config, the
 class names.
 

@@ -3,10 +3,10 @@
 Every parameter has a leading tower axis: 2 in the global parameters, and inside `shard_map`
 either 1 (model=2: one tower per device, as each GTX 580 held one) or 2 (model=1: one device
 computes both). Each local tower runs its own ungrouped convolution: a grouped convolution
-(`feature_group_count=2`, or `vmap` over the towers, which lowers to the same thing) is about
-10x slower in its backward pass on CPU (measured with benchmarks/train_step.py;
-jax-ml/jax#13800 on CUDA). config.model.tower_conv="grouped" keeps the grouped form, and the
-other fields of layers.VARIANTS other ways to compute the same network, to time on accelerators.
+(`feature_group_count=2`, or `vmap` over the towers) is much slower in its backward pass on CPU
+(benchmarks/README.md, "Choices in the code made for speed on a CPU").
+config.model.tower_conv="grouped" keeps the grouped form, and the other fields of
+layers.VARIANTS other ways to compute the same network, to time on accelerators.
 
 conv2, conv4 and conv5 see only their own tower's maps; the inputs of conv3, fc6, fc7 and fc8
 are both towers' maps, concatenated over channels (tower 0 first) and exchanged through
@@ -99,13 +99,13 @@ def check_config(model_cfg):
   if not 0.0 <= model_cfg.dropout_rate < 1.0:
     raise ValueError(f"config.model.dropout_rate={model_cfg.dropout_rate}: a probability in "
                      "[0, 1) (0.5 in the paper, 0 for no dropout).")
-  for layer, std in model_cfg.get("layer_weight_std", {}).items():
+  for layer, std in model_cfg.layer_weight_std.items():
     if layer not in LAYERS or std < 0:
       raise ValueError(f"config.model.layer_weight_std.{layer}={std}: a standard deviation >= 0 "
                        f"of one of {LAYERS} (0: config.model.weight_std).")
   for field, allowed in layers.VARIANTS.items():
-    if layers.variant(model_cfg, field) not in allowed:
-      raise ValueError(f"config.model.{field}={layers.variant(model_cfg, field)!r}: use one of "
+    if model_cfg[field] not in allowed:
+      raise ValueError(f"config.model.{field}={model_cfg[field]!r}: use one of "
                        f"{allowed} (the first is the default).")
   tower_widths(model_cfg)
   feature_map_sizes(model_cfg)
@@ -227,7 +227,7 @@ class AlexNet(nn.Module):
     widths = tower_widths(cfg)
     dtype = jnp.dtype(cfg.dtype)
     act = layers.ACTIVATIONS[cfg.activation]
-    grouped = layers.variant(cfg, "tower_conv") == "grouped"
+    grouped = cfg.tower_conv == "grouped"
     conv = lambda name, f, k, **kw: TowerConv(f, k, towers=self.towers, dtype=dtype, name=name,
                                               grouped=grouped, **kw)
     dense = lambda name, f: TowerDense(f, towers=self.towers, dtype=dtype, name=name)
@@ -239,7 +239,7 @@ class AlexNet(nn.Module):
     o = conv1_overhang(cfg.image_size)  # 3 at 224: the filters overhang into zeros.
     h = self._each(maps, "conv1", [act(y) for y in conv(
         "conv1", widths["conv1"], 11, stride=4, padding=((0, o), (0, o)), shared_input=True,
-        in_channels=layers.variant(cfg, "conv1_channels"))([x] * self.towers)])
+        in_channels=cfg.conv1_channels)([x] * self.towers)])
     h = self._norm_pool(maps, "1", h)
     h = self._each(maps, "conv2", [act(y) for y in conv("conv2", widths["conv2"], 5, padding=2)(h)])
     h = self._norm_pool(maps, "2", h)
@@ -269,14 +269,14 @@ class AlexNet(nn.Module):
     if cfg.lrn:  # 3.3: after the ReLU of conv1 and conv2, each tower over its own channels.
       h = self._each(maps, f"norm{i}", [
           layers.lrn(y, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha, beta=cfg.lrn_beta,
-                     convention=cfg.lrn_convention, gradient=layers.variant(cfg, "lrn_grad"),
-                     in_float32=layers.variant(cfg, "lrn_dtype") == "float32")
+                     convention=cfg.lrn_convention, gradient=cfg.lrn_grad,
+                     in_float32=cfg.lrn_dtype == "float32")
           for y in h])
     return self._each(maps, f"pool{i}", [self._pool(y) for y in h])
 
   def _pool(self, y):
     cfg = self.config
-    custom = layers.variant(cfg, "pool_grad") == "custom"
+    custom = cfg.pool_grad == "custom"
     pool = layers.max_pool if custom else layers.reduce_window_max
     return pool(y, cfg.pool_window, cfg.pool_stride)
 
@@ -297,7 +297,7 @@ class AlexNet(nn.Module):
     x = h[0] if len(h) == 1 else jnp.concatenate(h, axis=-1)
     if self.model_axis is None:
       return x
-    if self.towers == NUM_TOWERS and not layers.variant(self.config, "model1_gathers"):
+    if self.towers == NUM_TOWERS and not self.config.model1_gathers:
       return x if to == "varying" else lax.psum(x, self.model_axis)
     return lax.all_gather(x, self.model_axis, axis=x.ndim - 1, tiled=True, to=to)
 
@@ -346,7 +346,7 @@ def init_params(model_cfg, rng):
   """Global parameters (tower axis 2), initialised as in section 5: weights N(0, weight_std),
   biases by `bias_value`. The only initialisation of the network (AlexNet.init is refused):
   all kernels come from ONE normal draw, sliced in layer order, so XLA compiles one
-  random-number loop instead of sixteen, which saves 10-20 s per compile on a 2-core CPU.
+  random-number loop instead of sixteen, which compiles faster (benchmarks/README.md).
   """
   check_config(model_cfg)
   shapes = param_shapes(model_cfg)
@@ -368,7 +368,7 @@ def _weight_std(model_cfg, layer, kernel_shape):
   differ from the paper per layer); init="he" (an ablation, not the paper) scales each layer by
   sqrt(2 / fan_in), which starts learning at once in narrow networks."""
   if model_cfg.init == "paper":
-    own = model_cfg.get("layer_weight_std", {}).get(layer, 0.0)
+    own = model_cfg.layer_weight_std.get(layer, 0.0)
     return own if own > 0 else model_cfg.weight_std
   if model_cfg.init == "he":
     fan_in = math.prod(kernel_shape[1:-1])  # [tower, (kh, kw,) inputs, outputs]

@@ -154,7 +154,7 @@ def check_config(model_cfg):
   if model_cfg.activation not in layers.ACTIVATIONS:
     raise ValueError(f"config.model.activation={model_cfg.activation!r}: use one of "
                      f"{sorted(layers.ACTIVATIONS)}.")
-  if model_cfg.get("dropout_rate", 0.0):
+  if model_cfg.dropout_rate:
     raise ValueError("config.model.dropout_rate must be 0 for the CIFAR nets (cuda-convnet's "
                      "layer files have no dropout).")
   expected = INPUT_SIZE[model_cfg.layout]

@@ -20,11 +20,6 @@ VARIANTS = {"lrn_grad": GRADIENTS, "pool_grad": ("custom", "reduce_window"),
             "conv1_channels": (3, 4, 8), "model1_gathers": (True, False)}
 
 
-def variant(model_cfg, field):
-  """config.model.<field> of VARIANTS, its default where the config predates the field (a run's
-  config.json written before it)."""
-  return model_cfg.get(field, VARIANTS[field][0])
-
 ACTIVATIONS = {
     "relu": nn.relu,                                  # 3.1
     "tanh": jnp.tanh,                                 # figure 1's comparison
@@ -64,7 +59,8 @@ def _window_sum(y_BHWC, n):
 
 
 def _neg_pow(d, beta):
-  """d ** -beta; for the paper's beta = 0.75 as two rsqrts, ~10x cheaper than pow on CPU."""
+  """d ** -beta; for the paper's beta = 0.75 as two rsqrts, cheaper than pow on CPU
+  (benchmarks/README.md)."""
   if beta == 0.75:
     return lax.rsqrt(d) * lax.rsqrt(jnp.sqrt(d))
   return lax.pow(d, jnp.asarray(-beta, d.dtype))
@@ -135,7 +131,7 @@ def _max_pool_bwd(window, stride, residuals, g_BOOC):
   pixels are split into stride x stride phases (row % stride, column % stride). Window offset
   (i, j) sends its pixel's gradient to phase (i % stride, j % stride), shifted by
   (i // stride, j // stride), a dense pad; the phases are then interleaved by one reshape.
-  This halved the CIFAR-10 training step (benchmarks/train_step.py --cifar).
+  The CIFAR-10 training step is faster for it (benchmarks/README.md).
   """
   x, out = residuals
   b, h, w, c = x.shape

@@ -27,9 +27,9 @@ from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
 from alexnet_jax import progress
-from alexnet_jax.checkpoints import trained_run
 from alexnet_jax import runtime
 from alexnet_jax import steps
+from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common
 
@@ -38,7 +38,7 @@ POOLS = ("flatten", "mean")
 
 def map_ranks(model_cfg):
   """{name: rank with the batch axis} of every map the network records."""
-  if model_cfg.get("name", "alexnet") != "alexnet":
+  if model_cfg.name != "alexnet":
     raise ValueError(f"config.model.name={model_cfg.name!r}: only AlexNet records its layer "
                      "maps; features, and figure 4, need an AlexNet run.")
   net = nets.make_module(model_cfg, 1, model_axis=None, data_axis=None)

@@ -23,9 +23,9 @@ from absl import flags
 
 from alexnet_jax import evaluate
 from alexnet_jax import parallel
-from alexnet_jax.checkpoints import trained_run
 from alexnet_jax import runtime
 from alexnet_jax import steps
+from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common

@@ -6,10 +6,10 @@ r"""Exports a run's parameters as one `.npz` (the format: alexnet_jax/checkpoint
 from absl import app
 from absl import flags
 
-from alexnet_jax.checkpoints import weights_file
 from alexnet_jax import nets
-from alexnet_jax.checkpoints import trained_run
 from alexnet_jax import runtime
+from alexnet_jax.checkpoints import trained_run
+from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.tools import common
 
 
