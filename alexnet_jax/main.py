@@ -5,7 +5,7 @@ r"""Trains and evaluates AlexNet.
         --config.train.num_epochs=2
 
 Several hosts: the same command on every host, plus --config.distributed.mode=auto (Cloud TPU,
-SLURM, Open MPI) or =manual with the coordinator's address; see README, "Several hosts".
+SLURM, Open MPI) or =manual with the coordinator's address; see docs/several_hosts.md.
 """
 import logging
 import re
@@ -22,8 +22,7 @@ runtime.configure_jax()  # XLA and TensorFlow settings read when their libraries
 import tensorflow as tf  # noqa: E402
 
 from alexnet_jax import train  # noqa: E402
-from alexnet_jax.faults import checkpoint_faults  # noqa: E402
-from alexnet_jax.faults import cluster  # noqa: E402
+from alexnet_jax.checkpoints import faults  # noqa: E402
 from alexnet_jax.faults import logs  # noqa: E402
 from alexnet_jax.faults import preemption  # noqa: E402
 from alexnet_jax.faults import workdir_lock  # noqa: E402
@@ -39,8 +38,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 # What a user can cause (a setting, a file, the workdir, a checkpoint, a missing process): the
 # message says which and what to do, so the console gets it alone, the traceback the log file.
 USER_ERRORS = (ValueError, OSError, FloatingPointError, workdir_lock.WorkdirBusyError,
-               checkpoint_faults.DamagedCheckpointError,
-               checkpoint_faults.DisagreeingProcessesError)
+               faults.DamagedCheckpointError,
+               faults.DisagreeingProcessesError)
 _parsed = []  # Set once absl has parsed the flags, i.e. main() runs.
 
 
@@ -64,7 +63,7 @@ def main(argv):
 def run(config, workdir):
   runtime.configure_jax(config.mesh.num_cpu_devices)  # Before JAX starts its backends.
   if "distributed" in config:  # Also before any device is touched.
-    cluster.initialize(config.distributed)
+    runtime.initialize(config.distributed)
   tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
   train.train_and_evaluate(config, workdir)
 

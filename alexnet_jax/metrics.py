@@ -10,7 +10,7 @@ import time
 import jax
 
 from alexnet_jax import paths
-from alexnet_jax.faults import checkpoint_faults
+from alexnet_jax.checkpoints import faults
 
 
 class Writer:
@@ -23,14 +23,14 @@ class Writer:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
     # Imported here: clu loads TensorFlow (~700 MB), which readers of metrics.jsonl
-    # (experiments/report.py, the sweep's parent process) do not need.
+    # (experiments/sweep_report.py, the sweep's parent process) do not need.
     from clu import metric_writers
     self._tb = metric_writers.create_default_writer(
         str(paths.file(workdir, paths.TENSORBOARD)), just_logging=False,
         asynchronous=False)
     self._jsonl = paths.file(workdir, paths.METRICS).open("a", encoding="utf-8")
     if config is not None:
-      with checkpoint_faults.naming(self.workdir / paths.CONFIG):
+      with faults.naming(self.workdir / paths.CONFIG):
         (self.workdir / paths.CONFIG).write_text(config.to_json_best_effort(indent=2) + "\n")
 
   def write(self, step, scalars, console=None):
@@ -38,10 +38,10 @@ class Writer:
     if not self.active:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    with checkpoint_faults.naming(self.workdir / paths.TENSORBOARD):
+    with faults.naming(self.workdir / paths.TENSORBOARD):
       self._tb.write_scalars(step, scalars)
     row = {"step": int(step), "time": time.time(), **scalars}
-    with checkpoint_faults.naming(self.workdir / paths.METRICS):
+    with faults.naming(self.workdir / paths.METRICS):
       self._jsonl.write(json.dumps({k: _json_number(v) for k, v in row.items()}) + "\n")
       self._jsonl.flush()
     if console:
@@ -55,7 +55,7 @@ class Writer:
     if not self.active:
       return
     text = json.dumps({k: _json_number(v) for k, v in summary.items()}, indent=2)
-    with checkpoint_faults.naming(self.workdir / paths.SUMMARY):
+    with faults.naming(self.workdir / paths.SUMMARY):
       (self.workdir / paths.SUMMARY).write_text(text + "\n")
 
   def close(self):

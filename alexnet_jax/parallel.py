@@ -68,7 +68,7 @@ def create_sharded_params(init_fn, mesh: Mesh, rng, towered=True):
 def make_apply(net, mesh: Mesh, towered=True):
   """Returns apply(params, images_BHWC, rng, train) -> logits_BK, sharded over `data`.
 
-  `net` is the Flax module one device runs (models.make_module for this mesh's model axis):
+  `net` is the Flax module one device runs (nets.make_module for this mesh's model axis):
   inside shard_map each device gets its towers' parameter shards (all parameters when not
   `towered`) and its rows of the batch.
   `images_BHWC` and the logits hold the global batch; `params` are the global parameters

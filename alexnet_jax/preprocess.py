@@ -137,7 +137,7 @@ def train_images(images_BRRC, key, consts, data_cfg, crop):
   draws = draw(row_keys(key, images_BRRC.shape[0]), resize=resize, crop=crop,
                random_crop=data_cfg.random_crop, flip=data_cfg.flip,
                noise_std=float(data_cfg.pca_noise_std))
-  return apply(images_BRRC, draws, consts, crop, data_cfg.get("crop_op", "dynamic_slice"))
+  return apply(images_BRRC, draws, consts, crop, data_cfg.crop_op)
 
 
 def eval_images(images_BRRC, consts, crop, ten_crop):

@@ -9,8 +9,7 @@ import numpy as np
 from alexnet_jax import metrics
 from alexnet_jax import nets
 from alexnet_jax import paths
-from alexnet_jax import progress
-from alexnet_jax.faults import checkpoint_faults
+from alexnet_jax.checkpoints import faults
 
 
 def describe(config, mesh, info, steps_per_epoch, total_steps, params):
@@ -90,9 +89,9 @@ def write_run_files(workdir, class_names, consts):
   """classes.json (the dataset's class names, in label order) and the mean image and PCA basis
   the run subtracts and adds: what predict needs besides a checkpoint, so that a workdir copied
   to another machine predicts without the dataset or its statistics."""
-  with checkpoint_faults.naming(paths.file(workdir, CLASSES_FILE)):
+  with faults.naming(paths.file(workdir, CLASSES_FILE)):
     paths.file(workdir, CLASSES_FILE).write_text(json.dumps(list(class_names), indent=0) + "\n")
-  with checkpoint_faults.naming(paths.file(workdir, CONSTANTS_FILE)), \
+  with faults.naming(paths.file(workdir, CONSTANTS_FILE)), \
       paths.file(workdir, CONSTANTS_FILE).open("wb") as f:
     np.savez(f, **{k: np.asarray(v) for k, v in consts.items()})
 
@@ -116,37 +115,3 @@ def read_constants(workdir):
     return None
   with path.open("rb") as raw, np.load(raw) as f:
     return {k: f[k] for k in f.files}
-
-
-def log_train(writer, done, means, lr, clock, *, total_steps, steps_per_epoch, eval_every,
-              ten_crop):
-  """The training log line and its scalars: the window's mean loss and errors, the speed, the
-  share of time spent waiting for input, and the time left."""
-  images_per_s, step_time, input_fraction = clock.lap()
-  left, next_eval = progress.time_left(done, total_steps, eval_every, step_time, clock.eval_s,
-                                       ten_crop)
-  scalars = {"epoch": done / steps_per_epoch, "train_loss": means["loss"],
-             "train_top1_error": means["top1_error"], "train_top5_error": means["top5_error"],
-             "learning_rate": lr, "images_per_s": images_per_s, "step_time_s": step_time,
-             "input_wait_fraction": input_fraction, "elapsed_s": clock.elapsed(),
-             "time_left_s": left, "next_eval_in_s": next_eval}
-  writer.write(done, scalars, console=(
-      f"step {{step}}/{total_steps} epoch {{epoch:.2f}}: loss {{train_loss:.4f}}, top-1 error "
-      "{train_top1_error:.3f}, lr {learning_rate:g}, {images_per_s:.1f} images/s, "
-      f"input-bound: {{input_wait_fraction:.0%}}; {progress.format_duration(left)} left, next "
-      f"evaluation in {progress.format_duration(next_eval)}"))
-
-
-def log_epoch(writer, config, done, steps_per_epoch, means, clock):
-  """Logs an epoch's mean training error; True when it reached train.stop_at_train_error."""
-  writer.write(done, {"epoch": done / steps_per_epoch,
-                      "epoch_train_top1_error": means["top1_error"],
-                      "epoch_train_top5_error": means["top5_error"],
-                      "elapsed_s": clock.elapsed()})
-  target = config.train.stop_at_train_error
-  if target > 0 and means["top1_error"] <= target:
-    writer.print(f"Epoch {done // steps_per_epoch}: training top-1 error "
-                 f"{means['top1_error']:.4f} reached train.stop_at_train_error={target:g}; "
-                 "the run stops here.")
-    return True
-  return False

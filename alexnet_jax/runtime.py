@@ -1,17 +1,40 @@
-"""Process-wide settings that only take effect before JAX starts its backends (and TensorFlow
-loads).
+"""The process before JAX starts: the settings that only take effect then, and the meeting of a
+multi-host run's processes.
 
-Every entry point (alexnet_jax.main, tests/conftest.py, benchmarks/) calls `configure_jax` before
-anything touches a device; importing a module of the package changes no setting.
+Settings: every entry point (alexnet_jax.main, tests/conftest.py, benchmarks/) calls
+`configure_jax` before anything touches a device; importing a module of the package changes no
+setting.
+
+The meeting: `initialize` joins the processes of a multi-host run through `jax.distributed`
+(config.distributed); main.py calls it before anything touches a JAX device. With mode "off"
+(the default) nothing happens: one process. "auto" lets JAX read the cluster (Cloud TPU VM
+metadata, SLURM's SLURM_* variables, Open MPI's OMPI_* variables, Kubernetes pods with the
+`kubernetes` package) and whatever fields are set here override it; "manual" needs
+coordinator_address, num_processes and process_id. JAX also reads JAX_COORDINATOR_ADDRESS and
+JAX_LOCAL_DEVICE_IDS.
+
+Why a rendezvous of our own first: when a process is missing, XLA's client aborts the process
+(a C++ CHECK, not a Python exception: "Terminating process because the JAX distributed service
+detected fatal errors ... DEADLINE_EXCEEDED ... RegisterTask"), process 0 included, since its
+own client also waits for every task to register. So before `jax.distributed.initialize`,
+process 0 listens on the coordinator's port with a plain socket until the other processes have
+connected and sent their ids, tells them to go, closes the port and starts JAX's coordination
+service on it; the others connect, wait for the word, and only then start their JAX clients.
+A process that does not turn up within `initialization_timeout_s` gives every process an error
+naming it. (Only when coordinator_address, num_processes and process_id are known before JAX
+starts: manual mode, or auto mode with them set; auto detection alone keeps JAX's behaviour.)
 """
+import logging
 import os
+import socket
+import time
 
 import jax
 
 # XLA:CPU flags the program needs. jax 0.10.2 hands convolutions to YNNPACK by default, and
-# YNNPACK computes the kernel gradient of conv2 about 10x slower than XLA's own convolution
-# (2.4-3.4 s against 0.3 s at batch 32, one tower); a whole model=2 training step ran ~2x faster
-# with YNNPACK kept for matmuls only (benchmarks/train_step.py). Ignored on GPU/TPU. A flag
+# YNNPACK computes conv2's kernel gradient far more slowly than XLA's own convolution, so the
+# whole step is faster with YNNPACK kept for matmuls only (benchmarks/README.md, "Choices in
+# the code made for speed on a CPU", has the measurement). Ignored on GPU/TPU. A flag
 # already named in XLA_FLAGS is left as it is, so setting XLA_FLAGS yourself overrides these.
 CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
 
@@ -27,3 +50,229 @@ def configure_jax(num_cpu_devices: int = 0) -> None:
     os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
   if num_cpu_devices:
     jax.config.update("jax_num_cpu_devices", num_cpu_devices)
+
+
+
+MODES = ("off", "auto", "manual")
+
+
+class CoordinatorUnreachableError(ConnectionError):
+  """The coordinator's address did not accept a connection within the timeout."""
+
+
+class MissingProcessesError(ConnectionError):
+  """Not every process of the run reached the coordinator within the timeout."""
+
+
+def initialize(cfg):
+  """jax.distributed.initialize from config.distributed; returns True if it was called."""
+  if cfg.mode not in MODES:
+    raise ValueError(f"config.distributed.mode={cfg.mode!r}: choose one of {MODES}.")
+  if cfg.mode == "off":
+    if cfg.coordinator_address or cfg.num_processes or cfg.process_id >= 0:
+      raise ValueError("config.distributed.coordinator_address/num_processes/process_id are set "
+                       "but config.distributed.mode='off': set --config.distributed.mode=manual "
+                       "(or auto).")
+    return False
+  kwargs = _arguments(cfg)
+  if jax.config.jax_cpu_collectives_implementation in (None, "gloo"):
+    # Collectives between the CPU backends of the processes (the tests; CPU-only clusters).
+    # gloo is jax 0.10's default; said explicitly since older versions had none, and an
+    # `mpi` chosen by the user is left alone. Accelerators use their own (ICI, NCCL).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  timeout = cfg.initialization_timeout_s
+  if all(k in kwargs for k in ("coordinator_address", "num_processes", "process_id")):
+    rendezvous(kwargs["coordinator_address"], kwargs["num_processes"], kwargs["process_id"],
+               timeout)
+  logging.info("jax.distributed.initialize(%s)", kwargs)
+  jax.distributed.initialize(initialization_timeout=timeout, **kwargs)
+  logging.info("Process %d of %d: %d local device(s) of %d.", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+  return True
+
+
+def _arguments(cfg):
+  kwargs = {}
+  address = cfg.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+  if address:
+    kwargs["coordinator_address"] = address
+  if cfg.num_processes:
+    kwargs["num_processes"] = cfg.num_processes
+  if cfg.process_id >= 0:
+    kwargs["process_id"] = cfg.process_id
+  if cfg.local_device_ids:
+    try:
+      kwargs["local_device_ids"] = [int(i) for i in str(cfg.local_device_ids).split(",")]
+    except ValueError as e:
+      raise ValueError(f"config.distributed.local_device_ids={cfg.local_device_ids!r}: a comma-"
+                       "separated list of integers, e.g. '0,1,2,3'.") from e
+  if cfg.mode == "manual":
+    missing = [k for k in ("coordinator_address", "num_processes", "process_id")
+               if k not in kwargs]
+    if missing:
+      raise ValueError(f"config.distributed.mode='manual' needs config.distributed.{missing[0]}"
+                       f" (missing: {', '.join(missing)}); or use mode='auto' on Cloud TPU, "
+                       "SLURM or Open MPI.")
+  if "num_processes" in kwargs and "process_id" in kwargs and not (
+      0 <= kwargs["process_id"] < kwargs["num_processes"]):
+    raise ValueError(f"config.distributed.process_id={kwargs['process_id']} is not in "
+                     f"[0, num_processes={kwargs['num_processes']}).")
+  return kwargs
+
+
+_HELLO = "alexnet_jax rendezvous"
+_GRACE_S = 10  # For a connected peer's reply, and for it to hang up after "go".
+
+
+def rendezvous(address, num_processes, process_id, timeout_s):
+  """Returns once all `num_processes` processes have met on `address`'s port; else raises
+  `MissingProcessesError` (or `CoordinatorUnreachableError`) in every process within about
+  `timeout_s`. Process 0 has closed the port when it returns, for JAX's service to bind."""
+  host, port = _split(address)
+  deadline = time.monotonic() + timeout_s
+  if num_processes == 1:
+    return
+  if process_id == 0:
+    _gather(port, address, num_processes, timeout_s, deadline)
+  else:
+    _join(host, port, address, num_processes, process_id, timeout_s, deadline)
+
+
+def _gather(port, address, num_processes, timeout_s, deadline):
+  """Process 0: waits for the ids of processes 1..n-1, then says go (or why not) to each."""
+  try:  # On every address, as JAX's service binds ([::]:port).
+    if socket.has_dualstack_ipv6():
+      server = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True)
+    else:
+      server = socket.create_server(("", port))
+  except OSError as e:
+    raise MissingProcessesError(
+        f"Process 0 cannot listen on port {port} of config.distributed.coordinator_address="
+        f"{address}: {e}. Another program (or a run still exiting) holds it: wait, or choose "
+        "another port.") from e
+  peers = {}
+  try:
+    with server:
+      while len(peers) < num_processes - 1 and time.monotonic() < deadline:
+        problem = _accept_one(server, peers, num_processes, deadline)
+        if problem:
+          _tell(peers, f"abort {problem}")
+          raise MissingProcessesError(
+              f"Process 0 stops: {problem}. Give every process the same "
+              "config.distributed.num_processes and its own process_id.")
+    missing = [i for i in range(1, num_processes) if i not in peers]
+    if missing:
+      reason = (f"process(es) {', '.join(map(str, missing))} of config.distributed."
+                f"num_processes={num_processes} did not reach {address} within {timeout_s} s "
+                "(config.distributed.initialization_timeout_s)")
+      _tell(peers, f"abort {reason}")
+      raise MissingProcessesError(
+          f"Process 0 stops: {reason}. Start every process with the same command and its own "
+          "config.distributed.process_id, check that they can reach this host's port "
+          f"{port}, or raise the timeout.")
+    _tell(peers, "go")
+  finally:
+    for conn in peers.values():
+      conn.close()
+
+
+def _accept_one(server, peers, num_processes, deadline):
+  """Adds the next process that connects to `peers`; returns what is wrong with it, if any."""
+  server.settimeout(max(0.01, deadline - time.monotonic()))
+  try:
+    conn, _ = server.accept()
+  except socket.timeout:
+    return None
+  conn.settimeout(min(_GRACE_S, max(0.01, deadline - time.monotonic())))
+  try:
+    words = _read_line(conn).split()
+    n, i = int(words[-2]), int(words[-1])
+  except (OSError, IndexError, ValueError):
+    words = []
+  if " ".join(words[:-2]) != _HELLO:
+    conn.close()  # A port scanner or a stray client: not one of ours.
+    return None
+  problem = None
+  if n != num_processes:
+    problem = (f"process {i} has config.distributed.num_processes={n}, process 0 "
+               f"{num_processes}")
+  elif i in peers:
+    problem = f"two processes have config.distributed.process_id={i}"
+  elif not 0 < i < num_processes:
+    problem = f"a process has config.distributed.process_id={i}, not in [1, {num_processes})"
+  if problem:
+    _tell({i: conn}, f"abort {problem}")
+    conn.close()
+  else:
+    peers[i] = conn
+  return problem
+
+
+def _tell(peers, word):
+  """Says `word` to every peer, then waits for each to hang up first (so that the port's
+  connections end on their side and leave no TIME_WAIT on this one for JAX to trip on)."""
+  for conn in peers.values():
+    try:
+      conn.sendall(word.encode() + b"\n")
+    except OSError:
+      pass
+  for conn in peers.values():
+    conn.settimeout(_GRACE_S)
+    try:
+      conn.recv(1)
+    except OSError:
+      pass
+
+
+def _join(host, port, address, num_processes, process_id, timeout_s, deadline):
+  """Processes 1..n-1: connect to process 0, say who they are, wait for its word."""
+  conn = _connect(host, port, address, timeout_s, deadline)
+  with conn:
+    conn.sendall(f"{_HELLO} {num_processes} {process_id}\n".encode())
+    # A little longer than process 0 waits, to hear why it gave up.
+    conn.settimeout(max(0.01, deadline + _GRACE_S / 2 - time.monotonic()))
+    try:
+      word = _read_line(conn)
+    except socket.timeout:
+      word = ""
+  if word == "go":
+    return
+  if word.startswith("abort "):
+    raise MissingProcessesError(f"Process {process_id} stops: process 0 at {address} says "
+                                f"{word[len('abort '):]}.")
+  raise MissingProcessesError(
+      f"Process {process_id} stops: process 0 at {address} did not give the word to start "
+      f"within {timeout_s} s (config.distributed.initialization_timeout_s); it may have "
+      "stopped, or other processes are missing: see its output.")
+
+
+def _connect(host, port, address, timeout_s, deadline, poll_s=0.5):
+  while True:
+    try:
+      return socket.create_connection((host, port), timeout=max(poll_s, 1.0))
+    except OSError as e:
+      if time.monotonic() + poll_s > deadline:
+        raise CoordinatorUnreachableError(
+            f"Cannot reach the JAX coordinator at {address} within {timeout_s} s "
+            f"(config.distributed.initialization_timeout_s): {e}. Start process 0 there (it "
+            "hosts the coordinator), check config.distributed.coordinator_address and that the "
+            "port is open between the hosts, or raise the timeout.") from e
+      time.sleep(poll_s)
+
+
+def _read_line(conn):
+  data = b""
+  while not data.endswith(b"\n") and len(data) < 4096:
+    chunk = conn.recv(4096)
+    if not chunk:
+      break
+    data += chunk
+  return data.decode(errors="replace").strip()
+
+
+def _split(address):
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit():
+    raise ValueError(f"config.distributed.coordinator_address={address!r}: write host:port, "
+                     "e.g. 10.0.0.2:1234.")
+  return host.strip("[]"), int(port)

@@ -106,7 +106,7 @@ def step_key(config):
   config.rng_impl names ("": jax's default, threefry2x32; "rbg" and "unsafe_rbg" draw through
   XLA's RngBitGenerator, cheaper on accelerators, with other numbers). The initial weights stay
   threefry's, so a run's starting point does not depend on it."""
-  impl = config.get("rng_impl", "")
+  impl = config.rng_impl
   return jax.random.key(config.seed, dtype=impl) if impl else jax.random.key(config.seed)
 
 
@@ -123,8 +123,8 @@ def make_train_step(config, mesh: Mesh):
   """
   apply = make_apply(config, mesh)
   mu, decay = config.train.momentum, config.train.weight_decay
-  bias_rule = {"bias_lr_mult": config.train.get("bias_lr_mult", 1.0),
-               "bias_decay_mult": config.train.get("bias_decay_mult", 0.0)}
+  bias_rule = {"bias_lr_mult": config.train.bias_lr_mult,
+               "bias_decay_mult": config.train.bias_decay_mult}
   root = step_key(config)
   dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
   augment_root = jax.random.fold_in(root, AUGMENT_STREAM)

@@ -12,24 +12,24 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from alexnet_jax import checkpoint
 from alexnet_jax import evaluate
-from alexnet_jax import finetune
+from alexnet_jax import hooks
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import paths
 from alexnet_jax import per_class
+from alexnet_jax import preflight
 from alexnet_jax import preprocess
-from alexnet_jax import profiling
 from alexnet_jax import progress
 from alexnet_jax import report
 from alexnet_jax import schedule as schedule_lib
 from alexnet_jax import steps
-from alexnet_jax import stuck
-from alexnet_jax import validate
+from alexnet_jax.checkpoints import compatibility
+from alexnet_jax.checkpoints import faults
+from alexnet_jax.checkpoints import manager
+from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.data import sources
-from alexnet_jax.faults import checkpoint_faults
 from alexnet_jax.faults import preemption
 from alexnet_jax.faults import workdir_lock
 
@@ -38,8 +38,8 @@ DEVICE_PREFETCH = 2
 
 
 @dataclasses.dataclass(frozen=True)
-class Setup:
-  """What stays fixed for the whole run."""
+class Run:
+  """What stays fixed for the whole run: its config, data, mesh, cadence and writers."""
   config: Any
   workdir: Any                # paths.root: a pathlib.Path, or an epath.Path for a URL.
   info: dict                  # dataset_info: classes and example counts.
@@ -48,30 +48,31 @@ class Setup:
   slice_count: int            # not its process index: towers on two hosts feed the same rows.
   steps_per_epoch: int
   total_steps: int
+  cadence: hooks.Cadence      # When the loop logs, ends an epoch, evaluates and saves.
   eval_split: str
   writer: metrics.Writer
-  mgr: Any                    # orbax CheckpointManager (checkpoint.manager).
+  mgr: Any                    # orbax CheckpointManager (manager.create).
   fingerprint: dict           # The model fields a checkpoint must match.
   eval_step: Callable         # steps.make_eval_step's.
   consts: Any                 # preprocess.constants, on every device.
 
 
-def make_setup(config, workdir) -> Setup:
-  validate.check_settings(config)
+def set_up(config, workdir) -> Run:
+  preflight.check_settings(config)
   info = input_pipeline.dataset_info(config)
-  validate.check_run(config, info)
+  preflight.check_run(config, info)
   mesh = steps.make_mesh(config)
   slice_index, slice_count = parallel.data_slice(mesh)
   per_epoch, total = num_steps(config, info)
   workdir = paths.root(workdir)
-  return Setup(
+  return Run(
       config=config, workdir=workdir, info=info, mesh=mesh, slice_index=slice_index,
       slice_count=slice_count, steps_per_epoch=per_epoch, total_steps=total,
-      eval_split=info["eval_split"],
+      cadence=hooks.Cadence.of(config, per_epoch, total), eval_split=info["eval_split"],
       # An eval-only run leaves the training run's config.json as it is.
       writer=metrics.Writer(workdir, None if config.eval_only else config),
-      mgr=checkpoint.manager(workdir, max_to_keep=config.checkpoint.max_to_keep),
-      fingerprint=checkpoint.model_fingerprint(config),
+      mgr=manager.create(workdir, max_to_keep=config.checkpoint.max_to_keep),
+      fingerprint=compatibility.model_fingerprint(config),
       eval_step=steps.make_eval_step(config, mesh),
       consts=parallel.place_replicated(mesh, preprocess.constants(config)))
 
@@ -80,76 +81,76 @@ def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming its latest checkpoint; returns the summary dict
   (or, with config.eval_only, the evaluation's result). Raises preemption.Preempted once a
   SIGTERM or SIGINT has been answered by saving the step it arrived in."""
-  validate.check_workdir(workdir)
+  preflight.check_workdir(workdir)
   lock = workdir_lock.acquire(workdir, jax.process_index())  # Before anything is written.
   try:
     with sources.listed_once():
       return _set_up_and_run(config, workdir)
   except OSError as e:  # A full disk or a lost permission beyond the checkpoints: one line.
-    if not checkpoint_faults.is_write_refusal(e):
+    if not faults.is_write_refusal(e):
       raise
-    raise checkpoint_faults.run_file_error(e, workdir) from e
+    raise faults.run_file_error(e, workdir) from e
   finally:
     workdir_lock.release(lock)
 
 
 def _set_up_and_run(config, workdir):
-  s = make_setup(config, workdir)
+  run = set_up(config, workdir)
   try:
-    result = _run(s)
+    result = _execute(run)
   except BaseException:
     with contextlib.suppress(OSError):  # The error in flight is the one to tell.
-      _close(s)
+      _close(run)
     raise
-  _close(s)
+  _close(run)
   return result
 
 
-def _close(s: Setup):
-  checkpoint.close(s.mgr)
-  with checkpoint_faults.naming(s.workdir / paths.METRICS):  # The last lines flushed.
-    s.writer.close()
+def _close(run: Run):
+  manager.close(run.mgr)
+  with faults.naming(run.workdir / paths.METRICS):  # The last lines flushed.
+    run.writer.close()
 
 
-def _run(s: Setup):
-  config = s.config
-  state = steps.create_train_state(config, s.mesh)
-  schedule = schedule_lib.create(config.train, s.steps_per_epoch)
-  restored = _restore(s)
+def _execute(run: Run):
+  config = run.config
+  state = steps.create_train_state(config, run.mesh)
+  schedule = schedule_lib.create(config.train, run.steps_per_epoch)
+  restored = _restore(run)
   if restored is not None:
     state, extra = restored
-    schedule = schedule_lib.from_dict(schedule, extra["schedule"], log=s.writer.print)
-    s.writer.print(f"Resumed from {s.mgr.directory} at step {int(state.step)}.")
+    schedule = schedule_lib.from_dict(schedule, extra["schedule"], log=run.writer.print)
+    run.writer.print(f"Resumed from {run.mgr.directory} at step {int(state.step)}.")
   elif config.init_from and not config.eval_only:  # Fine-tuning: a fresh run only.
-    state = state.replace(params=finetune.initial_params(config, state.params, s.mesh,
-                                                         log=s.writer.print))
-  if not config.eval_only and s.writer.active:
-    report.write_run_files(s.workdir, input_pipeline.class_names(config),
-                           jax.device_get(s.consts))
-  s.writer.print(report.describe(config, s.mesh, s.info, s.steps_per_epoch, s.total_steps,
+    state = state.replace(params=weights_file.initial_params(config, state.params, run.mesh,
+                                                             log=run.writer.print))
+  if not config.eval_only and run.writer.active:
+    report.write_run_files(run.workdir, input_pipeline.class_names(config),
+                           jax.device_get(run.consts))
+  run.writer.print(report.describe(config, run.mesh, run.info, run.steps_per_epoch, run.total_steps,
                                  state.params))
   if config.eval_only:
-    return evaluate_only(s, state)
+    return evaluate_only(run, state)
   preemption.install()
   try:
-    return train(s, state, schedule)
+    return train(run, state, schedule)
   finally:
     preemption.uninstall()
 
 
-def _restore(s: Setup):
+def _restore(run: Run):
   """(state, extra) to start from: the latest checkpoint (a run resuming), or for eval_only the
   one config.eval.checkpoint names; None for a fresh run."""
-  abstract = steps.abstract_state(s.config, s.mesh)
-  if not s.config.eval_only:
-    return checkpoint.restore_for_run(s.mgr, abstract, s.fingerprint,
-                                      s.config.checkpoint.get("restore_step", 0))
-  step = checkpoint.resolve_step(s.mgr, s.config.eval.checkpoint)
-  return checkpoint.restore(s.mgr, step, abstract, fingerprint=s.fingerprint,
-                            ignore=checkpoint.READING_FIELDS)
+  abstract = steps.abstract_state(run.config, run.mesh)
+  if not run.config.eval_only:
+    return manager.restore_for_run(run.mgr, abstract, run.fingerprint,
+                                   run.config.checkpoint.restore_step)
+  step = manager.resolve_step(run.mgr, run.config.eval.checkpoint)
+  return manager.restore(run.mgr, step, abstract, fingerprint=run.fingerprint,
+                         ignore=compatibility.READING_FIELDS)
 
 
-def train(s: Setup, state, schedule):
+def train(run: Run, state, schedule):
   """The training loop from `state.step` to the end (or the target error); the summary.
 
   The host never waits for a step to finish: each step is dispatched with its batch already
@@ -158,51 +159,48 @@ def train(s: Setup, state, schedule):
   at that next fetch, at most train.log_every_steps steps after it appeared; the checkpoints
   written before it stay intact (and no save writes non-finite parameters).
   """
-  config, start = s.config, int(state.step)
-  finished = _finished_summary(s, start)
+  config, start = run.config, int(state.step)
+  finished = _finished_summary(run, start)
   if finished is not None:
     return finished
-  step_fn = steps.make_train_step(config, s.mesh)
+  step_fn = steps.make_train_step(config, run.mesh)
   clock = metrics.Clock(config.train.batch_size,
-                        metrics.elapsed_at(s.workdir / paths.METRICS, start))
+                        metrics.elapsed_at(run.workdir / paths.METRICS, start))
   batches = parallel.prefetch_to_device(input_pipeline.train_iterator(
-      config, batch_size=config.train.batch_size, slice_index=s.slice_index,
-      slice_count=s.slice_count, start_step=start), s.mesh, s.slice_count, DEVICE_PREFETCH,
+      config, batch_size=config.train.batch_size, slice_index=run.slice_index,
+      slice_count=run.slice_count, start_step=start), run.mesh, run.slice_count, DEVICE_PREFETCH,
       on_wait=clock.waited)
   tally, pending = _Tally(), []
-  watch = stuck.Watch(config.model.num_classes, config.train.get("stuck_window_steps", 0),
-                      config.train.learning_rate)
-  profile = profiling.make(s.config.profile_steps, s.workdir, start, s.total_steps,
-                           s.writer.print)
-  for step in range(start, s.total_steps):
+  stuck = hooks.StuckLoss(config.model.num_classes, config.train.stuck_window_steps,
+                          config.train.learning_rate, log=run.writer.print)
+  profile = hooks.make_profile(config.profile_steps, run.workdir, start, run.total_steps,
+                               run.writer.print)
+  for step in range(start, run.total_steps):
     if profile:
       profile(state, step)
     lr = schedule.rate(step)
-    state, step_metrics = step_fn(state, next(batches), np.float32(lr), s.consts)
+    state, step_metrics = step_fn(state, next(batches), np.float32(lr), run.consts)
     clock.tick()
     pending.append((step + 1, step_metrics))
     done = step + 1
     stop = preemption.should_stop(done)  # Every process, every step: JAX's sync point.
-    if not (stop or _boundary(s, done)):
+    if not (stop or run.cadence.due(done)):
       continue
-    fetched = _fetch(pending, s.mgr)
+    fetched = _fetch(pending, run.mgr)
     tally.add(fetched)
-    for (at, _), step_metrics in zip(pending, fetched):
-      line = watch.add(at, float(step_metrics["loss"]))
-      if line:
-        s.writer.print(line)
+    stuck([(at, float(m["loss"])) for (at, _), m in zip(pending, fetched)])
     pending = []
-    reached = _at_boundary(s, state, schedule, done, lr, clock, tally)
+    reached = _periodic(run, state, schedule, done, lr, clock, tally)
     if stop:
-      _save(s, state, schedule, done)  # Nothing to do when the boundary saved it already.
-      checkpoint.wait(s.mgr)
-      s.writer.print(preemption.stop_line(done, s.mgr.directory))
+      _save(run, state, schedule, done)  # Nothing to do when the boundary saved it already.
+      manager.wait(run.mgr)
+      run.writer.print(preemption.stop_line(done, run.mgr.directory))
       raise preemption.Preempted(done)
     if reached:
       break
   if profile:
     profile(state, int(state.step))  # A trace that ends with the run.
-  return _finish(s, state, schedule, tally.last_eval, tally.epoch_train, clock)
+  return _finish(run, state, schedule, tally.last_eval, tally.epoch_train, clock)
 
 
 @dataclasses.dataclass
@@ -220,33 +218,25 @@ class _Tally:
       self.window.add(step_metrics)
 
 
-def _boundary(s: Setup, done):
-  """Whether step `done` logs, ends an epoch, evaluates or checkpoints."""
-  return (done % s.config.train.log_every_steps == 0 or done == s.total_steps or
-          done % s.steps_per_epoch == 0 or _eval_due(s, done) or
-          done % s.config.checkpoint.every_steps == 0)
-
-
-def _at_boundary(s: Setup, state, schedule, done, lr, clock, tally):
+def _periodic(run: Run, state, schedule, done, lr, clock, tally):
   """The log line, the epoch's end, the evaluation or the checkpoint due at `done`; True when
   the run reached train.stop_at_train_error."""
-  config = s.config
-  if done % config.train.log_every_steps == 0 or done == s.total_steps:
-    report.log_train(s.writer, done, tally.window.mean(), lr, clock, total_steps=s.total_steps,
-                     steps_per_epoch=s.steps_per_epoch, eval_every=_eval_every(s),
-                     ten_crop=config.eval.ten_crop)
+  config, cadence = run.config, run.cadence
+  if cadence.logs(done):
+    hooks.log_train(run.writer, cadence, done, tally.window.mean(), lr, clock,
+                    ten_crop=config.eval.ten_crop)
     tally.window = metrics.Means()
   reached = False
-  if done % s.steps_per_epoch == 0:
+  if cadence.ends_epoch(done):
     tally.epoch_train = tally.epoch.mean()
-    reached = report.log_epoch(s.writer, config, done, s.steps_per_epoch, tally.epoch_train,
-                               clock)
+    reached = hooks.log_epoch(run.writer, config, done, run.steps_per_epoch, tally.epoch_train,
+                              clock)
     tally.epoch = metrics.Means()
-  if _eval_due(s, done) or reached:
-    tally.last_eval = _periodic_eval(s, state, schedule, done, clock)
+  if cadence.evaluates(done) or reached:
+    tally.last_eval = _periodic_eval(run, state, schedule, done, clock)
     clock.restart()
-  elif done % config.checkpoint.every_steps == 0:
-    _save(s, state, schedule, done)
+  elif cadence.saves(done):
+    _save(run, state, schedule, done)
   return reached
 
 
@@ -259,99 +249,91 @@ def _fetch(pending, mgr):
   return fetched
 
 
-def _finished_summary(s: Setup, start):
+def _finished_summary(run: Run, start):
   """The stored summary when the run at `start` is already finished, else None."""
-  path = s.workdir / paths.SUMMARY
+  path = run.workdir / paths.SUMMARY
   summary = json.loads(path.read_text()) if path.exists() else None
-  if summary and (start >= s.total_steps or report.stopped_at_target(summary, s.config, start)):
-    s.writer.print(f"Already trained to step {start}; its summary ({path}):")
-    s.writer.print(report.summary_text(summary, s.workdir))
+  if summary and (start >= run.total_steps or report.stopped_at_target(summary, run.config, start)):
+    run.writer.print(f"Already trained to step {start}; its summary ({path}):")
+    run.writer.print(report.summary_text(summary, run.workdir))
     return summary
   return None
 
 
-def _eval_every(s: Setup):
-  return max(1, int(round(s.config.eval.every_epochs * s.steps_per_epoch)))
-
-
-def _eval_due(s: Setup, done):
-  return done % _eval_every(s) == 0 or done == s.total_steps
-
-
-def _periodic_eval(s: Setup, state, schedule, done, clock):
+def _periodic_eval(run: Run, state, schedule, done, clock):
   """Centre-crop validation error: logged, drives the plateau schedule, ranks checkpoints."""
   started = time.perf_counter()
-  result = _evaluate(s, state, ten_crop=False, per_class=True)
+  result = _evaluate(run, state, ten_crop=False, per_class=True)
   clock.eval_s = time.perf_counter() - started
-  epoch = done / s.steps_per_epoch
+  epoch = done / run.steps_per_epoch
   dropped = {}
   if schedule.update(result["top1_error"]):  # The paper's three drops: when each came.
-    s.writer.print(f"Validation error stopped improving: at epoch {epoch:.2f} (step {done}) the "
+    run.writer.print(f"Validation error stopped improving: at epoch {epoch:.2f} (step {done}) the "
                    f"learning rate is divided to {schedule.rate(done):g}, drop "
                    f"{schedule.drops} of at most {schedule.max_drops}.")
     dropped = {"lr_drop_epoch": epoch}
-  s.writer.write(done, {"epoch": epoch, "val_top1_error": result["top1_error"],
+  run.writer.write(done, {"epoch": epoch, "val_top1_error": result["top1_error"],
                         "val_top5_error": result["top5_error"], "elapsed_s": clock.elapsed(),
                         **dropped},
                  console=("step {step}: validation top-1 error {val_top1_error:.4f}, top-5 "
                           "{val_top5_error:.4f} (centre crop)"))
-  _save(s, state, schedule, done, {"val_top1_error": result["top1_error"]})
+  _save(run, state, schedule, done, {"val_top1_error": result["top1_error"]})
   return result
 
 
-def _finish(s: Setup, state, schedule, last_eval, epoch_train, clock):
+def _finish(run: Run, state, schedule, last_eval, epoch_train, clock):
   """The final 10-crop evaluation, summary.json and a summary a person can read."""
   done = int(state.step)
   final = {"val_top1_error": last_eval["top1_error"] if last_eval else None,
            "val_top5_error": last_eval["top5_error"] if last_eval else None}
   ten = None
-  if s.config.eval.ten_crop:
-    ten = _evaluate(s, state, ten_crop=True, per_class=True)
+  if run.config.eval.ten_crop:
+    ten = _evaluate(run, state, ten_crop=True, per_class=True)
     final.update(val_top1_error_10crop=ten["top1_error"], val_top5_error_10crop=ten["top5_error"])
-    s.writer.write(done, {"epoch": done / s.steps_per_epoch,
+    run.writer.write(done, {"epoch": done / run.steps_per_epoch,
                           **{k: v for k, v in final.items() if v is not None},
                           "elapsed_s": clock.elapsed()})
-  summary = report.summary(s.config, s.workdir, steps=done, steps_per_epoch=s.steps_per_epoch,
-                           total_steps=s.total_steps, clock=clock, epoch_train=epoch_train,
+  summary = report.summary(run.config, run.workdir, steps=done, steps_per_epoch=run.steps_per_epoch,
+                           total_steps=run.total_steps, clock=clock, epoch_train=epoch_train,
                            final=final, learning_rate=schedule.rate(done),
-                           write_metrics=s.writer.active)
-  summary["best_step"] = s.mgr.best_step()  # What config.eval.checkpoint=best reads.
-  s.writer.write_summary(summary)
-  s.writer.print(report.summary_text(summary, s.workdir))
-  per_class.report_run(s.writer, s.workdir, s.config, done, {"": last_eval, "_10crop": ten})
+                           write_metrics=run.writer.active)
+  summary["best_step"] = run.mgr.best_step()  # What config.eval.checkpoint=best reads.
+  run.writer.write_summary(summary)
+  run.writer.print(report.summary_text(summary, run.workdir))
+  per_class.report_run(run.writer, run.workdir, run.config, done, {"": last_eval, "_10crop": ten})
   return summary
 
 
-def evaluate_only(s: Setup, state):
+def evaluate_only(run: Run, state):
   """Centre-crop and 10-crop errors of config.eval.checkpoint's step (resolve_step has refused
   a workdir without one) on the evaluation split, with the step it read."""
   result, views = {"step": int(state.step)}, {}
   for ten_crop in (False, True):
-    r = _evaluate(s, state, ten_crop=ten_crop, per_class=True)
+    r = _evaluate(run, state, ten_crop=ten_crop, per_class=True)
     suffix = "_10crop" if ten_crop else ""
     views[suffix] = r
     result.update({f"val_top1_error{suffix}": r["top1_error"],
                    f"val_top5_error{suffix}": r["top5_error"], "count": r["count"]})
-  s.writer.print(
-      f"Checkpoint step {int(state.step)}, split {s.eval_split} ({result['count']} images): "
+  run.writer.print(
+      f"Checkpoint step {int(state.step)}, split {run.eval_split} ({result['count']} images): "
       f"top-1 error {result['val_top1_error']:.4f} centre crop, "
       f"{result['val_top1_error_10crop']:.4f} 10 crops; top-5 "
       f"{result['val_top5_error']:.4f} / {result['val_top5_error_10crop']:.4f}.")
-  per_class.report_run(s.writer, s.workdir, s.config, int(state.step), views)
+  per_class.report_run(run.writer, run.workdir, run.config, int(state.step), views)
   return result
 
 
-def _evaluate(s: Setup, state, ten_crop, per_class=False):
+def _evaluate(run: Run, state, ten_crop, per_class=False):
   batches = input_pipeline.eval_iterator(
-      s.config, s.eval_split, batch_size=s.config.eval.batch_size,
-      slice_index=s.slice_index, slice_count=s.slice_count)
-  total = s.info["num_eval"] if s.eval_split == s.info["eval_split"] else None
+      run.config, run.eval_split, batch_size=run.config.eval.batch_size,
+      slice_index=run.slice_index, slice_count=run.slice_count)
+  total = run.info["num_eval"] if run.eval_split == run.info["eval_split"] else None
   what = f"evaluation, {'10 crops' if ten_crop else 'centre crop'}"
-  with progress.Progress(total, what, active=s.writer.active) as bar:
+  with progress.Progress(total, what, active=run.writer.active) as bar:
     return evaluate.evaluate(
-        lambda params, images: s.eval_step(params, images, s.consts, ten_crop), state.params,
-        _counted(batches, bar, s.slice_count), per_class=per_class,
-        put_batch=lambda x: parallel.to_global(s.mesh, x, s.slice_count))
+        lambda params, images: run.eval_step(params, images, run.consts, ten_crop), state.params,
+        _counted(batches, bar, run.slice_count), per_class=per_class,
+        put_batch=lambda x: parallel.to_global(run.mesh, x, run.slice_count))
 
 
 def _counted(batches, bar, slice_count):
@@ -360,13 +342,13 @@ def _counted(batches, bar, slice_count):
     yield batch
 
 
-def _save(s: Setup, state, schedule, done, val_metrics=None):
+def _save(run: Run, state, schedule, done, val_metrics=None):
   if not _all_finite(state.params):
     raise FloatingPointError(
         f"The parameters are no longer finite after step {done}; not saved. The last good "
-        f"checkpoint (step {s.mgr.latest_step()}) in {s.mgr.directory} is intact.")
-  extra = {"fingerprint": s.fingerprint, "schedule": schedule_lib.to_dict(schedule)}
-  checkpoint.save(s.mgr, done, state, extra, val_metrics)
+        f"checkpoint (step {run.mgr.latest_step()}) in {run.mgr.directory} is intact.")
+  extra = {"fingerprint": run.fingerprint, "schedule": schedule_lib.to_dict(schedule)}
+  manager.save(run.mgr, done, state, extra, val_metrics)
 
 
 def num_steps(config, info):
@@ -383,7 +365,7 @@ def num_steps(config, info):
 def _check_finite(step_metrics, done, mgr):
   loss = float(step_metrics["loss"])
   if not np.isfinite(loss):
-    checkpoint.wait(mgr)
+    manager.wait(mgr)
     kept = (f"The last good checkpoint (step {mgr.latest_step()}) in {mgr.directory} is intact"
             if mgr.latest_step() is not None else "No checkpoint had been saved yet")
     raise FloatingPointError(

@@ -139,14 +139,14 @@ def final_params(workdir):
   runtime.configure_jax(num_cpu_devices=2)
   import jax
   import numpy as np
-  from alexnet_jax import checkpoint
-  from alexnet_jax import restore
+  from alexnet_jax.checkpoints import manager
+  from alexnet_jax.checkpoints import trained_run
   from alexnet_jax import steps
-  config = restore.read_config(workdir)
-  mgr = checkpoint.manager(workdir, read_only=True)
+  config = trained_run.read_config(workdir)
+  mgr = manager.create(workdir, read_only=True)
   try:
-    state, _ = checkpoint.restore(mgr, mgr.latest_step(),
-                                  steps.abstract_state(config, steps.make_mesh(config)))
+    state, _ = manager.restore(mgr, mgr.latest_step(),
+                               steps.abstract_state(config, steps.make_mesh(config)))
   finally:
     mgr.close()
   return int(state.step), jax.tree.map(np.asarray, state.params)

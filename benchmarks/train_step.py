@@ -10,14 +10,14 @@ Anchors measured on the project's 2-core machine, float32: PyTorch 2.13 trained 
 network at ~22 images/s eager at batch 32, 25-26 with torch.compile, 33 with torch.compile and
 jemalloc; a training step costs ~4.1-4.3 GFLOP per image and two cores reach ~150 GFLOP/s on a
 large matmul, so ~35 images/s is the ceiling. The first Flax version (grouped convolutions) ran
-at 6.5 images/s, per-tower ungrouped convolutions at 16.8. alexnet.max_pool's phase gradient
+at 6.5 images/s, per-tower ungrouped convolutions at 16.8. layers.max_pool's phase gradient
 took model=2 at batch 32 from 10.3 to 11.9 images/s (both measured in one quiet window).
 torch is imported only here.
 
 `--net cifar` times figure 1's CIFAR-10 net (cuda-convnet's layers-18pct, configs/cifar10_fig1.py,
 data parallel over the 2 devices) beside the same net in PyTorch. Its anchors, batch 128 on the
 same machine: 451 images/s with reduce_window max-pooling, 548 with strided maxima, 869 with
-alexnet.max_pool's phase gradient, when PyTorch 2.13 ran it at 750 (eager) and 665 (compiled).
+layers.max_pool's phase gradient, when PyTorch 2.13 ran it at 750 (eager) and 665 (compiled).
 """
 import argparse
 import json

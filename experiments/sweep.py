@@ -9,7 +9,7 @@ Each point trains in <workdir>/<point>/ (its output in log.txt there) through
 `python -m alexnet_jax.main --config=... --config.k=v ...`. A point whose summary.json says
 "finished" is skipped; any other is started again, and the training loop resumes it from its
 latest checkpoint. A failed point is reported with its log and the others still run; the exit
-status is 1 if any failed. The table and plots (experiments/report.py) go to <workdir>/.
+status is 1 if any failed. The table and plots (experiments/sweep_report.py) go to <workdir>/.
 """
 import argparse
 import dataclasses
@@ -23,8 +23,8 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import report
-from experiments import sweeps
+from experiments import sweep_report
+from experiments import named_sweeps
 
 # The repository root: points run there, so the named sweeps' configs/... paths hold from
 # wherever the sweep is started.
@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--sweep", help=f"A ready-made sweep: {', '.join(sorted(sweeps.SWEEPS))}.")
+  p.add_argument("--sweep", help=f"A ready-made sweep: {', '.join(sorted(named_sweeps.SWEEPS))}.")
   p.add_argument("--config", help="Base config, file[:arg] (default: the sweep's).")
   p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                  help="One axis of the grid; repeat for more (their product is run).")
@@ -59,18 +59,18 @@ def parse_pair(text, flag):
 def build_sweep(args):
   """The Sweep to run: a named one, or --config with --grid axes; --set and --config apply."""
   if args.sweep:
-    base = sweeps.get(args.sweep)
+    base = named_sweeps.get(args.sweep)
     if args.grid:
       raise ValueError("--grid and --sweep together: a named sweep fixes its points.")
   elif args.config and args.grid:
-    base = sweeps.Sweep(args.config, [])
+    base = named_sweeps.Sweep(args.config, [])
   else:
     raise ValueError("Give --sweep=NAME, or --config=FILE with at least one --grid=KEY=V1,V2.")
   axes = {}
   for text in args.grid:
     key, values = parse_pair(text, "--grid")
     axes[key] = [v.strip() for v in values.split(",")]
-  points = sweeps.grid(**axes) if axes else base.points
+  points = named_sweeps.grid(**axes) if axes else base.points
   sets = dict(base.sets)
   sets.update(parse_pair(text, "--set") for text in args.set)
   return dataclasses.replace(base, config=args.config or base.config, points=points, sets=sets,
@@ -173,7 +173,8 @@ def main(argv=None):
     devices = [d for d in args.devices.split(",") if d]
     status = run_points(sweep, args.workdir, args.parallel, devices)
   names = [point_name(p) for p in sweep.points]
-  paths = report.write_report(args.workdir, names, threshold=sweep.threshold, about=sweep.about)
+  paths = sweep_report.write_report(args.workdir, names, threshold=sweep.threshold,
+                                    about=sweep.about)
   print(f"[sweep] table: {paths['markdown']} and {paths['csv']}; plots: "
         f"{', '.join(paths['plots'])}", flush=True)
   failed = {n: s for n, s in status.items() if s.startswith("failed")}

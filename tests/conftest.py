@@ -42,11 +42,11 @@ def loaded(tiny_run):
   """(config, params, step, mesh, consts) of tiny_run's latest checkpoint, as the commands
   reading a trained run load it."""
   from alexnet_jax import parallel
-  from alexnet_jax import restore
+  from alexnet_jax.checkpoints import trained_run
   from alexnet_jax import steps
-  config, params, step = restore.load_run(tiny_run.workdir)
+  config, params, step = trained_run.load_run(tiny_run.workdir)
   mesh = steps.make_mesh(config)
-  consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
+  consts = parallel.place_replicated(mesh, trained_run.constants(tiny_run.workdir, config))
   return config, params, step, mesh, consts
 
 

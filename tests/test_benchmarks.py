@@ -175,11 +175,11 @@ def test_the_variants_and_the_profile_run_on_the_cpu(tmp_path):
 
 def test_every_variant_is_a_config_switch_whose_default_is_todays_step():
   """VARIANTS names config fields that exist, each set to a value its owner accepts, never the
-  default (tests/test_model.py and test_preprocess.py check each one's numbers)."""
+  default (tests/test_alexnet.py and test_preprocess.py check each one's numbers)."""
   from alexnet_jax import preprocess
-  from alexnet_jax.nets import alexnet
+  from alexnet_jax.nets import layers
   defaults = paper.get_config()
-  allowed = {**{f"model.{k}": v for k, v in alexnet.VARIANTS.items()},
+  allowed = {**{f"model.{k}": v for k, v in layers.VARIANTS.items()},
              "data.crop_op": preprocess.CROP_OPS, "rng_impl": ("", "rbg", "unsafe_rbg")}
   assert accelerator.VARIANTS["default"] == ({}, "same")
   for name, (overrides, numbers) in accelerator.VARIANTS.items():

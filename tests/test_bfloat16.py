@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax.nets import alexnet
 from alexnet_jax import steps
 from alexnet_jax.configs import paper
+from alexnet_jax.nets import alexnet
+from alexnet_jax.nets import layers
 
 BATCH = 16
 # bfloat16 keeps 8 bits of mantissa: each activation is rounded by up to 2^-9 of itself, which
@@ -37,7 +38,7 @@ def test_a_bfloat16_convolution_sums_in_float32():
 def test_the_biases_gradient_sums_in_float32():
   """conv1's bias gradient sums batch x 55 x 55 terms per unit: here 387,200 terms of 1."""
   y = jnp.zeros((128, 55, 55, 1), jnp.bfloat16)
-  grad = jax.grad(lambda b: jnp.sum(alexnet._add_bias(y, b, jnp.bfloat16).astype(jnp.float32)))
+  grad = jax.grad(lambda b: jnp.sum(layers.add_bias(y, b, jnp.bfloat16).astype(jnp.float32)))
   assert float(grad(jnp.zeros(1))[0]) == 128 * 55 * 55
 
 

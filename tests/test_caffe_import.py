@@ -194,8 +194,8 @@ def test_refuses_caffenet_and_other_geometries():
 def test_the_weights_file_and_the_run_predict_as_opencv(tmp_path):
   """The command's outputs: the .npz fine-tuning starts from, and a run at step 0 that predict
   reads (its config, mean and class names from the workdir) giving OpenCV's logits."""
-  from alexnet_jax import finetune
-  from alexnet_jax import restore
+  from alexnet_jax.checkpoints import trained_run
+  from alexnet_jax.checkpoints import weights_file
   from alexnet_jax.tools import predict
   config, params, mean = imported(True)
   names = [f"n{k:08d} thing {k}" for k in range(CLASSES)]
@@ -203,17 +203,17 @@ def test_the_weights_file_and_the_run_predict_as_opencv(tmp_path):
   synsets.write_text("".join(f"{n}\n" for n in names))
   names = caffe.read_synsets(str(synsets), CLASSES)
   assert names[3] == "thing 3"
-  loaded, meta = finetune.load(finetune.save(tmp_path / "w.npz", params, config=config,
+  loaded, meta = weights_file.load(weights_file.save(tmp_path / "w.npz", params, config=config,
                                              class_names=names, step=0, mean=mean))
   assert meta["model"]["lrn_across_towers"] and meta["class_names"] == names
   np.testing.assert_array_equal(loaded["fc6"]["kernel"], params["fc6"]["kernel"])
   config = config.copy_and_resolve_references()
   config.mesh.model = 2
   caffe.write_workdir(tmp_path / "run", config, params, names, mean)
-  config, restored, step = restore.load_run(tmp_path / "run")
-  assert step == 0 and restore.class_names(tmp_path / "run", config) == names
+  config, restored, step = trained_run.load_run(tmp_path / "run")
+  assert step == 0 and trained_run.class_names(tmp_path / "run", config) == names
   mesh = steps.make_mesh(config)
-  consts = parallel.place_replicated(mesh, restore.constants(tmp_path / "run", config))
+  consts = parallel.place_replicated(mesh, trained_run.constants(tmp_path / "run", config))
   got = predict.logits(config, restored, mesh, consts, photo_paths(), batch_size=8)
   assert relative(got, opencv_logits(True)) < RTOL
 

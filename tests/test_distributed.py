@@ -16,12 +16,12 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint
 from alexnet_jax import metrics
 from alexnet_jax import parallel
+from alexnet_jax import runtime
 from alexnet_jax import steps
 from alexnet_jax import train
-from alexnet_jax.faults import cluster
+from alexnet_jax.checkpoints import manager
 from tests import tiny_config
 from tests import trees
 
@@ -105,9 +105,9 @@ def _check_ok(results):
 def _restore(workdir, config):
   """(step, params as NumPy) of the latest checkpoint, restored on this process's 2 devices."""
   mesh = parallel.make_mesh(config.mesh.model)
-  mgr = checkpoint.manager(workdir)
+  mgr = manager.create(workdir)
   try:
-    restored, _ = checkpoint.restore_for_run(mgr, steps.abstract_state(config, mesh))
+    restored, _ = manager.restore_for_run(mgr, steps.abstract_state(config, mesh))
   finally:
     mgr.close()
   return int(restored.step), jax.tree.map(np.asarray, restored.params)
@@ -206,20 +206,20 @@ def test_process_0_without_its_peer_stops_with_a_python_error(tmp_path):
 JOIN = """
 import sys
 import jax
-from alexnet_jax.faults import cluster
+from alexnet_jax import runtime
 from tests import tiny_config
 
 cfg = tiny_config.get_config().distributed
 cfg.update(mode="manual", coordinator_address="127.0.0.1:" + sys.argv[1],
            num_processes=int(sys.argv[2]), process_id=int(sys.argv[3]),
            initialization_timeout_s=int(sys.argv[4]))
-cluster.initialize(cfg)
+runtime.initialize(cfg)
 print("process", jax.process_index(), "of", jax.process_count(), flush=True)
 """
 
 
 def _join(num_processes, ids, timeout_s):
-  """Processes `ids` of `num_processes` calling cluster.initialize; [(returncode, output)]."""
+  """Processes `ids` of `num_processes` calling runtime.initialize; [(returncode, output)]."""
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   procs = [subprocess.Popen([sys.executable, "-c", JOIN, str(port), str(num_processes), str(i),
@@ -317,7 +317,7 @@ def _distributed(**fields):
 def test_bad_distributed_settings_are_named(fields, message, monkeypatch):
   monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
   with pytest.raises(ValueError, match=message):
-    cluster.initialize(_distributed(**fields))
+    runtime.initialize(_distributed(**fields))
 
 
 def test_processes_that_see_different_checkpoints_all_stop_saying_so(reference, tmp_path):

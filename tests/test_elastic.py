@@ -12,10 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.checkpoints import compatibility
+from alexnet_jax.checkpoints import manager
 from tests import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -41,10 +42,10 @@ def _config(cache_dir, **mesh):
 
 def _params(workdir, config, step=None):
   mesh = parallel.make_mesh(config.mesh.model)
-  mgr = checkpoint.manager(workdir)
+  mgr = manager.create(workdir)
   try:
-    state, _ = checkpoint.restore(mgr, step or mgr.latest_step(),
-                                  steps.abstract_state(config, mesh))
+    state, _ = manager.restore(mgr, step or mgr.latest_step(),
+                               steps.abstract_state(config, mesh))
   finally:
     mgr.close()
   return int(state.step), jax.tree.map(np.asarray, state.params)
@@ -125,5 +126,5 @@ def test_a_change_of_the_computation_is_refused_naming_the_field(uninterrupted, 
   config[section][name] = value
   if field == "model.num_classes":
     config.data.generated.num_classes = value
-  with pytest.raises(checkpoint.IncompatibleCheckpointError, match=field.replace(".", r"\.")):
+  with pytest.raises(compatibility.IncompatibleCheckpointError, match=field.replace(".", r"\.")):
     train.train_and_evaluate(config, cut)

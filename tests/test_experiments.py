@@ -10,25 +10,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import recipes as recipes_study
-from experiments import report
+from experiments import tiny_imagenet_recipes
+from experiments import sweep_report
 from experiments import sweep
-from experiments import sweeps
+from experiments import named_sweeps
 
 
 def test_epochs_to_reach_interpolates_first_crossing():
   epochs = [1, 2, 3, 4, 5]
   errors = [0.6, 0.4, 0.3, 0.2, 0.26]   # Crosses 0.25 between epochs 3 and 4, then rises.
-  assert report.epochs_to_reach(epochs, errors, 0.25) == pytest.approx(3.5)
-  assert report.epochs_to_reach(epochs, errors, 0.4) == pytest.approx(2.0)
-  assert report.epochs_to_reach(epochs, errors, 0.7) == pytest.approx(1.0)
-  assert report.epochs_to_reach(epochs, errors, 0.1) is None
+  assert sweep_report.epochs_to_reach(epochs, errors, 0.25) == pytest.approx(3.5)
+  assert sweep_report.epochs_to_reach(epochs, errors, 0.4) == pytest.approx(2.0)
+  assert sweep_report.epochs_to_reach(epochs, errors, 0.7) == pytest.approx(1.0)
+  assert sweep_report.epochs_to_reach(epochs, errors, 0.1) is None
 
 
 def test_training_time_of_a_resumed_run_adds_up():
   rows = [{"step": s, "epoch": s / 10, "train_top1_error": 0.5, "elapsed_s": t}
           for s, t in [(2, 10.0), (4, 20.0), (6, 3.0), (8, 13.0)]]  # Resumed after step 4.
-  assert report.train_curve(rows)[2] == [10.0, 20.0, 23.0, 33.0]
+  assert sweep_report.train_curve(rows)[2] == [10.0, 20.0, 23.0, 33.0]
 
 
 def test_epochs_to_reach_on_figure1_like_curves():
@@ -37,8 +37,8 @@ def test_epochs_to_reach_on_figure1_like_curves():
   relu = 0.1 + 0.8 * np.exp(-epochs / 2.0)
   tanh = 0.1 + 0.8 * np.exp(-epochs / 12.0)
   exact = lambda tau: tau * np.log(0.8 / 0.15)  # 0.1 + 0.8 exp(-e / tau) = 0.25.
-  r = report.epochs_to_reach(epochs, relu, 0.25)
-  t = report.epochs_to_reach(epochs, tanh, 0.25)
+  r = sweep_report.epochs_to_reach(epochs, relu, 0.25)
+  t = sweep_report.epochs_to_reach(epochs, tanh, 0.25)
   assert r == pytest.approx(exact(2.0), abs=0.1)
   assert t == pytest.approx(exact(12.0), abs=0.05)
   assert t / r == pytest.approx(6.0, rel=0.03)
@@ -71,7 +71,7 @@ def _fake_run(path, name, activation, errors, finished=True):
 def test_report_table_plots_and_ratio(tmp_path):
   _fake_run(tmp_path, "act=relu", "relu", [0.5, 0.3, 0.2, 0.15])
   _fake_run(tmp_path, "act=tanh", "tanh", [0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.28, 0.26, 0.22, 0.2])
-  paths = report.write_report(str(tmp_path), ["act=relu", "act=tanh"], threshold=0.25)
+  paths = sweep_report.write_report(str(tmp_path), ["act=relu", "act=tanh"], threshold=0.25)
   with open(paths["csv"]) as f:
     rows = list(csv.DictReader(f))
   assert [r["run"] for r in rows] == ["act=relu", "act=tanh"]
@@ -98,7 +98,8 @@ def test_ratio_uses_each_activations_fastest_run(tmp_path):
   _fake_run(tmp_path, "relu", "relu", [0.5, 0.3, 0.2, 0.15])
   _fake_run(tmp_path, "tanh_slow", "tanh", [0.7, 0.6, 0.5, 0.45, 0.4])  # Never reaches 25%.
   _fake_run(tmp_path, "tanh_fast", "tanh", [0.7, 0.6, 0.5, 0.4, 0.35, 0.3, 0.28, 0.26, 0.22])
-  paths = report.write_report(str(tmp_path), ["relu", "tanh_slow", "tanh_fast"], threshold=0.25)
+  paths = sweep_report.write_report(str(tmp_path), ["relu", "tanh_slow", "tanh_fast"],
+                                    threshold=0.25)
   md = open(paths["markdown"]).read()
   assert "fastest run (relu; tanh_fast;" in md and "| 25% | 2.10 | 8.00 | 3.81 |" in md
   assert "- tanh_slow: not reached in 5 epochs" in md
@@ -108,7 +109,7 @@ def test_ratio_uses_each_activations_fastest_run(tmp_path):
 
 def test_report_of_unfinished_run_uses_its_metrics(tmp_path):
   _fake_run(tmp_path, "a", "relu", [0.6, 0.5], finished=False)
-  paths = report.write_report(str(tmp_path), ["a", "missing"], threshold=0.25)
+  paths = sweep_report.write_report(str(tmp_path), ["a", "missing"], threshold=0.25)
   rows = list(csv.DictReader(open(paths["csv"])))
   assert rows[0]["status"] == "unfinished" and float(rows[0]["final_val_top1_error"]) == 0.6
   assert rows[1]["status"] == "no metrics"
@@ -160,16 +161,16 @@ def test_bad_sweep_arguments_are_refused():
   with pytest.raises(ValueError, match="KEY=VALUE"):
     sweep.build_sweep(sweep.parse_args(["--workdir=x", "--config=c.py", "--grid=model.lrn"]))
   with pytest.raises(ValueError, match="choose one of"):
-    sweeps.get("nope")
+    named_sweeps.get("nope")
 
 
 def test_ready_made_sweeps_name_existing_configs_and_distinct_points():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  for name, s in sweeps.SWEEPS.items():
+  for name, s in named_sweeps.SWEEPS.items():
     assert os.path.exists(os.path.join(root, s.config.partition(":")[0])), name
     names = [sweep.point_name(p) for p in s.points]
     assert len(set(names)) == len(names) >= 2, name
-  fig1 = sweeps.get("cifar10_fig1")
+  fig1 = named_sweeps.get("cifar10_fig1")
   assert [p["model.activation"] for p in fig1.points] == ["relu", "tanh", "tanh", "tanh"]
   assert fig1.threshold == 0.25
 
@@ -230,7 +231,7 @@ def test_cifar_dispatch_trains_data_parallel():
 
 
 def test_report_does_not_load_tensorflow():
-  code = "import sys\nfrom experiments import report\nprint('tensorflow' in sys.modules)"
+  code = "import sys\nfrom experiments import sweep_report\nprint('tensorflow' in sys.modules)"
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                        check=True)
@@ -246,8 +247,8 @@ def test_the_recipes_report_reads_each_runs_curve(tmp_path):
                             "train_top5_error": 0.96}) + "\n")
       if name == "caffe":
         f.write(json.dumps({"step": 30, "val_top1_error": 0.99, "val_top5_error": 0.95}) + "\n")
-  rows = recipes_study.write_report(str(tmp_path), ["paper", "caffe", "cuda_convnet"],
-                                    str(tmp_path / "out" / "recipes"))
+  rows = tiny_imagenet_recipes.write_report(str(tmp_path), ["paper", "caffe", "cuda_convnet"],
+                                            str(tmp_path / "out" / "recipes"))
   assert [r["steps"] for r in rows] == [30, 30, 0]
   assert rows[0]["max_loss"] == 5.6 and rows[0]["last_loss"] == 5.31
   assert rows[1]["below_chance"] == pytest.approx(math.log(200) - 5.21)
@@ -261,8 +262,27 @@ def test_the_recipes_report_reads_each_runs_curve(tmp_path):
   assert (tmp_path / "out" / "recipes.png").stat().st_size > 0
 
 
+def test_a_report_of_a_folder_without_runs_refuses_and_writes_nothing(tmp_path, capsys):
+  """--report_only on a folder the runs are not in (a --workdir=~/... the shell left as it is)
+  must not overwrite the committed table, CSV and plot with empty rows."""
+  out = tmp_path / "results" / "recipes"
+  out.parent.mkdir()
+  out.with_suffix(".csv").write_text("committed\n")
+  empty = tmp_path / "~" / "studies"
+  empty.mkdir(parents=True)
+  status = tiny_imagenet_recipes.main(["--workdir", str(empty), "--report_only",
+                                       "--out", str(out)])
+  assert status != 0
+  assert str(empty) in capsys.readouterr().err
+  assert out.with_suffix(".csv").read_text() == "committed\n"
+  assert sorted(p.name for p in out.parent.iterdir()) == ["recipes.csv"]
+  with pytest.raises(SystemExit, match="No runs in"):
+    sweep_report.main(["--workdir", str(empty)])
+  assert not (empty / "results.md").exists()
+
+
 def test_the_recipes_study_runs_the_program_with_the_papers_batch():
-  cmd = recipes_study.command("caffe", "/w", "/data/t", 300, 10, sets=["mesh.model=1"])
+  cmd = tiny_imagenet_recipes.command("caffe", "/w", "/data/t", 300, 10, sets=["mesh.model=1"])
   assert cmd[1:5] == ["-m", "alexnet_jax.main", "--config=configs/tiny_imagenet.py:caffe",
                       "--workdir=/w/caffe"]
   assert "--config.train.batch_size=128" in cmd and "--config.train.num_steps=300" in cmd

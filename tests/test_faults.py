@@ -11,11 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
-from alexnet_jax.faults import checkpoint_faults
+from alexnet_jax.checkpoints import faults
+from alexnet_jax.checkpoints import manager
 from alexnet_jax.faults import preemption
 from alexnet_jax.faults import workdir_lock
 from tests import tiny_config
@@ -42,10 +42,10 @@ def _cli(workdir, cache_dir, *overrides):
 
 
 def _final(workdir, config):
-  mgr = checkpoint.manager(workdir)
-  restored, _ = checkpoint.restore_for_run(
+  mgr = manager.create(workdir)
+  restored, _ = manager.restore_for_run(
       mgr, steps.abstract_state(config, parallel.make_mesh(config.mesh.model)))
-  checkpoint.close(mgr)
+  manager.close(mgr)
   return int(restored.step), jax.tree.map(np.asarray, restored.params)
 
 
@@ -96,7 +96,7 @@ def test_a_damaged_checkpoint_is_named_and_an_older_one_restores(tmp_path, cache
   else:
     (step6 / "state" / "_METADATA").unlink()
   before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-  with pytest.raises(checkpoint_faults.DamagedCheckpointError) as error:
+  with pytest.raises(faults.DamagedCheckpointError) as error:
     train.train_and_evaluate(config, tmp_path)
   message = str(error.value)
   assert "\n" not in message and str(step6) in message, message
@@ -127,7 +127,7 @@ def test_a_disk_that_fills_beyond_the_checkpoints_stops_in_one_line(tmp_path, ca
   run stops with one line naming the file and the intact steps, which then resume."""
   from alexnet_jax import metrics
   from alexnet_jax import per_class
-  from tests.test_checkpoint import mount_tmpfs
+  from tests.test_manager import mount_tmpfs
   disk = tmp_path / "disk"
   mount_tmpfs(disk, "16m")
   try:
@@ -158,7 +158,7 @@ def test_a_disk_that_fills_beyond_the_checkpoints_stops_in_one_line(tmp_path, ca
                                                                                  **k))[1])
     else:
       monkeypatch.setattr(per_class, "write", lambda *a, **k: (fill(), report(*a, **k))[1])
-    with pytest.raises(checkpoint_faults.RunFileWriteError) as err:
+    with pytest.raises(faults.RunFileWriteError) as err:
       train.train_and_evaluate(config, workdir)
     text = str(err.value)
     print(text)
@@ -174,10 +174,10 @@ def test_a_disk_that_fills_beyond_the_checkpoints_stops_in_one_line(tmp_path, ca
     saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     os.remove(disk / "filler")
     monkeypatch.undo()
-    mgr = checkpoint.manager(workdir)
-    state, _ = checkpoint.restore_for_run(
+    mgr = manager.create(workdir)
+    state, _ = manager.restore_for_run(
         mgr, steps.abstract_state(config, parallel.make_mesh(config.mesh.model)))
-    checkpoint.close(mgr)
+    manager.close(mgr)
     assert int(state.step) == saved[-1]
   finally:
     subprocess.run(["umount", "-l", str(disk)], check=False)

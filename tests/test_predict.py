@@ -10,8 +10,8 @@ import pytest
 
 from alexnet_jax import input_pipeline
 from alexnet_jax import parallel
-from alexnet_jax import restore
 from alexnet_jax import steps
+from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import sources
 from alexnet_jax.tools import predict
 
@@ -62,7 +62,7 @@ def test_the_command_prints_json_and_reports_bad_files(tiny_run, tmp_path):
   assert out["step"] == tiny_run.summary["best_step"]
   assert [p["file"] for p in out["predictions"]] == sorted(str(p) for p in folder.iterdir())
   assert out["errors"][0]["file"] == str(bad)
-  names = restore.class_names(tiny_run.workdir, tiny_run.config)
+  names = trained_run.class_names(tiny_run.workdir, tiny_run.config)
   for p in out["predictions"]:
     probs = [t["probability"] for t in p["top"]]
     assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6

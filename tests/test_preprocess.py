@@ -27,7 +27,8 @@ def numpy_apply(images_BRRC, draws, consts, crop):
 
 
 def data_cfg(**overrides):
-  cfg = ml_collections.ConfigDict(dict(random_crop=True, flip=True, pca_noise_std=0.1))
+  cfg = ml_collections.ConfigDict(dict(random_crop=True, flip=True, pca_noise_std=0.1,
+                                      crop_op="dynamic_slice"))
   cfg.update(overrides)
   return cfg
 

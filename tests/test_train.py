@@ -9,11 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint
 from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.checkpoints import compatibility
+from alexnet_jax.checkpoints import manager
 from tests import tiny_config
 from tests import trees
 
@@ -28,8 +29,8 @@ def _config(cache_dir):
 
 def _final_params(workdir, config):
   mesh = parallel.make_mesh(config.mesh.model)
-  mgr = checkpoint.manager(workdir)
-  restored, _ = checkpoint.restore_for_run(mgr, steps.abstract_state(config, mesh))
+  mgr = manager.create(workdir)
+  restored, _ = manager.restore_for_run(mgr, steps.abstract_state(config, mesh))
   mgr.close()
   return int(restored.step), jax.tree.map(np.asarray, restored.params)
 
@@ -80,7 +81,7 @@ def test_a_short_run_logs_evaluates_and_checkpoints(tmp_path, cache_dir):
   # Another width: refused, naming the field, and the checkpoint is left as it was.
   wider = _config(cache_dir)
   wider.model.width = 0.25
-  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="model.width"):
+  with pytest.raises(compatibility.IncompatibleCheckpointError, match="model.width"):
     train.train_and_evaluate(wider, tmp_path)
   np.testing.assert_array_equal(_final_params(tmp_path, config)[1]["fc8"]["kernel"],
                                 params["fc8"]["kernel"])
@@ -127,10 +128,10 @@ def test_resume_after_sigkill_gives_the_same_parameters(tmp_path, cache_dir):
   Data order, augmentation and dropout follow from the seed and the step, so both end alike."""
   straight = _run_cli(tmp_path / "straight", cache_dir)
   assert straight.returncode == 0, straight.stderr[-3000:]
-  kill = ("import os, signal\nfrom alexnet_jax import checkpoint\n_save = checkpoint.save\n"
+  kill = ("import os, signal\nfrom alexnet_jax.checkpoints import manager\n_save = manager.save\n"
           "def save(mgr, step, *a, **k):\n  r = _save(mgr, step, *a, **k)\n"
           "  if step == 4:\n    os.kill(os.getpid(), signal.SIGKILL)\n  return r\n"
-          "checkpoint.save = save")
+          "manager.save = save")
   killed = _run_cli(tmp_path / "resumed", cache_dir, prelude=kill)
   assert killed.returncode == -9, killed.stderr[-3000:]
   assert not (tmp_path / "resumed" / "summary.json").exists()

@@ -13,12 +13,12 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import finetune
 from alexnet_jax import metrics
 from alexnet_jax import parallel
-from alexnet_jax import restore
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.checkpoints import trained_run
+from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats
 from tests import trees
@@ -48,12 +48,12 @@ def test_export_writes_the_documented_layout_and_import_gives_identical_logits(t
   assert shapes["preprocess/mean"] == (72, 72, 3) and meta["step"] == 30
   assert meta["class_names"][0] == "00_disc_solid" and meta["model"]["width"] == 0.125
 
-  config, params, _ = restore.load_run(tiny_run.workdir)
-  loaded, _ = finetune.load(out)
+  config, params, _ = trained_run.load_run(tiny_run.workdir)
+  loaded, _ = weights_file.load(out)
   trees.assert_trees_equal(loaded, _numpy(params))
   mesh = steps.make_mesh(config)
-  placed = jax.tree.map(lambda x, like: finetune.place(x, like.sharding), loaded, params)
-  consts = parallel.place_replicated(mesh, restore.constants(tiny_run.workdir, config))
+  placed = jax.tree.map(lambda x, like: weights_file.place(x, like.sharding), loaded, params)
+  consts = parallel.place_replicated(mesh, trained_run.constants(tiny_run.workdir, config))
   images = parallel.to_global(mesh, np.random.default_rng(0).integers(
       0, 256, (8, 72, 72, 3), dtype=np.uint8))
   eval_step = steps.make_eval_step(config, mesh)
@@ -84,10 +84,10 @@ def _run(config, workdir):
 def test_finetuning_starts_from_the_given_weights(tiny_run, tmp_path):
   """With fc8 zeroed in the file, the first loss must be exactly ln(10) (every logit 0), where
   a fresh initialisation's is not; with a learning rate of 0 the run keeps the file's weights."""
-  config, params, _ = restore.load_run(tiny_run.workdir)
+  config, params, _ = trained_run.load_run(tiny_run.workdir)
   params = _numpy(params)
   params["fc8"] = jax.tree.map(np.zeros_like, params["fc8"])
-  npz = finetune.save(tmp_path / "zero_fc8.npz", params, config=config, class_names=[], step=30)
+  npz = weights_file.save(tmp_path / "zero_fc8.npz", params, config=config, class_names=[], step=30)
   fresh_first = next(r["train_loss"] for r in metrics.read_jsonl(
       tiny_run.workdir / "metrics.jsonl") if r["step"] == 1)
   assert abs(fresh_first - math.log(10)) > 0.01
@@ -96,7 +96,7 @@ def test_finetuning_starts_from_the_given_weights(tiny_run, tmp_path):
   text, losses = _run(config, tmp_path / "same")
   assert f"Initialised from {npz} (step 30): conv1, conv2" in text
   assert losses[0] == pytest.approx(math.log(10), abs=1e-5)
-  _, kept, _ = restore.load_run(tmp_path / "same")
+  _, kept, _ = trained_run.load_run(tmp_path / "same")
   trees.assert_trees_equal(_numpy(kept), params)
 
 
@@ -116,11 +116,11 @@ def test_finetuning_on_fewer_classes_resets_fc8_and_trains(tiny_run, tmp_path):
   fresh = steps.create_train_state(config, mesh).params
   with pytest.raises(ValueError, match=r"fc8/bias has shape \(2, 5\) there but \(2, 2\) in this "
                                        r"run's network; set --config.init_reset=fc8"):
-    finetune.initial_params(config, fresh, mesh)
+    weights_file.initial_params(config, fresh, mesh)
 
   config.init_reset = "fc8"
-  start = _numpy(finetune.initial_params(config, fresh, mesh, log=lambda _: None))
-  _, source_params, _ = restore.load_run(tiny_run.workdir, "30")
+  start = _numpy(weights_file.initial_params(config, fresh, mesh, log=lambda _: None))
+  _, source_params, _ = trained_run.load_run(tiny_run.workdir, "30")
   source_params = _numpy(source_params)
   for layer in ("conv1", "conv5", "fc7"):
     trees.assert_trees_equal(start[layer], source_params[layer])
@@ -128,7 +128,7 @@ def test_finetuning_on_fewer_classes_resets_fc8_and_trains(tiny_run, tmp_path):
 
   text, losses = _run(config, tmp_path / "ft")
   assert "fc8 initialised afresh" in text and len(losses) == 4 and np.isfinite(losses).all()
-  _, trained, step = restore.load_run(tmp_path / "ft")
+  _, trained, step = trained_run.load_run(tmp_path / "ft")
   assert step == 4
   assert not np.array_equal(np.asarray(trained["conv1"]["kernel"]), start["conv1"]["kernel"])
   # Started again, the run resumes its own checkpoint and no longer reads init_from.

@@ -12,8 +12,9 @@ and weight decay 5e-4, 10-crop testing), changed only where it must be to learn 
     width (the signal across examples vanishes by conv5: measured, about 1e-6 of the logits'
     scale), so the demo uses He's sqrt(2 / fan_in) on pixels scaled by 1/60, biases 0, and a
     learning rate of 0.005.
-Measured here (`make demo`, 2 CPU cores, 218 s of training): validation top-1 error 42.8%
-(chance: 90%), top-5 0.6% (chance: 50%); 10 crops 41.8% / 0.4%. With the paper's init
+The run committed in experiments/results/demo/ (per_class_step279.csv; README, "The two
+commands"): validation top-1 error 41.8% (chance: 90%), top-5 1.0% (chance: 50%); 10 crops
+41.0% / 1.0%. With the paper's init
 (`--config.model.init=paper --config.model.input_scale=1 --config.model.bias_init=1
 --config.train.learning_rate=0.01`) the training loss stayed at chance for the 80 steps tried.
 """

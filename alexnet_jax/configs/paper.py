@@ -88,8 +88,8 @@ def base_config():
   config.model.dtype = "float32"       # "bfloat16" for accelerators; parameters stay float32.
   # The same computation done otherwise, to time on accelerators (benchmarks/accelerator.py
   # --parts variants); each default is the step as it was, which none beat clearly on a CPU.
-  config.model.lrn_grad = "custom"     # alexnet.lrn's written-out gradient; "autodiff": JAX's.
-  config.model.pool_grad = "custom"    # alexnet.max_pool's phase gradient; "reduce_window": XLA's.
+  config.model.lrn_grad = "custom"     # layers.lrn's written-out gradient; "autodiff": JAX's.
+  config.model.pool_grad = "custom"    # layers.max_pool's phase gradient; "reduce_window": XLA's.
   config.model.lrn_dtype = "float32"   # LRN in float32; "compute": in config.model.dtype.
   config.model.tower_conv = "separate"  # model=1: a convolution per tower; "grouped": one.
   config.model.conv1_channels = 3      # 4 or 8: the image and conv1 zero-padded to that many.
@@ -104,7 +104,7 @@ def base_config():
   config.mesh.model = 0                # 0: 2 when the devices allow it, else 1.
   config.mesh.num_cpu_devices = 0      # > 0: split the CPU into this many JAX devices.
 
-  # Several hosts (jax.distributed; alexnet_jax/cluster.py, README "Several hosts").
+  # Several hosts (jax.distributed; alexnet_jax/runtime.py, docs/several_hosts.md).
   config.distributed = ml_collections.ConfigDict()
   config.distributed.mode = "off"      # "off": one process; "auto": JAX detects Cloud TPU,
                                        # SLURM, Open MPI; "manual": the three fields below.
@@ -142,7 +142,7 @@ def base_config():
   config.data.resize_size = 256        # 2: shorter side to 256, central 256x256 patch.
   config.data.resize = "antialias"     # Bilinear with every source pixel counted, as PIL's;
                                        # "fast": 4-pixel bilinear, aliases thin stripes
-                                       # (alexnet_jax/data/augment.py, benchmarks/).
+                                       # (alexnet_jax/data/decoding.py, benchmarks/).
   config.data.random_crop = True       # 4.1: random 224x224 patches (config.model.image_size),
                                        # offsets 0..32 on each axis (33 x 33; the paper's factor
                                        # of 2048 counts 32 x 32 x 2, the authors' jpeg.cpp draws
@@ -152,7 +152,7 @@ def base_config():
   config.data.mean = "image"           # 2: "image" (the paper), "channel" or "none".
   config.data.pca_noise_std = 0.1      # 4.1: a_i ~ N(0, 0.1); 0 turns the colour noise off.
   config.data.pca_scale = "cuda_convnet"  # Scale of l_i: "cuda_convnet", "fb_resnet", "paper"
-                                          # (see alexnet_jax/data/augment.py for why).
+                                          # (see alexnet_jax/preprocess.py for why).
   config.data.shuffle_buffer = 10_000  # Source "tfds" only; indexed sources permute fully.
   config.data.threads = 0              # tf.data threads; 0: AUTOTUNE over all cores.
   config.data.prefetch = 2             # Batches.
@@ -202,18 +202,18 @@ def base_config():
   config.checkpoint.every_steps = 1000
   config.checkpoint.max_to_keep = 3    # The last few, and the best by validation error.
   config.checkpoint.restore_step = 0   # 0: the latest. N: when newer steps cannot be read, the
-                                       # newest readable step >= N (README, "When things fail").
+                                       # newest readable step >= N (docs/faults.md).
 
   config.eval_only = False             # Load config.eval.checkpoint and evaluate only.
 
   # Fine-tuning: a fresh run (not one resuming its own checkpoint) starts from these weights.
-  config.init_from = ""                # A weights .npz (python -m alexnet_jax.weights), another
-                                       # run's workdir (its latest step) or
+  config.init_from = ""                # A weights .npz (python -m alexnet_jax.tools.weights),
+                                       # another run's workdir (its latest step) or
                                        # <workdir>/checkpoints/<step>.
   config.init_reset = ""               # Layers to initialise afresh instead, e.g. "fc8" for a new
                                        # class count; comma-separated.
   config.profile_steps = 0             # > 0: a jax.profiler trace of this many steps after warm-up,
-                                       # in <workdir>/tensorboard (README, "Profile").
+                                       # in <workdir>/tensorboard (docs/progress_and_profile.md).
 
   return config
 

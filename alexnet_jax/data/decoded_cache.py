@@ -30,7 +30,7 @@ _KEEP = 4
 
 def mode_of(config):
   """config.data.decoded_cache, checked: a streamed (TFDS) split has no index to gather by."""
-  mode = config.data.get("decoded_cache", "")
+  mode = config.data.decoded_cache
   if mode not in MODES:
     raise ValueError(f"config.data.decoded_cache={mode!r}: use '' (off), 'memory' or 'mmap'.")
   if mode and config.data.source == "tfds":
@@ -75,7 +75,7 @@ def cache_key(config, split):
               f"{hashlib.sha1(root.encode()).hexdigest()[:8]}")
   files = hashlib.sha1("\n".join(map(str, split.paths)).encode())
   files.update(np.ascontiguousarray(split.labels, np.int32).tobytes())
-  resize = d.get("resize", "antialias")
+  resize = d.resize
   return (f"{source}-{split.name}-{split.num_examples}-{d.resize_size}-{resize}-"
           f"{files.hexdigest()[:10]}")
 

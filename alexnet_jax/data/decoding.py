@@ -10,8 +10,8 @@ RESIZES = ("antialias", "fast")
 
 
 def resize_of(config):
-  """config.data.resize, checked; runs written before it existed get the default."""
-  resize = config.data.get("resize", "antialias")
+  """config.data.resize, checked."""
+  resize = config.data.resize
   if resize not in RESIZES:
     raise ValueError(f"config.data.resize={resize!r}: use 'antialias' (the default) or 'fast'.")
   return resize

@@ -81,8 +81,8 @@ def open_split(config, split):
 def _open_split(config, split):
   indexed = _indexed_split(config, split)
   if indexed is not None:
-    limit = (config.data.get("max_train_per_class", 0) if split == config.data.train_split
-             else config.data.get("max_eval_per_class", 0))
+    limit = (config.data.max_train_per_class if split == config.data.train_split
+             else config.data.max_eval_per_class)
     return _per_class(indexed, limit)
   source = config.data.source
   if source == "tfds":

@@ -37,7 +37,7 @@ def dataset_key(config):
     root = os.path.abspath(os.path.expanduser(d.root))
     digest = hashlib.sha1(root.encode()).hexdigest()[:8]
     key = f"{d.source}-{os.path.basename(root.rstrip('/'))}-{digest}-{d.train_split}-{size}"
-    if d.get("max_train_per_class", 0):
+    if d.max_train_per_class:
       key += f"-{d.max_train_per_class}per-class"
   else:
     key = f"generated-{os.path.basename(generated.root_dir(config))}-{size}"

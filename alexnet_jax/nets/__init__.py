@@ -16,7 +16,7 @@ NAMES = ("alexnet", cifar.NAME)
 
 
 def _is_cifar(model_cfg):
-  name = model_cfg.get("name", "alexnet")
+  name = model_cfg.name
   if name not in NAMES:
     raise ValueError(f"config.model.name={name!r}: choose one of {NAMES}.")
   return name == cifar.NAME
@@ -71,7 +71,7 @@ def make_module(model_cfg, model_axis_size=1, model_axis="model", data_axis="dat
 
 def display_name(model_cfg) -> str:
   if _is_cifar(model_cfg):
-    return f"{model_cfg.name} ({model_cfg.get('layout', '')})"
+    return f"{model_cfg.name} ({model_cfg.layout})"
   return f"AlexNet (width {model_cfg.width})"
 
 

@@ -3,10 +3,10 @@
 Every parameter has a leading tower axis: 2 in the global parameters, and inside `shard_map`
 either 1 (model=2: one tower per device, as each GTX 580 held one) or 2 (model=1: one device
 computes both). Each local tower runs its own ungrouped convolution: a grouped convolution
-(`feature_group_count=2`, or `vmap` over the towers, which lowers to the same thing) is about
-10x slower in its backward pass on CPU (measured with benchmarks/train_step.py;
-jax-ml/jax#13800 on CUDA). config.model.tower_conv="grouped" keeps the grouped form, and the
-other fields of VARIANTS other ways to compute the same network, to time on accelerators.
+(`feature_group_count=2`, or `vmap` over the towers) is much slower in its backward pass on CPU
+(benchmarks/README.md, "Choices in the code made for speed on a CPU").
+config.model.tower_conv="grouped" keeps the grouped form, and the other fields of
+layers.VARIANTS other ways to compute the same network, to time on accelerators.
 
 conv2, conv4 and conv5 see only their own tower's maps; the inputs of conv3, fc6, fc7 and fc8
 are both towers' maps, concatenated over channels (tower 0 first) and exchanged through
@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
+from alexnet_jax.nets import layers
+
 # Per-tower widths at width 1.0 (figure 2: 48+48, 128+128, 192+192, 192+192, 128+128 kernels,
 # 2048+2048 units in fc6 and fc7).
 TOWER_CHANNELS = {"conv1": 48, "conv2": 128, "conv3": 192, "conv4": 192, "conv5": 128,
@@ -38,29 +40,8 @@ NUM_TOWERS = 2
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 # Section 5: these layers' biases start at config.model.bias_init (1 in the paper), others at 0.
 BIASED_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
-LRN_CONVENTIONS = ("paper", "caffe")
 INITS = ("paper", "he")
 DROPOUT_SCALINGS = ("paper", "inverted")
-# Variants of the same computation, to time on accelerators (benchmarks/accelerator.py
-# --parts variants); the first of each is the default.
-GRADIENTS = ("custom", "autodiff")
-VARIANTS = {"lrn_grad": GRADIENTS, "pool_grad": ("custom", "reduce_window"),
-            "lrn_dtype": ("float32", "compute"), "tower_conv": ("separate", "grouped"),
-            "conv1_channels": (3, 4, 8), "model1_gathers": (True, False),
-            "product_output": ("compute", "float32")}
-
-
-def variant(model_cfg, field):
-  """config.model.<field> of VARIANTS, its default where the config predates the field (a run's
-  config.json written before it)."""
-  return model_cfg.get(field, VARIANTS[field][0])
-
-ACTIVATIONS = {
-    "relu": nn.relu,                                  # 3.1
-    "tanh": jnp.tanh,                                 # figure 1's comparison
-    "abs_tanh": lambda x: jnp.abs(jnp.tanh(x)),       # 3.1, Jarrett et al.'s f(x) = |tanh(x)|
-    "sigmoid": nn.sigmoid,
-}
 
 
 def tower_widths(model_cfg) -> dict[str, int]:
@@ -88,7 +69,7 @@ def feature_map_sizes(model_cfg) -> dict[str, int]:
   if size < 11:
     raise ValueError(f"config.model.image_size={size}: conv1's 11x11 filters need at least 11 "
                      "pixels (224, the paper's, or 227, Caffe's).")
-  pool = lambda s: _pooled(s, model_cfg.pool_window, model_cfg.pool_stride)
+  pool = lambda s: layers.pooled(s, model_cfg.pool_window, model_cfg.pool_stride)
   sizes = {"conv1": (size + conv1_overhang(size) - 11) // 4 + 1}
   sizes["pool1"] = pool(sizes["conv1"])
   sizes["conv2"] = sizes["pool1"]
@@ -105,10 +86,10 @@ def check_config(model_cfg):
   if model_cfg.num_classes % NUM_TOWERS:
     raise ValueError(f"config.model.num_classes={model_cfg.num_classes} must be even: each tower"
                      " owns half of fc8's outputs (section 3.2). Pad the label set by one class.")
-  if model_cfg.activation not in ACTIVATIONS:
+  if model_cfg.activation not in layers.ACTIVATIONS:
     raise ValueError(f"config.model.activation={model_cfg.activation!r}: use one of "
-                     f"{sorted(ACTIVATIONS)}.")
-  if model_cfg.lrn_convention not in LRN_CONVENTIONS:
+                     f"{sorted(layers.ACTIVATIONS)}.")
+  if model_cfg.lrn_convention not in layers.LRN_CONVENTIONS:
     raise ValueError(f"config.model.lrn_convention={model_cfg.lrn_convention!r}: use 'paper' or"
                      " 'caffe'.")
   if model_cfg.init not in INITS:
@@ -119,13 +100,13 @@ def check_config(model_cfg):
   if not 0.0 <= model_cfg.dropout_rate < 1.0:
     raise ValueError(f"config.model.dropout_rate={model_cfg.dropout_rate}: a probability in "
                      "[0, 1) (0.5 in the paper, 0 for no dropout).")
-  for layer, std in model_cfg.get("layer_weight_std", {}).items():
+  for layer, std in model_cfg.layer_weight_std.items():
     if layer not in LAYERS or std < 0:
       raise ValueError(f"config.model.layer_weight_std.{layer}={std}: a standard deviation >= 0 "
                        f"of one of {LAYERS} (0: config.model.weight_std).")
-  for field, allowed in VARIANTS.items():
-    if variant(model_cfg, field) not in allowed:
-      raise ValueError(f"config.model.{field}={variant(model_cfg, field)!r}: use one of "
+  for field, allowed in layers.VARIANTS.items():
+    if model_cfg[field] not in allowed:
+      raise ValueError(f"config.model.{field}={model_cfg[field]!r}: use one of "
                        f"{allowed} (the first is the default).")
   tower_widths(model_cfg)
   feature_map_sizes(model_cfg)
@@ -146,144 +127,6 @@ def param_shapes(model_cfg):
 def bias_value(model_cfg, layer):
   """Section 5: the biases of BIASED_LAYERS start at config.model.bias_init, the others at 0."""
   return model_cfg.bias_init if layer in BIASED_LAYERS else 0.0
-
-
-def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper", gradient="custom", in_float32=True):
-  """Local response normalisation over the channels of one tower (section 3.3).
-
-  paper: b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2)^beta.
-  caffe: the same with alpha / n (Caffe, PyTorch and cuda-convnet; they also default k to 1,
-  set `lrn_k` for that). The window is clipped at the tower's first and last channel.
-  gradient: "custom" (_lrn_bwd, written out) or "autodiff" (JAX differentiates the formula);
-  in_float32=False computes in x's dtype: both are variants to time on accelerators.
-  """
-  if convention not in LRN_CONVENTIONS:
-    raise ValueError(f"config.model.lrn_convention={convention!r}: use 'paper' or 'caffe'.")
-  if gradient not in GRADIENTS:
-    raise ValueError(f"config.model.lrn_grad={gradient!r}: use one of {GRADIENTS}.")
-  scale = alpha / n if convention == "caffe" else alpha
-  # In float32 by default whatever the compute dtype: the sum of squares over the window spans
-  # ~1e4-1e6 for 0-255 inputs, and bfloat16's 8-bit mantissa would round the denominator by up
-  # to 0.4%.
-  fn = _lrn if gradient == "custom" else _lrn_formula
-  y = fn(x_BHWC.astype(jnp.float32 if in_float32 else x_BHWC.dtype), float(k), int(n),
-         float(scale), float(beta))
-  return y.astype(x_BHWC.dtype)
-
-
-def _window_sum(y_BHWC, n):
-  """Sum over the n channels centred on each channel, clipped at the edges (zero padding)."""
-  channels = y_BHWC.shape[-1]
-  padded = jnp.pad(y_BHWC, ((0, 0), (0, 0), (0, 0), (n // 2, n // 2)))
-  return sum(padded[..., i:i + channels] for i in range(n))
-
-
-def _neg_pow(d, beta):
-  """d ** -beta; for the paper's beta = 0.75 as two rsqrts, ~10x cheaper than pow on CPU."""
-  if beta == 0.75:
-    return lax.rsqrt(d) * lax.rsqrt(jnp.sqrt(d))
-  return lax.pow(d, jnp.asarray(-beta, d.dtype))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def _lrn(x, k, n, scale, beta):
-  return _lrn_fwd(x, k, n, scale, beta)[0]
-
-
-def _lrn_fwd(x, k, n, scale, beta):
-  d = k + scale * _window_sum(jnp.square(x), n)
-  p = _neg_pow(d, beta)
-  return x * p, (x, d, p)
-
-
-def _lrn_bwd(k, n, scale, beta, residuals, g):
-  """The gradient written out: d b_i / d a_j = [i=j] d_i^-beta - 2 scale beta a_i a_j d_i^-beta-1
-  for j in i's window; the window is symmetric, so the sum over i is another window sum."""
-  x, d, p = residuals
-  return (g * p - (2.0 * scale * beta) * x * _window_sum(g * x * p / d, n),)
-
-
-_lrn.defvjp(_lrn_fwd, _lrn_bwd)
-
-
-def _lrn_formula(x, k, n, scale, beta):
-  """The same values as _lrn, its gradient left to autodiff (config.model.lrn_grad)."""
-  return _lrn_fwd(x, k, n, scale, beta)[0]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def max_pool(x_BHWC, window, stride):
-  """Max over window x window patches (VALID), as the maximum of window^2 strided slices.
-
-  Same values and gradient as lax.reduce_window (on ties the gradient goes to the first
-  maximum in row-major window order, as select_and_scatter does), but cheaper on CPU: see
-  _max_pool_bwd.
-  """
-  out_h, out_w = (_pooled(n, window, stride) for n in x_BHWC.shape[1:3])
-  out = None
-  for i in range(window):
-    for j in range(window):
-      part = _window_offset(x_BHWC, i, j, out_h, out_w, stride)
-      out = part if out is None else jnp.maximum(out, part)
-  return out
-
-
-def _pooled(size, window, stride):
-  return (size - window) // stride + 1
-
-
-def _window_offset(x_BHWC, i, j, out_h, out_w, stride):
-  """The input pixel at offset (i, j) of every window: x[:, i::stride, j::stride] [B, oh, ow, C]."""
-  b, _, _, c = x_BHWC.shape
-  return lax.slice(x_BHWC, (0, i, j, 0),
-                   (b, i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1, c),
-                   (1, stride, stride, 1))
-
-
-def _max_pool_fwd(x_BHWC, window, stride):
-  out = max_pool(x_BHWC, window, stride)
-  return out, (x_BHWC, out)
-
-
-def _max_pool_bwd(window, stride, residuals, g_BOOC):
-  """The gradient without scatters or strided pads, which XLA:CPU runs slowly: the input
-  pixels are split into stride x stride phases (row % stride, column % stride). Window offset
-  (i, j) sends its pixel's gradient to phase (i % stride, j % stride), shifted by
-  (i // stride, j // stride), a dense pad; the phases are then interleaved by one reshape.
-  This halved the CIFAR-10 training step (benchmarks/train_step.py --cifar).
-  """
-  x, out = residuals
-  b, h, w, c = x.shape
-  out_h, out_w = out.shape[1:3]
-  reach = (window - 1) // stride
-  phases, taken = {}, None
-  for i in range(window):
-    for j in range(window):
-      hit = _window_offset(x, i, j, out_h, out_w, stride) == out
-      hit = hit if taken is None else hit & ~taken
-      taken = hit if taken is None else taken | hit
-      (qi, pi), (qj, pj) = divmod(i, stride), divmod(j, stride)
-      part = jnp.pad(jnp.where(hit, g_BOOC, 0.0),
-                     ((0, 0), (qi, reach - qi), (qj, reach - qj), (0, 0)))
-      phases[pi, pj] = part + phases[pi, pj] if (pi, pj) in phases else part
-  zeros = jnp.zeros((b, out_h + reach, out_w + reach, c), g_BOOC.dtype)
-  # grid: [B, oh + reach, stride, ow + reach, stride, C].
-  grid = jnp.stack([jnp.stack([phases.get((pi, pj), zeros) for pj in range(stride)], axis=3)
-                    for pi in range(stride)], axis=2)
-  dx = grid.reshape(b, (out_h + reach) * stride, (out_w + reach) * stride, c)[:, :h, :w]
-  dx = jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0)))
-  return (dx.astype(x.dtype),)
-
-
-max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
-
-
-def reduce_window_max(x_BHWC, window, stride):
-  """max_pool's values through lax.reduce_window, whose gradient is XLA's select_and_scatter
-  (cuDNN's pooling on GPUs): config.model.pool_grad="reduce_window"."""
-  # A Python -inf, so that lax.reduce_window sees the max monoid and can differentiate it.
-  return lax.reduce_window(x_BHWC, -jnp.inf, lax.max, (1, window, window, 1),
-                           (1, stride, stride, 1), "VALID")
 
 
 # The layers' own initialiser only gives Flax the shapes it checks against; the values always
@@ -321,7 +164,8 @@ class TowerConv(nn.Module):
       xs, kernel = [jnp.pad(x, extra) for x in xs], jnp.pad(kernel, extra + ((0, 0),))
     if self.grouped and self.towers > 1:
       return self._grouped(xs, kernel, bias)
-    return [_add_bias(self._conv(x, kernel[t]), bias[t], self.dtype) for t, x in enumerate(xs)]
+    return [layers.add_bias(self._conv(x, kernel[t]), bias[t], self.dtype)
+            for t, x in enumerate(xs)]
 
   def _conv(self, x, kernel_HWIO, groups=1):
     pad = (((self.padding, self.padding),) * 2 if isinstance(self.padding, int)
@@ -329,14 +173,15 @@ class TowerConv(nn.Module):
     return lax.conv_general_dilated(x, kernel_HWIO.astype(self.dtype), (self.stride,) * 2, pad,
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                     feature_group_count=groups,
-                                    preferred_element_type=_product_type(self))
+                                    preferred_element_type=layers.product_type(
+                                        self.product_output, self.dtype))
 
   def _grouped(self, xs, kernel, bias):
     """Tower t's outputs are channels [t F, (t + 1) F) of one convolution; split back."""
     t, f = self.towers, self.features
     kernel_HWIO = jnp.moveaxis(kernel, 0, 3).reshape(kernel.shape[1:4] + (t * f,))
     x, groups = (xs[0], 1) if self.shared_input else (jnp.concatenate(xs, axis=-1), t)
-    y = _add_bias(self._conv(x, kernel_HWIO, groups), bias.reshape(t * f), self.dtype)
+    y = layers.add_bias(self._conv(x, kernel_HWIO, groups), bias.reshape(t * f), self.dtype)
     return [y[..., i * f:(i + 1) * f] for i in range(t)]
 
 
@@ -351,34 +196,10 @@ class TowerDense(nn.Module):
   def __call__(self, xs: Sequence[jax.Array]) -> list[jax.Array]:
     kernel = self.param("kernel", _SHAPE_ONLY, (self.towers, xs[0].shape[-1], self.features))
     bias = self.param("bias", _SHAPE_ONLY, (self.towers, self.features))
-    return [_add_bias(jnp.matmul(x, kernel[t].astype(self.dtype),
-                                 preferred_element_type=_product_type(self)),
-                      bias[t], self.dtype) for t, x in enumerate(xs)]
-
-
-def _product_type(layer):
-  """What a TowerConv's or TowerDense's products return (config.model.product_output).
-  "compute": the compute dtype, summed in float32 inside cuDNN, cuBLAS and the TPU's MXU (the
-  CPU converts bfloat16 operands to float32 and rounds the result). "float32": a float32 result,
-  which XLA:GPU computes as a float32 (TF32) convolution of upcast operands (OperandUpcaster in
-  gpu_compiler.cc), and whose gradients JAX computes in float32 (benchmarks/README.md)."""
-  return None if layer.product_output == "compute" else _accumulation(layer.dtype)
-
-
-def _accumulation(dtype):
-  """float32 sums for a lower-precision compute dtype: a bfloat16 running sum stops growing
-  once a term falls under 2^-9 of it, and a conv1 unit sums 363 products per position. None
-  (the inputs' dtype) for float32, which computes exactly what it always did."""
-  return None if jnp.dtype(dtype) == jnp.float32 else jnp.float32
-
-
-def _add_bias(y, bias, dtype):
-  """y + bias, then the compute dtype. For bfloat16 the add is in float32, so the bias gradient,
-  a sum over the batch and every position (387,200 terms per conv1 unit at batch 128), is
-  summed in float32 too; for float32 the same ops as ever."""
-  if jnp.dtype(dtype) == jnp.float32:
-    return y + bias.astype(dtype)[(None,) * (y.ndim - 1)]
-  return (y.astype(jnp.float32) + bias.astype(jnp.float32)[(None,) * (y.ndim - 1)]).astype(dtype)
+    return [layers.add_bias(
+        jnp.matmul(x, kernel[t].astype(self.dtype),
+                   preferred_element_type=layers.product_type(self.product_output, self.dtype)),
+        bias[t], self.dtype) for t, x in enumerate(xs)]
 
 
 class AlexNet(nn.Module):
@@ -394,7 +215,7 @@ class AlexNet(nn.Module):
   data_axis: str | None = "data"
 
   def init(self, *args, **kwargs):
-    raise ValueError("AlexNet's parameters come from model.init_params (section 5's "
+    raise ValueError("AlexNet's parameters come from alexnet.init_params (section 5's "
                      "initialisation, one draw for every mesh); pass them to net.apply instead "
                      "of calling net.init.")
 
@@ -410,9 +231,9 @@ class AlexNet(nn.Module):
                        f"{cfg.image_size}.")
     widths = tower_widths(cfg)
     dtype = jnp.dtype(cfg.dtype)
-    act = ACTIVATIONS[cfg.activation]
-    grouped = variant(cfg, "tower_conv") == "grouped"
-    out = variant(cfg, "product_output")
+    act = layers.ACTIVATIONS[cfg.activation]
+    grouped = cfg.tower_conv == "grouped"
+    out = cfg.product_output
     conv = lambda name, f, k, **kw: TowerConv(f, k, towers=self.towers, dtype=dtype, name=name,
                                               grouped=grouped, product_output=out, **kw)
     dense = lambda name, f: TowerDense(f, towers=self.towers, dtype=dtype, name=name,
@@ -425,7 +246,7 @@ class AlexNet(nn.Module):
     o = conv1_overhang(cfg.image_size)  # 3 at 224: the filters overhang into zeros.
     h = self._each(maps, "conv1", [act(y) for y in conv(
         "conv1", widths["conv1"], 11, stride=4, padding=((0, o), (0, o)), shared_input=True,
-        in_channels=variant(cfg, "conv1_channels"))([x] * self.towers)])
+        in_channels=cfg.conv1_channels)([x] * self.towers)])
     h = self._norm_pool(maps, "1", h)
     h = self._each(maps, "conv2", [act(y) for y in conv("conv2", widths["conv2"], 5, padding=2)(h)])
     h = self._norm_pool(maps, "2", h)
@@ -453,12 +274,10 @@ class AlexNet(nn.Module):
   def _norm_pool(self, maps, i, h):
     cfg = self.config
     if cfg.lrn:  # 3.3: after the ReLU of conv1 and conv2, each tower over its own channels.
-      norm = functools.partial(lrn, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha,
+      norm = functools.partial(layers.lrn, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha,
                                beta=cfg.lrn_beta, convention=cfg.lrn_convention,
-                               gradient=variant(cfg, "lrn_grad"),
-                               in_float32=variant(cfg, "lrn_dtype") == "float32")
-      across = cfg.get("lrn_across_towers", False)
-      h = self._each(maps, f"norm{i}", self._lrn_across(h, norm) if across else
+                               gradient=cfg.lrn_grad, in_float32=cfg.lrn_dtype == "float32")
+      h = self._each(maps, f"norm{i}", self._lrn_across(h, norm) if cfg.lrn_across_towers else
                      [norm(y) for y in h])
     return self._each(maps, f"pool{i}", [self._pool(y) for y in h])
 
@@ -485,7 +304,8 @@ class AlexNet(nn.Module):
 
   def _pool(self, y):
     cfg = self.config
-    pool = max_pool if variant(cfg, "pool_grad") == "custom" else reduce_window_max
+    custom = cfg.pool_grad == "custom"
+    pool = layers.max_pool if custom else layers.reduce_window_max
     return pool(y, cfg.pool_window, cfg.pool_stride)
 
   def _each(self, maps, name, h):
@@ -505,7 +325,7 @@ class AlexNet(nn.Module):
     x = h[0] if len(h) == 1 else jnp.concatenate(h, axis=-1)
     if self.model_axis is None:
       return x
-    if self.towers == NUM_TOWERS and not variant(self.config, "model1_gathers"):
+    if self.towers == NUM_TOWERS and not self.config.model1_gathers:
       return x if to == "varying" else lax.psum(x, self.model_axis)
     return lax.all_gather(x, self.model_axis, axis=x.ndim - 1, tiled=True, to=to)
 
@@ -554,7 +374,7 @@ def init_params(model_cfg, rng):
   """Global parameters (tower axis 2), initialised as in section 5: weights N(0, weight_std),
   biases by `bias_value`. The only initialisation of the network (AlexNet.init is refused):
   all kernels come from ONE normal draw, sliced in layer order, so XLA compiles one
-  random-number loop instead of sixteen, which saves 10-20 s per compile on a 2-core CPU.
+  random-number loop instead of sixteen, which compiles faster (benchmarks/README.md).
   """
   check_config(model_cfg)
   shapes = param_shapes(model_cfg)
@@ -576,7 +396,7 @@ def _weight_std(model_cfg, layer, kernel_shape):
   differ from the paper per layer); init="he" (an ablation, not the paper) scales each layer by
   sqrt(2 / fan_in), which starts learning at once in narrow networks."""
   if model_cfg.init == "paper":
-    own = model_cfg.get("layer_weight_std", {}).get(layer, 0.0)
+    own = model_cfg.layer_weight_std.get(layer, 0.0)
     return own if own > 0 else model_cfg.weight_std
   if model_cfg.init == "he":
     fan_in = math.prod(kernel_shape[1:-1])  # [tower, (kh, kw,) inputs, outputs]

@@ -17,12 +17,12 @@ layouts follow its example-layers files (github.com/dnouri/cuda-convnet mirrors 
            local3 32@3x3 pad 1 (0.04) -> f -> local4 32@3x3 pad 1 (0.04) -> f -> fc10 (0.01)
            1,116,490 parameters. Used for the LRN claim.
 
-Adaptations, all deliberate: LRN is the paper's cross-map `alexnet.lrn` (18pct's file has a
+Adaptations, all deliberate: LRN is the paper's cross-map `layers.lrn` (18pct's file has a
 *spatial* 3x3 `rnorm` there; 11pct's is cross-map, size 5, scale 0.001, which cuda-convnet
 divides by the size: `lrn_convention="caffe"`, k=1). Pools cover the border as cuda-convnet's
 `outputsX=0` does (ceil((size - 3) / 2) + 1 outputs: 32 -> 16 -> 8 -> 4; the average pool
 divides by the pixels inside the image). Biases start at 0 (cuda-convnet's default). `f` is
-`config.model.activation` (alexnet.ACTIVATIONS). No towers, no dropout: the net runs
+`config.model.activation` (layers.ACTIVATIONS). No towers, no dropout: the net runs
 data-parallel only.
 """
 import functools
@@ -35,7 +35,7 @@ import numpy as np
 from jax import lax
 
 from alexnet_jax.configs import common
-from alexnet_jax.nets import alexnet
+from alexnet_jax.nets import layers
 
 # The configs name these without importing JAX, so they are written there once.
 NAME = common.CIFAR_MODEL_NAME
@@ -51,7 +51,7 @@ def pooled_size(size, window=3, stride=2):
 def pool(x_BHWC, kind, window=3, stride=2):
   """Max or average pooling; windows past the border see only the pixels inside the image.
 
-  Max pooling pads with -inf and calls alexnet.max_pool (reduce_window's values and gradient,
+  Max pooling pads with -inf and calls layers.max_pool (reduce_window's values and gradient,
   computed faster on CPU). The average divides by the count of pixels inside each window,
   computed once with numpy.
   """
@@ -59,7 +59,7 @@ def pool(x_BHWC, kind, window=3, stride=2):
   over = (pooled_size(size, window, stride) - 1) * stride + window - size
   pad = ((0, 0), (0, over), (0, over), (0, 0))
   if kind == "max":
-    return alexnet.max_pool(jnp.pad(x_BHWC, pad, constant_values=-jnp.inf), window, stride)
+    return layers.max_pool(jnp.pad(x_BHWC, pad, constant_values=-jnp.inf), window, stride)
   total = lax.reduce_window(x_BHWC, 0.0, lax.add, (1, window, window, 1),
                             (1, stride, stride, 1), pad)
   inside = np.pad(np.ones((size, size), np.float32), ((0, over), (0, over)))
@@ -109,7 +109,7 @@ class CifarNet(nn.Module):
     if x_BHWC.shape[1:] != (cfg.image_size, cfg.image_size, 3):
       raise ValueError(f"Images of shape {x_BHWC.shape[1:]} do not match config.model.image_size="
                        f"{cfg.image_size}.")
-    act = alexnet.ACTIVATIONS[cfg.activation]
+    act = layers.ACTIVATIONS[cfg.activation]
     x = x_BHWC.astype(jnp.dtype(cfg.dtype))
     if cfg.layout == "18pct":
       x = self._norm(pool(act(self._conv("conv1", x, 32, 1e-4)), "max"))
@@ -128,11 +128,11 @@ class CifarNet(nn.Module):
   def _compute(self, name, op):
     """Flax's keywords for config.model.dtype's products, `op` being the lax op Flax calls
     `name`: results in that dtype, or in float32 with config.model.product_output="float32",
-    as alexnet.py's layers do; nothing for float32, which computes what it always did."""
+    as layers.py's product_type has it; nothing for float32, which computes what it always did."""
     dtype = jnp.dtype(self.config.dtype)
     if dtype == jnp.float32:
       return {}
-    if self.config.get("product_output", "compute") == "compute":
+    if self.config.product_output == "compute":
       return {"dtype": dtype}
     return {"dtype": dtype, name: functools.partial(op, preferred_element_type=jnp.float32)}
 
@@ -145,7 +145,7 @@ class CifarNet(nn.Module):
     cfg = self.config
     if not cfg.lrn:
       return x
-    return alexnet.lrn(x, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha, beta=cfg.lrn_beta,
+    return layers.lrn(x, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha, beta=cfg.lrn_beta,
                        convention=cfg.lrn_convention)
 
 
@@ -153,10 +153,10 @@ def check_config(model_cfg):
   """Clear errors for settings the CIFAR nets do not have."""
   if model_cfg.layout not in LAYOUTS:
     raise ValueError(f"config.model.layout={model_cfg.layout!r}: choose one of {LAYOUTS}.")
-  if model_cfg.activation not in alexnet.ACTIVATIONS:
+  if model_cfg.activation not in layers.ACTIVATIONS:
     raise ValueError(f"config.model.activation={model_cfg.activation!r}: use one of "
-                     f"{sorted(alexnet.ACTIVATIONS)}.")
-  if model_cfg.get("dropout_rate", 0.0):
+                     f"{sorted(layers.ACTIVATIONS)}.")
+  if model_cfg.dropout_rate:
     raise ValueError("config.model.dropout_rate must be 0 for the CIFAR nets (cuda-convnet's "
                      "layer files have no dropout).")
   expected = INPUT_SIZE[model_cfg.layout]

@@ -5,9 +5,9 @@ without Caffe:
         --caffemodel=bvlc_alexnet.caffemodel --mean=ilsvrc_2012_mean.binaryproto \
         [--synsets=synset_words.txt] --out=bvlc_alexnet.npz [--workdir=workdirs/bvlc_alexnet]
 
-writes the weights file of finetune.py (config.init_from reads it) and, with --workdir, a run
-at step 0 that predict, features, figures and eval_only read. What the conversion must get
-right, each silently wrong otherwise:
+writes the weights file of checkpoints/weights_file.py (config.init_from reads it) and, with
+--workdir, a run at step 0 that predict, features, figures and eval_only read. What the
+conversion must get right, each silently wrong otherwise:
 - Caffe's images are BGR, its blobs N,C,H,W: conv1's input channels are reversed, the mean
   image ([1, 3, 256, 256] BGR) becomes [256, 256, 3] RGB.
 - fc6 reads pool5 flattened as C,H,W; this network flattens H,W,C: fc6's rows are permuted.
@@ -258,12 +258,13 @@ def write_workdir(workdir, config, params, class_names, mean):
   checkpoint), which predict, features, figures and eval_only read as a trained run; and
   caffe_mean.npz, Caffe's mean in the statistics' format, for config.data.stats_file."""
   import jax
-  from alexnet_jax import checkpoint
-  from alexnet_jax import finetune
   from alexnet_jax import paths
   from alexnet_jax import report
   from alexnet_jax import schedule
   from alexnet_jax import steps
+  from alexnet_jax.checkpoints import compatibility
+  from alexnet_jax.checkpoints import manager
+  from alexnet_jax.checkpoints import weights_file
   from alexnet_jax.data import stats
 
   workdir = paths.root(workdir)
@@ -272,12 +273,12 @@ def write_workdir(workdir, config, params, class_names, mean):
     raise FileExistsError(f"{workdir} holds checkpoints already: name a new folder.")
   mesh = steps.make_mesh(config)
   state = steps.create_train_state(config, mesh)
-  state = state.replace(params=jax.tree.map(lambda x, f: finetune.place(x, f.sharding), params,
+  state = state.replace(params=jax.tree.map(lambda x, f: weights_file.place(x, f.sharding), params,
                                             state.params))
-  mgr = checkpoint.manager(workdir)
-  checkpoint.save(mgr, 0, state, {"fingerprint": checkpoint.model_fingerprint(config),
+  mgr = manager.create(workdir)
+  manager.save(mgr, 0, state, {"fingerprint": compatibility.model_fingerprint(config),
                                   "schedule": schedule.to_dict(schedule.create(config.train, 1))})
-  checkpoint.close(mgr)
+  manager.close(mgr)
   mean_file = workdir / "caffe_mean.npz"
   config.data.stats_file = str(mean_file)
   mean = np.asarray(mean, np.float32)
@@ -291,8 +292,8 @@ def write_workdir(workdir, config, params, class_names, mean):
 
 def main(argv):
   from absl import flags
-  from alexnet_jax import finetune
   from alexnet_jax import runtime
+  from alexnet_jax.checkpoints import weights_file
 
   del argv
   f = flags.FLAGS
@@ -302,7 +303,7 @@ def main(argv):
     rgb = [float(v) for v in f.mean_value][::-1]
     mean = np.broadcast_to(np.asarray(rgb, np.float32), (config.data.resize_size,) * 2 + (3,))
   names = read_synsets(f.synsets, config.model.num_classes)
-  path = finetune.save(f.out, params, config=config, class_names=names, step=0, mean=mean)
+  path = weights_file.save(f.out, params, config=config, class_names=names, step=0, mean=mean)
   print(f"{f.caffemodel}: AlexNet at width {config.model.width}, {config.model.num_classes} "
         f"classes, {config.model.image_size}x{config.model.image_size} crops -> {path}")
   if f.workdir:

@@ -7,7 +7,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from alexnet_jax import progress
-from alexnet_jax import restore
+from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.configs import paper
 from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
@@ -26,7 +26,7 @@ def define_flags():
 def config_from_flags():
   """The run's config with the --config.x=y overrides given on the command line."""
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
-  return restore.read_config(flags.FLAGS.workdir, overrides)
+  return trained_run.read_config(flags.FLAGS.workdir, overrides)
 
 
 def decoded_batches(paths, size, batch_size, resize="antialias"):

@@ -27,9 +27,9 @@ from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
 from alexnet_jax import progress
-from alexnet_jax import restore
 from alexnet_jax import runtime
 from alexnet_jax import steps
+from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common
 
@@ -38,7 +38,7 @@ POOLS = ("flatten", "mean")
 
 def map_ranks(model_cfg):
   """{name: rank with the batch axis} of every map the network records."""
-  if model_cfg.get("name", "alexnet") != "alexnet":
+  if model_cfg.name != "alexnet":
     raise ValueError(f"config.model.name={model_cfg.name!r}: only AlexNet records its layer "
                      "maps; features, and figure 4, need an AlexNet run.")
   net = nets.make_module(model_cfg, 1, model_axis=None, data_axis=None)
@@ -132,12 +132,12 @@ def main(argv):
   runtime.configure_jax(config.mesh.num_cpu_devices)
   tf.config.set_visible_devices([], "GPU")
   f = flags.FLAGS
-  config, params, step = restore.load_run(f.workdir, config=config)
+  config, params, step = trained_run.load_run(f.workdir, config=config)
   mesh = steps.make_mesh(config)
   split = f.split or sources.eval_split_name(config)
   batch = config.eval.batch_size
   n = write_split(f.out, config=config, params=params, step=step, mesh=mesh,
-                  consts=parallel.place_replicated(mesh, restore.constants(f.workdir, config)),
+                  consts=parallel.place_replicated(mesh, trained_run.constants(f.workdir, config)),
                   split_name=split, layers=f.layers, pool=f.pool, batch_size=batch,
                   limit=f.limit)
   print(f"Step {step}, split {split}: {n} images, layers {', '.join(f.layers)} -> {f.out}")

@@ -28,9 +28,9 @@ from PIL import Image, ImageDraw
 
 from alexnet_jax import parallel
 from alexnet_jax import progress
-from alexnet_jax import restore
 from alexnet_jax import runtime
 from alexnet_jax import steps
+from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common
@@ -216,14 +216,14 @@ def main(argv):
   config = common.config_from_flags()
   runtime.configure_jax(config.mesh.num_cpu_devices)
   tf.config.set_visible_devices([], "GPU")
-  config, params, step = restore.load_run(f.workdir, config=config)
+  config, params, step = trained_run.load_run(f.workdir, config=config)
   out = pathlib.Path(f.out)
   out.mkdir(parents=True, exist_ok=True)
   if "fig3" in f.figures:
     print(f"Figure 3 (conv1 of step {step}) -> {write_fig3(out / 'fig3.png', params)}")
   if "fig4" in f.figures:
     mesh = steps.make_mesh(config)
-    consts = parallel.place_replicated(mesh, restore.constants(f.workdir, config))
+    consts = parallel.place_replicated(mesh, trained_run.constants(f.workdir, config))
     png, rows = write_fig4(out, config, params, mesh, consts, files=f.queries,
                            num_queries=f.num_queries, k=f.neighbours, max_train=f.max_train)
     print(f"Figure 4 (fc7 of step {step}) -> {png}")

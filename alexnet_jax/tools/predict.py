@@ -23,9 +23,9 @@ from absl import flags
 
 from alexnet_jax import evaluate
 from alexnet_jax import parallel
-from alexnet_jax import restore
 from alexnet_jax import runtime
 from alexnet_jax import steps
+from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common
@@ -95,11 +95,11 @@ def main(argv):
   good, bad = common.readable(find_images(argv[1:]))
   for path, message in bad:
     print(f"{path}: cannot be decoded: {message}", file=sys.stderr)
-  config, params, step = restore.load_run(f.workdir, config=config)
+  config, params, step = trained_run.load_run(f.workdir, config=config)
   mesh = steps.make_mesh(config)
-  consts = parallel.place_replicated(mesh, restore.constants(f.workdir, config))
+  consts = parallel.place_replicated(mesh, trained_run.constants(f.workdir, config))
   probs = probabilities(logits(config, params, mesh, consts, good, ten_crop=f.ten_crop))
-  tops = top_classes(probs, restore.class_names(f.workdir, config), f.top)
+  tops = top_classes(probs, trained_run.class_names(f.workdir, config), f.top)
   if f.json:
     print(json.dumps({"workdir": f.workdir, "step": step, "ten_crop": f.ten_crop,
                       "predictions": [{"file": p, "top": t} for p, t in zip(good, tops)],

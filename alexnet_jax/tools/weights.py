@@ -1,4 +1,4 @@
-r"""Exports a run's parameters as one `.npz` (the format: alexnet_jax/finetune.py).
+r"""Exports a run's parameters as one `.npz` (the format: alexnet_jax/checkpoints/weights_file.py).
 
     python -m alexnet_jax.tools.weights --workdir=workdirs/demo --out=demo.npz \
         [--config.eval.checkpoint=best]
@@ -6,10 +6,10 @@ r"""Exports a run's parameters as one `.npz` (the format: alexnet_jax/finetune.p
 from absl import app
 from absl import flags
 
-from alexnet_jax import finetune
 from alexnet_jax import nets
-from alexnet_jax import restore
 from alexnet_jax import runtime
+from alexnet_jax.checkpoints import trained_run
+from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.tools import common
 
 
@@ -19,13 +19,13 @@ def main(argv):
   config = common.config_from_flags()
   runtime.configure_jax(config.mesh.num_cpu_devices)
   workdir = flags.FLAGS.workdir
-  config, params, step = restore.load_run(workdir, config=config)
-  path = finetune.save(flags.FLAGS.out, params, config=config, step=step,
-                       class_names=restore.class_names(workdir, config),
-                       mean=restore.constants(workdir, config)["mean"])
+  config, params, step = trained_run.load_run(workdir, config=config)
+  path = weights_file.save(flags.FLAGS.out, params, config=config, step=step,
+                           class_names=trained_run.class_names(workdir, config),
+                           mean=trained_run.constants(workdir, config)["mean"])
   count = nets.count_params(params)
   print(f"Step {step} of {workdir}: {count:,} parameters -> {path}")
-  for name, value in finetune.flatten(params).items():
+  for name, value in weights_file.flatten(params).items():
     print(f"  {name:<12} {str(value.shape):<24} {value.dtype}")
 
 

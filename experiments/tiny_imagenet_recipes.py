@@ -2,9 +2,10 @@ r"""The three recipes of configs/recipes.py at full width on Tiny ImageNet's 200
 leaves chance. Each recipe trains as its own process (the program itself, one command each,
 resumable), and the report reads their metrics.jsonl:
 
-    python -m experiments.recipes --workdir=workdirs/recipes --root=~/data/tiny-imagenet-200 \
-        --steps=300 [--recipe=paper --recipe=caffe] [--parallel=3] [--set k=v ...]
-    python -m experiments.recipes --workdir=workdirs/recipes --report_only \
+    python -m experiments.tiny_imagenet_recipes --workdir=workdirs/recipes \
+        --root=$HOME/data/tiny-imagenet-200 --steps=300 [--recipe=paper --recipe=caffe] \
+        [--parallel=3] [--set k=v ...]
+    python -m experiments.tiny_imagenet_recipes --workdir=workdirs/recipes --report_only \
         --out=experiments/results/recipes_tiny_imagenet_cpu
 
 The runs: batch 128 (the paper's), the mesh and devices from --set (two CPU devices with
@@ -112,7 +113,16 @@ def markdown(rows, num_classes=200):
 
 
 def write_report(workdir, names, out, num_classes=200):
-  """<out>.csv, <out>.md and <out>.png from the runs in <workdir>/<recipe>; returns the rows."""
+  """<out>.csv, <out>.md and <out>.png from the runs in <workdir>/<recipe>; returns the rows.
+
+  Refuses (FileNotFoundError naming the folder), writing nothing, when none of the runs is
+  there: a mistyped --workdir must not overwrite a committed report with empty rows."""
+  workdir = os.path.expanduser(workdir)  # As the runs themselves read it (paths.root).
+  found = [n for n in names if os.path.exists(os.path.join(workdir, n, "metrics.jsonl"))]
+  if not found:
+    raise FileNotFoundError(
+        f"No runs in {os.path.abspath(workdir)}: none of {', '.join(names)} has a metrics.jsonl "
+        "there; nothing written. (The shell leaves a ~ after --workdir= as it is: write $HOME.)")
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   curves = {n: curve(os.path.join(workdir, n)) for n in names}
   with open(out + ".csv", "w", newline="") as f:
@@ -168,7 +178,11 @@ def main(argv=None):
   if not args.report_only:
     failed = run_all(names, args.workdir, args.root, args.steps, args.eval_per_class, args.set,
                      args.parallel)
-  rows = write_report(args.workdir, names, args.out or os.path.join(args.workdir, "recipes"))
+  try:
+    rows = write_report(args.workdir, names, args.out or os.path.join(args.workdir, "recipes"))
+  except FileNotFoundError as e:
+    print(e, file=sys.stderr)
+    return 2
   print(markdown(rows))
   if failed:
     print(f"Failed: {failed} (their logs: {args.workdir}/<recipe>.log)")

@@ -8,7 +8,7 @@ step once it was committed. Why it survives a SIGKILL: orbax writes a step into
 killed save leaves that tmp folder, which `latest_step` ignores and `manager` deletes at the
 next start (`cleanup_tmp_directories`), so the previous checkpoints stay intact.
 
-What can still go wrong, and what happens then (checkpoint_faults.py words it):
+What can still go wrong, and what happens then (faults.py words it):
 - A step damaged after its commit (a file truncated or deleted): `restore_for_run` names the
   step, says what failed in one line and lists the older steps that look intact;
   `restore_step` lets the run go back to one of them, moving the unreadable newer steps aside.
@@ -25,11 +25,11 @@ saves and resumes with two processes).
 
 Usage:
 
-    mgr = checkpoint.manager(workdir)
-    restored = checkpoint.restore_for_run(mgr, abstract_state, fp, config.checkpoint.restore_step)
+    mgr = manager.create(workdir)
+    restored = manager.restore_for_run(mgr, abstract_state, fp, config.checkpoint.restore_step)
     ...
-    checkpoint.save(mgr, step, state, {"fingerprint": fp, ...}, {"val_top1_error": 0.41})
-    checkpoint.close(mgr)  # waits for the last asynchronous save; raises if it failed
+    manager.save(mgr, step, state, {"fingerprint": fp, ...}, {"val_top1_error": 0.41})
+    manager.close(mgr)  # waits for the last asynchronous save; raises if it failed
 """
 import json
 import logging
@@ -39,21 +39,17 @@ import jax
 import orbax.checkpoint as ocp
 
 from alexnet_jax import paths
-from alexnet_jax.faults import checkpoint_faults as faults
+from alexnet_jax.checkpoints import compatibility
+from alexnet_jax.checkpoints import faults
 
 BEST_METRIC = "val_top1_error"
-_MAX_LISTED = 20
 SIZES_FILE = faults.SIZES_FILE
 DamagedCheckpointError = faults.DamagedCheckpointError
 CheckpointWriteError = faults.CheckpointWriteError
 
 
-class IncompatibleCheckpointError(ValueError):
-  """A checkpoint whose tree, shapes, dtypes or model config differ from this run's."""
-
-
-def manager(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
-            async_save=True, read_only=False):
+def create(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
+           async_save=True, read_only=False):
   """A `CheckpointManager` on `<workdir>/checkpoints`.
 
   It keeps the last `max_to_keep` steps and, if `keep_best`, also the step with the lowest
@@ -65,7 +61,7 @@ def manager(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
   alone the `.orbax-checkpoint-tmp` folder of a save still in progress.
   """
   if max_to_keep < 1:
-    raise ValueError(f"checkpoint.manager: max_to_keep={max_to_keep}; it must be >= 1.")
+    raise ValueError(f"manager.create: max_to_keep={max_to_keep}; it must be >= 1.")
   policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
   best_fn = None
   if keep_best:
@@ -109,13 +105,13 @@ def save(mgr, step, state, extra, metrics=None):
   if metrics is not None:
     metrics = {k: float(v) for k, v in metrics.items()}
     if best_metric is not None and best_metric not in metrics:
-      raise ValueError(f"checkpoint.save: metrics {sorted(metrics)} lack '{best_metric}', the "
+      raise ValueError(f"manager.save: metrics {sorted(metrics)} lack '{best_metric}', the "
                        "metric that picks the best checkpoint; pass it or metrics=None.")
   elif best_metric is not None:
     metrics = {}  # Not None: orbax warns on every save without metrics while it tracks one.
   wait(mgr)  # Orbax waits for the previous save here anyway; its errors are ours to word.
   if step in mgr.all_steps():
-    logging.info("checkpoint.save: step %d is already saved; skipped.", step)
+    logging.info("manager.save: step %d is already saved; skipped.", step)
     return False
   mgr.state_bytes = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state))
   try:
@@ -156,22 +152,22 @@ def restore(mgr, step, abstract_state, *, fingerprint=None, ignore=()):
   """Returns (state, extra) of `step`, the arrays placed with `abstract_state`'s shardings.
 
   `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with `.sharding` (from
-  `jax.eval_shape` and the run's shardings). Raises `IncompatibleCheckpointError`, listing
-  what differs, when the checkpoint's tree, shapes or dtypes are not the model's, or when
-  `fingerprint` is given and differs from the `extra["fingerprint"]` stored with the step
-  in a field other than those in `ignore`; nothing is restored then. A step that cannot be
-  read raises what orbax raised.
+  `jax.eval_shape` and the run's shardings). Raises `IncompatibleCheckpointError`
+  (compatibility.py), listing what differs, when the checkpoint's tree, shapes or dtypes are
+  not the model's, or when `fingerprint` is given and differs from the `extra["fingerprint"]`
+  stored with the step in a field other than those in `ignore`; nothing is restored then. A
+  step that cannot be read raises what orbax raised.
   """
   wait(mgr)
   step = int(step)
   if step not in mgr.all_steps():
-    raise FileNotFoundError(f"checkpoint.restore: no step {step} in {mgr.directory}; "
+    raise FileNotFoundError(f"manager.restore: no step {step} in {mgr.directory}; "
                             f"saved steps: {list(mgr.all_steps())}.")
   extra = mgr.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
   stored = mgr.item_metadata(step)["state"]
   if not jax.tree.leaves(stored):  # Orbax answers an empty tree when state/_METADATA is gone.
     raise FileNotFoundError(f"{mgr.directory / str(step)}: the state's metadata is missing")
-  check_compatible(abstract_state, stored, extra, fingerprint,
+  compatibility.check(abstract_state, stored, extra, fingerprint,
                    where=f"{mgr.directory / str(step)}", ignore=ignore)
   restored = mgr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state)))
@@ -207,7 +203,7 @@ def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
     try:
       restored = restore(mgr, step, abstract_state, fingerprint=fingerprint)
     except Exception as e:
-      if isinstance(e, IncompatibleCheckpointError):
+      if isinstance(e, compatibility.IncompatibleCheckpointError):
         raise
       # The recorded sizes name the damaged file where orbax's error names a symptom (tensorstore
       # raises plain Exceptions for truncated data); an error with neither sign is no damage.
@@ -227,101 +223,13 @@ def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
   raise faults.damaged_error(mgr, steps, unreadable, restore_step) from cause
 
 
-# What a run's layout is, not its computation: a run may resume on another mesh.
-LAYOUT_FIELDS = ("mesh.model",)
-# What a command reading a trained run (eval_only, predict, ...) may change: the compute dtype
-# and the training batch change the steps to come, not the parameters read.
-READING_FIELDS = ("model.dtype", "train.batch_size")
-
-
-def model_fingerprint(config):
-  """The config fields that fix the computation a checkpoint continues, as a flat JSON dict:
-  every `config.model` field (the network, its initialisation and compute dtype) and the
-  global batch. Not the mesh: the parameters are global arrays, so a run started with two
-  towers on two devices resumes with both on one, or over more data rows. Store it in
-  `extra["fingerprint"]`."""
-  fp = {f"model.{k}": v for k, v in config.model.to_dict().items()}
-  if "train" in config:
-    fp["train.batch_size"] = config.train.batch_size
-  return json.loads(json.dumps(fp))
-
-
-def check_compatible(abstract_state, stored_tree, extra=None, fingerprint=None, *,
-                     where="checkpoint", ignore=()):
-  """Raises `IncompatibleCheckpointError` naming every leaf and config field that differs."""
-  problems = _tree_differences(abstract_state, stored_tree)
-  stored_fp = (extra or {}).get("fingerprint")
-  fields = []
-  if fingerprint is not None and stored_fp is not None:
-    fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)), ignore)
-  if not problems and not fields:
-    return
-  lines = [f"Checkpoint {where} does not fit this run and was not restored."]
-  if fields:
-    lines.append("Config fields that differ (checkpoint vs this run):")
-    lines += [f"  {line}" for line in fields]
-  if problems:
-    lines.append("Arrays that differ (checkpoint vs model):")
-    lines += [f"  {line}" for line in problems[:_MAX_LISTED]]
-    if len(problems) > _MAX_LISTED:
-      lines.append(f"  ... and {len(problems) - _MAX_LISTED} more.")
-  lines.append("Use the config the checkpoint was written with, or a fresh --workdir.")
-  raise IncompatibleCheckpointError("\n".join(lines))
-
-
-def _tree_differences(abstract_state, stored_tree):
-  model = _flat(abstract_state)
-  stored = _flat(stored_tree)
-  problems = [f"{p}: in the checkpoint, not in the model" for p in stored if p not in model]
-  problems += [f"{p}: in the model, not in the checkpoint" for p in model if p not in stored]
-  for path in (p for p in model if p in stored):
-    (m_shape, m_dtype), (s_shape, s_dtype) = model[path], stored[path]
-    if m_shape != s_shape:
-      problems.append(f"{path}: checkpoint {s_shape} vs model {m_shape}")
-    elif None not in (m_dtype, s_dtype) and m_dtype != s_dtype:  # None: a Python scalar.
-      problems.append(f"{path}: checkpoint dtype {s_dtype} vs model {m_dtype}")
-  return problems
-
-
-def _flat(tree):
-  """{"params/conv1/kernel": (shape, dtype name)}; orbax's metadata tree and the abstract
-  state name the same leaf alike (dict keys, attribute names, sequence indices)."""
-  leaves = jax.tree_util.tree_flatten_with_path(
-      tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
-  flat = {}
-  for path, leaf in leaves:
-    name = "/".join(_key_name(k) for k in path)
-    shape = tuple(getattr(leaf, "shape", ()) or ())
-    dtype = getattr(leaf, "dtype", None)
-    flat[name] = (shape, None if dtype is None else jax.numpy.dtype(dtype).name)
-  return flat
-
-
-def _key_name(key):
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def _dict_differences(stored, now, ignore=()):
-  """The fields both fingerprints hold that differ: a field added to the config after a
-  checkpoint was written is not in its fingerprint and cannot be compared; the layout never
-  is."""
-  lines = []
-  for k in sorted((set(stored) & set(now)) - set(LAYOUT_FIELDS) - set(ignore)):
-    if stored[k] != now[k]:
-      lines.append(f"{k}: {stored.get(k, '<absent>')!r} vs {now.get(k, '<absent>')!r}")
-  return lines
-
-
 def _check_json(name, value):
   if not isinstance(value, dict):
-    raise TypeError(f"checkpoint.save: `{name}` must be a dict, got {type(value).__name__}.")
+    raise TypeError(f"manager.save: `{name}` must be a dict, got {type(value).__name__}.")
   try:
     json.dumps(value)
   except (TypeError, ValueError) as e:
-    raise TypeError(f"checkpoint.save: `{name}` must be JSON-serialisable (plain floats, "
+    raise TypeError(f"manager.save: `{name}` must be JSON-serialisable (plain floats, "
                     f"ints, strings, lists, dicts; convert jax/numpy scalars): {e}") from e
 
 

@@ -1,6 +1,6 @@
 r"""Tables and plots of a sweep's runs, read from each run's metrics.jsonl and summary.json.
 
-    python -m experiments.report --workdir=workdirs/sweeps/NAME [--threshold=0.25]
+    python -m experiments.sweep_report --workdir=workdirs/sweeps/NAME [--threshold=0.25]
 
 Writes <workdir>/results.md, results.csv, train_error_vs_epochs.png and
 train_error_vs_time.png; with a threshold (figure 1) also fig1.png (each activation's fastest
@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import sys
 
 import matplotlib
 
@@ -259,9 +260,12 @@ def main(argv=None):
   p.add_argument("--workdir", required=True)
   p.add_argument("--threshold", type=float, default=0.0)
   args = p.parse_args(argv)
-  names = sorted(d for d in os.listdir(args.workdir)
-                 if os.path.exists(os.path.join(args.workdir, d, "metrics.jsonl")))
-  paths = write_report(args.workdir, names, threshold=args.threshold)
+  workdir = os.path.expanduser(args.workdir)
+  names = sorted(d for d in os.listdir(workdir) if os.path.isdir(os.path.join(workdir, d))
+                 and os.path.exists(os.path.join(workdir, d, "metrics.jsonl")))
+  if not names:
+    sys.exit(f"No runs in {os.path.abspath(workdir)} (no <run>/metrics.jsonl); nothing written.")
+  paths = write_report(workdir, names, threshold=args.threshold)
   print(open(paths["markdown"], encoding="utf-8").read())
 
 

@@ -2,13 +2,13 @@
 
 A step can be damaged after its commit (a failing disk, an interrupted copy of the workdir, a
 file deleted by hand), and a save can be refused (disk full, quota, permissions, read-only).
-`checkpoint.py` calls these helpers; nothing here deletes a file.
+`manager.py` calls these helpers; nothing here deletes a file.
 
 How to tell which steps are intact, cheaply: orbax records no checksums, and a truncated array
 file only shows when its bytes are read (tensorstore's OUT_OF_RANGE). So once a step is
 committed, process 0 writes `file_sizes.json` into it (every file's size); `step_problem`
 compares them with a `stat` per file and reads the two small metadata files. Only a full read
-proves a step: `checkpoint.restore_for_run` restores, and uses this check to say which file
+proves a step: `manager.restore_for_run` restores, and uses this check to say which file
 broke and which older steps look intact.
 """
 import contextlib

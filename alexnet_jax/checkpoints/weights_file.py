@@ -4,10 +4,10 @@ start from one, from another run's workdir or one of its steps:
     python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/finetune \
         --config.init_from=demo.npz --config.init_reset=fc8
 
-The file (README, "Weights out and in"): one array per "<layer>/kernel" and "<layer>/bias",
-float32, with the tower axis first as the checkpoint holds them (AlexNet: conv kernels
-[2, kh, kw, C_in, C_out], fully connected [2, F_in, F_out], biases [2, C_out]; tower t's half
-is [t]); "preprocess/mean" [R, R, 3], the mean image subtracted from the 0-255 RGB input
+The file (docs/after_training.md, "Weights out and in"): one array per "<layer>/kernel" and
+"<layer>/bias", float32, with the tower axis first as the checkpoint holds them (AlexNet: conv
+kernels [2, kh, kw, C_in, C_out], fully connected [2, F_in, F_out], biases [2, C_out]; tower
+t's half is [t]); "preprocess/mean" [R, R, 3], the mean image subtracted from the 0-255 RGB input
 before config.model.input_scale; "meta", a JSON string: format, step, the model config, the
 class names.
 
@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from alexnet_jax import paths
-from alexnet_jax import restore
+from alexnet_jax.checkpoints import trained_run
 
 FORMAT = "alexnet_jax.weights/1"
 META_KEY = "meta"
@@ -92,7 +92,7 @@ def initial_params(config, fresh, mesh, log=print):
   if source.endswith(".npz"):
     loaded, meta = load(source)
   else:
-    src_config, loaded, step = restore.load_step_dir(source, mesh)
+    src_config, loaded, step = trained_run.load_step_dir(source, mesh)
     meta = {"model": src_config.model.to_dict(), "step": step}
   _check_layers(source, fresh, loaded, reset)
   _note_differences(source, meta["model"], config.model.to_dict(), log)

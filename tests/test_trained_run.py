@@ -1,4 +1,4 @@
-"""restore.py on the shared tiny run: the run's config read back (defaults filled, overrides
+"""trained_run.py on the shared tiny run: the run's config read back (defaults filled, overrides
 applied, the network's fields protected), the checkpoint that latest/best/STEP names, the run
 files written at training time, and eval_only reading the step config.eval.checkpoint names."""
 import contextlib
@@ -10,36 +10,36 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint
 from alexnet_jax import report
-from alexnet_jax import restore
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.checkpoints import manager
+from alexnet_jax.checkpoints import trained_run
 from tests import trees
 
 
 def _checkpoint_params(workdir, config, step):
-  mgr = checkpoint.manager(workdir, read_only=True)
-  state, _ = checkpoint.restore(mgr, step, steps.abstract_state(config, steps.make_mesh(config)))
+  mgr = manager.create(workdir, read_only=True)
+  state, _ = manager.restore(mgr, step, steps.abstract_state(config, steps.make_mesh(config)))
   mgr.close()
   return jax.tree.map(np.asarray, state.params)
 
 
 def test_load_run_reads_the_step_that_latest_best_or_a_number_names(tiny_run):
   summary = json.loads((tiny_run.workdir / "summary.json").read_text())
-  mgr = checkpoint.manager(tiny_run.workdir, read_only=True)
+  mgr = manager.create(tiny_run.workdir, read_only=True)
   steps, best = list(mgr.all_steps()), mgr.best_step()
   mgr.close()
   assert summary["best_step"] == best and best in steps and max(steps) == 30
   for which, expected in (("latest", 30), ("best", best), (str(min(steps)), min(steps)),
                           (min(steps), min(steps))):
-    config, params, step = restore.load_run(tiny_run.workdir, which)
+    config, params, step = trained_run.load_run(tiny_run.workdir, which)
     assert step == expected
     trees.assert_trees_equal(params, _checkpoint_params(tiny_run.workdir, tiny_run.config,
                                                         expected))
   assert config.model.to_dict() == tiny_run.config.model.to_dict()
   with pytest.raises(ValueError, match=r"config.eval.checkpoint='7': use latest, best or one of"):
-    restore.load_run(tiny_run.workdir, "7")
+    trained_run.load_run(tiny_run.workdir, "7")
 
 
 def test_read_config_fills_new_fields_applies_overrides_and_protects_the_network(tiny_run,
@@ -47,19 +47,19 @@ def test_read_config_fills_new_fields_applies_overrides_and_protects_the_network
   saved = json.loads((tiny_run.workdir / "config.json").read_text())
   del saved["eval"]["checkpoint"], saved["profile_steps"]  # A run older than these fields.
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  config = restore.read_config(tmp_path, {"eval.checkpoint": "best", "model.dtype": "bfloat16"})
+  config = trained_run.read_config(tmp_path, {"eval.checkpoint": "best", "model.dtype": "bfloat16"})
   assert config.eval.checkpoint == "best" and config.profile_steps == 0
   assert config.model.dtype == "bfloat16" and config.model.width == 0.125
   with pytest.raises(ValueError, match="--config.model.width: the network's fields come from"):
-    restore.read_config(tmp_path, {"model.width": 0.25})
+    trained_run.read_config(tmp_path, {"model.width": 0.25})
   with pytest.raises(FileNotFoundError, match="--workdir must be a training run's folder"):
-    restore.read_config(tmp_path / "nowhere")
+    trained_run.read_config(tmp_path / "nowhere")
 
 
 def test_the_run_stores_its_class_names_and_preprocessing_constants(tiny_run, tmp_path):
-  names = restore.class_names(tiny_run.workdir, tiny_run.config)
+  names = trained_run.class_names(tiny_run.workdir, tiny_run.config)
   assert names[:2] == ["00_disc_solid", "01_square_hstripes"] and len(names) == 10
-  stored = restore.constants(tiny_run.workdir, tiny_run.config)
+  stored = trained_run.constants(tiny_run.workdir, tiny_run.config)
   from alexnet_jax import preprocess  # pylint: disable=g-import-not-at-top
   computed = preprocess.constants(tiny_run.config)
   for key in ("mean", "pca"):
@@ -70,7 +70,7 @@ def test_the_run_stores_its_class_names_and_preprocessing_constants(tiny_run, tm
 
 @pytest.mark.slow
 def test_eval_only_evaluates_the_checkpoint_config_eval_checkpoint_names(tiny_run):
-  mgr = checkpoint.manager(tiny_run.workdir, read_only=True)
+  mgr = manager.create(tiny_run.workdir, read_only=True)
   first = min(mgr.all_steps())
   mgr.close()
   config = tiny_run.config.copy_and_resolve_references()
@@ -90,20 +90,22 @@ def test_eval_only_evaluates_the_checkpoint_config_eval_checkpoint_names(tiny_ru
 
 
 def test_an_older_config_is_read_with_what_that_run_used(tmp_path):
-  """A config.json from before dropout_scaling and data.resize existed describes a run that
-  used inverted dropout and the 4-pixel resize; its second evaluation-split field becomes the
-  one field, data.eval_split; fields whose defaults did not change what runs do are filled."""
+  """A config.json from before dropout_scaling, data.resize and product_output existed
+  describes a run that used inverted dropout, the 4-pixel resize and float32 products; its
+  second evaluation-split field becomes the one field, data.eval_split; fields whose defaults
+  did not change what runs do are filled."""
   from alexnet_jax.configs import paper
   old = paper.get_config().to_dict()
-  del old["model"]["dropout_scaling"], old["data"]["resize"]
+  del old["model"]["dropout_scaling"], old["data"]["resize"], old["model"]["product_output"]
   del old["model"]["layer_weight_std"], old["train"]["bias_lr_mult"]
   old["eval"]["split"] = "test"
   (tmp_path / "config.json").write_text(json.dumps(old))
-  config = restore.read_config(tmp_path)
+  config = trained_run.read_config(tmp_path)
   assert config.model.dropout_scaling == "inverted" and config.data.resize == "fast"
+  assert config.model.product_output == "float32"
   assert config.data.eval_split == "test" and "split" not in config.eval
   assert config.train.bias_lr_mult == 1.0 and config.model.layer_weight_std.conv3 == 0.0
   today = paper.get_config().to_dict()
   (tmp_path / "config.json").write_text(json.dumps(today))
-  read = json.loads(json.dumps(restore.read_config(tmp_path).to_dict()))
+  read = json.loads(json.dumps(trained_run.read_config(tmp_path).to_dict()))
   assert read == json.loads(json.dumps(today))  # A current one reads as written.

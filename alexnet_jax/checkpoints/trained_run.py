@@ -3,8 +3,8 @@ config.eval.checkpoint names, its class names and preprocessing constants. The o
 the commands that use a trained network (predict, figures, features, weights) and of
 fine-tuning from another run.
 
-    config = restore.read_config("workdirs/demo", {"eval.checkpoint": "best"})
-    config, params, step = restore.load_run("workdirs/demo", config=config)
+    config = trained_run.read_config("workdirs/demo", {"eval.checkpoint": "best"})
+    config, params, step = trained_run.load_run("workdirs/demo", config=config)
 
 The commands take `--workdir` and any `--config.x=y` override of the run's saved config
 (`define_flags`, `config_from_flags`); the network's own fields (config.model, except dtype)
@@ -16,14 +16,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from alexnet_jax import checkpoint
 from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import paths
 from alexnet_jax import preprocess
 from alexnet_jax import report
 from alexnet_jax import steps
-from alexnet_jax.configs import paper
+from alexnet_jax.checkpoints import compatibility
+from alexnet_jax.checkpoints import manager
 
 
 def read_config(workdir, overrides=None):
@@ -34,8 +34,7 @@ def read_config(workdir, overrides=None):
     raise FileNotFoundError(f"No {path}: --workdir must be a training run's folder (the one "
                             "given to alexnet_jax.main), which holds config.json and checkpoints/.")
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
-  _read_older(config)
-  _fill_defaults(config, paper.get_config())
+  compatibility.upgrade(config)
   for name, value in (overrides or {}).items():
     if name.startswith("model.") and name != "model.dtype":
       raise ValueError(f"--config.{name}: the network's fields come from {path}, the config the "
@@ -52,13 +51,13 @@ def load_run(workdir, which=None, *, config=None, mesh=None):
   config = read_config(workdir) if config is None else config
   mesh = steps.make_mesh(config) if mesh is None else mesh
   which = config.eval.checkpoint if which is None else which
-  mgr = checkpoint.manager(workdir, read_only=True)
+  mgr = manager.create(workdir, read_only=True)
   try:
-    step = checkpoint.resolve_step(mgr, which)
+    step = manager.resolve_step(mgr, which)
     params = abstract_params(config, mesh)
     state = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=parallel.replicated(mesh)),
              "params": params, "momentum": params}  # The train state's tree, as saved.
-    restored, _ = checkpoint.restore(mgr, step, state)
+    restored, _ = manager.restore(mgr, step, state)
   finally:
     mgr.close()
   return config, restored["params"], step
@@ -89,38 +88,6 @@ def constants(workdir, config):
   (report.write_run_files), else computed from the dataset's statistics as training does."""
   stored = report.read_constants(workdir)
   return stored if stored is not None else preprocess.constants(config)
-
-
-# config.json records every field a run had. A field added later is missing from an older
-# run's: where its default changed what runs compute, it is read as what they did before it
-# existed (every other field was added with the old behaviour as its default). Add a field here
-# whenever its default is not what the code did before.
-BEFORE_THE_FIELD = {
-    "model.dropout_scaling": "inverted",  # Outputs x2 while training, before section 4.2's.
-    "data.resize": "fast",                # 4-pixel bilinear, before the antialiased resize.
-}
-
-
-def _read_older(config):
-  for dotted, value in BEFORE_THE_FIELD.items():
-    section, field = dotted.split(".")
-    if section in config and field not in config[section]:
-      config[section][field] = value
-  evaluation = config.get("eval", {})
-  if "split" in evaluation:  # Once a second field naming the evaluation split.
-    split = evaluation["split"]
-    del evaluation["split"]
-    if split and "data" in config:
-      config.data.eval_split = split
-
-
-def _fill_defaults(config, defaults):
-  for key, value in defaults.items():
-    if key not in config:
-      config[key] = value
-    elif isinstance(value, ml_collections.ConfigDict) and isinstance(
-        config[key], ml_collections.ConfigDict):
-      _fill_defaults(config[key], value)
 
 
 def _set(config, dotted, value):

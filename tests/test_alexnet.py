@@ -12,9 +12,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from alexnet_jax.nets import alexnet
 from alexnet_jax import nets
 from alexnet_jax.configs import paper
+from alexnet_jax.nets import alexnet
+from alexnet_jax.nets import layers
 from tests import tiny_config
 from tests.trees import assert_trees_close
 
@@ -125,17 +126,17 @@ def numpy_lrn(a, k, n, alpha, beta, convention):
 @pytest.mark.parametrize("convention,k", [("paper", 2.0), ("caffe", 1.0)])
 def test_lrn_matches_the_formula(convention, k):
   a = np.random.default_rng(0).normal(0, 30, (2, 3, 3, 7)).astype(np.float32)
-  got = alexnet.lrn(jnp.asarray(a), k=k, n=5, alpha=1e-3, beta=0.75, convention=convention)
+  got = layers.lrn(jnp.asarray(a), k=k, n=5, alpha=1e-3, beta=0.75, convention=convention)
   np.testing.assert_allclose(got, numpy_lrn(a, k, 5, 1e-3, 0.75, convention), rtol=1e-5)
 
 
 def test_lrn_conventions_differ_by_alpha_over_n():
   a = jnp.full((1, 1, 1, 9), 10.0)
-  paper_b = alexnet.lrn(a, k=2.0, n=5, alpha=1e-2, beta=0.75, convention="paper")
-  caffe_b = alexnet.lrn(a, k=2.0, n=5, alpha=5e-2, beta=0.75, convention="caffe")
+  paper_b = layers.lrn(a, k=2.0, n=5, alpha=1e-2, beta=0.75, convention="paper")
+  caffe_b = layers.lrn(a, k=2.0, n=5, alpha=5e-2, beta=0.75, convention="caffe")
   np.testing.assert_allclose(paper_b, caffe_b, rtol=1e-6)
   with pytest.raises(ValueError, match="lrn_convention"):
-    alexnet.lrn(a, k=2.0, n=5, alpha=1e-2, beta=0.75, convention="pytorch")
+    layers.lrn(a, k=2.0, n=5, alpha=1e-2, beta=0.75, convention="pytorch")
 
 
 def test_initialisation_is_section_5():
@@ -175,8 +176,8 @@ def test_max_pool_gradient_is_reduce_windows(size, window, stride, ties):
                                  (1, stride, stride, 1), "VALID")
 
   g = jax.random.normal(jax.random.key(1), reference(x).shape)
-  np.testing.assert_array_equal(alexnet.max_pool(x, window, stride), reference(x))
-  grad = jax.grad(lambda x: (alexnet.max_pool(x, window, stride) * g).sum())(x)
+  np.testing.assert_array_equal(layers.max_pool(x, window, stride), reference(x))
+  grad = jax.grad(lambda x: (layers.max_pool(x, window, stride) * g).sum())(x)
   expected = jax.grad(lambda x: (reference(x) * g).sum())(x)
   np.testing.assert_allclose(grad, expected, atol=1e-6)
   assert int((grad != 0).sum()) == int((expected != 0).sum())
@@ -250,7 +251,7 @@ def test_bfloat16_compute_keeps_float32_params():
 
 
 def test_lrn_gradient_matches_autodiff_of_the_formula():
-  """alexnet.lrn has a hand-written backward pass; check it against jax.grad of the formula."""
+  """layers.lrn has a hand-written backward pass; check it against jax.grad of the formula."""
   def plain(x, k, n, alpha, beta):
     padded = jnp.pad(jnp.square(x), ((0, 0), (0, 0), (0, 0), (n // 2, n // 2)))
     window = sum(padded[..., i:i + x.shape[-1]] for i in range(n))
@@ -258,7 +259,7 @@ def test_lrn_gradient_matches_autodiff_of_the_formula():
   x = jnp.asarray(np.random.default_rng(1).normal(0, 30, (2, 3, 3, 7)), jnp.float32)
   cotangent = jnp.asarray(np.random.default_rng(2).normal(size=x.shape), jnp.float32)
   for beta in (0.75, 0.6):
-    got = jax.grad(lambda x: jnp.sum(cotangent * alexnet.lrn(
+    got = jax.grad(lambda x: jnp.sum(cotangent * layers.lrn(
         x, k=2.0, n=5, alpha=1e-3, beta=beta, convention="paper")))(x)
     want = jax.grad(lambda x: jnp.sum(cotangent * plain(x, 2.0, 5, 1e-3, beta)))(x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=f"beta={beta}")
@@ -285,7 +286,7 @@ def test_input_scale_multiplies_the_images():
 def test_init_params_is_the_only_initialisation():
   cfg = tiny_model_config()
   net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
-  with pytest.raises(ValueError, match="model.init_params"):
+  with pytest.raises(ValueError, match="alexnet.init_params"):
     net.init(jax.random.key(0), images())
   params = base_params()
   assert {k: (v["kernel"].shape, v["bias"].shape) for k, v in params.items()} == \
@@ -371,7 +372,7 @@ def test_lrn_dtype_compute_normalises_in_the_compute_dtype():
   """lrn_dtype="compute" leaves LRN in bfloat16 (no float32 op in it) within bfloat16's rounding
   of the formula; in float32 it is the default exactly."""
   x = jnp.asarray(np.random.default_rng(3).uniform(0, 60, (2, 5, 5, 12)), jnp.bfloat16)
-  lrn = functools.partial(alexnet.lrn, k=2.0, n=5, alpha=1e-4, beta=0.75)
+  lrn = functools.partial(layers.lrn, k=2.0, n=5, alpha=1e-4, beta=0.75)
   assert "f32" in str(jax.make_jaxpr(lrn)(x))
   assert "f32" not in str(jax.make_jaxpr(functools.partial(lrn, in_float32=False))(x))
   want = numpy_lrn(np.asarray(x, np.float32), 2.0, 5, 1e-4, 0.75, "paper")

@@ -140,7 +140,7 @@ def test_golden_loss_and_no_recompilation():
       err_msg=f"The loss after one SGD step changed to {loss1!r}. If you changed the model, its"
       " initialisation, the dropout masks, the loss or the update ON PURPOSE, check the change"
       " (e.g. model=1 still equals model=2) and set GOLDEN_LOSS_AFTER_ONE_STEP to the new value"
-      " in tests/test_train_step.py; otherwise a change broke training numerics.")
+      " in tests/test_steps.py; otherwise a change broke training numerics.")
 
 
 def test_dropout_key_follows_the_step():

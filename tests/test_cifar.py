@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax.nets import cifar
-from alexnet_jax.nets import alexnet
 from alexnet_jax import nets
 from alexnet_jax.configs import cifar10_fig1
 from alexnet_jax.configs import common
+from alexnet_jax.nets import cifar
+from alexnet_jax.nets import layers
 
 
 def model_cfg(layout="18pct", activation="relu", lrn=False):
@@ -87,7 +87,7 @@ def test_lrn_is_the_model_lrn():
   cfg = model_cfg("18pct", lrn=True)
   x = jnp.linspace(-40.0, 40.0, 2 * 4 * 4 * 8).reshape(2, 4, 4, 8)
   net = cifar.CifarNet(cfg)
-  expected = alexnet.lrn(x, k=1.0, n=5, alpha=0.001, beta=0.75, convention="caffe")
+  expected = layers.lrn(x, k=1.0, n=5, alpha=0.001, beta=0.75, convention="caffe")
   np.testing.assert_allclose(net.apply({}, x, method=lambda m, v: m._norm(v)), expected)
 
 

@@ -1,6 +1,6 @@
 """Every kind of bad input we could think of: each gets a clear error naming the setting or the
 file (or, where the input is fine after all, a run that works), and nothing already in the
-workdir is lost. The README's table "What happens when ..." lists the same rows."""
+workdir is lost. docs/faults.md's table "What happens when ..." lists the same rows."""
 import os
 import pathlib
 import subprocess

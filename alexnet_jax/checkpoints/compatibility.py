@@ -1,0 +1,150 @@
+"""Whether a checkpoint fits the run that reads it, and how an older run's config is read.
+
+A checkpoint's `extra["fingerprint"]` holds the config fields that fix the computation it
+continues (`model_fingerprint`); `check` compares it and the arrays' tree with the run's and
+names every difference. `upgrade` brings a config.json written by an older version to today's
+fields, once, where a run's config is read (trained_run.read_config), so that the code after
+it indexes every field.
+"""
+import json
+
+import jax
+import ml_collections
+
+from alexnet_jax.configs import paper
+
+_MAX_LISTED = 20
+
+
+class IncompatibleCheckpointError(ValueError):
+  """A checkpoint whose tree, shapes, dtypes or model config differ from this run's."""
+
+
+# What a run's layout is, not its computation: a run may resume on another mesh.
+LAYOUT_FIELDS = ("mesh.model",)
+# What a command reading a trained run (eval_only, predict, ...) may change: the compute dtype
+# and the training batch change the steps to come, not the parameters read.
+READING_FIELDS = ("model.dtype", "train.batch_size")
+
+
+def model_fingerprint(config):
+  """The config fields that fix the computation a checkpoint continues, as a flat JSON dict:
+  every `config.model` field (the network, its initialisation and compute dtype) and the
+  global batch. Not the mesh: the parameters are global arrays, so a run started with two
+  towers on two devices resumes with both on one, or over more data rows. Store it in
+  `extra["fingerprint"]`."""
+  fp = {f"model.{k}": v for k, v in config.model.to_dict().items()}
+  if "train" in config:
+    fp["train.batch_size"] = config.train.batch_size
+  return json.loads(json.dumps(fp))
+
+
+def check(abstract_state, stored_tree, extra=None, fingerprint=None, *,
+          where="checkpoint", ignore=()):
+  """Raises `IncompatibleCheckpointError` naming every leaf and config field that differs."""
+  problems = _tree_differences(abstract_state, stored_tree)
+  stored_fp = (extra or {}).get("fingerprint")
+  fields = []
+  if fingerprint is not None and stored_fp is not None:
+    fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)), ignore)
+  if not problems and not fields:
+    return
+  lines = [f"Checkpoint {where} does not fit this run and was not restored."]
+  if fields:
+    lines.append("Config fields that differ (checkpoint vs this run):")
+    lines += [f"  {line}" for line in fields]
+  if problems:
+    lines.append("Arrays that differ (checkpoint vs model):")
+    lines += [f"  {line}" for line in problems[:_MAX_LISTED]]
+    if len(problems) > _MAX_LISTED:
+      lines.append(f"  ... and {len(problems) - _MAX_LISTED} more.")
+  lines.append("Use the config the checkpoint was written with, or a fresh --workdir.")
+  raise IncompatibleCheckpointError("\n".join(lines))
+
+
+def _tree_differences(abstract_state, stored_tree):
+  model = _flat(abstract_state)
+  stored = _flat(stored_tree)
+  problems = [f"{p}: in the checkpoint, not in the model" for p in stored if p not in model]
+  problems += [f"{p}: in the model, not in the checkpoint" for p in model if p not in stored]
+  for path in (p for p in model if p in stored):
+    (m_shape, m_dtype), (s_shape, s_dtype) = model[path], stored[path]
+    if m_shape != s_shape:
+      problems.append(f"{path}: checkpoint {s_shape} vs model {m_shape}")
+    elif None not in (m_dtype, s_dtype) and m_dtype != s_dtype:  # None: a Python scalar.
+      problems.append(f"{path}: checkpoint dtype {s_dtype} vs model {m_dtype}")
+  return problems
+
+
+def _flat(tree):
+  """{"params/conv1/kernel": (shape, dtype name)}; orbax's metadata tree and the abstract
+  state name the same leaf alike (dict keys, attribute names, sequence indices)."""
+  leaves = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
+  flat = {}
+  for path, leaf in leaves:
+    name = "/".join(_key_name(k) for k in path)
+    shape = tuple(getattr(leaf, "shape", ()) or ())
+    dtype = getattr(leaf, "dtype", None)
+    flat[name] = (shape, None if dtype is None else jax.numpy.dtype(dtype).name)
+  return flat
+
+
+def _key_name(key):
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _dict_differences(stored, now, ignore=()):
+  """The fields both fingerprints hold that differ: a field added to the config after a
+  checkpoint was written is not in its fingerprint and cannot be compared; the layout never
+  is."""
+  lines = []
+  for k in sorted((set(stored) & set(now)) - set(LAYOUT_FIELDS) - set(ignore)):
+    if stored[k] != now[k]:
+      lines.append(f"{k}: {stored.get(k, '<absent>')!r} vs {now.get(k, '<absent>')!r}")
+  return lines
+
+
+# config.json records every field a run had. A field added later is missing from an older
+# run's: where its default changed what runs compute, it is read as what they did before it
+# existed (every other field was added with the old behaviour as its default). Add a field here
+# whenever its default is not what the code did before.
+BEFORE_THE_FIELD = {
+    "model.dropout_scaling": "inverted",  # Outputs x2 while training, before section 4.2's.
+    "data.resize": "fast",                # 4-pixel bilinear, before the antialiased resize.
+    "model.product_output": "float32",    # bfloat16 products returned float32 before the field.
+}
+
+
+def upgrade(config):
+  """`config` (a ConfigDict read from an older run's config.json) with today's fields: those
+  whose default changed what runs compute at what the run did before they existed
+  (BEFORE_THE_FIELD), every other missing one at its default (configs/paper.py)."""
+  _read_older(config)
+  _fill_defaults(config, paper.get_config())
+  return config
+
+
+def _read_older(config):
+  for dotted, value in BEFORE_THE_FIELD.items():
+    section, field = dotted.split(".")
+    if section in config and field not in config[section]:
+      config[section][field] = value
+  evaluation = config.get("eval", {})
+  if "split" in evaluation:  # Once a second field naming the evaluation split.
+    split = evaluation["split"]
+    del evaluation["split"]
+    if split and "data" in config:
+      config.data.eval_split = split
+
+
+def _fill_defaults(config, defaults):
+  for key, value in defaults.items():
+    if key not in config:
+      config[key] = value
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+        config[key], ml_collections.ConfigDict):
+      _fill_defaults(config[key], value)
