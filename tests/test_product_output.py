@@ -11,6 +11,7 @@ import pytest
 
 from alexnet_jax.configs import paper
 from alexnet_jax.nets import alexnet
+from alexnet_jax.nets import layers
 from benchmarks import gpu_session
 from tests import tiny_config
 
@@ -33,8 +34,8 @@ def _loss_and_lowered(product_output):
 
 
 def test_the_default_is_compute_and_unknown_values_are_refused():
-  assert paper.get_config().model.product_output == alexnet.VARIANTS["product_output"][0]
-  assert alexnet.VARIANTS["product_output"][0] == "compute"
+  assert paper.get_config().model.product_output == layers.VARIANTS["product_output"][0]
+  assert layers.VARIANTS["product_output"][0] == "compute"
   with pytest.raises(ValueError, match="config.model.product_output"):
     alexnet.check_config(tiny_config.model_config(product_output="bfloat16"))
 
