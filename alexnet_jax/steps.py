@@ -13,6 +13,7 @@ import optax
 from jax.sharding import Mesh
 
 from alexnet_jax import evaluate
+from alexnet_jax import hybrid
 from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
@@ -38,8 +39,16 @@ def _towered(config):
   return nets.towers(config.model) > 1
 
 
+def param_shardings(config, mesh: Mesh):
+  """The global parameters' shardings under config.mesh.layout (hybrid.py for "hybrid")."""
+  shapes = nets.abstract_params(config.model)
+  if hybrid.layout(config) == "hybrid":
+    return hybrid.param_shardings(mesh, shapes)
+  return parallel.param_shardings(mesh, shapes, _towered(config))
+
+
 def state_shardings(config, mesh: Mesh) -> TrainState:
-  params = parallel.param_shardings(mesh, nets.abstract_params(config.model), _towered(config))
+  params = param_shardings(config, mesh)
   return TrainState(step=parallel.replicated(mesh), params=params, momentum=params)
 
 
@@ -56,8 +65,8 @@ def create_train_state(config, mesh: Mesh) -> TrainState:
   """A fresh state, created directly into its shards; the weights come from config.seed."""
   rng = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
   init = lambda key: nets.init_params(config.model, key)
-  params = parallel.create_sharded_params(init, mesh, rng, _towered(config))
   shardings = state_shardings(config, mesh)
+  params = jax.jit(init, out_shardings=shardings.params)(rng)  # Created into their shards.
   zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=shardings.momentum)
   step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
   return TrainState(step=step, params=params, momentum=zeros(params))
@@ -65,6 +74,8 @@ def create_train_state(config, mesh: Mesh) -> TrainState:
 
 def make_apply(config, mesh: Mesh):
   """apply(params, images_BHWC, rng, train) -> logits_BK of config.model on `mesh`."""
+  if hybrid.layout(config) == "hybrid":
+    return hybrid.make_apply(config.model, mesh)
   net = nets.make_module(config.model, mesh.shape["model"])
   return parallel.make_apply(net, mesh, _towered(config))
 

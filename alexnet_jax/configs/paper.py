@@ -95,6 +95,10 @@ def base_config():
   # Section 3.2: two towers, one per device; the batch splits over `data`.
   config.mesh = ml_collections.ConfigDict()
   config.mesh.model = 0                # 0: 2 when the devices allow it, else 1.
+  config.mesh.layout = "towers"        # "towers": 3.2, a tower per model index, the batch over
+                                       # data; "hybrid": Krizhevsky 2014, convolutions data-
+                                       # parallel and fc6-fc8 split over every device
+                                       # (alexnet_jax/hybrid.py; needs model 2 or 0).
   config.mesh.num_cpu_devices = 0      # > 0: split the CPU into this many JAX devices.
 
   # Several hosts (jax.distributed; alexnet_jax/cluster.py, README "Several hosts").

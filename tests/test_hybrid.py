@@ -1,0 +1,116 @@
+"""config.mesh.layout="hybrid" (alexnet_jax/hybrid.py) computes the network of one device.
+
+On 2 devices (conftest's) in this process, on 4 and 8 in a subprocess each (the device count is
+fixed when JAX starts). Tolerance, float32: the layouts sum the same products in other orders
+(the conv gradients as N partial sums all-reduced, fc8's logits as N partial sums reduced, the
+batch mean of the loss over N blocks). float32 keeps 24 bits (6e-8 relative per rounding); a
+reordered sum of k terms of mixed signs moves by up to ~k x 6e-8 of its largest term, and the
+largest sums here (conv1's bias gradient, 8 x 15 x 15 = 1,800 terms) stay under 1e-4 of their
+array's scale; the logits and loss, sums of a few hundred terms, under 1e-5.
+"""
+import functools
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alexnet_jax import hybrid, nets, parallel, steps
+from tests import tiny_config
+from tests.trees import assert_trees_close
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def hybrid_config(batch=8):
+  """The towers' tiny network (width 1/4, 67x67, 10 classes), He-initialised so that the
+  images reach the logits, dropout on."""
+  config = tiny_config.get_config("towers")
+  config.model.update(init="he", input_scale=1 / 60, bias_init=0.0)
+  config.train.batch_size = batch
+  return config
+
+
+def loss_logits_grads(config, mesh, params, images_BHWC, labels_B, train):
+  apply = steps.make_apply(config, mesh)
+  rng = jax.random.key(5)
+
+  def loss(p):
+    logits_BK = apply(p, images_BHWC, rng, train)
+    return steps.cross_entropy(logits_BK, labels_B), logits_BK
+
+  (value, logits_BK), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  return jax.device_get({"loss": value, "logits": logits_BK, "grads": grads})
+
+
+@functools.cache
+def _inputs(batch):
+  config = hybrid_config(batch)
+  images = jax.random.normal(jax.random.key(3), (batch, 67, 67, 3), jnp.float32) * 60.0
+  labels = jax.random.randint(jax.random.key(4), (batch,), 0, config.model.num_classes)
+  params = jax.device_get(nets.init_params(config.model, jax.random.key(0)))
+  return config, images, labels, params
+
+
+def layouts_agree(batch=8):
+  """Hybrid on every device against the towers layout on one device (model=1), dropout off and
+  on; returns the largest differences seen."""
+  config, images, labels, params = _inputs(batch)
+  one = parallel.make_mesh(1, jax.devices()[:1])
+  config.mesh.layout = "hybrid"
+  mesh = steps.make_mesh(config)
+  placed = jax.device_put(params, steps.param_shardings(config, mesh))
+  for leaf, spec in zip(jax.tree.leaves(placed), jax.tree.leaves(
+      hybrid.param_specs(params), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))):
+    assert leaf.sharding.spec == spec
+  seen = {}
+  for train in (False, True):
+    config.mesh.layout = "towers"
+    want = loss_logits_grads(config, one, params, images, labels, train)
+    config.mesh.layout = "hybrid"
+    got = loss_logits_grads(config, mesh, placed, images, labels, train)
+    assert_trees_close({"loss": got["loss"], "logits": got["logits"]},
+                       {"loss": want["loss"], "logits": want["logits"]}, rtol=1e-5, scale=1e-5,
+                       what=f"{len(jax.devices())} devices, train={train}:")
+    assert_trees_close(got["grads"], want["grads"], rtol=1e-4, scale=1e-4,
+                       what=f"{len(jax.devices())} devices, train={train}, gradient of")
+    # Not vacuous: the conv layers learn and dropout changes the logits.
+    assert np.abs(want["grads"]["conv1"]["kernel"]).max() > 1e-6
+    seen[train] = want["logits"]
+    seen[f"diff_{train}"] = float(np.abs(got["logits"] - want["logits"]).max())
+  assert np.abs(seen[True] - seen[False]).max() > 1e-3
+  return {"devices": len(jax.devices()), "mesh": dict(mesh.shape),
+          "logits_diff": max(seen["diff_False"], seen["diff_True"])}
+
+
+def test_hybrid_equals_one_device_on_two_devices():
+  assert layouts_agree()["mesh"] == {"data": 1, "model": 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("devices", [4, 8])
+def test_hybrid_equals_one_device_on_more_devices(devices):
+  code = ("import jax; from alexnet_jax import runtime; "
+          f"runtime.configure_jax(num_cpu_devices={devices}); "
+          "jax.config.update('jax_platforms', 'cpu'); "
+          "jax.config.update('jax_numpy_rank_promotion', 'raise'); "
+          "from tests import test_hybrid; print('AGREE', test_hybrid.layouts_agree())")
+  env = dict(os.environ, XLA_FLAGS="")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-4000:]
+  assert f"'data': {devices // 2}, 'model': 2" in out.stdout, out.stdout
+
+
+def test_hybrid_refuses_meshes_it_cannot_fill():
+  config = hybrid_config()
+  config.mesh.layout = "hybrid"
+  with pytest.raises(ValueError, match="config.mesh.model=2"):
+    hybrid.check_mesh(parallel.make_mesh(1), config.model)
+  config.mesh.layout = "rows"
+  with pytest.raises(ValueError, match="config.mesh.layout='rows'"):
+    hybrid.layout(config)
