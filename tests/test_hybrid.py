@@ -114,3 +114,72 @@ def test_hybrid_refuses_meshes_it_cannot_fill():
   config.mesh.layout = "rows"
   with pytest.raises(ValueError, match="config.mesh.layout='rows'"):
     hybrid.layout(config)
+
+
+def _step_inputs(config, mesh, seed=0):
+  size, rng = config.data.resize_size, np.random.default_rng(seed)
+  batch = jax.device_put(
+      {"image": rng.integers(0, 256, (8, size, size, 3)).astype(np.uint8),
+       "label": rng.integers(0, config.model.num_classes, 8).astype(np.int32)},
+      parallel.batch_sharding(mesh))
+  consts = parallel.place_replicated(mesh, {"mean": np.full((size, size, 3), 120, np.float32),
+                                            "pca": np.diag([60.0, 20.0, 10.0]).astype(np.float32)})
+  return batch, consts
+
+
+def _layout(name):
+  config = hybrid_config()
+  config.mesh.layout = name
+  return config, steps.make_mesh(config)
+
+
+def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path):
+  """One step in each layout, saved, restored into the other layout (same values, that
+  layout's shardings), one step more there equal to one more in the first; then evaluation
+  (centre and ten crops), features and the weights export from the hybrid checkpoint."""
+  from alexnet_jax import checkpoint, finetune, restore
+  from alexnet_jax.tools import features
+  layouts = {name: _layout(name) for name in ("towers", "hybrid")}
+  for first, other in (("hybrid", "towers"), ("towers", "hybrid")):
+    (config, mesh), (config2, mesh2) = layouts[first], layouts[other]
+    batch, consts = _step_inputs(config, mesh)
+    step = steps.make_train_step(config, mesh)
+    state, _ = step(steps.create_train_state(config, mesh), batch, 0.01, consts)
+    mgr = checkpoint.manager(tmp_path / first, async_save=False)
+    checkpoint.save(mgr, 1, state, {"fingerprint": checkpoint.model_fingerprint(config)})
+    resumed, _ = checkpoint.restore(mgr, 1, steps.abstract_state(config2, mesh2),
+                                    fingerprint=checkpoint.model_fingerprint(config2))
+    checkpoint.close(mgr)
+    want = steps.state_shardings(config2, mesh2)
+    for leaf, sharding in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(want.params)):
+      assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
+    np.testing.assert_array_equal(jax.device_get(resumed.params["fc8"]["kernel"]),
+                                  jax.device_get(state.params["fc8"]["kernel"]))
+    batch2, consts2 = _step_inputs(config2, mesh2, seed=1)
+    there, _ = steps.make_train_step(config2, mesh2)(resumed, batch2, 0.01, consts2)
+    batch1, _ = _step_inputs(config, mesh, seed=1)
+    here, _ = step(state, batch1, 0.01, consts)
+    assert int(there.step) == int(here.step) == 2
+    assert_trees_close(jax.device_get(there.params), jax.device_get(here.params), rtol=1e-4,
+                       scale=1e-4, what=f"{first} then {other}:")
+
+  config, mesh = layouts["hybrid"]
+  _, params, step_number = restore.load_run(tmp_path / "hybrid", "latest", config=config,
+                                            mesh=mesh)
+  assert step_number == 1
+  towers_config, towers_mesh = layouts["towers"]
+  batch, consts = _step_inputs(config, mesh)
+  for ten_crop in (False, True):
+    got = steps.make_eval_step(config, mesh)(params, batch["image"], consts, ten_crop)
+    want = steps.make_eval_step(towers_config, towers_mesh)(params, batch["image"], consts,
+                                                            ten_crop)
+    assert got.shape == ((8, 10, 10) if ten_crop else (8, 10))
+    assert_trees_close(jax.device_get(got), jax.device_get(want), what="eval logits")
+  # Seven images do not divide over the devices: the evaluation pads them.
+  seven = steps.make_eval_step(config, mesh)(params, batch["image"][:7], consts, False)
+  centre = steps.make_eval_step(towers_config, towers_mesh)(params, batch["image"], consts, False)
+  assert_trees_close(jax.device_get(seven), jax.device_get(centre)[:7], what="7 images")
+  extract = features.make_extract(config, mesh, ["fc7"])
+  assert extract(params, batch["image"], consts)["fc7"].shape == (8, 2 * 512)
+  path = finetune.save(tmp_path / "w.npz", params, config=config, class_names=[], step=1)
+  assert np.load(path)["fc8/kernel"].shape == (2, 1024, 5)
