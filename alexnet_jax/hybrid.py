@@ -83,7 +83,7 @@ def make_apply(model_cfg, mesh: Mesh):
   check_mesh(mesh, model_cfg)
   n = mesh.size
 
-  def apply(params, images_BHWC, rng, train: bool):
+  def apply(params, images_BHWC, rng, train: bool, micro=None):
     batch = images_BHWC.shape[0]
     if train and batch % n:
       raise ValueError(f"The global batch ({batch}) must divide over the {n} devices of the "
@@ -93,17 +93,18 @@ def make_apply(model_cfg, mesh: Mesh):
     rng = jax.random.key(0) if rng is None else rng  # Unused without training.
     pad = -batch % n
     x = jnp.pad(images_BHWC, ((0, pad),) + ((0, 0),) * 3) if pad else images_BHWC
-    local = functools.partial(_local, model_cfg, train=train)
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(param_specs(params), P(ROWS), P()),
+    count = 1 if micro is None else micro[1]
+    local = functools.partial(_local, model_cfg, train=train, count=count)
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(param_specs(params), P(ROWS), P(), P()),
                             out_specs=P(ROWS))
-    return sharded(params, x, rng)[:batch]
+    return sharded(params, x, rng, 0 if micro is None else micro[0])[:batch]
 
   return apply
 
 
-def _local(model_cfg, params, x_bHWC, rng, *, train):
+def _local(model_cfg, params, x_bHWC, rng, index, *, train, count):
   feats_bF = conv_features(model_cfg, params, x_bHWC)
-  return classifier(model_cfg, params, feats_bF, train, rng)
+  return classifier(model_cfg, params, feats_bF, train, rng, (index, count))
 
 
 def conv_features(cfg, params, x_BHWC):
@@ -116,7 +117,8 @@ def conv_features(cfg, params, x_BHWC):
   def conv(name, features, k, xs, **kw):
     layer = alexnet.TowerConv(features, k, towers=alexnet.NUM_TOWERS, dtype=dtype,
                               grouped=grouped, **kw)
-    return [act(y) for y in layer.apply({"params": params[name]}, xs)]
+    with jax.named_scope(name):  # The layer's name in the HLO (benchmarks/wire_bytes.py).
+      return [act(y) for y in layer.apply({"params": params[name]}, xs)]
 
   x = x_BHWC.astype(dtype)
   if cfg.input_scale != 1.0:
@@ -150,8 +152,9 @@ def _pool(cfg, y):
   return pool(y, cfg.pool_window, cfg.pool_stride)
 
 
-def classifier(cfg, params, feats_bF, train, rng):
-  """fc6-fc8 on the whole batch, this device's units; returns the logits of its own rows."""
+def classifier(cfg, params, feats_bF, train, rng, micro=(0, 1)):
+  """fc6-fc8 on the whole batch, this device's units; returns the logits of its own rows.
+  micro: (index, count), this batch's place among the micro-batches of one step."""
   dtype = jnp.dtype(cfg.dtype)
   act = alexnet.ACTIVATIONS[cfg.activation]
   acc = alexnet._accumulation(dtype)
@@ -159,36 +162,51 @@ def classifier(cfg, params, feats_bF, train, rng):
 
   def dense(x, layer):
     p = params[layer]
-    return [alexnet._add_bias(jnp.matmul(x, p["kernel"][t].astype(dtype),
-                                         preferred_element_type=acc), p["bias"][t], dtype)
-            for t in range(towers)]
+    with jax.named_scope(layer):
+      return [alexnet._add_bias(jnp.matmul(x, p["kernel"][t].astype(dtype),
+                                           preferred_element_type=acc), p["bias"][t], dtype)
+              for t in range(towers)]
 
-  x = lax.all_gather(feats_bF, ROWS, axis=0, tiled=True)  # [B, F]: every row's pool5.
-  h = _test_scale(cfg, _dropout(cfg, [act(y) for y in dense(x, "fc6")], 6, train, rng), train)
-  x = lax.all_gather(jnp.concatenate(h, axis=-1), UNITS, axis=1, tiled=True)  # [B, all fc6]
-  h = _test_scale(cfg, _dropout(cfg, [act(y) for y in dense(x, "fc7")], 7, train, rng), train)
+  with jax.named_scope("fc6"):
+    x = lax.all_gather(feats_bF, ROWS, axis=0, tiled=True)  # [B, F]: every row's pool5.
+  h = [act(y) for y in dense(x, "fc6")]
+  h = _test_scale(cfg, _dropout(cfg, h, 6, train, rng, micro), train)
+  with jax.named_scope("fc7"):
+    x = lax.all_gather(jnp.concatenate(h, axis=-1), UNITS, axis=1, tiled=True)  # [B, all fc6]
+  h = [act(y) for y in dense(x, "fc7")]
+  h = _test_scale(cfg, _dropout(cfg, h, 7, train, rng, micro), train)
   # fc8 by its inputs: this device's fc7 units times their rows of both towers' kernels.
-  kernel = params["fc8"]["kernel"].astype(dtype)
-  h7 = jnp.concatenate(h, axis=-1)
-  partial_BK = jnp.concatenate([jnp.matmul(h7, kernel[t], preferred_element_type=acc)
-                                for t in range(alexnet.NUM_TOWERS)], axis=-1)
-  logits_bK = lax.psum_scatter(partial_BK, ROWS, scatter_dimension=0, tiled=True)
-  bias = params["fc8"]["bias"].reshape(-1)
-  return alexnet._add_bias(logits_bK, bias, dtype).astype(jnp.float32)
+  with jax.named_scope("fc8"):
+    kernel = params["fc8"]["kernel"].astype(dtype)
+    h7 = jnp.concatenate(h, axis=-1)
+    partial_BK = jnp.concatenate([jnp.matmul(h7, kernel[t], preferred_element_type=acc)
+                                  for t in range(alexnet.NUM_TOWERS)], axis=-1)
+    logits_bK = lax.psum_scatter(partial_BK, ROWS, scatter_dimension=0, tiled=True)
+    bias = params["fc8"]["bias"].reshape(-1)
+    return alexnet._add_bias(logits_bK, bias, dtype).astype(jnp.float32)
 
 
-def _dropout(cfg, h, layer, train, rng):
-  """nets/alexnet.py's masks for this device's towers and units, over the global batch."""
+def _dropout(cfg, h, layer, train, rng, micro):
+  """nets/alexnet.py's masks for this device's towers and units, over the global batch (of
+  the whole step: micro-batch `index` of `count` holds rows [index b, (index + 1) b) of each
+  device's block of b count rows)."""
   rate, paper = cfg.dropout_rate, cfg.dropout_scaling == "paper"
   if rate == 0.0 or not train:
     return h
   batch, units = h[0].shape
+  index, count = micro
+  n = lax.axis_size(ROWS)
   first_tower = lax.axis_index("model") * len(h)
   start = lax.axis_index("data") * units
   out = []
   for t, y in enumerate(h):
     key = jax.random.fold_in(jax.random.fold_in(rng, layer), first_tower + t)
-    keep_BU = jax.random.bernoulli(key, 1.0 - rate, (batch, units * lax.axis_size("data")))
+    shape = (batch * count, units * lax.axis_size("data"))
+    keep_BU = jax.random.bernoulli(key, 1.0 - rate, shape)
+    if count > 1:
+      blocks = keep_BU.reshape(n, count, batch // n, shape[1])
+      keep_BU = lax.dynamic_index_in_dim(blocks, index, axis=1, keepdims=False).reshape(
+          batch, shape[1])
     keep_Bu = lax.dynamic_slice_in_dim(keep_BU, start, units, axis=1)
     out.append(jnp.where(keep_Bu, y if paper else y / (1.0 - rate), jnp.zeros_like(y)))
   return out

@@ -14,6 +14,7 @@ from jax.sharding import Mesh
 
 from alexnet_jax import evaluate
 from alexnet_jax import hybrid
+from alexnet_jax import large_batch
 from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
@@ -139,6 +140,10 @@ def make_train_step(config, mesh: Mesh):
   root = step_key(config)
   dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
   augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
+  update, accum = _update_rule(config), config.train.get("accum_steps", 1)
+  # The row blocks the devices hold: micro-batches take a part of each (large_batch.split).
+  blocks = mesh.size if hybrid.layout(config) == "hybrid" else mesh.shape["data"]
+  constrain = lambda x: jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
 
   def train_step(state: TrainState, batch, learning_rate, consts):
     images_BHWC = preprocess.train_images(
@@ -146,13 +151,18 @@ def make_train_step(config, mesh: Mesh):
         config.model.image_size)
     rng = jax.random.fold_in(dropout_root, state.step)
 
-    def loss_fn(params):
-      logits_BK = apply(params, images_BHWC, rng, train=True)
-      return cross_entropy(logits_BK, batch["label"]), logits_BK
+    def loss_fn(params, images_BHWC, labels_B, micro=None):
+      logits_BK = apply(params, images_BHWC, rng, train=True, micro=micro)
+      return cross_entropy(logits_BK, labels_B), logits_BK
 
-    (loss, logits_BK), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    params, momentum = sgd_momentum(state.params, state.momentum, grads, learning_rate,
-                                    mu=mu, decay=decay, **bias_rule)
+    if accum > 1:
+      loss, logits_BK, grads = large_batch.accumulate(
+          loss_fn, state.params, images_BHWC, batch["label"], accum, blocks, constrain)
+    else:
+      (loss, logits_BK), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params, images_BHWC, batch["label"])
+    params, momentum = update(state.params, state.momentum, grads, learning_rate,
+                              mu=mu, decay=decay, **bias_rule)
     step_metrics = {"loss": loss,
                     "top1_error": top_k_error(logits_BK, batch["label"], 1),
                     "top5_error": top_k_error(logits_BK, batch["label"], 5)}
@@ -163,6 +173,16 @@ def make_train_step(config, mesh: Mesh):
   replicated = parallel.replicated(mesh)
   return jax.jit(train_step, in_shardings=(shardings, batch, replicated, replicated),
                  out_shardings=(shardings, replicated), donate_argnums=(0,))
+
+
+def _update_rule(config):
+  """config.train.optimizer: "sgd" (section 5's rule) or "lars" (large_batch.lars)."""
+  name = config.train.get("optimizer", "sgd")
+  if name not in large_batch.OPTIMIZERS:
+    raise ValueError(f"config.train.optimizer={name!r}: use one of {large_batch.OPTIMIZERS}.")
+  if name == "sgd":
+    return sgd_momentum
+  return functools.partial(large_batch.lars, trust=config.train.get("lars_trust", 1e-3))
 
 
 def make_eval_step(config, mesh: Mesh):

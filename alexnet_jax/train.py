@@ -114,7 +114,7 @@ def _close(s: Setup):
 def _run(s: Setup):
   config = s.config
   state = steps.create_train_state(config, s.mesh)
-  schedule = schedule_lib.create(config.train, s.steps_per_epoch)
+  schedule = schedule_lib.create(config.train, s.steps_per_epoch, s.total_steps)
   restored = _restore(s)
   if restored is not None:
     state, extra = restored
