@@ -27,8 +27,10 @@ def scaled_rate(train_cfg):
   rule = train_cfg.get("lr_scaling", "none")
   if rule not in SCALINGS:
     raise ValueError(f"config.train.lr_scaling={rule!r}: use one of {SCALINGS}.")
+  if rule == "none":
+    return train_cfg.learning_rate
   k = train_cfg.batch_size / train_cfg.get("lr_base_batch", 128)
-  return train_cfg.learning_rate * {"none": 1.0, "sqrt": math.sqrt(k), "linear": k}[rule]
+  return train_cfg.learning_rate * (math.sqrt(k) if rule == "sqrt" else k)
 
 
 @dataclasses.dataclass

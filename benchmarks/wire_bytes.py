@@ -235,7 +235,7 @@ def child(args):
 
 def run_child(n, layout, batch, width):
   """One subprocess per case: the simulated device count is fixed at JAX's start."""
-  model, name = {"towers": (2, "towers"), "data": (1, "towers"), "hybrid": (1, "hybrid")}[layout]
+  model, name = {"towers": (2, "towers"), "data": (1, "towers"), "hybrid": (2, "hybrid")}[layout]
   cmd = [sys.executable, __file__, "--child", "--devices", str(n), "--layout", name,
          "--model", str(model), "--batch", str(batch), "--width", str(width)]
   out = subprocess.run(cmd, capture_output=True, text=True, check=False)
