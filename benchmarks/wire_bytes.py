@@ -189,11 +189,55 @@ def schedule_overlap(hlo_text, ops):
   return f"{early} of {len(conv)} conv-gradient all-reduces before the fc layers' last backward op"
 
 
-def step_model(sent_mb, devices, flops_per_image, per_device_batch, tflops, bandwidths):
-  """Seconds per step, modelled: compute at `tflops` plus the bytes over the slowest link,
-  no overlap. A model, not a measurement."""
-  compute = flops_per_image * per_device_batch / (tflops * 1e12)
-  return {name: compute + sent_mb * 1e6 / (gbs * 1e9) for name, gbs in bandwidths.items()}
+# The H200's measured training step (benchmarks/README.md, accelerator.py): images/s at the
+# paper's batch of 128, bfloat16 and float32.
+H200_IMAGES_PER_S = {"bfloat16": 20593, "float32": 15786}
+LINKS_GBS = {"NVLink, one host": 450.0, "between hosts": 50.0}
+
+
+def modelled_mb(layout, n, batch, model_cfg=None):
+  """Bytes per device per step from the layers' sizes, by the ring rules above, float32: what
+  the compiled HLO gave at 2-8 devices (the table), carried to device counts not compiled.
+  towers: the gradient all-reduce of one tower's parameters over n/2 data rows, plus the tower
+  exchanges (measured at 62.6 MB for 128 rows a device, proportional to the rows); hybrid: the
+  conv gradients' all-reduce, and fc6's, fc7's and fc8's exchanges over the whole batch."""
+  from alexnet_jax.configs import paper
+  from alexnet_jax.nets import alexnet
+  cfg = paper.get_config().model if model_cfg is None else model_cfg
+  shapes = alexnet.param_shapes(cfg)
+  size = {layer: 4 * sum(math.prod(s) for s in shapes[layer]) for layer in shapes}
+  ring = lambda k: 2 * (k - 1) / k if k > 1 else 0.0
+  if layout == "towers":
+    data = n // 2
+    return (ring(data) * sum(size.values()) / 2 + 62.6e6 * batch / n / 128) / 1e6
+  conv = sum(v for k, v in size.items() if k.startswith("conv"))
+  widths, pool5 = alexnet.tower_widths(cfg), alexnet.feature_map_sizes(cfg)["pool5"]
+  features = 2 * (widths["conv5"] * pool5**2 + widths["fc6"]) + cfg.num_classes
+  return (ring(n) * conv + ring(n) * 4 * batch * features) / 1e6
+
+
+def step_model(n, batch, dtype="bfloat16"):
+  """Seconds per step, modelled, for each layout and link: the H200's measured compute for
+  batch / n images, plus the bytes over the link, nothing overlapped. A model, not a
+  measurement: the link is the ring's slowest (between hosts beyond 8 devices)."""
+  compute = batch / n / H200_IMAGES_PER_S[dtype]
+  link = LINKS_GBS["NVLink, one host"] if n <= 8 else LINKS_GBS["between hosts"]
+  return {layout: compute + modelled_mb(layout, n, batch) * 1e6 / (link * 1e9)
+          for layout in ("towers", "hybrid")} | {"compute": compute, "link_gbs": link}
+
+
+def print_model():
+  print("Modelled step time (not measured): H200 compute at its measured images/s (bfloat16),")
+  print("plus the float32 bytes per device over the slowest link, without overlap.")
+  print("| devices | global batch | link GB/s | compute ms | towers MB | towers ms | hybrid MB "
+        "| hybrid ms |")
+  print("|---|---|---|---|---|---|---|---|")
+  for n in (8, 64, 256):
+    for batch in sorted({128, 128 * n, 8192}):
+      m = step_model(n, batch)
+      print(f"| {n} | {batch} | {m['link_gbs']:.0f} | {1e3 * m['compute']:.2f} | "
+            f"{modelled_mb('towers', n, batch):.0f} | {1e3 * m['towers']:.2f} | "
+            f"{modelled_mb('hybrid', n, batch):.0f} | {1e3 * m['hybrid']:.2f} |")
 
 
 def main():
@@ -207,7 +251,11 @@ def main():
   parser.add_argument("--width", type=float, default=1.0)
   parser.add_argument("--child", action="store_true", help="measure one case in this process")
   parser.add_argument("--out", default="", help="also write the rows to this JSON file")
+  parser.add_argument("--model-table", action="store_true",
+                      help="print the modelled step times for 8, 64 and 256 devices only")
   args = parser.parse_args()
+  if args.model_table:
+    return print_model()
   if args.child:
     return child(args)
   rows = []
