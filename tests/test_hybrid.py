@@ -185,3 +185,29 @@ def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path)
   assert extract(params, batch["image"], consts)["fc7"].shape == (8, 2 * 512)
   path = finetune.save(tmp_path / "w.npz", params, config=config, class_names=[], step=1)
   assert np.load(path)["fc8/kernel"].shape == (2, 1024, 5)
+
+
+@pytest.mark.slow
+def test_a_run_trains_in_the_hybrid_layout_and_resumes_in_the_towers(tmp_path, cache_dir):
+  """train.py end to end: 4 steps of the hybrid layout with 2 micro-batches a step, LARS and the
+  poly schedule, then the same workdir resumed to 6 steps in the towers layout."""
+  import contextlib
+  import io
+
+  from alexnet_jax import train
+  config = tiny_config.get_config()
+  config.data.cache_dir = cache_dir
+  config.mesh.layout = "hybrid"
+  config.train.update(num_steps=4, accum_steps=2, optimizer="lars", schedule="poly",
+                      warmup_epochs=0.1, lr_scaling="sqrt")
+  with contextlib.redirect_stdout(io.StringIO()):
+    first = train.train_and_evaluate(config, tmp_path / "run")
+  assert first["status"] == "finished" and first["steps"] == 4
+  assert np.isfinite(first["final_val_top1_error"])
+  config.mesh.layout = "towers"
+  config.train.num_steps = 6
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    second = train.train_and_evaluate(config, tmp_path / "run")
+  assert second["steps"] == 6
+  assert "step 6/6" in out.getvalue() and "step 2/6" not in out.getvalue(), out.getvalue()
