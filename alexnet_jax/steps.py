@@ -144,6 +144,10 @@ def make_train_step(config, mesh: Mesh):
   # The row blocks the devices hold: micro-batches take a part of each (large_batch.split).
   blocks = mesh.size if hybrid.layout(config) == "hybrid" else mesh.shape["data"]
   constrain = lambda x: jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
+  if accum > 1 and (not _towered(config) or config.train.batch_size % (blocks * accum)):
+    raise ValueError(f"config.train.accum_steps={accum}: AlexNet only, with a batch "
+                     f"({config.train.batch_size}) that divides into {accum} micro-batches "
+                     f"over the {blocks} row blocks of the devices.")
 
   def train_step(state: TrainState, batch, learning_rate, consts):
     images_BHWC = preprocess.train_images(

@@ -92,11 +92,13 @@ def _one_step(config, accum, optimizer="sgd"):
 def test_accumulated_micro_batches_equal_the_big_batch(layout, model):
   """One step of 8 against 2 x 4 on the same devices (the towers layout split over data, the
   hybrid over both axes), dropout and augmentation on: the same masks and crops, the same
-  update. Tolerance as tests/test_hybrid.py's gradients: the batch's sums are split in two."""
+  update. The biases start at 0 here, so after one step they are the rate times the gradient.
+  Measured: every parameter within 4.3e-7 of its array's largest entry (the conv1 and conv2
+  biases the worst), the loss within 1.1e-7; allowed 1e-5, as tests/test_hybrid.py's."""
   config = test_hybrid.hybrid_config()
   config.mesh.update(layout=layout, model=model)
   (big, big_metrics), (acc, acc_metrics) = _one_step(config, 1), _one_step(config, 2)
-  assert_trees_close(acc, big, rtol=1e-4, scale=1e-4, what=f"{layout} accum 2 vs 1:")
+  assert_trees_close(acc, big, rtol=1e-5, scale=1e-5, what=f"{layout} accum 2 vs 1:")
   np.testing.assert_allclose(acc_metrics["loss"], big_metrics["loss"], rtol=1e-5)
   assert acc_metrics["top1_error"] == big_metrics["top1_error"]
   # Not vacuous: the dropout masks matter (without dropout the step differs).
