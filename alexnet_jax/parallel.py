@@ -73,10 +73,12 @@ def make_apply(net, mesh: Mesh, towered=True):
   `towered`) and its rows of the batch.
   `images_BHWC` and the logits hold the global batch; `params` are the global parameters
   (sharded by param_shardings). `rng` (a typed key) is used for dropout when `train` is True and
-  may be None otherwise. Call it inside jit.
+  may be None otherwise. `micro` = (index, count): this is micro-batch `index` of `count` of
+  one step (config.train.accum_steps), whose dropout masks are the whole step's. Call it
+  inside jit.
   """
 
-  def apply(params, images_BHWC, rng, train: bool):
+  def apply(params, images_BHWC, rng, train: bool, micro=None):
     data = mesh.shape["data"]
     if images_BHWC.shape[0] % data:
       raise ValueError(f"The global batch ({images_BHWC.shape[0]}) must divide over the {data}"
@@ -86,13 +88,14 @@ def make_apply(net, mesh: Mesh, towered=True):
         raise ValueError("apply(..., train=True) needs an rng: it draws the dropout masks.")
       rng = jax.random.key(0)  # Unused: without training there is no dropout.
 
-    def local(params, images_BHWC, rng):
-      return net.apply({"params": params}, images_BHWC, train=train, rng=rng)
+    def local(params, images_BHWC, rng, index):
+      extra = {} if micro is None else {"micro": (index, micro[1])}
+      return net.apply({"params": params}, images_BHWC, train=train, rng=rng, **extra)
 
     sharded = jax.shard_map(local, mesh=mesh, out_specs=BATCH_SPEC,
                             in_specs=(jax.tree.map(lambda _: param_spec(towered), params),
-                                      BATCH_SPEC, P()))
-    return sharded(params, images_BHWC, rng)
+                                      BATCH_SPEC, P(), P()))
+    return sharded(params, images_BHWC, rng, 0 if micro is None else micro[0])
 
   return apply
 

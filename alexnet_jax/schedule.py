@@ -6,6 +6,8 @@ initialized at 0.01 and reduced three times prior to termination."
 """
 import dataclasses
 
+from alexnet_jax import large_batch
+
 
 @dataclasses.dataclass
 class Plateau:
@@ -63,21 +65,24 @@ class Steps:
     return self.learning_rate / self.factor**drops
 
 
-def create(train_cfg, steps_per_epoch):
-  """The schedule that `train_cfg.schedule` names, at its initial state."""
+def create(train_cfg, steps_per_epoch, total_steps=0):
+  """The schedule that `train_cfg.schedule` names, at its initial state; its rate scaled to the
+  batch by config.train.lr_scaling (large_batch.scaled_rate; "none" by default)."""
+  rate = large_batch.scaled_rate(train_cfg)
+  if train_cfg.schedule == "poly":
+    return large_batch.poly(train_cfg, steps_per_epoch, total_steps)
   if train_cfg.schedule == "plateau":
-    return Plateau(learning_rate=train_cfg.learning_rate,
-                   initial_rate=train_cfg.learning_rate,
+    return Plateau(learning_rate=rate, initial_rate=rate,
                    factor=train_cfg.lr_drop_factor,
                    patience=train_cfg.plateau_patience,
                    min_delta=train_cfg.plateau_min_delta,
                    max_drops=train_cfg.max_lr_drops)
   if train_cfg.schedule == "step":
     boundaries = tuple(int(e * steps_per_epoch) for e in train_cfg.step_epochs)
-    return Steps(learning_rate=train_cfg.learning_rate, boundaries=boundaries,
+    return Steps(learning_rate=rate, boundaries=boundaries,
                  factor=train_cfg.lr_drop_factor)
-  raise ValueError(f"config.train.schedule={train_cfg.schedule!r}: expected 'plateau' or "
-                   "'step'.")
+  raise ValueError(f"config.train.schedule={train_cfg.schedule!r}: expected 'plateau', "
+                   "'step' or 'poly'.")
 
 
 def to_dict(schedule):
@@ -101,7 +106,10 @@ def from_dict(schedule, state, log=print):
   state = dict(state)
   if "boundaries" in state:
     state["boundaries"] = tuple(state["boundaries"])
-  stored_kind = Steps if "boundaries" in state else Plateau
+  stored_kind = (Steps if "boundaries" in state else
+                 large_batch.Poly if "total_steps" in state else Plateau)
+  if isinstance(schedule, large_batch.Poly) and stored_kind is large_batch.Poly:
+    return schedule  # A function of the step alone: nothing to carry over.
   if not isinstance(schedule, stored_kind):
     log(f"config.train.schedule changed on resume: the checkpoint's {stored_kind.__name__} "
         f"schedule is replaced by this run's {type(schedule).__name__}, from its start.")

@@ -13,6 +13,8 @@ import optax
 from jax.sharding import Mesh
 
 from alexnet_jax import evaluate
+from alexnet_jax import hybrid
+from alexnet_jax import large_batch
 from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
@@ -38,8 +40,16 @@ def _towered(config):
   return nets.towers(config.model) > 1
 
 
+def param_shardings(config, mesh: Mesh):
+  """The global parameters' shardings under config.mesh.layout (hybrid.py for "hybrid")."""
+  shapes = nets.abstract_params(config.model)
+  if hybrid.layout(config) == "hybrid":
+    return hybrid.param_shardings(mesh, shapes)
+  return parallel.param_shardings(mesh, shapes, _towered(config))
+
+
 def state_shardings(config, mesh: Mesh) -> TrainState:
-  params = parallel.param_shardings(mesh, nets.abstract_params(config.model), _towered(config))
+  params = param_shardings(config, mesh)
   return TrainState(step=parallel.replicated(mesh), params=params, momentum=params)
 
 
@@ -56,8 +66,8 @@ def create_train_state(config, mesh: Mesh) -> TrainState:
   """A fresh state, created directly into its shards; the weights come from config.seed."""
   rng = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
   init = lambda key: nets.init_params(config.model, key)
-  params = parallel.create_sharded_params(init, mesh, rng, _towered(config))
   shardings = state_shardings(config, mesh)
+  params = jax.jit(init, out_shardings=shardings.params)(rng)  # Created into their shards.
   zeros = jax.jit(lambda p: jax.tree.map(jnp.zeros_like, p), out_shardings=shardings.momentum)
   step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
   return TrainState(step=step, params=params, momentum=zeros(params))
@@ -65,6 +75,8 @@ def create_train_state(config, mesh: Mesh) -> TrainState:
 
 def make_apply(config, mesh: Mesh):
   """apply(params, images_BHWC, rng, train) -> logits_BK of config.model on `mesh`."""
+  if hybrid.layout(config) == "hybrid":
+    return hybrid.make_apply(config.model, mesh)
   net = nets.make_module(config.model, mesh.shape["model"])
   return parallel.make_apply(net, mesh, _towered(config))
 
@@ -128,6 +140,14 @@ def make_train_step(config, mesh: Mesh):
   root = step_key(config)
   dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
   augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
+  update, accum = _update_rule(config), config.train.accum_steps
+  # The row blocks the devices hold: micro-batches take a part of each (large_batch.split).
+  blocks = mesh.size if hybrid.layout(config) == "hybrid" else mesh.shape["data"]
+  constrain = lambda x: jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
+  if accum > 1 and (not _towered(config) or config.train.batch_size % (blocks * accum)):
+    raise ValueError(f"config.train.accum_steps={accum}: AlexNet only, with a batch "
+                     f"({config.train.batch_size}) that divides into {accum} micro-batches "
+                     f"over the {blocks} row blocks of the devices.")
 
   def train_step(state: TrainState, batch, learning_rate, consts):
     images_BHWC = preprocess.train_images(
@@ -135,13 +155,18 @@ def make_train_step(config, mesh: Mesh):
         config.model.image_size)
     rng = jax.random.fold_in(dropout_root, state.step)
 
-    def loss_fn(params):
-      logits_BK = apply(params, images_BHWC, rng, train=True)
-      return cross_entropy(logits_BK, batch["label"]), logits_BK
+    def loss_fn(params, images_BHWC, labels_B, micro=None):
+      logits_BK = apply(params, images_BHWC, rng, train=True, micro=micro)
+      return cross_entropy(logits_BK, labels_B), logits_BK
 
-    (loss, logits_BK), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    params, momentum = sgd_momentum(state.params, state.momentum, grads, learning_rate,
-                                    mu=mu, decay=decay, **bias_rule)
+    if accum > 1:
+      loss, logits_BK, grads = large_batch.accumulate(
+          loss_fn, state.params, images_BHWC, batch["label"], accum, blocks, constrain)
+    else:
+      (loss, logits_BK), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params, images_BHWC, batch["label"])
+    params, momentum = update(state.params, state.momentum, grads, learning_rate,
+                              mu=mu, decay=decay, **bias_rule)
     step_metrics = {"loss": loss,
                     "top1_error": top_k_error(logits_BK, batch["label"], 1),
                     "top5_error": top_k_error(logits_BK, batch["label"], 5)}
@@ -152,6 +177,16 @@ def make_train_step(config, mesh: Mesh):
   replicated = parallel.replicated(mesh)
   return jax.jit(train_step, in_shardings=(shardings, batch, replicated, replicated),
                  out_shardings=(shardings, replicated), donate_argnums=(0,))
+
+
+def _update_rule(config):
+  """config.train.optimizer: "sgd" (section 5's rule) or "lars" (large_batch.lars)."""
+  name = config.train.optimizer
+  if name not in large_batch.OPTIMIZERS:
+    raise ValueError(f"config.train.optimizer={name!r}: use one of {large_batch.OPTIMIZERS}.")
+  if name == "sgd":
+    return sgd_momentum
+  return functools.partial(large_batch.lars, trust=config.train.lars_trust)
 
 
 def make_eval_step(config, mesh: Mesh):

@@ -115,7 +115,7 @@ def _close(run: Run):
 def _execute(run: Run):
   config = run.config
   state = steps.create_train_state(config, run.mesh)
-  schedule = schedule_lib.create(config.train, run.steps_per_epoch)
+  schedule = schedule_lib.create(config.train, run.steps_per_epoch, run.total_steps)
   restored = _restore(run)
   if restored is not None:
     state, extra = restored

@@ -19,19 +19,41 @@ from alexnet_jax.configs import recipes
 
 def get_config(arg=None):
   """arg: a recipe of configs/recipes.py ("paper", "cuda_convnet", "caffe"; none: "paper"),
-  "smoke", or both, comma-separated ("caffe,smoke")."""
+  "large_batch" (a global batch of 8,192), "smoke", or several, comma-separated
+  ("caffe,smoke")."""
   parts = [a for a in (arg or "").split(",") if a]
-  unknown = [a for a in parts if a not in recipes.NAMES + ("smoke",)]
+  unknown = [a for a in parts if a not in recipes.NAMES + ("smoke", "large_batch")]
   if unknown:
     raise ValueError(f"configs/paper.py:{arg}: {unknown[0]!r} is neither a recipe "
-                     f"{recipes.NAMES} nor 'smoke'.")
+                     f"{recipes.NAMES} nor 'smoke' nor 'large_batch'.")
   config = base_config()
   for name in parts:
     if name in recipes.NAMES:
       recipes.apply(config, name)
+  if "large_batch" in parts:
+    large_batch(config)
   if "smoke" in parts:
     smoke(config)
   return config
+
+
+def large_batch(config, batch_size=8192):
+  """A global batch of 8,192 (`configs/paper.py:large_batch`), each value with its source.
+
+  The learning rate is section 5's 0.01 at 128 scaled linearly (x64 = 0.64), a starting point
+  to tune: no source here trained this network at this batch with this rate. The layout stays
+  the towers': at 8,192 images a step the hybrid's fc exchanges outgrow the towers' gradient
+  all-reduce (benchmarks/README.md, docs/several_hosts.md).
+  """
+  config.train.batch_size = batch_size  # You, Gitman & Ginsburg 2017 trained AlexNet at 8K.
+  config.train.optimizer = "lars"       # You et al. 2017, algorithm 1.
+  config.train.lars_trust = 1e-3        # You et al. 2017's trust coefficient eta.
+  config.train.lr_scaling = "linear"    # Goyal et al. 2017, section 2.1, from ...
+  config.train.lr_base_batch = 128      # ... section 5's batch and rate.
+  config.train.warmup_epochs = 5.0      # Goyal et al. 2017, section 2.2: 5 epochs of warmup.
+  config.train.schedule = "poly"        # You et al. 2017: polynomial decay, power 2.
+  config.train.poly_power = 2.0
+  config.train.num_epochs = 90          # Section 5's "roughly 90 cycles" (You et al.: 100).
 
 
 def base_config():
@@ -102,6 +124,10 @@ def base_config():
   # Section 3.2: two towers, one per device; the batch splits over `data`.
   config.mesh = ml_collections.ConfigDict()
   config.mesh.model = 0                # 0: 2 when the devices allow it, else 1.
+  config.mesh.layout = "towers"        # "towers": 3.2, a tower per model index, the batch over
+                                       # data; "hybrid": Krizhevsky 2014, convolutions data-
+                                       # parallel and fc6-fc8 split over every device
+                                       # (alexnet_jax/hybrid.py; needs model 2 or 0).
   config.mesh.num_cpu_devices = 0      # > 0: split the CPU into this many JAX devices.
 
   # Several hosts (jax.distributed; alexnet_jax/runtime.py, docs/several_hosts.md).
@@ -182,6 +208,14 @@ def base_config():
   config.train.plateau_min_delta = 0.0
   config.train.max_lr_drops = 3        # "reduced three times prior to termination".
   config.train.step_epochs = (30, 60, 80)  # With schedule="step".
+  # Large global batches (alexnet_jax/large_batch.py); the defaults are section 5's step.
+  config.train.optimizer = "sgd"       # 5's rule; "lars": You, Gitman & Ginsburg 2017.
+  config.train.lars_trust = 1e-3       # LARS's trust coefficient eta (You et al. 2017).
+  config.train.accum_steps = 1         # k micro-batches of batch_size / k make one step.
+  config.train.lr_scaling = "none"     # "sqrt" (Krizhevsky 2014), "linear" (Goyal et al. 2017):
+  config.train.lr_base_batch = 128     # learning_rate is this batch's, scaled to batch_size.
+  config.train.warmup_epochs = 0.0     # schedule="poly": linear warmup from learning_rate ...
+  config.train.poly_power = 2.0        # ... then decay to 0 with this power (You et al. 2017).
   config.train.log_every_steps = 50
   config.train.stuck_window_steps = 2000  # A loss within 1% of ln(num_classes) for this many
                                        # steps prints one line on what is known to cause it

@@ -114,7 +114,7 @@ def _indexed_split(config, split):
     return tiny_imagenet.read_split(config.data.root, split, Split)
   if source == "imagenet":
     return imagenet_layouts.read_split(config.data.root, split, Split,
-                                       config.data.get("extract_dir", ""))
+                                       config.data.extract_dir)
   return None
 
 

@@ -222,7 +222,9 @@ class AlexNet(nn.Module):
   init_with_output = init
 
   @nn.compact
-  def __call__(self, x_BHWC, train: bool = False, rng=None):
+  def __call__(self, x_BHWC, train: bool = False, rng=None, micro=None):
+    """micro: (index, count) when this call is micro-batch `index` of `count` of one step
+    (config.train.accum_steps): the dropout masks are then the big batch's rows."""
     cfg = self.config
     if self.model_axis is None and self.towers != NUM_TOWERS:
       raise ValueError("Without a model axis the device must hold both towers (towers=2).")
@@ -261,9 +263,9 @@ class AlexNet(nn.Module):
     h = dense("fc6", widths["fc6"])([both] * self.towers)
     # The recorded fc6 and fc7 maps: the units' outputs, dropped out while training, but before
     # the test-time scaling (so that both dropout scalings record the same features).
-    h = self._each(maps, "fc6", self._dropout([act(y) for y in h], 6, train, rng))
+    h = self._each(maps, "fc6", self._dropout([act(y) for y in h], 6, train, rng, micro))
     h = dense("fc7", widths["fc7"])([self._gather(self._test_scale(h, train))] * self.towers)
-    h = self._each(maps, "fc7", self._dropout([act(y) for y in h], 7, train, rng))
+    h = self._each(maps, "fc7", self._dropout([act(y) for y in h], 7, train, rng, micro))
     h = self._test_scale(h, train)
     h = dense("fc8", cfg.num_classes // NUM_TOWERS)([self._gather(h)] * self.towers)
     logits_BK = self._gather(h, to="invarying")
@@ -329,7 +331,7 @@ class AlexNet(nn.Module):
       return x if to == "varying" else lax.psum(x, self.model_axis)
     return lax.all_gather(x, self.model_axis, axis=x.ndim - 1, tiled=True, to=to)
 
-  def _dropout(self, h, layer, train, rng):
+  def _dropout(self, h, layer, train, rng, micro=None):
     """Dropout (4.2) whose masks do not depend on the mesh.
 
     Tower g's mask for layer l is drawn from fold_in(fold_in(rng, l), g) for the GLOBAL batch,
@@ -352,7 +354,11 @@ class AlexNet(nn.Module):
       raise ValueError("AlexNet needs `rng` when training with dropout_rate > 0.")
     b_local, features = h[0].shape
     shards = 1 if self.data_axis is None else lax.axis_size(self.data_axis)
-    start = 0 if self.data_axis is None else lax.axis_index(self.data_axis) * b_local
+    # Micro-batch `index` of `count` holds rows [index b, (index + 1) b) of each shard's block.
+    index, count = (0, 1) if micro is None else micro
+    start = 0 if self.data_axis is None else lax.axis_index(self.data_axis) * b_local * count
+    start = start + index * b_local
+    shards = shards * count
     first_tower = 0 if self.model_axis is None else lax.axis_index(self.model_axis) * self.towers
     out = []
     for t, y in enumerate(h):
