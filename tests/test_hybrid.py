@@ -139,7 +139,7 @@ def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path)
   """One step in each layout, saved, restored into the other layout (same values, that
   layout's shardings), one step more there equal to one more in the first; then evaluation
   (centre and ten crops), features and the weights export from the hybrid checkpoint."""
-  from alexnet_jax import checkpoint, finetune, restore
+  from alexnet_jax.checkpoints import compatibility, manager, trained_run, weights_file
   from alexnet_jax.tools import features
   layouts = {name: _layout(name) for name in ("towers", "hybrid")}
   for first, other in (("hybrid", "towers"), ("towers", "hybrid")):
@@ -147,11 +147,11 @@ def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path)
     batch, consts = _step_inputs(config, mesh)
     step = steps.make_train_step(config, mesh)
     state, _ = step(steps.create_train_state(config, mesh), batch, 0.01, consts)
-    mgr = checkpoint.manager(tmp_path / first, async_save=False)
-    checkpoint.save(mgr, 1, state, {"fingerprint": checkpoint.model_fingerprint(config)})
-    resumed, _ = checkpoint.restore(mgr, 1, steps.abstract_state(config2, mesh2),
-                                    fingerprint=checkpoint.model_fingerprint(config2))
-    checkpoint.close(mgr)
+    mgr = manager.create(tmp_path / first, async_save=False)
+    manager.save(mgr, 1, state, {"fingerprint": compatibility.model_fingerprint(config)})
+    resumed, _ = manager.restore(mgr, 1, steps.abstract_state(config2, mesh2),
+                                 fingerprint=compatibility.model_fingerprint(config2))
+    manager.close(mgr)
     want = steps.state_shardings(config2, mesh2)
     for leaf, sharding in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(want.params)):
       assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
@@ -166,8 +166,8 @@ def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path)
                        scale=1e-4, what=f"{first} then {other}:")
 
   config, mesh = layouts["hybrid"]
-  _, params, step_number = restore.load_run(tmp_path / "hybrid", "latest", config=config,
-                                            mesh=mesh)
+  _, params, step_number = trained_run.load_run(tmp_path / "hybrid", "latest", config=config,
+                                                mesh=mesh)
   assert step_number == 1
   towers_config, towers_mesh = layouts["towers"]
   batch, consts = _step_inputs(config, mesh)
@@ -183,7 +183,7 @@ def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path)
   assert_trees_close(jax.device_get(seven), jax.device_get(centre)[:7], what="7 images")
   extract = features.make_extract(config, mesh, ["fc7"])
   assert extract(params, batch["image"], consts)["fc7"].shape == (8, 2 * 512)
-  path = finetune.save(tmp_path / "w.npz", params, config=config, class_names=[], step=1)
+  path = weights_file.save(tmp_path / "w.npz", params, config=config, class_names=[], step=1)
   assert np.load(path)["fc8/kernel"].shape == (2, 1024, 5)
 
 
