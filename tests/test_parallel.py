@@ -37,7 +37,7 @@ def results(model_axis, dtype="float32"):
   """(logits, grads) with dropout off and on, for model_axis 1, 2, or None (no mesh)."""
   cfg = tiny_model_config()
   cfg.dtype = dtype
-  x_BHWC = jax.random.normal(jax.random.key(3), (4, 67, 67, 3), jnp.float32)
+  x_BHWC = 60 * jax.random.normal(jax.random.key(3), (4, 67, 67, 3), jnp.float32)  # Pixels.
   rng = jax.random.key(11)
   if model_axis is None:
     net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
