@@ -3,6 +3,7 @@ periodic evaluation, checkpoints, logs and the summary. The jitted computations 
 train state, the step of section 5, the evaluation step) are in steps.py."""
 import contextlib
 import dataclasses
+import itertools
 import json
 import time
 from typing import Any, Callable
@@ -300,13 +301,22 @@ def _periodic_eval(s: Setup, state, schedule, done, clock):
 
 
 def _finish(s: Setup, state, schedule, last_eval, epoch_train, clock):
-  """The final 10-crop evaluation, summary.json and a summary a person can read."""
+  """The final 10-crop evaluation, summary.json and a summary a person can read.
+
+  A SIGTERM or SIGINT during the evaluations stops the run before the next batch (the step
+  saved, exit 75) instead of waiting for them; the same command then evaluates again: a run
+  resumed at its last step has no centre-crop result yet, so it computes that one too."""
   done = int(state.step)
+  stop = _final_stop(s, state, schedule, done)
+  if last_eval is None and done > 0:
+    last_eval = _evaluate(s, state, ten_crop=False, per_class=True, stop=stop)
   final = {"val_top1_error": last_eval["top1_error"] if last_eval else None,
            "val_top5_error": last_eval["top5_error"] if last_eval else None}
   ten = None
   if s.config.eval.ten_crop:
-    ten = _evaluate(s, state, ten_crop=True, per_class=True)
+    ten = _evaluate(s, state, ten_crop=True, per_class=True, stop=stop)
+  stop()  # A signal in the last batch, or with no 10-crop evaluation: nothing written yet.
+  if ten is not None:
     final.update(val_top1_error_10crop=ten["top1_error"], val_top5_error_10crop=ten["top5_error"])
     s.writer.write(done, {"epoch": done / s.steps_per_epoch,
                           **{k: v for k, v in final.items() if v is not None},
@@ -320,6 +330,22 @@ def _finish(s: Setup, state, schedule, last_eval, epoch_train, clock):
   s.writer.print(report.summary_text(summary, s.workdir))
   per_class.report_run(s.writer, s.workdir, s.config, done, {"": last_eval, "_10crop": ten})
   return summary
+
+
+def _final_stop(s: Setup, state, schedule, done):
+  """A check, called before each evaluation batch after the loop: it saves `done` (already
+  saved at the loop's last boundary, so it waits for that save only), prints the stop line and
+  raises Preempted once a signal has come. With several processes each check is one more step
+  of JAX's sync point, whose steps must grow: the loop's last one was `done`."""
+  calls = itertools.count(done + 1)
+
+  def stop():
+    if preemption.should_stop(next(calls)):
+      _save(s, state, schedule, done)
+      checkpoint.wait(s.mgr)
+      s.writer.print(preemption.stop_line(done, s.mgr.directory))
+      raise preemption.Preempted(done)
+  return stop
 
 
 def evaluate_only(s: Setup, state):
@@ -341,7 +367,7 @@ def evaluate_only(s: Setup, state):
   return result
 
 
-def _evaluate(s: Setup, state, ten_crop, per_class=False):
+def _evaluate(s: Setup, state, ten_crop, per_class=False, stop=None):
   batches = input_pipeline.eval_iterator(
       s.config, s.eval_split, batch_size=s.config.eval.batch_size,
       slice_index=s.slice_index, slice_count=s.slice_count)
@@ -350,12 +376,14 @@ def _evaluate(s: Setup, state, ten_crop, per_class=False):
   with progress.Progress(total, what, active=s.writer.active) as bar:
     return evaluate.evaluate(
         lambda params, images: s.eval_step(params, images, s.consts, ten_crop), state.params,
-        _counted(batches, bar, s.slice_count), per_class=per_class,
+        _counted(batches, bar, s.slice_count, stop), per_class=per_class,
         put_batch=lambda x: parallel.to_global(s.mesh, x, s.slice_count))
 
 
-def _counted(batches, bar, slice_count):
+def _counted(batches, bar, slice_count, stop=None):
   for batch in batches:
+    if stop:
+      stop()
     bar.update(int(np.sum(batch["mask"])) * slice_count)
     yield batch
 

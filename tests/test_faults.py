@@ -1,5 +1,6 @@
 """What the program does when a cluster interrupts it or its workdir is damaged or taken, on the
 tiny config (tests/tiny_config.py), through train_and_evaluate and the command line."""
+import json
 import os
 import pathlib
 import re
@@ -78,6 +79,36 @@ def test_sigterm_saves_the_step_and_the_rerun_ends_as_if_never_stopped(tmp_path,
                                             for w in ("straight", "stopped"))
   assert step_a == step_b == 40
   trees.assert_trees_equal(params_a, params_b)
+
+
+def test_sigterm_during_the_final_evaluation_stops_and_the_rerun_evaluates(tmp_path, cache_dir):
+  """A SIGTERM once the last step's centre-crop result is printed lands in the final 10-crop
+  evaluation (100 validation images, 13 batches of 10 crops): the run stops before its next
+  batch with exit 75, its last step saved and no summary; the same command resumes at that step
+  and evaluates (centre crop and 10 crops) without training."""
+  cli = _cli(tmp_path / "run", cache_dir, "--config.data.generated.val_per_class=10")
+  run = subprocess.Popen(cli, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    for line in run.stdout:
+      if line.startswith("step 6: validation top-1 error"):  # The loop's last line.
+        run.send_signal(signal.SIGTERM)
+        break
+    out, err = run.communicate(timeout=300)
+  finally:
+    run.kill()
+  assert run.returncode == preemption.EXIT_STATUS, (out[-2000:], err[-3000:])
+  assert [line for line in out.splitlines() if line.startswith("Stopped on SIGTERM")] == [
+      f"Stopped on SIGTERM after step 6, saved in {tmp_path / 'run' / 'checkpoints'}; the same "
+      f"command resumes from there (exit status {preemption.EXIT_STATUS})."], out
+  assert not (tmp_path / "run" / "summary.json").exists()
+  assert _final(tmp_path / "run", _config(cache_dir))[0] == 6
+  again = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "at step 6." in again.stdout and "step 1/6" not in again.stdout
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["steps"] == 6
+  for key in ("final_val_top1_error", "val_top1_error_10crop", "val_top5_error_10crop"):
+    assert 0 <= summary[key] <= 1, (key, summary)
 
 
 def _largest_file(folder):
