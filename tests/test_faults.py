@@ -19,6 +19,7 @@ from alexnet_jax import train
 from alexnet_jax.faults import checkpoint_faults
 from alexnet_jax.faults import preemption
 from alexnet_jax.faults import workdir_lock
+from tests import program
 from tests import tiny_config
 from tests import trees
 
@@ -127,11 +128,10 @@ def test_a_damaged_checkpoint_is_named_and_an_older_one_restores(tmp_path, cache
   else:
     (step6 / "state" / "_METADATA").unlink()
   before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-  with pytest.raises(checkpoint_faults.DamagedCheckpointError) as error:
-    train.train_and_evaluate(config, tmp_path)
-  message = str(error.value)
-  assert "\n" not in message and str(step6) in message, message
-  assert "Older steps that look intact: 5, 4." in message, message
+  result = program.run(tmp_path, config=config)  # As a user starts it: main.
+  program.assert_one_line_error(result, str(step6), tmp_path)
+  assert "Older steps that look intact: 5, 4." in result.stderr, result.stderr
+  assert "DamagedCheckpointError" in result.log
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # Nothing lost.
   config.checkpoint.restore_step = 4  # The newest step >= 4 that reads: 5.
   summary = train.train_and_evaluate(config, tmp_path)
@@ -142,8 +142,9 @@ def test_a_damaged_checkpoint_is_named_and_an_older_one_restores(tmp_path, cache
 def test_a_second_run_in_the_same_workdir_is_refused(tmp_path, cache_dir):
   held = workdir_lock.acquire(tmp_path)  # The first run, as far as the lock can tell.
   try:
-    with pytest.raises(workdir_lock.WorkdirBusyError, match=f"pid {os.getpid()}"):
-      train.train_and_evaluate(_config(cache_dir), tmp_path)
+    result = program.run(tmp_path, config=_config(cache_dir))
+    program.assert_one_line_error(result, f"pid {os.getpid()}", tmp_path)
+    assert "WorkdirBusyError" in result.log
     assert not (tmp_path / "config.json").exists()  # Refused before anything was written.
   finally:
     workdir_lock.release(held)
