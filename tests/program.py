@@ -54,15 +54,21 @@ def run(workdir, config=None, overrides=(), config_file="tests/tiny_config.py"):
                                log=log.read_text() if log.is_file() else "")
 
 
-def assert_one_line_error(result, words, workdir):
+def assert_one_line_error(result, words, workdir, listed=False):
   """The promise of docs/faults.md: exit status 1, the error in one line on the console naming
-  `words`, the line after it pointing at the log file, which holds the traceback."""
+  `words`, the line after it pointing at the log file, which holds the traceback. `listed`: an
+  error that lists files, one indented line each (and what to do) between the two."""
   assert result.status == 1, (result.status, result.stderr[-2000:])
   lines = result.stderr.splitlines()
   errors = [i for i, line in enumerate(lines) if line.startswith("Error: ")]
   assert len(errors) == 1, result.stderr[-3000:]
-  line = lines[errors[0]]
-  assert words in line and len(line) < 600, line
-  assert lines[errors[0] + 1:] == [f"(The traceback is in {workdir / 'log.txt'}.)"], lines
+  pointer = f"(The traceback is in {workdir / 'log.txt'}.)"
+  assert lines[-1] == pointer, lines
+  message = lines[errors[0]:-1]
+  if listed:
+    assert all(line.startswith("  ") for line in message[1:-1]), message
+  else:
+    assert len(message) == 1, message
+  assert words in "\n".join(message) and len(message[0]) < 600, message
   assert "Traceback (most recent call last)" not in result.stderr
   assert "Traceback (most recent call last)" in result.log and words in result.log

@@ -142,7 +142,8 @@ def test_bad_input(tmp_path, cache_dir, row, make, error, words):
     assert result.status == 0, (row, result.stderr[-3000:])
     assert '"steps": 1,' in (workdir / "summary.json").read_text(), row
   else:
-    program.assert_one_line_error(result, words, workdir)
+    # Undecodable files are listed, one line each (up to 20), under the error's line.
+    program.assert_one_line_error(result, words, workdir, listed=row == "a zero-byte JPEG")
     assert f"{error.__name__}: " in result.log, (row, result.log[-2000:])
     assert not (workdir / "checkpoints").exists() or not any((workdir / "checkpoints").iterdir())
   assert (workdir / "keep.txt").read_text() == "an earlier run's file"
