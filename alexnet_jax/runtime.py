@@ -42,8 +42,14 @@ CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
 def configure_jax(num_cpu_devices: int = 0) -> None:
   """Adds CPU_XLA_FLAGS to XLA_FLAGS and, if num_cpu_devices > 0, splits the CPU into that many
   JAX devices (config.mesh.num_cpu_devices); quiets TensorFlow's start-up lines unless
-  TF_CPP_MIN_LOG_LEVEL is set. Call it before JAX starts its backends (importing jax is fine)."""
+  TF_CPP_MIN_LOG_LEVEL is set. Call it before JAX starts its backends (importing jax is fine)
+  and before TensorFlow is imported."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # TensorFlow 2.21 logs "oneDNN custom operations are on" through absl's C++ logging, which
+  # TF_CPP_MIN_LOG_LEVEL does not reach, once for each of its libraries that loads, each time
+  # after absl's "All log messages before absl::InitializeLog()" line. Its oneDNN kernels serve
+  # matmuls and convolutions, which tf.data's decoding and resizing do not run.
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   flags = os.environ.get("XLA_FLAGS", "")
   extra = [f"--{name}={value}" for name, value in CPU_XLA_FLAGS.items() if name not in flags]
   if extra:

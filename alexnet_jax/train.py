@@ -3,6 +3,7 @@ periodic evaluation, checkpoints, logs and the summary. The jitted computations 
 train state, the step of section 5, the evaluation step) are in steps.py."""
 import contextlib
 import dataclasses
+import itertools
 import json
 import time
 from typing import Any, Callable
@@ -282,13 +283,22 @@ def _periodic_eval(run: Run, state, schedule, done, clock):
 
 
 def _finish(run: Run, state, schedule, last_eval, epoch_train, clock):
-  """The final 10-crop evaluation, summary.json and a summary a person can read."""
+  """The final 10-crop evaluation, summary.json and a summary a person can read.
+
+  A SIGTERM or SIGINT during the evaluations stops the run before the next batch (the step
+  saved, exit 75) instead of waiting for them; the same command then evaluates again: a run
+  resumed at its last step has no centre-crop result yet, so it computes that one too."""
   done = int(state.step)
+  stop = _final_stop(run, state, schedule, done)
+  if last_eval is None and done > 0:
+    last_eval = _evaluate(run, state, ten_crop=False, per_class=True, stop=stop)
   final = {"val_top1_error": last_eval["top1_error"] if last_eval else None,
            "val_top5_error": last_eval["top5_error"] if last_eval else None}
   ten = None
   if run.config.eval.ten_crop:
-    ten = _evaluate(run, state, ten_crop=True, per_class=True)
+    ten = _evaluate(run, state, ten_crop=True, per_class=True, stop=stop)
+  stop()  # A signal in the last batch, or with no 10-crop evaluation: nothing written yet.
+  if ten is not None:
     final.update(val_top1_error_10crop=ten["top1_error"], val_top5_error_10crop=ten["top5_error"])
     run.writer.write(done, {"epoch": done / run.steps_per_epoch,
                           **{k: v for k, v in final.items() if v is not None},
@@ -302,6 +312,22 @@ def _finish(run: Run, state, schedule, last_eval, epoch_train, clock):
   run.writer.print(report.summary_text(summary, run.workdir))
   per_class.report_run(run.writer, run.workdir, run.config, done, {"": last_eval, "_10crop": ten})
   return summary
+
+
+def _final_stop(run: Run, state, schedule, done):
+  """A check, called before each evaluation batch after the loop: it saves `done` (already
+  saved at the loop's last boundary, so it waits for that save only), prints the stop line and
+  raises Preempted once a signal has come. With several processes each check is one more step
+  of JAX's sync point, whose steps must grow: the loop's last one was `done`."""
+  calls = itertools.count(done + 1)
+
+  def stop():
+    if preemption.should_stop(next(calls)):
+      _save(run, state, schedule, done)
+      manager.wait(run.mgr)
+      run.writer.print(preemption.stop_line(done, run.mgr.directory))
+      raise preemption.Preempted(done)
+  return stop
 
 
 def evaluate_only(run: Run, state):
@@ -323,7 +349,7 @@ def evaluate_only(run: Run, state):
   return result
 
 
-def _evaluate(run: Run, state, ten_crop, per_class=False):
+def _evaluate(run: Run, state, ten_crop, per_class=False, stop=None):
   batches = input_pipeline.eval_iterator(
       run.config, run.eval_split, batch_size=run.config.eval.batch_size,
       slice_index=run.slice_index, slice_count=run.slice_count)
@@ -332,12 +358,14 @@ def _evaluate(run: Run, state, ten_crop, per_class=False):
   with progress.Progress(total, what, active=run.writer.active) as bar:
     return evaluate.evaluate(
         lambda params, images: run.eval_step(params, images, run.consts, ten_crop), state.params,
-        _counted(batches, bar, run.slice_count), per_class=per_class,
+        _counted(batches, bar, run.slice_count, stop), per_class=per_class,
         put_batch=lambda x: parallel.to_global(run.mesh, x, run.slice_count))
 
 
-def _counted(batches, bar, slice_count):
+def _counted(batches, bar, slice_count, stop=None):
   for batch in batches:
+    if stop:
+      stop()
     bar.update(int(np.sum(batch["mask"])) * slice_count)
     yield batch
 

@@ -1,5 +1,6 @@
 """What the program does when a cluster interrupts it or its workdir is damaged or taken, on the
 tiny config (tests/tiny_config.py), through train_and_evaluate and the command line."""
+import json
 import os
 import pathlib
 import re
@@ -18,6 +19,7 @@ from alexnet_jax.checkpoints import faults
 from alexnet_jax.checkpoints import manager
 from alexnet_jax.faults import preemption
 from alexnet_jax.faults import workdir_lock
+from tests import program
 from tests import tiny_config
 from tests import trees
 
@@ -80,6 +82,36 @@ def test_sigterm_saves_the_step_and_the_rerun_ends_as_if_never_stopped(tmp_path,
   trees.assert_trees_equal(params_a, params_b)
 
 
+def test_sigterm_during_the_final_evaluation_stops_and_the_rerun_evaluates(tmp_path, cache_dir):
+  """A SIGTERM once the last step's centre-crop result is printed lands in the final 10-crop
+  evaluation (100 validation images, 13 batches of 10 crops): the run stops before its next
+  batch with exit 75, its last step saved and no summary; the same command resumes at that step
+  and evaluates (centre crop and 10 crops) without training."""
+  cli = _cli(tmp_path / "run", cache_dir, "--config.data.generated.val_per_class=10")
+  run = subprocess.Popen(cli, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    for line in run.stdout:
+      if line.startswith("step 6: validation top-1 error"):  # The loop's last line.
+        run.send_signal(signal.SIGTERM)
+        break
+    out, err = run.communicate(timeout=300)
+  finally:
+    run.kill()
+  assert run.returncode == preemption.EXIT_STATUS, (out[-2000:], err[-3000:])
+  assert [line for line in out.splitlines() if line.startswith("Stopped on SIGTERM")] == [
+      f"Stopped on SIGTERM after step 6, saved in {tmp_path / 'run' / 'checkpoints'}; the same "
+      f"command resumes from there (exit status {preemption.EXIT_STATUS})."], out
+  assert not (tmp_path / "run" / "summary.json").exists()
+  assert _final(tmp_path / "run", _config(cache_dir))[0] == 6
+  again = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "at step 6." in again.stdout and "step 1/6" not in again.stdout
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["steps"] == 6
+  for key in ("final_val_top1_error", "val_top1_error_10crop", "val_top5_error_10crop"):
+    assert 0 <= summary[key] <= 1, (key, summary)
+
+
 def _largest_file(folder):
   files = [p for p in pathlib.Path(folder).rglob("*") if p.is_file()]
   return max(files, key=lambda p: p.stat().st_size)
@@ -96,11 +128,10 @@ def test_a_damaged_checkpoint_is_named_and_an_older_one_restores(tmp_path, cache
   else:
     (step6 / "state" / "_METADATA").unlink()
   before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-  with pytest.raises(faults.DamagedCheckpointError) as error:
-    train.train_and_evaluate(config, tmp_path)
-  message = str(error.value)
-  assert "\n" not in message and str(step6) in message, message
-  assert "Older steps that look intact: 5, 4." in message, message
+  result = program.run(tmp_path, config=config)  # As a user starts it: main.
+  program.assert_one_line_error(result, str(step6), tmp_path)
+  assert "Older steps that look intact: 5, 4." in result.stderr, result.stderr
+  assert "DamagedCheckpointError" in result.log
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # Nothing lost.
   config.checkpoint.restore_step = 4  # The newest step >= 4 that reads: 5.
   summary = train.train_and_evaluate(config, tmp_path)
@@ -111,8 +142,9 @@ def test_a_damaged_checkpoint_is_named_and_an_older_one_restores(tmp_path, cache
 def test_a_second_run_in_the_same_workdir_is_refused(tmp_path, cache_dir):
   held = workdir_lock.acquire(tmp_path)  # The first run, as far as the lock can tell.
   try:
-    with pytest.raises(workdir_lock.WorkdirBusyError, match=f"pid {os.getpid()}"):
-      train.train_and_evaluate(_config(cache_dir), tmp_path)
+    result = program.run(tmp_path, config=_config(cache_dir))
+    program.assert_one_line_error(result, f"pid {os.getpid()}", tmp_path)
+    assert "WorkdirBusyError" in result.log
     assert not (tmp_path / "config.json").exists()  # Refused before anything was written.
   finally:
     workdir_lock.release(held)

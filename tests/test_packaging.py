@@ -39,3 +39,20 @@ def test_accelerator_extras_pin_the_base_jax():
   for extra in ("cuda12", "cuda13", "tpu"):
     (req,) = requirements("options.extras_require", extra)
     assert req.name == "jax" and req.extras == {extra} and req.specifier == base[0].specifier
+
+
+def test_the_python_floor_is_tarfiles_data_filter():
+  """tarfile's filter="data" came in 3.10.12 and 3.11.4: setup.cfg's python_requires and the
+  Makefile's check of a Python (before it makes or reuses .venv) admit the same versions."""
+  import re
+  from packaging.specifiers import SpecifierSet
+  cfg = configparser.ConfigParser()
+  cfg.read(SETUP_CFG)
+  requires = SpecifierSet(cfg["options"]["python_requires"])
+  makefile = (SETUP_CFG.parent / "Makefile").read_text()
+  condition = re.search(r"^PY_FLOOR := .*sys\.exit\(not (.*)\)$", makefile, re.M).group(1)
+  for version, ok in [("3.10.11", False), ("3.10.12", True), ("3.11.0", False), ("3.11.3", False),
+                      ("3.11.4", True), ("3.11.7", True), ("3.12.0", True), ("3.13.1", True)]:
+    v = tuple(int(x) for x in version.split("."))
+    assert (version in requires) == ok, (version, requires)
+    assert eval(condition, {"v": v}) == ok, (version, condition)

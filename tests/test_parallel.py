@@ -37,7 +37,7 @@ def results(model_axis, dtype="float32"):
   """(logits, grads) with dropout off and on, for model_axis 1, 2, or None (no mesh)."""
   cfg = tiny_model_config()
   cfg.dtype = dtype
-  x_BHWC = jax.random.normal(jax.random.key(3), (4, 67, 67, 3), jnp.float32)
+  x_BHWC = 60 * jax.random.normal(jax.random.key(3), (4, 67, 67, 3), jnp.float32)  # Pixels.
   rng = jax.random.key(11)
   if model_axis is None:
     net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
@@ -68,15 +68,19 @@ def test_model2_equals_model1_and_one_device(train):
 @pytest.mark.slow
 def test_bfloat16_model2_equals_model1():
   """In bfloat16 the towers compute the same operations on either mesh; what differs is where
-  XLA rounds and in which order it sums (the batch split over `data` with model=1): logits within
-  2% of their scale (bfloat16 keeps 8 bits, ~0.4% per operation), gradients, which sum thousands
-  of bfloat16 terms (conv1's bias: 4 x 15 x 15 per unit), within 5%."""
+  XLA rounds and in which order it sums (the batch split over `data` with model=1). Measured on
+  2 CPU devices: the logits bit-equal, each gradient within 0.66% of its largest entry (the sums
+  of thousands of bfloat16 terms: conv1's bias, 4 x 15 x 15 per unit). Held to one bfloat16
+  rounding (2^-8) for the logits and about twice the measured error for the gradients; bfloat16
+  is itself 0.6-0.9% of the logits' scale away from float32, more than the logits' bound."""
   for train in (False, True):
     model1, model2 = results(1, "bfloat16")[train], results(2, "bfloat16")[train]
-    assert_trees_close(model2[0], model1[0], rtol=0, scale=2e-2, what="logits")
-    assert_trees_close(model2[1], model1[1], rtol=0, scale=5e-2, what="gradient of")
-    # Not vacuous: bfloat16 is not float32.
-    assert not np.array_equal(model1[0], results(1)[train][0])
+    assert_trees_close(model2[0], model1[0], rtol=0, scale=2 ** -8, what="logits")
+    assert_trees_close(model2[1], model1[1], rtol=0, scale=1.5e-2, what="gradient of")
+    # Not vacuous: bfloat16 is not float32, and the logits move with the image.
+    float32 = results(1)[train][0]
+    assert np.abs(model1[0] - float32).max() > 2 ** -8 * np.abs(float32).max()
+    assert float32.std(axis=0).mean() > 0.02 * np.abs(float32).max()
 
 
 def test_make_mesh():

@@ -1,6 +1,9 @@
 """Every kind of bad input we could think of: each gets a clear error naming the setting or the
 file (or, where the input is fine after all, a run that works), and nothing already in the
-workdir is lost. docs/faults.md's table "What happens when ..." lists the same rows."""
+workdir is lost. docs/faults.md's table "What happens when ..." lists the same rows. Each runs
+through the program as a user starts it (tests/program.py: main.main in this process, a
+subprocess where the flags themselves are wrong): one line on the console, exit status 1, the
+traceback in log.txt."""
 import os
 import pathlib
 import subprocess
@@ -10,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import train
 from alexnet_jax.data import stats
+from tests import program
 from tests import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -134,13 +137,14 @@ def test_bad_input(tmp_path, cache_dir, row, make, error, words):
   workdir.mkdir()
   (workdir / "keep.txt").write_text("an earlier run's file")
   config = make(cache_dir, tmp_path)
+  result = program.run(workdir, config=config)
   if error is None:
-    assert train.train_and_evaluate(config, workdir)["steps"] == 1, row
+    assert result.status == 0, (row, result.stderr[-3000:])
+    assert '"steps": 1,' in (workdir / "summary.json").read_text(), row
   else:
-    with pytest.raises(error) as raised:
-      train.train_and_evaluate(config, workdir)
-    first = str(raised.value).splitlines()[0]
-    assert words in str(raised.value) and len(first) < 400, (row, str(raised.value))
+    # Undecodable files are listed, one line each (up to 20), under the error's line.
+    program.assert_one_line_error(result, words, workdir, listed=row == "a zero-byte JPEG")
+    assert f"{error.__name__}: " in result.log, (row, result.log[-2000:])
     assert not (workdir / "checkpoints").exists() or not any((workdir / "checkpoints").iterdir())
   assert (workdir / "keep.txt").read_text() == "an earlier run's file"
 
@@ -148,12 +152,34 @@ def test_bad_input(tmp_path, cache_dir, row, make, error, words):
 def test_eval_only_on_an_empty_workdir_and_a_workdir_that_is_a_file(tmp_path, cache_dir):
   config = config_with(cache_dir)
   config.eval_only = True
-  with pytest.raises(FileNotFoundError, match="holds none: train first"):
-    train.train_and_evaluate(config, tmp_path / "empty")
+  program.assert_one_line_error(program.run(tmp_path / "empty", config=config),
+                                "holds none: train first", tmp_path / "empty")
   (tmp_path / "file").write_text("not a folder")
-  with pytest.raises(NotADirectoryError, match="is a file; give a directory"):
-    train.train_and_evaluate(config_with(cache_dir), tmp_path / "file")
+  result = program.run(tmp_path / "file", config=config_with(cache_dir))
+  # No folder for a log file: the line alone.
+  assert result.status == 1 and result.stderr.splitlines() == [
+      f"Error: --workdir={tmp_path / 'file'} is a file; give a directory (it is created when "
+      "missing)."], result.stderr
   assert (tmp_path / "file").read_text() == "not a folder"
+
+
+@pytest.mark.slow
+def test_a_missing_imagenet_archive_names_the_paths_it_looked_at(tmp_path, cache_dir):
+  """The README's paper run without ILSVRC2012_img_{train,val}.tar in the manual directory."""
+  manual, workdir = tmp_path / "manual", tmp_path / "paper"
+  manual.mkdir()
+  result = program.run(workdir, config_file="configs/paper.py", overrides=[
+      f"--config.data.manual_dir={manual}", f"--config.data.tfds_data_dir={tmp_path / 'tfds'}",
+      f"--config.data.cache_dir={cache_dir}"])
+  assert result.status == 1, result.stderr[-3000:]
+  # TFDS's own warning about the unprepared folder may come first; then the error, the paths
+  # each on a line of their own, what to do, and where the traceback is.
+  assert "\nError: TFDS 'imagenet2012' is not prepared" in "\n" + result.stderr, result.stderr
+  for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
+    assert f"  {manual / name}\n" in result.stderr, result.stderr
+  assert result.stderr.endswith(f"(The traceback is in {workdir / 'log.txt'}.)\n")
+  assert "Traceback (most recent call last)" in result.log and "FileNotFoundError" in result.log
+  assert not (workdir / "checkpoints").exists()
 
 
 @pytest.mark.slow
@@ -165,7 +191,7 @@ def test_command_line_mistakes_are_one_line(tmp_path, override, words):
   done = subprocess.run([sys.executable, "-m", "alexnet_jax.main", "--config=tests/tiny_config.py",
                          f"--workdir={tmp_path}", override], cwd=ROOT, capture_output=True,
                         text=True, timeout=300)
-  assert done.returncode != 0
+  assert done.returncode == 1, done.stderr[-2000:]
   lines = [line for line in done.stderr.splitlines() if line.startswith(("Error", "FATAL"))]
   assert len(lines) == 1 and words in lines[0], done.stderr[-2000:]
   assert "Traceback" not in done.stderr

@@ -1,7 +1,10 @@
 """The README's GPU commands, as written: data.prepare of the TFDS imagenet2012 set, data.stats
-of the prepared folder, and the one-GPU training command, in a home folder whose
+of the prepared folder, and the one-GPU and two-GPU training commands, in a home folder whose
 ~/tensorflow_datasets/downloads/manual holds an ILSVRC2012 archive of six sample photos. Only
-the sizes are changed, by overrides added at the end, so that they run on a CPU in a minute."""
+the sizes are changed, by overrides added at the end, so that they run on a CPU in a minute,
+and the two-GPU run gets a workdir of its own (as written it would resume the one-GPU run,
+already finished). Left out: the section's first block, which installs jax's CUDA or TPU build
+and lists the accelerators; it needs the accelerator and the network."""
 import os
 import pathlib
 import re
@@ -43,14 +46,19 @@ def test_the_gpu_sections_commands_run_as_written(tmp_path):
                          synsets=imagenet_archive.first_val_labels(6))
   prepared, workdir = tmp_path / "imagenet256", tmp_path / "paper"
   commands = readme_commands("On a GPU or TPU")
-  prepare, stats, one_gpu = commands[0], commands[1], commands[2]
+  prepare, stats, one_gpu, two_gpus = commands
   assert "alexnet_jax.data.prepare" in prepare and "alexnet_jax.data.stats" in stats
-  assert "--config.mesh.model=1" in one_gpu
+  assert "--config.mesh.model=1" in one_gpu and "--config.mesh.model=2" in two_gpus
+  # Two CPU devices stand in for the two GPUs; the mesh is the command's own.
+  two_small = [a for a in SMALL if not a.startswith("--config.mesh.")] + [
+      "--config.mesh.num_cpu_devices=2"]
   env = dict(os.environ, HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2")
   outputs = []
-  for command, extra in ((prepare, []), (stats, []), (one_gpu, SMALL)):
+  for command, extra, run_dir in ((prepare, [], workdir), (stats, [], workdir),
+                                  (one_gpu, SMALL, workdir),
+                                  (two_gpus, two_small, tmp_path / "paper_two_gpus")):
     argv = shlex.split(command.replace("/data/imagenet256", str(prepared))
-                       .replace("workdirs/paper", str(workdir)))
+                       .replace("workdirs/paper", str(run_dir)))
     assert argv[0] == ".venv/bin/python"
     out = subprocess.run([sys.executable, *argv[1:], *extra], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900)
@@ -61,3 +69,6 @@ def test_the_gpu_sections_commands_run_as_written(tmp_path):
   assert "12 images ->" in outputs[1]
   assert "Data: image folder" in outputs[2] and "12 training, 6 validation images" in outputs[2]
   assert "Finished 2 steps" in outputs[2]
+  assert "Finished 2 steps" in outputs[3] and "Resumed" not in outputs[3]
+  assert "Mesh: data=1 x model=1 over 1 cpu device(s)" in outputs[2], outputs[2][:2000]
+  assert "Mesh: data=1 x model=2 over 2 cpu device(s)" in outputs[3], outputs[3][:2000]
