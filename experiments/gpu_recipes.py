@@ -16,8 +16,8 @@ the same decoded images. PIL's IDCT differs from the pipeline's by about one gre
 (benchmarks/README.md), which no recipe's outcome hangs on. Each recipe uses its config's
 schedule (the paper's plateau on the centre-crop validation error, evaluated every
 --eval_every epochs), batch 128, bfloat16. Written under --out: recipes.csv, recipes.md and
-recipes.png (experiments/recipes.py's report), recipes.json (each run's epochs, speed and rate
-drops).
+recipes.png (experiments/tiny_imagenet_recipes.py's report), recipes.json (each run's epochs,
+speed and rate drops).
 """
 import argparse
 import json
@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from experiments import recipes as cpu_recipes  # noqa: E402  (the path above, for a bare python)
+from experiments import tiny_imagenet_recipes as cpu_recipes  # noqa: E402  (the path above)
 
 
 def pack(src, dest, train_per_class, val_per_class):
