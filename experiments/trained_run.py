@@ -30,7 +30,7 @@ def epoch_table(rows):
   (over its logged windows), the validation errors, the rate the epoch ended with, and the
   training time so far."""
   table, last, losses = [], {}, []
-  for r in rows:
+  for r in _resumed(rows):
     last.update({k: r[k] for k in ("learning_rate", "elapsed_s") if k in r})
     if "train_loss" in r:
       losses.append(r["train_loss"])
@@ -46,8 +46,21 @@ def epoch_table(rows):
   return table
 
 
+def _resumed(rows):
+  """The rows a run kept: a resumed run logs again the steps after its checkpoint, so a row
+  is dropped when a later one (the resumed run's) reaches the same step or an earlier one."""
+  kept = []
+  for r in rows:
+    while kept and kept[-1]["step"] > r["step"]:
+      kept.pop()
+    if kept and kept[-1]["step"] == r["step"] and set(kept[-1]) == set(r):
+      kept.pop()
+    kept.append(r)
+  return kept
+
+
 def plot(rows, table, path, title):
-  windows = [r for r in rows if "train_loss" in r]
+  windows = [r for r in _resumed(rows) if "train_loss" in r]
   fig, axes = plt.subplots(1, 4, figsize=(18, 4))
   ax = axes[0]
   ax.plot([r["epoch"] for r in windows], [r["train_loss"] for r in windows], lw=0.6, alpha=0.5,

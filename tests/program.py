@@ -21,8 +21,10 @@ def run(workdir, config=None, overrides=(), config_file="tests/tiny_config.py"):
   (the log file's text, "" when there is none)."""
   argv = ["alexnet_jax.main", f"--config={config_file}", f"--workdir={workdir}", *overrides]
   root = logging.getLogger()
+  # absl's logger level itself, not its verbosity: set_verbosity(get_verbosity()) turns an unset
+  # level (every record passes to the root) into WARNING, and later tests lose orbax's INFO lines.
   saved = (list(root.handlers), root.level, sys.excepthook, sys.unraisablehook,
-           absl_logging.get_verbosity(), sys.argv)
+           absl_logging.get_absl_logger().level, sys.argv)
   out, err = io.StringIO(), io.StringIO()
   try:
     sys.argv = argv  # config_flags reads the --config.x overrides from sys.argv.
@@ -45,7 +47,7 @@ def run(workdir, config=None, overrides=(), config_file="tests/tiny_config.py"):
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
     sys.excepthook, sys.unraisablehook = saved[2], saved[3]
-    absl_logging.set_verbosity(saved[4])
+    absl_logging.get_absl_logger().setLevel(saved[4])
     sys.argv = saved[5]
     logging.captureWarnings(False)
   status = 0 if code is None else code if isinstance(code, int) else 1
