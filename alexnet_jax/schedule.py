@@ -3,10 +3,17 @@
 The paper: "The heuristic which we followed was to divide the learning rate by 10 when the
 validation error rate stopped improving with the current learning rate. The learning rate was
 initialized at 0.01 and reduced three times prior to termination."
+
+Section 5 trained at 128 images a step. For a global batch k times larger:
+  config.train.lr_scaling  "none" (section 5's rate as given), "sqrt" (x sqrt(k): Krizhevsky
+                           2014, "One weird trick", section 5) or "linear" (x k: Goyal et al. 2017,
+                           "Accurate, Large Minibatch SGD", with config.train.warmup_epochs of
+                           linear warmup from the unscaled rate; `scaled_rate`);
+  config.train.schedule    "poly": polynomial decay to 0 of power config.train.poly_power (2 in
+                           You, Gitman & Ginsburg 2017) after the warmup (`Poly`).
 """
 import dataclasses
-
-from alexnet_jax import large_batch
+import math
 
 
 @dataclasses.dataclass
@@ -65,12 +72,58 @@ class Steps:
     return self.learning_rate / self.factor**drops
 
 
+SCALINGS = ("none", "sqrt", "linear")
+
+
+def scaled_rate(train_cfg):
+  """config.train.learning_rate, scaled by config.train.lr_scaling from lr_base_batch (128, the
+  paper's) to config.train.batch_size."""
+  rule = train_cfg.get("lr_scaling", "none")
+  if rule not in SCALINGS:
+    raise ValueError(f"config.train.lr_scaling={rule!r}: use one of {SCALINGS}.")
+  if rule == "none":
+    return train_cfg.learning_rate
+  k = train_cfg.batch_size / train_cfg.get("lr_base_batch", 128)
+  return train_cfg.learning_rate * (math.sqrt(k) if rule == "sqrt" else k)
+
+
+@dataclasses.dataclass
+class Poly:
+  """Linear warmup from `start_rate` to `learning_rate` over `warmup_steps` (Goyal et al. 2017,
+  section 2.2, "gradual warmup"), then learning_rate x (1 - t / T)^power to 0 at `total_steps`
+  (You et al. 2017, power 2). Holds no progress: a resumed run computes it from the step."""
+  learning_rate: float
+  total_steps: int
+  warmup_steps: int = 0
+  start_rate: float = 0.0
+  power: float = 2.0
+  drops: int = 0
+  max_drops: int = 0
+
+  def update(self, val_error):
+    del val_error
+    return False
+
+  def rate(self, step):
+    if step < self.warmup_steps:
+      return self.start_rate + (self.learning_rate - self.start_rate) * step / self.warmup_steps
+    span = max(1, self.total_steps - self.warmup_steps)
+    left = max(0.0, 1.0 - (step - self.warmup_steps) / span)
+    return self.learning_rate * left**self.power
+
+
+def poly(train_cfg, steps_per_epoch, total_steps):
+  return Poly(learning_rate=scaled_rate(train_cfg), total_steps=int(total_steps),
+              warmup_steps=int(round(train_cfg.get("warmup_epochs", 0.0) * steps_per_epoch)),
+              start_rate=train_cfg.learning_rate, power=train_cfg.get("poly_power", 2.0))
+
+
 def create(train_cfg, steps_per_epoch, total_steps=0):
   """The schedule that `train_cfg.schedule` names, at its initial state; its rate scaled to the
-  batch by config.train.lr_scaling (large_batch.scaled_rate; "none" by default)."""
-  rate = large_batch.scaled_rate(train_cfg)
+  batch by config.train.lr_scaling (scaled_rate; "none" by default)."""
+  rate = scaled_rate(train_cfg)
   if train_cfg.schedule == "poly":
-    return large_batch.poly(train_cfg, steps_per_epoch, total_steps)
+    return poly(train_cfg, steps_per_epoch, total_steps)
   if train_cfg.schedule == "plateau":
     return Plateau(learning_rate=rate, initial_rate=rate,
                    factor=train_cfg.lr_drop_factor,
@@ -107,8 +160,8 @@ def from_dict(schedule, state, log=print):
   if "boundaries" in state:
     state["boundaries"] = tuple(state["boundaries"])
   stored_kind = (Steps if "boundaries" in state else
-                 large_batch.Poly if "total_steps" in state else Plateau)
-  if isinstance(schedule, large_batch.Poly) and stored_kind is large_batch.Poly:
+                 Poly if "total_steps" in state else Plateau)
+  if isinstance(schedule, Poly) and stored_kind is Poly:
     return schedule  # A function of the step alone: nothing to carry over.
   if not isinstance(schedule, stored_kind):
     log(f"config.train.schedule changed on resume: the checkpoint's {stored_kind.__name__} "

@@ -1,7 +1,9 @@
 """The computations of training, pure and jitted once: the train state on the (data, model)
-mesh, the loss, the SGD-momentum update of section 5, the training step and the evaluation
-step. train.py runs them; the benchmarks and the commands that read a trained run (predict,
-features, weights) use them without the program around them.
+mesh, the loss, the SGD-momentum update of section 5 and LARS (You, Gitman & Ginsburg 2017, for
+large global batches: config.train.optimizer), gradient accumulation over micro-batches
+(config.train.accum_steps: k micro-batches make one step of k times the batch), the training
+step and the evaluation step. train.py runs them; the benchmarks and the commands that read a
+trained run (predict, features, weights) use them without the program around them.
 """
 import functools
 from typing import Any
@@ -10,11 +12,11 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 from jax.sharding import Mesh
 
 from alexnet_jax import evaluate
-from alexnet_jax import hybrid
-from alexnet_jax import large_batch
+from alexnet_jax.parallel import hybrid
 from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
@@ -41,7 +43,7 @@ def _towered(config):
 
 
 def param_shardings(config, mesh: Mesh):
-  """The global parameters' shardings under config.mesh.layout (hybrid.py for "hybrid")."""
+  """The global parameters' shardings under config.mesh.layout (parallel/hybrid.py for "hybrid")."""
   shapes = nets.abstract_params(config.model)
   if hybrid.layout(config) == "hybrid":
     return hybrid.param_shardings(mesh, shapes)
@@ -113,6 +115,70 @@ def sgd_momentum(params, momentum, grads, learning_rate, *, mu, decay, bias_lr_m
   return jax.tree.map(jnp.add, params, momentum), momentum
 
 
+OPTIMIZERS = ("sgd", "lars")
+
+
+def lars(params, momentum, grads, learning_rate, *, mu, decay, trust, eps=0.0,
+         bias_lr_mult=1.0, bias_decay_mult=0.0):
+  """You, Gitman & Ginsburg 2017, algorithm 1, in section 5's form: for each layer's kernel
+  (both towers together: the layer of the one-device network),
+      local = trust ||w|| / (||g|| + decay ||w|| + eps)   (1 where ||w|| or ||g|| is 0),
+      v <- mu v - eps_t local (g + decay w);   w <- w + v.
+  Biases are left to section 5's rule at the global rate (LARS's exclusion of biases and
+  normalisation parameters). Written out rather than optax.lars: optax divides by ||g + decay
+  w|| and keeps its momentum in a chain state, where the train state holds section 5's v."""
+  def velocity(path, w, v, g):
+    if path[-1].key != "kernel":
+      rate = learning_rate if bias_lr_mult == 1.0 else bias_lr_mult * learning_rate
+      decay_term = 0.0 if bias_decay_mult == 0.0 else bias_decay_mult * decay * rate * w
+      return mu * v - decay_term - rate * g
+    w_norm, g_norm = jnp.linalg.norm(w), jnp.linalg.norm(g)
+    ratio = jnp.where((w_norm > 0) & (g_norm > 0),
+                      trust * w_norm / (g_norm + decay * w_norm + eps), 1.0)
+    return mu * v - learning_rate * ratio * (g + decay * w)
+
+  momentum = jax.tree_util.tree_map_with_path(velocity, params, momentum, grads)
+  return jax.tree.map(jnp.add, params, momentum), momentum
+
+
+def split(x, blocks, count):
+  """[B, ...] -> [count, B / count, ...]: micro-batch i takes the i-th 1/count of each of the
+  `blocks` row blocks that the devices hold, so that it splits over them as the batch did."""
+  b = x.shape[0] // (blocks * count)
+  x = x.reshape((blocks, count, b) + x.shape[1:])
+  return jnp.swapaxes(x, 0, 1).reshape((count, blocks * b) + x.shape[3:])
+
+
+def merge(x, blocks):
+  """split's inverse: [count, B / count, ...] -> [B, ...]."""
+  count, rows = x.shape[:2]
+  x = x.reshape((count, blocks, rows // blocks) + x.shape[2:])
+  return jnp.swapaxes(x, 0, 1).reshape((count * rows,) + x.shape[3:])
+
+
+def accumulate(loss_fn, params, images_BHWC, labels_B, count, blocks, constrain=lambda x: x):
+  """(loss, logits_BK, grads) of the whole batch as the mean of `count` micro-batches.
+
+  loss_fn(params, images, labels, micro) -> (loss, logits), micro = (index, count). Each
+  micro-batch's loss is its own mean, so their mean is the batch's and so is the gradient's;
+  the dropout masks and crops are the whole batch's (the network reads `micro`). `constrain`
+  keeps each micro-batch's rows on the devices that hold them.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  xs = (split(images_BHWC, blocks, count), split(labels_B, blocks, count),
+        jnp.arange(count, dtype=jnp.int32))
+
+  def body(total, x):
+    images, labels, index = x
+    (loss, logits), grads = grad_fn(params, constrain(images), constrain(labels), (index, count))
+    return jax.tree.map(jnp.add, total, grads), (loss, logits)
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  grads, (losses, logits) = lax.scan(body, zeros, xs)
+  grads = jax.tree.map(lambda g: g / count, grads)
+  return losses.mean(), merge(logits, blocks), grads
+
+
 def step_key(config):
   """The root of the dropout and augmentation keys: jax.random.key(config.seed), of the PRNG
   config.rng_impl names ("": jax's default, threefry2x32; "rbg" and "unsafe_rbg" draw through
@@ -141,7 +207,7 @@ def make_train_step(config, mesh: Mesh):
   dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
   augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
   update, accum = _update_rule(config), config.train.accum_steps
-  # The row blocks the devices hold: micro-batches take a part of each (large_batch.split).
+  # The row blocks the devices hold: micro-batches take a part of each (`split`).
   blocks = mesh.size if hybrid.layout(config) == "hybrid" else mesh.shape["data"]
   constrain = lambda x: jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
   if accum > 1 and (not _towered(config) or config.train.batch_size % (blocks * accum)):
@@ -160,7 +226,7 @@ def make_train_step(config, mesh: Mesh):
       return cross_entropy(logits_BK, labels_B), logits_BK
 
     if accum > 1:
-      loss, logits_BK, grads = large_batch.accumulate(
+      loss, logits_BK, grads = accumulate(
           loss_fn, state.params, images_BHWC, batch["label"], accum, blocks, constrain)
     else:
       (loss, logits_BK), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -180,13 +246,13 @@ def make_train_step(config, mesh: Mesh):
 
 
 def _update_rule(config):
-  """config.train.optimizer: "sgd" (section 5's rule) or "lars" (large_batch.lars)."""
+  """config.train.optimizer: "sgd" (section 5's rule) or "lars" (`lars`)."""
   name = config.train.optimizer
-  if name not in large_batch.OPTIMIZERS:
-    raise ValueError(f"config.train.optimizer={name!r}: use one of {large_batch.OPTIMIZERS}.")
+  if name not in OPTIMIZERS:
+    raise ValueError(f"config.train.optimizer={name!r}: use one of {OPTIMIZERS}.")
   if name == "sgd":
     return sgd_momentum
-  return functools.partial(large_batch.lars, trust=config.train.lars_trust)
+  return functools.partial(lars, trust=config.train.lars_trust)
 
 
 def make_eval_step(config, mesh: Mesh):

@@ -1,4 +1,5 @@
-"""config.mesh.layout="hybrid" (alexnet_jax/hybrid.py) computes the network of one device.
+"""config.mesh.layout="hybrid" (alexnet_jax/parallel/hybrid.py) computes the network of one
+device.
 
 On 2 devices (conftest's) in this process, on 4 and 8 in a subprocess each (the device count is
 fixed when JAX starts). Tolerance, float32: the layouts sum the same products in other orders
@@ -21,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import hybrid, nets, parallel, steps
+from alexnet_jax import nets, parallel, steps
+from alexnet_jax.parallel import hybrid
 from tests import tiny_config
 from tests.trees import assert_trees_close
 

@@ -4,6 +4,7 @@ import ml_collections
 import pytest
 
 from alexnet_jax import schedule
+from alexnet_jax.configs import paper
 
 
 def _cfg(**kw):
@@ -95,3 +96,20 @@ def test_step_settings_on_resume_are_this_runs():
   assert schedule.from_dict(new, schedule.to_dict(s), said.append) == new
   assert said == ["config.train.step_epochs changed on resume: the checkpoint's schedule had "
                   "boundaries=(10, 20), this run's has boundaries=(30, 40)."]
+
+
+def test_rate_rules_scale_from_the_base_batch():
+  train = paper.get_config().train
+  train.update(batch_size=8192, learning_rate=0.01)
+  assert schedule.scaled_rate(train) == 0.01  # "none": section 5's rate as given.
+  train.lr_scaling = "sqrt"
+  assert schedule.scaled_rate(train) == pytest.approx(0.08)  # x sqrt(64)
+  train.lr_scaling = "linear"
+  assert schedule.scaled_rate(train) == pytest.approx(0.64)  # x 64
+  train.update(schedule="poly", warmup_epochs=2.0, poly_power=2.0)
+  poly = schedule.create(train, steps_per_epoch=10, total_steps=120)
+  assert [poly.rate(s) for s in (0, 10, 20)] == pytest.approx([0.01, 0.325, 0.64])
+  assert poly.rate(70) == pytest.approx(0.64 * 0.5**2)  # Half-way through the decay.
+  assert poly.rate(120) == 0.0
+  # A resumed run goes on with its own poly schedule.
+  assert schedule.from_dict(poly, schedule.to_dict(poly)) is poly

@@ -127,7 +127,7 @@ def base_config():
   config.mesh.layout = "towers"        # "towers": 3.2, a tower per model index, the batch over
                                        # data; "hybrid": Krizhevsky 2014, convolutions data-
                                        # parallel and fc6-fc8 split over every device
-                                       # (alexnet_jax/hybrid.py; needs model 2 or 0).
+                                       # (alexnet_jax/parallel/hybrid.py; needs model 2 or 0).
   config.mesh.num_cpu_devices = 0      # > 0: split the CPU into this many JAX devices.
 
   # Several hosts (jax.distributed; alexnet_jax/runtime.py, docs/several_hosts.md).
@@ -208,7 +208,8 @@ def base_config():
   config.train.plateau_min_delta = 0.0
   config.train.max_lr_drops = 3        # "reduced three times prior to termination".
   config.train.step_epochs = (30, 60, 80)  # With schedule="step".
-  # Large global batches (alexnet_jax/large_batch.py); the defaults are section 5's step.
+  # Large global batches (LARS and accumulation: steps.py; the rate rules: schedule.py); the
+  # defaults are section 5's step.
   config.train.optimizer = "sgd"       # 5's rule; "lars": You, Gitman & Ginsburg 2017.
   config.train.lars_trust = 1e-3       # LARS's trust coefficient eta (You et al. 2017).
   config.train.accum_steps = 1         # k micro-batches of batch_size / k make one step.

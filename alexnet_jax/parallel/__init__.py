@@ -1,10 +1,11 @@
 """The ("data", "model") mesh, the PartitionSpecs and the shard_map wrapper (section 3.2).
 
-The only module that knows devices. With model=2 each device holds one tower (its half of every
-layer, as each GTX 580 did) and the batch splits over `data`; with model=1 each device holds both
-towers and the batch splits over all devices. The code path is the same: the network computes
-the towers it is given and exchanges maps through `all_gather` over `model`. Networks without
-towers (the CIFAR nets) run with model=1, where P("model") keeps their parameters whole.
+The only package that knows devices (hybrid.py: the hybrid layout). With model=2 each device
+holds one tower (its half of every layer, as each GTX 580 did) and the batch splits over `data`;
+with model=1 each device holds both towers and the batch splits over all devices. The code path
+is the same: the network computes the towers it is given and exchanges maps through `all_gather`
+over `model`. Networks without towers (the CIFAR nets) run with model=1, where P("model") keeps
+their parameters whole.
 """
 import collections
 import time
