@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 from alexnet_jax import evaluate
 from alexnet_jax.parallel import hybrid
 from alexnet_jax import nets
+from alexnet_jax.nets import layers
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
 
@@ -214,6 +215,11 @@ def make_train_step(config, mesh: Mesh):
     raise ValueError(f"config.train.accum_steps={accum}: AlexNet only, with a batch "
                      f"({config.train.batch_size}) that divides into {accum} micro-batches "
                      f"over the {blocks} row blocks of the devices.")
+  batch_norm = config.model.norm == "batch"
+  if accum > 1 and batch_norm:
+    raise ValueError(f"config.train.accum_steps={accum} with config.model.norm='batch': each "
+                     "micro-batch would be normalised by its own moments, not the step's batch. "
+                     "Use accum_steps=1 (a larger batch over more devices) or another norm.")
 
   def train_step(state: TrainState, batch, learning_rate, consts):
     images_BHWC = preprocess.train_images(
@@ -222,17 +228,30 @@ def make_train_step(config, mesh: Mesh):
     rng = jax.random.fold_in(dropout_root, state.step)
 
     def loss_fn(params, images_BHWC, labels_B, micro=None):
-      logits_BK = apply(params, images_BHWC, rng, train=True, micro=micro)
-      return cross_entropy(logits_BK, labels_B), logits_BK
+      logits_BK, moments = apply(params, images_BHWC, rng, train=True, micro=micro,
+                                 moments=True)
+      return cross_entropy(logits_BK, labels_B), (logits_BK, moments)
+
+    def loss_logits(*args):
+      loss, (logits_BK, _) = loss_fn(*args)
+      return loss, logits_BK
 
     if accum > 1:
       loss, logits_BK, grads = accumulate(
-          loss_fn, state.params, images_BHWC, batch["label"], accum, blocks, constrain)
+          loss_logits, state.params, images_BHWC, batch["label"], accum, blocks, constrain)
     else:
-      (loss, logits_BK), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      (loss, (logits_BK, moments)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
           state.params, images_BHWC, batch["label"])
-    params, momentum = update(state.params, state.momentum, grads, learning_rate,
-                              mu=mu, decay=decay, **bias_rule)
+    if batch_norm:  # The running averages are no parameters: written, not descended.
+      (params, running), (velocity, still) = (layers.partition(state.params),
+                                              layers.partition(state.momentum))
+      params, velocity = update(params, velocity, layers.partition(grads)[0],
+                                learning_rate, mu=mu, decay=decay, **bias_rule)
+      running = layers.with_running_stats(running, moments, config.model.bn_momentum)
+      params, momentum = layers.merge(params, running), layers.merge(velocity, still)
+    else:
+      params, momentum = update(state.params, state.momentum, grads, learning_rate,
+                                mu=mu, decay=decay, **bias_rule)
     step_metrics = {"loss": loss,
                     "top1_error": top_k_error(logits_BK, batch["label"], 1),
                     "top5_error": top_k_error(logits_BK, batch["label"], 5)}

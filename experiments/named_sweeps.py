@@ -15,7 +15,7 @@ PAPER = "configs/paper.py"
 @dataclasses.dataclass
 class Sweep:
   config: str                          # --config of every point, "file[:arg]".
-  points: list                         # [{"model.lrn": "True"}, ...]: --config.k=v per point.
+  points: list                         # [{"model.norm": "lrn"}, ...]: --config.k=v per point.
   sets: dict = dataclasses.field(default_factory=dict)  # Overrides shared by every point.
   about: str = ""                      # The claim it tests, with the paper's section.
   threshold: float = 0.0               # > 0: report epochs to reach this training error.
@@ -41,11 +41,15 @@ def fig1_points():
 SWEEPS = {
     "relu_vs_tanh": Sweep(PAPER, grid(**{"model.activation": ["relu", "tanh"]}),
                           about="3.1: ReLUs train several times faster than tanh units."),
-    "lrn": Sweep(PAPER, [{"model.lrn": True}, {"model.lrn": False},
-                         {"model.lrn": True, "model.lrn_convention": "caffe"}],
+    "lrn": Sweep(PAPER, [{"model.norm": "lrn"}, {"model.norm": "none"},
+                         {"model.norm": "lrn", "model.lrn_convention": "caffe"}],
                  about="3.3: LRN lowers top-1/top-5 error by 1.4%/1.2%. Third point: the "
                        "authors' own layer files, whose cuda-convnet divides alpha by n "
                        "(alpha = 2e-5 in effect, five times weaker than the printed formula)."),
+    "norm": Sweep(PAPER, grid(**{"model.norm": ["lrn", "batch", "none"]}),
+                  about="3.3's LRN against batch normalisation after every convolution (Ioffe "
+                        "& Szegedy 2015; You et al. 2017 scaled 'AlexNet-BN' to batches of "
+                        "32K) and against neither."),
     "pooling": Sweep(PAPER, [{"model.pool_window": 3, "model.pool_stride": 2},
                              {"model.pool_window": 2, "model.pool_stride": 2}],
                      about="3.4: overlapping pooling (z=3, s=2) lowers top-1/top-5 error by "
@@ -74,7 +78,7 @@ SWEEPS = {
                      about="Figure 1's learning rates: for each activation, the rate with the "
                            "lowest training error over steps 76-100 (final_train_top1_error; "
                            "ties: lower loss)."),
-    "cifar10_lrn": Sweep("configs/cifar10_lrn.py", grid(**{"model.lrn": [True, False]}),
+    "cifar10_lrn": Sweep("configs/cifar10_lrn.py", grid(**{"model.norm": ["lrn", "none"]}),
                          prepare_cifar10=True,
                          about="3.3: a four-layer CNN on CIFAR-10, 13% test error without "
                                "normalisation and 11% with it."),

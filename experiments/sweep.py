@@ -1,7 +1,7 @@
 r"""Runs a grid of config overrides, one process per point, then writes the table and plots.
 
     python -m experiments.sweep --config=configs/paper.py:smoke \
-        --grid='model.activation=relu,tanh' --grid='model.lrn=True,False' \
+        --grid='model.activation=relu,tanh' --grid='model.norm=lrn,none' \
         --workdir=workdirs/sweeps/act_lrn [--set train.num_steps=20 ...] [--parallel=1]
     python -m experiments.sweep --sweep=cifar10_fig1 --workdir=workdirs/sweeps/cifar10_fig1
 

@@ -210,7 +210,7 @@ def test_lrn_switch(convention):
     np.testing.assert_allclose(
         maps["norm1"][..., tower],
         numpy_lrn(maps["conv1"][..., tower], 2.0, 5, 1e-4, 0.75, convention), rtol=1e-5)
-  _, off = run(tiny_model_config(lrn=False), images())
+  _, off = run(tiny_model_config(norm="none"), images())
   assert "norm1" not in off and "norm2" not in off
   np.testing.assert_allclose(off["pool1"], numpy_max_pool(off["conv1"], 3, 2))
 

@@ -111,11 +111,12 @@ def test_figure1_stops_at_25_percent_and_the_lrn_runs_do_not():
   for activation in ("relu", "tanh"):
     fig1 = cifar10_fig1.get_config(activation)
     assert fig1.train.stop_at_train_error == 0.25 and fig1.train.weight_decay == 0.0
-    assert not (fig1.data.random_crop or fig1.data.flip or fig1.model.lrn)
+    assert not (fig1.data.random_crop or fig1.data.flip or fig1.model.norm != "none")
     assert fig1.train.learning_rate == cifar10_fig1.LEARNING_RATES[activation]
   for arg, lrn in (("lrn", True), ("nolrn", False)):
     config = cifar10_lrn.get_config(arg)
-    assert config.train.stop_at_train_error == 0.0 and config.model.lrn is lrn
+    assert config.train.stop_at_train_error == 0.0
+    assert config.model.norm == ("lrn" if lrn else "none")
     assert config.data.random_crop and config.data.flip and config.model.layout == "conv_local"
 
 

@@ -159,7 +159,7 @@ def test_bad_sweep_arguments_are_refused():
   with pytest.raises(ValueError, match="--sweep=NAME"):
     sweep.build_sweep(sweep.parse_args(["--workdir=x"]))
   with pytest.raises(ValueError, match="KEY=VALUE"):
-    sweep.build_sweep(sweep.parse_args(["--workdir=x", "--config=c.py", "--grid=model.lrn"]))
+    sweep.build_sweep(sweep.parse_args(["--workdir=x", "--config=c.py", "--grid=model.norm"]))
   with pytest.raises(ValueError, match="choose one of"):
     named_sweeps.get("nope")
 

@@ -146,7 +146,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path):
 def test_incompatible_checkpoint_is_refused_with_what_differs(tmp_path):
   wide = make_state(width=48)
   mgr = manager.create(tmp_path)
-  fingerprint = {"model.width": 1.0, "model.num_classes": 5, "model.lrn": True}
+  fingerprint = {"model.width": 1.0, "model.num_classes": 5, "model.norm": "lrn"}
   manager.save(mgr, 1, wide, {"fingerprint": fingerprint})
   mgr.close()
 
@@ -157,7 +157,7 @@ def test_incompatible_checkpoint_is_refused_with_what_differs(tmp_path):
   narrow["step"] = jax.ShapeDtypeStruct((), jnp.int64 if jax.config.x64_enabled else jnp.int16)
   with pytest.raises(compatibility.IncompatibleCheckpointError) as err:
     manager.restore_for_run(mgr, narrow, {"model.width": 0.5, "model.num_classes": 10,
-                                             "model.lrn": True})
+                                             "model.norm": "lrn"})
   text = str(err.value)
   assert "params/conv1/kernel: checkpoint (2, 3, 3, 3, 48) vs model (2, 3, 3, 3, 24)" in text
   assert "params/fc8/kernel: checkpoint (96, 5) vs model (48, 10)" in text
@@ -166,11 +166,12 @@ def test_incompatible_checkpoint_is_refused_with_what_differs(tmp_path):
   assert "params/extra_layer: in the model, not in the checkpoint" in text
   assert "step: checkpoint dtype int32 vs model int16" in text
   assert "model.width: 1.0 vs 0.5" in text and "model.num_classes: 5 vs 10" in text
-  assert "model.lrn" not in text  # Only the fields that differ.
+  assert "model.norm" not in text  # Only the fields that differ.
 
   # Same shapes, another model config: refused on the fingerprint alone.
-  with pytest.raises(compatibility.IncompatibleCheckpointError, match="model.lrn: True vs False"):
-    manager.restore_for_run(mgr, abstract(wide), {**fingerprint, "model.lrn": False})
+  with pytest.raises(compatibility.IncompatibleCheckpointError,
+                     match="model.norm: 'lrn' vs 'none'"):
+    manager.restore_for_run(mgr, abstract(wide), {**fingerprint, "model.norm": "none"})
   # Nothing was touched: the checkpoint still restores into the model it fits.
   got, _ = manager.restore_for_run(mgr, abstract(wide), fingerprint)
   assert_trees_equal(got, wide)

@@ -46,6 +46,9 @@ def check(abstract_state, stored_tree, extra=None, fingerprint=None, *,
   stored_fp = (extra or {}).get("fingerprint")
   fields = []
   if fingerprint is not None and stored_fp is not None:
+    model = upgrade_model({k[6:]: v for k, v in stored_fp.items() if k.startswith("model.")})
+    stored_fp = {k: v for k, v in stored_fp.items() if not k.startswith("model.")} | {
+        f"model.{k}": v for k, v in model.items()}
     fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)), ignore)
   if not problems and not fields:
     return
@@ -128,7 +131,19 @@ def upgrade(config):
   return config
 
 
+def upgrade_model(model):
+  """A model config (ConfigDict or dict) with `lrn` (True/False, before batch normalisation
+  joined it) read into `norm` ("lrn"/"none")."""
+  if "lrn" in model and "norm" not in model:
+    model["norm"] = "lrn" if model["lrn"] else "none"
+  if "lrn" in model:
+    del model["lrn"]
+  return model
+
+
 def _read_older(config):
+  if "model" in config:
+    upgrade_model(config.model)
   for dotted, value in BEFORE_THE_FIELD.items():
     section, field = dotted.split(".")
     if section in config and field not in config[section]:

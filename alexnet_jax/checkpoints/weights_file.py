@@ -23,15 +23,16 @@ import jax
 import numpy as np
 
 from alexnet_jax import paths
+from alexnet_jax.checkpoints import compatibility
 from alexnet_jax.checkpoints import trained_run
 
 FORMAT = "alexnet_jax.weights/1"
 META_KEY = "meta"
 MEAN_KEY = "preprocess/mean"
 # Fields of config.model that change what the weights compute (not only how they start).
-FUNCTION_FIELDS = ("name", "layout", "activation", "lrn", "lrn_convention", "lrn_across_towers",
-                   "lrn_k", "lrn_n", "lrn_alpha", "lrn_beta", "pool_window", "pool_stride",
-                   "input_scale", "image_size")
+FUNCTION_FIELDS = ("name", "layout", "activation", "norm", "lrn_convention", "lrn_across_towers",
+                   "lrn_k", "lrn_n", "lrn_alpha", "lrn_beta", "bn_epsilon", "pool_window",
+                   "pool_stride", "input_scale", "image_size")
 
 
 def flatten(params):
@@ -121,6 +122,7 @@ def _check_layers(source, fresh, loaded, reset):
 
 
 def _note_differences(source, src_model, model, log):
+  src_model = compatibility.upgrade_model(dict(src_model))
   differ = [f"{k}: {src_model.get(k)!r} -> {model.get(k)!r}" for k in FUNCTION_FIELDS
             if src_model.get(k) != model.get(k)]
   if differ:

@@ -30,7 +30,7 @@ def cifar_model_config(activation, *, layout, lrn):
   m.num_classes = 10
   m.image_size = CIFAR_INPUT_SIZE[layout]
   m.activation = activation
-  m.lrn = lrn
+  m.norm = "lrn" if lrn else "none"
   m.lrn_convention = "caffe"           # cuda-convnet divides the scale by the window size.
   m.lrn_k = 1.0
   m.lrn_n = 5

@@ -73,7 +73,13 @@ def base_config():
                                        # 227: Caffe's convention, which tiles exactly.
   config.model.width = 1.0             # Multiplier on every layer's width; 1.0 is the paper.
   config.model.activation = "relu"     # 3.1; "tanh" for figure 1.
-  config.model.lrn = True              # 3.3, after conv1 and conv2.
+  config.model.norm = "lrn"            # 3.3: LRN after conv1 and conv2. "batch": batch
+                                       # normalisation after every convolution, before its ReLU
+                                       # (Ioffe & Szegedy 2015; You et al. 2017's AlexNet-BN),
+                                       # in place of LRN; "none": neither.
+  config.model.bn_momentum = 0.9       # Running averages r <- 0.9 r + 0.1 (batch moment), as
+                                       # PyTorch's momentum=0.1; evaluation reads them.
+  config.model.bn_epsilon = 1e-5       # Ioffe & Szegedy's epsilon (PyTorch's, Flax's default).
   config.model.lrn_convention = "paper"  # "paper": alpha as written (3.3); "caffe": alpha / n,
                                        # what the authors' code ran: cuda-convnet divides the
                                        # scale by the window, so their layer files (scale

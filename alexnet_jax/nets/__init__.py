@@ -11,6 +11,7 @@ import ml_collections
 
 from alexnet_jax.nets import alexnet
 from alexnet_jax.nets import cifar
+from alexnet_jax.nets import layers
 
 NAMES = ("alexnet", cifar.NAME)
 
@@ -76,4 +77,7 @@ def display_name(model_cfg) -> str:
 
 
 def count_params(params) -> int:
-  return sum(int(x.size) for x in jax.tree.leaves(params))
+  """The parameters, not batch normalisation's running averages (layers.RUNNING)."""
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  return sum(int(x.size) for path, x in leaves if getattr(path[-1], "key", None)
+             not in layers.RUNNING)

@@ -89,6 +89,8 @@ def check_config(model_cfg):
   if model_cfg.activation not in layers.ACTIVATIONS:
     raise ValueError(f"config.model.activation={model_cfg.activation!r}: use one of "
                      f"{sorted(layers.ACTIVATIONS)}.")
+  if model_cfg.norm not in layers.NORMS:
+    raise ValueError(f"config.model.norm={model_cfg.norm!r}: use one of {layers.NORMS}.")
   if model_cfg.lrn_convention not in layers.LRN_CONVENTIONS:
     raise ValueError(f"config.model.lrn_convention={model_cfg.lrn_convention!r}: use 'paper' or"
                      " 'caffe'.")
@@ -142,6 +144,8 @@ class TowerConv(nn.Module):
   conv3, whose towers read the same maps), one convolution with the towers' kernels side by
   side. in_channels > C_in zero-pads the input and the kernel to that many channels
   (config.model.conv1_channels): the same sums, in a layout some convolution kernels prefer.
+  batch_norm: layers.batch_norm on each tower's outputs, `bias` its shift, with a `scale` and
+  the running `mean` and `var`; while training the batch's moments are sown into "batch_stats".
   """
   features: int
   kernel_size: int
@@ -153,19 +157,33 @@ class TowerConv(nn.Module):
   grouped: bool = False
   shared_input: bool = False
   in_channels: int = 0
+  batch_norm: bool = False
+  stat_axes: tuple = ()        # Mesh axes that split the batch: the moments average over them.
+  epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, xs: Sequence[jax.Array]) -> list[jax.Array]:
-    k, c_in = self.kernel_size, xs[0].shape[-1]
+  def __call__(self, xs: Sequence[jax.Array], train: bool = False) -> list[jax.Array]:
+    k, c_in, shape = self.kernel_size, xs[0].shape[-1], (self.towers, self.features)
     kernel = self.param("kernel", _SHAPE_ONLY, (self.towers, k, k, c_in, self.features))
-    bias = self.param("bias", _SHAPE_ONLY, (self.towers, self.features))
+    bias = self.param("bias", _SHAPE_ONLY, shape)
     if self.in_channels > c_in:
       extra = ((0, 0),) * 3 + ((0, self.in_channels - c_in),)
       xs, kernel = [jnp.pad(x, extra) for x in xs], jnp.pad(kernel, extra + ((0, 0),))
-    if self.grouped and self.towers > 1:
-      return self._grouped(xs, kernel, bias)
-    return [layers.add_bias(self._conv(x, kernel[t]), bias[t], self.dtype)
-            for t, x in enumerate(xs)]
+    if not self.batch_norm:
+      if self.grouped and self.towers > 1:
+        return self._grouped(xs, kernel, bias)
+      return [layers.add_bias(self._conv(x, kernel[t]), bias[t], self.dtype)
+              for t, x in enumerate(xs)]
+    scale, mean, var = (self.param(name, _SHAPE_ONLY, shape) for name in ("scale", *layers.RUNNING))
+    ys = (self._grouped(xs, kernel, None) if self.grouped and self.towers > 1 else
+          [self._conv(x, kernel[t]) for t, x in enumerate(xs)])
+    out = [layers.batch_norm(y, scale[t], bias[t], mean[t], var[t], train=train,
+                             axes=self.stat_axes, epsilon=self.epsilon, dtype=self.dtype)
+           for t, y in enumerate(ys)]
+    if train:
+      moments = tuple(jnp.stack(m) for m in zip(*(m for _, m in out)))
+      self.sow("batch_stats", "moments", moments, reduce_fn=lambda _, new: new)
+    return [y for y, _ in out]
 
   def _conv(self, x, kernel_HWIO, groups=1):
     pad = (((self.padding, self.padding),) * 2 if isinstance(self.padding, int)
@@ -181,7 +199,9 @@ class TowerConv(nn.Module):
     t, f = self.towers, self.features
     kernel_HWIO = jnp.moveaxis(kernel, 0, 3).reshape(kernel.shape[1:4] + (t * f,))
     x, groups = (xs[0], 1) if self.shared_input else (jnp.concatenate(xs, axis=-1), t)
-    y = layers.add_bias(self._conv(x, kernel_HWIO, groups), bias.reshape(t * f), self.dtype)
+    y = self._conv(x, kernel_HWIO, groups)
+    if bias is not None:
+      y = layers.add_bias(y, bias.reshape(t * f), self.dtype)
     return [y[..., i * f:(i + 1) * f] for i in range(t)]
 
 
@@ -236,8 +256,11 @@ class AlexNet(nn.Module):
     act = layers.ACTIVATIONS[cfg.activation]
     grouped = cfg.tower_conv == "grouped"
     out = cfg.product_output
-    conv = lambda name, f, k, **kw: TowerConv(f, k, towers=self.towers, dtype=dtype, name=name,
-                                              grouped=grouped, product_output=out, **kw)
+    norm = dict(batch_norm=cfg.norm == "batch", epsilon=cfg.bn_epsilon,
+                stat_axes=(self.data_axis,) if self.data_axis else ())
+    conv = lambda name, f, k, **kw: functools.partial(TowerConv(
+        f, k, towers=self.towers, dtype=dtype, name=name, grouped=grouped, product_output=out,
+        **norm, **kw), train=train)
     dense = lambda name, f: TowerDense(f, towers=self.towers, dtype=dtype, name=name,
                                        product_output=out)
     x = x_BHWC.astype(dtype)
@@ -275,7 +298,7 @@ class AlexNet(nn.Module):
 
   def _norm_pool(self, maps, i, h):
     cfg = self.config
-    if cfg.lrn:  # 3.3: after the ReLU of conv1 and conv2, each tower over its own channels.
+    if cfg.norm == "lrn":  # 3.3: after the ReLU of conv1 and conv2, each tower over its own.
       norm = functools.partial(layers.lrn, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha,
                                beta=cfg.lrn_beta, convention=cfg.lrn_convention,
                                gradient=cfg.lrn_grad, in_float32=cfg.lrn_dtype == "float32")
@@ -392,6 +415,9 @@ def init_params(model_cfg, rng):
     std = _weight_std(model_cfg, layer, kernel_shape)
     params[layer] = {"kernel": std * draw[offset:offset + size].reshape(kernel_shape),
                      "bias": jnp.full(bias_shape, bias_value(model_cfg, layer), jnp.float32)}
+    if model_cfg.norm == "batch" and layer.startswith("conv"):  # Scale 1, the unit moments.
+      params[layer].update(scale=jnp.ones(bias_shape), mean=jnp.zeros(bias_shape),
+                           var=jnp.ones(bias_shape))
     offset += size
   return params
 

@@ -143,7 +143,7 @@ class CifarNet(nn.Module):
 
   def _norm(self, x):
     cfg = self.config
-    if not cfg.lrn:
+    if cfg.norm != "lrn":
       return x
     return layers.lrn(x, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha, beta=cfg.lrn_beta,
                        convention=cfg.lrn_convention)
@@ -159,6 +159,9 @@ def check_config(model_cfg):
   if model_cfg.dropout_rate:
     raise ValueError("config.model.dropout_rate must be 0 for the CIFAR nets (cuda-convnet's "
                      "layer files have no dropout).")
+  if model_cfg.norm not in ("lrn", "none"):
+    raise ValueError(f"config.model.norm={model_cfg.norm!r}: the CIFAR nets have 'lrn' or "
+                     "'none' (batch normalisation is built for AlexNet, config.model.name).")
   expected = INPUT_SIZE[model_cfg.layout]
   if model_cfg.image_size != expected:
     raise ValueError(f"config.model.image_size={model_cfg.image_size}: layout "

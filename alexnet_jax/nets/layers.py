@@ -191,3 +191,50 @@ def add_bias(y, bias, dtype):
   if jnp.dtype(dtype) == jnp.float32:
     return y + bias.astype(dtype)[(None,) * (y.ndim - 1)]
   return (y.astype(jnp.float32) + bias.astype(jnp.float32)[(None,) * (y.ndim - 1)]).astype(dtype)
+
+
+# config.model.norm: section 3.3's LRN after the ReLU of conv1 and conv2, batch normalisation
+# (Ioffe & Szegedy 2015) after every convolution and before its ReLU, or neither.
+NORMS = ("lrn", "batch", "none")
+# Leaves of a normalised layer's parameters that are running averages, not parameters: the
+# update rules leave them alone and the training step writes them (with_running_stats).
+RUNNING = ("mean", "var")
+
+
+def batch_norm(y_BHWC, scale, bias, mean, var, *, train, axes, epsilon, dtype):
+  """(scale (y - mu) / sqrt(sigma^2 + epsilon) + bias, (mu, sigma^2)) per channel.
+
+  Training: mu and sigma^2 are the batch's, over its rows and positions, averaged over the
+  mesh axes `axes` (equal rows per device), so that devices splitting the batch normalise as
+  one device would with the whole of it. Evaluation: the running averages `mean` and `var`.
+  In float32 whatever the compute dtype (sums of ~10^5 terms)."""
+  y, per_channel = y_BHWC.astype(jnp.float32), lambda c: c[None, None, None, :]
+  if train:
+    mu = jnp.mean(y, axis=(0, 1, 2))
+    mu = lax.pmean(mu, axes) if axes else mu
+    sigma2 = jnp.mean(jnp.square(y - per_channel(mu)), axis=(0, 1, 2))
+    sigma2 = lax.pmean(sigma2, axes) if axes else sigma2
+  else:
+    mu, sigma2 = mean, var
+  out = (y - per_channel(mu)) * per_channel(scale * lax.rsqrt(sigma2 + epsilon)) + per_channel(
+      bias)
+  return out.astype(dtype), (mu, sigma2)
+
+
+def partition(params):
+  """(trainable, running): a {layer: {leaf: array}} tree split by RUNNING; merge undoes it."""
+  trainable = {name: {k: v for k, v in p.items() if k not in RUNNING}
+               for name, p in params.items()}
+  running = {name: {k: v for k, v in p.items() if k in RUNNING} for name, p in params.items()}
+  return trainable, {name: r for name, r in running.items() if r}
+
+
+def merge(trainable, running):
+  return {layer: {**p, **running.get(layer, {})} for layer, p in trainable.items()}
+
+
+def with_running_stats(running, moments, momentum):
+  """The running averages moved towards this batch's moments ({layer: (mean, var)}):
+  r <- momentum r + (1 - momentum) moment."""
+  return {layer: {k: momentum * r[k] + (1.0 - momentum) * m.astype(r[k].dtype)
+                  for k, m in zip(RUNNING, moments[layer])} for layer, r in running.items()}

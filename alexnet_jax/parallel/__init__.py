@@ -75,11 +75,13 @@ def make_apply(net, mesh: Mesh, towered=True):
   `images_BHWC` and the logits hold the global batch; `params` are the global parameters
   (sharded by param_shardings). `rng` (a typed key) is used for dropout when `train` is True and
   may be None otherwise. `micro` = (index, count): this is micro-batch `index` of `count` of
-  one step (config.train.accum_steps), whose dropout masks are the whole step's. Call it
+  one step (config.train.accum_steps), whose dropout masks are the whole step's.
+  moments=True (training): returns (logits_BK, {layer: (mean, var)}), the batch's moments of
+  each batch-normalised layer, tower axis first ({} without batch normalisation). Call it
   inside jit.
   """
 
-  def apply(params, images_BHWC, rng, train: bool, micro=None):
+  def apply(params, images_BHWC, rng, train: bool, micro=None, moments=False):
     data = mesh.shape["data"]
     if images_BHWC.shape[0] % data:
       raise ValueError(f"The global batch ({images_BHWC.shape[0]}) must divide over the {data}"
@@ -91,9 +93,16 @@ def make_apply(net, mesh: Mesh, towered=True):
 
     def local(params, images_BHWC, rng, index):
       extra = {} if micro is None else {"micro": (index, micro[1])}
-      return net.apply({"params": params}, images_BHWC, train=train, rng=rng, **extra)
+      if not moments:
+        return net.apply({"params": params}, images_BHWC, train=train, rng=rng, **extra)
+      logits, state = net.apply({"params": params}, images_BHWC, train=train, rng=rng,
+                                mutable=["batch_stats"], **extra)
+      return logits, {layer: sown["moments"]
+                      for layer, sown in state.get("batch_stats", {}).items()}
 
-    sharded = jax.shard_map(local, mesh=mesh, out_specs=BATCH_SPEC,
+    stats_spec = param_spec(towered)  # Averaged over `data`, split by tower like the params.
+    sharded = jax.shard_map(local, mesh=mesh,
+                            out_specs=(BATCH_SPEC, stats_spec) if moments else BATCH_SPEC,
                             in_specs=(jax.tree.map(lambda _: param_spec(towered), params),
                                       BATCH_SPEC, P(), P()))
     return sharded(params, images_BHWC, rng, 0 if micro is None else micro[0])

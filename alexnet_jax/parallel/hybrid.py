@@ -36,7 +36,7 @@ from alexnet_jax.nets import layers
 LAYOUTS = ("towers", "hybrid")
 ROWS = ("data", "model")
 UNITS = ("model", "data")
-SPECS = {"conv": {"kernel": P(), "bias": P()},
+SPECS = {"conv": {"kernel": P(), "bias": P(), "scale": P(), "mean": P(), "var": P()},
          "fc": {"kernel": P("model", None, "data"), "bias": P("model", "data")},
          "fc8": {"kernel": P(None, UNITS, None), "bias": P()}}
 
@@ -84,7 +84,7 @@ def make_apply(model_cfg, mesh: Mesh):
   check_mesh(mesh, model_cfg)
   n = mesh.size
 
-  def apply(params, images_BHWC, rng, train: bool, micro=None):
+  def apply(params, images_BHWC, rng, train: bool, micro=None, moments=False):
     batch = images_BHWC.shape[0]
     if train and batch % n:
       raise ValueError(f"The global batch ({batch}) must divide over the {n} devices of the "
@@ -96,30 +96,39 @@ def make_apply(model_cfg, mesh: Mesh):
     x = jnp.pad(images_BHWC, ((0, pad),) + ((0, 0),) * 3) if pad else images_BHWC
     count = 1 if micro is None else micro[1]
     local = functools.partial(_local, model_cfg, train=train, count=count)
+    # The batch moments are averaged over every device (each holds both towers): replicated.
     sharded = jax.shard_map(local, mesh=mesh, in_specs=(param_specs(params), P(ROWS), P(), P()),
-                            out_specs=P(ROWS))
-    return sharded(params, x, rng, 0 if micro is None else micro[0])[:batch]
+                            out_specs=(P(ROWS), P()))
+    logits, sown = sharded(params, x, rng, 0 if micro is None else micro[0])
+    return (logits[:batch], sown) if moments else logits[:batch]
 
   return apply
 
 
 def _local(model_cfg, params, x_bHWC, rng, index, *, train, count):
-  feats_bF = conv_features(model_cfg, params, x_bHWC)
-  return classifier(model_cfg, params, feats_bF, train, rng, (index, count))
+  feats_bF, sown = conv_features(model_cfg, params, x_bHWC, train)
+  return classifier(model_cfg, params, feats_bF, train, rng, (index, count)), sown
 
 
-def conv_features(cfg, params, x_BHWC):
-  """pool5 of both towers for these rows, flattened as nets/alexnet.py flattens it: the same
-  layers (TowerConv, lrn, max_pool) in the same order, both towers on this device."""
+def conv_features(cfg, params, x_BHWC, train=False):
+  """(pool5 of both towers for these rows, flattened as nets/alexnet.py flattens it; the batch
+  moments of the batch-normalised layers): the same layers (TowerConv, lrn, max_pool) in the
+  same order, both towers on this device, the moments averaged over every device."""
   widths, dtype = alexnet.tower_widths(cfg), jnp.dtype(cfg.dtype)
   act = layers.ACTIVATIONS[cfg.activation]
   grouped = cfg.tower_conv == "grouped"
+  sown = {}
 
   def conv(name, features, k, xs, **kw):
     layer = alexnet.TowerConv(features, k, towers=alexnet.NUM_TOWERS, dtype=dtype,
-                              grouped=grouped, product_output=cfg.product_output, **kw)
+                              grouped=grouped, product_output=cfg.product_output,
+                              batch_norm=cfg.norm == "batch", stat_axes=ROWS,
+                              epsilon=cfg.bn_epsilon, **kw)
     with jax.named_scope(name):  # The layer's name in the HLO (benchmarks/wire_bytes.py).
-      return [act(y) for y in layer.apply({"params": params[name]}, xs)]
+      ys, state = layer.apply({"params": params[name]}, xs, train, mutable=["batch_stats"])
+      if "batch_stats" in state:
+        sown[name] = state["batch_stats"]["moments"]
+      return [act(y) for y in ys]
 
   x = x_BHWC.astype(dtype)
   if cfg.input_scale != 1.0:
@@ -136,11 +145,11 @@ def conv_features(cfg, params, x_BHWC):
   h = conv("conv4", widths["conv4"], 3, h, padding=1)
   h = conv("conv5", widths["conv5"], 3, h, padding=1)
   both = jnp.concatenate([_pool(cfg, y) for y in h], axis=-1)
-  return both.reshape(both.shape[0], -1)
+  return both.reshape(both.shape[0], -1), sown
 
 
 def _norm_pool(cfg, h):
-  if cfg.lrn:
+  if cfg.norm == "lrn":
     norm = functools.partial(layers.lrn, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha,
                              beta=cfg.lrn_beta, convention=cfg.lrn_convention,
                              gradient=cfg.lrn_grad, in_float32=cfg.lrn_dtype == "float32")

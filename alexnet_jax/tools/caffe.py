@@ -159,7 +159,7 @@ def model_config(net, mean_size=256):
   m.num_classes = int(structure["fc8"].inner_product_param.num_output)
   m.image_size = _input_size(net)
   norm, pool = structure["norm1"].lrn_param, structure["pool1"].pooling_param
-  m.update(lrn=True, lrn_convention="caffe", lrn_across_towers=True, lrn_k=_decimal(norm.k),
+  m.update(norm="lrn", lrn_convention="caffe", lrn_across_towers=True, lrn_k=_decimal(norm.k),
            lrn_n=int(norm.local_size), lrn_alpha=_decimal(norm.alpha),
            lrn_beta=_decimal(norm.beta),
            pool_window=int(pool.kernel_size), pool_stride=int(pool.stride), activation="relu",
