@@ -3,9 +3,13 @@
 
 Tolerance, float32: devices that split the batch sum each moment in blocks and average the
 blocks (pmean), where one device sums it whole; the reordering moves a moment by a few
-roundings (6e-8 relative each). Measured on 2 devices: logits within 3e-7 and gradients within
-2e-7 of their array's largest entry. The tests allow 1e-5 of that scale, while the moments of
-half a batch, which a missing average over `data` would use, move the logits by over 1e-2.
+roundings (6e-8 relative each), and every later layer carries that on. Measured on 2 devices
+(`run` below on data=2, and on the hybrid's convolutions over both devices): loss
+within 2.5e-7, logits within 7.4e-7, batch moments within 1.3e-6 and gradients within 3.1e-6
+of their array's largest entry; the towers on two devices (data=1) equal one device exactly.
+The tests allow 3e-5 of that scale, ten times the worst, while the moments of half a batch,
+which a device normalising only its own rows would use, differ from the whole batch's by 1.8
+times the largest (conv1's means).
 """
 import jax
 import jax.numpy as jnp
@@ -71,7 +75,7 @@ def test_two_devices_normalise_as_one_device_with_the_whole_batch(layout, model)
   mesh = steps.make_mesh(config)
   assert mesh.size == 2
   got = run(config, mesh, params, images, labels)
-  assert_trees_close(got, want, rtol=1e-5, scale=1e-5, what=f"{layout}, model={model}:")
+  assert_trees_close(got, want, rtol=1e-5, scale=3e-5, what=f"{layout}, model={model}:")
   # Not vacuous: half the batch has other moments, so a device normalising its own rows would
   # move every later layer.
   half = run(config, one, params, images[:4], labels[:4])

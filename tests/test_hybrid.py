@@ -30,11 +30,11 @@ from tests.trees import assert_trees_close
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def hybrid_config(batch=8):
+def hybrid_config(batch=8, norm="lrn"):
   """The towers' tiny network (width 1/4, 67x67, 10 classes), He-initialised so that the
   images reach the logits, dropout on."""
   config = tiny_config.get_config("towers")
-  config.model.update(init="he", input_scale=1 / 60, bias_init=0.0)
+  config.model.update(init="he", input_scale=1 / 60, bias_init=0.0, norm=norm)
   config.train.batch_size = batch
   return config
 
@@ -131,19 +131,21 @@ def _step_inputs(config, mesh, seed=0):
   return batch, consts
 
 
-def _layout(name):
-  config = hybrid_config()
+def _layout(name, norm="lrn"):
+  config = hybrid_config(norm=norm)
   config.mesh.layout = name
   return config, steps.make_mesh(config)
 
 
-def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path):
+@pytest.mark.parametrize("norm", ["lrn", "batch"])
+def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path, norm):
   """One step in each layout, saved, restored into the other layout (same values, that
   layout's shardings), one step more there equal to one more in the first; then evaluation
-  (centre and ten crops), features and the weights export from the hybrid checkpoint."""
+  (centre and ten crops), features and the weights export from the hybrid checkpoint. With
+  batch normalisation the running averages the step wrote travel with the checkpoint."""
   from alexnet_jax.checkpoints import compatibility, manager, trained_run, weights_file
   from alexnet_jax.tools import features
-  layouts = {name: _layout(name) for name in ("towers", "hybrid")}
+  layouts = {name: _layout(name, norm) for name in ("towers", "hybrid")}
   for first, other in (("hybrid", "towers"), ("towers", "hybrid")):
     (config, mesh), (config2, mesh2) = layouts[first], layouts[other]
     batch, consts = _step_inputs(config, mesh)
@@ -159,6 +161,10 @@ def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path)
       assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
     np.testing.assert_array_equal(jax.device_get(resumed.params["fc8"]["kernel"]),
                                   jax.device_get(state.params["fc8"]["kernel"]))
+    if norm == "batch":
+      mean = jax.device_get(resumed.params["conv2"]["mean"])
+      np.testing.assert_array_equal(mean, jax.device_get(state.params["conv2"]["mean"]))
+      assert np.abs(mean).max() > 1e-3  # Moved from its initial 0 by the step.
     batch2, consts2 = _step_inputs(config2, mesh2, seed=1)
     there, _ = steps.make_train_step(config2, mesh2)(resumed, batch2, 0.01, consts2)
     batch1, _ = _step_inputs(config, mesh, seed=1)
@@ -187,6 +193,8 @@ def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path)
   assert extract(params, batch["image"], consts)["fc7"].shape == (8, 2 * 512)
   path = weights_file.save(tmp_path / "w.npz", params, config=config, class_names=[], step=1)
   assert np.load(path)["fc8/kernel"].shape == (2, 1024, 5)
+  if norm == "batch":  # The file serves evaluation: the running averages go with it.
+    np.testing.assert_array_equal(np.load(path)["conv5/var"], params["conv5"]["var"])
 
 
 @pytest.mark.slow

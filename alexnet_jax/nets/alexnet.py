@@ -286,10 +286,13 @@ class AlexNet(nn.Module):
     h = dense("fc6", widths["fc6"])([both] * self.towers)
     # The recorded fc6 and fc7 maps: the units' outputs, dropped out while training, but before
     # the test-time scaling (so that both dropout scalings record the same features).
-    h = self._each(maps, "fc6", self._dropout([act(y) for y in h], 6, train, rng, micro))
-    h = dense("fc7", widths["fc7"])([self._gather(self._test_scale(h, train))] * self.towers)
-    h = self._each(maps, "fc7", self._dropout([act(y) for y in h], 7, train, rng, micro))
-    h = self._test_scale(h, train)
+    drop = functools.partial(layers.dropout, cfg, train=train, rng=rng, micro=micro,
+                             data_axis=self.data_axis, model_axis=self.model_axis)
+    h = self._each(maps, "fc6", drop([act(y) for y in h], 6))
+    h = dense("fc7", widths["fc7"])([self._gather(layers.at_test_time(cfg, h, train))]
+                                    * self.towers)
+    h = self._each(maps, "fc7", drop([act(y) for y in h], 7))
+    h = layers.at_test_time(cfg, h, train)
     h = dense("fc8", cfg.num_classes // NUM_TOWERS)([self._gather(h)] * self.towers)
     logits_BK = self._gather(h, to="invarying")
     if maps:
@@ -299,9 +302,7 @@ class AlexNet(nn.Module):
   def _norm_pool(self, maps, i, h):
     cfg = self.config
     if cfg.norm == "lrn":  # 3.3: after the ReLU of conv1 and conv2, each tower over its own.
-      norm = functools.partial(layers.lrn, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha,
-                               beta=cfg.lrn_beta, convention=cfg.lrn_convention,
-                               gradient=cfg.lrn_grad, in_float32=cfg.lrn_dtype == "float32")
+      norm = layers.configured_lrn(cfg)
       h = self._each(maps, f"norm{i}", self._lrn_across(h, norm) if cfg.lrn_across_towers else
                      [norm(y) for y in h])
     return self._each(maps, f"pool{i}", [self._pool(y) for y in h])
@@ -353,50 +354,6 @@ class AlexNet(nn.Module):
     if self.towers == NUM_TOWERS and not self.config.model1_gathers:
       return x if to == "varying" else lax.psum(x, self.model_axis)
     return lax.all_gather(x, self.model_axis, axis=x.ndim - 1, tiled=True, to=to)
-
-  def _dropout(self, h, layer, train, rng, micro=None):
-    """Dropout (4.2) whose masks do not depend on the mesh.
-
-    Tower g's mask for layer l is drawn from fold_in(fold_in(rng, l), g) for the GLOBAL batch,
-    and this data shard takes its own rows: any ("data", "model") mesh, and one device without
-    a mesh, draw the same mask for the same example and unit.
-
-    config.model.dropout_scaling: "paper" (4.2) keeps the kept units as they are while training
-    and multiplies every output by 1 - rate (0.5) at test time; "inverted" (Caffe, PyTorch)
-    scales the kept units by 1 / (1 - rate) while training and uses the outputs as they are at
-    test time. The two compute the same function when the next layer's weights differ by that
-    factor (W_paper = W_inverted / (1 - rate): twice as large at rate 0.5), but they do not train
-    alike: the next layer's gradient is (1 - rate) times as large with "paper", and so its
-    weights start, relative to their function, 1 / (1 - rate) times smaller and move 1 / (1 -
-    rate)^2 times more slowly at the same learning rate (their weight decay as strong).
-    """
-    rate, paper = self.config.dropout_rate, self.config.dropout_scaling == "paper"
-    if rate == 0.0 or not train:
-      return h  # Evaluation: _test_scale.
-    if rng is None:
-      raise ValueError("AlexNet needs `rng` when training with dropout_rate > 0.")
-    b_local, features = h[0].shape
-    shards = 1 if self.data_axis is None else lax.axis_size(self.data_axis)
-    # Micro-batch `index` of `count` holds rows [index b, (index + 1) b) of each shard's block.
-    index, count = (0, 1) if micro is None else micro
-    start = 0 if self.data_axis is None else lax.axis_index(self.data_axis) * b_local * count
-    start = start + index * b_local
-    shards = shards * count
-    first_tower = 0 if self.model_axis is None else lax.axis_index(self.model_axis) * self.towers
-    out = []
-    for t, y in enumerate(h):
-      key = jax.random.fold_in(jax.random.fold_in(rng, layer), first_tower + t)
-      keep_GF = jax.random.bernoulli(key, 1.0 - rate, (b_local * shards, features))
-      keep_BF = lax.dynamic_slice_in_dim(keep_GF, start, b_local, axis=0)
-      out.append(jnp.where(keep_BF, y if paper else y / (1.0 - rate), jnp.zeros_like(y)))
-    return out
-
-  def _test_scale(self, h, train):
-    """Section 4.2's test time: every output of a dropped-out layer times 1 - rate (0.5)."""
-    rate = self.config.dropout_rate
-    if train or rate == 0.0 or self.config.dropout_scaling != "paper":
-      return h
-    return [y * (1.0 - rate) for y in h]
 
 
 def init_params(model_cfg, rng):

@@ -1,7 +1,9 @@
 """The layers AlexNet is made of that are not plain convolutions: local response normalisation
 (section 3.3) and overlapping max pooling (3.4), each with its gradient written out, the
-activations (3.1), and the float32 sums of a lower-precision compute dtype. `nets/alexnet.py`
-builds the towers from them; `nets/cifar.py` (figure 1's network) uses them too.
+activations (3.1), dropout whose masks do not depend on the mesh (4.2), batch normalisation
+(in place of LRN: config.model.norm), and the float32 sums of a lower-precision compute dtype.
+`nets/alexnet.py` builds the towers from them; `nets/cifar.py` (figure 1's network) and the
+hybrid layout (parallel/hybrid.py) use them too.
 
 VARIANTS lists other ways to compute the same layers (config.model.<field>, the first of each
 the default), to time on accelerators (benchmarks/accelerator.py --parts variants).
@@ -50,6 +52,13 @@ def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper", gradient="custom", in_
   y = fn(x_BHWC.astype(jnp.float32 if in_float32 else x_BHWC.dtype), float(k), int(n),
          float(scale), float(beta))
   return y.astype(x_BHWC.dtype)
+
+
+def configured_lrn(cfg):
+  """`lrn` with config.model's constants, convention, gradient and dtype."""
+  return functools.partial(lrn, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha, beta=cfg.lrn_beta,
+                           convention=cfg.lrn_convention, gradient=cfg.lrn_grad,
+                           in_float32=cfg.lrn_dtype == "float32")
 
 
 def _window_sum(y_BHWC, n):
@@ -238,3 +247,50 @@ def with_running_stats(running, moments, momentum):
   r <- momentum r + (1 - momentum) moment."""
   return {layer: {k: momentum * r[k] + (1.0 - momentum) * m.astype(r[k].dtype)
                   for k, m in zip(RUNNING, moments[layer])} for layer, r in running.items()}
+
+
+def dropout(cfg, h, layer, *, train, rng, micro=None, data_axis=None, model_axis=None):
+  """Dropout (4.2) of the towers `h` (this device's, [b, F] each) whose masks do not depend on
+  the mesh.
+
+  Tower g's mask for layer l is drawn from fold_in(fold_in(rng, l), g) for the GLOBAL batch,
+  and this data shard takes its own rows: any ("data", "model") mesh, and one device without
+  a mesh, draw the same mask for the same example and unit. micro = (index, count): this is
+  micro-batch `index` of `count` of one step, holding rows [index b, (index + 1) b) of each
+  shard's block.
+
+  config.model.dropout_scaling: "paper" (4.2) keeps the kept units as they are while training
+  and multiplies every output by 1 - rate (0.5) at test time (at_test_time); "inverted" (Caffe,
+  PyTorch) scales the kept units by 1 / (1 - rate) while training and uses the outputs as they
+  are at test time. The two compute the same function when the next layer's weights differ by
+  that factor (W_paper = W_inverted / (1 - rate): twice as large at rate 0.5), but they do not
+  train alike: the next layer's gradient is (1 - rate) times as large with "paper", and so its
+  weights start, relative to their function, 1 / (1 - rate) times smaller and move 1 / (1 -
+  rate)^2 times more slowly at the same learning rate (their weight decay as strong).
+  """
+  rate, paper = cfg.dropout_rate, cfg.dropout_scaling == "paper"
+  if rate == 0.0 or not train:
+    return h  # Evaluation: at_test_time.
+  if rng is None:
+    raise ValueError("AlexNet needs `rng` when training with dropout_rate > 0.")
+  b_local, features = h[0].shape
+  index, count = (0, 1) if micro is None else micro
+  shards = (1 if data_axis is None else lax.axis_size(data_axis)) * count
+  start = 0 if data_axis is None else lax.axis_index(data_axis) * b_local * count
+  start = start + index * b_local
+  first_tower = 0 if model_axis is None else lax.axis_index(model_axis) * len(h)
+  out = []
+  for t, y in enumerate(h):
+    key = jax.random.fold_in(jax.random.fold_in(rng, layer), first_tower + t)
+    keep_GF = jax.random.bernoulli(key, 1.0 - rate, (b_local * shards, features))
+    keep_BF = lax.dynamic_slice_in_dim(keep_GF, start, b_local, axis=0)
+    out.append(jnp.where(keep_BF, y if paper else y / (1.0 - rate), jnp.zeros_like(y)))
+  return out
+
+
+def at_test_time(cfg, h, train):
+  """Section 4.2's test time: every output of a dropped-out layer times 1 - rate (0.5)."""
+  rate = cfg.dropout_rate
+  if train or rate == 0.0 or cfg.dropout_scaling != "paper":
+    return h
+  return [y * (1.0 - rate) for y in h]

@@ -19,7 +19,7 @@ Which device holds what, with D = mesh data size and M = 2 (one tower per model 
                 is neither padded nor kept whole (kept whole, its gradient all-reduce alone
                 would be 2 x 16 MB).
 The global parameters keep their shapes (tower axis first): a checkpoint serves both layouts.
-The dropout masks are drawn as nets/alexnet.py draws them (tower g of layer l from
+The dropout masks are drawn as layers.dropout draws them (tower g of layer l from
 fold_in(fold_in(rng, l), g) over the global batch), each device taking its units' columns.
 """
 import functools
@@ -150,9 +150,7 @@ def conv_features(cfg, params, x_BHWC, train=False):
 
 def _norm_pool(cfg, h):
   if cfg.norm == "lrn":
-    norm = functools.partial(layers.lrn, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha,
-                             beta=cfg.lrn_beta, convention=cfg.lrn_convention,
-                             gradient=cfg.lrn_grad, in_float32=cfg.lrn_dtype == "float32")
+    norm = layers.configured_lrn(cfg)
     if cfg.lrn_across_towers:  # Both towers are on this device: one stack of channels.
       y, width = norm(jnp.concatenate(h, axis=-1)), h[0].shape[-1]
       h = [y[..., t * width:(t + 1) * width] for t in range(len(h))]
@@ -184,11 +182,11 @@ def classifier(cfg, params, feats_bF, train, rng, micro=(0, 1)):
   with jax.named_scope("fc6"):
     x = lax.all_gather(feats_bF, ROWS, axis=0, tiled=True)  # [B, F]: every row's pool5.
   h = [act(y) for y in dense(x, "fc6")]
-  h = _test_scale(cfg, _dropout(cfg, h, 6, train, rng, micro), train)
+  h = layers.at_test_time(cfg, _dropout(cfg, h, 6, train, rng, micro), train)
   with jax.named_scope("fc7"):
     x = lax.all_gather(jnp.concatenate(h, axis=-1), UNITS, axis=1, tiled=True)  # [B, all fc6]
   h = [act(y) for y in dense(x, "fc7")]
-  h = _test_scale(cfg, _dropout(cfg, h, 7, train, rng, micro), train)
+  h = layers.at_test_time(cfg, _dropout(cfg, h, 7, train, rng, micro), train)
   # fc8 by its inputs: this device's fc7 units times their rows of both towers' kernels.
   with jax.named_scope("fc8"):
     kernel = params["fc8"]["kernel"].astype(dtype)
@@ -201,7 +199,7 @@ def classifier(cfg, params, feats_bF, train, rng, micro=(0, 1)):
 
 
 def _dropout(cfg, h, layer, train, rng, micro):
-  """nets/alexnet.py's masks for this device's towers and units, over the global batch (of
+  """layers.dropout's masks for this device's towers and units, over the global batch (of
   the whole step: micro-batch `index` of `count` holds rows [index b, (index + 1) b) of each
   device's block of b count rows)."""
   rate, paper = cfg.dropout_rate, cfg.dropout_scaling == "paper"
@@ -224,10 +222,3 @@ def _dropout(cfg, h, layer, train, rng, micro):
     keep_Bu = lax.dynamic_slice_in_dim(keep_BU, start, units, axis=1)
     out.append(jnp.where(keep_Bu, y if paper else y / (1.0 - rate), jnp.zeros_like(y)))
   return out
-
-
-def _test_scale(cfg, h, train):
-  rate = cfg.dropout_rate
-  if train or rate == 0.0 or cfg.dropout_scaling != "paper":
-    return h
-  return [y * (1.0 - rate) for y in h]
