@@ -1,7 +1,8 @@
 """What the training loop does every so many steps besides the step: when (`Cadence`, computed
-once), the training and epoch log lines (`log_train`, `log_epoch`, through the one
-metrics.Writer), the line said once when the loss sits at chance (`StuckLoss`) and a profile of
-a few steps (`make_profile`). The loop calls each hook once where it is due.
+once from the steps `num_steps` counts), the training and epoch log lines (`log_train`,
+`log_epoch`, through the one metrics.Writer), the line said once when the loss sits at chance
+(`StuckLoss`) and a profile of a few steps (`make_profile`). The loop calls each hook once where
+it is due.
 
 StuckLoss says, once, when a run's training loss sits at chance: within 1% of ln(num_classes)
 for config.train.stuck_window_steps steps in a row. Such a run looks alive (its steps go on, its
@@ -27,6 +28,17 @@ import jax
 
 from alexnet_jax import paths
 from alexnet_jax import progress
+
+
+def num_steps(config, info):
+  """Steps per epoch and in all, from the training split's size and the global batch."""
+  per_epoch = info["num_train"] // config.train.batch_size
+  if per_epoch < 1:
+    raise ValueError(
+        f"config.train.batch_size={config.train.batch_size} exceeds the training split's "
+        f"{info['num_train']} examples: lower the batch size or use more data.")
+  total = config.train.num_steps or int(round(config.train.num_epochs * per_epoch))
+  return per_epoch, max(1, total)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,7 +64,7 @@ def set_up(config, workdir) -> Run:
   preflight.check_run(config, info)
   mesh = steps.make_mesh(config)
   slice_index, slice_count = parallel.data_slice(mesh)
-  per_epoch, total = num_steps(config, info)
+  per_epoch, total = hooks.num_steps(config, info)
   workdir = paths.root(workdir)
   return Run(
       config=config, workdir=workdir, info=info, mesh=mesh, slice_index=slice_index,
@@ -128,8 +128,8 @@ def _execute(run: Run):
   if not config.eval_only and run.writer.active:
     report.write_run_files(run.workdir, input_pipeline.class_names(config),
                            jax.device_get(run.consts))
-  run.writer.print(report.describe(config, run.mesh, run.info, run.steps_per_epoch, run.total_steps,
-                                 state.params))
+  run.writer.print(report.describe(config, run.mesh, run.info, run.steps_per_epoch,
+                                   run.total_steps, state.params))
   if config.eval_only:
     return evaluate_only(run, state)
   preemption.install()
@@ -269,15 +269,15 @@ def _periodic_eval(run: Run, state, schedule, done, clock):
   epoch = done / run.steps_per_epoch
   dropped = {}
   if schedule.update(result["top1_error"]):  # The paper's three drops: when each came.
-    run.writer.print(f"Validation error stopped improving: at epoch {epoch:.2f} (step {done}) the "
-                   f"learning rate is divided to {schedule.rate(done):g}, drop "
-                   f"{schedule.drops} of at most {schedule.max_drops}.")
+    run.writer.print(f"Validation error stopped improving: at epoch {epoch:.2f} (step {done}) "
+                     f"the learning rate is divided to {schedule.rate(done):g}, drop "
+                     f"{schedule.drops} of at most {schedule.max_drops}.")
     dropped = {"lr_drop_epoch": epoch}
   run.writer.write(done, {"epoch": epoch, "val_top1_error": result["top1_error"],
-                        "val_top5_error": result["top5_error"], "elapsed_s": clock.elapsed(),
-                        **dropped},
-                 console=("step {step}: validation top-1 error {val_top1_error:.4f}, top-5 "
-                          "{val_top5_error:.4f} (centre crop)"))
+                          "val_top5_error": result["top5_error"], "elapsed_s": clock.elapsed(),
+                          **dropped},
+                   console=("step {step}: validation top-1 error {val_top1_error:.4f}, top-5 "
+                            "{val_top5_error:.4f} (centre crop)"))
   _save(run, state, schedule, done, {"val_top1_error": result["top1_error"]})
   return result
 
@@ -301,12 +301,12 @@ def _finish(run: Run, state, schedule, last_eval, epoch_train, clock):
   if ten is not None:
     final.update(val_top1_error_10crop=ten["top1_error"], val_top5_error_10crop=ten["top5_error"])
     run.writer.write(done, {"epoch": done / run.steps_per_epoch,
-                          **{k: v for k, v in final.items() if v is not None},
-                          "elapsed_s": clock.elapsed()})
-  summary = report.summary(run.config, run.workdir, steps=done, steps_per_epoch=run.steps_per_epoch,
-                           total_steps=run.total_steps, clock=clock, epoch_train=epoch_train,
-                           final=final, learning_rate=schedule.rate(done),
-                           write_metrics=run.writer.active)
+                            **{k: v for k, v in final.items() if v is not None},
+                            "elapsed_s": clock.elapsed()})
+  summary = report.summary(run.config, run.workdir, steps=done,
+                           steps_per_epoch=run.steps_per_epoch, total_steps=run.total_steps,
+                           clock=clock, epoch_train=epoch_train, final=final,
+                           learning_rate=schedule.rate(done), write_metrics=run.writer.active)
   summary["best_step"] = run.mgr.best_step()  # What config.eval.checkpoint=best reads.
   run.writer.write_summary(summary)
   run.writer.print(report.summary_text(summary, run.workdir))
@@ -377,17 +377,6 @@ def _save(run: Run, state, schedule, done, val_metrics=None):
         f"checkpoint (step {run.mgr.latest_step()}) in {run.mgr.directory} is intact.")
   extra = {"fingerprint": run.fingerprint, "schedule": schedule_lib.to_dict(schedule)}
   manager.save(run.mgr, done, state, extra, val_metrics)
-
-
-def num_steps(config, info):
-  """Steps per epoch and in all, from the training split's size and the global batch."""
-  per_epoch = info["num_train"] // config.train.batch_size
-  if per_epoch < 1:
-    raise ValueError(
-        f"config.train.batch_size={config.train.batch_size} exceeds the training split's "
-        f"{info['num_train']} examples: lower the batch size or use more data.")
-  total = config.train.num_steps or int(round(config.train.num_epochs * per_epoch))
-  return per_epoch, max(1, total)
 
 
 def _check_finite(step_metrics, done, mgr):
