@@ -60,10 +60,12 @@ def _inputs(batch):
   return config, images, labels, params
 
 
-def layouts_agree(batch=8):
+def layouts_agree(batch=8, **model):
   """Hybrid on every device against the towers layout on one device (model=1), dropout off and
   on; returns the largest differences seen."""
   config, images, labels, params = _inputs(batch)
+  config = config.copy_and_resolve_references()
+  config.model.update(model)
   one = parallel.make_mesh(1, jax.devices()[:1])
   config.mesh.layout = "hybrid"
   mesh = steps.make_mesh(config)
@@ -93,6 +95,22 @@ def layouts_agree(batch=8):
 
 def test_hybrid_equals_one_device_on_two_devices():
   assert layouts_agree()["mesh"] == {"data": 1, "model": 2}
+
+
+def test_hybrid_lrn_across_towers_equals_one_device():
+  """Caffe's LRN over both towers' channels (config.model.lrn_across_towers): the hybrid holds
+  both towers on each device and normalises them as one stack, as one device does. alpha 0.5:
+  strong enough that a window reaching into the other tower moves the logits."""
+  lrn = {"lrn_across_towers": True, "lrn_alpha": 0.5}
+  assert layouts_agree(**lrn)["mesh"] == {"data": 1, "model": 2}
+  config, images, labels, params = _inputs(8)
+  one = parallel.make_mesh(1, jax.devices()[:1])
+  logits = {}
+  for across in (True, False):
+    config = config.copy_and_resolve_references()
+    config.model.update({**lrn, "lrn_across_towers": across})
+    logits[across] = loss_logits_grads(config, one, params, images, labels, False)["logits"]
+  assert np.abs(logits[True] - logits[False]).max() > 1e-4 * np.abs(logits[False]).max()
 
 
 @pytest.mark.slow
