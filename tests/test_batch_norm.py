@@ -62,7 +62,10 @@ def test_the_network_has_scale_and_running_averages_that_are_no_parameters():
   assert nets.count_params(params) == nets.count_params(lrn) + scales
 
 
-@pytest.mark.parametrize("layout,model", [("towers", 1), ("towers", 2), ("hybrid", 2)])
+# data=2 (model=1) is the fast tier's; the towers and the hybrid are slow-tier (30 s each).
+@pytest.mark.parametrize("layout,model", [
+    ("towers", 1), pytest.param("towers", 2, marks=pytest.mark.slow),
+    pytest.param("hybrid", 2, marks=pytest.mark.slow)])
 def test_two_devices_normalise_as_one_device_with_the_whole_batch(layout, model):
   """The moments average over the devices that split the batch: a data-parallel step (model=1:
   data=2), the towers on two devices, and the hybrid layout's convolutions over both devices

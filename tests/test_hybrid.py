@@ -97,6 +97,7 @@ def test_hybrid_equals_one_device_on_two_devices():
   assert layouts_agree()["mesh"] == {"data": 1, "model": 2}
 
 
+@pytest.mark.slow
 def test_hybrid_lrn_across_towers_equals_one_device():
   """Caffe's LRN over both towers' channels (config.model.lrn_across_towers): the hybrid holds
   both towers on each device and normalises them as one stack, as one device does. alpha 0.5:
@@ -155,7 +156,7 @@ def _layout(name, norm="lrn"):
   return config, steps.make_mesh(config)
 
 
-@pytest.mark.parametrize("norm", ["lrn", "batch"])
+@pytest.mark.parametrize("norm", ["lrn", pytest.param("batch", marks=pytest.mark.slow)])
 def test_a_checkpoint_resumes_in_the_other_layout_and_serves_the_tools(tmp_path, norm):
   """One step in each layout, saved, restored into the other layout (same values, that
   layout's shardings), one step more there equal to one more in the first; then evaluation

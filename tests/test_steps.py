@@ -274,7 +274,9 @@ def _one_step(config, accum, optimizer="sgd"):
   return jax.device_get((state.params, metrics))
 
 
-@pytest.mark.parametrize("layout,model", [("towers", 1), ("hybrid", 2)])
+# The hybrid's variant is slow-tier: 50 s, and the fast tier keeps the towers' one.
+@pytest.mark.parametrize("layout,model", [
+    ("towers", 1), pytest.param("hybrid", 2, marks=pytest.mark.slow)])
 def test_accumulated_micro_batches_equal_the_big_batch(layout, model):
   """One step of 8 against 2 x 4 on the same devices (the towers layout split over data, the
   hybrid over both axes), dropout and augmentation on: the same masks and crops, the same
