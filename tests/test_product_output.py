@@ -40,6 +40,7 @@ def test_the_default_is_compute_and_unknown_values_are_refused():
     alexnet.check_config(tiny_config.model_config(product_output="bfloat16"))
 
 
+@pytest.mark.slow  # Two compiled steps (24 s under load); the switch's dtype is checked fast above.
 def test_product_output_sets_the_types_jax_asks_for_and_the_losses_stay_close():
   """"compute": all 5 convolutions and 3 dots of the forward pass and their input and kernel
   gradients on bfloat16 operands with bfloat16 results. "float32": the forward products return
