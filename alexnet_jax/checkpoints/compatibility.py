@@ -46,7 +46,8 @@ def check(abstract_state, stored_tree, extra=None, fingerprint=None, *,
   stored_fp = (extra or {}).get("fingerprint")
   fields = []
   if fingerprint is not None and stored_fp is not None:
-    model = upgrade_model({k[6:]: v for k, v in stored_fp.items() if k.startswith("model.")})
+    model = upgrade_model({k.removeprefix("model."): v for k, v in stored_fp.items()
+                           if k.startswith("model.")})
     stored_fp = {k: v for k, v in stored_fp.items() if not k.startswith("model.")} | {
         f"model.{k}": v for k, v in model.items()}
     fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)), ignore)
