@@ -376,15 +376,20 @@ def variant_grads(frozen_cfg):
   return jax.jit(jax.grad(loss))(base_params())
 
 
+# The pooling variants are exact in their values (test_max_pool_gradient_is_reduce_windows), but
+# XLA fuses the LRN before the pooling into it differently, and at the tests' LLVM optimisation
+# level (tests/conftest.py) the two fusions round norm1 differently (measured: 1.4e-7 of its
+# largest value, one float32 rounding, and at most 3.7e-7 further on); compiled at XLA's default
+# level they are bit-equal.
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides,exact_forward", [
-    ({"lrn_grad": "autodiff"}, True), ({"pool_grad": "reduce_window"}, True),
-    ({"lrn_grad": "autodiff", "pool_grad": "reduce_window"}, True),
+    ({"lrn_grad": "autodiff"}, True), ({"pool_grad": "reduce_window"}, False),
+    ({"lrn_grad": "autodiff", "pool_grad": "reduce_window"}, False),
     ({"tower_conv": "grouped"}, False), ({"conv1_channels": 4}, False),
     ({"conv1_channels": 8}, False)])
 def test_variant_switches_compute_the_default_network(overrides, exact_forward):
-  """The same maps and logits (bit-equal where only the gradient's code differs) and the same
-  gradient up to float rounding."""
+  """The same maps and logits (bit-equal where only the gradient's code differs and the
+  forward's ops are the same) and the same gradient up to float rounding."""
   cfg = tiny_model_config(**overrides)
   logits, maps = run(cfg, images(), train=True)
   want_logits, want_maps = run(tiny_model_config(), images(), train=True)
