@@ -117,14 +117,15 @@ def test_a_resume_on_one_device_in_another_process(uninterrupted, tmp_path, cach
 
 @pytest.mark.parametrize("field, value", [("model.width", 0.25), ("model.num_classes", 12),
                                           ("train.batch_size", 16), ("model.dtype", "bfloat16")])
-def test_a_change_of_the_computation_is_refused_naming_the_field(uninterrupted, tmp_path,
-                                                                  cache_dir, field, value):
-  workdir, _ = uninterrupted
-  cut = _cut_at(workdir, tmp_path / "cut")
-  config = _config(cache_dir, model=1)
+def test_a_change_of_the_computation_is_refused_naming_the_field(tiny_run, tmp_path, field,
+                                                                  value):
+  """The shared trained run, resumed for more steps with one field of its computation changed."""
+  workdir = shutil.copytree(tiny_run.workdir, tmp_path / "run")
+  config = tiny_run.config.copy_and_resolve_references()
+  config.train.num_steps += 10
   section, name = field.split(".")
   config[section][name] = value
   if field == "model.num_classes":
     config.data.generated.num_classes = value
   with pytest.raises(compatibility.IncompatibleCheckpointError, match=field.replace(".", r"\.")):
-    train.train_and_evaluate(config, cut)
+    train.train_and_evaluate(config, workdir)
