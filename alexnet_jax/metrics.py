@@ -144,7 +144,8 @@ class Clock:
       self.mark, self.steps, self.wait_s = time.perf_counter(), 0, 0.0
 
   def mean_images_per_s(self):
-    return self.timed_steps * self.batch_size / self.timed_s if self.timed_s else float("nan")
+    """None when this start timed no step (a run resumed at its last step only evaluates)."""
+    return self.timed_steps * self.batch_size / self.timed_s if self.timed_s else None
 
   def elapsed(self):
     return time.perf_counter() - self.start

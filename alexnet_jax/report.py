@@ -71,7 +71,8 @@ def summary_text(s, workdir):
     return "n/a" if v is None else f"{100 * v:.1f}%"
   return "\n".join([
       f"Finished {s['steps']} steps ({s['epochs']:.2f} epochs) in {s['wall_time_s']:.0f} s, "
-      f"{s['images_per_s']:.1f} training images/s.",
+      + (f"{s['images_per_s']:.1f} training images/s." if s["images_per_s"] is not None else
+         "no step timed in this start."),
       f"  validation error, centre crop: top-1 {pct(s['final_val_top1_error'])}, top-5 "
       f"{pct(s['final_val_top5_error'])}",
       f"  validation error, 10 crops:    top-1 {pct(s['val_top1_error_10crop'])}, top-5 "

@@ -106,8 +106,9 @@ def test_sigterm_during_the_final_evaluation_stops_and_the_rerun_evaluates(tmp_p
   again = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
   assert "at step 6." in again.stdout and "step 1/6" not in again.stdout
+  assert "no step timed in this start." in again.stdout  # Not "nan training images/s".
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-  assert summary["steps"] == 6
+  assert summary["steps"] == 6 and summary["images_per_s"] is None
   for key in ("final_val_top1_error", "val_top1_error_10crop", "val_top5_error_10crop"):
     assert 0 <= summary[key] <= 1, (key, summary)
 
