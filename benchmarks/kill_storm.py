@@ -8,7 +8,8 @@ same command, then compared with an uninterrupted run of the same command: bit-e
 The seed fixes the signals and the moments, and is printed, so a failure can be replayed. The
 run is the paper's network narrowed to 1/8 (67x67 inputs, generated data, 2 CPU devices, a
 checkpoint every --every steps, max_to_keep large enough to keep them all). Prints a table:
-each kill, its signal, the step the run had reached, the step the next start resumed from,
+each kill, its signal, the step the run had reached, the start's exit status (75 after a
+SIGTERM: the step saved, the run to be started again), the step the next start resumed from,
 the steps lost; then the totals and whether the final parameters equal the uninterrupted
 run's.
 """
@@ -152,14 +153,19 @@ def final_params(workdir):
   return int(state.step), jax.tree.map(np.asarray, state.params)
 
 
-def table(rows):
-  lines = ["| kill | signal | step reached | resumed from | steps lost |", "|---|---|---|---|---|"]
+def table(rows, steps):
+  """A start killed after its last step was in the final evaluation."""
+  lines = ["| kill | signal | step reached | exit status | resumed from | steps lost |",
+           "|---|---|---|---|---|---|"]
   for k, r in enumerate(rows, 1):
     when = " (while saving)" if r["during_save"] else ""
-    lines.append(f"| {k} | {r['signal']}{when} | {r['reached']} | {r['next_resumed_from']} | "
-                 f"{r['lost']} |")
+    if r["reached"] == steps and not r["finished"]:
+      when += " (in the final evaluation)"
+    status = "killed" if r["exit"] < 0 else r["exit"]
+    lines.append(f"| {k} | {r['signal']}{when} | {r['reached']} | {status} | "
+                 f"{r['next_resumed_from']} | {r['lost']} |")
   lost = sum(r["lost"] for r in rows)
-  lines.append(f"| total | {len(rows)} kills | | | {lost} |")
+  lines.append(f"| total | {len(rows)} kills | | | | {lost} |")
   return "\n".join(lines)
 
 
@@ -192,7 +198,7 @@ def main(argv=None):
   import jax
   equal = step_a == step_b == args.steps and all(
       np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  print(table(rows))
+  print(table(rows, args.steps))
   print(f"Final parameters after {step_b} steps: "
         f"{'bit-equal to' if equal else 'DIFFERENT from'} the uninterrupted run's.")
   if args.out:
