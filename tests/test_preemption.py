@@ -43,9 +43,13 @@ def start(*args):
 
 
 def wait_for_step(proc, step):
+  """The child's output up to its line for `step`, which the later communicate() no longer
+  returns: a busy child can stop right after that step, printing no other step line."""
+  seen = []
   for line in proc.stdout:
+    seen.append(line)
     if line.strip() == f"step {step}":
-      return
+      return "".join(seen)
   raise AssertionError(f"the child ended before step {step}: {proc.stderr.read()[-3000:]}")
 
 
@@ -86,11 +90,13 @@ def test_uninstall_puts_the_handlers_back():
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_one_process_stops_after_the_step_in_flight(signum):
   child = start()
+  seen = ""
   try:
-    wait_for_step(child, 5)
+    seen = wait_for_step(child, 5)
     child.send_signal(signum)
   finally:
     out, err = finish(child)
+  out = seen + out
   assert child.returncode == preemption.EXIT_STATUS, err[-3000:]
   stops = [line for line in out.splitlines() if line.startswith("Stopped")]
   steps = [int(line.split()[1]) for line in out.splitlines() if line.startswith("step")]
@@ -128,10 +134,11 @@ def test_two_processes_stop_at_the_same_step(signum, target):
   port = _free_port()
   procs = [start(port, 0), start(port, 1)]
   try:
-    wait_for_step(procs[1], 5)  # Process 1 is the slower: process 0 is further on.
+    seen = wait_for_step(procs[1], 5)  # Process 1 is the slower: process 0 is further on.
     time.sleep(0.2)
     procs[target].send_signal(signum)
     results = [finish(p) for p in procs]
+    results[1] = (seen + results[1][0], results[1][1])
   finally:
     for p in procs:
       if p.poll() is None:
