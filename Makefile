@@ -26,19 +26,20 @@ demo: $(STAMP)
 	$(VENV)/bin/python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/demo
 
 # pytest-xdist's workers: XLA compiles on one thread, so two keep both of a 2-core machine's cores
-# busy (tests/README.md has the times). make test WORKERS=0 runs the tests in this process.
+# busy, an idle one taking tests from the other (tests/README.md has the times). make test
+# WORKERS=0 runs the tests in this process.
 WORKERS ?= 2
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q -n $(WORKERS) tests
+	$(VENV)/bin/python -m pytest -q -n $(WORKERS) --dist worksteal tests
 
 # The edit-test loop: everything but the tests marked slow (real processes, subprocess runs of
 # the program, whole training runs, the switches off the default path); make test and CI run
 # them all.
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q -n $(WORKERS) -m "not slow" tests
+	$(VENV)/bin/python -m pytest -q -n $(WORKERS) --dist worksteal -m "not slow" tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/train_step.py
