@@ -39,9 +39,10 @@ import jax
 CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
 
 
-def configure_jax(num_cpu_devices: int = 0) -> None:
-  """Adds CPU_XLA_FLAGS to XLA_FLAGS and, if num_cpu_devices > 0, splits the CPU into that many
-  JAX devices (config.mesh.num_cpu_devices); quiets TensorFlow's start-up lines unless
+def configure_jax(num_cpu_devices: int = 0, xla_flags=None) -> None:
+  """Adds CPU_XLA_FLAGS and `xla_flags` ({name: value}) to XLA_FLAGS, each unless XLA_FLAGS
+  names it already, and, if num_cpu_devices > 0, splits the CPU into that many JAX devices
+  (config.mesh.num_cpu_devices); quiets TensorFlow's start-up lines unless
   TF_CPP_MIN_LOG_LEVEL is set. Call it before JAX starts its backends (importing jax is fine)
   and before TensorFlow is imported."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -51,7 +52,8 @@ def configure_jax(num_cpu_devices: int = 0) -> None:
   # matmuls and convolutions, which tf.data's decoding and resizing do not run.
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   flags = os.environ.get("XLA_FLAGS", "")
-  extra = [f"--{name}={value}" for name, value in CPU_XLA_FLAGS.items() if name not in flags]
+  extra = [f"--{name}={value}" for name, value in {**CPU_XLA_FLAGS, **(xla_flags or {})}.items()
+           if name not in flags]
   if extra:
     os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
   if num_cpu_devices:

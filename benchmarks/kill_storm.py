@@ -154,7 +154,8 @@ def final_params(workdir):
 
 
 def table(rows, steps):
-  """A start killed after its last step was in the final evaluation."""
+  """The kills as a markdown table; a start killed after its last step was in the final
+  evaluation."""
   lines = ["| kill | signal | step reached | exit status | resumed from | steps lost |",
            "|---|---|---|---|---|---|"]
   for k, r in enumerate(rows, 1):

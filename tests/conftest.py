@@ -3,7 +3,6 @@ devices so that the two towers and data parallelism are exercised without an acc
 with rank promotion an error, so that a silent broadcast of mismatched shapes fails a test."""
 import contextlib
 import io
-import os
 import types
 
 import jax
@@ -14,11 +13,8 @@ from alexnet_jax import runtime
 # The tests compile hundreds of small programs and run each a few times: with the CPU backend's
 # LLVM optimisation level 0 XLA compiles them in about half the time (the same HLO, the numbers
 # equal to float32 rounding; tests/README.md has the suite's times both ways). The programs the
-# tests start inherit it. A level set in XLA_FLAGS already is kept.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
-                                      "--xla_backend_optimization_level=0"]).strip()
-runtime.configure_jax(num_cpu_devices=2)
+# tests start inherit it through XLA_FLAGS. A level set there already is kept.
+runtime.configure_jax(num_cpu_devices=2, xla_flags={"xla_backend_optimization_level": 0})
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_platforms", "cpu")
 
