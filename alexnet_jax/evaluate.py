@@ -11,6 +11,7 @@ class ranks above the label if its score is higher, or equal with a lower class 
 order of a stable descending sort and of `lax.top_k`). With K <= 5 classes every label is
 within the top 5, so top-5 error is 0: top-k means top-min(k, K).
 """
+import collections
 import functools
 
 import jax
@@ -20,6 +21,8 @@ import numpy as np
 # A confusion matrix is counted (and drawn) below this many classes: at ImageNet's 1,000 it
 # would be a million cells, unreadable as a picture.
 CONFUSION_MAX_CLASSES = 100
+# Batches dispatched before the host waits for the oldest (train.steps_in_flight's reason).
+STEPS_IN_FLIGHT = 2
 
 
 def topk_correct(scores_BK, labels_B, k):
@@ -91,8 +94,10 @@ def evaluate(apply_fn, params, batches, *, put_batch=None, per_class=False):
   counts add up on the devices and are fetched once, at the end.
   """
   put_batch = put_batch or (lambda x: x)
-  total = None
+  total, in_flight = None, collections.deque()
   for batch in batches:
+    if len(in_flight) >= STEPS_IN_FLIGHT:  # As the training loop: no queue of collectives.
+      jax.block_until_ready(in_flight.popleft())
     images, labels, mask = _unpack(batch)
     logits = apply_fn(params, put_batch(images))
     _check_labels(labels, mask, logits.shape[-1])
@@ -100,6 +105,7 @@ def evaluate(apply_fn, params, batches, *, put_batch=None, per_class=False):
     batch_counts = (class_counts(*args, confusion=logits.shape[-1] < CONFUSION_MAX_CLASSES)
                     if per_class else counts(*args))
     total = batch_counts if total is None else jax.tree.map(jnp.add, total, batch_counts)
+    in_flight.append(total)
   total = jax.tree.map(np.asarray, jax.device_get(total)) if total is not None else None
   count = 0 if total is None else int(np.sum(total["count"]))
   if count == 0:

@@ -21,6 +21,7 @@ def check_settings(config):
   positive = {"train.batch_size": config.train.batch_size,
               "eval.batch_size": config.eval.batch_size,
               "train.log_every_steps": config.train.log_every_steps,
+              "train.steps_in_flight": config.train.steps_in_flight,
               "eval.every_epochs": config.eval.every_epochs,
               "checkpoint.every_steps": config.checkpoint.every_steps,
               "checkpoint.max_to_keep": config.checkpoint.max_to_keep,

@@ -1,6 +1,7 @@
 """The program that trains and evaluates, `train_and_evaluate`: the set-up, the loop, the
 periodic evaluation, checkpoints, logs and the summary. The jitted computations it runs (the
 train state, the step of section 5, the evaluation step) are in steps.py."""
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -154,11 +155,12 @@ def _restore(run: Run):
 def train(run: Run, state, schedule):
   """The training loop from `state.step` to the end (or the target error); the summary.
 
-  The host never waits for a step to finish: each step is dispatched with its batch already
-  on the devices (DEVICE_PREFETCH ahead), and its metrics stay there until the next log,
-  epoch, evaluation or checkpoint step fetches them all at once. So a NaN loss stops the run
-  at that next fetch, at most train.log_every_steps steps after it appeared; the checkpoints
-  written before it stay intact (and no save writes non-finite parameters).
+  Each step is dispatched with its batch already on the devices (DEVICE_PREFETCH ahead);
+  before dispatching step t the host waits for step t - train.steps_in_flight to finish, and
+  no longer. The metrics stay on the devices until the next log, epoch, evaluation or
+  checkpoint step fetches them all at once. So a NaN loss stops the run at that next fetch, at
+  most train.log_every_steps steps after it appeared; the checkpoints written before it stay
+  intact (and no save writes non-finite parameters).
   """
   config, start = run.config, int(state.step)
   finished = _finished_summary(run, start)
@@ -171,7 +173,7 @@ def train(run: Run, state, schedule):
       config, batch_size=config.train.batch_size, slice_index=run.slice_index,
       slice_count=run.slice_count, start_step=start), run.mesh, run.slice_count, DEVICE_PREFETCH,
       on_wait=clock.waited)
-  tally, pending = _Tally(), []
+  tally, pending, in_flight = _Tally(), [], collections.deque()
   stuck = hooks.StuckLoss(config.model.num_classes, config.train.stuck_window_steps,
                           config.train.learning_rate, log=run.writer.print)
   profile = hooks.make_profile(config.profile_steps, run.workdir, start, run.total_steps,
@@ -180,7 +182,10 @@ def train(run: Run, state, schedule):
     if profile:
       profile(state, step)
     lr = schedule.rate(step)
+    if len(in_flight) >= config.train.steps_in_flight:
+      wait_for_step(in_flight.popleft())
     state, step_metrics = step_fn(state, next(batches), np.float32(lr), run.consts)
+    in_flight.append(step_metrics["loss"])
     clock.tick()
     pending.append((step + 1, step_metrics))
     done = step + 1
@@ -202,6 +207,11 @@ def train(run: Run, state, schedule):
   if profile:
     profile(state, int(state.step))  # A trace that ends with the run.
   return _finish(run, state, schedule, tally.last_eval, tally.epoch_train, clock)
+
+
+def wait_for_step(loss):
+  """Blocks until the step that returned `loss` has finished."""
+  jax.block_until_ready(loss)
 
 
 @dataclasses.dataclass

@@ -211,3 +211,37 @@ def test_a_run_lists_and_checks_each_split_once(tmp_path, cache_dir, monkeypatch
   listed.clear()
   sources.open_split(config, "val")   # Outside a run, a listing is fresh.
   assert listed == ["val"]
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_the_host_waits_for_the_step_in_flight_limit_before(tmp_path, cache_dir, monkeypatch,
+                                                             in_flight):
+  """Before dispatching step t the loop has waited for step t - steps_in_flight, and for no
+  later one: the order of dispatches and waits, not a timing."""
+  events, step_of = [], {}
+  make_train_step = steps.make_train_step
+
+  def counted_step(config, mesh):
+    step_fn = make_train_step(config, mesh)
+
+    def step(state, *args):
+      events.append(("dispatch", int(state.step)))
+      state, step_metrics = step_fn(state, *args)
+      step_of[id(step_metrics["loss"])] = len(step_of)
+      return state, step_metrics
+    return step
+
+  wait = train.wait_for_step
+  monkeypatch.setattr(steps, "make_train_step", counted_step)
+  monkeypatch.setattr(train, "wait_for_step",
+                      lambda loss: (events.append(("wait", step_of[id(loss)])), wait(loss)))
+  config = _config(cache_dir)
+  config.train.steps_in_flight = in_flight
+  config.eval.every_epochs = 100
+  config.eval.ten_crop = False
+  train.train_and_evaluate(config, tmp_path)
+  dispatched = [s for kind, s in events if kind == "dispatch"]
+  assert dispatched == list(range(6))
+  for t in dispatched:
+    waited = [s for kind, s in events[:events.index(("dispatch", t))] if kind == "wait"]
+    assert max(waited, default=-1) == t - in_flight if t >= in_flight else not waited

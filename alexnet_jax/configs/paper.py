@@ -224,6 +224,10 @@ def base_config():
   config.train.warmup_epochs = 0.0     # schedule="poly": linear warmup from learning_rate ...
   config.train.poly_power = 2.0        # ... then decay to 0 with this power (You et al. 2017).
   config.train.log_every_steps = 50
+  config.train.steps_in_flight = 2     # Steps dispatched before the host waits for the oldest:
+                                       # 2 hides the host on an accelerator, and on a CPU keeps
+                                       # XLA's simulated devices from queueing collectives
+                                       # until their rendezvous times out.
   config.train.stuck_window_steps = 2000  # A loss within 1% of ln(num_classes) for this many
                                        # steps prints one line on what is known to cause it
                                        # (0: never). 2000 steps of 128 is 256,000 images.
