@@ -77,19 +77,22 @@ class Cadence:
 def log_train(writer, cadence, done, means, lr, clock, *, ten_crop):
   """The training log line and its scalars: the window's mean loss and errors, the speed, the
   share of time spent waiting for input, and the time left."""
-  images_per_s, step_time, input_fraction = clock.lap()
+  images_per_s, step_time, input_fraction, cores_share = clock.lap()
   left, next_eval = progress.time_left(done, cadence.total, cadence.evaluation, step_time,
                                        clock.eval_s, ten_crop)
   scalars = {"epoch": done / cadence.epoch, "train_loss": means["loss"],
              "train_top1_error": means["top1_error"], "train_top5_error": means["top5_error"],
              "learning_rate": lr, "images_per_s": images_per_s, "step_time_s": step_time,
-             "input_wait_fraction": input_fraction, "elapsed_s": clock.elapsed(),
-             "time_left_s": left, "next_eval_in_s": next_eval}
+             "input_wait_fraction": input_fraction, "cores_share": cores_share,
+             "elapsed_s": clock.elapsed(), "time_left_s": left, "next_eval_in_s": next_eval}
+  # The share of the cores says on a CPU whether the machine is crowded (low) or the run is
+  # host-bound; on an accelerator it measures only the host.
+  cores_part = ", cores: {cores_share:.0%}" if jax.default_backend() == "cpu" else ""
   writer.write(done, scalars, console=(
       f"step {{step}}/{cadence.total} epoch {{epoch:.2f}}: loss {{train_loss:.4f}}, top-1 error "
       "{train_top1_error:.3f}, lr {learning_rate:g}, {images_per_s:.1f} images/s, "
-      f"input-bound: {{input_wait_fraction:.0%}}; {progress.format_duration(left)} left, next "
-      f"evaluation in {progress.format_duration(next_eval)}"))
+      f"input-bound: {{input_wait_fraction:.0%}}{cores_part}; {progress.format_duration(left)} "
+      f"left, next evaluation in {progress.format_duration(next_eval)}"))
 
 
 def log_epoch(writer, config, done, steps_per_epoch, means, clock):

@@ -21,6 +21,7 @@ runtime.configure_jax()  # XLA and TensorFlow settings read when their libraries
 
 import tensorflow as tf  # noqa: E402
 
+from alexnet_jax import errors  # noqa: E402
 from alexnet_jax import train  # noqa: E402
 from alexnet_jax.checkpoints import faults  # noqa: E402
 from alexnet_jax.faults import logs  # noqa: E402
@@ -37,8 +38,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 # What a user can cause (a setting, a file, the workdir, a checkpoint, a missing process): the
 # message says which and what to do, so the console gets it alone, the traceback the log file.
-USER_ERRORS = (ValueError, OSError, FloatingPointError, workdir_lock.WorkdirBusyError,
-               faults.DamagedCheckpointError,
+USER_ERRORS = (errors.UserError, ValueError, OSError, FloatingPointError,
+               workdir_lock.WorkdirBusyError, faults.DamagedCheckpointError,
                faults.DisagreeingProcessesError)
 _parsed = []  # Set once absl has parsed the flags, i.e. main() runs.
 

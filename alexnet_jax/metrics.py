@@ -5,6 +5,7 @@ what TensorBoard and the report read); the others get a writer that does nothing
 """
 import json
 import math
+import os
 import time
 
 import jax
@@ -106,15 +107,27 @@ class Means:
     return {k: v / max(self.n, 1) for k, v in self.sums.items()}
 
 
+def cpu_seconds():
+  """CPU time this process has used, every thread's, user and system."""
+  t = os.times()
+  return t.user + t.system
+
+
+def cores():
+  """The cores this process may run on."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 class Clock:
-  """Wall time, images/s between laps and the share of it spent waiting for input; the first
-  step (which compiles) and evaluations are left out of the laps. A resumed run starts at the
-  time it had reached (`elapsed_before`)."""
+  """Wall time, images/s between laps, the share of it spent waiting for input and the share of
+  the cores the process used; the first step (which compiles) and evaluations are left out of
+  the laps. A resumed run starts at the time it had reached (`elapsed_before`)."""
 
   def __init__(self, batch_size, elapsed_before=0.0):
     self.batch_size, self.start = batch_size, time.perf_counter() - elapsed_before
     self.mark, self.steps, self.wait_s = None, 0, 0.0
     self.timed_s, self.timed_steps = 0.0, 0
+    self.cpu_mark, self.timed_cpu_s = None, 0.0
     self.eval_s = None  # The last periodic evaluation's duration, for the time left.
 
   def waited(self, seconds):
@@ -124,24 +137,32 @@ class Clock:
 
   def tick(self):
     if self.mark is None:
-      self.mark = time.perf_counter()
+      self.mark, self.cpu_mark = time.perf_counter(), cpu_seconds()
     else:
       self.steps += 1
 
   def lap(self):
-    """(images/s, seconds/step, fraction of the time waiting for input) since the last lap or
-    restart."""
-    now = time.perf_counter()
+    """(images/s, seconds/step, fraction of the time waiting for input, share of the cores
+    used) since the last lap or restart."""
+    now, cpu = time.perf_counter(), cpu_seconds()
     if self.mark is None or not self.steps:
-      return float("nan"), float("nan"), float("nan")
+      return float("nan"), float("nan"), float("nan"), float("nan")
     seconds, steps, wait = now - self.mark, self.steps, self.wait_s
+    used = cpu - self.cpu_mark
     self.timed_s, self.timed_steps = self.timed_s + seconds, self.timed_steps + steps
-    self.mark, self.steps, self.wait_s = now, 0, 0.0
-    return steps * self.batch_size / seconds, seconds / steps, min(1.0, wait / seconds)
+    self.timed_cpu_s += used
+    self.mark, self.cpu_mark, self.steps, self.wait_s = now, cpu, 0, 0.0
+    return (steps * self.batch_size / seconds, seconds / steps, min(1.0, wait / seconds),
+            used / (seconds * cores()))
 
   def restart(self):
     if self.mark is not None:
-      self.mark, self.steps, self.wait_s = time.perf_counter(), 0, 0.0
+      self.mark, self.cpu_mark = time.perf_counter(), cpu_seconds()
+      self.steps, self.wait_s = 0, 0.0
+
+  def mean_cores_share(self):
+    """The share of the cores used over the timed steps; None when no step was timed."""
+    return self.timed_cpu_s / (self.timed_s * cores()) if self.timed_s else None
 
   def mean_images_per_s(self):
     """None when this start timed no step (a run resumed at its last step only evaluates)."""

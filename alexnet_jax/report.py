@@ -44,6 +44,7 @@ def summary(config, workdir, *, steps, steps_per_epoch, total_steps, clock, epoc
   best = lambda k: min((r[k] for r in evals), default=None)
   result = {"status": "finished", "steps": steps, "epochs": steps / steps_per_epoch,
             "wall_time_s": clock.elapsed(), "images_per_s": clock.mean_images_per_s(),
+            "cores_share": clock.mean_cores_share(),
             "final_train_top1_error": epoch_train.get("top1_error"),
             "final_train_top5_error": epoch_train.get("top5_error"),
             "final_val_top1_error": final["val_top1_error"],
@@ -71,8 +72,8 @@ def summary_text(s, workdir):
     return "n/a" if v is None else f"{100 * v:.1f}%"
   return "\n".join([
       f"Finished {s['steps']} steps ({s['epochs']:.2f} epochs) in {s['wall_time_s']:.0f} s, "
-      + (f"{s['images_per_s']:.1f} training images/s." if s["images_per_s"] is not None else
-         "no step timed in this start."),
+      + (f"{s['images_per_s']:.1f} training images/s{_cores(s)}." if s["images_per_s"]
+         is not None else "no step timed in this start."),
       f"  validation error, centre crop: top-1 {pct(s['final_val_top1_error'])}, top-5 "
       f"{pct(s['final_val_top5_error'])}",
       f"  validation error, 10 crops:    top-1 {pct(s['val_top1_error_10crop'])}, top-5 "
@@ -80,6 +81,11 @@ def summary_text(s, workdir):
       f"  last epoch's training error:   top-1 {pct(s['final_train_top1_error'])}",
       f"Checkpoints: {workdir}/checkpoints; metrics: {workdir}/metrics.jsonl; TensorBoard: "
       f"tensorboard --logdir {workdir}/tensorboard"])
+
+
+def _cores(s):
+  share = s.get("cores_share")
+  return f", {share:.0%} of the cores" if share is not None else ""
 
 
 CLASSES_FILE = paths.CLASSES
