@@ -143,12 +143,15 @@ def train_images(images_BRRC, key, consts, data_cfg, crop):
 def eval_images(images_BRRC, consts, crop, ten_crop):
   """float32 [B, crop, crop, 3] (centre crop) or [B, 10, crop, crop, 3]: the four corners and
   the centre, then the same five mirrored (4.1, test time), after subtracting the mean."""
-  x_BRRC = images_BRRC.astype(jnp.float32) - consts["mean"][None]
-  size = x_BRRC.shape[1]
+  size = images_BRRC.shape[1]
   far, mid = size - crop, (size - crop) // 2
+
+  def cut(y, x):  # Cropped before the subtraction: float32 copies of the crops only.
+    return (images_BRRC[:, y:y + crop, x:x + crop].astype(jnp.float32)
+            - consts["mean"][None, y:y + crop, x:x + crop])
   if not ten_crop:
-    return x_BRRC[:, mid:mid + crop, mid:mid + crop]
+    return cut(mid, mid)
   corners = [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]
-  five = jnp.stack([x_BRRC[:, y:y + crop, x:x + crop] for y, x in corners], axis=1)
+  five = jnp.stack([cut(y, x) for y, x in corners], axis=1)
   return jnp.concatenate([five, five[:, :, :, ::-1]], axis=1)
 

@@ -285,9 +285,9 @@ def _periodic_eval(run: Run, state, schedule, done, clock):
     dropped = {"lr_drop_epoch": epoch}
   run.writer.write(done, {"epoch": epoch, "val_top1_error": result["top1_error"],
                           "val_top5_error": result["top5_error"], "elapsed_s": clock.elapsed(),
-                          **dropped},
+                          "val_crops_per_s": result["crops_per_s"], **dropped},
                    console=("step {step}: validation top-1 error {val_top1_error:.4f}, top-5 "
-                            "{val_top5_error:.4f} (centre crop)"))
+                            "{val_top5_error:.4f} (centre crop, {val_crops_per_s:.0f} images/s)"))
   _save(run, state, schedule, done, {"val_top1_error": result["top1_error"]})
   return result
 
@@ -312,7 +312,10 @@ def _finish(run: Run, state, schedule, last_eval, epoch_train, clock):
     final.update(val_top1_error_10crop=ten["top1_error"], val_top5_error_10crop=ten["top5_error"])
     run.writer.write(done, {"epoch": done / run.steps_per_epoch,
                             **{k: v for k, v in final.items() if v is not None},
-                            "elapsed_s": clock.elapsed()})
+                            "val_crops_per_s_10crop": ten["crops_per_s"],
+                            "elapsed_s": clock.elapsed()},
+                     console="step {step}: 10-crop evaluation at {val_crops_per_s_10crop:.0f} "
+                             "crops/s")
   summary = report.summary(run.config, run.workdir, steps=done,
                            steps_per_epoch=run.steps_per_epoch, total_steps=run.total_steps,
                            clock=clock, epoch_train=epoch_train, final=final,
@@ -365,11 +368,16 @@ def _evaluate(run: Run, state, ten_crop, per_class=False, stop=None):
       slice_index=run.slice_index, slice_count=run.slice_count)
   total = run.info["num_eval"] if run.eval_split == run.info["eval_split"] else None
   what = f"evaluation, {'10 crops' if ten_crop else 'centre crop'}"
+  started = time.perf_counter()
   with progress.Progress(total, what, active=run.writer.active) as bar:
-    return evaluate.evaluate(
+    result = evaluate.evaluate(
         lambda params, images: run.eval_step(params, images, run.consts, ten_crop), state.params,
         _counted(batches, bar, run.slice_count, stop), per_class=per_class,
         put_batch=lambda x: parallel.to_global(run.mesh, x, run.slice_count))
+  # Crops through the network per second, the first batch's compilation included.
+  seconds = time.perf_counter() - started
+  result["crops_per_s"] = result["count"] * (10 if ten_crop else 1) / seconds
+  return result
 
 
 def _counted(batches, bar, slice_count, stop=None):

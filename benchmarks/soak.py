@@ -5,7 +5,7 @@ exit, XLA's rendezvous "Termination timeout" among them) and hangs (the run's CP
 
     python benchmarks/soak.py --busy=4 --out=benchmarks/results/soak_after.json
     python benchmarks/soak.py --repo=/tmp/before --busy=4      # another checkout's program
-    python benchmarks/soak.py --cases=0.125:8:2000:100 --busy=0   # one short case, seconds
+    python benchmarks/soak.py --cases=0.125:8:2000:100 --busy=0   # one short case
 
 A case is width:batch:log_every_steps:steps on the demo config (generated data, two towers);
 --busy starts that many spinning processes beside it for the whole soak. A case that aborts or
@@ -24,16 +24,16 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The command (a line every 2,000 steps) first; 5,000 steps in all.
-CASES = ("0.125:8:2000:2000", "0.125:32:10:1000", "0.25:8:500:1000", "0.5:16:1000:1000")
+CASES = ("0.125:8:2000:2500", "0.125:32:10:1000", "0.25:8:500:1000", "0.5:16:100:500")
 
 
-def command(workdir, cache_dir, width, batch, log_every, steps):
+def command(workdir, cache_dir, width, batch, log_every, steps, extra=()):
   return [sys.executable, "-m", "alexnet_jax.main", "--config=configs/demo.py",
           f"--workdir={workdir}", f"--config.data.cache_dir={cache_dir}",
           f"--config.model.width={width}", f"--config.train.batch_size={batch}",
           f"--config.train.log_every_steps={log_every}", f"--config.train.num_steps={steps}",
           "--config.eval.every_epochs=1000", "--config.eval.ten_crop=False",
-          "--config.checkpoint.every_steps=1000"]
+          "--config.checkpoint.every_steps=1000", *extra]
 
 
 def cpu_seconds(pid):
@@ -42,10 +42,10 @@ def cpu_seconds(pid):
   return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_case(case, repo, cache_dir, hang_s, log):
+def run_case(case, repo, cache_dir, hang_s, log, extra=()):
   width, batch, log_every, steps = case.split(":")
   with tempfile.TemporaryDirectory() as workdir:
-    argv = command(workdir, cache_dir, width, batch, log_every, steps)
+    argv = command(workdir, cache_dir, width, batch, log_every, steps, extra)
     started = time.time()
     with open(log, "a") as out:
       out.write(f"== {case}: {' '.join(argv[1:])}\n")
@@ -89,6 +89,7 @@ def main():
   parser.add_argument("--hang_s", type=float, default=60.0)
   parser.add_argument("--log", default="/tmp/soak.log")
   parser.add_argument("--out", default="")
+  parser.add_argument("--set", default="", help="more --config.x=y for every case, one string")
   args = parser.parse_args()
   pathlib.Path(args.log).write_text("")
   spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
@@ -97,7 +98,8 @@ def main():
   try:
     rows = []
     for case in args.cases:
-      rows.append(run_case(case, args.repo, args.cache_dir, args.hang_s, args.log))
+      rows.append(run_case(case, args.repo, args.cache_dir, args.hang_s, args.log,
+                           args.set.split()))
       print(json.dumps(rows[-1]), flush=True)
   finally:
     for p in spinners:

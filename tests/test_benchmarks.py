@@ -208,3 +208,20 @@ def test_rbg_keys_draw_the_same_masks_and_crops_on_any_mesh():
   rbg = losses({"rng_impl": "rbg"}, 1)
   np.testing.assert_allclose(losses({"rng_impl": "rbg"}, 2), rbg, rtol=1e-5)
   assert np.all(np.isfinite(rbg)) and not np.allclose(rbg, losses({}, 1), rtol=1e-4)
+
+
+def test_the_soak_runs_the_command_that_aborted_beside_busy_processes(tmp_path):
+  """The demo at width 1/8, batch 8, a line every 2,000 steps: the command XLA:CPU's rendezvous
+  once aborted (exit 134) when the loop ran ahead of its steps; shortened, beside 2 spinners."""
+  out = tmp_path / "soak.json"
+  proc = subprocess.run(
+      [sys.executable, "benchmarks/soak.py", "--cases=0.125:8:2000:150", "--busy=2",
+       f"--cache_dir={tmp_path / 'cache'}", f"--log={tmp_path / 'soak.log'}", f"--out={out}",
+       "--set=--config.data.generated.train_per_class=16 "
+       "--config.data.generated.val_per_class=4"],
+      cwd=ROOT, capture_output=True, text=True, timeout=900)
+  result = json.loads(out.read_text())
+  (case,) = result["cases"]
+  assert proc.returncode == 0, (proc.stdout, (tmp_path / "soak.log").read_text()[-3000:])
+  assert case["exit"] == 0 and not case["hang"] and case["steps_finished"] == 150
+  assert result["total"] == {**result["total"], "aborts": 0, "hangs": 0, "busy_processes": 2}
