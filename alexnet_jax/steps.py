@@ -16,7 +16,6 @@ from jax import lax
 from jax.sharding import Mesh
 
 from alexnet_jax import evaluate
-from alexnet_jax.parallel import hybrid
 from alexnet_jax import nets
 from alexnet_jax.nets import layers
 from alexnet_jax import parallel
@@ -34,21 +33,9 @@ class TrainState:
   momentum: Any         # The velocity v of section 5, same structure and sharding as params.
 
 
-def make_mesh(config) -> Mesh:
-  """The mesh for `config.mesh.model`; "auto" (0) gives a network without towers model=1."""
-  return parallel.make_mesh(nets.model_axis(config))
-
-
-def _towered(config):
-  return nets.towers(config.model) > 1
-
-
 def param_shardings(config, mesh: Mesh):
-  """The global parameters' shardings under config.mesh.layout (parallel/hybrid.py for "hybrid")."""
-  shapes = nets.abstract_params(config.model)
-  if hybrid.layout(config) == "hybrid":
-    return hybrid.param_shardings(mesh, shapes)
-  return parallel.param_shardings(mesh, shapes, _towered(config))
+  """The global parameters' shardings under config.mesh.layout."""
+  return parallel.layout(config, mesh).param_shardings
 
 
 def state_shardings(config, mesh: Mesh) -> TrainState:
@@ -78,10 +65,7 @@ def create_train_state(config, mesh: Mesh) -> TrainState:
 
 def make_apply(config, mesh: Mesh):
   """apply(params, images_BHWC, rng, train) -> logits_BK of config.model on `mesh`."""
-  if hybrid.layout(config) == "hybrid":
-    return hybrid.make_apply(config.model, mesh)
-  net = nets.make_module(config.model, mesh.shape["model"])
-  return parallel.make_apply(net, mesh, _towered(config))
+  return parallel.layout(config, mesh).apply
 
 
 def cross_entropy(logits_BK, labels_B):
@@ -200,7 +184,8 @@ def make_train_step(config, mesh: Mesh):
   are fold_in(seed, step): a run resumed from a checkpoint draws the same masks, crops, mirrors
   and colour noise as one that never stopped.
   """
-  apply = make_apply(config, mesh)
+  placed = parallel.layout(config, mesh)
+  apply = placed.apply
   mu, decay = config.train.momentum, config.train.weight_decay
   bias_rule = {"bias_lr_mult": config.train.bias_lr_mult,
                "bias_decay_mult": config.train.bias_decay_mult}
@@ -209,9 +194,9 @@ def make_train_step(config, mesh: Mesh):
   augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
   update, accum = _update_rule(config), config.train.accum_steps
   # The row blocks the devices hold: micro-batches take a part of each (`split`).
-  blocks = mesh.size if hybrid.layout(config) == "hybrid" else mesh.shape["data"]
+  blocks = placed.row_blocks
   constrain = lambda x: jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
-  if accum > 1 and (not _towered(config) or config.train.batch_size % (blocks * accum)):
+  if accum > 1 and (not placed.towered or config.train.batch_size % (blocks * accum)):
     raise ValueError(f"config.train.accum_steps={accum}: AlexNet only, with a batch "
                      f"({config.train.batch_size}) that divides into {accum} micro-batches "
                      f"over the {blocks} row blocks of the devices.")

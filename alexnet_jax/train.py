@@ -63,7 +63,7 @@ def set_up(config, workdir) -> Run:
   preflight.check_settings(config)
   info = input_pipeline.dataset_info(config)
   preflight.check_run(config, info)
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   slice_index, slice_count = parallel.data_slice(mesh)
   per_epoch, total = hooks.num_steps(config, info)
   workdir = paths.root(workdir)

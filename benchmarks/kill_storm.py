@@ -142,12 +142,13 @@ def final_params(workdir):
   import numpy as np
   from alexnet_jax.checkpoints import manager
   from alexnet_jax.checkpoints import trained_run
+  from alexnet_jax import parallel
   from alexnet_jax import steps
   config = trained_run.read_config(workdir)
   mgr = manager.create(workdir, read_only=True)
   try:
     state, _ = manager.restore(mgr, mgr.latest_step(),
-                               steps.abstract_state(config, steps.make_mesh(config)))
+                               steps.abstract_state(config, parallel.make_mesh(config)))
   finally:
     mgr.close()
   return int(state.step), jax.tree.map(np.asarray, state.params)

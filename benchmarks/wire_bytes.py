@@ -144,7 +144,7 @@ def measure(layout, model, batch, width, num_devices):
   config.train.batch_size = batch
   config.mesh.model = model
   config.mesh.layout = layout
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   state = steps.abstract_state(config, mesh)
   size = config.data.resize_size
   batch_spec = parallel.batch_sharding(mesh)

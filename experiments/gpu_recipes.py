@@ -162,7 +162,7 @@ def run_recipe(name, args, data, slot_s, workdir):
   from alexnet_jax import parallel, schedule, steps
   start = time.time()
   config = recipe_config(name, args, len(data["classes"]))
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   state = steps.create_train_state(config, mesh)
   train_step = steps.make_train_step(config, mesh)
   eval_step = steps.make_eval_step(config, mesh)

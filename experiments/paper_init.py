@@ -62,7 +62,7 @@ def study_config(variant, batch_size, steps_, root):
 def diagnose(config, num_steps, log):
   """The first `num_steps` steps by hand: loss, per-layer output std on a fixed batch, and
   per-layer |dW| / |W| of the weights."""
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   state = steps.create_train_state(config, mesh)
   consts = parallel.place_replicated(mesh, preprocess.constants(config))
   step_fn = steps.make_train_step(config, mesh)

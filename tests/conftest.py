@@ -47,9 +47,8 @@ def loaded(tiny_run):
   reading a trained run load it."""
   from alexnet_jax import parallel
   from alexnet_jax.checkpoints import trained_run
-  from alexnet_jax import steps
   config, params, step = trained_run.load_run(tiny_run.workdir)
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   consts = parallel.place_replicated(mesh, trained_run.constants(tiny_run.workdir, config))
   return config, params, step, mesh, consts
 

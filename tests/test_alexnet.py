@@ -444,7 +444,7 @@ def test_model1_gathers_off_drops_the_collectives_over_one_device():
   out = {}
   for gathers in (True, False):
     net = nets.make_module(tiny_model_config(model1_gathers=gathers), 1)
-    apply = parallel.make_apply(net, mesh)
+    apply = parallel.shard_net(net, mesh)
     loss = lambda p: jnp.sum(jnp.square(apply(p, x, jax.random.key(1), train=True)))
     grad = jax.jit(jax.grad(loss))
     hlo = grad.lower(params).compile().as_text()

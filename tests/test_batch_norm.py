@@ -75,7 +75,7 @@ def test_two_devices_normalise_as_one_device_with_the_whole_batch(layout, model)
   one = parallel.make_mesh(1, jax.devices()[:1])
   want = run(config, one, params, images, labels)
   config.mesh.update(layout=layout, model=model)
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   assert mesh.size == 2
   got = run(config, mesh, params, images, labels)
   assert_trees_close(got, want, rtol=1e-5, scale=3e-5, what=f"{layout}, model={model}:")

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax.configs import paper
 from alexnet_jax.nets import alexnet
@@ -46,7 +47,7 @@ def _grads(dtype):
   config = paper.get_config()
   config.model.update(dtype=dtype, num_classes=200, dropout_rate=0.0)
   config.mesh.model = 1
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   state = steps.create_train_state(config, mesh)
   apply = steps.make_apply(config, mesh)
   rng = np.random.default_rng(0)

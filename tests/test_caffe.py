@@ -78,7 +78,7 @@ def opencv_logits(v1, *files):
 @functools.cache
 def eval_step(config_json):
   config = ml_collections.ConfigDict(json.loads(config_json))
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   return steps.make_eval_step(config, mesh), mesh
 
 
@@ -212,7 +212,7 @@ def test_the_weights_file_and_the_run_predict_as_opencv(tmp_path):
   caffe.write_workdir(tmp_path / "run", config, params, names, mean)
   config, restored, step = trained_run.load_run(tmp_path / "run")
   assert step == 0 and trained_run.class_names(tmp_path / "run", config) == names
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   consts = parallel.place_replicated(mesh, trained_run.constants(tmp_path / "run", config))
   got = predict.logits(config, restored, mesh, consts, photo_paths(), batch_size=8)
   assert relative(got, opencv_logits(True)) < RTOL

@@ -68,7 +68,7 @@ def layouts_agree(batch=8, **model):
   config.model.update(model)
   one = parallel.make_mesh(1, jax.devices()[:1])
   config.mesh.layout = "hybrid"
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   placed = jax.device_put(params, steps.param_shardings(config, mesh))
   for leaf, spec in zip(jax.tree.leaves(placed), jax.tree.leaves(
       hybrid.param_specs(params), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))):
@@ -153,7 +153,7 @@ def _step_inputs(config, mesh, seed=0):
 def _layout(name, norm="lrn"):
   config = hybrid_config(norm=norm)
   config.mesh.layout = name
-  return config, steps.make_mesh(config)
+  return config, parallel.make_mesh(config)
 
 
 @pytest.mark.parametrize("norm", ["lrn", pytest.param("batch", marks=pytest.mark.slow)])

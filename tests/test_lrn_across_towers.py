@@ -65,7 +65,7 @@ def test_model2_brings_the_edge_channels_across_devices():
   out = {}
   for model in (1, 2):
     mesh = parallel.make_mesh(model)
-    apply = parallel.make_apply(nets.make_module(config(True), model), mesh)
+    apply = parallel.shard_net(nets.make_module(config(True), model), mesh)
     p = jax.device_put(params(), parallel.param_shardings(mesh, params()))
     x = jax.device_put(images(), parallel.batch_sharding(mesh))
     loss = lambda p, x: (lambda y: (jnp.sum(jnp.square(y)), y))(apply(p, x, None, train=False))

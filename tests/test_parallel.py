@@ -45,7 +45,7 @@ def results(model_axis, dtype="float32"):
     params = alexnet.init_params(cfg, jax.random.key(0))
   else:
     mesh = parallel.make_mesh(model_axis)
-    apply_fn = parallel.make_apply(nets.make_module(cfg, model_axis), mesh)
+    apply_fn = parallel.shard_net(nets.make_module(cfg, model_axis), mesh)
     params = parallel.create_sharded_params(functools.partial(alexnet.init_params, cfg), mesh,
                                             jax.random.key(0))
     x_BHWC = jax.device_put(x_BHWC, parallel.batch_sharding(mesh))
@@ -122,6 +122,6 @@ def test_batch_must_divide_over_data():
   params = jax.eval_shape(functools.partial(alexnet.init_params, cfg), jax.random.key(0))
   x = jax.ShapeDtypeStruct((3, 67, 67, 3), jnp.float32)
   with pytest.raises(ValueError, match="global batch \\(3\\) must divide over the 2 devices"):
-    jax.eval_shape(lambda p, x: parallel.make_apply(nets.make_module(cfg), mesh)(p, x, None,
+    jax.eval_shape(lambda p, x: parallel.shard_net(nets.make_module(cfg), mesh)(p, x, None,
                                                                                   False),
                    params, x)

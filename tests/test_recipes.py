@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import hooks
+from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
 from alexnet_jax.configs import paper
@@ -116,10 +117,10 @@ def test_the_train_step_reads_the_multipliers():
     config = tiny_config.get_config("towers")
     config.train.bias_lr_mult = mult
     config.model.dropout_rate = 0.0
-    mesh = steps.make_mesh(config)
+    mesh = parallel.make_mesh(config)
     state = steps.create_train_state(config, mesh)
     step = steps.make_train_step(config, mesh)
-    from alexnet_jax import parallel, preprocess
+    from alexnet_jax import preprocess
     consts = parallel.place_replicated(mesh, preprocess.constants(config))
     rng = np.random.default_rng(0)
     size = config.data.resize_size

@@ -267,7 +267,7 @@ def test_split_and_merge():
 
 def _one_step(config, accum, optimizer="sgd"):
   config.train.update(accum_steps=accum, optimizer=optimizer)
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   batch, consts = test_hybrid._step_inputs(config, mesh)
   state, metrics = steps.make_train_step(config, mesh)(
       steps.create_train_state(config, mesh), batch, 0.05, consts)

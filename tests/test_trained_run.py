@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import report
+from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
 from alexnet_jax.checkpoints import manager
@@ -20,7 +21,7 @@ from tests import trees
 
 def _checkpoint_params(workdir, config, step):
   mgr = manager.create(workdir, read_only=True)
-  state, _ = manager.restore(mgr, step, steps.abstract_state(config, steps.make_mesh(config)))
+  state, _ = manager.restore(mgr, step, steps.abstract_state(config, parallel.make_mesh(config)))
   mgr.close()
   return jax.tree.map(np.asarray, state.params)
 

@@ -51,7 +51,7 @@ def test_export_writes_the_documented_layout_and_import_gives_identical_logits(t
   config, params, _ = trained_run.load_run(tiny_run.workdir)
   loaded, _ = weights_file.load(out)
   trees.assert_trees_equal(loaded, _numpy(params))
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   placed = jax.tree.map(lambda x, like: weights_file.place(x, like.sharding), loaded, params)
   consts = parallel.place_replicated(mesh, trained_run.constants(tiny_run.workdir, config))
   images = parallel.to_global(mesh, np.random.default_rng(0).integers(
@@ -112,7 +112,7 @@ def test_finetuning_on_fewer_classes_resets_fc8_and_trains(tiny_run, tmp_path):
   config.model.num_classes = 4
   config.data.update(source="folder", root=str(tmp_path / "four"))
   stats.save_stats(stats.compute_stats(config), stats.stats_path(config))  # Its mean image.
-  mesh = steps.make_mesh(config)
+  mesh = parallel.make_mesh(config)
   fresh = steps.create_train_state(config, mesh).params
   with pytest.raises(ValueError, match=r"fc8/bias has shape \(2, 5\) there but \(2, 2\) in this "
                                        r"run's network; set --config.init_reset=fc8"):

@@ -20,6 +20,7 @@ cuda-convnet did, its last row and column of filters overhanging the image by 3 
 No mesh code lives here: the module only names the `model` and `data` axes, and with both
 names set to None it runs on one device without `shard_map` (used by `init_params`).
 """
+import dataclasses
 import functools
 import math
 from typing import Any, Sequence
@@ -222,8 +223,86 @@ class TowerDense(nn.Module):
         bias[t], self.dtype) for t, x in enumerate(xs)]
 
 
+@dataclasses.dataclass(frozen=True)
+class Towers:
+  """Where the towers layout keeps arrays and what crosses devices between layers: this device
+  holds `towers` of each layer's towers and its rows of the batch (split over `data_axis`);
+  conv3, fc6, fc7 and fc8 read both towers' maps through `lax.all_gather` over `model_axis`.
+  Both axes None: one device without `shard_map`, both towers on it. parallel/hybrid.py's
+  Hybrid answers the same questions for the 2014 paper's layout."""
+  towers: int = NUM_TOWERS
+  model_axis: str | None = "model"
+  data_axis: str | None = "data"
+  gathers_on_one: bool = True  # config.model.model1_gathers: see gather.
+
+  conv_towers = property(lambda self: self.towers)
+  fc_towers = property(lambda self: self.towers)
+  stat_axes = property(lambda self: (self.data_axis,) if self.data_axis else ())
+
+  def fc_units(self, units):
+    return units
+
+  def merge(self, h):
+    """conv3's input: both towers' maps, tower 0's channels first."""
+    return self.gather(h)
+
+  def fc_input(self, h):
+    """fc6's input: both towers' pool5 maps, flattened (H, W, C)."""
+    both = self.gather(h)
+    return both.reshape(both.shape[0], -1)
+
+  def units(self, h):
+    """fc7's and fc8's input: every unit of both towers' layer below."""
+    return self.gather(h)
+
+  def fc8(self, h, kernel, bias, dtype, product):
+    ys = [layers.add_bias(jnp.matmul(self.gather(h), kernel[t].astype(dtype),
+                                     preferred_element_type=product), bias[t], dtype)
+          for t in range(self.towers)]
+    return self.gather(ys, to="invarying")
+
+  def fc8_shapes(self, units, classes):
+    return (self.towers, NUM_TOWERS * units, classes // NUM_TOWERS), (self.towers,
+                                                                      classes // NUM_TOWERS)
+
+  def dropout_place(self, rows):
+    """layers.dropout's row and unit blocks: this device's rows, every unit of its towers."""
+    if self.data_axis is None:
+      return {}
+    return {"row_blocks": lax.axis_size(self.data_axis),
+            "row_block": lax.axis_index(self.data_axis),
+            "first_tower": lax.axis_index(self.model_axis) * self.towers}
+
+  def gather(self, h, to="varying"):
+    """Both towers' maps over the last axis, tower 0 first: the only cross-device traffic.
+
+    With both towers on this device (model=1) the all_gather runs over a model axis of one
+    device, and XLA keeps it, with the reduce-scatter that is its transpose.
+    config.model.model1_gathers=False skips it; the logits, which leave shard_map invariant
+    over `model`, become so through a psum over that one device instead. Same numbers.
+    """
+    x = h[0] if len(h) == 1 else jnp.concatenate(h, axis=-1)
+    if self.model_axis is None:
+      return x
+    if self.towers == NUM_TOWERS and not self.gathers_on_one:
+      return x if to == "varying" else lax.psum(x, self.model_axis)
+    return lax.all_gather(x, self.model_axis, axis=x.ndim - 1, tiled=True, to=to)
+
+
+class _Params(nn.Module):
+  """A layer's kernel and bias, for a layer whose product the exchange computes (fc8)."""
+  shapes: tuple
+
+  @nn.compact
+  def __call__(self):
+    return tuple(self.param(name, _SHAPE_ONLY, shape)
+                 for name, shape in zip(("kernel", "bias"), self.shapes))
+
+
 class AlexNet(nn.Module):
-  """AlexNet, figure 2. `config` is `config.model`; `towers` is how many towers this device holds.
+  """AlexNet, figure 2: the one forward pass of every layout. `config` is `config.model`;
+  `exchange` says which towers, units and rows this device holds and what crosses devices
+  (Towers(towers, model_axis, data_axis) when None, from the fields below).
 
   Call inside `shard_map` over ("data", "model") (see parallel.make_apply), or with
   `model_axis=data_axis=None` and `towers=2` on one device. `rng` is needed only when training
@@ -233,6 +312,7 @@ class AlexNet(nn.Module):
   towers: int = NUM_TOWERS
   model_axis: str | None = "model"
   data_axis: str | None = "data"
+  exchange: Any = None
 
   def init(self, *args, **kwargs):
     raise ValueError("AlexNet's parameters come from alexnet.init_params (section 5's "
@@ -246,7 +326,9 @@ class AlexNet(nn.Module):
     """micro: (index, count) when this call is micro-batch `index` of `count` of one step
     (config.train.accum_steps): the dropout masks are then the big batch's rows."""
     cfg = self.config
-    if self.model_axis is None and self.towers != NUM_TOWERS:
+    ex = self.exchange or Towers(self.towers, self.model_axis, self.data_axis,
+                                 cfg.model1_gathers)
+    if ex.model_axis is None and ex.conv_towers != NUM_TOWERS:
       raise ValueError("Without a model axis the device must hold both towers (towers=2).")
     if x_BHWC.shape[1:] != (cfg.image_size, cfg.image_size, 3):
       raise ValueError(f"Images of shape {x_BHWC.shape[1:]} do not match config.model.image_size="
@@ -256,13 +338,12 @@ class AlexNet(nn.Module):
     act = layers.ACTIVATIONS[cfg.activation]
     grouped = cfg.tower_conv == "grouped"
     out = cfg.product_output
-    norm = dict(batch_norm=cfg.norm == "batch", epsilon=cfg.bn_epsilon,
-                stat_axes=(self.data_axis,) if self.data_axis else ())
+    norm = dict(batch_norm=cfg.norm == "batch", epsilon=cfg.bn_epsilon, stat_axes=ex.stat_axes)
     conv = lambda name, f, k, **kw: functools.partial(TowerConv(
-        f, k, towers=self.towers, dtype=dtype, name=name, grouped=grouped, product_output=out,
+        f, k, towers=ex.conv_towers, dtype=dtype, name=name, grouped=grouped, product_output=out,
         **norm, **kw), train=train)
-    dense = lambda name, f: TowerDense(f, towers=self.towers, dtype=dtype, name=name,
-                                       product_output=out)
+    dense = lambda name, f: TowerDense(ex.fc_units(f), towers=ex.fc_towers, dtype=dtype,
+                                       name=name, product_output=out)
     x = x_BHWC.astype(dtype)
     if cfg.input_scale != 1.0:  # The paper feeds 0-255 pixels minus the mean (scale 1).
       x = x * jnp.asarray(cfg.input_scale, dtype)
@@ -271,55 +352,59 @@ class AlexNet(nn.Module):
     o = conv1_overhang(cfg.image_size)  # 3 at 224: the filters overhang into zeros.
     h = self._each(maps, "conv1", [act(y) for y in conv(
         "conv1", widths["conv1"], 11, stride=4, padding=((0, o), (0, o)), shared_input=True,
-        in_channels=cfg.conv1_channels)([x] * self.towers)])
-    h = self._norm_pool(maps, "1", h)
+        in_channels=cfg.conv1_channels)([x] * ex.conv_towers)])
+    h = self._norm_pool(maps, "1", h, ex)
     h = self._each(maps, "conv2", [act(y) for y in conv("conv2", widths["conv2"], 5, padding=2)(h)])
-    h = self._norm_pool(maps, "2", h)
-    both = self._gather(h)
+    h = self._norm_pool(maps, "2", h, ex)
+    with jax.named_scope("conv3"):
+      both = ex.merge(h)
     h = self._each(maps, "conv3", [act(y) for y in conv("conv3", widths["conv3"], 3, padding=1,
-                                                        shared_input=True)([both] * self.towers)])
+                                                        shared_input=True)([both] * len(h))])
     h = self._each(maps, "conv4", [act(y) for y in conv("conv4", widths["conv4"], 3, padding=1)(h)])
     h = self._each(maps, "conv5", [act(y) for y in conv("conv5", widths["conv5"], 3, padding=1)(h)])
     h = self._each(maps, "pool5", [self._pool(y) for y in h])
-    both = self._gather(h)
-    both = both.reshape(both.shape[0], -1)
-    h = dense("fc6", widths["fc6"])([both] * self.towers)
+    with jax.named_scope("fc6"):
+      x = ex.fc_input(h)
+    h = dense("fc6", widths["fc6"])([x] * ex.fc_towers)
     # The recorded fc6 and fc7 maps: the units' outputs, dropped out while training, but before
     # the test-time scaling (so that both dropout scalings record the same features).
     drop = functools.partial(layers.dropout, cfg, train=train, rng=rng, micro=micro,
-                             data_axis=self.data_axis, model_axis=self.model_axis)
+                             **(ex.dropout_place(x.shape[0]) if train else {}))
     h = self._each(maps, "fc6", drop([act(y) for y in h], 6))
-    h = dense("fc7", widths["fc7"])([self._gather(layers.at_test_time(cfg, h, train))]
-                                    * self.towers)
+    with jax.named_scope("fc7"):
+      x = ex.units(layers.at_test_time(cfg, h, train))
+    h = dense("fc7", widths["fc7"])([x] * ex.fc_towers)
     h = self._each(maps, "fc7", drop([act(y) for y in h], 7))
     h = layers.at_test_time(cfg, h, train)
-    h = dense("fc8", cfg.num_classes // NUM_TOWERS)([self._gather(h)] * self.towers)
-    logits_BK = self._gather(h, to="invarying")
+    kernel, bias = _Params(ex.fc8_shapes(ex.fc_units(widths["fc7"]), cfg.num_classes),
+                           name="fc8")()
+    with jax.named_scope("fc8"):
+      logits_BK = ex.fc8(h, kernel, bias, dtype, layers.product_type(out, dtype))
     if maps:
       self.sow("intermediates", "maps", maps)
     return logits_BK.astype(jnp.float32)
 
-  def _norm_pool(self, maps, i, h):
+  def _norm_pool(self, maps, i, h, ex):
     cfg = self.config
     if cfg.norm == "lrn":  # 3.3: after the ReLU of conv1 and conv2, each tower over its own.
       norm = layers.configured_lrn(cfg)
-      h = self._each(maps, f"norm{i}", self._lrn_across(h, norm) if cfg.lrn_across_towers else
-                     [norm(y) for y in h])
+      h = self._each(maps, f"norm{i}", self._lrn_across(h, norm, ex) if cfg.lrn_across_towers
+                     else [norm(y) for y in h])
     return self._each(maps, f"pool{i}", [self._pool(y) for y in h])
 
-  def _lrn_across(self, h, norm):
+  def _lrn_across(self, h, norm, ex):
     """LRN over both towers' channels as one stack (config.model.lrn_across_towers): Caffe ran
     its two groups on one device, so a window near a tower's edge reaches into the other
     tower's maps. With one tower per device the lrn_n // 2 edge channels of the neighbouring
     towers come across the model axis; the outermost channels still see zeros beyond them."""
     x, r, width = jnp.concatenate(h, axis=-1), self.config.lrn_n // 2, h[0].shape[-1]
-    if self.model_axis is not None and self.towers < NUM_TOWERS and r:
+    if ex.model_axis is not None and len(h) < NUM_TOWERS and r:
       if r > x.shape[-1]:
         raise ValueError(f"config.model.lrn_across_towers: a window of {self.config.lrn_n} "
                          f"channels reaches past the neighbouring tower's {x.shape[-1]}.")
       edges = lax.all_gather(jnp.concatenate([x[..., :r], x[..., -r:]], axis=-1),
-                             self.model_axis)  # [devices, B, H, W, 2r]: first and last r.
-      i, last = lax.axis_index(self.model_axis), edges.shape[0] - 1
+                             ex.model_axis)  # [devices, B, H, W, 2r]: first and last r.
+      i, last = lax.axis_index(ex.model_axis), edges.shape[0] - 1
       left = jnp.where(i > 0, edges[jnp.maximum(i - 1, 0)][..., r:], 0.0)
       right = jnp.where(i < last, edges[jnp.minimum(i + 1, last)][..., :r], 0.0)
       y = norm(jnp.concatenate([left.astype(x.dtype), x, right.astype(x.dtype)],
@@ -339,21 +424,6 @@ class AlexNet(nn.Module):
     if self.is_mutable_collection("intermediates"):
       maps[name] = jnp.concatenate(h, axis=-1)
     return h
-
-  def _gather(self, h, to="varying"):
-    """Both towers' maps over the last axis, tower 0 first: the only cross-device traffic.
-
-    With both towers on this device (model=1) the all_gather runs over a model axis of one
-    device, and XLA keeps it, with the reduce-scatter that is its transpose.
-    config.model.model1_gathers=False skips it; the logits, which leave shard_map invariant
-    over `model`, become so through a psum over that one device instead. Same numbers.
-    """
-    x = h[0] if len(h) == 1 else jnp.concatenate(h, axis=-1)
-    if self.model_axis is None:
-      return x
-    if self.towers == NUM_TOWERS and not self.config.model1_gathers:
-      return x if to == "varying" else lax.psum(x, self.model_axis)
-    return lax.all_gather(x, self.model_axis, axis=x.ndim - 1, tiled=True, to=to)
 
 
 def init_params(model_cfg, rng):

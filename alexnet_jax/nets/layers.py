@@ -249,42 +249,45 @@ def with_running_stats(running, moments, momentum):
                   for k, m in zip(RUNNING, moments[layer])} for layer, r in running.items()}
 
 
-def dropout(cfg, h, layer, *, train, rng, micro=None, data_axis=None, model_axis=None):
-  """Dropout (4.2) of the towers `h` (this device's, [b, F] each) whose masks do not depend on
-  the mesh.
+def dropout(cfg, h, layer, *, train, rng, micro=None, row_blocks=1, row_block=0, unit_blocks=1,
+            unit_block=0, first_tower=0):
+  """Dropout (4.2) of the towers `h` (this device's, [rows, units] each) whose masks do not
+  depend on the mesh or the layout.
 
-  Tower g's mask for layer l is drawn from fold_in(fold_in(rng, l), g) for the GLOBAL batch,
-  and this data shard takes its own rows: any ("data", "model") mesh, and one device without
-  a mesh, draw the same mask for the same example and unit. micro = (index, count): this is
-  micro-batch `index` of `count` of one step, holding rows [index b, (index + 1) b) of each
-  shard's block.
+  Tower g's mask for layer l is drawn from fold_in(fold_in(rng, l), g) for the whole step's
+  batch and every unit of the tower: `row_blocks` blocks of rows (one per device that holds
+  rows), each holding `count` micro-batches (micro = (index, count), config.train.accum_steps).
+  This device takes block `row_block` (None: every block, when it holds the whole batch) of
+  micro-batch `index`, and block `unit_block` of `unit_blocks` of the units. So any mesh, either
+  layout and one device without a mesh draw the same mask for the same example and unit.
 
   config.model.dropout_scaling: "paper" (4.2) keeps the kept units as they are while training
   and multiplies every output by 1 - rate (0.5) at test time (at_test_time); "inverted" (Caffe,
   PyTorch) scales the kept units by 1 / (1 - rate) while training and uses the outputs as they
   are at test time. The two compute the same function when the next layer's weights differ by
-  that factor (W_paper = W_inverted / (1 - rate): twice as large at rate 0.5), but they do not
-  train alike: the next layer's gradient is (1 - rate) times as large with "paper", and so its
-  weights start, relative to their function, 1 / (1 - rate) times smaller and move 1 / (1 -
-  rate)^2 times more slowly at the same learning rate (their weight decay as strong).
+  that factor, but they do not train alike: the next layer's gradient is (1 - rate) times as
+  large with "paper", so its weights move 1 / (1 - rate)^2 times more slowly relative to their
+  function at the same learning rate.
   """
   rate, paper = cfg.dropout_rate, cfg.dropout_scaling == "paper"
   if rate == 0.0 or not train:
     return h  # Evaluation: at_test_time.
   if rng is None:
     raise ValueError("AlexNet needs `rng` when training with dropout_rate > 0.")
-  b_local, features = h[0].shape
+  rows, units = h[0].shape
   index, count = (0, 1) if micro is None else micro
-  shards = (1 if data_axis is None else lax.axis_size(data_axis)) * count
-  start = 0 if data_axis is None else lax.axis_index(data_axis) * b_local * count
-  start = start + index * b_local
-  first_tower = 0 if model_axis is None else lax.axis_index(model_axis) * len(h)
+  per_block = rows if row_block is not None else rows // row_blocks
   out = []
   for t, y in enumerate(h):
     key = jax.random.fold_in(jax.random.fold_in(rng, layer), first_tower + t)
-    keep_GF = jax.random.bernoulli(key, 1.0 - rate, (b_local * shards, features))
-    keep_BF = lax.dynamic_slice_in_dim(keep_GF, start, b_local, axis=0)
-    out.append(jnp.where(keep_BF, y if paper else y / (1.0 - rate), jnp.zeros_like(y)))
+    keep = jax.random.bernoulli(key, 1.0 - rate,
+                                (row_blocks * count * per_block, units * unit_blocks))
+    keep = keep.reshape(row_blocks, count, per_block, units * unit_blocks)
+    keep = lax.dynamic_index_in_dim(keep, index, axis=1, keepdims=False)
+    if row_block is not None:
+      keep = lax.dynamic_index_in_dim(keep, row_block, axis=0, keepdims=False)
+    keep = lax.dynamic_slice_in_dim(keep.reshape(rows, -1), unit_block * units, units, axis=1)
+    out.append(jnp.where(keep, y if paper else y / (1.0 - rate), jnp.zeros_like(y)))
   return out
 
 

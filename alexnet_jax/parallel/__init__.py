@@ -8,12 +8,17 @@ over `model`. Networks without towers (the CIFAR nets) run with model=1, where P
 their parameters whole.
 """
 import collections
+import dataclasses
 import time
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from alexnet_jax import nets
+from alexnet_jax.parallel import hybrid
 
 # Every parameter leaf of a towered network has the tower axis first; it is split over `model`
 # and replicated over `data`. A network without towers (the CIFAR nets, model=1) keeps its
@@ -23,8 +28,11 @@ REPLICATED_SPEC = P()
 BATCH_SPEC = P("data")
 
 
-def make_mesh(model: int = 0, devices=None) -> Mesh:
-  """A (data, model) mesh; model=0 picks 2 when the device count is even, else 1."""
+def make_mesh(model=0, devices=None) -> Mesh:
+  """A (data, model) mesh. `model`: the model axis, or a config (its config.mesh.model, where
+  "auto" (0) gives a network without towers 1); 0 picks 2 when the device count is even, else 1."""
+  if not isinstance(model, int):
+    model = nets.model_axis(model)
   devices = _by_process(jax.devices() if devices is None else devices)
   n = len(devices)
   if model == 0:  # 2 only when every host can hold whole model groups (see _by_process).
@@ -66,7 +74,7 @@ def create_sharded_params(init_fn, mesh: Mesh, rng, towered=True):
   return jax.jit(init_fn, out_shardings=shardings)(rng)
 
 
-def make_apply(net, mesh: Mesh, towered=True):
+def shard_net(net, mesh: Mesh, towered=True):
   """Returns apply(params, images_BHWC, rng, train) -> logits_BK, sharded over `data`.
 
   `net` is the Flax module one device runs (nets.make_module for this mesh's model axis):
@@ -110,7 +118,7 @@ def make_apply(net, mesh: Mesh, towered=True):
   return apply
 
 
-def make_apply_maps(net, mesh: Mesh, map_ranks, towered=True):
+def shard_maps(net, mesh: Mesh, map_ranks, towered=True):
   """Returns maps(params, images_BHWC) -> {name: global array}: the layer maps the network
   records in its "intermediates" collection, for the names in `map_ranks` ({name: rank of the
   map with its batch axis}), inference mode. Each map holds both towers' channels on its last
@@ -133,6 +141,30 @@ def make_apply_maps(net, mesh: Mesh, map_ranks, towered=True):
     return sharded(params, images_BHWC)
 
   return maps
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Where one run's arrays live (config.mesh.layout on a mesh), decided once: the parameters'
+  shardings, the apply function, the row blocks of the batch that the devices hold."""
+  name: str
+  mesh: Mesh
+  param_shardings: Any        # The global parameters' NamedShardings.
+  apply: Callable             # apply(params, images_BHWC, rng, train, micro, moments).
+  row_blocks: int             # Micro-batches take a part of each block (steps.split).
+  towered: bool
+
+
+def layout(config, mesh: Mesh) -> Layout:
+  """config.mesh.layout on `mesh`: "towers" (shard_net) or "hybrid" (parallel/hybrid.py)."""
+  shapes = nets.abstract_params(config.model)
+  if hybrid.layout(config) == "hybrid":
+    return Layout("hybrid", mesh, hybrid.param_shardings(mesh, shapes),
+                  hybrid.shard_net(config.model, mesh), mesh.size, True)
+  towered = nets.towers(config.model) > 1
+  net = nets.make_module(config.model, mesh.shape["model"])
+  return Layout("towers", mesh, param_shardings(mesh, shapes, towered),
+                shard_net(net, mesh, towered), mesh.shape["data"], towered)
 
 
 def to_global(mesh: Mesh, local, slice_count=1):
