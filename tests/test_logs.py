@@ -1,11 +1,15 @@
 """logs.py: library chatter goes to <workdir>/log.txt, the console keeps the run's lines and
-one line per warning or error."""
+one line per warning or error; the other commands print a user's error as one line."""
 import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import pytest
+
+from alexnet_jax import errors
+from alexnet_jax.faults import logs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")  # Run from ROOT: `tests` imports from there.
@@ -91,3 +95,23 @@ def test_a_short_run_prints_its_own_lines_and_logs_orbax_to_the_file(tmp_path):
   text = (workdir / "log.txt").read_text()
   assert "[process=0] Saving checkpoint at step 1" in text  # Orbax's INFO line.
   assert "tracked_metric" not in text  # Fixed at its source, not just moved.
+
+
+def test_a_commands_user_error_is_one_line_and_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+  def wrong(argv):
+    raise errors.MissingFileError("No folder /data/imagenet (config.data.root): ...")
+
+  with pytest.raises(SystemExit) as e:
+    logs.one_line_errors(wrong, "data.stats")(["stats"])
+  log = tmp_path / f"alexnet_jax.data.stats.{os.getpid()}.txt"
+  assert e.value.code == ("Error: No folder /data/imagenet (config.data.root): ...\n"
+                          f"(The traceback is in {log}.)")
+  assert "Traceback" in log.read_text() and "in wrong" in log.read_text()
+
+  def bug(argv):
+    raise KeyError("a bug")
+
+  with pytest.raises(KeyError):
+    logs.one_line_errors(bug, "data.stats")(["stats"])

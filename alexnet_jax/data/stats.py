@@ -15,6 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from alexnet_jax import errors
 from alexnet_jax import progress
 from alexnet_jax.data import decoding
 from alexnet_jax.data import generated
@@ -109,7 +110,7 @@ def load_stats(config):
   path = stats_path(config)
   if not os.path.exists(path):
     if config.data.source != "generated":
-      raise FileNotFoundError(
+      raise errors.MissingFileError(
           f"No training-set statistics at {path} (mean image and RGB PCA, sections 2 and 4.1). "
           "Compute them "
           "once with\n  python -m alexnet_jax.data.stats --config=<your config> "
@@ -120,10 +121,10 @@ def load_stats(config):
     stats = {k: f[k] for k in f.files}
   stored, wanted = str(stats.get("dataset", "")), dataset_key(config)
   if stored and stored != wanted:
-    raise ValueError(f"The statistics at {path} are of {stored!r}, not of this run's training "
-                     f"data {wanted!r}: compute them for it (python -m alexnet_jax.data.stats "
-                     "with the same --config.data.* settings), or leave config.data.stats_file "
-                     "empty.")
+    raise errors.ConfigError(
+        f"The statistics at {path} are of {stored!r}, not of this run's training data "
+        f"{wanted!r}: compute them for it (python -m alexnet_jax.data.stats with the same "
+        "--config.data.* settings), or leave config.data.stats_file empty.")
   return stats
 
 
@@ -143,7 +144,8 @@ if __name__ == "__main__":
   from absl import app
   from absl import flags
   from ml_collections import config_flags
+  from alexnet_jax.faults import logs
   config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.")
   flags.DEFINE_integer("max_images", 0, "Use a seeded sample of this many images (0: all).")
   tf.config.set_visible_devices([], "GPU")
-  app.run(main)
+  app.run(logs.one_line_errors(main, "data.stats"))

@@ -9,17 +9,20 @@ could not raise (asyncio callbacks of orbax's threads after a failed read) go to
 An exception that ends the program is printed as usual and also written to the file.
 
 C++ logs (XLA, TensorFlow, gloo) bypass Python and still go to stderr; TF_CPP_MIN_LOG_LEVEL
-(set by main.py) quiets TensorFlow's.
+(set by main.py) quiets TensorFlow's. The other commands (data.prepare, data.stats, tools/) print
+a user's error as one line too, through `one_line_errors`.
 """
 import logging
 import os
 import socket
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from absl import logging as absl_logging
 
+from alexnet_jax import errors
 from alexnet_jax import paths
 
 LOG_FILE = paths.LOG
@@ -101,3 +104,18 @@ def _log_then(excepthook):
                                       exc_info=(exc_type, exc_value, exc_traceback))
     excepthook(exc_type, exc_value, exc_traceback)
   return hook
+
+
+def one_line_errors(main, command):
+  """`main` for absl's app.run, printing a user's error (errors.UserError) as main.py does:
+  `Error: <message>` and where its traceback went, exit status 1. Any other exception is a bug
+  and shows its traceback. The log file, $TMPDIR/alexnet_jax.<command>.<pid>.txt, is written only
+  then: these commands have no workdir, and --out may be what failed."""
+  def run(argv):
+    try:
+      return main(argv)
+    except errors.UserError as e:
+      path = Path(tempfile.gettempdir()) / f"alexnet_jax.{command}.{os.getpid()}.txt"
+      path.write_text(" ".join(sys.argv) + "\n" + "".join(traceback.format_exception(e)))
+      sys.exit(f"Error: {e}\n(The traceback is in {path}.)")
+  return run

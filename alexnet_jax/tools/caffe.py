@@ -314,6 +314,7 @@ def main(argv):
 if __name__ == "__main__":
   from absl import app
   from absl import flags
+  from alexnet_jax.faults import logs
   flags.DEFINE_string("prototxt", None, "Caffe's deploy.prototxt.", required=True)
   flags.DEFINE_string("caffemodel", None, "bvlc_alexnet.caffemodel.", required=True)
   flags.DEFINE_string("mean", None, "ilsvrc_2012_mean.binaryproto (BGR); or --mean_value.")
@@ -322,4 +323,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "The weights .npz to write (config.init_from).",
                       required=True)
   flags.DEFINE_string("workdir", None, "Also write a run at step 0 here.")
-  app.run(main)
+  app.run(logs.one_line_errors(main, "tools.caffe"))

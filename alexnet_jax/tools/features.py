@@ -144,6 +144,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from alexnet_jax.faults import logs
   common.define_flags()
   flags.DEFINE_string("out", None, "Folder for the .npy files.", required=True)
   flags.DEFINE_list("layers", ["fc6", "fc7"], "Maps to write (conv1-5, norm1-2, pool1/2/5, "
@@ -151,4 +152,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("split", "", "Split to read; default: the run's evaluation split.")
   flags.DEFINE_enum("pool", "flatten", POOLS, "Conv maps: flattened, or averaged over space.")
   flags.DEFINE_integer("limit", 0, "Only the first N images of the split (0: all).")
-  app.run(main)
+  app.run(logs.one_line_errors(main, "tools.features"))

@@ -232,6 +232,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from alexnet_jax.faults import logs
   common.define_flags()
   flags.DEFINE_string("out", None, "Folder for fig3.png, fig4.png and fig4.json.", required=True)
   flags.DEFINE_list("figures", ["fig3", "fig4"], "Which figures.")
@@ -239,4 +240,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_queries", 5, "Evaluation images used as queries without --queries.")
   flags.DEFINE_integer("neighbours", 6, "Nearest training images per query (the paper: 6).")
   flags.DEFINE_integer("max_train", 0, "Search only the first N training images (0: all).")
-  app.run(main)
+  app.run(logs.one_line_errors(main, "tools.figures"))

@@ -112,8 +112,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from alexnet_jax.faults import logs
   common.define_flags()
   flags.DEFINE_bool("ten_crop", False, "Average the softmax over the ten crops (4.1).")
   flags.DEFINE_bool("json", False, "Print JSON for scripts instead of text.")
   flags.DEFINE_integer("top", 5, "How many classes to list per image.")
-  app.run(main)
+  app.run(logs.one_line_errors(main, "tools.predict"))

@@ -30,6 +30,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from alexnet_jax.faults import logs
   common.define_flags()
   flags.DEFINE_string("out", None, "The .npz to write.", required=True)
-  app.run(main)
+  app.run(logs.one_line_errors(main, "tools.weights"))
