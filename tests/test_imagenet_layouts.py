@@ -3,21 +3,27 @@ download, and extracted folders with a flat val/ and a labels file. Each small c
 image by image (each class has its own photo, so a file's bytes say its class), the devkit's
 ids are out of sorted-wnid order on purpose, and each broken layout stops with one line naming
 what is missing."""
+import functools
+import io
 import os
 import pathlib
 import re
 import shlex
 import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
 
+from alexnet_jax import errors
 from alexnet_jax import input_pipeline
+from alexnet_jax import progress
 from alexnet_jax.data import imagenet_layouts
 from alexnet_jax.data import prepare
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats
+from tests import imagenet_archive
 from tests import imagenet_copies as copies
 from tests import tiny_config
 
@@ -75,8 +81,10 @@ def test_the_tars_are_extracted_once_and_then_read_without_them(tmp_path):
   sources.open_split(config, "train")
   extracted = tmp_path / "extracted"
   assert sorted(os.listdir(extracted)) == ["train", "val"]
-  assert sorted(os.listdir(extracted / "train")) == [w for w, _ in classes]
+  assert sorted(os.listdir(extracted / "train")) == [".extracted.json"] + [w for w, _ in classes]
   first = os.stat(extracted / "val" / copies.val_name(0)).st_mtime_ns
+  sources.open_split(config, "val")  # The same tars: their record says they are extracted.
+  assert os.stat(extracted / "val" / copies.val_name(0)).st_mtime_ns == first
   os.remove(tmp_path / "imagenet" / "ILSVRC2012_img_train.tar")
   os.remove(tmp_path / "imagenet" / "ILSVRC2012_img_val.tar")
   val = sources.open_split(config, "val")  # The devkit's .tar.gz is still read in place.
@@ -92,6 +100,84 @@ def test_an_interrupted_extraction_starts_again(tmp_path):
   (partial / "half_written.JPEG").write_bytes(b"\xff\xd8")
   train = sources.open_split(config, "train")
   _check_labels(train, classes, [copies.TRAIN_PER_CLASS] * len(classes))
+
+
+def _offsets(path=None, data=None):
+  with tarfile.open(path, fileobj=data and io.BytesIO(data)) as tar:
+    return [m.offset for m in tar.getmembers()]
+
+
+def _cut_a_class_tar(path):
+  """The second class's tar inside `path` holds its first image only, and no end-of-archive
+  block: cut at a member boundary."""
+  with tarfile.open(path) as outer:
+    inner = {m.name: outer.extractfile(m).read() for m in outer.getmembers()}
+  name = sorted(inner)[1]
+  inner[name] = inner[name][:_offsets(data=inner[name])[1]]
+  with tarfile.open(path, "w") as outer:
+    for member, data in inner.items():
+      imagenet_archive.member(outer, member, data)
+  return name
+
+
+@pytest.mark.parametrize("where", ["at a member boundary", "inside a member",
+                                   "a class tar at a member boundary"])
+def test_a_tar_cut_short_is_refused_then_extracted_once_put_back_whole(tmp_path, where):
+  """tarfile reads a tar cut between two members without complaint, as a shorter whole tar:
+  its three classes must not become train/."""
+  classes = copies.class_photos()
+  config = _make("tars", tmp_path, classes)
+  tar = tmp_path / "imagenet" / "ILSVRC2012_img_train.tar"
+  whole = tar.read_bytes()
+  named = f"{tar} ends after"
+  if where == "at a member boundary":  # Three of the four class tars.
+    tar.write_bytes(whole[:_offsets(tar)[3]])
+  elif where == "inside a member":
+    tar.write_bytes(whole[:_offsets(tar)[3] + 700])
+    named = f"{tar} does not read as a tar"
+  else:
+    named = f"{_cut_a_class_tar(tar)} inside {tar} ends after"
+  with pytest.raises(errors.ConfigError) as e:
+    sources.open_split(config, "train")
+  assert named in str(e.value) and "download it again" in str(e.value)
+  assert "\n" not in str(e.value)
+  assert not (tmp_path / "extracted" / "train").exists()
+  tar.write_bytes(whole)
+  _check_labels(sources.open_split(config, "train"), classes,
+                [copies.TRAIN_PER_CLASS] * len(classes))
+
+
+def test_a_replaced_tar_is_extracted_again_and_a_folder_without_its_record_refused(tmp_path):
+  classes = copies.class_photos()
+  config = _make("tars", tmp_path, classes)
+  sources.open_split(config, "train")
+  # Another download of the same classes, other photos: the record's size and mtime differ.
+  other = [(w, classes[(k + 1) % len(classes)][1]) for k, (w, _) in enumerate(classes)]
+  mtime = os.stat(tmp_path / "imagenet" / "ILSVRC2012_img_train.tar").st_mtime_ns
+  copies.write_tars(tmp_path / "imagenet", other)
+  for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):  # Even on a coarse clock.
+    os.utime(tmp_path / "imagenet" / name, ns=(mtime + 10**9, mtime + 10**9))
+  _check_labels(sources.open_split(config, "train"), other, [copies.TRAIN_PER_CLASS] * 4)
+  _check_labels(sources.open_split(config, "val"), other, np.bincount(copies.VAL_CLASSES).tolist())
+  os.remove(tmp_path / "extracted" / "train" / ".extracted.json")  # Cut short by an older run.
+  with pytest.raises(errors.ConfigError) as e:
+    sources.open_split(config, "train")
+  assert f"delete {tmp_path / 'extracted' / 'train'} to extract the tar again" in str(e.value)
+
+
+def test_extraction_and_prepare_report_progress_with_the_time_left(tmp_path, monkeypatch):
+  lines = io.StringIO()
+  monkeypatch.setattr(progress, "Progress",
+                      functools.partial(progress.Progress, every_s=0, stream=lines))
+  # 9 MB tars: photos with a megabyte after their end (extracted, never decoded here).
+  big = [(w, data + bytes(1 << 20)) for w, data in copies.class_photos()]
+  sources.open_split(_make("tars", tmp_path / "big", big), "train")
+  assert re.search(r"extracting ILSVRC2012_img_train.tar: 4/8 MB \(50.0%\), .* MB/s, \d+s left",
+                   lines.getvalue()), lines.getvalue()
+  prepare.prepare(_make("tars", tmp_path, copies.class_photos()), ["val"],
+                  str(tmp_path / "out"))
+  assert re.search(r"writing val: 4/8 images \(50.0%\), .* images/s, \d+s left",
+                   lines.getvalue()), lines.getvalue()
 
 
 def test_tfds_torchvision_and_caffe_number_the_classes_by_sorted_wnid():
@@ -163,7 +249,17 @@ def _damage(kind, root, wnid):
       os.remove(root / KAGGLE / "train" / wnid / f)
     os.rmdir(root / KAGGLE / "train" / wnid)
   elif kind == "a validation file with no label":
-    (root / KAGGLE / "val" / copies.val_name(8)).write_bytes(b"")
+    val = root / KAGGLE / "val" if (root / KAGGLE).is_dir() else root / "val"
+    (val / copies.val_name(8)).write_bytes(b"")
+  elif kind == "an unlabelled image in the val tar":
+    with tarfile.open(root / "ILSVRC2012_img_val.tar", "a") as tar:
+      imagenet_archive.member(tar, copies.val_name(8), b"")
+  elif kind == "a devkit tar without meta.mat":
+    with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+      imagenet_archive.member(tar, GROUND_TRUTH, copies.ground_truth())
+  elif kind == "a training class with no label":
+    (root / "train" / "n00000001").mkdir()
+    (root / "train" / "n00000001" / "n00000001_0.JPEG").write_bytes(copies.class_photos(1)[0][1])
   elif kind == "a label with no file":
     os.remove(root / "val" / copies.val_name(3))
   elif kind == "an id of no class":
@@ -184,7 +280,7 @@ def _damage(kind, root, wnid):
 
 @pytest.mark.parametrize("layout, kind, split, named", [
     ("pairs", "no labels file", "val", "No validation labels in"),
-    ("devkit", "no meta.mat", "val", "only the devkit's meta.mat turns into wnids"),
+    ("devkit", "no meta.mat", "val", "No meta.mat beside"),
     ("kaggle", "no mapping", "train", "LOC_synset_mapping.txt"),
     ("kaggle", "a wnid with no folder", "train", "no folder for WNID"),
     ("kaggle", "a validation file with no label", "val", "ILSVRC2012_val_00000009.JPEG"),
@@ -208,6 +304,32 @@ def test_a_broken_layout_stops_with_one_line_naming_what_is_missing(tmp_path, la
   assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("layout, kind, named", [
+    ("tars", "an unlabelled image in the val tar", "ILSVRC2012_val_00000009.JPEG"),
+    ("kaggle", "a validation file with no label", "ILSVRC2012_val_00000009.JPEG"),
+    ("pairs", "a validation file with no label", "ILSVRC2012_val_00000009.JPEG"),
+    ("kaggle_csv", "a label with no file", "e.g. ILSVRC2012_val_00000004.JPEG"),
+    ("tars", "a devkit tar without meta.mat",
+     "No ILSVRC2012_devkit_t12/data/meta.mat inside {root}/ILSVRC2012_devkit_t12.tar.gz"),
+    ("devkit_tar", "a devkit tar without meta.mat",
+     "No ILSVRC2012_devkit_t12/data/meta.mat inside {root}/ILSVRC2012_devkit_t12.tar.gz"),
+    ("pairs", "a training class with no label", "1 class folder(s) that {root}/val_labels.txt "
+     "gives no image: n00000001"),
+])
+def test_prepare_checks_everything_before_it_writes_an_image(tmp_path, layout, kind, named):
+  classes = copies.class_photos()
+  config = _make(layout, tmp_path, classes)
+  root = pathlib.Path(config.data.root)
+  _damage(kind, root, classes[2][0])
+  out = tmp_path / "imagenet256"
+  with pytest.raises(errors.UserError) as e:
+    prepare.prepare(config, ["train", "val"], str(out))
+  assert named.format(root=root) in str(e.value) and "\n" not in str(e.value)
+  assert not out.exists()
+  if kind == "a devkit tar without meta.mat" and layout == "tars":
+    assert not (tmp_path / "extracted").exists()  # Seen before hours of extraction.
+
+
 def test_a_root_with_no_layout_says_which_it_looked_for(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="ILSVRC2012_img_train.tar .* Kaggle"):
@@ -218,8 +340,7 @@ def test_prepare_writes_a_copy_the_folder_source_reads_with_the_same_labels(tmp_
   classes = copies.class_photos()
   config = _make("tars", tmp_path, classes)
   out = tmp_path / "imagenet72"
-  assert prepare.write_split(config, "train", str(out)) == 8
-  assert prepare.write_split(config, "val", str(out)) == 8
+  assert prepare.prepare(config, ["train", "val"], str(out)) == {"train": 8, "val": 8}
   folder = _config(out, tmp_path, source="folder")
   val = sources.open_split(folder, "val")
   assert val.class_names == [w for w, _ in classes]

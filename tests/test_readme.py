@@ -65,7 +65,7 @@ def test_the_gpu_sections_commands_run_as_written(tmp_path):
     assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
     outputs.append(out.stdout)
   assert "train: 12 images" in outputs[0] and "validation: 6 images" in outputs[0]
-  assert sorted(os.listdir(prepared)) == ["train", "validation"]
+  assert sorted(os.listdir(prepared)) == ["manifest.json", "train", "validation"]
   assert "12 images ->" in outputs[1]
   assert "Data: image folder" in outputs[2] and "12 training, 6 validation images" in outputs[2]
   assert "Finished 2 steps" in outputs[2]

@@ -1,4 +1,7 @@
-"""data/stats.py: statistics equal NumPy's; missing ones name the command that computes them."""
+"""data/stats.py: statistics equal NumPy's; missing ones name the command that computes them;
+the command prints a user's error as one line."""
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +13,15 @@ from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats
 from tests.small_data import small_config
+from tests.test_prepare import ENV
+from tests.test_prepare import ROOT
+from tests.test_prepare import assert_one_line_error
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
   return tmp_path_factory.mktemp("cache")
+
 
 def test_missing_statistics_name_the_command(tmp_path):
   config = small_config(tmp_path, source="folder", root=str(tmp_path))
@@ -36,3 +43,13 @@ def test_statistics_equal_numpy(cache):
   loaded = stats.load_stats(config)  # The generated set's statistics are made on first use.
   np.testing.assert_allclose(loaded["mean_image"], got["mean_image"])
   assert Path(stats.stats_path(config)).exists()
+
+
+def test_the_command_prints_a_users_error_as_one_line(tmp_path):
+  done = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.data.stats", "--config=configs/paper.py",
+       "--config.data.source=folder", f"--config.data.root={tmp_path / 'nothing'}",
+       f"--config.data.cache_dir={tmp_path / 'cache'}"],
+      cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+  assert_one_line_error(done, f"No split folder '{tmp_path / 'nothing' / 'train'}'")
+  assert not (tmp_path / "cache").exists()

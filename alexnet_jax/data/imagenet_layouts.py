@@ -13,7 +13,9 @@ r"""ImageNet (ILSVRC-2012) read in the layouts it ships in, without TFDS (source
              ("<file> <wnid>" a line)
 
 The tars are extracted once into config.data.extract_dir (default: root itself) as train/<wnid>/
-and val/, which is then the extracted layout; the devkit is read inside its .tar.gz.
+and val/, which is then the extracted layout; the devkit is read inside its .tar.gz. A folder
+counts as extracted only when it holds the record of its tar (size, mtime), written once every
+member came out whole; a replaced tar is extracted again.
 
 A class's label is its wnid's position in sorted order: TFDS (imagenet2012_labels.txt),
 torchvision (ImageFolder sorts the class folders) and Caffe (data/ilsvrc12/synsets.txt) number
@@ -26,11 +28,15 @@ a validation image's label) stops with one line naming it: reading on would scor
 """
 import csv
 import io
+import json
 import os
 import shutil
 import tarfile
 
 import numpy as np
+
+from alexnet_jax import errors
+from alexnet_jax import progress
 
 SPLITS = ("train", "val")
 TRAIN_TAR, VAL_TAR = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
@@ -40,6 +46,7 @@ KAGGLE_IMAGES = os.path.join("ILSVRC", "Data", "CLS-LOC")
 KAGGLE_MAPPING, KAGGLE_VAL = "LOC_synset_mapping.txt", "LOC_val_solution.csv"
 VAL_LABELS = "val_labels.txt"
 JPEG = (".jpeg", ".jpg")
+RECORD = ".extracted.json"  # In an extracted folder: the tar it came from, its size and mtime.
 
 
 def read_split(root, split, make_split, extract_dir=""):
@@ -47,15 +54,15 @@ def read_split(root, split, make_split, extract_dir=""):
   ImageNet copy at `root`, in whichever of the three layouts it is."""
   root = os.path.expanduser(root)
   if split not in SPLITS:
-    raise ValueError(f"ImageNet (config.data.source='imagenet') has the labelled splits "
-                     f"{SPLITS}, not {split!r} (config.data.train_split / eval_split).")
+    raise errors.ConfigError(f"ImageNet (config.data.source='imagenet') has the labelled splits "
+                             f"{SPLITS}, not {split!r} (config.data.train_split / eval_split).")
   layout, images = locate(root, os.path.expanduser(extract_dir) if extract_dir else root)
-  wnids = class_wnids(layout, root, images)
+  wnids, class_list = class_wnids(layout, root, images)
   index = {w: k for k, w in enumerate(wnids)}
   if split == "train":
-    pairs = train_files(os.path.join(images, "train"), wnids)
+    pairs = train_files(os.path.join(images, "train"), wnids, class_list)
   else:
-    pairs = val_files(layout, root, images, index)
+    pairs = val_files(layout, root, images, index, class_list)
   paths = np.array([p for p, _ in pairs])
   labels = np.array([index[w] for _, w in pairs], np.int32)
   return make_split(split, len(paths), wnids, paths, labels)
@@ -64,81 +71,130 @@ def read_split(root, split, make_split, extract_dir=""):
 def locate(root, extract_dir):
   """(layout, the folder holding train/ and val/); extracts the tars first where they are."""
   if not os.path.isdir(root):
-    raise FileNotFoundError(f"No folder {root} (config.data.root): it must hold ImageNet as "
-                            "tars, the Kaggle download or extracted train/ and val/.")
+    raise errors.MissingFileError(
+        f"No folder {root} (config.data.root): it must hold ImageNet as tars, the Kaggle "
+        "download or extracted train/ and val/.")
   if os.path.isdir(os.path.join(root, KAGGLE_IMAGES)):
     return "kaggle", os.path.join(root, KAGGLE_IMAGES)
   if any(os.path.isfile(os.path.join(root, t)) for t in (TRAIN_TAR, VAL_TAR)):
+    _labels_file("extracted", root, extract_dir)  # Its absence is seen before hours of writing.
     extract_tars(root, extract_dir)
     return "extracted", extract_dir
   for folder in (extract_dir, root):  # The tars' extracted copy, kept once they are deleted.
     if os.path.isdir(os.path.join(folder, "train")) or os.path.isdir(os.path.join(folder, "val")):
       return "extracted", folder
-  raise FileNotFoundError(
+  raise errors.MissingFileError(
       f"{root} holds no ImageNet layout: {TRAIN_TAR} and {VAL_TAR} (with {DEVKIT_TAR}), the "
       f"Kaggle download's {KAGGLE_IMAGES}/, or extracted train/<wnid>/ and val/ folders.")
 
 
 def extract_tars(root, out):
-  """Each tar into out/train/<wnid>/ and out/val/, once: a folder already there is kept. Files
-  go to <folder>.partial first, renamed when complete, so an interrupted run starts it again."""
+  """Each tar into out/train/<wnid>/ and out/val/, once: a folder holding its tar's record
+  (size and mtime) is kept, one extracted from another tar is extracted again, one without a
+  record is refused (it may be an extraction cut short). Files go to <folder>.partial first,
+  renamed with the record once every member came out whole."""
   for tar_name, folder, nested in ((TRAIN_TAR, "train", True), (VAL_TAR, "val", False)):
     tar_path, final = os.path.join(root, tar_name), os.path.join(out, folder)
-    if os.path.isdir(final) or not os.path.isfile(tar_path):
+    if not os.path.isfile(tar_path):
       continue
+    stat = os.stat(tar_path)
+    record = {"tar": tar_name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    found = _read_record(final)
+    if found == record:
+      continue
+    if found is None and os.path.isdir(final):
+      raise errors.ConfigError(
+          f"{final} holds no record ({RECORD}) that {tar_path} was extracted into it whole (an "
+          f"extraction cut short, or a copy made otherwise): delete {final} to extract the tar "
+          f"again, or move the tar away to read {final} as it is.")
     partial = final + ".partial"
     shutil.rmtree(partial, ignore_errors=True)  # What an interrupted extraction left.
-    print(f"Extracting {tar_path} into {final} (once)...", flush=True)
+    print(f"Extracting {tar_path} into {final}" +
+          (" again: the tar changed since it was extracted." if found else " (once)..."),
+          flush=True)
     try:
-      with tarfile.open(tar_path, "r|") as tar:
-        for member in tar:
-          if not member.isfile():
-            continue
-          data = tar.extractfile(member)
-          if nested:
-            wnid = os.path.splitext(os.path.basename(member.name))[0]
-            with tarfile.open(fileobj=data, mode="r|") as synset:
-              for inner in synset:
-                if inner.isfile():
-                  _write(os.path.join(partial, wnid, os.path.basename(inner.name)),
-                         synset.extractfile(inner))
-          else:
-            _write(os.path.join(partial, os.path.basename(member.name)), data)
+      _extract(tar_path, partial, nested)
     except (tarfile.TarError, EOFError) as e:
-      raise ValueError(f"{tar_path} does not read as a tar ({e}): download it again.") from e
-    except PermissionError as e:
-      raise PermissionError(f"Cannot write {partial} ({e.strerror}): point "
-                            "--config.data.extract_dir at a writable folder with room for the "
-                            "extracted images (about the size of the tars).") from e
+      raise errors.ConfigError(f"{tar_path} does not read as a tar ({e}): download it "
+                               "again.") from e
+    os.makedirs(partial, exist_ok=True)
+    with open(os.path.join(partial, RECORD), "w") as f:  # Renamed with the folder.
+      json.dump(record, f)
+    shutil.rmtree(final, ignore_errors=True)  # The copy of the tar this one replaced.
     os.replace(partial, final)
 
 
+def _extract(tar_path, out, nested):
+  """Every file of the tar (of each class tar in it, when `nested`) into out, flat."""
+  with tarfile.open(tar_path, "r:") as tar, progress.Progress(
+      os.path.getsize(tar_path) >> 20, f"extracting {os.path.basename(tar_path)}",
+      unit="MB") as bar:
+    for member, data in _whole_members(tar, tar_path):
+      if nested:
+        wnid = os.path.splitext(os.path.basename(member.name))[0]
+        with tarfile.open(fileobj=data, mode="r:") as synset:
+          for inner, inner_data in _whole_members(synset, f"{member.name} inside {tar_path}"):
+            _write(os.path.join(out, wnid, os.path.basename(inner.name)), inner_data)
+      else:
+        _write(os.path.join(out, os.path.basename(member.name)), data)
+      bar.update_to(tar.offset >> 20)
+
+
+def _whole_members(tar, name):
+  """(member, its data) of each file of `tar`, which must end with its end-of-archive block:
+  tarfile reads a tar cut at a member boundary as a shorter whole one. (A member cut short
+  raises tarfile.ReadError as its data is read.)"""
+  for member in tar:
+    if member.isfile():
+      yield member, tar.extractfile(member)
+  tar.fileobj.seek(tar.offset)
+  if tar.fileobj.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
+    raise errors.ConfigError(
+        f"{name} ends after {tar.offset:,} bytes without its end-of-archive block: it was cut "
+        "short (an interrupted download or copy); download it again.")
+
+
 def _write(path, data):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "wb") as f:
-    while chunk := data.read(1 << 20):
-      f.write(chunk)
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+      while chunk := data.read(1 << 20):
+        f.write(chunk)
+  except OSError as e:
+    raise errors.ConfigError(
+        f"Cannot write {path} ({e.strerror or e}): point --config.data.extract_dir at a "
+        "writable folder with room for the extracted images (about the size of the tars).") from e
+
+
+def _read_record(folder):
+  try:
+    with open(os.path.join(folder, RECORD)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
 
 
 def _devkit_file(folders, name):
-  """The devkit's data/<name> as bytes, from the first folder that has it (extracted devkit,
-  the file itself, or inside the .tar.gz); None when none has it."""
+  """(where, bytes, the .tar.gz read or None) of the devkit's data/<name> from the first folder
+  that has it (extracted devkit, the file itself, or inside the .tar.gz); Nones when none has
+  it."""
   for folder in folders:
     for path in (os.path.join(folder, DEVKIT, "data", name), os.path.join(folder, name)):
       if os.path.isfile(path):
         with open(path, "rb") as f:
-          return path, f.read()
+          return path, f.read(), None
     tar_path = os.path.join(folder, DEVKIT_TAR)
     if os.path.isfile(tar_path):
+      member = f"{DEVKIT}/data/{name}"
       try:
         with tarfile.open(tar_path) as tar:
-          return f"{tar_path}:{DEVKIT}/data/{name}", tar.extractfile(
-              f"{DEVKIT}/data/{name}").read()
+          return f"{member} inside {tar_path}", tar.extractfile(member).read(), tar_path
       except KeyError:
         continue
       except (tarfile.TarError, EOFError, OSError) as e:
-        raise ValueError(f"{tar_path} does not read as a .tar.gz ({e}): download it again.") from e
-  return None, None
+        raise errors.ConfigError(f"{tar_path} does not read as a .tar.gz ({e}): download it "
+                                 "again.") from e
+  return None, None, None
 
 
 def read_meta(path, data):
@@ -148,108 +204,130 @@ def read_meta(path, data):
   try:
     synsets = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True)["synsets"]
   except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{path} is not the devkit's meta.mat (a MATLAB struct array 'synsets'): "
-                     f"{e}.") from e
+    raise errors.ConfigError(f"{path} is not the devkit's meta.mat (a MATLAB struct array "
+                             f"'synsets'): {e}.") from e
   leaves = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in np.atleast_1d(synsets)
             if int(s["num_children"]) == 0}
   if sorted(leaves) != list(range(1, len(leaves) + 1)):
-    raise ValueError(f"{path}: the leaf synsets' ILSVRC2012_IDs are not 1..{len(leaves)}; use "
-                     f"the meta.mat of {DEVKIT_TAR}.")
+    raise errors.ConfigError(f"{path}: the leaf synsets' ILSVRC2012_IDs are not "
+                             f"1..{len(leaves)}; use the meta.mat of {DEVKIT_TAR}.")
   return leaves
 
 
 def class_wnids(layout, root, images):
-  """The classes' wnids, sorted: from the devkit's meta.mat or LOC_synset_mapping.txt where
-  present (then each must have its training folder), else the training folders'."""
+  """(the classes' wnids sorted, the class list's file): from the devkit's meta.mat or
+  LOC_synset_mapping.txt where present (then each must have its training folder), else the
+  training folders' (file None)."""
   folders = [images, root]
-  path, data = _devkit_file(folders, META)
+  path, data, _ = _devkit_file(folders, META)
   if data is not None:
-    return sorted(read_meta(path, data).values())
+    return sorted(read_meta(path, data).values()), path
   for folder in folders:
     mapping = os.path.join(folder, KAGGLE_MAPPING)
     if os.path.isfile(mapping):
       with open(mapping) as f:
         wnids = [line.split()[0] for line in f if line.strip()]
       if len(set(wnids)) != len(wnids):
-        raise ValueError(f"{mapping} lists a wnid twice: use the file of the Kaggle download.")
-      return sorted(wnids)
+        raise errors.ConfigError(f"{mapping} lists a wnid twice: use the file of the Kaggle "
+                                 "download.")
+      return sorted(wnids), mapping
   if layout == "kaggle":
-    raise FileNotFoundError(f"No {os.path.join(root, KAGGLE_MAPPING)}: the Kaggle download's "
-                            "class list (wnid and names, a class a line) must be beside ILSVRC/.")
+    raise errors.MissingFileError(
+        f"No {os.path.join(root, KAGGLE_MAPPING)}: the Kaggle download's class list (wnid and "
+        "names, a class a line) must be beside ILSVRC/.")
   train = os.path.join(images, "train")
   if not os.path.isdir(train):
-    raise FileNotFoundError(f"No folder {train} and no class list ({META} or {KAGGLE_MAPPING}) "
-                            f"in {root}: the classes come from one of them.")
-  return sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
+    raise errors.MissingFileError(f"No folder {train} and no class list ({META} or "
+                                  f"{KAGGLE_MAPPING}) in {root}: the classes come from one of "
+                                  "them.")
+  return sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d))), None
 
 
-def train_files(folder, wnids):
+def train_files(folder, wnids, class_list):
   """[(path, wnid)] of train/<wnid>/*.JPEG; each listed wnid needs its folder, and each folder
   must be a listed class."""
   if not os.path.isdir(folder):
-    raise FileNotFoundError(f"No training folder {folder} (train/<wnid>/*.JPEG).")
+    raise errors.MissingFileError(f"No training folder {folder} (train/<wnid>/*.JPEG).")
   present = {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))}
   missing = [w for w in wnids if w not in present]
   if missing:
-    raise FileNotFoundError(
-        f"{folder} has {len(present)} class folders for {len(wnids)} classes: no folder for "
-        f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} (an incomplete download "
-        f"or extraction; {TRAIN_TAR} holds a {missing[0]}.tar).")
+    raise errors.MissingFileError(
+        f"{folder} has {len(present)} class folders for {len(wnids)} classes (those of "
+        f"{class_list}): no folder for {', '.join(missing[:5])}"
+        f"{' ...' if len(missing) > 5 else ''} (an incomplete download or extraction; "
+        f"{TRAIN_TAR} holds a {missing[0]}.tar).")
   extra = sorted(present - set(wnids))
   if extra:
-    raise ValueError(f"{folder} has folders that are no class of the class list: "
-                     f"{', '.join(extra[:5])}: remove them or use the list that came with them.")
+    raise errors.ConfigError(
+        f"{folder} has folders that are no class of the class list {class_list}: "
+        f"{', '.join(extra[:5])}: remove them or use the list that came with them.")
   pairs = []
   for wnid in wnids:
     files = sorted(f for f in os.listdir(os.path.join(folder, wnid)) if f.lower().endswith(JPEG))
     if not files:
-      raise FileNotFoundError(f"{os.path.join(folder, wnid)} holds no JPEG files.")
+      raise errors.MissingFileError(f"{os.path.join(folder, wnid)} holds no JPEG files.")
     pairs += [(os.path.join(folder, wnid, f), wnid) for f in files]
   return pairs
 
 
-def val_files(layout, root, images, index):
+def val_files(layout, root, images, index, class_list):
   """[(path, wnid)] of val/*.JPEG in sorted file order, each with its label file's wnid; every
-  file needs a label and every label its file."""
+  file needs a label and every label its file, and where the classes are the training folders
+  (no class list), each needs a label."""
   folder = os.path.join(images, "val")
   if not os.path.isdir(folder):
-    raise FileNotFoundError(f"No validation folder {folder} (val/*.JPEG, flat).")
+    raise errors.MissingFileError(f"No validation folder {folder} (val/*.JPEG, flat).")
   files = sorted(f for f in os.listdir(folder) if f.lower().endswith(JPEG))
   if not files and any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)):
-    raise ValueError(f"{folder} holds class folders, not the flat validation images: read it "
-                     f"with --config.data.source=folder --config.data.root={images}.")
-  source, labels = _val_labels(layout, root, images, index)
+    raise errors.ConfigError(
+        f"{folder} holds class folders, not the flat validation images: read it with "
+        f"--config.data.source=folder --config.data.root={images}.")
+  train = os.path.join(images, "train")
+  source, parse = _labels_file(layout, root, images)
+  labels = parse(index, class_list or f"the class folders of {train}")
   unlabelled = [f for f in files if f not in labels]
   if unlabelled:
-    raise ValueError(f"{len(unlabelled)} validation image(s) have no label in {source}, e.g. "
-                     f"{os.path.join(folder, unlabelled[0])}: use the labels of these images.")
+    raise errors.ConfigError(
+        f"{len(unlabelled)} validation image(s) have no label in {source}, e.g. "
+        f"{os.path.join(folder, unlabelled[0])}: use the labels of these images.")
   absent = sorted(set(labels) - set(files))
   if absent:
-    raise FileNotFoundError(f"{source} labels {len(absent)} image(s) missing from {folder}, "
-                            f"e.g. {absent[0]}: an incomplete download or extraction.")
+    raise errors.MissingFileError(f"{source} labels {len(absent)} image(s) missing from "
+                                  f"{folder}, e.g. {absent[0]}: an incomplete download or "
+                                  "extraction.")
   if not files:
-    raise FileNotFoundError(f"{folder} holds no JPEG files.")
+    raise errors.MissingFileError(f"{folder} holds no JPEG files.")
+  unnamed = sorted(set(index) - set(labels.values())) if class_list is None else []
+  if unnamed:
+    raise errors.ConfigError(
+        f"{train} has {len(unnamed)} class folder(s) that {source} gives no image: "
+        f"{', '.join(unnamed[:5])}: remove them or use the labels that came with them.")
   return [(os.path.join(folder, f), labels[f]) for f in files]
 
 
-def _val_labels(layout, root, images, index):
-  """(the file read, {file name: wnid}) from the first labels file found."""
+def _labels_file(layout, root, images):
+  """(the first labels file found, a function of (class index, class list's name) giving
+  {file name: wnid}). A missing one, or the devkit's ground truth without its meta.mat, stops
+  here, before the tars are extracted."""
   folders = [images, root]
-  path, data = _devkit_file(folders, GROUND_TRUTH)
+  path, data, tar_path = _devkit_file(folders, GROUND_TRUTH)
   if data is not None:
-    meta_path, meta = _devkit_file(folders, META)
+    meta_path, meta, _ = _devkit_file(folders, META)
+    if meta is None and tar_path:
+      raise errors.MissingFileError(
+          f"No {DEVKIT}/data/{META} inside {tar_path}: it turns the ILSVRC2012_IDs of "
+          f"{GROUND_TRUTH} beside it into wnids; download {DEVKIT_TAR} again.")
     if meta is None:
-      raise FileNotFoundError(f"{path} gives ILSVRC2012_IDs, which only the devkit's {META} "
-                              f"turns into wnids: put {DEVKIT_TAR} (or its data/{META}) in "
-                              f"{root}.")
-    return path, _ground_truth(path, data, read_meta(meta_path, meta))
+      raise errors.MissingFileError(
+          f"No {META} beside {path}: the devkit's data/{META} turns its ILSVRC2012_IDs into "
+          f"wnids; copy it there from {DEVKIT_TAR}.")
+    return path, lambda index, named: _ground_truth(path, data, read_meta(meta_path, meta))
   for folder in folders:
     for name, read in ((KAGGLE_VAL, _kaggle_solution), (VAL_LABELS, _pairs)):
       path = os.path.join(folder, name)
       if os.path.isfile(path):
-        with open(path) as f:
-          return path, read(path, f, index)
-  raise FileNotFoundError(
+        return path, lambda index, named, path=path, read=read: read(path, index, named)
+  raise errors.MissingFileError(
       f"No validation labels in {root}: looked for {KAGGLE_VAL}" +
       ("" if layout == "kaggle" else
        f", {DEVKIT_TAR} (or {DEVKIT}/data/{GROUND_TRUTH} with {META}), {VAL_LABELS}") +
@@ -263,36 +341,39 @@ def _ground_truth(path, data, id_to_wnid):
       continue
     ilsvrc_id = int(line) if line.strip().isdigit() else None
     if ilsvrc_id not in id_to_wnid:
-      raise ValueError(f"{path}, line {number}: {line.strip()!r} is no ILSVRC2012_ID of the "
-                       f"devkit's {META} (1..{len(id_to_wnid)}).")
+      raise errors.ConfigError(f"{path}, line {number}: {line.strip()!r} is no ILSVRC2012_ID "
+                               f"of the devkit's {META} (1..{len(id_to_wnid)}).")
     labels[f"ILSVRC2012_val_{number:08d}.JPEG"] = id_to_wnid[ilsvrc_id]
   return labels
 
 
-def _kaggle_solution(path, f, index):
-  rows = csv.reader(f)
-  header = next(rows, None)
+def _kaggle_solution(path, index, named):
+  with open(path) as f:
+    rows = list(csv.reader(f))
+  header = rows[0] if rows else None
   if header != ["ImageId", "PredictionString"]:
-    raise ValueError(f"{path} starts with {header}, not ImageId,PredictionString: use the "
-                     "Kaggle download's file.")
+    raise errors.ConfigError(f"{path} starts with {header}, not ImageId,PredictionString: use "
+                             "the Kaggle download's file.")
   labels = {}
-  for number, row in enumerate(rows, 2):
+  for number, row in enumerate(rows[1:], 2):
     wnid = row[1].split()[0] if len(row) == 2 and row[1].split() else None
     if wnid not in index:
-      raise ValueError(f"{path}, line {number}: {','.join(row)!r} names no class of the class "
-                       "list (expected <ImageId>,<wnid> <box> ...).")
+      raise errors.ConfigError(f"{path}, line {number}: {','.join(row)!r} names no class of "
+                               f"{named} (expected <ImageId>,<wnid> <box> ...).")
     labels[row[0] + ".JPEG"] = wnid
   return labels
 
 
-def _pairs(path, f, index):
+def _pairs(path, index, named):
   labels = {}
-  for number, line in enumerate(f, 1):
-    fields = line.split()
-    if not fields:
-      continue
-    if len(fields) != 2 or fields[1] not in index:
-      raise ValueError(f"{path}, line {number}: {line.strip()!r} is not '<file> <wnid>' with a "
-                       "wnid of the classes (numbers are refused: their class order is unknown).")
-    labels[os.path.basename(fields[0])] = fields[1]
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      fields = line.split()
+      if not fields:
+        continue
+      if len(fields) != 2 or fields[1] not in index:
+        raise errors.ConfigError(f"{path}, line {number}: {line.strip()!r} is not '<file> "
+                                 f"<wnid>' with a wnid of {named} (numbers are refused: their "
+                                 "class order is unknown).")
+      labels[os.path.basename(fields[0])] = fields[1]
   return labels

@@ -15,15 +15,24 @@ its class folders the wnids.
 
 Each image is rescaled so its shorter side is 256 and centre-cropped to 256x256, then stored as
 JPEG (quality --quality): out/<split>/<class>/<name>.jpg. Class folders keep the source's
-class order (prefixed with the class id where the names would not sort into it).
+class order (prefixed with the class id where the names would not sort into it). Every split is
+listed and checked before the first image is written. Each image is written under a temporary
+name and renamed once whole; out/prepare_in_progress.json marks the copy unfinished until
+out/manifest.json (counts per class, source, settings) is written last, so the same command
+after a kill goes on from the images written, and the folder source refuses an unfinished copy.
 """
+import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
+from alexnet_jax import errors
 from alexnet_jax import progress
 from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
+
+TMP = ".tmp"  # An image being written; a kill leaves it, the next run removes it.
 
 
 def class_folders(names):
@@ -32,57 +41,160 @@ def class_folders(names):
   return [f"{k:04d}_{n}" for k, n in enumerate(names)]
 
 
-def _named_records(config, split):
-  """(data, label, file name stem): the source file's stem, or the TFDS example's number."""
-  ds = sources.records(config, split).enumerate()
-  if split.builder is not None:
-    return ds.map(lambda k, ex: (*ex, tf.strings.as_string(k, width=8, fill="0")))
-  stems = tf.constant([os.path.splitext(os.path.basename(p))[0] for p in split.paths])
-  return ds.map(lambda k, ex: (*ex, tf.gather(stems, k)))
+def prepare(config, split_names, out, quality=95):
+  """Writes the splits under `out` with the in-progress mark, then the manifest; returns
+  {split: images}."""
+  with sources.listed_once():
+    for name in split_names:  # Labels, classes, tars: all checked before anything is written.
+      sources.open_checked_split(config, name)
+    manifest = _begin(config, split_names, out, quality)
+    for name in split_names:
+      write_split(config, name, out, quality)
+      manifest["splits"][name] = {c: len(f) for c, f in
+                                  sources.class_files(os.path.join(out, name)).items()}
+  _write_file(os.path.join(out, sources.MANIFEST), json.dumps(manifest, indent=1).encode())
+  os.remove(os.path.join(out, sources.PREPARING))
+  return {name: sum(manifest["splits"][name].values()) for name in split_names}
+
+
+def _begin(config, split_names, out, quality):
+  """The manifest to fill, once `out` is marked unfinished. Refuses a copy that data.prepare
+  wrote with other settings, and split folders it did not write (no mark, no manifest): their
+  files may be cut short."""
+  d = config.data
+  settings = dict(source=d.source, root=os.path.abspath(os.path.expanduser(d.root)) if d.root
+                  else "", name=d.name if d.source == "tfds" else "",
+                  resize_size=d.resize_size, resize=d.resize, quality=quality)
+  manifest = {"settings": settings, "splits": {}}
+  found = [os.path.join(out, n) for n in (sources.PREPARING, sources.MANIFEST)
+           if os.path.isfile(os.path.join(out, n))]
+  for path in found:
+    with open(path) as f:
+      before = json.load(f)
+    changed = {k: (before["settings"].get(k), v) for k, v in settings.items()
+               if before["settings"].get(k) != v}
+    if changed:
+      raise errors.ConfigError(
+          f"{out} holds a copy data.prepare wrote with other settings (" +
+          ", ".join(f"{k} {a!r}, now {b!r}" for k, (a, b) in changed.items()) +
+          f"; {path}): write to another --out, or delete it first.")
+    manifest["splits"].update(before["splits"])
+  unknown = [n for n in split_names if os.path.exists(os.path.join(out, n))]
+  if unknown and not found:
+    raise errors.ConfigError(
+        f"{os.path.join(out, unknown[0])} is there, but not written by data.prepare (no "
+        f"{sources.MANIFEST} or {sources.PREPARING} in {out}): write to another --out, or "
+        "delete it first.")
+  _write_file(os.path.join(out, sources.PREPARING), json.dumps(manifest, indent=1).encode())
+  return manifest
 
 
 def write_split(config, split_name, out, quality=95):
-  """Writes one split under out/<split_name>; returns the number of images written."""
+  """Writes one split under out/<split_name>; the images already there are kept, so a rerun
+  goes on where a kill stopped. Returns the number of images of the split there."""
   split = sources.open_checked_split(config, split_name)
+  folder = os.path.join(out, split_name)
   # Class folders are made as their first image comes: the folder source refuses an empty one.
   folders = class_folders(split.class_names)
+  done = _whole_files(folder)
+  ds, todo, paths = _records_to_write(config, split, folders, done)
   size = config.data.resize_size
 
   def encode(data, label, stem):
     image = decoding.decode_and_centre_crop(data, size, decoding.resize_of(config))
     return tf.io.encode_jpeg(image, quality=quality), label, stem
 
-  ds = _named_records(config, split).map(
-      encode, num_parallel_calls=config.data.threads or tf.data.AUTOTUNE).prefetch(64)
-  count = 0
-  with progress.Progress(split.num_examples, f"writing {split_name}") as bar:
-    for data, label, stem in ds.as_numpy_iterator():
-      path = os.path.join(out, split_name, folders[label], stem.decode() + ".jpg")
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      with open(path, "wb") as f:
-        f.write(data)
-      count += 1
-      bar.update()
+  ds = ds.map(encode, num_parallel_calls=config.data.threads or tf.data.AUTOTUNE).prefetch(64)
+  if done:
+    print(f"{folder}: {len(done):,} images there already; writing the other {todo:,}.",
+          flush=True)
+  with progress.Progress(todo, f"writing {split_name}") as bar:
+    try:
+      for data, label, stem in ds.as_numpy_iterator():
+        _write_file(os.path.join(folder, folders[label], stem.decode() + ".jpg"), data)
+        bar.update()
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+      bad = sources.find_unreadable(paths, config.data.threads) if paths is not None else []
+      if not bad:
+        raise
+      raise errors.ConfigError(
+          f"{len(bad)} file(s) of split {split_name!r} cannot be decoded:\n" +
+          "".join(f"  {p}: {m}\n" for p, m in bad[:20]) + "Delete or replace them, or set "
+          "--config.data.on_corrupt=skip; the same command then goes on from the images "
+          "written.") from e
+  count = sum(len(f) for f in sources.class_files(folder).values())
+  if count != split.num_examples:
+    raise errors.ConfigError(
+        f"{folder} holds {count:,} images, split {split_name!r} {split.num_examples:,}: the "
+        "others are of another copy; write to an empty --out.")
   return count
+
+
+def _records_to_write(config, split, folders, done):
+  """(data, label, file name stem) of the records whose file is not in `done`, how many, and
+  their paths (None for a TFDS split)."""
+  if split.builder is None:
+    stems = np.array([os.path.splitext(os.path.basename(p))[0] for p in split.paths])
+    todo = np.array([k for k, (label, stem) in enumerate(zip(split.labels, stems))
+                     if f"{folders[label]}/{stem}.jpg" not in done], np.int64)
+    indices = tf.data.Dataset.from_tensor_slices((todo, stems[todo]))
+    return sources.records(config, split, indices=indices), len(todo), split.paths[todo]
+  # A TFDS split streams: each record is read; those already written are dropped undecoded.
+  ds = sources.records(config, split).enumerate().map(
+      lambda k, ex: (*ex, tf.strings.as_string(k, width=8, fill="0")))
+  if done:
+    names = tf.constant(folders)
+    written = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        sorted(done), np.ones(len(done), np.int64)), default_value=0)
+    ds = ds.filter(lambda data, label, stem: tf.equal(written.lookup(
+        tf.strings.join([tf.gather(names, label), "/", stem, ".jpg"])), 0))
+  return ds, split.num_examples - len(done), None
+
+
+def _whole_files(folder):
+  """{"<class>/<file>"} of the images in folder/<class>/; what a kill left half-written (a
+  TMP file) is removed."""
+  done = set()
+  for name in os.listdir(folder) if os.path.isdir(folder) else ():
+    path = os.path.join(folder, name)
+    for file in os.listdir(path) if os.path.isdir(path) else ():
+      if file.endswith(TMP):
+        os.remove(os.path.join(path, file))
+      else:
+        done.add(f"{name}/{file}")
+  return done
+
+
+def _write_file(path, data):
+  """Writes under a temporary name, renamed once whole: a kill leaves no file cut short."""
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + TMP, "wb") as f:
+      f.write(data)
+    os.replace(path + TMP, path)
+  except OSError as e:
+    raise errors.ConfigError(
+        f"Cannot write {path} ({e.strerror or e}): --out must be a writable folder with room "
+        "for the copy; the same command then goes on from the images written.") from e
 
 
 def main(argv):
   del argv
   from absl import flags
-  config = flags.FLAGS.config
-  splits = flags.FLAGS.splits or [config.data.train_split, sources.eval_split_name(config)]
-  for split in splits:
-    n = write_split(config, split, flags.FLAGS.out, flags.FLAGS.quality)
-    print(f"{split}: {n} images -> {os.path.join(flags.FLAGS.out, split)}", flush=True)
+  f = flags.FLAGS
+  splits = f.splits or [f.config.data.train_split, sources.eval_split_name(f.config)]
+  for split, n in prepare(f.config, splits, f.out, f.quality).items():
+    print(f"{split}: {n} images -> {os.path.join(f.out, split)}", flush=True)
 
 
 if __name__ == "__main__":
   from absl import app
   from absl import flags
   from ml_collections import config_flags
+  from alexnet_jax.faults import logs
   config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/paper.py.")
   flags.DEFINE_string("out", None, "Output folder.", required=True)
   flags.DEFINE_list("splits", [], "Splits to write (default: the train and eval splits).")
   flags.DEFINE_integer("quality", 95, "JPEG quality.")
   tf.config.set_visible_devices([], "GPU")
-  app.run(main)
+  app.run(logs.one_line_errors(main, "data.prepare"))

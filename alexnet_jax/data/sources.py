@@ -5,7 +5,8 @@ A split is either *indexed* (a list of files with labels, so any example can be 
 random: image folders and the generated set) or *streamed* (TFDS record files, read in their
 stored order and shuffled through a buffer). `open_split` returns one `Split` for both, and
 `records` reads either as (encoded image, label) pairs for training, evaluation, statistics
-and `prepare`.
+and `prepare`. An image folder that `prepare` wrote is read only once it is whole: its
+manifest's counts, no in-progress mark.
 """
 import contextlib
 import dataclasses
@@ -17,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
+from alexnet_jax import errors
 from alexnet_jax.data import decoding
 from alexnet_jax.data import generated
 from alexnet_jax.data import imagenet_layouts
@@ -28,6 +30,8 @@ DEFAULT_EVAL_SPLIT = {"tfds": "validation", "folder": "val", "generated": "val",
 SOURCES = tuple(DEFAULT_EVAL_SPLIT)
 # Files a manual-download TFDS dataset needs in its manual directory, to check before building.
 MANUAL_FILES = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")}
+# In a copy data.prepare writes: the mark while it writes, the manifest (counts) once it is done.
+PREPARING, MANIFEST = "prepare_in_progress.json", "manifest.json"
 
 
 @dataclasses.dataclass
@@ -88,12 +92,12 @@ def _open_split(config, split):
   if source == "tfds":
     builder = tfds_builder(config)
     if split not in builder.info.splits:
-      raise ValueError(f"TFDS dataset {config.data.name!r} has splits "
+      raise errors.ConfigError(f"TFDS dataset {config.data.name!r} has splits "
                        f"{sorted(builder.info.splits)}, not {split!r} (config.data.train_split / "
                        "config.data.eval_split).")
     names = builder.info.features[config.data.label_key].names
     return Split(split, builder.info.splits[split].num_examples, names, builder=builder)
-  raise ValueError(f"config.data.source={source!r}: choose one of {SOURCES}.")
+  raise errors.ConfigError(f"config.data.source={source!r}: choose one of {SOURCES}.")
 
 
 def _indexed_split(config, split):
@@ -101,7 +105,7 @@ def _indexed_split(config, split):
   if source == "generated":
     return list_folder(generated.ensure_generated(config), split)
   if source in ("folder", "tiny_imagenet", "imagenet") and not config.data.root:
-    raise ValueError(f"config.data.source={source!r} needs config.data.root: " + {
+    raise errors.ConfigError(f"config.data.source={source!r} needs config.data.root: " + {
         "folder": "a folder holding <root>/<split>/<class>/*.jpg (e.g. --config.data.root="
                   "/data/imagenet256).",
         "tiny_imagenet": "the tiny-imagenet-200 folder holding wnids.txt, words.txt, train/ "
@@ -132,7 +136,8 @@ def open_checked_split(config, name):
   """open_split; under config.data.on_corrupt="skip", without (and reporting) the files that do
   not decode. "stop" keeps them: the input pipeline stops with their paths when one fails."""
   if config.data.on_corrupt not in ("stop", "skip"):
-    raise ValueError(f"config.data.on_corrupt={config.data.on_corrupt!r}: 'stop' or 'skip'.")
+    raise errors.ConfigError(f"config.data.on_corrupt={config.data.on_corrupt!r}: 'stop' or "
+                             "'skip'.")
   return _remembered("checked", config, name, lambda: _checked(config, name))
 
 
@@ -154,24 +159,53 @@ def list_folder(root, split):
   """root/<split>/<class>/*.{jpg,jpeg,png}; class ids from the sorted class folder names."""
   folder = os.path.join(root, split)
   if not os.path.isdir(folder):
-    raise FileNotFoundError(f"No split folder {folder!r}: an image folder dataset needs "
-                            f"{root}/<split>/<class>/*.jpg (check config.data.root and the split "
-                            "names config.data.train_split / config.data.eval_split).")
-  names = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    raise errors.MissingFileError(
+        f"No split folder {folder!r}: an image folder dataset needs {root}/<split>/<class>/*.jpg "
+        "(check config.data.root and the split names config.data.train_split / "
+        "config.data.eval_split).")
+  classes = class_files(folder)
+  _check_prepared(root, split, {name: len(files) for name, files in classes.items()})
   paths, labels = [], []
-  for label, name in enumerate(names):
-    files = sorted(f for f in os.listdir(os.path.join(folder, name))
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
+  for label, (name, files) in enumerate(classes.items()):
     if not files:
-      raise FileNotFoundError(
+      raise errors.MissingFileError(
           f"Class folder {os.path.join(folder, name)} holds no images "
           f"({', '.join(IMAGE_EXTENSIONS)}"
           f"): add its images or remove the folder (each folder under {folder} is a class).")
     paths += [os.path.join(folder, name, f) for f in files]
     labels += [label] * len(files)
   if not paths:
-    raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}/<class>/.")
-  return Split(split, len(paths), names, np.array(paths), np.array(labels, np.int32))
+    raise errors.MissingFileError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under "
+                                  f"{folder}/<class>/.")
+  return Split(split, len(paths), list(classes), np.array(paths), np.array(labels, np.int32))
+
+
+def class_files(folder):
+  """{class folder: its image files' names, sorted} of folder/<class>/, in sorted class order."""
+  names = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+  return {name: sorted(f for f in os.listdir(os.path.join(folder, name))
+                       if f.lower().endswith(IMAGE_EXTENSIONS)) for name in names}
+
+
+def _check_prepared(root, split, counts):
+  """Refuses a copy that data.prepare started and did not finish, or whose split no longer
+  holds what its manifest counts; a folder without either file is any image folder."""
+  rerun = "rerun the data.prepare command that wrote it, which goes on from the files written"
+  if os.path.exists(os.path.join(root, PREPARING)):
+    raise errors.ConfigError(f"{root} is a copy that data.prepare started and did not finish "
+                             f"({PREPARING} is there): {rerun}.")
+  path = os.path.join(root, MANIFEST)
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    written = json.load(f)["splits"].get(split)
+  if written is not None and written != counts:
+    differ = sorted(set(written) ^ set(counts) | {
+        c for c in set(written) & set(counts) if written[c] != counts[c]})[0]
+    raise errors.ConfigError(
+        f"{os.path.join(root, split, differ)} holds {counts.get(differ, 0)} images, {path} "
+        f"counts {written.get(differ, 0)}: the copy changed since data.prepare wrote it; "
+        f"{rerun}.")
 
 
 def tfds_manual_dir(config, builder):
@@ -191,7 +225,7 @@ def tfds_builder(config):
   needed = [os.path.join(manual_dir, f) for f in MANUAL_FILES.get(config.data.name, ())]
   missing = [p for p in needed if not os.path.exists(p)]
   if missing:
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"TFDS {config.data.name!r} is not prepared in {builder.data_dir} and its manual "
         f"download is missing. Looked for:\n" + "".join(f"  {p}\n" for p in missing) +
         "Get them from https://image-net.org/download-images (free registration; ImageNet "
