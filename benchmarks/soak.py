@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The command (a line every 2,000 steps) first; 5,000 steps in all.
-CASES = ("0.125:8:2000:2500", "0.125:32:10:1000", "0.25:8:500:1000", "0.5:16:100:500")
+CASES = ("0.125:8:2000:3000", "0.125:32:10:500", "0.25:8:500:1000", "0.5:16:100:500")
 
 
 def command(workdir, cache_dir, width, batch, log_every, steps, extra=()):
@@ -92,6 +93,7 @@ def main():
   parser.add_argument("--set", default="", help="more --config.x=y for every case, one string")
   args = parser.parse_args()
   pathlib.Path(args.log).write_text("")
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # The spinners stop with the soak.
   spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
   for p in spinners:
     p.start()
