@@ -77,7 +77,7 @@ def locate(root, extract_dir):
   if os.path.isdir(os.path.join(root, KAGGLE_IMAGES)):
     return "kaggle", os.path.join(root, KAGGLE_IMAGES)
   if any(os.path.isfile(os.path.join(root, t)) for t in (TRAIN_TAR, VAL_TAR)):
-    _labels_file("extracted", root, extract_dir)  # Its absence is seen before hours of writing.
+    _labels_file("extracted", root, extract_dir)  # Missing, it stops before hours of extraction.
     extract_tars(root, extract_dir)
     return "extracted", extract_dir
   for folder in (extract_dir, root):  # The tars' extracted copy, kept once they are deleted.
@@ -89,11 +89,11 @@ def locate(root, extract_dir):
 
 
 def extract_tars(root, out):
-  """Each tar into out/train/<wnid>/ and out/val/, once: a folder holding its tar's record
-  (size and mtime) is kept, one extracted from another tar is extracted again, one without a
-  record is refused (it may be an extraction cut short). Files go to <folder>.partial first,
-  renamed with the record once every member came out whole."""
-  for tar_name, folder, nested in ((TRAIN_TAR, "train", True), (VAL_TAR, "val", False)):
+  """Each tar into out/val/ and out/train/<wnid>/ (the small one first: it fails sooner),
+  once: a folder holding its tar's record (size and mtime) is kept, one extracted from another
+  tar is extracted again, one without a record is refused (it may be an extraction cut short).
+  Files go to <folder>.partial first, renamed with the record once every member came out whole."""
+  for tar_name, folder, nested in ((VAL_TAR, "val", False), (TRAIN_TAR, "train", True)):
     tar_path, final = os.path.join(root, tar_name), os.path.join(out, folder)
     if not os.path.isfile(tar_path):
       continue
