@@ -129,3 +129,17 @@ def test_a_change_of_the_computation_is_refused_naming_the_field(tiny_run, tmp_p
     config.data.generated.num_classes = value
   with pytest.raises(compatibility.IncompatibleCheckpointError, match=field.replace(".", r"\.")):
     train.train_and_evaluate(config, workdir)
+
+
+def test_a_checkpoint_resumes_under_another_implementation_of_the_same_network(tiny_run,
+                                                                               tmp_path):
+  """The implementation switches compute the same function: a run resumes under others."""
+  workdir = shutil.copytree(tiny_run.workdir, tmp_path / "run")
+  config = tiny_run.config.copy_and_resolve_references()
+  config.train.num_steps += 2
+  config.eval.ten_crop = False
+  config.profile_steps = 0
+  config.model.update(lrn_grad="autodiff", pool_grad="reduce_window", model1_gathers=False)
+  summary = train.train_and_evaluate(config, workdir)
+  assert summary["steps"] == tiny_run.config.train.num_steps + 2
+  assert "lrn_grad" not in str(compatibility.model_fingerprint(config))

@@ -27,13 +27,18 @@ LAYOUT_FIELDS = ("mesh.model",)
 READING_FIELDS = ("model.dtype", "train.batch_size")
 
 
+# Other ways to compute the same network (layers.VARIANTS): a checkpoint resumes under any.
+IMPLEMENTATION = ("lrn_grad", "pool_grad", "lrn_dtype", "tower_conv", "conv1_channels",
+                  "model1_gathers", "product_output")
+
+
 def model_fingerprint(config):
   """The config fields that fix the computation a checkpoint continues, as a flat JSON dict:
-  every `config.model` field (the network, its initialisation and compute dtype) and the
-  global batch. Not the mesh: the parameters are global arrays, so a run started with two
-  towers on two devices resumes with both on one, or over more data rows. Store it in
-  `extra["fingerprint"]`."""
-  fp = {f"model.{k}": v for k, v in config.model.to_dict().items()}
+  every `config.model` field (the network, its initialisation and compute dtype) but the
+  implementation switches, and the global batch. Not the mesh: the parameters are global
+  arrays, so a run started with two towers on two devices resumes with both on one, or over
+  more data rows. Store it in `extra["fingerprint"]`."""
+  fp = {f"model.{k}": v for k, v in config.model.to_dict().items() if k not in IMPLEMENTATION}
   if "train" in config:
     fp["train.batch_size"] = config.train.batch_size
   return json.loads(json.dumps(fp))
@@ -50,7 +55,8 @@ def check(abstract_state, stored_tree, extra=None, fingerprint=None, *,
                            if k.startswith("model.")})
     stored_fp = {k: v for k, v in stored_fp.items() if not k.startswith("model.")} | {
         f"model.{k}": v for k, v in model.items()}
-    fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)), ignore)
+    fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)),
+                               (*ignore, *(f"model.{k}" for k in IMPLEMENTATION)))
   if not problems and not fields:
     return
   lines = [f"Checkpoint {where} does not fit this run and was not restored."]
