@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 from alexnet_jax import errors  # noqa: E402
 from alexnet_jax import train  # noqa: E402
 from alexnet_jax.checkpoints import faults  # noqa: E402
+from alexnet_jax.checkpoints import weights_file  # noqa: E402
 from alexnet_jax.faults import logs  # noqa: E402
 from alexnet_jax.faults import preemption  # noqa: E402
 from alexnet_jax.faults import workdir_lock  # noqa: E402
@@ -66,6 +67,7 @@ def run(config, workdir):
   if "distributed" in config:  # Also before any device is touched.
     runtime.initialize(config.distributed)
   tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
+  weights_file.evaluation_start(config, workdir)  # eval_only of a weights file: it as a run.
   train.train_and_evaluate(config, workdir)
 
 

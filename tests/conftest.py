@@ -41,6 +41,13 @@ def tiny_run(tmp_path_factory):
                                stdout=out.getvalue())
 
 
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_run):
+  """tiny_run's latest step as a weights file, written as tools.weights writes it."""
+  from alexnet_jax.tools import weights
+  return weights.export(tiny_run.workdir, tiny_run.workdir.parent / "tiny.npz")[0]
+
+
 @pytest.fixture(scope="module")
 def loaded(tiny_run):
   """(config, params, step, mesh, consts) of tiny_run's latest checkpoint, as the commands

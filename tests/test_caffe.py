@@ -209,7 +209,7 @@ def test_the_weights_file_and_the_run_predict_as_opencv(tmp_path):
   np.testing.assert_array_equal(loaded["fc6"]["kernel"], params["fc6"]["kernel"])
   config = config.copy_and_resolve_references()
   config.mesh.model = 2
-  caffe.write_workdir(tmp_path / "run", config, params, names, mean)
+  weights_file.write_run(tmp_path / "run", config, params, names, mean)
   config, restored, step = trained_run.load_run(tmp_path / "run")
   assert step == 0 and trained_run.class_names(tmp_path / "run", config) == names
   mesh = parallel.make_mesh(config)

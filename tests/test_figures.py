@@ -1,13 +1,23 @@
 """figures.py on the shared tiny run: figure 3's PNG read back cell by cell against conv1's
-kernels; figure 4 finds a training image used as the query first, at distance 0."""
+kernels; figure 4 finds a training image used as the query first, at distance 0; figure 3 of
+the committed Tiny ImageNet weights file alone is the one its run drew."""
+import pathlib
+import subprocess
+import sys
+
 import jax
 import numpy as np
+import pytest
 from PIL import Image
 
 from alexnet_jax import parallel
+from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common
 from alexnet_jax.tools import figures
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results" / "tiny_imagenet_w01875"
 
 
 def test_figure3_draws_each_kernel_scaled_to_its_range_tower_0_on_top(loaded, tmp_path):
@@ -71,3 +81,24 @@ def test_nearest_neighbours_agree_with_a_brute_force_search(loaded):
     np.testing.assert_allclose(d[q], np.sort(brute)[:3], rtol=1e-5, atol=1e-6)
     all_images = np.concatenate([b["image"] for b in batches])
     np.testing.assert_array_equal(images[q], all_images[idx[q]])
+
+
+def test_figure3_of_the_committed_tiny_imagenet_weights_is_the_one_its_run_drew(tmp_path):
+  """The weights file alone gives experiments/results/tiny_imagenet_w01875/fig3.png, which
+  was drawn from the run's workdir, pixel for pixel."""
+  _, params, _ = trained_run.load_run(RESULTS / "weights.npz")
+  png = figures.write_fig3(tmp_path / "fig3.png", params)
+  np.testing.assert_array_equal(np.asarray(Image.open(png)),
+                                np.asarray(Image.open(RESULTS / "fig3.png")))
+
+
+@pytest.mark.slow
+def test_the_command_draws_figure3_from_a_weights_file(tmp_path):
+  done = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.tools.figures", f"--weights={RESULTS / 'weights.npz'}",
+       "--figures=fig3", f"--out={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+      timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "Figure 3 (conv1 of step 3900)" in done.stdout
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "fig3.png")),
+                                np.asarray(Image.open(RESULTS / "fig3.png")))

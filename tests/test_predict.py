@@ -1,5 +1,7 @@
 """predict.py on the shared tiny run: the same logits as the evaluation path for the same
-images (centre crop and ten crops), and the command's text, JSON and bad-file report."""
+images (centre crop and ten crops), and the command's text, JSON and bad-file report; from a
+weights file alone, the run's predictions (the shared run's, and the committed Tiny ImageNet
+run's printed ones)."""
 import json
 import pathlib
 import subprocess
@@ -16,6 +18,8 @@ from alexnet_jax.data import sources
 from alexnet_jax.tools import predict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results" / "tiny_imagenet_w01875"
+SAMPLES = ROOT.parent / "shared" / "data" / "imagenet_samples"
 
 
 @pytest.mark.parametrize("ten_crop", [False, True])
@@ -67,3 +71,66 @@ def test_the_command_prints_json_and_reports_bad_files(tiny_run, tmp_path):
     probs = [t["probability"] for t in p["top"]]
     assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
     assert all(t["name"] == names[t["class"]] for t in p["top"])
+
+
+def test_a_weights_file_predicts_as_its_run(tiny_run, loaded, tiny_weights):
+  config, params, _, mesh, consts = loaded
+  paths = list(sources.open_split(config, "val").paths[:8])
+  expected = predict.logits(config, params, mesh, consts, paths, ten_crop=True, batch_size=8)
+  config, params, step = trained_run.load_run(tiny_weights)
+  consts = parallel.place_replicated(mesh, trained_run.constants(tiny_weights, config))
+  assert step == 30
+  np.testing.assert_array_equal(
+      predict.logits(config, params, mesh, consts, paths, ten_crop=True, batch_size=8), expected)
+
+
+def test_the_committed_tiny_imagenet_weights_predict_what_their_run_printed():
+  """experiments/results/tiny_imagenet_w01875: predict.txt was printed from the run's workdir
+  (ten crops); its weights.npz alone, with no run around it, gives the same classes and
+  probabilities."""
+  printed = (RESULTS / "predict.txt").read_text().splitlines()
+  expected = {}
+  for line in printed[1:]:
+    if not line.startswith(" "):
+      photo = SAMPLES / pathlib.Path(line).name
+      expected[str(photo)] = []
+    else:
+      name, percent = line.strip().split(". ", 1)[1].rsplit(None, 1)
+      expected[str(photo)].append((name, float(percent.rstrip("%"))))
+  if not SAMPLES.is_dir():
+    pytest.skip(f"No sample photographs at {SAMPLES} (../shared/data/imagenet_samples).")
+  weights = RESULTS / "weights.npz"
+  config, params, step = trained_run.load_run(weights)
+  assert printed[0].startswith(f"Step {step} of ") and printed[0].endswith("ten crops:")
+  mesh = parallel.make_mesh(config)
+  consts = parallel.place_replicated(mesh, trained_run.constants(weights, config))
+  photos = list(expected)
+  probs = predict.probabilities(predict.logits(config, params, mesh, consts, photos,
+                                               ten_crop=True, batch_size=8))
+  tops = predict.top_classes(probs, trained_run.class_names(weights, config), 5)
+  assert len(photos) == 18
+  for photo, top in zip(photos, tops):
+    assert [t["name"] for t in top] == [name for name, _ in expected[photo]], photo
+    np.testing.assert_allclose([100 * t["probability"] for t in top],
+                               [p for _, p in expected[photo]], atol=0.051, err_msg=photo)
+
+
+@pytest.mark.slow
+def test_the_command_reads_a_weights_file(tiny_run, tiny_weights):
+  val = sources.open_split(tiny_run.config, "val")
+  done = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.tools.predict", f"--weights={tiny_weights}", "--json",
+       "--top=3", val.paths[0]], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  out = json.loads(done.stdout)
+  assert (out["weights"], out["workdir"], out["step"]) == (str(tiny_weights), None, 30)
+  config, params, _ = trained_run.load_run(tiny_run.workdir)
+  mesh = parallel.make_mesh(config)
+  consts = parallel.place_replicated(mesh, trained_run.constants(tiny_run.workdir, config))
+  probs = predict.probabilities(predict.logits(config, params, mesh, consts, val.paths[:1],
+                                               batch_size=8))
+  names = trained_run.class_names(tiny_run.workdir, config)
+  top = predict.top_classes(probs, names, 3)[0]
+  assert [t["name"] for t in out["predictions"][0]["top"]] == [t["name"] for t in top]
+  np.testing.assert_allclose([t["probability"] for t in out["predictions"][0]["top"]],
+                             [t["probability"] for t in top], rtol=1e-5)

@@ -1,15 +1,19 @@
 """trained_run.py on the shared tiny run: the run's config read back (defaults filled, overrides
 applied, the network's fields protected), the checkpoint that latest/best/STEP names, the run
-files written at training time, and eval_only reading the step config.eval.checkpoint names."""
+files written at training time, and eval_only reading the step config.eval.checkpoint names; a
+weights file read as the run it came from, and evaluated by eval_only."""
 import contextlib
 import io
 import json
+import pathlib
 import shutil
 
 import jax
 import numpy as np
 import pytest
 
+from alexnet_jax import errors
+from alexnet_jax import nets
 from alexnet_jax import report
 from alexnet_jax import parallel
 from alexnet_jax import steps
@@ -110,3 +114,76 @@ def test_an_older_config_is_read_with_what_that_run_used(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(today))
   read = json.loads(json.dumps(trained_run.read_config(tmp_path).to_dict()))
   assert read == json.loads(json.dumps(today))  # A current one reads as written.
+
+
+TINY_IMAGENET = (pathlib.Path(__file__).resolve().parents[1] / "experiments" / "results" /
+                 "tiny_imagenet_w01875" / "weights.npz")
+
+
+def test_a_weights_file_reads_as_the_run_it_came_from(tiny_run, tiny_weights):
+  config = trained_run.read_config(tiny_weights, {"model.dtype": "bfloat16"})
+  run_config, run_params, _ = trained_run.load_run(tiny_run.workdir)
+  assert config.model.to_dict() == {**run_config.model.to_dict(), "dtype": "bfloat16"}
+  assert (config.data.resize_size, config.data.resize) == (72, run_config.data.resize)
+  config, params, step = trained_run.load_run(tiny_weights)
+  assert step == 30
+  trees.assert_trees_equal(params, run_params, check_sharding=True)
+  assert (trained_run.class_names(tiny_weights, config)
+          == trained_run.class_names(tiny_run.workdir, run_config))
+  stored = trained_run.constants(tiny_run.workdir, run_config)
+  np.testing.assert_array_equal(trained_run.constants(tiny_weights, config)["mean"],
+                                stored["mean"])
+  assert not trained_run.constants(tiny_weights, config)["pca"].any()  # No noise at test time.
+  with pytest.raises(ValueError, match="--config.model.width: the network's fields come from"):
+    trained_run.read_config(tiny_weights, {"model.width": 0.25})
+
+
+def test_a_file_that_is_not_its_networks_is_refused_naming_the_array(tiny_weights, tmp_path):
+  with np.load(tiny_weights) as f:
+    arrays = {k: f[k] for k in f.files}
+  np.savez(tmp_path / "short.npz", **{**arrays, "fc8/bias": arrays["fc8/bias"][:, :2]})
+  with pytest.raises(errors.ConfigError, match=r"fc8/bias has shape \(2, 2\) there, but "
+                                                r"\(2, 5\) in the network its meta describes"):
+    trained_run.load_run(tmp_path / "short.npz")
+  np.savez(tmp_path / "other.npz", **{k: v for k, v in arrays.items() if k != "meta"})
+  with pytest.raises(errors.ConfigError, match="is not a weights file of this package"):
+    trained_run.read_config(tmp_path / "other.npz")
+
+
+def test_the_committed_tiny_imagenet_weights_read_without_their_run():
+  """A file from before the weights file recorded its decoding: the size from its mean image,
+  the resize at its default (the run's, as tests/test_predict.py checks against its output)."""
+  config, params, step = trained_run.load_run(TINY_IMAGENET)
+  assert step == 3900 and nets.count_params(params) == 2_159_840  # Its weights.txt.
+  assert (config.model.width, config.model.num_classes) == (0.1875, 200)
+  assert (config.data.resize_size, config.data.resize) == (256, "antialias")
+  names = trained_run.class_names(TINY_IMAGENET, config)
+  assert names[0] == "goldfish, Carassius auratus" and len(names) == 200
+
+
+@pytest.mark.slow
+def test_eval_only_evaluates_a_weights_file_with_its_network_and_mean(tiny_run, tiny_weights,
+                                                                      tmp_path):
+  """The command with --config.init_from=FILE.npz and another width: the file's network and
+  mean, written as a run at its step, give the run's own final 10-crop error; run again, the
+  same; another file in that workdir is refused."""
+  from tests import program
+  from tests import tiny_config
+
+  def config(init_from):
+    config = tiny_config.get_config()
+    config.data.cache_dir = tiny_run.config.data.cache_dir
+    config.model.width = 0.25
+    config.update(eval_only=True, init_from=str(init_from))
+    return config
+
+  for _ in range(2):
+    result = program.run(tmp_path / "eval", config=config(tiny_weights))
+    assert result.status == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Checkpoint step 30,"))
+    assert "split val (30 images)" in line
+    assert f"{tiny_run.summary['val_top1_error_10crop']:.4f} 10 crops" in line
+  other = tmp_path / "other.npz"
+  shutil.copy(tiny_weights, other)
+  program.assert_one_line_error(program.run(tmp_path / "eval", config=config(other)),
+                                "holds the run of another weights file", tmp_path / "eval")

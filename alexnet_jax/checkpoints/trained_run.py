@@ -1,39 +1,51 @@
-"""A training run read back: its config.json, the parameters of the checkpoint that
-config.eval.checkpoint names, its class names and preprocessing constants. The one loader of
-the commands that use a trained network (predict, figures, features, weights) and of
-fine-tuning from another run.
+"""A trained network read back, from a training run (its config.json, the checkpoint that
+config.eval.checkpoint names) or from a weights file (checkpoints/weights_file.py), with its
+class names and preprocessing constants: the one loader of the commands that use a trained
+network (predict, figures, features, weights) and of fine-tuning from another run.
 
     config = trained_run.read_config("workdirs/demo", {"eval.checkpoint": "best"})
     config, params, step = trained_run.load_run("workdirs/demo", config=config)
 
-The commands take `--workdir` and any `--config.x=y` override of the run's saved config
-(`define_flags`, `config_from_flags`); the network's own fields (config.model, except dtype)
-cannot be overridden: they must be the ones the checkpoint was trained with.
+`source` is a workdir or a .npz. The network's own fields (config.model, except dtype) cannot
+be overridden: they must be the ones the weights were trained with.
 """
 import json
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
+from alexnet_jax import errors
 from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import paths
 from alexnet_jax import preprocess
 from alexnet_jax import report
-from alexnet_jax import steps
 from alexnet_jax.checkpoints import compatibility
 from alexnet_jax.checkpoints import manager
+from alexnet_jax.checkpoints import weights_file
 
 
-def read_config(workdir, overrides=None):
-  """The run's config.json as a ConfigDict, with the fields added since it was written at
-  their defaults (configs/paper.py) and `overrides` ({"eval.checkpoint": "best"}) applied."""
-  path = paths.file(workdir, paths.CONFIG)
-  if not path.exists():
-    raise FileNotFoundError(f"No {path}: --workdir must be a training run's folder (the one "
-                            "given to alexnet_jax.main), which holds config.json and checkpoints/.")
-  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+def read_config(source, overrides=None):
+  """The run's config.json (a weights file: its network and decoding, the rest at the paper's
+  defaults) as a ConfigDict, with the fields added since it was written at their defaults
+  (configs/paper.py) and `overrides` ({"eval.checkpoint": "best"}) applied."""
+  if weights_file.is_weights_file(source):
+    path = source
+    meta, mean = weights_file.load_meta(source)
+    data = meta.get("data") or {"resize": "antialias"}  # Files from before "data": the default.
+    if "resize_size" not in data and mean is not None:
+      data["resize_size"] = int(mean.shape[0])
+    config = ml_collections.ConfigDict({"model": meta["model"], "data": data})
+  else:
+    path = paths.file(source, paths.CONFIG)
+    if not path.exists():
+      raise errors.MissingFileError(
+          f"No {path}: --workdir must be a training run's folder (the one "
+          "given to alexnet_jax.main), which holds config.json and "
+          "checkpoints/.")
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
   compatibility.upgrade(config)
   for name, value in (overrides or {}).items():
     if name.startswith("model.") and name != "model.dtype":
@@ -46,10 +58,17 @@ def read_config(workdir, overrides=None):
 def load_run(workdir, which=None, *, config=None, mesh=None):
   """(config, params, step): the run's config (read_config's unless given), and the global
   parameters of the step `which` names ("latest", "best" or a step; config.eval.checkpoint
-  by default), placed on `mesh` (steps.make_mesh(config) by default) as training places them."""
-  workdir = paths.root(workdir)
+  by default), placed on `mesh` (parallel.make_mesh(config) by default) as training places them.
+  A weights file holds one step."""
   config = read_config(workdir) if config is None else config
-  mesh = steps.make_mesh(config) if mesh is None else mesh
+  mesh = parallel.make_mesh(config) if mesh is None else mesh
+  if weights_file.is_weights_file(workdir):
+    params, meta = weights_file.load(workdir)
+    abstract = abstract_params(config, mesh)
+    _check_shapes(workdir, abstract, params)
+    return config, jax.tree.map(lambda a, x: weights_file.place(x, a.sharding), abstract,
+                                params), meta["step"]
+  workdir = paths.root(workdir)
   which = config.eval.checkpoint if which is None else which
   mgr = manager.create(workdir, read_only=True)
   try:
@@ -74,19 +93,39 @@ def load_step_dir(path, mesh=None):
 def abstract_params(config, mesh):
   """The global parameters' shapes, dtypes and shardings on `mesh`."""
   shapes = nets.abstract_params(config.model)
-  shardings = parallel.param_shardings(mesh, shapes, nets.towers(config.model) > 1)
+  shardings = parallel.layout(config, mesh).param_shardings
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       shapes, shardings)
 
 
-def class_names(workdir, config):
-  return report.read_class_names(workdir, config.model.num_classes)
+def _check_shapes(path, abstract, params):
+  """Names the first array of the file that the network its meta describes has not."""
+  have = {k: v.shape for k, v in weights_file.flatten(params).items()}
+  want = {"/".join(k.key for k in p): tuple(x.shape)
+          for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+  for name in sorted(want.keys() | have.keys()):
+    if have.get(name) != want.get(name):
+      raise errors.ConfigError(f"{path}: {name} has shape {have.get(name)} there, but "
+                               f"{want.get(name)} in the network its meta describes.")
 
 
-def constants(workdir, config):
+def class_names(source, config):
+  if weights_file.is_weights_file(source):
+    names = weights_file.load_meta(source)[0]["class_names"]
+    return names or [f"class {k}" for k in range(config.model.num_classes)]
+  return report.read_class_names(source, config.model.num_classes)
+
+
+def constants(source, config):
   """The mean image and PCA basis the run used: stored in the workdir since it was trained
-  (report.write_run_files), else computed from the dataset's statistics as training does."""
-  stored = report.read_constants(workdir)
+  (report.write_run_files) or in the weights file (its mean; no colour noise at test time),
+  else computed from the dataset's statistics as training does."""
+  if weights_file.is_weights_file(source):
+    mean = weights_file.load_meta(source)[1]
+    size = config.data.resize_size
+    return {"mean": np.zeros((size, size, 3), np.float32) if mean is None else mean,
+            "pca": np.zeros((3, 3), np.float32)}
+  stored = report.read_constants(source)
   return stored if stored is not None else preprocess.constants(config)
 
 

@@ -1,38 +1,53 @@
-r"""The network's parameters as one `.npz` (tools/weights.py writes it), and fine-tuning's
-start from one, from another run's workdir or one of its steps:
+r"""The network's parameters as one `.npz`, which tools/weights.py, tools/caffe.py and
+tools/torchvision.py write; predict, features, figures (--weights) and eval_only read it as a
+run, and fine-tuning starts from it, or from another run's workdir or one of its steps:
 
     python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/finetune \
         --config.init_from=demo.npz --config.init_reset=fc8
+    python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/demo_npz \
+        --config.init_from=demo.npz --config.eval_only=True
 
-The file (docs/after_training.md, "Weights out and in"): one array per "<layer>/kernel" and
-"<layer>/bias", float32, with the tower axis first as the checkpoint holds them (AlexNet: conv
-kernels [2, kh, kw, C_in, C_out], fully connected [2, F_in, F_out], biases [2, C_out]; tower
-t's half is [t]); "preprocess/mean" [R, R, 3], the mean image subtracted from the 0-255 RGB input
-before config.model.input_scale; "meta", a JSON string: format, step, the model config, the
-class names.
+The file (docs/after_training.md, "Weights out and in"): one float32 array per "<layer>/kernel"
+and "<layer>/bias", tower axis first as the checkpoint holds them (AlexNet: conv kernels [2, kh,
+kw, C_in, C_out], fully connected [2, F_in, F_out], biases [2, C_out]); "preprocess/mean"
+[R, R, 3], the mean image subtracted from the 0-255 RGB input before config.model.input_scale;
+"meta", a JSON string: format, step, the model config, the class names, the decoding (data).
 
-Fine-tuning: a run with config.init_from set starts (when it has no checkpoint of its own)
-from that file, or from another run's workdir (its latest step) or `<workdir>/checkpoints/
-<step>`; the layers named in config.init_reset keep their fresh initialisation, e.g. fc8 for
-a dataset with another number of classes.
+Fine-tuning (config.init_from, a fresh run only): the layers named in config.init_reset keep
+their fresh initialisation, e.g. fc8 for a dataset with another number of classes.
 """
+import contextlib
 import json
+import os
 import pathlib
 
 import jax
 import numpy as np
 
+from alexnet_jax import errors
+from alexnet_jax import parallel
 from alexnet_jax import paths
+from alexnet_jax import report
+from alexnet_jax import schedule
+from alexnet_jax import steps
 from alexnet_jax.checkpoints import compatibility
+from alexnet_jax.checkpoints import manager
 from alexnet_jax.checkpoints import trained_run
 
 FORMAT = "alexnet_jax.weights/1"
 META_KEY = "meta"
 MEAN_KEY = "preprocess/mean"
+# The mean as statistics (data/stats.py's format) in a run written from a file: the evaluation
+# subtracts it through config.data.stats_file, and its presence marks the run as a file's.
+MEAN_FILE = "weights_mean.npz"
 # Fields of config.model that change what the weights compute (not only how they start).
 FUNCTION_FIELDS = ("name", "layout", "activation", "norm", "lrn_convention", "lrn_across_towers",
                    "lrn_k", "lrn_n", "lrn_alpha", "lrn_beta", "bn_epsilon", "pool_window",
                    "pool_stride", "input_scale", "image_size")
+
+
+def is_weights_file(source):
+  return str(source).endswith(".npz")
 
 
 def flatten(params):
@@ -56,7 +71,8 @@ def unflatten(flat):
 def save(path, params, *, config, class_names, step, mean=None):
   """Writes the .npz described above; returns its path."""
   meta = {"format": FORMAT, "step": int(step), "model": config.model.to_dict(),
-          "class_names": list(class_names)}
+          "class_names": list(class_names),
+          "data": {"resize_size": config.data.resize_size, "resize": config.data.resize}}
   arrays = flatten(params)
   if mean is not None:
     arrays[MEAN_KEY] = np.asarray(mean, np.float32)
@@ -65,19 +81,102 @@ def save(path, params, *, config, class_names, step, mean=None):
   return path
 
 
-def load(path):
-  """(nested NumPy parameters, meta dict) of a file `save` wrote."""
+@contextlib.contextmanager
+def _opened(path):
+  """(the open NpzFile, its meta dict), refusing a file this package did not write."""
   path = paths.root(path)
   if not path.exists():
-    raise FileNotFoundError(f"No weights file {path} (config.init_from): export one with "
-                            "python -m alexnet_jax.tools.weights --workdir=RUN --out=FILE.npz.")
+    raise errors.MissingFileError(
+        f"No weights file {path}: export one with python -m alexnet_jax.tools.weights "
+        "--workdir=RUN --out=FILE.npz.")
   with path.open("rb") as raw, np.load(raw, allow_pickle=False) as f:
-    if META_KEY not in f.files or json.loads(str(f[META_KEY])).get("format") != FORMAT:
-      raise ValueError(f"{path} is not a weights file of this package (no {FORMAT!r} meta); "
-                       "export one with python -m alexnet_jax.tools.weights.")
-    meta = json.loads(str(f[META_KEY]))
+    meta = json.loads(str(f[META_KEY])) if META_KEY in f.files else {}
+    if meta.get("format") != FORMAT:
+      raise errors.ConfigError(f"{path} is not a weights file of this package (no {FORMAT!r} "
+                               "meta); export one with python -m alexnet_jax.tools.weights.")
+    yield f, meta
+
+
+def load(path):
+  """(nested NumPy parameters, meta dict) of a file `save` wrote."""
+  with _opened(path) as (f, meta):
     flat = {k: f[k] for k in f.files if k not in (META_KEY, MEAN_KEY)}
   return unflatten(flat), meta
+
+
+def load_meta(path):
+  """(meta dict, mean image float32 [R, R, 3] or None): the file without its parameters."""
+  with _opened(path) as (f, meta):
+    return meta, (f[MEAN_KEY] if MEAN_KEY in f.files else None)
+
+
+def write_run(workdir, config, params, class_names, mean, step=0):
+  """`params` as a run at `step` in `workdir` (config.json, classes.json, the mean, one
+  checkpoint), which predict, features, figures and eval_only read as a trained run. Sets
+  config.data.stats_file to the mean's MEAN_FILE, so that an evaluation subtracts it."""
+  from alexnet_jax.data import stats  # TensorFlow: only when a run is written.
+
+  workdir = paths.root(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if paths.checkpoints(workdir).exists():
+    raise errors.ConfigError(f"{workdir} holds checkpoints already: name a new folder.")
+  mesh = parallel.make_mesh(config)
+  state = steps.create_train_state(config, mesh)
+  state = state.replace(
+      step=jax.device_put(np.int32(step), state.step.sharding),
+      params=jax.tree.map(lambda x, f: place(x, f.sharding), params, state.params))
+  mgr = manager.create(workdir)
+  manager.save(mgr, int(step), state, {
+      "fingerprint": compatibility.model_fingerprint(config),
+      "schedule": schedule.to_dict(schedule.create(config.train, 1))})
+  manager.close(mgr)
+  mean = np.asarray(mean, np.float32)
+  config.data.update(mean="image", stats_file=str(workdir / MEAN_FILE))
+  stats.save_stats(dict(mean_image=mean, channel_mean=mean.mean(axis=(0, 1)),
+                        eigval=np.zeros(3, np.float32), eigvec=np.eye(3, dtype=np.float32),
+                        num_images=np.int64(0), dataset=np.str_("")), config.data.stats_file)
+  paths.file(workdir, paths.CONFIG).write_text(config.to_json_best_effort(indent=2) + "\n")
+  report.write_run_files(workdir, class_names, {"mean": mean, "pca": np.zeros((3, 3), np.float32)})
+
+
+def write_import(out, workdir, config, params, class_names, mean):
+  """An importer's outputs (tools/caffe.py, tools/torchvision.py): the weights file at `out`
+  and, with a `workdir`, the file as a run at step 0 there, which eval_only of the file reads
+  as the file's own. Returns the file's path."""
+  path = save(out, params, config=config, class_names=class_names, step=0, mean=mean)
+  if workdir:
+    config.init_from = os.path.realpath(path)
+    write_run(workdir, config, params, class_names, mean)
+  return path
+
+
+def evaluation_start(config, workdir):
+  """eval_only with config.init_from a weights file evaluates the file: its network, decoding
+  and mean replace config's, and the file becomes a run at its step in `workdir` (written on
+  the first evaluation). A workdir holding a run of its own (fine-tuned from the file, say) is
+  left alone: eval_only evaluates its checkpoints, as for any run."""
+  if not (config.eval_only and is_weights_file(config.init_from)):
+    return
+  workdir = paths.root(workdir)
+  source = str(config.init_from)
+  if paths.checkpoints(workdir).exists() and not (workdir / MEAN_FILE).exists():
+    return
+  file_config = trained_run.read_config(source)
+  config.model.update(file_config.model.to_dict() | {"dtype": config.model.dtype})
+  config.data.update(resize_size=file_config.data.resize_size, resize=file_config.data.resize,
+                     mean="image", stats_file=str(workdir / MEAN_FILE))
+  config.init_from = os.path.realpath(source)
+  if paths.checkpoints(workdir).exists():
+    written = json.loads(paths.file(workdir, paths.CONFIG).read_text()).get("init_from")
+    if written != config.init_from:
+      raise errors.ConfigError(f"{workdir} holds the run of another weights file ({written}): "
+                               "name a new --workdir to evaluate this one.")
+    return
+  params, meta = load(source)
+  _, mean = load_meta(source)
+  if mean is None:
+    raise errors.ConfigError(f"{source} holds no mean image ({MEAN_KEY}) to subtract.")
+  write_run(workdir, config, params, trained_run.class_names(source, config), mean, meta["step"])
 
 
 def initial_params(config, fresh, mesh, log=print):

@@ -9,17 +9,18 @@ import functools
 import jax
 import ml_collections
 
+from alexnet_jax import errors
 from alexnet_jax.nets import alexnet
 from alexnet_jax.nets import cifar
 from alexnet_jax.nets import layers
 
-NAMES = ("alexnet", cifar.NAME)
+NAMES = ("alexnet", alexnet.OWT, cifar.NAME)
 
 
 def _is_cifar(model_cfg):
   name = model_cfg.name
   if name not in NAMES:
-    raise ValueError(f"config.model.name={name!r}: choose one of {NAMES}.")
+    raise errors.ConfigError(f"config.model.name={name!r}: choose one of {NAMES}.")
   return name == cifar.NAME
 
 
@@ -40,7 +41,7 @@ def abstract_params(model_cfg):
 
 def towers(model_cfg) -> int:
   """How many towers the network splits into (section 3.2); the CIFAR nets have none (1)."""
-  return 1 if _is_cifar(model_cfg) else alexnet.NUM_TOWERS
+  return 1 if _is_cifar(model_cfg) else alexnet.towers_of(model_cfg)
 
 
 def model_axis(config) -> int:
@@ -60,9 +61,9 @@ def make_module(model_cfg, model_axis_size=1, model_axis="model", data_axis="dat
   check_config(model_cfg)
   total = towers(model_cfg)
   if total % model_axis_size:
-    raise ValueError(f"config.mesh.model={model_axis_size}: {display_name(model_cfg)} has "
-                     f"{total} tower(s), so the model axis must divide it; set "
-                     "config.mesh.model=1.")
+    raise errors.ConfigError(f"config.mesh.model={model_axis_size}: {display_name(model_cfg)} has "
+                             f"{total} tower(s), so the model axis must divide it; set "
+                             "config.mesh.model=1.")
   frozen = ml_collections.FrozenConfigDict(model_cfg)
   if _is_cifar(model_cfg):
     return cifar.CifarNet(frozen)
@@ -73,6 +74,8 @@ def make_module(model_cfg, model_axis_size=1, model_axis="model", data_axis="dat
 def display_name(model_cfg) -> str:
   if _is_cifar(model_cfg):
     return f"{model_cfg.name} ({model_cfg.layout})"
+  if model_cfg.name == alexnet.OWT:
+    return f"AlexNet of 2014, one column (width {model_cfg.width})"
   return f"AlexNet (width {model_cfg.width})"
 
 

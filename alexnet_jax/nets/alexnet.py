@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
+from alexnet_jax import errors
 from alexnet_jax.nets import layers
 
 # Per-tower widths at width 1.0 (figure 2: 48+48, 128+128, 192+192, 192+192, 128+128 kernels,
@@ -38,6 +39,13 @@ from alexnet_jax.nets import layers
 TOWER_CHANNELS = {"conv1": 48, "conv2": 128, "conv3": 192, "conv4": 192, "conv5": 128,
                   "fc6": 2048, "fc7": 2048}
 NUM_TOWERS = 2
+# "owt": the one column of Krizhevsky 2014, "One weird trick" (torchvision's alexnet): 64, 192,
+# 384, 256, 256 kernels, 4096 units; conv1 padded by 2, no LRN, an average pool to 6x6 after
+# pool5, dropout on the inputs of fc6 and fc7 (the 2012 network drops fc6's and fc7's outputs).
+OWT_CHANNELS = {"conv1": 64, "conv2": 192, "conv3": 384, "conv4": 256, "conv5": 256,
+                "fc6": 4096, "fc7": 4096}
+OWT = "owt"
+OWT_POOL = 6
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 # Section 5: these layers' biases start at config.model.bias_init (1 in the paper), others at 0.
 BIASED_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
@@ -45,11 +53,26 @@ INITS = ("paper", "he")
 DROPOUT_SCALINGS = ("paper", "inverted")
 
 
+def towers_of(model_cfg) -> int:
+  return 1 if model_cfg.name == OWT else NUM_TOWERS
+
+
 def tower_widths(model_cfg) -> dict[str, int]:
   """Channels (or units) per tower of each hidden layer, scaled by `model_cfg.width`."""
   if model_cfg.width <= 0:
-    raise ValueError(f"config.model.width={model_cfg.width} must be positive (1.0 is the paper).")
-  return {name: max(1, round(c * model_cfg.width)) for name, c in TOWER_CHANNELS.items()}
+    raise errors.ConfigError(
+        f"config.model.width={model_cfg.width} must be positive (1.0 is the paper).")
+  channels = OWT_CHANNELS if model_cfg.name == OWT else TOWER_CHANNELS
+  return {name: max(1, round(c * model_cfg.width)) for name, c in channels.items()}
+
+
+def conv1_padding(model_cfg):
+  """((top, bottom), (left, right)): the 2014 network's 2 on every side, the 2012 one's
+  overhang below and right."""
+  if model_cfg.name == OWT:
+    return ((2, 2), (2, 2))
+  o = conv1_overhang(model_cfg.image_size)
+  return ((0, o), (0, o))
 
 
 def conv1_overhang(image_size) -> int:
@@ -68,57 +91,65 @@ def feature_map_sizes(model_cfg) -> dict[str, int]:
   """Spatial size after each layer, conv1 sized as cuda-convnet sizes it (conv1_overhang)."""
   size = model_cfg.image_size
   if size < 11:
-    raise ValueError(f"config.model.image_size={size}: conv1's 11x11 filters need at least 11 "
-                     "pixels (224, the paper's, or 227, Caffe's).")
+    raise errors.ConfigError(
+        f"config.model.image_size={size}: conv1's 11x11 filters need at least 11 "
+        "pixels (224, the paper's, or 227, Caffe's).")
   pool = lambda s: layers.pooled(s, model_cfg.pool_window, model_cfg.pool_stride)
-  sizes = {"conv1": (size + conv1_overhang(size) - 11) // 4 + 1}
+  sizes = {"conv1": (size + sum(conv1_padding(model_cfg)[0]) - 11) // 4 + 1}
   sizes["pool1"] = pool(sizes["conv1"])
   sizes["conv2"] = sizes["pool1"]
   sizes["pool2"] = pool(sizes["conv2"])
   sizes["conv3"] = sizes["conv4"] = sizes["conv5"] = sizes["pool2"]
   sizes["pool5"] = pool(sizes["conv5"])
   if sizes["pool5"] < 1:
-    raise ValueError(f"config.model.image_size={size} is too small: nothing is left after pool5.")
+    raise errors.ConfigError(
+        f"config.model.image_size={size} is too small: nothing is left after pool5.")
+  sizes["fc6_in"] = OWT_POOL if model_cfg.name == OWT else sizes["pool5"]
   return sizes
 
 
 def check_config(model_cfg):
   """Refuses, once and before anything is built, the settings the network cannot take."""
-  if model_cfg.num_classes % NUM_TOWERS:
-    raise ValueError(f"config.model.num_classes={model_cfg.num_classes} must be even: each tower"
-                     " owns half of fc8's outputs (section 3.2). Pad the label set by one class.")
+  if model_cfg.num_classes % towers_of(model_cfg):
+    raise errors.ConfigError(
+        f"config.model.num_classes={model_cfg.num_classes} must be even: each tower"
+        " owns half of fc8's outputs (section 3.2). Pad the label set by one class.")
   if model_cfg.activation not in layers.ACTIVATIONS:
-    raise ValueError(f"config.model.activation={model_cfg.activation!r}: use one of "
-                     f"{sorted(layers.ACTIVATIONS)}.")
+    raise errors.ConfigError(f"config.model.activation={model_cfg.activation!r}: use one of "
+                             f"{sorted(layers.ACTIVATIONS)}.")
   if model_cfg.norm not in layers.NORMS:
-    raise ValueError(f"config.model.norm={model_cfg.norm!r}: use one of {layers.NORMS}.")
+    raise errors.ConfigError(f"config.model.norm={model_cfg.norm!r}: use one of {layers.NORMS}.")
   if model_cfg.lrn_convention not in layers.LRN_CONVENTIONS:
-    raise ValueError(f"config.model.lrn_convention={model_cfg.lrn_convention!r}: use 'paper' or"
-                     " 'caffe'.")
+    raise errors.ConfigError(
+        f"config.model.lrn_convention={model_cfg.lrn_convention!r}: use 'paper' or"
+        " 'caffe'.")
   if model_cfg.init not in INITS:
-    raise ValueError(f"config.model.init={model_cfg.init!r}: expected 'paper' or 'he'.")
+    raise errors.ConfigError(f"config.model.init={model_cfg.init!r}: expected 'paper' or 'he'.")
   if model_cfg.dropout_scaling not in DROPOUT_SCALINGS:
-    raise ValueError(f"config.model.dropout_scaling={model_cfg.dropout_scaling!r}: use one of "
-                     f"{DROPOUT_SCALINGS}.")
+    raise errors.ConfigError(
+        f"config.model.dropout_scaling={model_cfg.dropout_scaling!r}: use one of "
+        f"{DROPOUT_SCALINGS}.")
   if not 0.0 <= model_cfg.dropout_rate < 1.0:
-    raise ValueError(f"config.model.dropout_rate={model_cfg.dropout_rate}: a probability in "
-                     "[0, 1) (0.5 in the paper, 0 for no dropout).")
+    raise errors.ConfigError(
+        f"config.model.dropout_rate={model_cfg.dropout_rate}: a probability in "
+        "[0, 1) (0.5 in the paper, 0 for no dropout).")
   for layer, std in model_cfg.layer_weight_std.items():
     if layer not in LAYERS or std < 0:
-      raise ValueError(f"config.model.layer_weight_std.{layer}={std}: a standard deviation >= 0 "
-                       f"of one of {LAYERS} (0: config.model.weight_std).")
+      raise errors.ConfigError(
+          f"config.model.layer_weight_std.{layer}={std}: a standard deviation >= 0 "
+          f"of one of {LAYERS} (0: config.model.weight_std).")
   for field, allowed in layers.VARIANTS.items():
     if model_cfg[field] not in allowed:
-      raise ValueError(f"config.model.{field}={model_cfg[field]!r}: use one of "
-                       f"{allowed} (the first is the default).")
+      raise errors.ConfigError(f"config.model.{field}={model_cfg[field]!r}: use one of "
+                               f"{allowed} (the first is the default).")
   tower_widths(model_cfg)
   feature_map_sizes(model_cfg)
 
 
 def param_shapes(model_cfg):
   """{layer: (kernel shape, bias shape)} of the global parameters, tower axis first."""
-  w, t = tower_widths(model_cfg), NUM_TOWERS
-  pool5 = feature_map_sizes(model_cfg)["pool5"]
+  w, t = tower_widths(model_cfg), towers_of(model_cfg)
+  pool5 = feature_map_sizes(model_cfg)["fc6_in"]
   fan_in = {"conv1": (11, 11, 3), "conv2": (5, 5, w["conv1"]), "conv3": (3, 3, t * w["conv2"]),
             "conv4": (3, 3, w["conv3"]), "conv5": (3, 3, w["conv4"]),
             "fc6": (t * w["conv5"] * pool5 * pool5,), "fc7": (t * w["fc6"],),
@@ -234,6 +265,7 @@ class Towers:
   model_axis: str | None = "model"
   data_axis: str | None = "data"
   gathers_on_one: bool = True  # config.model.model1_gathers: see gather.
+  total: int = NUM_TOWERS      # The network's towers: 2, or 1 for the 2014 network.
 
   conv_towers = property(lambda self: self.towers)
   fc_towers = property(lambda self: self.towers)
@@ -262,16 +294,17 @@ class Towers:
     return self.gather(ys, to="invarying")
 
   def fc8_shapes(self, units, classes):
-    return (self.towers, NUM_TOWERS * units, classes // NUM_TOWERS), (self.towers,
-                                                                      classes // NUM_TOWERS)
+    return (self.towers, self.total * units, classes // self.total), (self.towers,
+                                                                     classes // self.total)
 
-  def dropout_place(self, rows):
-    """layers.dropout's row and unit blocks: this device's rows, every unit of its towers."""
+  def dropout_place(self, rows, inputs=False):
+    """layers.dropout's row and unit blocks: this device's rows, every unit of its towers
+    (`inputs`: of the one input every tower reads)."""
     if self.data_axis is None:
       return {}
+    first = 0 if inputs else lax.axis_index(self.model_axis) * self.towers
     return {"row_blocks": lax.axis_size(self.data_axis),
-            "row_block": lax.axis_index(self.data_axis),
-            "first_tower": lax.axis_index(self.model_axis) * self.towers}
+            "row_block": lax.axis_index(self.data_axis), "first_tower": first}
 
   def gather(self, h, to="varying"):
     """Both towers' maps over the last axis, tower 0 first: the only cross-device traffic.
@@ -284,7 +317,7 @@ class Towers:
     x = h[0] if len(h) == 1 else jnp.concatenate(h, axis=-1)
     if self.model_axis is None:
       return x
-    if self.towers == NUM_TOWERS and not self.gathers_on_one:
+    if self.towers == self.total and not self.gathers_on_one:
       return x if to == "varying" else lax.psum(x, self.model_axis)
     return lax.all_gather(x, self.model_axis, axis=x.ndim - 1, tiled=True, to=to)
 
@@ -326,9 +359,10 @@ class AlexNet(nn.Module):
     """micro: (index, count) when this call is micro-batch `index` of `count` of one step
     (config.train.accum_steps): the dropout masks are then the big batch's rows."""
     cfg = self.config
-    ex = self.exchange or Towers(self.towers, self.model_axis, self.data_axis,
-                                 cfg.model1_gathers)
-    if ex.model_axis is None and ex.conv_towers != NUM_TOWERS:
+    total = towers_of(cfg)
+    ex = self.exchange or Towers(min(self.towers, total), self.model_axis, self.data_axis,
+                                 cfg.model1_gathers, total)
+    if ex.model_axis is None and ex.conv_towers != total:
       raise ValueError("Without a model axis the device must hold both towers (towers=2).")
     if x_BHWC.shape[1:] != (cfg.image_size, cfg.image_size, 3):
       raise ValueError(f"Images of shape {x_BHWC.shape[1:]} do not match config.model.image_size="
@@ -349,9 +383,8 @@ class AlexNet(nn.Module):
       x = x * jnp.asarray(cfg.input_scale, dtype)
     maps = {}  # Per-layer maps, returned in the "intermediates" collection when it is mutable.
 
-    o = conv1_overhang(cfg.image_size)  # 3 at 224: the filters overhang into zeros.
     h = self._each(maps, "conv1", [act(y) for y in conv(
-        "conv1", widths["conv1"], 11, stride=4, padding=((0, o), (0, o)), shared_input=True,
+        "conv1", widths["conv1"], 11, stride=4, padding=conv1_padding(cfg), shared_input=True,
         in_channels=cfg.conv1_channels)([x] * ex.conv_towers)])
     h = self._norm_pool(maps, "1", h, ex)
     h = self._each(maps, "conv2", [act(y) for y in conv("conv2", widths["conv2"], 5, padding=2)(h)])
@@ -363,8 +396,14 @@ class AlexNet(nn.Module):
     h = self._each(maps, "conv4", [act(y) for y in conv("conv4", widths["conv4"], 3, padding=1)(h)])
     h = self._each(maps, "conv5", [act(y) for y in conv("conv5", widths["conv5"], 3, padding=1)(h)])
     h = self._each(maps, "pool5", [self._pool(y) for y in h])
+    if cfg.name == OWT:
+      h = [adaptive_average_pool(y, OWT_POOL) for y in h]
     with jax.named_scope("fc6"):
       x = ex.fc_input(h)
+    if cfg.name == OWT:  # 2014: dropout on fc6's input.
+      drop_in = functools.partial(layers.dropout, cfg, train=train, rng=rng, micro=micro,
+                                  **(ex.dropout_place(x.shape[0], inputs=True) if train else {}))
+      x = layers.at_test_time(cfg, drop_in([x], 5), train)[0]
     h = dense("fc6", widths["fc6"])([x] * ex.fc_towers)
     # The recorded fc6 and fc7 maps: the units' outputs, dropped out while training, but before
     # the test-time scaling (so that both dropout scalings record the same features).
@@ -374,8 +413,11 @@ class AlexNet(nn.Module):
     with jax.named_scope("fc7"):
       x = ex.units(layers.at_test_time(cfg, h, train))
     h = dense("fc7", widths["fc7"])([x] * ex.fc_towers)
-    h = self._each(maps, "fc7", drop([act(y) for y in h], 7))
-    h = layers.at_test_time(cfg, h, train)
+    h = [act(y) for y in h]
+    if cfg.name != OWT:  # 2012: dropout on fc7's outputs; 2014 leaves them.
+      h = layers.at_test_time(cfg, self._each(maps, "fc7", drop(h, 7)), train)
+    else:
+      h = self._each(maps, "fc7", h)
     kernel, bias = _Params(ex.fc8_shapes(ex.fc_units(widths["fc7"]), cfg.num_classes),
                            name="fc8")()
     with jax.named_scope("fc8"):
@@ -398,10 +440,10 @@ class AlexNet(nn.Module):
     tower's maps. With one tower per device the lrn_n // 2 edge channels of the neighbouring
     towers come across the model axis; the outermost channels still see zeros beyond them."""
     x, r, width = jnp.concatenate(h, axis=-1), self.config.lrn_n // 2, h[0].shape[-1]
-    if ex.model_axis is not None and len(h) < NUM_TOWERS and r:
+    if ex.model_axis is not None and len(h) < towers_of(self.config) and r:
       if r > x.shape[-1]:
-        raise ValueError(f"config.model.lrn_across_towers: a window of {self.config.lrn_n} "
-                         f"channels reaches past the neighbouring tower's {x.shape[-1]}.")
+        raise errors.ConfigError(f"config.model.lrn_across_towers: a window of {self.config.lrn_n} "
+                                 f"channels reaches past the neighbouring tower's {x.shape[-1]}.")
       edges = lax.all_gather(jnp.concatenate([x[..., :r], x[..., -r:]], axis=-1),
                              ex.model_axis)  # [devices, B, H, W, 2r]: first and last r.
       i, last = lax.axis_index(ex.model_axis), edges.shape[0] - 1
@@ -424,6 +466,17 @@ class AlexNet(nn.Module):
     if self.is_mutable_collection("intermediates"):
       maps[name] = jnp.concatenate(h, axis=-1)
     return h
+
+
+def adaptive_average_pool(x_BHWC, size):
+  """torch.nn.AdaptiveAvgPool2d(size): output cell i averages input rows floor(i H / size) to
+  ceil((i + 1) H / size); the identity where H is already `size` (224 inputs)."""
+  def cells(n):
+    return [(i * n // size, -(-(i + 1) * n // size)) for i in range(size)]
+  if x_BHWC.shape[1:3] == (size, size):
+    return x_BHWC
+  rows = jnp.stack([x_BHWC[:, a:b].mean(axis=1) for a, b in cells(x_BHWC.shape[1])], axis=1)
+  return jnp.stack([rows[:, :, a:b].mean(axis=2) for a, b in cells(x_BHWC.shape[2])], axis=2)
 
 
 def init_params(model_cfg, rng):
@@ -460,4 +513,4 @@ def _weight_std(model_cfg, layer, kernel_shape):
   if model_cfg.init == "he":
     fan_in = math.prod(kernel_shape[1:-1])  # [tower, (kh, kw,) inputs, outputs]
     return math.sqrt(2.0 / fan_in)
-  raise ValueError(f"config.model.init={model_cfg.init!r}: expected 'paper' or 'he'.")
+  raise errors.ConfigError(f"config.model.init={model_cfg.init!r}: expected 'paper' or 'he'.")

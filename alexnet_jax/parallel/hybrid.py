@@ -31,6 +31,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from alexnet_jax import errors
 from alexnet_jax.nets import alexnet
 from alexnet_jax.nets import layers
 
@@ -40,20 +41,24 @@ UNITS = ("model", "data")
 SPECS = {"conv": {"kernel": P(), "bias": P(), "scale": P(), "mean": P(), "var": P()},
          "fc": {"kernel": P("model", None, "data"), "bias": P("model", "data")},
          "fc8": {"kernel": P(None, UNITS, None), "bias": P()}}
+# The 2014 network's one column: its fc units split over every device.
+COLUMN_FC = {"kernel": P(None, None, UNITS), "bias": P(None, UNITS)}
 
 
 def layout(config) -> str:
-  """config.mesh.layout, "towers" where a run's config predates the field."""
+  """config.mesh.layout, checked (compatibility.upgrade gives an older run's config "towers")."""
   name = config.mesh.layout
   if name not in LAYOUTS:
-    raise ValueError(f"config.mesh.layout={name!r}: use one of {LAYOUTS}.")
+    raise errors.ConfigError(f"config.mesh.layout={name!r}: use one of {LAYOUTS}.")
   return name
 
 
 def param_specs(params):
   """The PartitionSpec of every leaf of the global AlexNet parameters under this layout."""
+  column = params["fc6"]["kernel"].shape[0] == 1
+  specs = dict(SPECS, fc=COLUMN_FC) if column else SPECS
   kind = lambda layer: "conv" if layer.startswith("conv") else ("fc8" if layer == "fc8" else "fc")
-  return {layer: {name: SPECS[kind(layer)][name] for name in leaves}
+  return {layer: {name: specs[kind(layer)][name] for name in leaves}
           for layer, leaves in params.items()}
 
 
@@ -64,33 +69,39 @@ def param_shardings(mesh: Mesh, params):
 
 def check_mesh(mesh: Mesh, model_cfg):
   """Refuses meshes whose devices cannot hold whole blocks of the fc layers."""
-  if model_cfg.get("name", "alexnet") != "alexnet":
-    raise ValueError("config.mesh.layout='hybrid' splits AlexNet's fc layers; the CIFAR nets "
-                     "have no towers: use config.mesh.layout='towers'.")
+  if model_cfg.name not in ("alexnet", alexnet.OWT):
+    raise errors.ConfigError(
+        "config.mesh.layout='hybrid' splits AlexNet's fc layers; the CIFAR nets "
+        "have no fc layers to split: use config.mesh.layout='towers'.")
   data, model = mesh.shape["data"], mesh.shape["model"]
-  if data * model > 1 and model != alexnet.NUM_TOWERS:
-    raise ValueError(f"config.mesh.layout='hybrid' needs config.mesh.model=2 (or 0) on "
-                     f"{data * model} devices: each model index holds one tower's fc units.")
+  column = alexnet.towers_of(model_cfg) == 1
+  if data * model > 1 and model != alexnet.NUM_TOWERS and not column:
+    raise errors.ConfigError(
+        f"config.mesh.layout='hybrid' needs config.mesh.model=2 (or 0) on "
+        f"{data * model} devices: each model index holds one tower's fc units.")
+  blocks = data * model if column else data
   widths = alexnet.tower_widths(model_cfg)
   for layer in ("fc6", "fc7"):
-    if widths[layer] % data:
-      raise ValueError(f"config.mesh.layout='hybrid': {layer}'s {widths[layer]} units a tower "
-                       f"do not divide over the mesh's {data} data rows.")
+    if widths[layer] % blocks:
+      raise errors.ConfigError(
+          f"config.mesh.layout='hybrid': {layer}'s {widths[layer]} units a tower "
+          f"do not divide over the mesh's {blocks} blocks of them.")
 
 
 @dataclasses.dataclass(frozen=True)
 class Hybrid:
-  """What the hybrid layout holds and exchanges (alexnet.Towers' questions): both towers of
-  every convolution on each device, for its rows; `fc_towers` towers of fc6-fc8 units, block
-  `data` of each, for the whole batch."""
-  data: int                  # The mesh's data size: the fc units' blocks per tower.
-  fc_towers: int             # alexnet.NUM_TOWERS // the mesh's model size.
+  """What the hybrid layout holds and exchanges (alexnet.Towers' questions): every tower of
+  every convolution on each device, for its rows; `fc_towers` towers of fc6-fc8 units, one of
+  `blocks` blocks of each, for the whole batch."""
+  conv_towers: int           # The network's towers (2; 1 for the 2014 network's column).
+  fc_towers: int             # conv_towers // the mesh's model size (1 for the column).
+  blocks: int                # The fc units' blocks per tower (data, or every device).
+  unit_axes: tuple = ("data",)
   model_axis: str = "model"
-  conv_towers = alexnet.NUM_TOWERS
-  stat_axes = ROWS           # Each device holds both towers: the moments over every row.
+  stat_axes = ROWS           # Each device holds every tower: the moments over every row.
 
   def fc_units(self, units):
-    return units // self.data
+    return units // self.blocks
 
   def merge(self, h):
     return jnp.concatenate(h, axis=-1)
@@ -109,20 +120,23 @@ class Hybrid:
     h7 = jnp.concatenate(h, axis=-1)
     partial_BK = jnp.concatenate([jnp.matmul(h7, kernel[t].astype(dtype),
                                              preferred_element_type=product)
-                                  for t in range(alexnet.NUM_TOWERS)], axis=-1)
+                                  for t in range(self.conv_towers)], axis=-1)
     logits_bK = lax.psum_scatter(partial_BK, ROWS, scatter_dimension=0, tiled=True)
     return layers.add_bias(logits_bK, bias.reshape(-1), dtype)
 
   def fc8_shapes(self, units, classes):
-    per_tower = classes // alexnet.NUM_TOWERS
-    return ((alexnet.NUM_TOWERS, self.fc_towers * units, per_tower),
-            (alexnet.NUM_TOWERS, per_tower))
+    per_tower = classes // self.conv_towers
+    return ((self.conv_towers, self.fc_towers * units, per_tower),
+            (self.conv_towers, per_tower))
 
-  def dropout_place(self, rows):
-    """The whole batch's rows, this device's block of its towers' units."""
-    return {"row_blocks": lax.axis_size(ROWS), "row_block": None, "unit_blocks": self.data,
-            "unit_block": lax.axis_index("data"),
-            "first_tower": lax.axis_index("model") * self.fc_towers}
+  def dropout_place(self, rows, inputs=False):
+    """The whole batch's rows, this device's block of its towers' units (`inputs`: every
+    unit of the one input all towers read)."""
+    if inputs:
+      return {"row_blocks": lax.axis_size(ROWS), "row_block": None}
+    first = 0 if self.fc_towers == self.conv_towers else lax.axis_index("model") * self.fc_towers
+    return {"row_blocks": lax.axis_size(ROWS), "row_block": None, "unit_blocks": self.blocks,
+            "unit_block": lax.axis_index(self.unit_axes), "first_tower": first}
 
 
 def shard_net(model_cfg, mesh: Mesh):
@@ -131,14 +145,17 @@ def shard_net(model_cfg, mesh: Mesh):
   alexnet.check_config(model_cfg)
   check_mesh(mesh, model_cfg)
   n = mesh.size
-  net = alexnet.AlexNet(ml_collections.FrozenConfigDict(model_cfg), exchange=Hybrid(
-      data=mesh.shape["data"], fc_towers=alexnet.NUM_TOWERS // mesh.shape["model"]))
+  towers = alexnet.towers_of(model_cfg)
+  exchange = (Hybrid(1, 1, mesh.size, UNITS) if towers == 1 else
+              Hybrid(towers, towers // mesh.shape["model"], mesh.shape["data"]))
+  net = alexnet.AlexNet(ml_collections.FrozenConfigDict(model_cfg), exchange=exchange)
 
   def apply(params, images_BHWC, rng, train: bool, micro=None, moments=False):
     batch = images_BHWC.shape[0]
     if train and batch % n:
-      raise ValueError(f"The global batch ({batch}) must divide over the {n} devices of the "
-                       "hybrid layout (config.train.batch_size).")
+      raise errors.ConfigError(
+          f"The global batch ({batch}) must divide over the {n} devices of the "
+          "hybrid layout (config.train.batch_size).")
     if train and rng is None:
       raise ValueError("apply(..., train=True) needs an rng: it draws the dropout masks.")
     rng = jax.random.key(0) if rng is None else rng  # Unused without training.

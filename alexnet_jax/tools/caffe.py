@@ -253,43 +253,6 @@ def read_synsets(path, num_classes):
   return names
 
 
-def write_workdir(workdir, config, params, class_names, mean):
-  """A run at step 0 holding the imported weights (config.json, classes.json, the mean, one
-  checkpoint), which predict, features, figures and eval_only read as a trained run; and
-  caffe_mean.npz, Caffe's mean in the statistics' format, for config.data.stats_file."""
-  import jax
-  from alexnet_jax import paths
-  from alexnet_jax import report
-  from alexnet_jax import schedule
-  from alexnet_jax import steps
-  from alexnet_jax.checkpoints import compatibility
-  from alexnet_jax.checkpoints import manager
-  from alexnet_jax.checkpoints import weights_file
-  from alexnet_jax.data import stats
-
-  workdir = paths.root(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  if paths.checkpoints(workdir).exists():
-    raise FileExistsError(f"{workdir} holds checkpoints already: name a new folder.")
-  mesh = steps.make_mesh(config)
-  state = steps.create_train_state(config, mesh)
-  state = state.replace(params=jax.tree.map(lambda x, f: weights_file.place(x, f.sharding), params,
-                                            state.params))
-  mgr = manager.create(workdir)
-  manager.save(mgr, 0, state, {"fingerprint": compatibility.model_fingerprint(config),
-                                  "schedule": schedule.to_dict(schedule.create(config.train, 1))})
-  manager.close(mgr)
-  mean_file = workdir / "caffe_mean.npz"
-  config.data.stats_file = str(mean_file)
-  mean = np.asarray(mean, np.float32)
-  stats.save_stats(dict(mean_image=mean, channel_mean=mean.mean(axis=(0, 1)),
-                        eigval=np.zeros(3, np.float32), eigvec=np.eye(3, dtype=np.float32),
-                        num_images=np.int64(0), dataset=np.str_("")), str(mean_file))
-  paths.file(workdir, paths.CONFIG).write_text(config.to_json_best_effort(indent=2) + "\n")
-  consts = {"mean": mean, "pca": np.zeros((3, 3), np.float32)}
-  report.write_run_files(workdir, class_names, consts)
-
-
 def main(argv):
   from absl import flags
   from alexnet_jax import runtime
@@ -303,12 +266,11 @@ def main(argv):
     rgb = [float(v) for v in f.mean_value][::-1]
     mean = np.broadcast_to(np.asarray(rgb, np.float32), (config.data.resize_size,) * 2 + (3,))
   names = read_synsets(f.synsets, config.model.num_classes)
-  path = weights_file.save(f.out, params, config=config, class_names=names, step=0, mean=mean)
+  path = weights_file.write_import(f.out, f.workdir, config, params, names, mean)
   print(f"{f.caffemodel}: AlexNet at width {config.model.width}, {config.model.num_classes} "
         f"classes, {config.model.image_size}x{config.model.image_size} crops -> {path}")
   if f.workdir:
-    write_workdir(f.workdir, config, params, names, mean)
-    print(f"A run at step 0 in {f.workdir}: predict, features and figures read it.")
+    print(f"A run at step 0 in {f.workdir}: predict, features, figures and eval_only read it.")
 
 
 if __name__ == "__main__":

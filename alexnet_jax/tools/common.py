@@ -1,6 +1,7 @@
-"""What the commands reading a trained run share: their flags (--workdir and overrides of the
-run's config) and the decoding of image files and splits, as evaluation decodes them (shorter
-side to config.data.resize_size, the central square; the crops are cut on the device)."""
+"""What the commands reading a trained run share: their flags (--workdir or --weights, and
+overrides of the run's config) and the decoding of image files and splits, as evaluation
+decodes them (shorter side to config.data.resize_size, the central square; the crops are cut
+on the device)."""
 import numpy as np
 import tensorflow as tf
 from absl import flags
@@ -14,19 +15,27 @@ from alexnet_jax.data import sources
 
 
 def define_flags():
-  """--workdir, and --config.x=y overrides of the run's config (config_from_flags)."""
-  flags.DEFINE_string("workdir", None, "A training run's folder (config.json, checkpoints/).",
-                      required=True)
+  """--workdir or --weights, and --config.x=y overrides of the run's config
+  (config_from_flags)."""
+  flags.DEFINE_string("workdir", None, "A training run's folder (config.json, checkpoints/).")
+  flags.DEFINE_string("weights", None, "Or a weights .npz (tools.weights, tools.caffe, "
+                      "tools.torchvision): the network, its class names and mean image.")
+  flags.mark_flags_as_mutual_exclusive(["workdir", "weights"], required=True)
   config_flags.DEFINE_config_dict(
       "config", paper.get_config(),
       "Overrides of the run's config.json, e.g. --config.eval.checkpoint=best (or latest, or a "
       "step), --config.eval.ten_crop=False, --config.mesh.model=1 on a single device.")
 
 
+def source():
+  """--workdir or --weights, whichever was given."""
+  return flags.FLAGS.workdir or flags.FLAGS.weights
+
+
 def config_from_flags():
   """The run's config with the --config.x=y overrides given on the command line."""
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
-  return trained_run.read_config(flags.FLAGS.workdir, overrides)
+  return trained_run.read_config(source(), overrides)
 
 
 def decoded_batches(paths, size, batch_size, resize="antialias"):

@@ -3,6 +3,8 @@ r"""A trained network's activations for a whole split, for linear probes and ret
     python -m alexnet_jax.tools.features --workdir=workdirs/demo --out=features/demo \
         [--layers=fc6,fc7] [--split=val] [--pool=flatten] [--config.eval.checkpoint=best]
 
+(or --weights=FILE.npz with the dataset's --config.data.* fields: a file names no dataset)
+
 writes, in --out:
   <layer>.npy    float32 [N, D]: the layer's map of each image's centre crop (the evaluation
                  view), after its ReLU (after dropout's place, which inference skips); a conv
@@ -28,7 +30,6 @@ from alexnet_jax import parallel
 from alexnet_jax import preprocess
 from alexnet_jax import progress
 from alexnet_jax import runtime
-from alexnet_jax import steps
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common
@@ -58,7 +59,7 @@ def make_extract(config, mesh, layers, pool="flatten"):
     raise ValueError(f"Layers {unknown} / pool {pool!r}: choose layers among {sorted(ranks)} "
                      f"and a pool among {POOLS}.")
   net = nets.make_module(config.model, mesh.shape["model"])
-  maps = parallel.make_apply_maps(net, mesh, {name: ranks[name] for name in layers},
+  maps = parallel.shard_maps(net, mesh, {name: ranks[name] for name in layers},
                                   towered=nets.towers(config.model) > 1)
   crop = config.model.image_size
 
@@ -132,12 +133,13 @@ def main(argv):
   runtime.configure_jax(config.mesh.num_cpu_devices)
   tf.config.set_visible_devices([], "GPU")
   f = flags.FLAGS
-  config, params, step = trained_run.load_run(f.workdir, config=config)
-  mesh = steps.make_mesh(config)
+  source = common.source()
+  config, params, step = trained_run.load_run(source, config=config)
+  mesh = parallel.make_mesh(config)
   split = f.split or sources.eval_split_name(config)
   batch = config.eval.batch_size
   n = write_split(f.out, config=config, params=params, step=step, mesh=mesh,
-                  consts=parallel.place_replicated(mesh, trained_run.constants(f.workdir, config)),
+                  consts=parallel.place_replicated(mesh, trained_run.constants(source, config)),
                   split_name=split, layers=f.layers, pool=f.pool, batch_size=batch,
                   limit=f.limit)
   print(f"Step {step}, split {split}: {n} images, layers {', '.join(f.layers)} -> {f.out}")

@@ -4,6 +4,8 @@ r"""The paper's figures 3 and 4 for a trained run.
         [--figures=fig3,fig4] [--queries=a.jpg,b.jpg] [--num_queries=5] [--neighbours=6] \
         [--max_train=0] [--config.eval.checkpoint=best]
 
+(or --weights=FILE.npz; figure 4 then needs the dataset's --config.data.* fields)
+
 Figure 3: conv1's kernels (11x11x3 each), every kernel scaled to its own range, as the paper
 shows its 96: tower 0's in the top rows, tower 1's in the bottom rows (16 to a row).
 
@@ -29,7 +31,6 @@ from PIL import Image, ImageDraw
 from alexnet_jax import parallel
 from alexnet_jax import progress
 from alexnet_jax import runtime
-from alexnet_jax import steps
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
@@ -216,14 +217,15 @@ def main(argv):
   config = common.config_from_flags()
   runtime.configure_jax(config.mesh.num_cpu_devices)
   tf.config.set_visible_devices([], "GPU")
-  config, params, step = trained_run.load_run(f.workdir, config=config)
+  source = common.source()
+  config, params, step = trained_run.load_run(source, config=config)
   out = pathlib.Path(f.out)
   out.mkdir(parents=True, exist_ok=True)
   if "fig3" in f.figures:
     print(f"Figure 3 (conv1 of step {step}) -> {write_fig3(out / 'fig3.png', params)}")
   if "fig4" in f.figures:
-    mesh = steps.make_mesh(config)
-    consts = parallel.place_replicated(mesh, trained_run.constants(f.workdir, config))
+    mesh = parallel.make_mesh(config)
+    consts = parallel.place_replicated(mesh, trained_run.constants(source, config))
     png, rows = write_fig4(out, config, params, mesh, consts, files=f.queries,
                            num_queries=f.num_queries, k=f.neighbours, max_train=f.max_train)
     print(f"Figure 4 (fc7 of step {step}) -> {png}")

@@ -2,14 +2,15 @@ r"""A trained network on your own photos: the top-5 classes of each, with their 
 
     python -m alexnet_jax.tools.predict --workdir=workdirs/demo photo.jpg more_photos/ \
         [--ten_crop] [--json] [--top=5] [--config.eval.checkpoint=best]
+    python -m alexnet_jax.tools.predict --weights=demo.npz photo.jpg
 
 Each image goes through evaluation's preprocessing exactly: decoded on the host as the input
 pipeline decodes (shorter side to config.data.resize_size, the central square), then the
 centre crop (or the ten crops, whose softmax is averaged) and the run's mean image on the
 device, in the evaluation step itself (steps.make_eval_step). Directories are searched for
-.jpg, .jpeg and .png files. The class names and the mean image come from the workdir, so no
-dataset is needed. A file that does not decode is reported with its error, the others are
-still predicted, and the exit status is 1.
+.jpg, .jpeg and .png files. The class names and the mean image come from the workdir or the
+weights file, so no dataset is needed. A file that does not decode is reported with its error,
+the others are still predicted, and the exit status is 1.
 """
 import json
 import os
@@ -95,17 +96,19 @@ def main(argv):
   good, bad = common.readable(find_images(argv[1:]))
   for path, message in bad:
     print(f"{path}: cannot be decoded: {message}", file=sys.stderr)
-  config, params, step = trained_run.load_run(f.workdir, config=config)
-  mesh = steps.make_mesh(config)
-  consts = parallel.place_replicated(mesh, trained_run.constants(f.workdir, config))
+  source = common.source()
+  config, params, step = trained_run.load_run(source, config=config)
+  mesh = parallel.make_mesh(config)
+  consts = parallel.place_replicated(mesh, trained_run.constants(source, config))
   probs = probabilities(logits(config, params, mesh, consts, good, ten_crop=f.ten_crop))
-  tops = top_classes(probs, trained_run.class_names(f.workdir, config), f.top)
+  tops = top_classes(probs, trained_run.class_names(source, config), f.top)
   if f.json:
-    print(json.dumps({"workdir": f.workdir, "step": step, "ten_crop": f.ten_crop,
+    print(json.dumps({"workdir": f.workdir, "weights": f.weights, "step": step,
+                      "ten_crop": f.ten_crop,
                       "predictions": [{"file": p, "top": t} for p, t in zip(good, tops)],
                       "errors": [{"file": p, "error": m} for p, m in bad]}, indent=2))
   else:
-    print(f"Step {step} of {f.workdir}, {'ten crops' if f.ten_crop else 'centre crop'}:")
+    print(f"Step {step} of {source}, {'ten crops' if f.ten_crop else 'centre crop'}:")
     for path, top in zip(good, tops):
       print(text(path, top))
   return 1 if bad else 0

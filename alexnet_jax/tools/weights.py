@@ -13,16 +13,23 @@ from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.tools import common
 
 
+def export(workdir, out, config=None):
+  """Writes the step of `workdir` that config.eval.checkpoint names to `out`; returns (path,
+  step, params)."""
+  config, params, step = trained_run.load_run(workdir, config=config)
+  path = weights_file.save(out, params, config=config, step=step,
+                           class_names=trained_run.class_names(workdir, config),
+                           mean=trained_run.constants(workdir, config)["mean"])
+  return path, step, params
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = common.config_from_flags()
   runtime.configure_jax(config.mesh.num_cpu_devices)
-  workdir = flags.FLAGS.workdir
-  config, params, step = trained_run.load_run(workdir, config=config)
-  path = weights_file.save(flags.FLAGS.out, params, config=config, step=step,
-                           class_names=trained_run.class_names(workdir, config),
-                           mean=trained_run.constants(workdir, config)["mean"])
+  workdir = common.source()
+  path, step, params = export(workdir, flags.FLAGS.out, config)
   count = nets.count_params(params)
   print(f"Step {step} of {workdir}: {count:,} parameters -> {path}")
   for name, value in weights_file.flatten(params).items():
