@@ -1,8 +1,5 @@
-"""Where a run's numbers go: TensorBoard (through clu), `metrics.jsonl` and the console.
-
-Only process 0 writes (every process computes the same numbers, and one set of files is
-what TensorBoard and the report read); the others get a writer that does nothing.
-"""
+"""Where a run's numbers go: `Writer` (TensorBoard through clu, `metrics.jsonl`, the console;
+process 0 alone writes), `Means` of the step metrics and the `Clock` of speed and time."""
 import json
 import math
 import os
@@ -23,8 +20,7 @@ class Writer:
     if not self.active:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
-    # Imported here: clu loads TensorFlow (~700 MB), which readers of metrics.jsonl
-    # (experiments/sweep_report.py, the sweep's parent process) do not need.
+    # Here: clu loads TensorFlow (~700 MB), which readers of metrics.jsonl do not need.
     from clu import metric_writers
     self._tb = metric_writers.create_default_writer(
         str(paths.file(workdir, paths.TENSORBOARD)), just_logging=False,
@@ -84,8 +80,7 @@ def read_jsonl(path):
 
 
 def elapsed_at(path, step):
-  """The largest elapsed_s logged in `path` at or before `step` (0 if none): the training time
-  a run resumed at `step` had already spent."""
+  """The time a run resumed at `step` had spent: the last elapsed_s logged by then (or 0)."""
   if not paths.root(path).exists():
     return 0.0
   return max((float(r["elapsed_s"]) for r in read_jsonl(path)
@@ -119,9 +114,8 @@ def cores():
 
 
 class Clock:
-  """Wall time, images/s between laps, the share of it spent waiting for input and the share of
-  the cores the process used; the first step (which compiles) and evaluations are left out of
-  the laps. A resumed run starts at the time it had reached (`elapsed_before`)."""
+  """Wall time (from `elapsed_before`), and per lap images/s, input wait and the cores' share;
+  the first step (it compiles) and evaluations are left out of the laps."""
 
   def __init__(self, batch_size, elapsed_before=0.0):
     self.batch_size, self.start = batch_size, time.perf_counter() - elapsed_before
@@ -142,8 +136,7 @@ class Clock:
       self.steps += 1
 
   def lap(self):
-    """(images/s, seconds/step, fraction of the time waiting for input, share of the cores
-    used) since the last lap or restart."""
+    """(images/s, seconds/step, input wait, cores' share) since the last lap or restart."""
     now, cpu = time.perf_counter(), cpu_seconds()
     if self.mark is None or not self.steps:
       return float("nan"), float("nan"), float("nan"), float("nan")
@@ -165,7 +158,7 @@ class Clock:
     return self.timed_cpu_s / (self.timed_s * cores()) if self.timed_s else None
 
   def mean_images_per_s(self):
-    """None when this start timed no step (a run resumed at its last step only evaluates)."""
+    """None when this start timed no step (resumed at its last step, it only evaluates)."""
     return self.timed_steps * self.batch_size / self.timed_s if self.timed_s else None
 
   def elapsed(self):

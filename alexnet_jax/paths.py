@@ -1,9 +1,5 @@
-"""Where a run's files live in its workdir, each named here once.
-
-A local workdir is a `pathlib.Path`, its `~` expanded, exactly as before; a URL (`gs://...`,
-any scheme etils knows) is an `etils.epath.Path`, so that it is not taken for a local folder
-named `gs:` (`pathlib.Path("gs://b/x").resolve()` is `<cwd>/gs:/b/x`).
-"""
+"""Every file of a workdir, named once; `root` is a pathlib.Path locally and an etils.epath.Path
+for a URL (gs://...), which pathlib would take for a local folder named `gs:`."""
 import pathlib
 
 from etils import epath
@@ -38,8 +34,7 @@ def size(path) -> int:
 
 
 def files_under(directory):
-  """The files below `directory`, relative to it and sorted (epath refuses `**` globs, so a URL
-  is walked)."""
+  """The files below `directory`, relative and sorted (a URL is walked: epath refuses `**`)."""
   if isinstance(directory, pathlib.Path):
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
   return sorted(str((folder / name).relative_to(directory))

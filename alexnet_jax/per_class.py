@@ -1,14 +1,6 @@
-"""Per-class results of an evaluation: each class's top-1 and top-5 error in a CSV, the five
-worst classes as text, and below evaluate.CONFUSION_MAX_CLASSES classes a confusion matrix
-as a PNG. Where a network fails is often more telling than its mean error: classes it never
-gets, classes it confuses with one another.
-
-Files, in the workdir, named by the checkpoint's step (an eval_only run of an older step
-does not overwrite the training run's):
-  per_class_step<N>.csv   class,name,count,top1_error,top5_error[,top1_error_10crop,...]
-  confusion_step<N>.png   rows: the true class, columns: the top-1 prediction, each row
-                          divided by its class's count.
-"""
+"""Per-class results of an evaluation (`report_run`): per_class_step<N>.csv, the five worst
+classes, and below evaluate.CONFUSION_MAX_CLASSES classes confusion_step<N>.png
+(docs/after_training.md, "Per-class results")."""
 import csv
 
 import numpy as np
@@ -22,8 +14,7 @@ VIEWS = (("", "centre crop"), ("_10crop", "10 crops"))
 
 
 def write(workdir, step, class_names, results):
-  """Writes the CSV (and the confusion PNG when counted) for `results`, {suffix: evaluate's
-  result with per_class}, suffix "" (centre crop) and/or "_10crop"; returns the paths."""
+  """Writes the CSV (and PNG) of `results`, {"" or "_10crop": evaluate's result}; the paths."""
   path = paths.per_class_csv(workdir, step)
   suffixes = [s for s, _ in VIEWS if s in results]
   counts = results[suffixes[0]]["per_class"]["count"]

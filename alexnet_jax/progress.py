@@ -1,12 +1,6 @@
-"""How far a long loop has got: evaluation, features, data.stats, data.prepare, the skip to a
-resumed position. In a terminal a bar (tqdm) with the rate and the time left; otherwise (a log
-file, CI) a plain line every `every_s` seconds, and a last one when a reported loop ends, so a
-log shows that it was alive without a line per batch.
-
-`time_left` is the training log's estimate. clu's ReportProgress computes an ETA too, but from
-the steps alone and into a work unit's notes (a logging.info line outside XManager); the time
-left here also counts the evaluations still to come, the longest pauses of a run.
-"""
+"""How far a long loop has got: `Progress` (a tqdm bar in a terminal, else a line every 30 s),
+`skip` to a resumed position, and `time_left`, the training log's estimate
+(docs/progress_and_profile.md)."""
 import sys
 import time
 
@@ -24,10 +18,8 @@ def format_duration(seconds):
 
 
 def time_left(done, total_steps, eval_every, step_time, eval_s, ten_crop):
-  """(seconds to the end of a training run, seconds to its next evaluation) when `done` steps
-  are done and logged: the steps left at `step_time` each, plus the evaluations still to run
-  (every `eval_every` steps, `done` included, and at the last step) at `eval_s` each (0 before
-  one is timed), the final 10-crop one counted as ten. nan while `step_time` is."""
+  """(seconds to the run's end, to its next evaluation): the steps left at `step_time`, the
+  evaluations left at `eval_s` (0 before one is timed), the final 10-crop one as ten."""
   next_eval = min(total_steps, -(-done // eval_every) * eval_every)
   evals = (total_steps - 1) // eval_every - (done - 1) // eval_every + 1
   eval_s = eval_s or 0.0
@@ -36,11 +28,8 @@ def time_left(done, total_steps, eval_every, step_time, eval_s, ten_crop):
 
 
 class Progress:
-  """Counts `unit`s of a task of `total` (None: unknown); use as a context manager.
-
-  `active=False` shows nothing (processes other than 0). `stream` defaults to stderr, so that
-  stdout keeps only the run's own lines; a bar only when it is a terminal.
-  """
+  """Counts `unit`s of `total` (None: unknown) on stderr, nothing when not `active`; a context
+  manager."""
 
   def __init__(self, total, what, *, unit="images", every_s=30.0, stream=None, active=True,
                clock=time.monotonic):
@@ -112,9 +101,8 @@ def _isatty(stream):
 
 
 def skip(ds, n, what="skipping to the resumed position", every=1024, active=True):
-  """`ds.skip(n)` that reports its progress: a TFDS stream must read (not decode) every record
-  before the resumed position, minutes on ImageNet. The count is taken inside tf.data every
-  `every` records, so the skipped elements are the same as plain `skip`'s."""
+  """`ds.skip(n)` with a progress bar (a TFDS stream reads every record before the resumed
+  position: minutes on ImageNet); the same elements as plain `skip`."""
   import tensorflow as tf  # Only the input needs it.
   if n < every:
     return ds.skip(n)

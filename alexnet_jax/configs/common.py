@@ -1,9 +1,5 @@
-"""Pieces shared by several configs and by experiments/ (as big_vision's configs/common.py).
-
-Here rather than in experiments/ or the model code so that a config imports only
-ml_collections and other configs: experiments/cifar10_data.py imports the CIFAR-10 configs,
-so they cannot import it back.
-"""
+"""What several configs and experiments/ share (as big_vision's configs/common.py): the cache
+folder, CIFAR-10's root and its nets' `cifar_model_config`; configs import only configs."""
 import os
 
 import ml_collections

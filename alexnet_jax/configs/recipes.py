@@ -1,16 +1,8 @@
-r"""Three ways to train the paper's network, each a config argument by name:
+r"""Three recipes by name: `paper` (section 5 as printed), `cuda_convnet` (the authors' layer
+files, cuda-convnet2's layers-imagenet-2gpu-model.cfg) and `caffe` (bvlc_alexnet's prototxts);
+experiments/README.md, "Three recipes on Tiny ImageNet", has what each did.
 
     python -m alexnet_jax.main --config=configs/paper.py:caffe ...
-    python -m alexnet_jax.main --config=configs/tiny_imagenet.py:cuda_convnet ...
-
-* `paper`: section 5 as printed (configs/paper.py without an argument).
-* `cuda_convnet`: what the authors' own layer files ran (akrizhevsky/cuda-convnet2,
-  layers/layers-imagenet-2gpu-model.cfg and layers/layer-params-imagenet-2gpu-model.cfg).
-* `caffe`: BVLC/caffe's models/bvlc_alexnet (train_val.prototxt, solver.prototxt), the
-  replication whose readme says biases of 1 "gave flat loss".
-
-experiments/README.md, "Three recipes on Tiny ImageNet", has what each did at full width on
-200 classes.
 """
 NAMES = ("paper", "cuda_convnet", "caffe")
 # One ImageNet epoch, in images: Caffe's schedule is written in iterations of 256.

@@ -1,4 +1,1 @@
-"""Input data for paper section 4.1: sources, augmentation, statistics, generated images.
-
-The training loop uses `alexnet_jax.input_pipeline`; these modules are its parts.
-"""
+"""The host's input (sections 2, 4.1): `input_pipeline` and its sources, decoding, statistics."""

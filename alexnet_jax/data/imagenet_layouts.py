@@ -1,31 +1,6 @@
-r"""ImageNet (ILSVRC-2012) read in the layouts it ships in, without TFDS (source "imagenet"):
-
-  tars       <root>/ILSVRC2012_img_train.tar       a tar of 1,000 <wnid>.tar, one a class
-             <root>/ILSVRC2012_img_val.tar         ILSVRC2012_val_00000001.JPEG ..., flat
-             <root>/ILSVRC2012_devkit_t12.tar.gz   data/meta.mat and
-                                                   data/ILSVRC2012_validation_ground_truth.txt
-  kaggle     <root>/ILSVRC/Data/CLS-LOC/train/<wnid>/*.JPEG and .../val/*.JPEG (flat),
-             <root>/LOC_synset_mapping.txt (wnid names, a class a line) and
-             <root>/LOC_val_solution.csv (ImageId,PredictionString: the wnid first)
-  extracted  <root>/train/<wnid>/*.JPEG, <root>/val/*.JPEG (flat), and the validation labels in
-             <root>: the devkit (ILSVRC2012_devkit_t12/ or its .tar.gz, or meta.mat beside
-             ILSVRC2012_validation_ground_truth.txt), LOC_val_solution.csv, or val_labels.txt
-             ("<file> <wnid>" a line)
-
-The tars are extracted once into config.data.extract_dir (default: root itself) as train/<wnid>/
-and val/, which is then the extracted layout; the devkit is read inside its .tar.gz. A folder
-counts as extracted only when it holds the record of its tar (size, mtime), written once every
-member came out whole; a replaced tar is extracted again.
-
-A class's label is its wnid's position in sorted order: TFDS (imagenet2012_labels.txt),
-torchvision (ImageFolder sorts the class folders) and Caffe (data/ilsvrc12/synsets.txt) number
-the 1,000 classes alike, and an image-folder copy (`python -m alexnet_jax.data.prepare`) gives
-the same labels again. The devkit's ILSVRC2012_IDs are another order (by WordNet hierarchy):
-its ground truth is mapped id -> wnid -> sorted position, never used as a label directly; that
-confusion is the validation run at 0.1% top-1. Class names are the wnids, so a prepared copy's
-class folders are the wnids. Anything missing or inconsistent (a labels file, a class's folder,
-a validation image's label) stops with one line naming it: reading on would score wrong labels.
-"""
+"""ImageNet read without TFDS in the layouts it ships in, its tars, Kaggle's or extracted folders
+(config.data.source="imagenet"): `read_split`; labels are the wnids' sorted positions
+(docs/design.md, "ImageNet's layouts")."""
 import csv
 import io
 import json
@@ -89,10 +64,8 @@ def locate(root, extract_dir):
 
 
 def extract_tars(root, out):
-  """Each tar into out/val/ and out/train/<wnid>/ (the small one first: it fails sooner),
-  once: a folder holding its tar's record (size and mtime) is kept, one extracted from another
-  tar is extracted again, one without a record is refused (it may be an extraction cut short).
-  Files go to <folder>.partial first, renamed with the record once every member came out whole."""
+  """Each tar into out/val/ and out/train/<wnid>/ once, val first, through <folder>.partial
+  and its tar's record (docs/design.md)."""
   for tar_name, folder, nested in ((VAL_TAR, "val", False), (TRAIN_TAR, "train", True)):
     tar_path, final = os.path.join(root, tar_name), os.path.join(out, folder)
     if not os.path.isfile(tar_path):
@@ -141,9 +114,7 @@ def _extract(tar_path, out, nested):
 
 
 def _whole_members(tar, name):
-  """(member, its data) of each file of `tar`, which must end with its end-of-archive block:
-  tarfile reads a tar cut at a member boundary as a shorter whole one. (A member cut short
-  raises tarfile.ReadError as its data is read.)"""
+  """(member, data) of each file of `tar`, which must end with its end-of-archive block."""
   for member in tar:
     if member.isfile():
       yield member, tar.extractfile(member)
@@ -175,9 +146,8 @@ def _read_record(folder):
 
 
 def _devkit_file(folders, name):
-  """(where, bytes, the .tar.gz read or None) of the devkit's data/<name> from the first folder
-  that has it (extracted devkit, the file itself, or inside the .tar.gz); Nones when none has
-  it."""
+  """(where, bytes, the .tar.gz or None) of the devkit's data/<name>, extracted, alone or in
+  its .tar.gz, from the first folder that has it; Nones when none has."""
   for folder in folders:
     for path in (os.path.join(folder, DEVKIT, "data", name), os.path.join(folder, name)):
       if os.path.isfile(path):
@@ -198,8 +168,7 @@ def _devkit_file(folders, name):
 
 
 def read_meta(path, data):
-  """{ILSVRC2012_ID: wnid} of the leaf synsets of the devkit's meta.mat (ids 1..1000 in the
-  real one; its other 860 synsets are WordNet ancestors with children)."""
+  """{ILSVRC2012_ID: wnid} of the leaf synsets of the devkit's meta.mat."""
   import scipy.io  # Imported here: only a devkit needs it.
   try:
     synsets = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True)["synsets"]
@@ -215,8 +184,7 @@ def read_meta(path, data):
 
 
 def class_wnids(layout, root, images):
-  """(the classes' wnids sorted, the class list's file): from the devkit's meta.mat or
-  LOC_synset_mapping.txt where present (then each must have its training folder), else the
+  """(sorted wnids, their list's file): meta.mat's, LOC_synset_mapping.txt's, or else the
   training folders' (file None)."""
   folders = [images, root]
   path, data, _ = _devkit_file(folders, META)
@@ -244,8 +212,7 @@ def class_wnids(layout, root, images):
 
 
 def train_files(folder, wnids, class_list):
-  """[(path, wnid)] of train/<wnid>/*.JPEG; each listed wnid needs its folder, and each folder
-  must be a listed class."""
+  """[(path, wnid)] of train/<wnid>/*.JPEG: a folder for each listed wnid, and no other."""
   if not os.path.isdir(folder):
     raise errors.MissingFileError(f"No training folder {folder} (train/<wnid>/*.JPEG).")
   present = {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))}
@@ -271,9 +238,8 @@ def train_files(folder, wnids, class_list):
 
 
 def val_files(layout, root, images, index, class_list):
-  """[(path, wnid)] of val/*.JPEG in sorted file order, each with its label file's wnid; every
-  file needs a label and every label its file, and where the classes are the training folders
-  (no class list), each needs a label."""
+  """[(path, wnid)] of val/*.JPEG, sorted: a label for each file and each class folder, a file
+  for each label."""
   folder = os.path.join(images, "val")
   if not os.path.isdir(folder):
     raise errors.MissingFileError(f"No validation folder {folder} (val/*.JPEG, flat).")
@@ -306,9 +272,8 @@ def val_files(layout, root, images, index, class_list):
 
 
 def _labels_file(layout, root, images):
-  """(the first labels file found, a function of (class index, class list's name) giving
-  {file name: wnid}). A missing one, or the devkit's ground truth without its meta.mat, stops
-  here, before the tars are extracted."""
+  """(the first labels file, f(class index, list name) -> {file: wnid}); refused here, before
+  any extraction, when missing (or the ground truth without meta.mat)."""
   folders = [images, root]
   path, data, tar_path = _devkit_file(folders, GROUND_TRUTH)
   if data is not None:

@@ -1,25 +1,11 @@
-r"""Writes a dataset once at the paper's fixed 256x256 resolution (section 2) as an image folder.
-
-Decoding full-size photos is most of the input pipeline's cost; decoding 256x256 JPEGs is
-several times cheaper. For ImageNet:
+r"""A dataset written once at section 2's 256x256 as out/<split>/<class>/<name>.jpg, which
+decodes several times faster than full-size photos; a killed copy goes on where it stopped
+(docs/design.md, "Prepared copies"):
 
     python -m alexnet_jax.data.prepare --config=configs/paper.py --out=/data/imagenet256
     python -m alexnet_jax.main --config=configs/paper.py --workdir=workdirs/paper \
         --config.data.source=folder --config.data.root=/data/imagenet256 \
         --config.data.eval_split=validation
-
-ImageNet as it ships (the ILSVRC2012 tars with the devkit, the Kaggle download, or extracted
-folders with a flat val/ and a labels file; data/imagenet_layouts.py) is read the same way with
-`--config.data.source=imagenet --config.data.root=DIR`: its copy's splits are train and val,
-its class folders the wnids.
-
-Each image is rescaled so its shorter side is 256 and centre-cropped to 256x256, then stored as
-JPEG (quality --quality): out/<split>/<class>/<name>.jpg. Class folders keep the source's
-class order (prefixed with the class id where the names would not sort into it). Every split is
-listed and checked before the first image is written. Each image is written under a temporary
-name and renamed once whole; out/prepare_in_progress.json marks the copy unfinished until
-out/manifest.json (counts per class, source, settings) is written last, so the same command
-after a kill goes on from the images written, and the folder source refuses an unfinished copy.
 """
 import json
 import os
@@ -42,8 +28,7 @@ def class_folders(names):
 
 
 def prepare(config, split_names, out, quality=95):
-  """Writes the splits under `out` with the in-progress mark, then the manifest; returns
-  {split: images}."""
+  """Writes the splits under `out`, marked unfinished until the manifest; {split: images}."""
   with sources.listed_once():
     for name in split_names:  # Labels, classes, tars: all checked before anything is written.
       sources.open_checked_split(config, name)
@@ -58,9 +43,8 @@ def prepare(config, split_names, out, quality=95):
 
 
 def _begin(config, split_names, out, quality):
-  """The manifest to fill, once `out` is marked unfinished. Refuses a copy that data.prepare
-  wrote with other settings, and split folders it did not write (no mark, no manifest): their
-  files may be cut short."""
+  """The manifest to fill, `out` marked unfinished; refuses a copy of other settings and split
+  folders data.prepare did not write (their files may be cut short)."""
   d = config.data
   settings = dict(source=d.source, root=os.path.abspath(os.path.expanduser(d.root)) if d.root
                   else "", name=d.name if d.source == "tfds" else "",
@@ -90,8 +74,7 @@ def _begin(config, split_names, out, quality):
 
 
 def write_split(config, split_name, out, quality=95):
-  """Writes one split under out/<split_name>; the images already there are kept, so a rerun
-  goes on where a kill stopped. Returns the number of images of the split there."""
+  """Writes one split under out/<split_name>, keeping the images there; returns their count."""
   split = sources.open_checked_split(config, split_name)
   folder = os.path.join(out, split_name)
   # Class folders are made as their first image comes: the folder source refuses an empty one.
@@ -131,8 +114,7 @@ def write_split(config, split_name, out, quality=95):
 
 
 def _records_to_write(config, split, folders, done):
-  """(data, label, file name stem) of the records whose file is not in `done`, how many, and
-  their paths (None for a TFDS split)."""
+  """(data, label, stem) of the records not `done`, their count, their paths (TFDS: None)."""
   if split.builder is None:
     stems = np.array([os.path.splitext(os.path.basename(p))[0] for p in split.paths])
     todo = np.array([k for k, (label, stem) in enumerate(zip(split.labels, stems))
@@ -152,8 +134,7 @@ def _records_to_write(config, split, folders, done):
 
 
 def _whole_files(folder):
-  """{"<class>/<file>"} of the images in folder/<class>/; what a kill left half-written (a
-  TMP file) is removed."""
+  """{"<class>/<file>"} of the images in folder/<class>/; a kill's TMP files are removed."""
   done = set()
   for name in os.listdir(folder) if os.path.isdir(folder) else ():
     path = os.path.join(folder, name)

@@ -1,13 +1,6 @@
-"""Where images come from: TFDS datasets by name, image folders, ImageNet's own layouts, Tiny
-ImageNet, and the generated set.
-
-A split is either *indexed* (a list of files with labels, so any example can be read at
-random: image folders and the generated set) or *streamed* (TFDS record files, read in their
-stored order and shuffled through a buffer). `open_split` returns one `Split` for both, and
-`records` reads either as (encoded image, label) pairs for training, evaluation, statistics
-and `prepare`. An image folder that `prepare` wrote is read only once it is whole: its
-manifest's counts, no in-progress mark.
-"""
+"""Where images come from (TFDS, image folders, ImageNet's layouts, Tiny ImageNet, the
+generated set): `open_split` gives a `Split`, indexed (a file list) or streamed (TFDS), and
+`records` reads either as (encoded image, label)."""
 import contextlib
 import dataclasses
 import json
@@ -50,9 +43,7 @@ _LISTED = None  # Within listed_once: {(data config, split, checked): Split}.
 
 @contextlib.contextmanager
 def listed_once():
-  """Within it, each split is listed (and, with on_corrupt="skip", checked) once: a run lists
-  its splits at the start, and each evaluation and resume takes that listing. A 1.28M-file
-  folder on a network filesystem takes minutes to walk."""
+  """Within it each split is listed (and checked) once: 1.28M files take minutes to walk."""
   global _LISTED
   outer = _LISTED
   _LISTED = {} if outer is None else outer
@@ -76,9 +67,8 @@ def eval_split_name(config):
 
 
 def open_split(config, split):
-  """The split `split` of config.data.source; an indexed split keeps at most
-  config.data.max_train_per_class (training split) or max_eval_per_class (any other) images of
-  each class, the first in its listed order (0: all)."""
+  """`split` of config.data.source, an indexed one cut to max_train_per_class (training) or
+  max_eval_per_class images a class, the first listed (0: all)."""
   return _remembered("listed", config, split, lambda: _open_split(config, split))
 
 
@@ -133,8 +123,7 @@ def _per_class(split, limit):
 
 
 def open_checked_split(config, name):
-  """open_split; under config.data.on_corrupt="skip", without (and reporting) the files that do
-  not decode. "stop" keeps them: the input pipeline stops with their paths when one fails."""
+  """open_split, without the files that do not decode under on_corrupt="skip" (said)."""
   if config.data.on_corrupt not in ("stop", "skip"):
     raise errors.ConfigError(f"config.data.on_corrupt={config.data.on_corrupt!r}: 'stop' or "
                              "'skip'.")
@@ -188,8 +177,7 @@ def class_files(folder):
 
 
 def _check_prepared(root, split, counts):
-  """Refuses a copy that data.prepare started and did not finish, or whose split no longer
-  holds what its manifest counts; a folder without either file is any image folder."""
+  """Refuses a data.prepare copy unfinished, or whose split differs from its manifest."""
   rerun = "rerun the data.prepare command that wrote it, which goes on from the files written"
   if os.path.exists(os.path.join(root, PREPARING)):
     raise errors.ConfigError(f"{root} is a copy that data.prepare started and did not finish "
@@ -214,8 +202,7 @@ def tfds_manual_dir(config, builder):
 
 
 def tfds_builder(config):
-  """The prepared TFDS builder for config.data.name; builds it from the manual directory (or
-  downloads it) the first time."""
+  """config.data.name's TFDS builder, built (from the manual directory) the first time."""
   import tensorflow_datasets as tfds  # Imported here: only this source needs it.
   data_dir = os.path.expanduser(config.data.tfds_data_dir) if config.data.tfds_data_dir else None
   builder = tfds.builder(config.data.name, data_dir=data_dir)
@@ -240,14 +227,9 @@ def tfds_builder(config):
 
 
 def records(config, split, *, slice_index=0, slice_count=1, indices=None, file_seed=None):
-  """(encoded image bytes, int32 label) of `split`: the one way examples are read.
-
-  Without `indices`: slice `slice_index` of `slice_count` disjoint slices that together are the
-  split, in stored order (tfds.even_splits for streamed splits, `slice_bounds` for indexed ones);
-  for a streamed split with `file_seed`, its record files in an order that seed fixes.
-  With `indices` (indexed splits only): a dataset of int64 example indices, or of tuples
-  starting with one, read in its order; a tuple's other elements follow the label.
-  """
+  """(encoded image, int32 label) of one of `slice_count` disjoint slices of `split` in stored
+  order (a streamed one's files in `file_seed`'s order), or of an indexed split's `indices`
+  (int64, or tuples led by one whose rest follows the label)."""
   if indices is None and split.builder is not None:
     return _tfds_records(config, split, slice_index, slice_count, file_seed)
   if split.paths is None:
@@ -290,11 +272,10 @@ def slice_bounds(n, slice_count):
 
 
 def find_unreadable(paths, threads=0):
-  """[(path, error)] for the files that fail to decode, using the pipeline's own decoder at
-  1/8 scale where possible (fast: it still reads every byte of the entropy-coded data)."""
+  """[(path, error)] of the files the pipeline's decoder (at 1/8 scale) refuses."""
   paths = np.asarray(paths)
   decode = lambda i: decoding.decode_and_centre_crop(tf.io.read_file(tf.gather(paths, i)), 32)
-  # The sum keeps the decode alive: a static shape alone would let grappler prune it.
+  # The sum keeps the decode alive: grappler would prune it.
   ds = tf.data.Dataset.range(len(paths)).map(
       lambda i: (i, tf.reduce_sum(decode(i))),
       num_parallel_calls=threads or tf.data.AUTOTUNE).ignore_errors()

@@ -1,13 +1,8 @@
-r"""Training-set statistics: the mean image (section 2) and, for the colour noise of 4.1, the
-eigenvectors and eigenvalues of the 3x3 covariance of RGB pixel values, both on the 0-255 scale
-of the 256x256 images.
-
-Computed once per dataset by
+r"""Training-set statistics: the mean image (section 2) and the RGB covariance's eigenvectors and
+eigenvalues (4.1's colour noise), 0-255; `load_stats` reads them (the generated set's are made
+on first use). Once per dataset, into config.data.cache_dir or config.data.stats_file:
 
     python -m alexnet_jax.data.stats --config=configs/paper.py [--config.data.x=y ...]
-
-and stored under config.data.cache_dir (or at config.data.stats_file), where `load_stats`
-finds them. For the generated set `load_stats` computes them on first use instead (seconds).
 """
 import hashlib
 import os
@@ -29,8 +24,7 @@ def stats_path(config):
 
 
 def dataset_key(config):
-  """Names the training split and image size the statistics describe; stored in the file, so
-  that statistics of another dataset are refused, also when config.data.stats_file names it."""
+  """Names the training split and size described; stored, so others' statistics are refused."""
   d, size = config.data, config.data.resize_size
   if d.source == "tfds":
     key = f"tfds-{d.name}-{d.train_split}-{size}"
@@ -46,11 +40,8 @@ def dataset_key(config):
 
 
 def _images(config, split, max_images):
-  """The training split as float32 [b, 256, 256, 3] batches: all of it, or a sample seeded by
-  config.seed of `max_images`. An indexed split (folder, generated) draws it uniformly; a TFDS
-  split, which can only be streamed, reads its record files in a seeded order through a seeded
-  shuffle buffer of config.data.shuffle_buffer records: files at random, and within the files
-  read, a mix of records from their first few thousand."""
+  """The training split's decoded batches, or a config.seed sample of `max_images`: uniform from
+  an indexed split, from a TFDS one files at random through a seeded shuffle buffer."""
   size = config.data.resize_size
   sample = 0 < max_images < split.num_examples
   if split.paths is None:

@@ -1,38 +1,13 @@
-"""Stopping on SIGTERM or SIGINT at a step every process agrees on, so that it can be saved.
-
-A preemptible TPU VM, SLURM's time limit and Kubernetes send SIGTERM some seconds (30 by
-default on Kubernetes) before they kill the process; Ctrl-C sends SIGINT. The training loop
-asks `should_stop(step)` after every step; when it answers True the loop saves that step,
-waits for the checkpoint to be committed, prints one line and exits with `EXIT_STATUS`. A
-second signal of the same kind stops the process at once (Ctrl-C twice).
-
-One process: a Python handler notes the signal. Several processes (jax.distributed): a
-signal reaches one host, not all, and each process must save the same step or the collective
-save would hang. `jax.distributed.initialize` starts JAX's preemption service, which catches
-SIGTERM itself (in C++, so no Python handler may replace it) and lets every process find, through
-`multihost_utils.reached_preemption_sync_point`, the first step after the notice that all of
-them reach. SIGINT is passed on to it as a SIGTERM to this process.
-
-Usage (every process, the same steps):
-
-    preemption.install()
-    for step in range(start, total):
-      ...train one step...; done = step + 1
-      if preemption.should_stop(done):
-        ...save `done`, wait for it...
-        print(preemption.stop_line(done, checkpoint_dir))
-        sys.exit(preemption.EXIT_STATUS)
-    preemption.uninstall()
-"""
+"""Stopping on SIGTERM or SIGINT at a step every process agrees on, so that it is saved:
+`install`, `should_stop(step)` after every step, `stop_line`, `EXIT_STATUS`; docs/design.md,
+"Preemption"."""
 import logging
 import os
 import signal
 
 import jax
 
-# EX_TEMPFAIL (sysexits.h): "a temporary failure; the user is invited to retry". Not 143
-# (128 + SIGTERM): a scheduler reports that for a process its SIGTERM killed, and this exit
-# says the opposite: the step was saved and the same command resumes there.
+# EX_TEMPFAIL, "the user is invited to retry": not 143, which says SIGTERM killed the process.
 EXIT_STATUS = 75
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -72,11 +47,8 @@ def uninstall():
 
 
 def should_stop(step):
-  """True when the loop must save `step` and stop; every process gets True at the same step.
-
-  Call it after every step on every process with the same `step` (the count of steps done),
-  as JAX's sync point needs.
-  """
+  """True when the loop must save `step` (steps done) and stop, on every process alike; call it
+  after every step on every process."""
   if _several_processes() and jax.config.jax_enable_preemption_service:
     from jax.experimental import multihost_utils
     return bool(multihost_utils.reached_preemption_sync_point(int(step)))

@@ -1,9 +1,5 @@
-"""Which network `config.model` describes, decided here and nowhere else.
-
-`config.model.name` is "alexnet" (nets/alexnet.py, the paper's two-tower network) or "cifar4"
-(nets/cifar.py, cuda-convnet's CIFAR-10 nets of figure 1 and section 3.3). Everything else asks
-this module: the config check, the initial parameters, the Flax module for a mesh, the name.
-"""
+"""The networks, and which one `config.model.name` means, decided here alone: "alexnet" or
+"owt" (nets/alexnet.py), "cifar4" (nets/cifar.py); `check_config`, `init_params`, `make_module`."""
 import functools
 
 import jax

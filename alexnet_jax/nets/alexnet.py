@@ -1,25 +1,6 @@
-"""The network of section 3 and figure 2, written per tower.
-
-Every parameter has a leading tower axis: 2 in the global parameters, and inside `shard_map`
-either 1 (model=2: one tower per device, as each GTX 580 held one) or 2 (model=1: one device
-computes both). Each local tower runs its own ungrouped convolution: a grouped convolution
-(`feature_group_count=2`, or `vmap` over the towers) is much slower in its backward pass on CPU
-(benchmarks/README.md, "Choices in the code made for speed on a CPU").
-config.model.tower_conv="grouped" keeps the grouped form, and the other fields of
-layers.VARIANTS other ways to compute the same network, to time on accelerators.
-
-conv2, conv4 and conv5 see only their own tower's maps; the inputs of conv3, fc6, fc7 and fc8
-are both towers' maps, concatenated over channels (tower 0 first) and exchanged through
-`lax.all_gather` over the `model` axis (section 3.2). fc8 is split too: each tower owns
-`num_classes / 2` logits, and the two halves are gathered once more for the softmax.
-
-Inputs are 224x224 as the paper writes (3.5, 4.1); conv1 gives 55x55 from them as the authors'
-cuda-convnet did, its last row and column of filters overhanging the image by 3 zero pixels
-(`conv1_overhang`). 227x227 inputs (Caffe's convention) tile exactly and give the same maps.
-
-No mesh code lives here: the module only names the `model` and `data` axes, and with both
-names set to None it runs on one device without `shard_map` (used by `init_params`).
-"""
+"""Figure 2's network, written per tower (sections 3, 3.2), and the 2014 one's column ("owt"):
+`AlexNet`, the one forward pass every layout runs through its exchange (`Towers` here),
+`init_params` (section 5), `check_config`; docs/design.md, "The network"."""
 import dataclasses
 import functools
 import math
@@ -34,14 +15,11 @@ from jax import lax
 from alexnet_jax import errors
 from alexnet_jax.nets import layers
 
-# Per-tower widths at width 1.0 (figure 2: 48+48, 128+128, 192+192, 192+192, 128+128 kernels,
-# 2048+2048 units in fc6 and fc7).
+# Figure 2's widths per tower at width 1.0.
 TOWER_CHANNELS = {"conv1": 48, "conv2": 128, "conv3": 192, "conv4": 192, "conv5": 128,
                   "fc6": 2048, "fc7": 2048}
 NUM_TOWERS = 2
-# "owt": the one column of Krizhevsky 2014, "One weird trick" (torchvision's alexnet): 64, 192,
-# 384, 256, 256 kernels, 4096 units; conv1 padded by 2, no LRN, an average pool to 6x6 after
-# pool5, dropout on the inputs of fc6 and fc7 (the 2012 network drops fc6's and fc7's outputs).
+# "owt": Krizhevsky 2014's one column (torchvision's alexnet), docs/design.md.
 OWT_CHANNELS = {"conv1": 64, "conv2": 192, "conv3": 384, "conv4": 256, "conv5": 256,
                 "fc6": 4096, "fc7": 4096}
 OWT = "owt"
@@ -76,13 +54,8 @@ def conv1_padding(model_cfg):
 
 
 def conv1_overhang(image_size) -> int:
-  """Zero rows (and columns) added below (and right of) the image for conv1.
-
-  cuda-convnet sizes a convolution's output as 1 + ceil((2 * padding + size - filter) / stride)
-  (cuda-convnet2 layer.py, ConvLayer): for the paper's 224 that is 55, and its last row and
-  column of 11x11 filters, at stride 4, overhang the image by (55 - 1) * 4 + 11 - 224 = 3
-  pixels, which read zeros. 227 tiles exactly (Caffe's choice) and needs none.
-  """
+  """Zero rows and columns below and right of the image for conv1: cuda-convnet sizes its
+  output 1 + ceil((size - 11) / 4), 55 at 224, overhanging by 3; 227 tiles exactly."""
   out = 1 + -(-(image_size - 11) // 4)
   return (out - 1) * 4 + 11 - image_size
 
@@ -163,22 +136,13 @@ def bias_value(model_cfg, layer):
   return model_cfg.bias_init if layer in BIASED_LAYERS else 0.0
 
 
-# The layers' own initialiser only gives Flax the shapes it checks against; the values always
-# come from init_params, and AlexNet.init is refused so that nobody gets another initialisation.
+# Shapes for Flax's checks only: the values come from init_params (AlexNet.init is refused).
 _SHAPE_ONLY = nn.initializers.zeros
 
 
 class TowerConv(nn.Module):
-  """One convolution per local tower; kernel [towers, k, k, C_in, C_out].
-
-  grouped: the local towers in ONE convolution instead (config.model.tower_conv="grouped"),
-  feature_group_count=towers over their concatenated inputs, or, with shared_input (conv1 and
-  conv3, whose towers read the same maps), one convolution with the towers' kernels side by
-  side. in_channels > C_in zero-pads the input and the kernel to that many channels
-  (config.model.conv1_channels): the same sums, in a layout some convolution kernels prefer.
-  batch_norm: layers.batch_norm on each tower's outputs, `bias` its shift, with a `scale` and
-  the running `mean` and `var`; while training the batch's moments are sown into "batch_stats".
-  """
+  """One convolution per local tower, kernel [towers, k, k, C_in, C_out]; `grouped` in one
+  (tower_conv), `in_channels` zero-padded (conv1_channels), `batch_norm` sowing the moments."""
   features: int
   kernel_size: int
   stride: int = 1
@@ -256,11 +220,8 @@ class TowerDense(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class Towers:
-  """Where the towers layout keeps arrays and what crosses devices between layers: this device
-  holds `towers` of each layer's towers and its rows of the batch (split over `data_axis`);
-  conv3, fc6, fc7 and fc8 read both towers' maps through `lax.all_gather` over `model_axis`.
-  Both axes None: one device without `shard_map`, both towers on it. parallel/hybrid.py's
-  Hybrid answers the same questions for the 2014 paper's layout."""
+  """The towers layout's exchange: `towers` of each layer's on this device, its rows over
+  `data_axis`, both towers' maps gathered over `model_axis` (both None: one device)."""
   towers: int = NUM_TOWERS
   model_axis: str | None = "model"
   data_axis: str | None = "data"
@@ -307,13 +268,8 @@ class Towers:
             "row_block": lax.axis_index(self.data_axis), "first_tower": first}
 
   def gather(self, h, to="varying"):
-    """Both towers' maps over the last axis, tower 0 first: the only cross-device traffic.
-
-    With both towers on this device (model=1) the all_gather runs over a model axis of one
-    device, and XLA keeps it, with the reduce-scatter that is its transpose.
-    config.model.model1_gathers=False skips it; the logits, which leave shard_map invariant
-    over `model`, become so through a psum over that one device instead. Same numbers.
-    """
+    """Both towers' maps over the last axis, tower 0 first: the only cross-device traffic
+    (model1_gathers=False skips a gather over one device)."""
     x = h[0] if len(h) == 1 else jnp.concatenate(h, axis=-1)
     if self.model_axis is None:
       return x
@@ -333,14 +289,8 @@ class _Params(nn.Module):
 
 
 class AlexNet(nn.Module):
-  """AlexNet, figure 2: the one forward pass of every layout. `config` is `config.model`;
-  `exchange` says which towers, units and rows this device holds and what crosses devices
-  (Towers(towers, model_axis, data_axis) when None, from the fields below).
-
-  Call inside `shard_map` over ("data", "model") (see parallel.make_apply), or with
-  `model_axis=data_axis=None` and `towers=2` on one device. `rng` is needed only when training
-  with dropout. Parameters come from `init_params`; `check_config` vets the config first.
-  """
+  """Figure 2's forward pass for every layout, inside shard_map or (both axes None) on one
+  device; `exchange` says what this device holds and what crosses devices (Towers if None)."""
   config: ml_collections.FrozenConfigDict
   towers: int = NUM_TOWERS
   model_axis: str | None = "model"
@@ -356,8 +306,7 @@ class AlexNet(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC, train: bool = False, rng=None, micro=None):
-    """micro: (index, count) when this call is micro-batch `index` of `count` of one step
-    (config.train.accum_steps): the dropout masks are then the big batch's rows."""
+    """micro: (index, count) of a step's micro-batches, whose dropout masks are the step's."""
     cfg = self.config
     total = towers_of(cfg)
     ex = self.exchange or Towers(min(self.towers, total), self.model_axis, self.data_axis,
@@ -435,10 +384,8 @@ class AlexNet(nn.Module):
     return self._each(maps, f"pool{i}", [self._pool(y) for y in h])
 
   def _lrn_across(self, h, norm, ex):
-    """LRN over both towers' channels as one stack (config.model.lrn_across_towers): Caffe ran
-    its two groups on one device, so a window near a tower's edge reaches into the other
-    tower's maps. With one tower per device the lrn_n // 2 edge channels of the neighbouring
-    towers come across the model axis; the outermost channels still see zeros beyond them."""
+    """LRN over both towers' channels as one stack (lrn_across_towers), the neighbours' edge
+    channels fetched over the model axis."""
     x, r, width = jnp.concatenate(h, axis=-1), self.config.lrn_n // 2, h[0].shape[-1]
     if ex.model_axis is not None and len(h) < towers_of(self.config) and r:
       if r > x.shape[-1]:
@@ -480,11 +427,8 @@ def adaptive_average_pool(x_BHWC, size):
 
 
 def init_params(model_cfg, rng):
-  """Global parameters (tower axis 2), initialised as in section 5: weights N(0, weight_std),
-  biases by `bias_value`. The only initialisation of the network (AlexNet.init is refused):
-  all kernels come from ONE normal draw, sliced in layer order, so XLA compiles one
-  random-number loop instead of sixteen, which compiles faster (benchmarks/README.md).
-  """
+  """The global parameters as section 5 initialises them, every kernel sliced from one normal
+  draw (one random-number loop to compile, not sixteen)."""
   check_config(model_cfg)
   shapes = param_shapes(model_cfg)
   sizes = [math.prod(shapes[layer][0]) for layer in LAYERS]
@@ -503,10 +447,8 @@ def init_params(model_cfg, rng):
 
 
 def _weight_std(model_cfg, layer, kernel_shape):
-  """Section 5's N(0, weight_std) for init="paper", or the layer's own standard deviation
-  where config.model.layer_weight_std gives one (> 0: the authors' layer files and Caffe's
-  differ from the paper per layer); init="he" (an ablation, not the paper) scales each layer by
-  sqrt(2 / fan_in), which starts learning at once in narrow networks."""
+  """init="paper": weight_std, or layer_weight_std's where > 0 (the recipes'); "he" (an
+  ablation): sqrt(2 / fan_in), which starts learning at once in narrow networks."""
   if model_cfg.init == "paper":
     own = model_cfg.layer_weight_std.get(layer, 0.0)
     return own if own > 0 else model_cfg.weight_std

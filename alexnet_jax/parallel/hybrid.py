@@ -1,27 +1,6 @@
-"""config.mesh.layout="hybrid": Krizhevsky 2014, "One weird trick for parallelizing
-convolutional neural networks", on the (data, model) mesh of parallel.make_mesh.
-
-conv1-conv5 (5% of the parameters, most of the work) run data-parallel over EVERY device: each
-device computes both towers' convolutions for its rows of the batch, with the conv parameters
-replicated; shard_map's transpose all-reduces their gradients. fc6-fc8 (95% of the
-parameters, little work) run model-parallel over every device, on the whole batch: the pool5
-features of all rows are gathered once (the 2014 paper's "all at once" variant: one all-gather
-whose transpose is one reduce-scatter, where the one-part-at-a-time variant would issue N
-smaller exchanges, each of the same total bytes and N times the latency).
-
-Which device holds what, with D = mesh data size and M = 2 (one tower per model index):
-  batch rows    device (d, m) holds block d M + m of the global batch      ROWS = (data, model)
-  fc6, fc7      device (d, m) holds tower m's units, block d of D           UNITS = (model, data)
-  fc8           split by its INPUTS: the rows of fc7's units that device (d, m) holds, so that
-                each device multiplies its own fc7 outputs and the partial logits of all
-                devices are summed by one reduce-scatter onto each device's rows. 1,000
-                classes need not divide by N (16 devices would not divide 500 per tower): fc8
-                is neither padded nor kept whole (kept whole, its gradient all-reduce alone
-                would be 2 x 16 MB).
-The global parameters keep their shapes (tower axis first): a checkpoint serves both layouts.
-The dropout masks are drawn as layers.dropout draws them (tower g of layer l from
-fold_in(fold_in(rng, l), g) over the global batch), each device taking its units' columns.
-"""
+"""config.mesh.layout="hybrid", Krizhevsky 2014's "one weird trick": convolutions data-parallel
+over every device, fc6-fc8 model-parallel over every device (`Hybrid`, `shard_net`, the
+PartitionSpecs); docs/design.md, "Layouts"."""
 import dataclasses
 
 import jax

@@ -1,10 +1,5 @@
-"""The part of Caffe's message definitions (BVLC/caffe src/caffe/proto/caffe.proto) that its
-AlexNet files use: deploy.prototxt (text), the .caffemodel and the mean's .binaryproto (binary).
-
-Built at import time from descriptors, so that no protoc step and no Caffe are needed. Field
-names and numbers are Caffe's: the `layer` messages (LayerParameter, field 100 of
-NetParameter) of Caffe since 2015, and the `layers` ones (V1LayerParameter, field 2) of the
-2014 files, whose types are an enum. Fields not listed here are skipped on reading.
+"""The part of Caffe's caffe.proto its AlexNet files use (NetParameter, BlobProto), built from
+descriptors at import (no protoc, no Caffe), `layer` (2015) and V1 `layers` (2014) alike:
 
     net = caffe_proto.NetParameter.FromString(open("bvlc_alexnet.caffemodel", "rb").read())
 """
