@@ -1,10 +1,5 @@
-"""The computations of training, pure and jitted once: the train state on the (data, model)
-mesh, the loss, the SGD-momentum update of section 5 and LARS (You, Gitman & Ginsburg 2017, for
-large global batches: config.train.optimizer), gradient accumulation over micro-batches
-(config.train.accum_steps: k micro-batches make one step of k times the batch), the training
-step and the evaluation step. train.py runs them; the benchmarks and the commands that read a
-trained run (predict, features, weights) use them without the program around them.
-"""
+"""The jitted computations: `TrainState`, `make_train_step` (section 5's `sgd_momentum` or
+`lars`, `accumulate` over micro-batches) and `make_eval_step`; docs/design.md, "The step"."""
 import functools
 from typing import Any
 
@@ -15,6 +10,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh
 
+from alexnet_jax import errors
 from alexnet_jax import evaluate
 from alexnet_jax import nets
 from alexnet_jax.nets import layers
@@ -80,14 +76,8 @@ def top_k_error(logits_BK, labels_B, k):
 
 def sgd_momentum(params, momentum, grads, learning_rate, *, mu, decay, bias_lr_mult=1.0,
                  bias_decay_mult=0.0):
-  """Section 5, written out: v <- mu v - decay eps w - eps grad;  w <- w + v.
-
-  Weight decay applies to the kernels only by default (bias_decay_mult=0): the paper writes the
-  rule for the weights w, and cuda-convnet's layer files (which trained the paper's net) give
-  the decay `wc` to weights alone. Decaying the biases would also pull section 5's bias of 1
-  back towards 0. The biases' rate is eps x bias_lr_mult (2 in cuda-convnet's epsB and Caffe's
-  lr_mult, 1 in the paper), their decay decay x bias_decay_mult (Caffe's decay_mult).
-  """
+  """Section 5: v <- mu v - decay eps w - eps grad; w <- w + v; the biases at eps x
+  bias_lr_mult, decayed by decay x bias_decay_mult (0: the kernels alone decay)."""
   def velocity(path, w, v, g):
     if path[-1].key == "kernel":
       rate, decay_term = learning_rate, decay * learning_rate * w
@@ -105,13 +95,9 @@ OPTIMIZERS = ("sgd", "lars")
 
 def lars(params, momentum, grads, learning_rate, *, mu, decay, trust, eps=0.0,
          bias_lr_mult=1.0, bias_decay_mult=0.0):
-  """You, Gitman & Ginsburg 2017, algorithm 1, in section 5's form: for each layer's kernel
-  (both towers together: the layer of the one-device network),
-      local = trust ||w|| / (||g|| + decay ||w|| + eps)   (1 where ||w|| or ||g|| is 0),
-      v <- mu v - eps_t local (g + decay w);   w <- w + v.
-  Biases are left to section 5's rule at the global rate (LARS's exclusion of biases and
-  normalisation parameters). Written out rather than optax.lars: optax divides by ||g + decay
-  w|| and keeps its momentum in a chain state, where the train state holds section 5's v."""
+  """You et al. 2017's algorithm 1 for each kernel (both towers): local = trust ||w|| / (||g||
+  + decay ||w|| + eps) (1 where a norm is 0), v <- mu v - eps_t local (g + decay w); w <- w + v.
+  Biases follow section 5's rule."""
   def velocity(path, w, v, g):
     if path[-1].key != "kernel":
       rate = learning_rate if bias_lr_mult == 1.0 else bias_lr_mult * learning_rate
@@ -142,13 +128,8 @@ def merge(x, blocks):
 
 
 def accumulate(loss_fn, params, images_BHWC, labels_B, count, blocks, constrain=lambda x: x):
-  """(loss, logits_BK, grads) of the whole batch as the mean of `count` micro-batches.
-
-  loss_fn(params, images, labels, micro) -> (loss, logits), micro = (index, count). Each
-  micro-batch's loss is its own mean, so their mean is the batch's and so is the gradient's;
-  the dropout masks and crops are the whole batch's (the network reads `micro`). `constrain`
-  keeps each micro-batch's rows on the devices that hold them.
-  """
+  """(loss, logits_BK, grads) of the batch as the mean of `count` micro-batches of
+  loss_fn(params, images, labels, (index, count)), each kept on its devices by `constrain`."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   xs = (split(images_BHWC, blocks, count), split(labels_B, blocks, count),
         jnp.arange(count, dtype=jnp.int32))
@@ -165,25 +146,15 @@ def accumulate(loss_fn, params, images_BHWC, labels_B, count, blocks, constrain=
 
 
 def step_key(config):
-  """The root of the dropout and augmentation keys: jax.random.key(config.seed), of the PRNG
-  config.rng_impl names ("": jax's default, threefry2x32; "rbg" and "unsafe_rbg" draw through
-  XLA's RngBitGenerator, cheaper on accelerators, with other numbers). The initial weights stay
-  threefry's, so a run's starting point does not depend on it."""
+  """The dropout and augmentation keys' root, of config.rng_impl's PRNG ("": threefry2x32;
+  "rbg", "unsafe_rbg": cheaper on accelerators); the initial weights stay threefry's."""
   impl = config.rng_impl
   return jax.random.key(config.seed, dtype=impl) if impl else jax.random.key(config.seed)
 
 
 def make_train_step(config, mesh: Mesh):
-  """Returns train_step(state, batch, learning_rate, consts) -> (state, metrics), jitted once.
-
-  batch = {"image": uint8 [B, R, R, 3], "label": int32 [B]}: B the global batch, sharded over
-  `data`, and R = config.data.resize_size, the images as the host decoded them. The step cuts
-  the training crops itself (preprocess.train_images with `consts`, preprocess.constants
-  placed on every device). learning_rate is a traced scalar, so a schedule may change it
-  between steps without recompiling. The state is donated. The dropout and augmentation keys
-  are fold_in(seed, step): a run resumed from a checkpoint draws the same masks, crops, mirrors
-  and colour noise as one that never stopped.
-  """
+  """train_step(state, batch, learning_rate, consts) -> (state, metrics), jitted once, the
+  state donated: the uint8 global batch cropped on the device, keys fold_in(seed, step)."""
   placed = parallel.layout(config, mesh)
   apply = placed.apply
   mu, decay = config.train.momentum, config.train.weight_decay
@@ -197,14 +168,15 @@ def make_train_step(config, mesh: Mesh):
   blocks = placed.row_blocks
   constrain = lambda x: jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
   if accum > 1 and (not placed.towered or config.train.batch_size % (blocks * accum)):
-    raise ValueError(f"config.train.accum_steps={accum}: AlexNet only, with a batch "
-                     f"({config.train.batch_size}) that divides into {accum} micro-batches "
-                     f"over the {blocks} row blocks of the devices.")
+    raise errors.ConfigError(f"config.train.accum_steps={accum}: AlexNet only, with a batch "
+                             f"({config.train.batch_size}) that divides into {accum} micro-batches "
+                             f"over the {blocks} row blocks of the devices.")
   batch_norm = config.model.norm == "batch"
   if accum > 1 and batch_norm:
-    raise ValueError(f"config.train.accum_steps={accum} with config.model.norm='batch': each "
-                     "micro-batch would be normalised by its own moments, not the step's batch. "
-                     "Use accum_steps=1 (a larger batch over more devices) or another norm.")
+    raise errors.ConfigError(
+        f"config.train.accum_steps={accum} with config.model.norm='batch': each "
+        "micro-batch would be normalised by its own moments, not the step's batch. "
+        "Use accum_steps=1 (a larger batch over more devices) or another norm.")
 
   def train_step(state: TrainState, batch, learning_rate, consts):
     images_BHWC = preprocess.train_images(
@@ -253,7 +225,7 @@ def _update_rule(config):
   """config.train.optimizer: "sgd" (section 5's rule) or "lars" (`lars`)."""
   name = config.train.optimizer
   if name not in OPTIMIZERS:
-    raise ValueError(f"config.train.optimizer={name!r}: use one of {OPTIMIZERS}.")
+    raise errors.ConfigError(f"config.train.optimizer={name!r}: use one of {OPTIMIZERS}.")
   if name == "sgd":
     return sgd_momentum
   return functools.partial(lars, trust=config.train.lars_trust)
@@ -274,3 +246,14 @@ def make_eval_step(config, mesh: Mesh):
     return logits.reshape(x.shape[0], x.shape[1], logits.shape[-1])
 
   return eval_step
+
+
+def eval_mesh(config, mesh: Mesh) -> Mesh:
+  """Where evaluation runs: on one process with the towers split over the devices, both towers
+  on each device and the batch split instead, so that no map crosses devices (the 10 crops
+  ran 1.5x faster so on 2 CPU devices: benchmarks/README.md); elsewhere the training mesh."""
+  if (jax.process_count() == 1 and parallel.layout(config, mesh).name == "towers"
+      and mesh.shape["model"] > 1):
+    return parallel.make_mesh(1, list(mesh.devices.flat))
+  return mesh
+
