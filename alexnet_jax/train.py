@@ -1,6 +1,5 @@
-"""The program that trains and evaluates, `train_and_evaluate`: the set-up, the loop, the
-periodic evaluation, checkpoints, logs and the summary. The jitted computations it runs (the
-train state, the step of section 5, the evaluation step) are in steps.py."""
+"""The program, `train_and_evaluate`: the set-up (`Run`), the loop, periodic evaluation,
+checkpoints and the summary, running steps.py's jitted computations."""
 import collections
 import contextlib
 import dataclasses
@@ -14,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from alexnet_jax import cadence as cadence_lib
 from alexnet_jax import evaluate
-from alexnet_jax import hooks
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
 from alexnet_jax import parallel
@@ -23,6 +22,7 @@ from alexnet_jax import paths
 from alexnet_jax import per_class
 from alexnet_jax import preflight
 from alexnet_jax import preprocess
+from alexnet_jax import profiling
 from alexnet_jax import progress
 from alexnet_jax import report
 from alexnet_jax import schedule as schedule_lib
@@ -50,7 +50,7 @@ class Run:
   slice_count: int            # not its process index: towers on two hosts feed the same rows.
   steps_per_epoch: int
   total_steps: int
-  cadence: hooks.Cadence      # When the loop logs, ends an epoch, evaluates and saves.
+  cadence: cadence_lib.Cadence  # When the loop logs, ends an epoch, evaluates and saves.
   eval_split: str
   writer: metrics.Writer
   mgr: Any                    # orbax CheckpointManager (manager.create).
@@ -65,12 +65,12 @@ def set_up(config, workdir) -> Run:
   preflight.check_run(config, info)
   mesh = parallel.make_mesh(config)
   slice_index, slice_count = parallel.data_slice(mesh)
-  per_epoch, total = hooks.num_steps(config, info)
+  per_epoch, total = cadence_lib.num_steps(config, info)
   workdir = paths.root(workdir)
   return Run(
       config=config, workdir=workdir, info=info, mesh=mesh, slice_index=slice_index,
       slice_count=slice_count, steps_per_epoch=per_epoch, total_steps=total,
-      cadence=hooks.Cadence.of(config, per_epoch, total), eval_split=info["eval_split"],
+      cadence=cadence_lib.Cadence.of(config, per_epoch, total), eval_split=info["eval_split"],
       # An eval-only run leaves the training run's config.json as it is.
       writer=metrics.Writer(workdir, None if config.eval_only else config),
       mgr=manager.create(workdir, max_to_keep=config.checkpoint.max_to_keep),
@@ -80,9 +80,8 @@ def set_up(config, workdir) -> Run:
 
 
 def train_and_evaluate(config, workdir):
-  """Trains `config` in `workdir`, resuming its latest checkpoint; returns the summary dict
-  (or, with config.eval_only, the evaluation's result). Raises preemption.Preempted once a
-  SIGTERM or SIGINT has been answered by saving the step it arrived in."""
+  """Trains `config` in `workdir` from its latest checkpoint; the summary (eval_only: the
+  evaluation). preemption.Preempted once a signal's step is saved."""
   preflight.check_workdir(workdir)
   lock = workdir_lock.acquire(workdir, jax.process_index())  # Before anything is written.
   try:
@@ -141,8 +140,7 @@ def _execute(run: Run):
 
 
 def _restore(run: Run):
-  """(state, extra) to start from: the latest checkpoint (a run resuming), or for eval_only the
-  one config.eval.checkpoint names; None for a fresh run."""
+  """(state, extra) of the latest step (eval_only: config.eval.checkpoint's); None if fresh."""
   abstract = steps.abstract_state(run.config, run.mesh)
   if not run.config.eval_only:
     return manager.restore_for_run(run.mgr, abstract, run.fingerprint,
@@ -153,15 +151,8 @@ def _restore(run: Run):
 
 
 def train(run: Run, state, schedule):
-  """The training loop from `state.step` to the end (or the target error); the summary.
-
-  Each step is dispatched with its batch already on the devices (DEVICE_PREFETCH ahead);
-  before dispatching step t the host waits for step t - train.steps_in_flight to finish, and
-  no longer. The metrics stay on the devices until the next log, epoch, evaluation or
-  checkpoint step fetches them all at once. So a NaN loss stops the run at that next fetch, at
-  most train.log_every_steps steps after it appeared; the checkpoints written before it stay
-  intact (and no save writes non-finite parameters).
-  """
+  """The loop from `state.step` to the end (or the target error), then the summary; step t is
+  dispatched once step t - steps_in_flight is done (docs/design.md, "The training loop")."""
   config, start = run.config, int(state.step)
   finished = _finished_summary(run, start)
   if finished is not None:
@@ -174,10 +165,10 @@ def train(run: Run, state, schedule):
       slice_count=run.slice_count, start_step=start), run.mesh, run.slice_count, DEVICE_PREFETCH,
       on_wait=clock.waited)
   tally, pending, in_flight = _Tally(), [], collections.deque()
-  stuck = hooks.StuckLoss(config.model.num_classes, config.train.stuck_window_steps,
-                          config.train.learning_rate, log=run.writer.print)
-  profile = hooks.make_profile(config.profile_steps, run.workdir, start, run.total_steps,
-                               run.writer.print)
+  stuck = cadence_lib.StuckLoss(config.model.num_classes, config.train.stuck_window_steps,
+                                config.train.learning_rate, log=run.writer.print)
+  profile = profiling.make_profile(config.profile_steps, run.workdir, start, run.total_steps,
+                                   run.writer.print)
   for step in range(start, run.total_steps):
     if profile:
       profile(state, step)
@@ -216,8 +207,7 @@ def wait_for_step(loss):
 
 @dataclasses.dataclass
 class _Tally:
-  """The training metrics fetched so far: this epoch's and this log window's sums, the last
-  finished epoch's means and the last evaluation."""
+  """Fetched metrics: this epoch's and window's sums, the last epoch's means and evaluation."""
   epoch: metrics.Means = dataclasses.field(default_factory=metrics.Means)
   window: metrics.Means = dataclasses.field(default_factory=metrics.Means)
   epoch_train: dict = dataclasses.field(default_factory=dict)
@@ -234,14 +224,14 @@ def _periodic(run: Run, state, schedule, done, lr, clock, tally):
   the run reached train.stop_at_train_error."""
   config, cadence = run.config, run.cadence
   if cadence.logs(done):
-    hooks.log_train(run.writer, cadence, done, tally.window.mean(), lr, clock,
-                    ten_crop=config.eval.ten_crop)
+    cadence_lib.log_train(run.writer, cadence, done, tally.window.mean(), lr, clock,
+                          ten_crop=config.eval.ten_crop)
     tally.window = metrics.Means()
   reached = False
   if cadence.ends_epoch(done):
     tally.epoch_train = tally.epoch.mean()
-    reached = hooks.log_epoch(run.writer, config, done, run.steps_per_epoch, tally.epoch_train,
-                              clock)
+    reached = cadence_lib.log_epoch(run.writer, config, done, run.steps_per_epoch,
+                                    tally.epoch_train, clock)
     tally.epoch = metrics.Means()
   if cadence.evaluates(done) or reached:
     tally.last_eval = _periodic_eval(run, state, schedule, done, clock)
@@ -293,11 +283,8 @@ def _periodic_eval(run: Run, state, schedule, done, clock):
 
 
 def _finish(run: Run, state, schedule, last_eval, epoch_train, clock):
-  """The final 10-crop evaluation, summary.json and a summary a person can read.
-
-  A SIGTERM or SIGINT during the evaluations stops the run before the next batch (the step
-  saved, exit 75) instead of waiting for them; the same command then evaluates again: a run
-  resumed at its last step has no centre-crop result yet, so it computes that one too."""
+  """The final evaluations (a signal stops them before the next batch), summary.json and its
+  text; a run resumed at its last step computes its centre-crop result too."""
   done = int(state.step)
   stop = _final_stop(run, state, schedule, done)
   if last_eval is None and done > 0:
@@ -328,10 +315,8 @@ def _finish(run: Run, state, schedule, last_eval, epoch_train, clock):
 
 
 def _final_stop(run: Run, state, schedule, done):
-  """A check, called before each evaluation batch after the loop: it saves `done` (already
-  saved at the loop's last boundary, so it waits for that save only), prints the stop line and
-  raises Preempted once a signal has come. With several processes each check is one more step
-  of JAX's sync point, whose steps must grow: the loop's last one was `done`."""
+  """stop(), before each evaluation batch: once a signal came, `done` saved, Preempted; each
+  call is one more step of JAX's sync point, past the loop's last."""
   calls = itertools.count(done + 1)
 
   def stop():

@@ -19,7 +19,7 @@ Prints, and writes as JSON:
     is the step above (VARIANTS), and under XLA flags set in a child process (XLA_FLAGS), with
     each one's speed against the default and whether its losses are the default's: the table
     that picks an accelerator's defaults;
-  * with --parts profile: the default step's XLA ops that take longest (alexnet_jax/hooks.py);
+  * with --parts profile: the default step's XLA ops that take longest (alexnet_jax/profiling.py);
   * with --torch: the same network and torchvision's alexnet in PyTorch (benchmarks/torch_nets,
     eager and torch.compile, bfloat16 autocast, channels_last, SGD with momentum) on the same
     device and batches, beside JAX's bfloat16 step, and JAX's images/s over PyTorch's best.
@@ -351,8 +351,8 @@ def _first_ok(rows):
 
 def profile_section(args):
   """The default step's top XLA ops over args.profile_steps steps (config.profile_steps's
-  table, alexnet_jax/hooks.py), after three untraced steps."""
-  from alexnet_jax import hooks
+  table, alexnet_jax/profiling.py), after three untraced steps."""
+  from alexnet_jax import profiling
   config = config_for(args, args.variant_dtype, args.variant_batch)
   step, state, batch, consts = prepared_step(config, args.variant_model)
   n, lr = args.profile_steps, np.float32(0.01)
@@ -367,9 +367,9 @@ def profile_section(args):
       state, m = step(state, batch, lr, consts)
     jax.block_until_ready(m)
     jax.profiler.stop_trace()
-    ops, total = hooks.top_ops(hooks.latest_trace(logdir), n=15)
+    ops, total = profiling.top_ops(profiling.latest_trace(logdir), n=15)
   print(f"  {args.variant_dtype}, batch {args.variant_batch}, model={args.variant_model}, {n} "
-        f"steps, all ops {1e3 * total / n:.2f} ms/step:\n" + hooks.format_top_ops(
+        f"steps, all ops {1e3 * total / n:.2f} ms/step:\n" + profiling.format_top_ops(
             (ops, total), n), flush=True)
   return {"steps": n, "all_ops_ms_per_step": 1e3 * total / n,
           "top_ops": [{"op": op, "ms_per_step": 1e3 * sec / n, "share": sec / total,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import hooks
+from alexnet_jax import cadence
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
@@ -136,16 +136,16 @@ def test_the_train_step_reads_the_multipliers():
 
 def test_the_watch_tells_once_after_a_whole_window_at_chance():
   chance = math.log(200)
-  watch = hooks.StuckLoss(200, window_steps=3, learning_rate=0.01)
+  watch = cadence.StuckLoss(200, window_steps=3, learning_rate=0.01)
   assert watch.add(1, chance * 1.02) is None       # Outside the 1% band.
   assert watch.add(2, chance * 1.005) is None      # In it: the window starts at step 2.
   assert watch.add(3, chance) is None
   assert watch.add(4, chance * 0.995) is not None  # Steps 2-4: three steps.
   assert watch.add(5, chance) is None              # Once.
-  fresh = hooks.StuckLoss(200, window_steps=3, learning_rate=0.01)
+  fresh = cadence.StuckLoss(200, window_steps=3, learning_rate=0.01)
   for step, loss in enumerate([chance, chance, chance * 0.9, chance, chance], 1):
     assert fresh.add(step, loss) is None           # A step out of the band restarts it.
-  assert hooks.StuckLoss(200, 0, 0.01).add(1, chance) is None  # 0 turns it off.
+  assert cadence.StuckLoss(200, 0, 0.01).add(1, chance) is None  # 0 turns it off.
 
 
 @pytest.mark.slow
