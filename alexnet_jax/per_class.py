@@ -5,10 +5,10 @@ import csv
 
 import numpy as np
 
-from alexnet_jax import input_pipeline
 from alexnet_jax import paths
 from alexnet_jax import report as run_files
 from alexnet_jax.checkpoints import faults
+from alexnet_jax.data import input_pipeline
 
 VIEWS = (("", "centre crop"), ("_10crop", "10 crops"))
 

@@ -15,7 +15,6 @@ from jax.sharding import Mesh
 
 from alexnet_jax import cadence as cadence_lib
 from alexnet_jax import evaluate
-from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
 from alexnet_jax import parallel
 from alexnet_jax import paths
@@ -31,6 +30,7 @@ from alexnet_jax.checkpoints import compatibility
 from alexnet_jax.checkpoints import faults
 from alexnet_jax.checkpoints import manager
 from alexnet_jax.checkpoints import weights_file
+from alexnet_jax.data import input_pipeline
 from alexnet_jax.data import sources
 from alexnet_jax.faults import preemption
 from alexnet_jax.faults import workdir_lock

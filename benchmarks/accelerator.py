@@ -394,7 +394,7 @@ def make_photo_folder(root, photos, n):
 
 def time_input(root, batch, batches, threads=0):
   """images/s and CPU ms per image of the training input pipeline on an image folder."""
-  from alexnet_jax import input_pipeline
+  from alexnet_jax.data import input_pipeline
   from alexnet_jax.configs import paper
   config = paper.get_config()
   config.data.update(source="folder", root=str(root), threads=threads, eval_split="train",

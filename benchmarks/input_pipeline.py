@@ -73,7 +73,7 @@ def time_batches(iterator, num_batches, batch, warmup=2):
 
 
 def ours(root, stats_file, threads, batch, num_batches, resize="antialias"):
-  from alexnet_jax import input_pipeline
+  from alexnet_jax.data import input_pipeline
   from alexnet_jax.configs import paper
   config = paper.get_config()
   config.data.update(source="folder", root=str(root), stats_file=str(stats_file),
@@ -174,7 +174,7 @@ def pil_decode(blobs):
 
 def iterator_decode(config, batch, num_batches):
   """The project's train_iterator, one thread; its images and the split rows they are."""
-  from alexnet_jax import input_pipeline
+  from alexnet_jax.data import input_pipeline
   from alexnet_jax.data import sources
   it = input_pipeline.train_iterator(config, batch_size=batch)
   for _ in range(2):

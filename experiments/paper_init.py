@@ -19,8 +19,8 @@ import pathlib
 import jax
 import numpy as np
 
-from alexnet_jax import input_pipeline
 from alexnet_jax import metrics
+from alexnet_jax.data import input_pipeline
 from alexnet_jax.nets import alexnet as model_lib
 from alexnet_jax import parallel
 from alexnet_jax import preprocess

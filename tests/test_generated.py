@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexnet_jax import input_pipeline
 from alexnet_jax.data import generated
+from alexnet_jax.data import input_pipeline
 from alexnet_jax.data import sources
 from tests.small_data import small_config
 

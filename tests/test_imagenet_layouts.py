@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from alexnet_jax import errors
-from alexnet_jax import input_pipeline
 from alexnet_jax import progress
 from alexnet_jax.data import imagenet_layouts
+from alexnet_jax.data import input_pipeline
 from alexnet_jax.data import prepare
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats

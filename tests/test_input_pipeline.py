@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from alexnet_jax import input_pipeline
+from alexnet_jax.data import input_pipeline
 from alexnet_jax.data import sources
 from tests.small_data import digest, small_config, take
 

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from alexnet_jax import input_pipeline
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax.checkpoints import trained_run
+from alexnet_jax.data import input_pipeline
 from alexnet_jax.data import sources
 from alexnet_jax.tools import predict
 

@@ -7,9 +7,9 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from alexnet_jax import input_pipeline
 from alexnet_jax.configs import paper
 from alexnet_jax.data import decoding
+from alexnet_jax.data import input_pipeline
 from alexnet_jax.data import sources
 from alexnet_jax.data import stats
 from tests import imagenet_archive

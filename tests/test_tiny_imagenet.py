@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_jax import input_pipeline
 from alexnet_jax.configs import tiny_imagenet as tiny_config
+from alexnet_jax.data import input_pipeline
 from alexnet_jax.data import sources
 from tests import tiny_config as test_config
 

@@ -1,22 +1,13 @@
-"""The input of paper section 4.1 as tf.data pipelines yielding NumPy batches.
-
-  train_iterator: endless decoded 256x256 uint8 images; batch t depends only on
-    (config.seed, t), so a resumed run sees the same batches.
-  eval_iterator: each example once, last batch padded + masked.
-  dataset_info: class and example counts.
-
-The host only decodes (and rescales, and takes the central square): the crops, mirrors, mean
-subtraction and colour noise of section 4.1 run on the device inside the jitted steps
-(preprocess.py), where they cost little next to the network, and a uint8 batch is a quarter
-of the float32 crops' bytes on the way there. Sources, decoding and statistics live in
-alexnet_jax/data/.
-"""
+"""The host's input (sections 2, 4.1) as tf.data pipelines of uint8 NumPy batches:
+`train_iterator` (batch t a function of (seed, t)), `eval_iterator` (each example once, the
+last batch padded and masked), `dataset_info`, `class_names`."""
 import functools
 import math
 
 import numpy as np
 import tensorflow as tf
 
+from alexnet_jax import errors
 from alexnet_jax import progress
 from alexnet_jax.data import decoded_cache
 from alexnet_jax.data import decoding
@@ -30,7 +21,7 @@ def dataset_info(config):
   if list(evaluation.class_names) != list(train.class_names):
     only_eval = sorted(set(evaluation.class_names) - set(train.class_names))
     only_train = sorted(set(train.class_names) - set(evaluation.class_names))
-    raise ValueError(
+    raise errors.ConfigError(
         f"Split {eval_split!r} has other classes than split {config.data.train_split!r} (only "
         f"in {eval_split!r}: {only_eval[:5] or 'none'}; only in {config.data.train_split!r}: "
         f"{only_train[:5] or 'none'}): labels would not match. Give both the same class "
@@ -45,15 +36,8 @@ def class_names(config):
 
 
 def train_iterator(config, *, batch_size, slice_index=0, slice_count=1, start_step=0):
-  """Endless {"image": uint8 [b, R, R, 3], "label": i32 [b]}, b = batch_size // slice_count,
-  R = config.data.resize_size: the decoded images, which the training step crops, mirrors,
-  centres and colours on the device (preprocess.py).
-
-  Each epoch is a permutation keyed by (seed, epoch), so batch t depends only on (seed, t).
-  The batch is cut into `slice_count` data slices (parallel.data_slice: processes holding the
-  same rows of the batch feed the same slice); slices read disjoint shares of the epoch.
-  With config.data.decoded_cache, the same rows are gathered from the decoded split.
-  """
+  """Endless {"image": uint8 [b, R, R, 3], "label"}: this data slice's rows (b = batch_size /
+  slice_count) of each global batch from `start_step` on; docs/design.md, "The host's input"."""
   b, d = _share(batch_size, slice_count), config.data
   decoded_cache.mode_of(config)
   split = sources.open_checked_split(config, d.train_split)
@@ -73,12 +57,8 @@ def train_iterator(config, *, batch_size, slice_index=0, slice_count=1, start_st
 
 
 def eval_iterator(config, split, *, batch_size, slice_index=0, slice_count=1):
-  """{"image": uint8 [b, R, R, 3], "label": i32 [b], "mask": bool [b]}: the decoded images,
-  whose centre crop or ten crops the evaluation step cuts on the device.
-
-  Every example of `split` appears in exactly one data slice's batches with mask True; every
-  slice yields the same number of batches, padded with mask False.
-  """
+  """{"image", "label", "mask"} batches: each example in one data slice with mask True, every
+  slice as many batches, padded with mask False."""
   b, d = _share(batch_size, slice_count), config.data
   decoded_cache.mode_of(config)
   split = sources.open_checked_split(config, split)
@@ -140,8 +120,7 @@ def _gatherer(images, labels):
 
 
 def _gathered_eval_batches(images, labels, lo, count, b, num_batches):
-  """eval_iterator's batches of rows [lo, lo + count) of the decoded split: the rows in order,
-  then zero images with mask False, `num_batches` batches of `b`."""
+  """eval_iterator's batches of rows [lo, lo + count) of the decoded split, padded."""
   for k in range(num_batches):
     start, n = lo + k * b, max(0, min(b, count - k * b))
     batch = {"image": np.zeros((b, *images.shape[1:]), np.uint8),
@@ -153,7 +132,8 @@ def _gathered_eval_batches(images, labels, lo, count, b, num_batches):
 
 def _share(batch_size, slice_count):
   if batch_size % slice_count:
-    raise ValueError(f"Batch size {batch_size} does not split into {slice_count} data slices.")
+    raise errors.ConfigError(
+        f"Batch size {batch_size} does not split into {slice_count} data slices.")
   return batch_size // slice_count
 
 
@@ -167,13 +147,8 @@ def _options(config):
 
 
 def _indexed_train_indices(config, split, slice_index, slice_count, start_step, batch_size):
-  """The example indices (int64) of this data slice's rows of every global batch from
-  `start_step` on, for splits with a file list. Epoch e is a (seed, e)-keyed permutation.
-
-  Every slice walks the one-process stream of example indices -- integers, cheap -- cuts it
-  into global batches and keeps its own contiguous rows [k*b, (k+1)*b), so the global batch,
-  and each row's augmentation and dropout mask (drawn on the device from the row's position),
-  equal a one-process run's."""
+  """int64 example indices of this slice's rows of each global batch from `start_step` on, cut
+  from the one-process stream (epoch e a (seed, e)-keyed permutation)."""
   n, b, seed = split.num_examples, batch_size // slice_count, config.seed
   start_epoch, offset = divmod(start_step * batch_size, n)
 
@@ -187,13 +162,11 @@ def _indexed_train_indices(config, split, slice_index, slice_count, start_step, 
 
 
 def _train_records(config, split, slice_index, slice_count, start):
-  """(data, label) of a TFDS split from this data slice's position `start` on: epoch e reads
-  this slice's share (tfds.even_splits) with its record files in a (seed, e)-seeded order,
-  through a (seed, e)-seeded shuffle buffer. A buffer alone would mix only neighbouring
-  records of the same files in every epoch; the file order changes what they neighbour."""
+  """(data, label) of this slice's share of a TFDS split from `start` on: epoch e's record files
+  in a (seed, e)-seeded order, through a (seed, e)-seeded shuffle buffer."""
   per_epoch = min(sources.slice_sizes(config, split, slice_count))
   if per_epoch == 0:
-    raise ValueError(f"Split {split.name!r} has fewer examples than data slices.")
+    raise errors.ConfigError(f"Split {split.name!r} has fewer examples than data slices.")
   start_epoch, offset = divmod(start, per_epoch)
 
   def epoch_records(epoch):
@@ -232,7 +205,7 @@ def _numpy_batches(ds, split):
       bad = sources.find_unreadable(split.paths)
       if not bad:
         raise
-      raise ValueError(
+      raise errors.ConfigError(
           f"{len(bad)} file(s) of split {split.name!r} cannot be decoded:\n" +
           "".join(f"  {p}: {m}\n" for p, m in bad[:20]) +
           "Delete or replace them, or set --config.data.on_corrupt=skip to leave them out.") from e
