@@ -1,16 +1,5 @@
-"""Top-1 and top-5 error with the paper's test-time procedure (section 4.1), counted exactly.
-
-Centre crop: logits [b, K]. Ten crops (the four corners and the centre, and their mirror
-images): logits [b, 10, K]; the prediction averages the SOFTMAX over the crops, as the paper
-does ("averaging the predictions made by the network's softmax layer on the ten patches").
-Every example counts exactly once: batches carry a mask and padded rows are left out, so the
-last, partial batch is neither dropped nor double-counted.
-
-Ties: an example is top-k correct when fewer than k classes rank above its label, where a
-class ranks above the label if its score is higher, or equal with a lower class index (the
-order of a stable descending sort and of `lax.top_k`). With K <= 5 classes every label is
-within the top 5, so top-5 error is 0: top-k means top-min(k, K).
-"""
+"""Top-1 and top-5 error, each example counted once (masked padding): `evaluate`, `counts`,
+`class_counts`; ten crops [b, 10, K] average their softmax, as section 4.1 does."""
 import collections
 import functools
 
@@ -26,7 +15,8 @@ STEPS_IN_FLIGHT = 2
 
 
 def topk_correct(scores_BK, labels_B, k):
-  """1 where the label is within the top k scores (ties as above), else 0; int32 [b]."""
+  """int32 [b], 1 where fewer than k classes score above the label, or as high with a lower
+  index (lax.top_k's order); with K <= 5 classes top-5 error is 0."""
   labels_B = labels_B.astype(jnp.int32)
   safe_B = jnp.clip(labels_B, 0, scores_BK.shape[-1] - 1)  # Padded rows may hold any label.
   true_B1 = jnp.take_along_axis(scores_BK, safe_B[:, None], axis=-1)
@@ -47,10 +37,7 @@ def crop_scores(logits):
 
 @jax.jit
 def counts(logits, labels_B, mask_B):
-  """{"top1_correct", "top5_correct", "count"} as int32 sums over the unmasked rows.
-
-  Jit-able and sum-reducing, so a batch sharded over devices gives the global counts.
-  """
+  """{"top1_correct", "top5_correct", "count"}, int32 sums over the unmasked rows."""
   scores_BK = crop_scores(logits)
   keep_B = (mask_B > 0).astype(jnp.int32)
   return {
@@ -62,9 +49,7 @@ def counts(logits, labels_B, mask_B):
 
 @functools.partial(jax.jit, static_argnames="confusion")
 def class_counts(logits, labels_B, mask_B, confusion=False):
-  """Per true class, over the unmasked rows: "count", "top1_correct", "top5_correct" (int32
-  [K]) and, with `confusion`, "confusion" int32 [K, K]: row the true class, column the top-1
-  prediction (ties to the lower class index, as topk_correct ranks them)."""
+  """counts per true class [K] and, with `confusion`, [K, K]: the true class by the top-1."""
   scores_BK = crop_scores(logits)
   num_classes = scores_BK.shape[-1]
   true_BK = jax.nn.one_hot(labels_B, num_classes, dtype=jnp.int32) * (mask_B > 0)[:, None]
@@ -75,24 +60,15 @@ def class_counts(logits, labels_B, mask_B, confusion=False):
   }
   if confusion:
     predicted_BK = jax.nn.one_hot(jnp.argmax(scores_BK, axis=-1), num_classes, dtype=jnp.int32)
-    # A sum over the batch rather than true.T @ predicted: a contraction over an axis sharded
-    # in the mesh's types would need its output sharding spelt out. K < 100 keeps it small.
+    # A sum, not true.T @ predicted, whose sharded contraction needs its sharding spelt out.
     result["confusion"] = jnp.sum(true_BK[:, :, None] * predicted_BK[:, None, :], axis=0)
   return result
 
 
 def evaluate(apply_fn, params, batches, *, put_batch=None, per_class=False):
-  """Top-1/top-5 error over every unmasked example of `batches`.
-
-  `batches` yields {"image": [b, ...], "label": [b], "mask": [b]} NumPy arrays ("mask"
-  optional: all rows count). `apply_fn(params, images) -> logits`, [b, K] for one view of each
-  example or [b, crops, K] for several (the ten crops, cut on the device). `put_batch(array) ->
-  array` places each of image, label and mask on the devices (e.g. sharded over `data`);
-  identity by default. Returns {"top1_error", "top5_error", "count"}; with `per_class` also
-  "per_class" ({"count", "top1_error", "top5_error"}, NumPy [K]; a class without examples has
-  error nan) and, below CONFUSION_MAX_CLASSES classes, "confusion" [K, K] (class_counts). The
-  counts add up on the devices and are fetched once, at the end.
-  """
+  """{"top1_error", "top5_error", "count"} over the unmasked rows of `batches` ({"image",
+  "label", optional "mask"}), each placed by `put_batch`, with `per_class` also "per_class"
+  (nan for a class without examples) and "confusion"; fetched once, at the end."""
   put_batch = put_batch or (lambda x: x)
   total, in_flight = None, collections.deque()
   for batch in batches:

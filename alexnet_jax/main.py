@@ -1,11 +1,9 @@
-r"""Trains and evaluates AlexNet.
+r"""Trains and evaluates AlexNet; on several hosts the same command on each, with
+--config.distributed.mode=auto or manual (docs/several_hosts.md):
 
     python -m alexnet_jax.main --config=configs/paper.py --workdir=workdirs/paper
     python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/demo \
         --config.train.num_epochs=2
-
-Several hosts: the same command on every host, plus --config.distributed.mode=auto (Cloud TPU,
-SLURM, Open MPI) or =manual with the coordinator's address; see docs/several_hosts.md.
 """
 import logging
 import re

@@ -1,31 +1,13 @@
-"""The per-pixel half of section 4.1, on the device, inside the jitted steps.
-
-The host only decodes: each image leaves it as uint8 [R, R, 3] (R = config.data.resize_size,
-256 in the paper), a quarter of the bytes of a float32 crop. Here, on the accelerator, the
-training batch gets its random crop and mirror, the mean image subtracted and the PCA colour
-noise; evaluation batches get the centre crop or the ten crops. Shipping the whole 256x256
-image rather than the crop keeps every random draw in one place (JAX keys, not TensorFlow's)
-and lets one image become ten evaluation crops on the device instead of ten on the wire.
-
-Randomness: row i of the global batch at step t draws from
-fold_in(fold_in(step_key, t), i), so a batch's augmentation depends only on (seed, t, i): a
-resumed run, any mesh and any number of processes see the same crops, mirrors and noise.
-"""
+"""Section 4.1 on the device, inside the jitted steps: `train_images` (random crops, mirrors,
+the mean, PCA colour noise, row i of step t keyed by fold_in(key, i)), `eval_images` (centre
+or ten crops) and `constants`; docs/design.md, "Preprocessing on the device"."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 MEAN_MODES = ("image", "channel", "none")
-# PCA colour noise scales (4.1, "altering the intensities of RGB channels"). The paper adds
-# [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T with a_i ~ N(0, 0.1) and l_i the eigenvalues of the RGB
-# covariance. Taken literally on 0-255 pixels, l_1 ~ 1.5e4 and the noise would swamp the image
-# (std ~1,500 grey levels), so the authors' own code cannot have meant variances here:
-# cuda-convnet multiplies by the square roots of the eigenvalues (standard deviations ~[19.7,
-# 37.1, 121.8] on 0-255), which keeps the noise in pixel units, at 10% of the colour spread
-# along each principal axis. That is our default, "cuda_convnet". "fb_resnet" is the
-# fb.resnet.torch convention: eigenvalues on the 0-1 scale, times 255 to come back to 0-255
-# (std ~5.5 grey levels along p1: about half the cuda-convnet scale). "paper" is the formula
-# as printed, for completeness.
+# How l_i scales a_i (4.1): sqrt(l_i) as cuda-convnet (the default), l_i / 255 as
+# fb.resnet.torch, or l_i as printed (docs/design.md says why the default).
 PCA_SCALES = ("cuda_convnet", "fb_resnet", "paper")
 
 
@@ -42,11 +24,8 @@ def pca_scale(eigval, convention):
 
 
 def constants(config):
-  """The step's data constants, float32 NumPy: "mean" [R, R, 3], the mean image to subtract
-  (the channel means at every pixel for data.mean="channel", zeros for "none"), and "pca"
-  [3, 3], the eigenvectors as columns each times its pca_scale, so that the colour shift is
-  pca @ a. Training-set statistics are read (or, for the generated set, computed) only when
-  needed."""
+  """{"mean": [R, R, 3] to subtract (per config.data.mean), "pca": [3, 3] eigenvectors as
+  columns times pca_scale, the colour shift being pca @ a}; statistics read only if needed."""
   d, size = config.data, config.data.resize_size
   if d.mean not in MEAN_MODES:
     raise ValueError(f"config.data.mean={d.mean!r}: choose one of {MEAN_MODES}.")
@@ -70,9 +49,8 @@ def constants(config):
 
 
 def draw(keys_B, *, resize, crop, random_crop, flip, noise_std):
-  """Per-example draws from one key each: crop offsets (y, x) int32 [B, 2] in [0, resize -
-  crop] (both ends included, as cuda-convnet2's `rand() % (border + 1)`), mirror bool [B], and
-  the colour noise coefficients a ~ N(0, noise_std) float32 [B, 3]."""
+  """One key per example: crop offsets in [0, resize - crop], both ends included as
+  cuda-convnet2's `rand() % (border + 1)`, a mirror bit and a ~ N(0, noise_std) [3]."""
   def one(key):
     k_crop, k_flip, k_noise = jax.random.split(key, 3)
     if random_crop:
@@ -95,11 +73,8 @@ CROP_OPS = ("dynamic_slice", "gather")
 
 
 def apply(images_BRRC, draws, consts, crop, op="dynamic_slice"):
-  """float32 [B, crop, crop, 3]: (image - mean) cropped at the offsets, mirrored where drawn,
-  plus the colour shift basis @ alpha on every pixel (4.1). op (config.data.crop_op):
-  "dynamic_slice" subtracts the mean from whole images, cuts each crop with lax.dynamic_slice
-  (vmapped) and mirrors after; "gather" fetches each crop's pixels, mirror included, and its
-  mean pixels in one gather each, before any arithmetic. The same numbers."""
+  """float32 [B, crop, crop, 3]: (image - mean) cropped, mirrored where drawn, plus the colour
+  shift; `op` (config.data.crop_op) cuts with lax.dynamic_slice or one gather, same numbers."""
   if op not in CROP_OPS:
     raise ValueError(f"config.data.crop_op={op!r}: choose one of {CROP_OPS}.")
   if op == "gather":
@@ -117,9 +92,7 @@ def apply(images_BRRC, draws, consts, crop, op="dynamic_slice"):
 
 
 def _gathered_crops(images_BRRC, mean_RRC, draws, crop):
-  """Row i, column j of a crop read pixel (y + i, x + j), or (y + i, x + crop - 1 - j) mirrored:
-  only crop x crop of the R x R pixels are ever converted to float32. Written per image and
-  vmapped, so that the gather's batch is the batch's own axis and stays split over `data`."""
+  """Only the crops' pixels become float32; vmapped per image, so the batch stays on `data`."""
   steps_S = jnp.arange(crop, dtype=jnp.int32)
   mean_RRC = jnp.asarray(mean_RRC)  # NumPy constants index only with NumPy indices.
 
@@ -141,8 +114,7 @@ def train_images(images_BRRC, key, consts, data_cfg, crop):
 
 
 def eval_images(images_BRRC, consts, crop, ten_crop):
-  """float32 [B, crop, crop, 3] (centre crop) or [B, 10, crop, crop, 3]: the four corners and
-  the centre, then the same five mirrored (4.1, test time), after subtracting the mean."""
+  """The centre crop [B, S, S, 3] or 4.1's ten [B, 10, S, S, 3] (corners, centre, mirrored)."""
   size = images_BRRC.shape[1]
   far, mid = size - crop, (size - crop) // 2
 

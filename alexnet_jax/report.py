@@ -1,6 +1,5 @@
-"""What a run tells a person: the description printed at the start, the summary at the end
-(summary.json and its text), and the files that let a workdir be used without its dataset
-(class names, the preprocessing constants)."""
+"""What a run tells a person: `describe` at the start, `summary` and `summary_text` at the end,
+and the run files that serve without the dataset (`write_run_files`: classes, constants)."""
 import json
 
 import jax
@@ -93,9 +92,7 @@ CONSTANTS_FILE = paths.CONSTANTS
 
 
 def write_run_files(workdir, class_names, consts):
-  """classes.json (the dataset's class names, in label order) and the mean image and PCA basis
-  the run subtracts and adds: what predict needs besides a checkpoint, so that a workdir copied
-  to another machine predicts without the dataset or its statistics."""
+  """classes.json and the mean image and PCA basis: what predict needs beside a checkpoint."""
   with faults.naming(paths.file(workdir, CLASSES_FILE)):
     paths.file(workdir, CLASSES_FILE).write_text(json.dumps(list(class_names), indent=0) + "\n")
   with faults.naming(paths.file(workdir, CONSTANTS_FILE)), \

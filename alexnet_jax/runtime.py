@@ -1,29 +1,6 @@
-"""The process before JAX starts: the settings that only take effect then, and the meeting of a
-multi-host run's processes.
-
-Settings: every entry point (alexnet_jax.main, tests/conftest.py, benchmarks/) calls
-`configure_jax` before anything touches a device; importing a module of the package changes no
-setting.
-
-The meeting: `initialize` joins the processes of a multi-host run through `jax.distributed`
-(config.distributed); main.py calls it before anything touches a JAX device. With mode "off"
-(the default) nothing happens: one process. "auto" lets JAX read the cluster (Cloud TPU VM
-metadata, SLURM's SLURM_* variables, Open MPI's OMPI_* variables, Kubernetes pods with the
-`kubernetes` package) and whatever fields are set here override it; "manual" needs
-coordinator_address, num_processes and process_id. JAX also reads JAX_COORDINATOR_ADDRESS and
-JAX_LOCAL_DEVICE_IDS.
-
-Why a rendezvous of our own first: when a process is missing, XLA's client aborts the process
-(a C++ CHECK, not a Python exception: "Terminating process because the JAX distributed service
-detected fatal errors ... DEADLINE_EXCEEDED ... RegisterTask"), process 0 included, since its
-own client also waits for every task to register. So before `jax.distributed.initialize`,
-process 0 listens on the coordinator's port with a plain socket until the other processes have
-connected and sent their ids, tells them to go, closes the port and starts JAX's coordination
-service on it; the others connect, wait for the word, and only then start their JAX clients.
-A process that does not turn up within `initialization_timeout_s` gives every process an error
-naming it. (Only when coordinator_address, num_processes and process_id are known before JAX
-starts: manual mode, or auto mode with them set; auto detection alone keeps JAX's behaviour.)
-"""
+"""Before JAX starts: `configure_jax` (XLA flags, CPU devices, TensorFlow's logging), called by
+every entry point first, and `initialize`, the meeting of a multi-host run's processes
+(config.distributed; docs/several_hosts.md, docs/design.md "Start-up")."""
 import logging
 import os
 import socket
@@ -40,16 +17,10 @@ CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
 
 
 def configure_jax(num_cpu_devices: int = 0, xla_flags=None) -> None:
-  """Adds CPU_XLA_FLAGS and `xla_flags` ({name: value}) to XLA_FLAGS, each unless XLA_FLAGS
-  names it already, and, if num_cpu_devices > 0, splits the CPU into that many JAX devices
-  (config.mesh.num_cpu_devices); quiets TensorFlow's start-up lines unless
-  TF_CPP_MIN_LOG_LEVEL is set. Call it before JAX starts its backends (importing jax is fine)
-  and before TensorFlow is imported."""
+  """Adds CPU_XLA_FLAGS and `xla_flags` to XLA_FLAGS (unless named there), splits the CPU into
+  `num_cpu_devices` and quiets TensorFlow. Call it before JAX's backends and TensorFlow load."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  # TensorFlow 2.21 logs "oneDNN custom operations are on" through absl's C++ logging, which
-  # TF_CPP_MIN_LOG_LEVEL does not reach, once for each of its libraries that loads, each time
-  # after absl's "All log messages before absl::InitializeLog()" line. Its oneDNN kernels serve
-  # matmuls and convolutions, which tf.data's decoding and resizing do not run.
+  # Quiets oneDNN's start-up lines (docs/design.md, "Start-up"); tf.data does not use it.
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   flags = os.environ.get("XLA_FLAGS", "")
   extra = [f"--{name}={value}" for name, value in {**CPU_XLA_FLAGS, **(xla_flags or {})}.items()
@@ -84,9 +55,7 @@ def initialize(cfg):
     return False
   kwargs = _arguments(cfg)
   if jax.config.jax_cpu_collectives_implementation in (None, "gloo"):
-    # Collectives between the CPU backends of the processes (the tests; CPU-only clusters).
-    # gloo is jax 0.10's default; said explicitly since older versions had none, and an
-    # `mpi` chosen by the user is left alone. Accelerators use their own (ICI, NCCL).
+    # CPU processes' collectives (tests, CPU clusters): gloo, named for older jax; mpi kept.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   timeout = cfg.initialization_timeout_s
   if all(k in kwargs for k in ("coordinator_address", "num_processes", "process_id")):
@@ -133,9 +102,8 @@ _GRACE_S = 10  # For a connected peer's reply, and for it to hang up after "go".
 
 
 def rendezvous(address, num_processes, process_id, timeout_s):
-  """Returns once all `num_processes` processes have met on `address`'s port; else raises
-  `MissingProcessesError` (or `CoordinatorUnreachableError`) in every process within about
-  `timeout_s`. Process 0 has closed the port when it returns, for JAX's service to bind."""
+  """Returns once all processes have met on `address`'s port (process 0 has closed it again);
+  else MissingProcessesError or CoordinatorUnreachableError in every one within `timeout_s`."""
   host, port = _split(address)
   deadline = time.monotonic() + timeout_s
   if num_processes == 1:
@@ -217,8 +185,7 @@ def _accept_one(server, peers, num_processes, deadline):
 
 
 def _tell(peers, word):
-  """Says `word` to every peer, then waits for each to hang up first (so that the port's
-  connections end on their side and leave no TIME_WAIT on this one for JAX to trip on)."""
+  """Says `word` to every peer, then lets each hang up first: no TIME_WAIT for JAX to trip on."""
   for conn in peers.values():
     try:
       conn.sendall(word.encode() + b"\n")

@@ -1,17 +1,6 @@
-"""Learning-rate schedules of section 5, as small host-side state that lives in the checkpoint.
-
-The paper: "The heuristic which we followed was to divide the learning rate by 10 when the
-validation error rate stopped improving with the current learning rate. The learning rate was
-initialized at 0.01 and reduced three times prior to termination."
-
-Section 5 trained at 128 images a step. For a global batch k times larger:
-  config.train.lr_scaling  "none" (section 5's rate as given), "sqrt" (x sqrt(k): Krizhevsky
-                           2014, "One weird trick", section 5) or "linear" (x k: Goyal et al. 2017,
-                           "Accurate, Large Minibatch SGD", with config.train.warmup_epochs of
-                           linear warmup from the unscaled rate; `scaled_rate`);
-  config.train.schedule    "poly": polynomial decay to 0 of power config.train.poly_power (2 in
-                           You, Gitman & Ginsburg 2017) after the warmup (`Poly`).
-"""
+"""Learning-rate schedules, host-side state kept in the checkpoint: section 5's `Plateau`,
+`Steps`, and for large batches `scaled_rate` and `Poly` (docs/design.md, "Schedules");
+`create`, `to_dict`, `from_dict`."""
 import dataclasses
 import math
 
@@ -19,10 +8,7 @@ import math
 @dataclasses.dataclass
 class Plateau:
   """Divides the rate by `factor` after `patience` evaluations without improvement, once the
-  error has improved at the current rate: the authors divided it "when the validation error
-  rate stopped improving with the current learning rate", which presupposes it was improving.
-  A run whose error never left its first value at this rate (a network stuck at chance) keeps
-  its rate, so the log shows the stuck run rather than a schedule that looks like progress."""
+  error has improved at this rate: a run stuck at chance keeps its rate."""
   learning_rate: float
   factor: float = 10.0
   patience: int = 1
@@ -89,9 +75,8 @@ def scaled_rate(train_cfg):
 
 @dataclasses.dataclass
 class Poly:
-  """Linear warmup from `start_rate` to `learning_rate` over `warmup_steps` (Goyal et al. 2017,
-  section 2.2, "gradual warmup"), then learning_rate x (1 - t / T)^power to 0 at `total_steps`
-  (You et al. 2017, power 2). Holds no progress: a resumed run computes it from the step."""
+  """Linear warmup from `start_rate` (Goyal et al. 2017, 2.2), then learning_rate x
+  (1 - t / T)^power to 0 at `total_steps` (You et al. 2017): a function of the step alone."""
   learning_rate: float
   total_steps: int
   warmup_steps: int = 0
@@ -119,8 +104,7 @@ def poly(train_cfg, steps_per_epoch, total_steps):
 
 
 def create(train_cfg, steps_per_epoch, total_steps=0):
-  """The schedule that `train_cfg.schedule` names, at its initial state; its rate scaled to the
-  batch by config.train.lr_scaling (scaled_rate; "none" by default)."""
+  """The schedule `train_cfg.schedule` names, fresh, at `scaled_rate`."""
   rate = scaled_rate(train_cfg)
   if train_cfg.schedule == "poly":
     return poly(train_cfg, steps_per_epoch, total_steps)
@@ -151,11 +135,8 @@ STEP_SETTINGS = {"learning_rate": "learning_rate", "boundaries": "step_epochs",
 
 
 def from_dict(schedule, state, log=print):
-  """The schedule a resumed run goes on with: `schedule` (fresh from this run's config) with
-  the progress saved by `to_dict` in `state` (a checkpoint's: best error, drops, evaluations
-  without improvement). Settings that differ from the checkpoint's are this run's, each
-  change said through `log`, so that config.json, rewritten at the start, says what runs; a
-  plateau rate already divided is this run's rate divided as often."""
+  """`schedule` (this run's config) with the progress `to_dict` saved in `state`; settings
+  that changed are this run's, each said through `log` (docs/design.md, "Schedules")."""
   state = dict(state)
   if "boundaries" in state:
     state["boundaries"] = tuple(state["boundaries"])

@@ -17,8 +17,7 @@ from alexnet_jax.nets import layers
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
 
-# Streams folded into jax.random.key(config.seed): the initial weights, the dropout masks and
-# the crops, mirrors and colour noise of section 4.1.
+# Streams of jax.random.key(config.seed): initial weights, dropout, section 4.1's draws.
 INIT_STREAM, DROPOUT_STREAM, AUGMENT_STREAM = 0, 1, 2
 
 

@@ -329,8 +329,7 @@ def _final_stop(run: Run, state, schedule, done):
 
 
 def evaluate_only(run: Run, state):
-  """Centre-crop and 10-crop errors of config.eval.checkpoint's step (resolve_step has refused
-  a workdir without one) on the evaluation split, with the step it read."""
+  """Centre-crop and 10-crop errors of config.eval.checkpoint's step, with the step."""
   result, views = {"step": int(state.step)}, {}
   for ten_crop in (False, True):
     r = _evaluate(run, state, ten_crop=ten_crop, per_class=True)

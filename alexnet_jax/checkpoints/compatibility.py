@@ -1,11 +1,6 @@
-"""Whether a checkpoint fits the run that reads it, and how an older run's config is read.
-
-A checkpoint's `extra["fingerprint"]` holds the config fields that fix the computation it
-continues (`model_fingerprint`); `check` compares it and the arrays' tree with the run's and
-names every difference. `upgrade` brings a config.json written by an older version to today's
-fields, once, where a run's config is read (trained_run.read_config), so that the code after
-it indexes every field.
-"""
+"""Whether a checkpoint fits the run that reads it: `model_fingerprint`, stored with each step,
+and `check`, naming every difference; `upgrade` brings an older run's config.json to today's
+fields where it is read."""
 import json
 
 import jax
@@ -22,8 +17,7 @@ class IncompatibleCheckpointError(ValueError):
 
 # What a run's layout is, not its computation: a run may resume on another mesh.
 LAYOUT_FIELDS = ("mesh.model",)
-# What a command reading a trained run (eval_only, predict, ...) may change: the compute dtype
-# and the training batch change the steps to come, not the parameters read.
+# What a reader of a trained run may change: they change the steps to come, not the parameters.
 READING_FIELDS = ("model.dtype", "train.batch_size")
 
 
@@ -33,11 +27,8 @@ IMPLEMENTATION = ("lrn_grad", "pool_grad", "lrn_dtype", "tower_conv", "conv1_cha
 
 
 def model_fingerprint(config):
-  """The config fields that fix the computation a checkpoint continues, as a flat JSON dict:
-  every `config.model` field (the network, its initialisation and compute dtype) but the
-  implementation switches, and the global batch. Not the mesh: the parameters are global
-  arrays, so a run started with two towers on two devices resumes with both on one, or over
-  more data rows. Store it in `extra["fingerprint"]`."""
+  """The fields that fix what a checkpoint computes, flat: config.model but its implementation
+  switches, and the global batch; not the mesh (docs/design.md, "Checkpoints")."""
   fp = {f"model.{k}": v for k, v in config.model.to_dict().items() if k not in IMPLEMENTATION}
   if "train" in config:
     fp["train.batch_size"] = config.train.batch_size
@@ -87,8 +78,7 @@ def _tree_differences(abstract_state, stored_tree):
 
 
 def _flat(tree):
-  """{"params/conv1/kernel": (shape, dtype name)}; orbax's metadata tree and the abstract
-  state name the same leaf alike (dict keys, attribute names, sequence indices)."""
+  """{"params/conv1/kernel": (shape, dtype name)}, alike for orbax's tree and the state's."""
   leaves = jax.tree_util.tree_flatten_with_path(
       tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
   flat = {}
@@ -108,9 +98,7 @@ def _key_name(key):
 
 
 def _dict_differences(stored, now, ignore=()):
-  """The fields both fingerprints hold that differ: a field added to the config after a
-  checkpoint was written is not in its fingerprint and cannot be compared; the layout never
-  is."""
+  """The fields both fingerprints hold that differ (a newer field cannot be compared)."""
   lines = []
   for k in sorted((set(stored) & set(now)) - set(LAYOUT_FIELDS) - set(ignore)):
     if stored[k] != now[k]:
@@ -118,10 +106,7 @@ def _dict_differences(stored, now, ignore=()):
   return lines
 
 
-# config.json records every field a run had. A field added later is missing from an older
-# run's: where its default changed what runs compute, it is read as what they did before it
-# existed (every other field was added with the old behaviour as its default). Add a field here
-# whenever its default is not what the code did before.
+# What runs did before each field whose default is not the old behaviour: add every such field.
 BEFORE_THE_FIELD = {
     "model.dropout_scaling": "inverted",  # Outputs x2 while training, before section 4.2's.
     "data.resize": "fast",                # 4-pixel bilinear, before the antialiased resize.
@@ -130,9 +115,8 @@ BEFORE_THE_FIELD = {
 
 
 def upgrade(config):
-  """`config` (a ConfigDict read from an older run's config.json) with today's fields: those
-  whose default changed what runs compute at what the run did before they existed
-  (BEFORE_THE_FIELD), every other missing one at its default (configs/paper.py)."""
+  """An older run's `config` with today's fields: BEFORE_THE_FIELD's, the rest at their
+  defaults (configs/paper.py)."""
   _read_older(config)
   _fill_defaults(config, paper.get_config())
   return config

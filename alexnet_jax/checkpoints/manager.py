@@ -1,36 +1,6 @@
-"""A thin wrapper over orbax's `CheckpointManager`: the train state, a JSON `extra`, metrics.
-
-Each step directory holds two items, `state` (a pytree of possibly sharded jax Arrays, written
-with `StandardSave`) and `extra` (a small JSON dict: the plateau schedule's state, the config's
-model fingerprint), orbax's `metrics`, and `file_sizes.json`, the size of every file of the
-step once it was committed. Why it survives a SIGKILL: orbax writes a step into
-`<step>.orbax-checkpoint-tmp` and renames it to `<step>` only once every file is on disk; a
-killed save leaves that tmp folder, which `latest_step` ignores and `manager` deletes at the
-next start (`cleanup_tmp_directories`), so the previous checkpoints stay intact.
-
-What can still go wrong, and what happens then (faults.py words it):
-- A step damaged after its commit (a file truncated or deleted): `restore_for_run` names the
-  step, says what failed in one line and lists the older steps that look intact;
-  `restore_step` lets the run go back to one of them, moving the unreadable newer steps aside.
-- A save the filesystem refuses (disk full, quota, permissions, read-only): with asynchronous
-  saves the error surfaces at the next `save` or at `wait`/`close`, as a `CheckpointWriteError`
-  naming the directory, the bytes a checkpoint needs and the intact steps. Orbax never renames
-  the failed step, so the earlier ones stay restorable.
-Nothing is ever deleted here but by orbax's own keep-the-last-N policy.
-
-Several processes: every process calls `manager`, `save`, `wait`, `close` and the restores
-with the same arguments; orbax writes each process's shards and lets process 0 write the
-metadata (and `file_sizes.json`), on a filesystem all hosts share (tests/test_distributed.py
-saves and resumes with two processes).
-
-Usage:
-
-    mgr = manager.create(workdir)
-    restored = manager.restore_for_run(mgr, abstract_state, fp, config.checkpoint.restore_step)
-    ...
-    manager.save(mgr, step, state, {"fingerprint": fp, ...}, {"val_top1_error": 0.41})
-    manager.close(mgr)  # waits for the last asynchronous save; raises if it failed
-"""
+"""orbax's CheckpointManager for a run: `create`, `save`, `wait`, `close`, `restore`,
+`restore_for_run` and `resolve_step`. A step holds `state`, a JSON `extra` (schedule,
+fingerprint), orbax's metrics and `file_sizes.json`; docs/design.md, "Checkpoints"."""
 import json
 import logging
 import math
@@ -50,16 +20,8 @@ CheckpointWriteError = faults.CheckpointWriteError
 
 def create(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
            async_save=True, read_only=False):
-  """A `CheckpointManager` on `<workdir>/checkpoints`.
-
-  It keeps the last `max_to_keep` steps and, if `keep_best`, also the step with the lowest
-  `metrics[best_metric]` (`mgr.best_step()`). Every `save` call writes: the caller decides
-  the cadence. With `async_save` the device-to-host copy happens inside `save`, the writing
-  in a background thread (so donated buffers may be reused at once); call `close(mgr)`
-  (or `wait(mgr)`) before exiting. `read_only` is for readers of another run's checkpoints
-  (predict, figures, features, weights): it saves, deletes and creates nothing, and leaves
-  alone the `.orbax-checkpoint-tmp` folder of a save still in progress.
-  """
+  """Keeps the last `max_to_keep` steps and, with `keep_best`, the lowest `best_metric`.
+  `read_only` (readers of another run) writes nothing and leaves a save in progress alone."""
   if max_to_keep < 1:
     raise ValueError(f"manager.create: max_to_keep={max_to_keep}; it must be >= 1.")
   policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
@@ -92,13 +54,8 @@ def create(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
 
 
 def save(mgr, step, state, extra, metrics=None):
-  """Saves `state` (jax Arrays, sharded or not) and the JSON dict `extra` at `step`.
-
-  `metrics` (e.g. {"val_top1_error": 0.41}) ranks the step for keep-best. Returns False,
-  writing nothing, when `step` is already saved (a resumed run reaching its restored step).
-  Raises `CheckpointWriteError` when this save, or the previous asynchronous one, could not
-  be written.
-  """
+  """Saves `state` and `extra` at `step`, ranked by `metrics`; False when `step` is saved
+  already. A refused write (this save's or the previous one's) is a CheckpointWriteError."""
   step = int(step)
   _check_json("extra", extra)
   best_metric = getattr(mgr, "best_metric", None)
@@ -126,10 +83,7 @@ def save(mgr, step, state, extra, metrics=None):
 
 
 def wait(mgr):
-  """Waits for the asynchronous save in flight, then records its files' sizes.
-
-  Raises `CheckpointWriteError` (the original error as its cause) when it could not be written.
-  """
+  """Waits for the save in flight (CheckpointWriteError if refused), then records its sizes."""
   step, mgr.pending_step = getattr(mgr, "pending_step", None), None
   try:
     mgr.wait_until_finished()
@@ -149,15 +103,9 @@ def close(mgr):
 
 
 def restore(mgr, step, abstract_state, *, fingerprint=None, ignore=()):
-  """Returns (state, extra) of `step`, the arrays placed with `abstract_state`'s shardings.
-
-  `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with `.sharding` (from
-  `jax.eval_shape` and the run's shardings). Raises `IncompatibleCheckpointError`
-  (compatibility.py), listing what differs, when the checkpoint's tree, shapes or dtypes are
-  not the model's, or when `fingerprint` is given and differs from the `extra["fingerprint"]`
-  stored with the step in a field other than those in `ignore`; nothing is restored then. A
-  step that cannot be read raises what orbax raised.
-  """
+  """(state, extra) of `step`, placed with `abstract_state`'s shardings; an
+  IncompatibleCheckpointError, before anything is read, when its arrays or `fingerprint`
+  (but the fields in `ignore`) differ."""
   wait(mgr)
   step = int(step)
   if step not in mgr.all_steps():
@@ -175,15 +123,9 @@ def restore(mgr, step, abstract_state, *, fingerprint=None, ignore=()):
 
 
 def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
-  """(state, extra) to start a run from, or None when `mgr` holds no checkpoint.
-
-  `restore_step` 0 restores the latest step; if it cannot be read this raises
-  `DamagedCheckpointError` (one line: the step's directory, what failed, the older steps that
-  look intact), the read error as its cause. `restore_step` N > 0 restores the newest step
-  >= N that reads fine, so the same command restarts the run later; the unreadable newer
-  steps are moved to `<workdir>/unreadable_checkpoints/`, never deleted. An incompatible
-  checkpoint raises `IncompatibleCheckpointError` at once.
-  """
+  """(state, extra) to start from, None without a checkpoint: the latest step (unreadable: a
+  DamagedCheckpointError), or with `restore_step` N the newest readable step >= N, the
+  unreadable newer ones moved aside (docs/faults.md)."""
   if restore_step < 0:
     raise ValueError(f"config.checkpoint.restore_step={restore_step}: 0 (the latest step) or "
                      "a saved step.")
@@ -205,8 +147,7 @@ def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
     except Exception as e:
       if isinstance(e, compatibility.IncompatibleCheckpointError):
         raise
-      # The recorded sizes name the damaged file where orbax's error names a symptom (tensorstore
-      # raises plain Exceptions for truncated data); an error with neither sign is no damage.
+      # The sizes name the damaged file where orbax names a symptom; with neither, no damage.
       problem = faults.step_problem(mgr, step)
       if problem is None and not isinstance(e, faults.READ_ERRORS):
         raise
@@ -234,9 +175,7 @@ def _check_json(name, value):
 
 
 def resolve_step(mgr, which):
-  """The step that `which` names: "latest", "best" (the lowest `mgr.best_metric` among the
-  kept steps), or a step number (int or digits). Raises a one-line error naming
-  config.eval.checkpoint and the steps there are."""
+  """The step "latest", "best" (lowest `mgr.best_metric` kept) or a step number names."""
   mgr.reload()
   steps = list(mgr.all_steps())
   where = f"{mgr.directory} (steps {steps})" if steps else f"{mgr.directory}, which holds none"

@@ -6,8 +6,7 @@ import ml_collections
 
 CACHE_DIR = "~/.cache/alexnet_jax"   # Where config.data.cache_dir="" puts generated data,
                                      # statistics and the extracted CIFAR-10.
-# The CIFAR-10 nets' name and each layout's input (alexnet_jax/nets/cifar.py reads them here):
-# layers-18pct takes the whole 32x32 image, layers-conv-local-11pct a 24x24 crop.
+# The CIFAR-10 nets' name and each layout's input size (nets/cifar.py reads them here).
 CIFAR_MODEL_NAME = "cifar4"
 CIFAR_INPUT_SIZE = {"18pct": 32, "conv_local": 24}
 

@@ -1,18 +1,6 @@
-"""Decoded images of an indexed split, decoded once: config.data.decoded_cache.
-
-Decoding is all the host does per image (benchmarks/README.md), and a dataset whose decoded
-images fit in memory (CIFAR-10's or Tiny ImageNet's 50,000 at 256x256 are 9.8 GB) need pay it
-only once, as big_vision's `cache_raw` keeps a small dataset's decoded examples. "memory"
-decodes the split into this process at its first use; "mmap" into a uint8 .npy file
-[N, S, S, 3] under the cache folder, written once and atomically (an interrupted write leaves
-no file to trust) and then memory-mapped by every later run and process on the host, which
-share its pages. The iterators (input_pipeline.py) then gather each batch from the array in
-the order they would have decoded it, outside the seeded index stream, so batches are bit-equal
-with and without the cache, a resumed start too.
-
-The file is keyed by the source, the split's file list and labels, the size and the resize:
-files replaced in place under the same names need the file deleted (<cache>/decoded/).
-"""
+"""An indexed split decoded once (config.data.decoded_cache): `images`, in this process
+("memory") or in a .npy file every run on the host maps ("mmap"); docs/design.md, "The host's
+input"."""
 import hashlib
 import os
 
@@ -22,8 +10,7 @@ from alexnet_jax import progress
 from alexnet_jax.data import generated
 
 MODES = ("", "memory", "mmap")
-# Evaluation opens its iterator again at every evaluation: the arrays stay loaded. Two splits
-# a run (training and evaluation), and a few more for processes that run several.
+# Loaded arrays, kept: evaluation opens its iterator again at every evaluation.
 _LOADED = {}
 _KEEP = 4
 
@@ -41,9 +28,8 @@ def mode_of(config):
 
 
 def images(config, split, decode_batches, *, active=True):
-  """uint8 [N, S, S, 3], the decoded images of `split` in index order (a memory map under
-  "mmap"), or None when the cache is off. `decode_batches()` yields them in that order, in
-  batches of any size: the pipeline's own decoding. `active`: show the progress."""
+  """uint8 [N, S, S, 3] of `split` in index order, from `decode_batches()` (the pipeline's
+  decoding) the first time; None when the cache is off."""
   mode = mode_of(config)
   if not mode:
     return None
@@ -64,8 +50,7 @@ def images(config, split, decode_batches, *, active=True):
 
 
 def cache_key(config, split):
-  """Names the decoded images as stats.dataset_key names statistics, plus a digest of the
-  split's files and labels, which per-class limits and skipped corrupt files change."""
+  """stats.dataset_key's name plus a digest of the split's files and labels."""
   d = config.data
   if d.source == "generated":
     source = f"generated-{os.path.basename(generated.root_dir(config))}"
@@ -111,8 +96,7 @@ def _mapped(path, shape, decode_batches, split, active):
 
 
 def _write(path, shape, decode_batches, split, active):
-  """Writes the .npy file sequentially (a full disk is an OSError, where filling a mapped file
-  would be a SIGBUS), then renames it into place."""
+  """Writes the .npy sequentially (not through a map: a full disk would be a SIGBUS)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
   try:

@@ -1,8 +1,5 @@
-"""Decoding for section 4.1 on the host, as TensorFlow functions for tf.data: encoded image
-bytes to the uint8 [256, 256, 3] image ("rescaled the image such that the shorter side was of
-length 256, and then cropped out the central 256x256 patch", section 2). The crops, mirrors,
-mean subtraction and colour noise run on the device (alexnet_jax/preprocess.py).
-"""
+"""Section 2's fixed resolution for tf.data: `decode_and_centre_crop`, encoded bytes to uint8
+[256, 256, 3], the shorter side rescaled to 256 and the central square kept."""
 import tensorflow as tf
 
 
@@ -18,16 +15,8 @@ def resize_of(config):
 
 
 def _square_resize(image_HWC, size, resize="antialias"):
-  """Resizes a square uint8 crop to size x size, uint8 (rounded).
-
-  "antialias": bilinear with its filter widened by the shrink factor (what PIL's bilinear
-  does), so every source pixel counts and thin stripes (fences, corn, a whale's grooves) do
-  not alias. "fast": plain bilinear where the image shrinks by less than 2x (its JPEGs reach
-  here DCT-scaled to less than 2x the target), antialiased only beyond; it reads just the
-  4 nearest pixels, so stripes finer than 2 output pixels alias, and on ImageNet photos of
-  them it differs from PIL's by 10-15 grey levels on average. Its advantage is speed:
-  benchmarks/input_pipeline.py measures both.
-  """
+  """A square uint8 crop to size x size, rounded: "antialias" as PIL's bilinear, "fast" with 4
+  pixels below a 2x shrink (docs/design.md, "Decoding")."""
   side = tf.shape(image_HWC)[0]
   to_uint8 = lambda x: tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
   smooth = lambda: to_uint8(tf.image.resize(image_HWC, [size, size], method="bilinear",
@@ -39,10 +28,7 @@ def _square_resize(image_HWC, size, resize="antialias"):
 
 
 def _decode_jpeg_square(data, size, keep=1):
-  """Decodes only the centre square of a JPEG, at 1/2, 1/4 or 1/8 scale where that still
-  leaves at least `keep` x `size` pixels (libjpeg's DCT scaling: decoding is most of the cost).
-  The DCT's reduction is a box-like filter: keep=2 leaves the last 2x or more of the shrink to
-  the antialiased resize, which then matches PIL's to about a grey level."""
+  """A JPEG's centre square, DCT-scaled by 1/2, 1/4 or 1/8 while `keep` x `size` pixels stay."""
   shape = tf.io.extract_jpeg_shape(data)
   side = tf.minimum(shape[0], shape[1])
   # Branch b decodes at ratio 2**b; choose the largest b with side / 2**b >= keep * size.
@@ -67,9 +53,8 @@ def _decode_other_square(data):
 
 
 def decode_and_centre_crop(data, size=256, resize="antialias"):
-  """Encoded image bytes -> uint8 [size, size, 3]: the shorter side rescaled to `size`, then
-  the central size x size patch (section 2's fixed resolution), rounded to whole grey levels;
-  `resize` as config.data.resize (_square_resize). Greyscale comes out as 3 channels."""
+  """Encoded bytes -> uint8 [size, size, 3] (greyscale too): the shorter side rescaled to
+  `size` (config.data.resize), the central square kept."""
   square = tf.cond(tf.io.is_jpeg(data),
                    lambda: _decode_jpeg_square(data, size, 2 if resize == "antialias" else 1),
                    lambda: _decode_other_square(data))

@@ -1,11 +1,6 @@
-"""A learnable synthetic classification set, written once as JPEG image folders.
-
-Each class is one (shape, texture) pair drawn at a random position, scale, rotation and colour
-on a random gradient background, so a small network has to look at form and texture, not at
-colour, to tell the classes apart. The files go through the same decode path as real photos.
-Everything is a pure function of `config.data.generated` (seed included), so every machine
-that generates the set gets identical files.
-"""
+"""The generated set (`ensure_generated`): one (shape, texture) pair a class at a random place,
+size, angle and colour, written once as JPEG folders that are a function of
+config.data.generated alone; docs/design.md, "The generated set"."""
 import functools
 import hashlib
 import json
@@ -101,8 +96,7 @@ def _colour(rng, lo, hi):
 
 
 def draw_image(label, size, rng):
-  """One uint8 [size, size, 3] image of class `label`. Drawn channels-first: NumPy broadcasts
-  over [3, H, W] several times faster than over [H, W, 3]."""
+  """One uint8 [size, size, 3] image of class `label`, drawn channels-first (faster)."""
   shape, texture = SHAPES[label % len(SHAPES)], TEXTURES[label % len(TEXTURES)]
   direction = rng.uniform(0, 2 * np.pi)
   ramp = np.arange(size, dtype=np.float32) / size - 0.5
@@ -115,8 +109,7 @@ def draw_image(label, size, rng):
           255 - (255 - fg_a) * 0.35)
   pattern = _texture(texture, size, rng)
   mask = _shape_mask(shape, size, rng)
-  # background + mask * (foreground - background), with foreground = fg_a + pattern (fg_b - fg_a),
-  # in place in two reused buffers: fresh 0.8 MB temporaries cost more in page faults than maths.
+  # background + mask (fg_a + pattern (fg_b - fg_a) - background), in two reused buffers.
   image, scratch = _buffers(size)
   np.multiply(ramp, tilt, out=image)
   image += base

@@ -1,18 +1,5 @@
-"""Tiny ImageNet (Stanford CS231n; Le and Yang 2015) read in the layout it is downloaded in:
-
-    <root>/wnids.txt                                  the classes, one wnid a line
-    <root>/words.txt                                  wnid <TAB> names (all of WordNet's)
-    <root>/train/<wnid>/images/<wnid>_<i>.JPEG        500 a class (the shared subset: 250)
-    <root>/val/images/val_<j>.JPEG                    50 a class
-    <root>/val/val_annotations.txt                    val_<j>.JPEG <TAB> wnid <TAB> box
-
-Labels are the wnids' positions in sorted order, the order an image-folder copy of the same
-classes (or `python -m alexnet_jax.data.prepare`) gives them, so both label an image alike; class
-names are words.txt's. The images are 64x64 and take ImageNet's path from here on (shorter side
-to 256, then the network's crops), so the full-width network sees what it sees on ImageNet.
-Anything missing or inconsistent stops the run with the file named: reading on would train
-with wrong labels.
-"""
+"""Tiny ImageNet read in its download's layout (wnids.txt, words.txt, train/, val/): `read_split`;
+labels are the wnids' sorted positions (docs/design.md, "ImageNet's layouts")."""
 import os
 
 import numpy as np

@@ -1,17 +1,5 @@
-"""Where log records go: the console keeps the run's own lines, the log file gets the rest.
-
-The run prints its own lines (metrics.Writer) to stdout. Libraries log through Python's
-`logging` (orbax and clu through absl): orbax alone writes hundreds of INFO lines per run (each
-save, each wait), which `setup` sends to `<workdir>/log.txt` instead of the console. Warnings
-and errors still reach the console, one line each (a traceback stays in the file), so a GPU
-that JAX cannot use or a failing save is seen. Python warnings and exceptions that Python
-could not raise (asyncio callbacks of orbax's threads after a failed read) go to the file too.
-An exception that ends the program is printed as usual and also written to the file.
-
-C++ logs (XLA, TensorFlow, gloo) bypass Python and still go to stderr; TF_CPP_MIN_LOG_LEVEL
-(set by main.py) quiets TensorFlow's. The other commands (data.prepare, data.stats, tools/) print
-a user's error as one line too, through `one_line_errors`.
-"""
+"""Where log records go (`setup`): the console keeps the run's lines and one line per warning,
+<workdir>/log.txt the rest; `one_line_errors` for the other commands (docs/design.md)."""
 import logging
 import os
 import socket
@@ -107,10 +95,8 @@ def _log_then(excepthook):
 
 
 def one_line_errors(main, command):
-  """`main` for absl's app.run, printing a user's error (errors.UserError) as main.py does:
-  `Error: <message>` and where its traceback went, exit status 1. Any other exception is a bug
-  and shows its traceback. The log file, $TMPDIR/alexnet_jax.<command>.<pid>.txt, is written only
-  then: these commands have no workdir, and --out may be what failed."""
+  """`main` for app.run, printing an errors.UserError as one line, its traceback in
+  $TMPDIR/alexnet_jax.<command>.<pid>.txt (exit status 1); other exceptions as they are."""
   def run(argv):
     try:
       return main(argv)

@@ -1,13 +1,5 @@
-"""One training run per workdir: a second one (a job submitted twice) is refused at its start.
-
-Two runs in one workdir would each delete the other's half-written checkpoints (orbax removes
-`*.orbax-checkpoint-tmp` folders when a manager starts), interleave `metrics.jsonl` and resume
-from each other's steps. The lock is `flock` on `<workdir>/run.lock`, taken by process 0
-alone: the processes of one multi-host run share the workdir. The kernel (or the NFS server)
-drops a flock when its holder exits, however it exits, SIGKILL and OOM kills included, so a
-killed run never blocks the next start; the file keeps the holder's host and pid for the
-message. A filesystem without flock (some FUSE mounts) gets a warning and no lock.
-"""
+"""One training run per workdir: `acquire` takes a flock on <workdir>/run.lock (process 0), which
+the kernel drops however its holder dies; a second run is refused (docs/design.md)."""
 import errno
 import fcntl
 import logging
@@ -25,11 +17,8 @@ class WorkdirBusyError(RuntimeError):
 
 
 def acquire(workdir, process_index=0):
-  """Takes `workdir`'s lock for this run; returns it (keep it for the run's life) or None.
-
-  Only process 0 locks (the others return None). Raises `WorkdirBusyError` naming the host,
-  pid and start time of the run that holds it. Call it before anything is written there.
-  """
+  """The lock to keep for the run's life (None on processes but 0), before anything is written;
+  WorkdirBusyError names the run that holds it."""
   if process_index != 0:
     return None
   if not paths.is_local(workdir):

@@ -49,11 +49,8 @@ def model_axis(config) -> int:
 
 
 def make_module(model_cfg, model_axis_size=1, model_axis="model", data_axis="data"):
-  """The Flax module one device runs, holding towers(cfg) / model_axis_size towers.
-
-  Its __call__(images_BHWC, train, rng) returns the logits of its data shard; the towers it
-  does not hold are reached through `all_gather` over `model_axis`.
-  """
+  """The Flax module one device runs: towers(cfg) / model_axis_size towers, the others reached
+  over `model_axis`; its __call__(images_BHWC, train, rng) gives its data shard's logits."""
   check_config(model_cfg)
   total = towers(model_cfg)
   if total % model_axis_size:

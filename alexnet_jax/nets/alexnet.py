@@ -354,8 +354,7 @@ class AlexNet(nn.Module):
                                   **(ex.dropout_place(x.shape[0], inputs=True) if train else {}))
       x = layers.at_test_time(cfg, drop_in([x], 5), train)[0]
     h = dense("fc6", widths["fc6"])([x] * ex.fc_towers)
-    # The recorded fc6 and fc7 maps: the units' outputs, dropped out while training, but before
-    # the test-time scaling (so that both dropout scalings record the same features).
+    # fc6's and fc7's maps are recorded before the test-time scaling: alike for both scalings.
     drop = functools.partial(layers.dropout, cfg, train=train, rng=rng, micro=micro,
                              **(ex.dropout_place(x.shape[0]) if train else {}))
     h = self._each(maps, "fc6", drop([act(y) for y in h], 6))

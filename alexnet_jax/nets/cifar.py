@@ -1,30 +1,6 @@
-"""The small CIFAR-10 networks of cuda-convnet that the paper's CIFAR claims used.
-
-Figure 1 ("a four-layer convolutional neural network with ReLUs reaches a 25% training error
-rate on CIFAR-10 six times faster than an equivalent network with tanh neurons") and the LRN
-claim of section 3.3 ("a four-layer CNN achieved a 13% test error rate without normalization
-and 11% with normalization") were measured with cuda-convnet's example CIFAR-10 nets. Two
-layouts follow its example-layers files (github.com/dnouri/cuda-convnet mirrors them):
-
-  "18pct"  layers-18pct.cfg, 32x32 input:
-           conv1 32@5x5 pad 2 (init std 1e-4) -> f -> max-pool 3/2 -> [LRN]
-           conv2 32@5x5 pad 2 (0.01) -> f -> avg-pool 3/2 -> [LRN]
-           conv3 64@5x5 pad 2 (0.01) -> f -> avg-pool 3/2 -> fc10 (0.01)
-           89,578 parameters. Used for figure 1 (without LRN).
-  "conv_local"  layers-conv-local-13pct.cfg (no LRN) / -11pct.cfg (LRN), 24x24 crops:
-           conv1 64@5x5 pad 2 (1e-4) -> f -> [LRN] -> max-pool 3/2
-           conv2 64@5x5 pad 2 (0.01) -> f -> [LRN] -> max-pool 3/2
-           local3 32@3x3 pad 1 (0.04) -> f -> local4 32@3x3 pad 1 (0.04) -> f -> fc10 (0.01)
-           1,116,490 parameters. Used for the LRN claim.
-
-Adaptations, all deliberate: LRN is the paper's cross-map `layers.lrn` (18pct's file has a
-*spatial* 3x3 `rnorm` there; 11pct's is cross-map, size 5, scale 0.001, which cuda-convnet
-divides by the size: `lrn_convention="caffe"`, k=1). Pools cover the border as cuda-convnet's
-`outputsX=0` does (ceil((size - 3) / 2) + 1 outputs: 32 -> 16 -> 8 -> 4; the average pool
-divides by the pixels inside the image). Biases start at 0 (cuda-convnet's default). `f` is
-`config.model.activation` (layers.ACTIVATIONS). No towers, no dropout: the net runs
-data-parallel only.
-"""
+"""cuda-convnet's CIFAR-10 nets, with which figure 1 and section 3.3's LRN claim were measured:
+`CifarNet`, layouts "18pct" (89,578 parameters) and "conv_local" (1,116,490), no towers;
+docs/design.md, "The network"."""
 import functools
 import math
 
@@ -49,12 +25,8 @@ def pooled_size(size, window=3, stride=2):
 
 
 def pool(x_BHWC, kind, window=3, stride=2):
-  """Max or average pooling; windows past the border see only the pixels inside the image.
-
-  Max pooling pads with -inf and calls layers.max_pool (reduce_window's values and gradient,
-  computed faster on CPU). The average divides by the count of pixels inside each window,
-  computed once with numpy.
-  """
+  """Max (layers.max_pool over -inf padding) or average pooling; windows past the border
+  count only the pixels inside the image."""
   size = x_BHWC.shape[1]
   over = (pooled_size(size, window, stride) - 1) * stride + window - size
   pad = ((0, 0), (0, over), (0, over), (0, 0))
@@ -68,12 +40,8 @@ def pool(x_BHWC, kind, window=3, stride=2):
 
 
 def patches(x_BHWC, k, p):
-  """The k x k neighbourhood of every pixel (stride 1, zero padding p), channels-major like
-  lax.conv_general_dilated_patches: [B, H', W', C * k * k], index c * k * k + i * k + j.
-
-  Written as k * k slices: the patches op lowers to a grouped convolution whose gradient is
-  slow on CPU (the local layers took most of the conv_local step).
-  """
+  """[B, H', W', C * k * k], lax.conv_general_dilated_patches' order, as k * k slices: the
+  patches op's grouped convolution has a slow gradient on CPU."""
   b, h, w, c = x_BHWC.shape
   x = jnp.pad(x_BHWC, ((0, 0), (p, p), (p, p), (0, 0)))
   out_h, out_w = h + 2 * p - k + 1, w + 2 * p - k + 1
@@ -126,9 +94,8 @@ class CifarNet(nn.Module):
     return logits_BK.astype(jnp.float32)
 
   def _compute(self, name, op):
-    """Flax's keywords for config.model.dtype's products, `op` being the lax op Flax calls
-    `name`: results in that dtype, or in float32 with config.model.product_output="float32",
-    as layers.py's product_type has it; nothing for float32, which computes what it always did."""
+    """Flax's keywords for config.model.dtype's products (`op`, Flax's `name`), as
+    layers.product_type; none for float32."""
     dtype = jnp.dtype(self.config.dtype)
     if dtype == jnp.float32:
       return {}

@@ -1,13 +1,6 @@
-"""The layers AlexNet is made of that are not plain convolutions: local response normalisation
-(section 3.3) and overlapping max pooling (3.4), each with its gradient written out, the
-activations (3.1), dropout whose masks do not depend on the mesh (4.2), batch normalisation
-(in place of LRN: config.model.norm), and the float32 sums of a lower-precision compute dtype.
-`nets/alexnet.py` builds the towers from them; `nets/cifar.py` (figure 1's network) and the
-hybrid layout (parallel/hybrid.py) use them too.
-
-VARIANTS lists other ways to compute the same layers (config.model.<field>, the first of each
-the default), to time on accelerators (benchmarks/accelerator.py --parts variants).
-"""
+"""The layers besides plain convolutions: `lrn` (3.3) and `max_pool` (3.4) with their gradients
+written out, ACTIVATIONS (3.1), `dropout` (4.2), `batch_norm`, float32 sums; VARIANTS, other
+ways to compute them (docs/design.md, "Layers")."""
 import functools
 
 import flax.linen as nn
@@ -32,22 +25,14 @@ ACTIVATIONS = {
 
 
 def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper", gradient="custom", in_float32=True):
-  """Local response normalisation over the channels of one tower (section 3.3).
-
-  paper: b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2)^beta.
-  caffe: the same with alpha / n (Caffe, PyTorch and cuda-convnet; they also default k to 1,
-  set `lrn_k` for that). The window is clipped at the tower's first and last channel.
-  gradient: "custom" (_lrn_bwd, written out) or "autodiff" (JAX differentiates the formula);
-  in_float32=False computes in x's dtype: both are variants to time on accelerators.
-  """
+  """3.3 over one tower's channels, the window clipped at its edges: b_i = a_i / (k + alpha *
+  sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2)^beta, `convention` "caffe" with alpha / n."""
   if convention not in LRN_CONVENTIONS:
     raise ValueError(f"config.model.lrn_convention={convention!r}: use 'paper' or 'caffe'.")
   if gradient not in GRADIENTS:
     raise ValueError(f"config.model.lrn_grad={gradient!r}: use one of {GRADIENTS}.")
   scale = alpha / n if convention == "caffe" else alpha
-  # In float32 by default whatever the compute dtype: the sum of squares over the window spans
-  # ~1e4-1e6 for 0-255 inputs, and bfloat16's 8-bit mantissa would round the denominator by up
-  # to 0.4%.
+  # float32 by default: bfloat16 would round the denominator (~1e4-1e6) by up to 0.4%.
   fn = _lrn if gradient == "custom" else _lrn_formula
   y = fn(x_BHWC.astype(jnp.float32 if in_float32 else x_BHWC.dtype), float(k), int(n),
          float(scale), float(beta))
@@ -69,8 +54,7 @@ def _window_sum(y_BHWC, n):
 
 
 def _neg_pow(d, beta):
-  """d ** -beta; for the paper's beta = 0.75 as two rsqrts, cheaper than pow on CPU
-  (benchmarks/README.md)."""
+  """d ** -beta; the paper's 0.75 as two rsqrts, cheaper than pow on CPU."""
   if beta == 0.75:
     return lax.rsqrt(d) * lax.rsqrt(jnp.sqrt(d))
   return lax.pow(d, jnp.asarray(-beta, d.dtype))
@@ -104,12 +88,8 @@ def _lrn_formula(x, k, n, scale, beta):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def max_pool(x_BHWC, window, stride):
-  """Max over window x window patches (VALID), as the maximum of window^2 strided slices.
-
-  Same values and gradient as lax.reduce_window (on ties the gradient goes to the first
-  maximum in row-major window order, as select_and_scatter does), but cheaper on CPU: see
-  _max_pool_bwd.
-  """
+  """Max over window x window patches (VALID) of window^2 strided slices: lax.reduce_window's
+  values and gradient (ties to the first maximum), cheaper on CPU."""
   out_h, out_w = (pooled(n, window, stride) for n in x_BHWC.shape[1:3])
   out = None
   for i in range(window):
@@ -137,12 +117,8 @@ def _max_pool_fwd(x_BHWC, window, stride):
 
 
 def _max_pool_bwd(window, stride, residuals, g_BOOC):
-  """The gradient without scatters or strided pads, which XLA:CPU runs slowly: the input
-  pixels are split into stride x stride phases (row % stride, column % stride). Window offset
-  (i, j) sends its pixel's gradient to phase (i % stride, j % stride), shifted by
-  (i // stride, j // stride), a dense pad; the phases are then interleaved by one reshape.
-  The CIFAR-10 training step is faster for it (benchmarks/README.md).
-  """
+  """Without scatters or strided pads: offset (i, j) pads its gradient densely into phase
+  (i % stride, j % stride), and one reshape interleaves the phases."""
   x, out = residuals
   b, h, w, c = x.shape
   out_h, out_w = out.shape[1:3]
@@ -170,33 +146,25 @@ max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def reduce_window_max(x_BHWC, window, stride):
-  """max_pool's values through lax.reduce_window, whose gradient is XLA's select_and_scatter
-  (cuDNN's pooling on GPUs): config.model.pool_grad="reduce_window"."""
+  """max_pool through lax.reduce_window (config.model.pool_grad="reduce_window")."""
   # A Python -inf, so that lax.reduce_window sees the max monoid and can differentiate it.
   return lax.reduce_window(x_BHWC, -jnp.inf, lax.max, (1, window, window, 1),
                            (1, stride, stride, 1), "VALID")
 
 
 def product_type(product_output, dtype):
-  """What a convolution's or matmul's products return (config.model.product_output).
-  "compute": the compute dtype, summed in float32 inside cuDNN, cuBLAS and the TPU's MXU (the
-  CPU converts bfloat16 operands to float32 and rounds the result). "float32": a float32 result,
-  which XLA:GPU computes as a float32 (TF32) convolution of upcast operands (OperandUpcaster in
-  gpu_compiler.cc), and whose gradients JAX computes in float32 (benchmarks/README.md)."""
+  """What products return (config.model.product_output): "compute", the compute dtype, or
+  "float32" (docs/design.md, "Layers")."""
   return None if product_output == "compute" else accumulation(dtype)
 
 
 def accumulation(dtype):
-  """float32 sums for a lower-precision compute dtype: a bfloat16 running sum stops growing
-  once a term falls under 2^-9 of it, and a conv1 unit sums 363 products per position. None
-  (the inputs' dtype) for float32, which computes exactly what it always did."""
+  """float32 sums for a lower-precision dtype (a bfloat16 sum stops growing); None for float32."""
   return None if jnp.dtype(dtype) == jnp.float32 else jnp.float32
 
 
 def add_bias(y, bias, dtype):
-  """y + bias, then the compute dtype. For bfloat16 the add is in float32, so the bias gradient,
-  a sum over the batch and every position (387,200 terms per conv1 unit at batch 128), is
-  summed in float32 too; for float32 the same ops as ever."""
+  """y + bias in the compute dtype, added in float32 for bfloat16 (so is the bias gradient)."""
   if jnp.dtype(dtype) == jnp.float32:
     return y + bias.astype(dtype)[(None,) * (y.ndim - 1)]
   return (y.astype(jnp.float32) + bias.astype(jnp.float32)[(None,) * (y.ndim - 1)]).astype(dtype)
@@ -211,12 +179,8 @@ RUNNING = ("mean", "var")
 
 
 def batch_norm(y_BHWC, scale, bias, mean, var, *, train, axes, epsilon, dtype):
-  """(scale (y - mu) / sqrt(sigma^2 + epsilon) + bias, (mu, sigma^2)) per channel.
-
-  Training: mu and sigma^2 are the batch's, over its rows and positions, averaged over the
-  mesh axes `axes` (equal rows per device), so that devices splitting the batch normalise as
-  one device would with the whole of it. Evaluation: the running averages `mean` and `var`.
-  In float32 whatever the compute dtype (sums of ~10^5 terms)."""
+  """(scale (y - mu) / sqrt(sigma^2 + epsilon) + bias, (mu, sigma^2)) per channel, in float32:
+  the whole batch's moments over the mesh `axes` when training, `mean` and `var` otherwise."""
   y, per_channel = y_BHWC.astype(jnp.float32), lambda c: c[None, None, None, :]
   if train:
     mu = jnp.mean(y, axis=(0, 1, 2))
@@ -243,32 +207,16 @@ def merge(trainable, running):
 
 
 def with_running_stats(running, moments, momentum):
-  """The running averages moved towards this batch's moments ({layer: (mean, var)}):
-  r <- momentum r + (1 - momentum) moment."""
+  """r <- momentum r + (1 - momentum) moment, for {layer: (mean, var)}."""
   return {layer: {k: momentum * r[k] + (1.0 - momentum) * m.astype(r[k].dtype)
                   for k, m in zip(RUNNING, moments[layer])} for layer, r in running.items()}
 
 
 def dropout(cfg, h, layer, *, train, rng, micro=None, row_blocks=1, row_block=0, unit_blocks=1,
             unit_block=0, first_tower=0):
-  """Dropout (4.2) of the towers `h` (this device's, [rows, units] each) whose masks do not
-  depend on the mesh or the layout.
-
-  Tower g's mask for layer l is drawn from fold_in(fold_in(rng, l), g) for the whole step's
-  batch and every unit of the tower: `row_blocks` blocks of rows (one per device that holds
-  rows), each holding `count` micro-batches (micro = (index, count), config.train.accum_steps).
-  This device takes block `row_block` (None: every block, when it holds the whole batch) of
-  micro-batch `index`, and block `unit_block` of `unit_blocks` of the units. So any mesh, either
-  layout and one device without a mesh draw the same mask for the same example and unit.
-
-  config.model.dropout_scaling: "paper" (4.2) keeps the kept units as they are while training
-  and multiplies every output by 1 - rate (0.5) at test time (at_test_time); "inverted" (Caffe,
-  PyTorch) scales the kept units by 1 / (1 - rate) while training and uses the outputs as they
-  are at test time. The two compute the same function when the next layer's weights differ by
-  that factor, but they do not train alike: the next layer's gradient is (1 - rate) times as
-  large with "paper", so its weights move 1 / (1 - rate)^2 times more slowly relative to their
-  function at the same learning rate.
-  """
+  """4.2 on this device's towers `h` ([rows, units] each): tower g of layer l masked from
+  fold_in(fold_in(rng, l), g) over the whole step's batch, of which this device takes its
+  `row_block`, micro-batch and `unit_block`, so no mesh changes a mask (docs/design.md)."""
   rate, paper = cfg.dropout_rate, cfg.dropout_scaling == "paper"
   if rate == 0.0 or not train:
     return h  # Evaluation: at_test_time.

@@ -1,12 +1,6 @@
-"""The ("data", "model") mesh, the PartitionSpecs and the shard_map wrapper (section 3.2).
-
-The only package that knows devices (hybrid.py: the hybrid layout). With model=2 each device
-holds one tower (its half of every layer, as each GTX 580 did) and the batch splits over `data`;
-with model=1 each device holds both towers and the batch splits over all devices. The code path
-is the same: the network computes the towers it is given and exchanges maps through `all_gather`
-over `model`. Networks without towers (the CIFAR nets) run with model=1, where P("model") keeps
-their parameters whole.
-"""
+"""Where arrays live, the only package that knows devices (3.2): `make_mesh`, `layout` (towers,
+or hybrid.py's), the PartitionSpecs, `shard_net`, `data_slice`, `prefetch_to_device`;
+docs/design.md, "Layouts"."""
 import collections
 import dataclasses
 import time
@@ -20,9 +14,7 @@ from jax.sharding import PartitionSpec as P
 from alexnet_jax import nets
 from alexnet_jax.parallel import hybrid
 
-# Every parameter leaf of a towered network has the tower axis first; it is split over `model`
-# and replicated over `data`. A network without towers (the CIFAR nets, model=1) keeps its
-# parameters whole on every device. Written out, not inferred: there is nothing else to shard.
+# A towered network's leaves split by their first axis over `model`; others stay whole.
 TOWER_SPEC = P("model")
 REPLICATED_SPEC = P()
 BATCH_SPEC = P("data")
@@ -68,26 +60,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def create_sharded_params(init_fn, mesh: Mesh, rng, towered=True):
-  """`init_fn(rng)`'s global parameters, created directly into their shards (no device ever
-  holds a whole copy it then has to split)."""
+  """`init_fn(rng)`'s global parameters, created directly into their shards."""
   shardings = param_shardings(mesh, jax.eval_shape(init_fn, rng), towered)
   return jax.jit(init_fn, out_shardings=shardings)(rng)
 
 
 def shard_net(net, mesh: Mesh, towered=True):
-  """Returns apply(params, images_BHWC, rng, train) -> logits_BK, sharded over `data`.
-
-  `net` is the Flax module one device runs (nets.make_module for this mesh's model axis):
-  inside shard_map each device gets its towers' parameter shards (all parameters when not
-  `towered`) and its rows of the batch.
-  `images_BHWC` and the logits hold the global batch; `params` are the global parameters
-  (sharded by param_shardings). `rng` (a typed key) is used for dropout when `train` is True and
-  may be None otherwise. `micro` = (index, count): this is micro-batch `index` of `count` of
-  one step (config.train.accum_steps), whose dropout masks are the whole step's.
-  moments=True (training): returns (logits_BK, {layer: (mean, var)}), the batch's moments of
-  each batch-normalised layer, tower axis first ({} without batch normalisation). Call it
-  inside jit.
-  """
+  """apply(params, images_BHWC, rng, train, micro, moments) -> global logits_BK (with
+  `moments`: and {layer: (mean, var)}), each device running `net` on its towers and rows."""
 
   def apply(params, images_BHWC, rng, train: bool, micro=None, moments=False):
     data = mesh.shape["data"]
@@ -119,11 +99,8 @@ def shard_net(net, mesh: Mesh, towered=True):
 
 
 def shard_maps(net, mesh: Mesh, map_ranks, towered=True):
-  """Returns maps(params, images_BHWC) -> {name: global array}: the layer maps the network
-  records in its "intermediates" collection, for the names in `map_ranks` ({name: rank of the
-  map with its batch axis}), inference mode. Each map holds both towers' channels on its last
-  axis, tower 0's first (what conv3 and fc6-fc8 see), split over `model` there and over `data`
-  on the batch. Call it inside jit."""
+  """maps(params, images_BHWC) -> {name: global map} of the recorded maps `map_ranks` names
+  ({name: rank}), both towers' channels last, tower 0's first; inference mode."""
   channel = "model" if towered else None
 
   def maps(params, images_BHWC):
@@ -168,18 +145,15 @@ def layout(config, mesh: Mesh) -> Layout:
 
 
 def to_global(mesh: Mesh, local, slice_count=1):
-  """This process's data slice of a batch (a pytree of NumPy arrays; data_slice) -> global
-  arrays sharded over `data`, `slice_count` times as many rows. The copies to the devices are
-  asynchronous: the call returns before they finish."""
+  """This process's data slice of a batch -> global arrays over `data`, copied asynchronously."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
       sharding, np.asarray(x), (x.shape[0] * slice_count,) + x.shape[1:]), local)
 
 
 def prefetch_to_device(host_batches, mesh: Mesh, slice_count, size, on_wait=None):
-  """The host's batches as global device arrays (to_global), `size` copies in flight ahead of
-  the one handed out, so that a step never waits for its batch to cross to the devices;
-  `on_wait(seconds)` hears how long each host batch took to arrive."""
+  """The host's batches on the devices, `size` ahead of the one handed out; `on_wait(seconds)`
+  hears how long each host batch took."""
   queue = collections.deque()
   while True:
     while len(queue) < size:
@@ -196,18 +170,9 @@ def place_replicated(mesh: Mesh, tree):
   return jax.device_put(tree, replicated(mesh))
 
 
-# ---------------------------------------------------------------------------------------------
-# Several processes: which rows of the global batch each process feeds.
-
-
 def data_slice(mesh: Mesh, process_index=None):
-  """(index, count): this process feeds slice `index` of the global batch cut in `count`.
-
-  Under BATCH_SPEC the batch splits over `data` only, so processes whose devices sit in the
-  same data rows (e.g. the two towers on two hosts, model=2 with one device per host) hold the
-  same rows and must feed the same examples: `count` is the number of distinct row blocks,
-  not jax.process_count(). Pass it to the input pipeline as slice_index/slice_count.
-  """
+  """(index, count): the slice of the global batch this process feeds, `count` the distinct
+  row blocks (processes holding the same rows feed the same examples), not the processes."""
   process = jax.process_index() if process_index is None else process_index
   blocks, owner = _data_blocks(_process_grid(mesh), mesh.shape["model"])
   return blocks.index(owner[process]), len(blocks)
