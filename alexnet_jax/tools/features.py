@@ -39,9 +39,9 @@ POOLS = ("flatten", "mean")
 
 def map_ranks(model_cfg):
   """{name: rank with the batch axis} of every map the network records."""
-  if model_cfg.name != "alexnet":
-    raise ValueError(f"config.model.name={model_cfg.name!r}: only AlexNet records its layer "
-                     "maps; features, and figure 4, need an AlexNet run.")
+  if model_cfg.name not in ("alexnet", "owt"):
+    raise ValueError(f"config.model.name={model_cfg.name!r}: only AlexNet (2012 or 2014) "
+                     "records its layer maps; features, and figure 4, need an AlexNet run.")
   net = nets.make_module(model_cfg, 1, model_axis=None, data_axis=None)
   size = model_cfg.image_size
   _, state = jax.eval_shape(

@@ -45,8 +45,8 @@ BACKGROUND = 255
 
 # Figure 3.
 
-def fig3_layout(per_tower, columns=FIG3_COLUMNS, scale=FIG3_SCALE, size=11):
-  """(height, width, origin(tower, i) -> (y, x)) of the grid of 2 x `per_tower` kernels."""
+def fig3_layout(per_tower, columns=FIG3_COLUMNS, scale=FIG3_SCALE, size=11, towers=2):
+  """(height, width, origin(tower, i) -> (y, x)) of the grid of towers x `per_tower` kernels."""
   columns = min(columns, per_tower)
   rows = math.ceil(per_tower / columns)
   cell = size * scale
@@ -56,7 +56,8 @@ def fig3_layout(per_tower, columns=FIG3_COLUMNS, scale=FIG3_SCALE, size=11):
     row, column = divmod(i, columns)
     return tower * (tower_height + 2 * GAP) + row * (cell + GAP), column * (cell + GAP)
 
-  return 2 * tower_height + 2 * GAP, columns * cell + (columns - 1) * GAP, origin
+  return (towers * tower_height + (towers - 1) * 2 * GAP, columns * cell + (columns - 1) * GAP,
+          origin)
 
 
 def scaled_kernel(kernel_HWC):
@@ -69,10 +70,11 @@ def scaled_kernel(kernel_HWC):
 
 
 def fig3_image(conv1_kernel, scale=FIG3_SCALE):
-  """uint8 [H, W, 3]: conv1's kernel [towers=2, kh, kw, 3, C] as figure 3 draws it."""
+  """uint8 [H, W, 3]: conv1's kernel [towers, kh, kw, 3, C] as figure 3 draws it (the 2014
+  network's one column: its 64 kernels in 4 rows)."""
   kernel = np.asarray(conv1_kernel, np.float32)
   towers, size, _, _, per_tower = kernel.shape
-  height, width, origin = fig3_layout(per_tower, scale=scale, size=size)
+  height, width, origin = fig3_layout(per_tower, scale=scale, size=size, towers=towers)
   image = np.full((height, width, 3), BACKGROUND, np.uint8)
   cell = size * scale
   for tower in range(towers):
@@ -86,8 +88,8 @@ def fig3_image(conv1_kernel, scale=FIG3_SCALE):
 def write_fig3(path, params):
   kernel = jax.device_get(params["conv1"]["kernel"])
   if kernel.ndim != 5 or kernel.shape[1:4] != (11, 11, 3):
-    raise ValueError(f"conv1's kernel has shape {kernel.shape}, not AlexNet's [2, 11, 11, 3, C]:"
-                     " figure 3 draws the paper's network only.")
+    raise ValueError(f"conv1's kernel has shape {kernel.shape}, not AlexNet's [towers, 11, 11, "
+                     "3, C]: figure 3 draws AlexNet's conv1 only.")
   Image.fromarray(fig3_image(kernel)).save(path)
   return path
 

@@ -1,0 +1,135 @@
+r"""torchvision's AlexNet (Krizhevsky 2014, config.model.name="owt") and its trained weights
+(alexnet-owt-7be5be79.pth, the file torchvision downloads) as this package's weights:
+
+    python -m alexnet_jax.tools.torchvision --weights=alexnet-owt-7be5be79.pth \
+        [--synsets=synset_words.txt] --out=owt.npz [--workdir=workdirs/owt]
+
+writes the weights file of checkpoints/weights_file.py and, with --workdir, a run at step 0
+that predict, features, figures and eval_only read. The file is read with torch.load(...,
+weights_only=True), so a hostile pickle cannot run code. What the conversion must get right,
+each silently wrong otherwise:
+- torch's convolution weights are O,I,H,W; this network's kernels are H,W,I,O.
+- fc6 reads the average pool's 6x6x256 flattened as C,H,W; this network flattens H,W,C: fc6's
+  rows are permuted. nn.Linear's weights are [out, in]; the kernels are [in, out].
+- torchvision's images are RGB, as here (Caffe's are BGR): conv1's channels stay in order.
+- The input: torchvision feeds (x / 255 - mean) / std per channel (ImageNet's mean 0.485,
+  0.456, 0.406 and std 0.229, 0.224, 0.225). Here 255 x mean is the mean image, subtracted
+  from the 0-255 pixels; input_scale is 1 / (255 x 0.226), 0.226 the three stds' mean; conv1's
+  input channel c is scaled by 0.226 / std_c (within 1.3% of 1). conv1 is linear in its input
+  and both pad with the mean, so this is torchvision's function, without a config field.
+Resize 256 and centre crop 224 are config.data.resize_size and model.image_size.
+"""
+import numpy as np
+
+from alexnet_jax import errors
+from alexnet_jax.configs import paper
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+STD_MEAN = 0.226  # STD's mean.
+# This network's layers and torchvision's modules, with torch's weight shapes at 1,000 classes.
+LAYERS = {"conv1": ("features.0", (64, 3, 11, 11)), "conv2": ("features.3", (192, 64, 5, 5)),
+          "conv3": ("features.6", (384, 192, 3, 3)), "conv4": ("features.8", (256, 384, 3, 3)),
+          "conv5": ("features.10", (256, 256, 3, 3)), "fc6": ("classifier.1", (4096, 9216)),
+          "fc7": ("classifier.4", (4096, 4096)), "fc8": ("classifier.6", (1000, 4096))}
+POOL = 6  # The average pool's output, fc6's input: 6 x 6 x 256.
+
+
+def model_config(num_classes=1000):
+  """The paper's config with the 2014 network and torchvision's preprocessing."""
+  config = paper.get_config()
+  config.model.update(name="owt", norm="none", width=1.0, num_classes=num_classes,
+                      image_size=224, dropout_scaling="inverted",
+                      input_scale=1.0 / (255.0 * STD_MEAN))
+  config.data.update(resize_size=256, resize="antialias", mean="image")
+  return config
+
+
+def mean_image(size=256):
+  """float32 [size, size, 3]: ImageNet's channel means on the 0-255 scale."""
+  return np.broadcast_to(255.0 * MEAN, (size, size, 3)).astype(np.float32)
+
+
+def _checked(state_dict):
+  """{torch name: float32 array}, refusing, by the first tensor, what is not AlexNet's."""
+  num_classes = None
+  arrays = {}
+  for layer, (module, shape) in LAYERS.items():
+    for leaf, want in ((".weight", shape), (".bias", shape[:1])):
+      name = module + leaf
+      if name not in state_dict:
+        raise errors.ConfigError(f"Not torchvision's AlexNet: no tensor {name!r} (of shape "
+                                 f"{list(want)}) in the state_dict.")
+      value = np.asarray(state_dict[name], np.float32)
+      if layer == "fc8":
+        num_classes = value.shape[0] if num_classes is None else num_classes
+        want = (num_classes,) + want[1:]
+      if value.shape != want:
+        raise errors.ConfigError(f"Not torchvision's AlexNet: {name!r} has shape "
+                                 f"{list(value.shape)}, not {list(want)}.")
+      arrays[name] = value
+  return arrays
+
+
+def convert(state_dict):
+  """This network's parameters (NumPy, a tower axis of 1) of torchvision's state_dict."""
+  arrays = _checked(state_dict)
+  params = {}
+  for layer, (module, _) in LAYERS.items():
+    w = arrays[module + ".weight"]
+    if layer.startswith("conv"):
+      kernel = w.transpose(2, 3, 1, 0)                       # O,I,H,W -> H,W,I,O.
+      if layer == "conv1":                                   # 1 / std_c, as the docstring says.
+        kernel = kernel * (STD_MEAN / STD)[None, None, :, None]
+    else:
+      if layer == "fc6":                                     # Inputs C,H,W -> H,W,C.
+        w = w.reshape(w.shape[0], -1, POOL, POOL).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+      kernel = w.T                                           # [out, in] -> [in, out].
+    params[layer] = {"kernel": np.ascontiguousarray(kernel[None], np.float32),
+                     "bias": arrays[module + ".bias"][None]}
+  return params
+
+
+def read(path):
+  """(config, params, mean image) of a torchvision AlexNet state_dict saved with torch.save."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top  (only the import needs it)
+  try:
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+  except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise errors.ConfigError(f"{path}: not a state_dict torch.load(weights_only=True) reads "
+                             f"({first}).") from e
+  if not isinstance(state_dict, dict):
+    raise errors.ConfigError(f"{path} holds a {type(state_dict).__name__}, not a state_dict.")
+  params = convert(state_dict)
+  return model_config(params["fc8"]["kernel"].shape[-1]), params, mean_image()
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.checkpoints import weights_file  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import caffe  # pylint: disable=g-import-not-at-top
+
+  del argv
+  f = flags.FLAGS
+  config, params, mean = read(f.weights)
+  runtime.configure_jax(config.mesh.num_cpu_devices)
+  names = caffe.read_synsets(f.synsets, config.model.num_classes)
+  path = weights_file.write_import(f.out, f.workdir, config, params, names, mean)
+  print(f"{f.weights}: AlexNet of 2014, {config.model.num_classes} classes -> {path}")
+  if f.workdir:
+    print(f"A run at step 0 in {f.workdir}: predict, features, figures and eval_only read it.")
+
+
+if __name__ == "__main__":
+  from absl import app
+  from absl import flags
+  from alexnet_jax.faults import logs
+  flags.DEFINE_string("weights", None, "alexnet-owt-7be5be79.pth: a state_dict.", required=True)
+  flags.DEFINE_string("synsets", None, "synset_words.txt (as Caffe's), for the class names.")
+  flags.DEFINE_string("out", None, "The weights .npz to write (config.init_from).",
+                      required=True)
+  flags.DEFINE_string("workdir", None, "Also write a run at step 0 here.")
+  app.run(logs.one_line_errors(main, "tools.torchvision"))
