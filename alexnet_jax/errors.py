@@ -13,3 +13,12 @@ class ConfigError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
   """A file or folder the command needs is absent."""
+
+
+class WriteRefusedError(UserError, OSError):
+  """A file the command writes that the filesystem refused: no space, a quota, permissions, a
+  read-only mount."""
+
+
+class DivergedError(UserError, FloatingPointError):
+  """Training went non-finite: a learning rate too high for the setting, or broken input."""

@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 from alexnet_jax import errors  # noqa: E402
 from alexnet_jax import train  # noqa: E402
-from alexnet_jax.checkpoints import faults  # noqa: E402
+from alexnet_jax.checkpoints import integrity  # noqa: E402
 from alexnet_jax.checkpoints import weights_file  # noqa: E402
 from alexnet_jax.faults import logs  # noqa: E402
 from alexnet_jax.faults import preemption  # noqa: E402
@@ -38,8 +38,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 # What a user can cause (a setting, a file, the workdir, a checkpoint, a missing process): the
 # message says which and what to do, so the console gets it alone, the traceback the log file.
 USER_ERRORS = (errors.UserError, ValueError, OSError, FloatingPointError,
-               workdir_lock.WorkdirBusyError, faults.DamagedCheckpointError,
-               faults.DisagreeingProcessesError)
+               workdir_lock.WorkdirBusyError, integrity.DamagedCheckpointError,
+               integrity.DisagreeingProcessesError)
 _parsed = []  # Set once absl has parsed the flags, i.e. main() runs.
 
 

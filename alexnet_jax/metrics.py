@@ -8,7 +8,7 @@ import time
 import jax
 
 from alexnet_jax import paths
-from alexnet_jax.checkpoints import faults
+from alexnet_jax.faults import write_errors
 
 
 class Writer:
@@ -27,7 +27,7 @@ class Writer:
         asynchronous=False)
     self._jsonl = paths.file(workdir, paths.METRICS).open("a", encoding="utf-8")
     if config is not None:
-      with faults.naming(self.workdir / paths.CONFIG):
+      with write_errors.naming(self.workdir / paths.CONFIG):
         (self.workdir / paths.CONFIG).write_text(config.to_json_best_effort(indent=2) + "\n")
 
   def write(self, step, scalars, console=None):
@@ -35,10 +35,10 @@ class Writer:
     if not self.active:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    with faults.naming(self.workdir / paths.TENSORBOARD):
+    with write_errors.naming(self.workdir / paths.TENSORBOARD):
       self._tb.write_scalars(step, scalars)
     row = {"step": int(step), "time": time.time(), **scalars}
-    with faults.naming(self.workdir / paths.METRICS):
+    with write_errors.naming(self.workdir / paths.METRICS):
       self._jsonl.write(json.dumps({k: _json_number(v) for k, v in row.items()}) + "\n")
       self._jsonl.flush()
     if console:
@@ -52,7 +52,7 @@ class Writer:
     if not self.active:
       return
     text = json.dumps({k: _json_number(v) for k, v in summary.items()}, indent=2)
-    with faults.naming(self.workdir / paths.SUMMARY):
+    with write_errors.naming(self.workdir / paths.SUMMARY):
       (self.workdir / paths.SUMMARY).write_text(text + "\n")
 
   def close(self):

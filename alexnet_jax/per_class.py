@@ -7,8 +7,8 @@ import numpy as np
 
 from alexnet_jax import paths
 from alexnet_jax import report as run_files
-from alexnet_jax.checkpoints import faults
 from alexnet_jax.data import input_pipeline
+from alexnet_jax.faults import write_errors
 
 VIEWS = (("", "centre crop"), ("_10crop", "10 crops"))
 
@@ -19,7 +19,7 @@ def write(workdir, step, class_names, results):
   suffixes = [s for s, _ in VIEWS if s in results]
   counts = results[suffixes[0]]["per_class"]["count"]
   # POSIX writes csv's "\r\n" as it is; a bucket's files take no newline argument.
-  with faults.naming(path), path.open("w", encoding="utf-8") as f:
+  with write_errors.naming(path), path.open("w", encoding="utf-8") as f:
     out = csv.writer(f)
     out.writerow(["class", "name", "count"] +
                  [f"top{k}_error{s}" for s in suffixes for k in (1, 5)])
@@ -89,7 +89,7 @@ def confusion_png(path, confusion, class_names, title):
                   color="white" if rows[i, j] > 0.5 else "black")
   fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
   fig.tight_layout()
-  with faults.naming(path), path.open("wb") as f:
+  with write_errors.naming(path), path.open("wb") as f:
     fig.savefig(f, format="png", dpi=100)
   plt.close(fig)
 

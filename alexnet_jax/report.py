@@ -8,7 +8,7 @@ import numpy as np
 from alexnet_jax import metrics
 from alexnet_jax import nets
 from alexnet_jax import paths
-from alexnet_jax.checkpoints import faults
+from alexnet_jax.faults import write_errors
 
 
 def describe(config, mesh, info, steps_per_epoch, total_steps, params):
@@ -93,9 +93,9 @@ CONSTANTS_FILE = paths.CONSTANTS
 
 def write_run_files(workdir, class_names, consts):
   """classes.json and the mean image and PCA basis: what predict needs beside a checkpoint."""
-  with faults.naming(paths.file(workdir, CLASSES_FILE)):
+  with write_errors.naming(paths.file(workdir, CLASSES_FILE)):
     paths.file(workdir, CLASSES_FILE).write_text(json.dumps(list(class_names), indent=0) + "\n")
-  with faults.naming(paths.file(workdir, CONSTANTS_FILE)), \
+  with write_errors.naming(paths.file(workdir, CONSTANTS_FILE)), \
       paths.file(workdir, CONSTANTS_FILE).open("wb") as f:
     np.savez(f, **{k: np.asarray(v) for k, v in consts.items()})
 

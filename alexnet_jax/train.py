@@ -27,13 +27,13 @@ from alexnet_jax import report
 from alexnet_jax import schedule as schedule_lib
 from alexnet_jax import steps
 from alexnet_jax.checkpoints import compatibility
-from alexnet_jax.checkpoints import faults
 from alexnet_jax.checkpoints import manager
 from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.data import input_pipeline
 from alexnet_jax.data import sources
 from alexnet_jax.faults import preemption
 from alexnet_jax.faults import workdir_lock
+from alexnet_jax.faults import write_errors
 
 # Batches copied to the devices ahead of the step that needs them.
 DEVICE_PREFETCH = 2
@@ -88,9 +88,9 @@ def train_and_evaluate(config, workdir):
     with sources.listed_once():
       return _set_up_and_run(config, workdir)
   except OSError as e:  # A full disk or a lost permission beyond the checkpoints: one line.
-    if not faults.is_write_refusal(e):
+    if not write_errors.is_write_refusal(e):
       raise
-    raise faults.run_file_error(e, workdir) from e
+    raise write_errors.run_file_error(e, workdir) from e
   finally:
     workdir_lock.release(lock)
 
@@ -109,7 +109,7 @@ def _set_up_and_run(config, workdir):
 
 def _close(run: Run):
   manager.close(run.mgr)
-  with faults.naming(run.workdir / paths.METRICS):  # The last lines flushed.
+  with write_errors.naming(run.workdir / paths.METRICS):  # The last lines flushed.
     run.writer.close()
 
 

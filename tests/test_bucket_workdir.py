@@ -8,7 +8,7 @@ import pytest
 
 from alexnet_jax import metrics
 from alexnet_jax import train
-from alexnet_jax.checkpoints import faults
+from alexnet_jax.checkpoints import integrity
 from tests import bucket
 from tests import tiny_config
 
@@ -71,7 +71,7 @@ def test_a_damaged_step_in_the_bucket_is_found_and_set_aside(stood_in, cache_dir
   victim = max((p for p in state.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
   os.truncate(victim, victim.stat().st_size // 2)
   config = _config(cache_dir, 8)
-  with pytest.raises(faults.DamagedCheckpointError, match=f"{URL}/checkpoints/6"):
+  with pytest.raises(integrity.DamagedCheckpointError, match=f"{URL}/checkpoints/6"):
     train.train_and_evaluate(config, URL)
   config.checkpoint.restore_step = 4
   assert train.train_and_evaluate(config, URL)["steps"] == 8

@@ -15,10 +15,10 @@ import pytest
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
-from alexnet_jax.checkpoints import faults
 from alexnet_jax.checkpoints import manager
 from alexnet_jax.faults import preemption
 from alexnet_jax.faults import workdir_lock
+from alexnet_jax.faults import write_errors
 from tests import program
 from tests import tiny_config
 from tests import trees
@@ -191,7 +191,7 @@ def test_a_disk_that_fills_beyond_the_checkpoints_stops_in_one_line(tmp_path, ca
                                                                                  **k))[1])
     else:
       monkeypatch.setattr(per_class, "write", lambda *a, **k: (fill(), report(*a, **k))[1])
-    with pytest.raises(faults.RunFileWriteError) as err:
+    with pytest.raises(write_errors.RunFileWriteError) as err:
       train.train_and_evaluate(config, workdir)
     text = str(err.value)
     print(text)

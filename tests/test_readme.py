@@ -4,7 +4,9 @@ of the prepared folder, and the one-GPU and two-GPU training commands, in a home
 the sizes are changed, by overrides added at the end, so that they run on a CPU in a minute,
 and the two-GPU run gets a workdir of its own (as written it would resume the one-GPU run,
 already finished). Left out: the section's first block, which installs jax's CUDA or TPU build
-and lists the accelerators; it needs the accelerator and the network."""
+and lists the accelerators; it needs the accelerator and the network. And the Layout table: every
+module in it, none importing a row above its own."""
+import ast
 import os
 import pathlib
 import re
@@ -72,3 +74,40 @@ def test_the_gpu_sections_commands_run_as_written(tmp_path):
   assert "Finished 2 steps" in outputs[3] and "Resumed" not in outputs[3]
   assert "Mesh: data=1 x model=1 over 1 cpu device(s)" in outputs[2], outputs[2][:2000]
   assert "Mesh: data=1 x model=2 over 2 cpu device(s)" in outputs[3], outputs[3][:2000]
+
+
+def layout_rows():
+  """{module path: its row's index} of the README's Layout table, top row 0."""
+  table = (ROOT / "README.md").read_text().split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+  rows = {}
+  for index, line in enumerate(r for r in table.splitlines() if r.startswith("| `")):
+    names = re.findall(r"`([^`]+)`", line.split("|")[1])  # The first cell: paths only.
+    folder = names[0].rsplit("/", 1)[0]
+    for name in names:
+      path = name if "/" in name else f"{folder}/{name}"
+      found = sorted((ROOT / path).rglob("*.py")) if path.endswith("/") else [ROOT / path]
+      rows.update({str(f.relative_to(ROOT)): index for f in found})
+  return rows
+
+
+def test_the_layout_table_lists_every_module_below_those_that_import_it():
+  rows = layout_rows()
+  modules = {str(p.relative_to(ROOT)) for p in (ROOT / "alexnet_jax").rglob("*.py")}
+  assert modules - set(rows) <= {"alexnet_jax/__init__.py"}, "not in README's Layout table"
+  upward = []
+  for module in sorted(modules & set(rows)):
+    package = module.rsplit("/", 1)[0].replace("/", ".")
+    for node in ast.walk(ast.parse((ROOT / module).read_text())):
+      if isinstance(node, ast.ImportFrom) and node.module:
+        base = node.module if not node.level else f"{package}.{node.module}"
+        names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+      elif isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+      else:
+        continue
+      for name in names:
+        path = name.replace(".", "/")
+        target = next((t for t in (f"{path}.py", f"{path}/__init__.py") if t in rows), None)
+        if target and target != module and rows[target] < rows[module]:
+          upward.append(f"{module} imports {target}")
+  assert not upward, "a module imports one drawn above it in README's Layout table"

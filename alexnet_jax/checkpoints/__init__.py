@@ -1,2 +1,2 @@
-"""Checkpoints: `manager` (orbax), `compatibility` (the fingerprint, older configs), `faults`
+"""Checkpoints: `manager` (orbax), `compatibility` (the fingerprint, older configs), `integrity`
 (unusable steps), `trained_run` (a run read back), `weights_file` (one .npz, fine-tuning)."""

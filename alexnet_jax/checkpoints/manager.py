@@ -10,12 +10,12 @@ import orbax.checkpoint as ocp
 
 from alexnet_jax import paths
 from alexnet_jax.checkpoints import compatibility
-from alexnet_jax.checkpoints import faults
+from alexnet_jax.checkpoints import integrity
 
 BEST_METRIC = "val_top1_error"
-SIZES_FILE = faults.SIZES_FILE
-DamagedCheckpointError = faults.DamagedCheckpointError
-CheckpointWriteError = faults.CheckpointWriteError
+SIZES_FILE = integrity.SIZES_FILE
+DamagedCheckpointError = integrity.DamagedCheckpointError
+CheckpointWriteError = integrity.CheckpointWriteError
 
 
 def create(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
@@ -75,7 +75,7 @@ def save(mgr, step, state, extra, metrics=None):
     started = mgr.save(step, metrics=metrics, force=True, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)))
   except Exception as e:
-    faults.raise_write_error(mgr, step, e)
+    integrity.raise_write_error(mgr, step, e)
   mgr.pending_step = step
   if not getattr(mgr, "async_save", True):  # Committed already: record its sizes now.
     wait(mgr)
@@ -89,9 +89,9 @@ def wait(mgr):
     mgr.wait_until_finished()
     mgr.check_for_errors()
   except Exception as e:
-    faults.raise_write_error(mgr, step, e)
+    integrity.raise_write_error(mgr, step, e)
   if step is not None and step in mgr.all_steps():
-    faults.record_sizes(faults.step_dir(mgr, step))
+    integrity.record_sizes(integrity.step_dir(mgr, step))
 
 
 def close(mgr):
@@ -132,7 +132,7 @@ def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
   wait(mgr)
   mgr.reload()
   steps = sorted(mgr.all_steps(), reverse=True)
-  faults.agree_on_steps(mgr, steps)
+  integrity.agree_on_steps(mgr, steps)
   if not steps:
     if restore_step:  # Kept in a job's command for later restarts, or a mistyped --workdir.
       logging.warning("config.checkpoint.restore_step=%d, but %s holds no checkpoint: the run "
@@ -148,20 +148,20 @@ def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
       if isinstance(e, compatibility.IncompatibleCheckpointError):
         raise
       # The sizes name the damaged file where orbax names a symptom; with neither, no damage.
-      problem = faults.step_problem(mgr, step)
-      if problem is None and not isinstance(e, faults.READ_ERRORS):
+      problem = integrity.step_problem(mgr, step)
+      if problem is None and not isinstance(e, integrity.READ_ERRORS):
         raise
-      problem, cause = problem or faults.one_line(e), e
-    if not faults.everywhere(problem is None):
+      problem, cause = problem or integrity.one_line(e), e
+    if not integrity.everywhere(problem is None):
       unreadable.append((step, problem or "another process cannot read it"))
       continue
-    faults.set_aside(mgr, unreadable)  # Warns for each step it moves.
+    integrity.set_aside(mgr, unreadable)  # Warns for each step it moves.
     if restore_step and not unreadable and step != restore_step:
       logging.warning("config.checkpoint.restore_step=%d changes nothing: the latest step %d "
                       "reads fine and was restored (restore_step only chooses where to go back "
                       "to when newer steps cannot be read).", restore_step, step)
     return restored
-  raise faults.damaged_error(mgr, steps, unreadable, restore_step) from cause
+  raise integrity.damaged_error(mgr, steps, unreadable, restore_step) from cause
 
 
 def _check_json(name, value):

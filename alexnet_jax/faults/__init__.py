@@ -1,1 +1,2 @@
-"""When a run is stopped or crowded out: `preemption`, `workdir_lock`, `logs` (docs/faults.md)."""
+"""When a run is stopped, crowded out or refused a write: `preemption`, `workdir_lock`, `logs`,
+`write_errors` (docs/faults.md)."""

@@ -1,53 +1,35 @@
-"""What can go wrong with checkpoints on disk, told in words a user can act on.
-
-A step can be damaged after its commit (a failing disk, an interrupted copy of the workdir, a
-file deleted by hand), and a save can be refused (disk full, quota, permissions, read-only).
-`manager.py` calls these helpers; nothing here deletes a file.
-
-How to tell which steps are intact, cheaply: orbax records no checksums, and a truncated array
-file only shows when its bytes are read (tensorstore's OUT_OF_RANGE). So once a step is
-committed, process 0 writes `file_sizes.json` into it (every file's size); `step_problem`
-compares them with a `stat` per file and reads the two small metadata files. Only a full read
-proves a step: `manager.restore_for_run` restores, and uses this check to say which file
-broke and which older steps look intact.
-"""
-import contextlib
-import errno
+"""Whether the checkpoints on disk can be used, told in one line: a step damaged after its
+commit (`step_problem`, `damaged_error`, `set_aside`), processes that see other steps
+(`agree_on_steps`), a save the filesystem refused (`raise_write_error`). Deletes nothing."""
 import json
 import logging
 import os
-import re
-import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from alexnet_jax import errors
 from alexnet_jax import paths
+from alexnet_jax.faults import write_errors
+
 SIZES_FILE = "file_sizes.json"
 SET_ASIDE_DIR = paths.UNREADABLE  # Next to checkpoints/: outside orbax's view.
-# errno values that mean "this filesystem will not take the checkpoint", not a bug.
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS,
-                 errno.EFBIG, errno.EIO)
 # Errors of a read that failed on the files (tensorstore raises ValueError), as opposed to a
 # device running out of memory (a RuntimeError), which says nothing about the checkpoint.
 READ_ERRORS = (OSError, ValueError, KeyError)
 
 
-class DamagedCheckpointError(RuntimeError):
+class DamagedCheckpointError(errors.UserError, RuntimeError):
   """A checkpoint that cannot be read: a file truncated, missing or garbled after its commit."""
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(errors.WriteRefusedError):
   """A save the filesystem refused (no space, quota, permissions, read-only)."""
 
 
 def step_problem(mgr, step):
-  """None if `step` looks intact, else what is wrong with it, in a few words.
-
-  Cheap: a `stat` per file against the sizes recorded when the step was committed (steps
-  written without `file_sizes.json` skip that part), and the two metadata files read.
-  """
+  """None if `step` looks intact (its files' sizes, its metadata read), else what is wrong."""
   directory = step_dir(mgr, step)
   sizes_file = directory / SIZES_FILE
   if sizes_file.exists():
@@ -128,7 +110,7 @@ def everywhere(ok):
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
-class DisagreeingProcessesError(RuntimeError):
+class DisagreeingProcessesError(errors.UserError, RuntimeError):
   """The processes of one run see different checkpoints."""
 
 
@@ -136,10 +118,8 @@ MAX_STEPS_COMPARED = 64  # The newest steps each process lists, compared across 
 
 
 def agree_on_steps(mgr, steps):
-  """Raises DisagreeingProcessesError on every process when the processes list different
-  steps in `mgr.directory` (a workdir that is not one shared filesystem, a copy still
-  arriving): restoring then would hang in a collective or load different steps. `steps` is
-  this process's list, newest first."""
+  """Raises DisagreeingProcessesError on every process when the processes list other
+  `steps` (this process's, newest first) in `mgr.directory`."""
   if jax.process_count() == 1:
     return
   from jax.experimental import multihost_utils
@@ -161,8 +141,7 @@ def _listed(row):
 
 
 def one_line(error):
-  """An error in one line: tensorstore's spec (a kilobyte of JSON) dropped, and of a long
-  message its status and its end, where the file and the failure are named."""
+  """An error in one line: without tensorstore's spec, a long one cut to its status and end."""
   text = " ".join(str(error).split()).split(" [tensorstore_spec=")[0].rstrip(".")
   if len(text) <= 300:
     return text or type(error).__name__
@@ -186,7 +165,7 @@ def record_sizes(directory):
 
 def raise_write_error(mgr, step, error):
   """Raises a `CheckpointWriteError` for a filesystem's refusal, else `error` as it is."""
-  code = _errno(error)
+  code = write_errors.errno_of(error)
   if code is None:
     raise error
   steps = sorted(s for s in mgr.all_steps() if s != step)
@@ -194,87 +173,14 @@ def raise_write_error(mgr, step, error):
   if steps and (step_dir(mgr, steps[-1]) / SIZES_FILE).exists():
     sizes = json.loads((step_dir(mgr, steps[-1]) / SIZES_FILE).read_text())
     need, how = sum(sizes.values()), f"step {steps[-1]} on disk"
-  free = _free_space(mgr.directory)
+  free, fix = write_errors.free_space(mgr.directory), write_errors.when_writable(code)
   free = f", {free} free there" if free else ""
-  fix = _when_writable(code)
   kept = (f"The steps already saved ({', '.join(map(str, steps))}) are intact; start the same "
           f"command again {fix} to resume from step {steps[-1]}" if steps
           else f"No step was saved yet; start again {fix}")
   what = f"step {step}" if step is not None else "a checkpoint"
   raise CheckpointWriteError(
       f"Could not write {what} into {mgr.directory}: {os.strerror(code)}. A checkpoint needs "
-      f"{_megabytes(need)} ({how}){free}. {kept}, or choose another --workdir.") from error
+      f"{write_errors.megabytes(need)} ({how}){free}. {kept}, or choose another --workdir."
+  ) from error
 
-
-class RunFileWriteError(OSError):
-  """A file of the run beside its checkpoints (metrics, TensorBoard, summary, per-class
-  results) that the filesystem would not take."""
-
-
-@contextlib.contextmanager
-def naming(path):
-  """An OSError raised inside names `path`: a write's or flush's error carries no file name."""
-  try:
-    yield
-  except OSError as e:
-    if e.filename is None and e.errno is not None:
-      raise OSError(e.errno, e.strerror, str(path)) from e
-    raise
-
-
-def run_file_error(error, workdir):
-  """A RunFileWriteError for a filesystem's refusal to write one of the run's own files, in
-  one line, as a checkpoint's is: what, why, the space free and the steps that are intact."""
-  code = _errno(error)
-  where = getattr(error, "filename", None) or str(workdir)
-  folder = paths.checkpoints(workdir)
-  steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() \
-      else []
-  free = _free_space(workdir)
-  free = f" ({free} free there)" if free else ""
-  fix = _when_writable(code)
-  kept = (f"The checkpoints already saved (steps {', '.join(map(str, steps))}) are intact; "
-          f"start the same command again {fix} to resume from step {steps[-1]}" if steps
-          else f"No checkpoint was saved yet; start again {fix}")
-  return RunFileWriteError(f"Could not write {where}: {os.strerror(code)}{free}. {kept}, or "
-                           "choose another --workdir.")
-
-
-def _free_space(directory):
-  """The space free where `directory` is, in words, or None when it cannot be asked (a
-  bucket has no free space to ask about)."""
-  if not paths.is_local(directory):
-    return None
-  try:
-    return _megabytes(shutil.disk_usage(directory).free)
-  except OSError:
-    return None
-
-
-def _when_writable(code):
-  return ("once there is room" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-          else "once it is writable")
-
-
-def is_write_refusal(error):
-  return _errno(error) is not None and not isinstance(error, CheckpointWriteError)
-
-
-def _errno(error):
-  """The errno of a filesystem refusal in `error` or its causes (tensorstore puts it in the
-  message as os_error_code), or None."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    code = getattr(error, "errno", None)
-    if code is None:
-      found = re.search(r"os_error_code='?(\d+)", str(error))
-      code = int(found.group(1)) if found else None
-    if code in _WRITE_ERRNOS:
-      return code
-    error = error.__cause__ or error.__context__
-  return None
-
-
-def _megabytes(n):
-  return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n:,} bytes"
