@@ -1,14 +1,6 @@
-"""A trained network read back, from a training run (its config.json, the checkpoint that
-config.eval.checkpoint names) or from a weights file (checkpoints/weights_file.py), with its
-class names and preprocessing constants: the one loader of the commands that use a trained
-network (predict, figures, features, weights) and of fine-tuning from another run.
-
-    config = trained_run.read_config("workdirs/demo", {"eval.checkpoint": "best"})
-    config, params, step = trained_run.load_run("workdirs/demo", config=config)
-
-`source` is a workdir or a .npz. The network's own fields (config.model, except dtype) cannot
-be overridden: they must be the ones the weights were trained with.
-"""
+"""A trained network read back from a workdir or a weights .npz, the one loader of the tools and
+of fine-tuning: `read_config` (config.model, but dtype, cannot be overridden), `load_run`,
+`class_names`, `constants`."""
 import json
 
 import jax

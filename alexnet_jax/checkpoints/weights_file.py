@@ -1,20 +1,9 @@
-r"""The network's parameters as one `.npz`, which tools/weights.py, tools/caffe.py and
-tools/torchvision.py write; predict, features, figures (--weights) and eval_only read it as a
-run, and fine-tuning starts from it, or from another run's workdir or one of its steps:
+r"""The parameters as one `.npz` (`save`, `load`; its keys: docs/after_training.md, "Weights out
+and in"), read as a run by the tools and eval_only, and fine-tuning's start from it or from
+another run (`initial_params`; config.init_reset's layers start fresh):
 
     python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/finetune \
         --config.init_from=demo.npz --config.init_reset=fc8
-    python -m alexnet_jax.main --config=configs/demo.py --workdir=workdirs/demo_npz \
-        --config.init_from=demo.npz --config.eval_only=True
-
-The file (docs/after_training.md, "Weights out and in"): one float32 array per "<layer>/kernel"
-and "<layer>/bias", tower axis first as the checkpoint holds them (AlexNet: conv kernels [2, kh,
-kw, C_in, C_out], fully connected [2, F_in, F_out], biases [2, C_out]); "preprocess/mean"
-[R, R, 3], the mean image subtracted from the 0-255 RGB input before config.model.input_scale;
-"meta", a JSON string: format, step, the model config, the class names, the decoding (data).
-
-Fine-tuning (config.init_from, a fresh run only): the layers named in config.init_reset keep
-their fresh initialisation, e.g. fc8 for a dataset with another number of classes.
 """
 import contextlib
 import json

@@ -1,22 +1,9 @@
-r"""Caffe's trained AlexNet (BVLC/caffe models/bvlc_alexnet) as this package's weights, read
-without Caffe:
+r"""Caffe's trained AlexNet (BVLC/caffe's bvlc_alexnet) in, read without Caffe: the weights file
+and, with --workdir, a run at step 0 (docs/design.md, "Weights in"):
 
     python -m alexnet_jax.tools.caffe --prototxt=deploy.prototxt \
         --caffemodel=bvlc_alexnet.caffemodel --mean=ilsvrc_2012_mean.binaryproto \
         [--synsets=synset_words.txt] --out=bvlc_alexnet.npz [--workdir=workdirs/bvlc_alexnet]
-
-writes the weights file of checkpoints/weights_file.py (config.init_from reads it) and, with
---workdir, a run at step 0 that predict, features, figures and eval_only read. What the
-conversion must get right, each silently wrong otherwise:
-- Caffe's images are BGR, its blobs N,C,H,W: conv1's input channels are reversed, the mean
-  image ([1, 3, 256, 256] BGR) becomes [256, 256, 3] RGB.
-- fc6 reads pool5 flattened as C,H,W; this network flattens H,W,C: fc6's rows are permuted.
-- `group: 2` is the tower axis: group g's outputs (and, for conv2, conv4, conv5, inputs) are
-  tower g's; conv1, conv3 and the fc layers are split in halves of their outputs, fc8's half
-  t being classes [t K/2, (t + 1) K/2).
-- LRN: k, alpha divided by local_size (lrn_convention="caffe"), and across both towers'
-  channels (lrn_across_towers), since Caffe ran the groups on one device.
-- 227x227 crops, and Caffe's inverted dropout (no scaling at test time).
 """
 import numpy as np
 from google.protobuf import text_format

@@ -1,7 +1,5 @@
-"""What the commands reading a trained run share: their flags (--workdir or --weights, and
-overrides of the run's config) and the decoding of image files and splits, as evaluation
-decodes them (shorter side to config.data.resize_size, the central square; the crops are cut
-on the device)."""
+"""What the commands reading a trained run share: their flags (--workdir or --weights, the
+config's overrides) and the decoding of image files as evaluation decodes them."""
 import numpy as np
 import tensorflow as tf
 from absl import flags

@@ -1,19 +1,9 @@
-r"""A trained network's activations for a whole split, for linear probes and retrieval.
+r"""A split's layer maps as <layer>.npy [N, D], labels.npy, files.txt, for probes and retrieval;
+a stopped run goes on (docs/after_training.md, "Features out"). --weights=FILE.npz needs the
+dataset's --config.data.* fields:
 
     python -m alexnet_jax.tools.features --workdir=workdirs/demo --out=features/demo \
         [--layers=fc6,fc7] [--split=val] [--pool=flatten] [--config.eval.checkpoint=best]
-
-(or --weights=FILE.npz with the dataset's --config.data.* fields: a file names no dataset)
-
-writes, in --out:
-  <layer>.npy    float32 [N, D]: the layer's map of each image's centre crop (the evaluation
-                 view), after its ReLU (after dropout's place, which inference skips); a conv
-                 map [H, W, C] flattened in that order (--pool=flatten) or averaged over H and
-                 W (--pool=mean); C holds tower 0's channels first.
-  labels.npy     int32 [N]; files.txt: N lines, the image files (or "<split>[<i>]" for TFDS).
-  progress.json  how many rows are written; run the same command again to go on from there.
-Any map the network records can be named: conv1-conv5, norm1, norm2, pool1, pool2, pool5,
-fc6, fc7. One process; the files are written as memory maps, so N x D need not fit in memory.
 """
 import json
 import pathlib
@@ -75,7 +65,7 @@ def make_extract(config, mesh, layers, pool="flatten"):
 
 def write_split(out, *, config, params, step, mesh, consts, split_name, layers, pool,
                 batch_size, limit=0):
-  """Writes (or goes on writing) the files above; returns the number of rows."""
+  """Writes (or goes on writing) the module docstring's files; returns the number of rows."""
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   split = sources.open_checked_split(config, split_name)

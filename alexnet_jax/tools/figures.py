@@ -1,20 +1,10 @@
-r"""The paper's figures 3 and 4 for a trained run.
+r"""The paper's figures 3 (conv1's kernels) and 4 (the training images nearest each query in
+fc7) for a trained run (docs/after_training.md); with --weights=FILE.npz figure 4 needs the
+dataset's --config.data.* fields:
 
     python -m alexnet_jax.tools.figures --workdir=workdirs/demo --out=experiments/results/demo \
         [--figures=fig3,fig4] [--queries=a.jpg,b.jpg] [--num_queries=5] [--neighbours=6] \
         [--max_train=0] [--config.eval.checkpoint=best]
-
-(or --weights=FILE.npz; figure 4 then needs the dataset's --config.data.* fields)
-
-Figure 3: conv1's kernels (11x11x3 each), every kernel scaled to its own range, as the paper
-shows its 96: tower 0's in the top rows, tower 1's in the bottom rows (16 to a row).
-
-Figure 4: for each query (evaluation images, or --queries files), the training images whose
-fc7 activations (the last hidden layer) are nearest in Euclidean distance, query first in
-its row. Memory: the training split is streamed through the network once, a batch at a time
-(config.eval.batch_size), and only the current k nearest (their distances and decoded
-images) are kept per query; nothing of size N is ever held, so any training set fits. The
-time is one forward pass over the training split: --max_train stops after that many images.
 """
 import json
 import math
@@ -97,9 +87,8 @@ def write_fig3(path, params):
 # Figure 4.
 
 def nearest_training_images(config, params, mesh, consts, queries, *, k=6, max_train=0):
-  """For uint8 query images [Q, R, R, 3]: (distances [Q, k], training indices [Q, k], their
-  decoded images [Q, k, R, R, 3]), nearest first, by the Euclidean distance between fc7
-  activations of the centre crops. The training split is streamed (see the module doc)."""
+  """(distances [Q, k], training indices [Q, k], their images [Q, k, R, R, 3]) nearest each
+  query [Q, R, R, 3] in fc7 of the centre crops, streaming the training split once."""
   extract = features.make_extract(config, mesh, ["fc7"])
   batch_size = config.eval.batch_size
   query_fc7 = _query_features(extract, params, mesh, consts, queries, batch_size)

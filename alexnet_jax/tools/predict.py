@@ -1,16 +1,9 @@
-r"""A trained network on your own photos: the top-5 classes of each, with their probabilities.
+r"""The top classes of your photos (files or folders), preprocessed as evaluation does, without
+the dataset (docs/after_training.md, "Predict on your photos"):
 
     python -m alexnet_jax.tools.predict --workdir=workdirs/demo photo.jpg more_photos/ \
         [--ten_crop] [--json] [--top=5] [--config.eval.checkpoint=best]
     python -m alexnet_jax.tools.predict --weights=demo.npz photo.jpg
-
-Each image goes through evaluation's preprocessing exactly: decoded on the host as the input
-pipeline decodes (shorter side to config.data.resize_size, the central square), then the
-centre crop (or the ten crops, whose softmax is averaged) and the run's mean image on the
-device, in the evaluation step itself (steps.make_eval_step). Directories are searched for
-.jpg, .jpeg and .png files. The class names and the mean image come from the workdir or the
-weights file, so no dataset is needed. A file that does not decode is reported with its error,
-the others are still predicted, and the exit status is 1.
 """
 import json
 import os

@@ -1,23 +1,8 @@
-r"""torchvision's AlexNet (Krizhevsky 2014, config.model.name="owt") and its trained weights
-(alexnet-owt-7be5be79.pth, the file torchvision downloads) as this package's weights:
+r"""torchvision's trained AlexNet (the 2014 network, config.model.name="owt") in: the weights
+file and, with --workdir, a run at step 0 (docs/design.md, "Weights in"):
 
     python -m alexnet_jax.tools.torchvision --weights=alexnet-owt-7be5be79.pth \
         [--synsets=synset_words.txt] --out=owt.npz [--workdir=workdirs/owt]
-
-writes the weights file of checkpoints/weights_file.py and, with --workdir, a run at step 0
-that predict, features, figures and eval_only read. The file is read with torch.load(...,
-weights_only=True), so a hostile pickle cannot run code. What the conversion must get right,
-each silently wrong otherwise:
-- torch's convolution weights are O,I,H,W; this network's kernels are H,W,I,O.
-- fc6 reads the average pool's 6x6x256 flattened as C,H,W; this network flattens H,W,C: fc6's
-  rows are permuted. nn.Linear's weights are [out, in]; the kernels are [in, out].
-- torchvision's images are RGB, as here (Caffe's are BGR): conv1's channels stay in order.
-- The input: torchvision feeds (x / 255 - mean) / std per channel (ImageNet's mean 0.485,
-  0.456, 0.406 and std 0.229, 0.224, 0.225). Here 255 x mean is the mean image, subtracted
-  from the 0-255 pixels; input_scale is 1 / (255 x 0.226), 0.226 the three stds' mean; conv1's
-  input channel c is scaled by 0.226 / std_c (within 1.3% of 1). conv1 is linear in its input
-  and both pad with the mean, so this is torchvision's function, without a config field.
-Resize 256 and centre crop 224 are config.data.resize_size and model.image_size.
 """
 import numpy as np
 
