@@ -62,8 +62,7 @@ SCALINGS = ("none", "sqrt", "linear")
 
 
 def scaled_rate(train_cfg):
-  """config.train.learning_rate, scaled by config.train.lr_scaling from lr_base_batch (128, the
-  paper's) to config.train.batch_size."""
+  """config.train.learning_rate scaled by lr_scaling from lr_base_batch to batch_size."""
   rule = train_cfg.get("lr_scaling", "none")
   if rule not in SCALINGS:
     raise ValueError(f"config.train.lr_scaling={rule!r}: use one of {SCALINGS}.")

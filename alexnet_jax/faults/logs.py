@@ -20,13 +20,8 @@ _CONSOLE_CHARS = 300
 
 
 def setup(workdir, distributed=None):
-  """Sends INFO and above to the log file, WARNING and above also to stderr (one line each).
-
-  Call once, before anything logs (main.py: as soon as flags are parsed). `distributed`
-  (config.distributed) names the file of each process of a multi-process run: `log.txt` for
-  one process, `log.process<id>.txt` with a known process id, else `log.<host>.<pid>.txt`.
-  Returns the log file's path.
-  """
+  """INFO and above to the log file (one per process with `distributed`), WARNING and above
+  also to stderr, a line each; returns the file's path. Call once, before anything logs."""
   path = _log_path(workdir, distributed)
   root = logging.getLogger()
   for handler in list(root.handlers):  # absl's handler prints every record to stderr.
