@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# A confusion matrix is counted (and drawn) below this many classes: at ImageNet's 1,000 it
-# would be a million cells, unreadable as a picture.
+from alexnet_jax import errors
+
+# A confusion matrix below this many classes: at 1,000 a million cells are no picture.
 CONFUSION_MAX_CLASSES = 100
 # Batches dispatched before the host waits for the oldest (train.steps_in_flight's reason).
 STEPS_IN_FLIGHT = 2
@@ -113,6 +114,6 @@ def _unpack(batch):
 def _check_labels(labels, mask, num_classes):
   bad = labels[(mask > 0) & ((labels < 0) | (labels >= num_classes))]
   if bad.size:
-    raise ValueError(f"evaluate: labels {sorted(set(bad.tolist()))[:10]} are outside [0, "
-                     f"{num_classes}), the model's classes; check the dataset's and "
-                     "config.model.num_classes.")
+    raise errors.ConfigError(f"evaluate: labels {sorted(set(bad.tolist()))[:10]} are outside [0, "
+                             f"{num_classes}), the model's classes; check the dataset's and "
+                             "config.model.num_classes.")

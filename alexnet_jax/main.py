@@ -21,11 +21,9 @@ import tensorflow as tf  # noqa: E402
 
 from alexnet_jax import errors  # noqa: E402
 from alexnet_jax import train  # noqa: E402
-from alexnet_jax.checkpoints import integrity  # noqa: E402
 from alexnet_jax.checkpoints import weights_file  # noqa: E402
 from alexnet_jax.faults import logs  # noqa: E402
 from alexnet_jax.faults import preemption  # noqa: E402
-from alexnet_jax.faults import workdir_lock  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -37,9 +35,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 # What a user can cause (a setting, a file, the workdir, a checkpoint, a missing process): the
 # message says which and what to do, so the console gets it alone, the traceback the log file.
-USER_ERRORS = (errors.UserError, ValueError, OSError, FloatingPointError,
-               workdir_lock.WorkdirBusyError, integrity.DamagedCheckpointError,
-               integrity.DisagreeingProcessesError)
+# Any other exception is a bug and shows its traceback.
+USER_ERRORS = (errors.UserError,)
 _parsed = []  # Set once absl has parsed the flags, i.e. main() runs.
 
 
@@ -48,8 +45,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    log_path = logs.setup(FLAGS.workdir, FLAGS.config.get("distributed"))  # Library chatter.
-  except NotADirectoryError as e:
+    log_path = logs.setup(FLAGS.workdir, FLAGS.config.distributed)  # Library chatter.
+  except USER_ERRORS as e:  # No log file to point at.
     sys.exit(f"Error: {e}")
   try:
     run(FLAGS.config, FLAGS.workdir)
@@ -62,8 +59,7 @@ def main(argv):
 
 def run(config, workdir):
   runtime.configure_jax(config.mesh.num_cpu_devices)  # Before JAX starts its backends.
-  if "distributed" in config:  # Also before any device is touched.
-    runtime.initialize(config.distributed)
+  runtime.initialize(config.distributed)  # Also before any device is touched.
   tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
   weights_file.evaluation_start(config, workdir)  # eval_only of a weights file: it as a run.
   train.train_and_evaluate(config, workdir)

@@ -2,6 +2,7 @@
 with the setting or file at fault and what to do about it."""
 import jax
 
+from alexnet_jax import errors
 from alexnet_jax import nets
 from alexnet_jax import paths
 from alexnet_jax.data import decoded_cache
@@ -11,7 +12,7 @@ from alexnet_jax.data import decoding
 def check_workdir(workdir):
   path = paths.root(workdir)
   if path.exists() and not path.is_dir():
-    raise NotADirectoryError(f"--workdir={workdir} is a file; give a directory (it is created "
+    raise errors.ConfigError(f"--workdir={workdir} is a file; give a directory (it is created "
                              "when missing).")
 
 
@@ -30,36 +31,39 @@ def check_settings(config):
     positive["train.num_epochs"] = config.train.num_epochs
   for name, value in positive.items():
     if not value > 0:
-      raise ValueError(f"config.{name}={value} must be positive.")
+      raise errors.ConfigError(f"config.{name}={value} must be positive.")
   for name, value in (("train.num_steps", config.train.num_steps),
                       ("train.learning_rate", config.train.learning_rate),  # 0 keeps weights.
                       ("train.weight_decay", config.train.weight_decay)):
     if value < 0:
-      raise ValueError(f"config.{name}={value} must not be negative.")
+      raise errors.ConfigError(f"config.{name}={value} must not be negative.")
   decoding.resize_of(config)  # Raises for an unknown resize.
   decoded_cache.mode_of(config)  # And for a decoded cache that cannot be made.
   crop, size = config.model.image_size, config.data.resize_size
   if crop > size:
-    raise ValueError(f"config.model.image_size={crop} crops cannot come from images of "
-                     f"config.data.resize_size={size}: make resize_size at least image_size.")
+    raise errors.ConfigError(
+        f"config.model.image_size={crop} crops cannot come from images of "
+        f"config.data.resize_size={size}: make resize_size at least image_size.")
   if not 0.0 <= config.train.momentum < 1.0:
-    raise ValueError(f"config.train.momentum={config.train.momentum}: in [0, 1) (0.9 in the "
-                     "paper, section 5).")
+    raise errors.ConfigError(
+        f"config.train.momentum={config.train.momentum}: in [0, 1) (0.9 in the "
+        "paper, section 5).")
   target = config.train.stop_at_train_error
   if not 0.0 <= target <= 1.0:
-    raise ValueError(f"config.train.stop_at_train_error={target}: a training error between 0 "
-                     "and 1 (e.g. 0.25), or 0 to train all config.train.num_epochs.")
+    raise errors.ConfigError(
+        f"config.train.stop_at_train_error={target}: a training error between 0 "
+        "and 1 (e.g. 0.25), or 0 to train all config.train.num_epochs.")
 
 
 def check_run(config, info):
   """Refuses a config that cannot train on this data and these devices."""
   if info["num_classes"] != config.model.num_classes:
-    raise ValueError(
+    raise errors.ConfigError(
         f"The dataset has {info['num_classes']} classes but config.model.num_classes="
         f"{config.model.num_classes}: set --config.model.num_classes={info['num_classes']}.")
   devices = jax.device_count()
   for name, batch in (("train", config.train.batch_size), ("eval", config.eval.batch_size)):
     if batch % devices or batch % jax.process_count():
-      raise ValueError(
+      raise errors.ConfigError(
           f"config.{name}.batch_size={batch} does not split evenly over the {devices} devices "
           f"of {jax.process_count()} process(es): use a multiple of {devices}.")

@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alexnet_jax import errors
+
 MEAN_MODES = ("image", "channel", "none")
 # How l_i scales a_i (4.1): sqrt(l_i) as cuda-convnet (the default), l_i / 255 as
 # fb.resnet.torch, or l_i as printed (docs/design.md says why the default).
@@ -20,7 +22,7 @@ def pca_scale(eigval, convention):
     return eigval / 255.0
   if convention == "paper":
     return eigval
-  raise ValueError(f"config.data.pca_scale={convention!r}: choose one of {PCA_SCALES}.")
+  raise errors.ConfigError(f"config.data.pca_scale={convention!r}: choose one of {PCA_SCALES}.")
 
 
 def constants(config):
@@ -28,7 +30,7 @@ def constants(config):
   columns times pca_scale, the colour shift being pca @ a}; statistics read only if needed."""
   d, size = config.data, config.data.resize_size
   if d.mean not in MEAN_MODES:
-    raise ValueError(f"config.data.mean={d.mean!r}: choose one of {MEAN_MODES}.")
+    raise errors.ConfigError(f"config.data.mean={d.mean!r}: choose one of {MEAN_MODES}.")
   mean, pca = np.zeros((size, size, 3), np.float32), np.zeros((3, 3), np.float32)
   if d.mean == "none" and d.pca_noise_std <= 0:
     return {"mean": mean, "pca": pca}
@@ -39,9 +41,10 @@ def constants(config):
   elif d.mean == "channel":
     mean = np.broadcast_to(np.asarray(stats["channel_mean"], np.float32), mean.shape).copy()
   if mean.shape != (size, size, 3):
-    raise ValueError(f"The statistics at {stats_lib.stats_path(config)} hold a mean image of "
-                     f"shape {mean.shape}, not ({size}, {size}, 3) (config.data.resize_size): "
-                     "compute them again for this size (python -m alexnet_jax.data.stats).")
+    raise errors.ConfigError(
+        f"The statistics at {stats_lib.stats_path(config)} hold a mean image of "
+        f"shape {mean.shape}, not ({size}, {size}, 3) (config.data.resize_size): "
+        "compute them again for this size (python -m alexnet_jax.data.stats).")
   if d.pca_noise_std > 0:
     pca = (np.asarray(stats["eigvec"], np.float32) *
            pca_scale(stats["eigval"], d.pca_scale)[None, :]).astype(np.float32)
@@ -76,7 +79,7 @@ def apply(images_BRRC, draws, consts, crop, op="dynamic_slice"):
   """float32 [B, crop, crop, 3]: (image - mean) cropped, mirrored where drawn, plus the colour
   shift; `op` (config.data.crop_op) cuts with lax.dynamic_slice or one gather, same numbers."""
   if op not in CROP_OPS:
-    raise ValueError(f"config.data.crop_op={op!r}: choose one of {CROP_OPS}.")
+    raise errors.ConfigError(f"config.data.crop_op={op!r}: choose one of {CROP_OPS}.")
   if op == "gather":
     x_BSSC = _gathered_crops(images_BRRC, consts["mean"], draws, crop)
   else:

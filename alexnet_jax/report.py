@@ -5,6 +5,7 @@ import json
 import jax
 import numpy as np
 
+from alexnet_jax import errors
 from alexnet_jax import metrics
 from alexnet_jax import nets
 from alexnet_jax import paths
@@ -107,8 +108,9 @@ def read_class_names(workdir, num_classes):
     return [f"class {k}" for k in range(num_classes)]
   names = json.loads(path.read_text())
   if len(names) != num_classes:
-    raise ValueError(f"{path} lists {len(names)} classes but the run's config.model.num_classes="
-                     f"{num_classes}: the file belongs to another run; delete it or fix it.")
+    raise errors.ConfigError(
+        f"{path} lists {len(names)} classes but the run's config.model.num_classes="
+        f"{num_classes}: the file belongs to another run; delete it or fix it.")
   return names
 
 

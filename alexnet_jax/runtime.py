@@ -8,11 +8,10 @@ import time
 
 import jax
 
-# XLA:CPU flags the program needs. jax 0.10.2 hands convolutions to YNNPACK by default, and
-# YNNPACK computes conv2's kernel gradient far more slowly than XLA's own convolution, so the
-# whole step is faster with YNNPACK kept for matmuls only (benchmarks/README.md, "Choices in
-# the code made for speed on a CPU", has the measurement). Ignored on GPU/TPU. A flag
-# already named in XLA_FLAGS is left as it is, so setting XLA_FLAGS yourself overrides these.
+from alexnet_jax import errors
+
+# YNNPACK for matmuls only: its convolution gradients are slow (benchmarks/README.md, "Choices
+# in the code made for speed on a CPU"). Ignored on GPU/TPU; a flag named in XLA_FLAGS wins.
 CPU_XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
 
 
@@ -35,23 +34,24 @@ def configure_jax(num_cpu_devices: int = 0, xla_flags=None) -> None:
 MODES = ("off", "auto", "manual")
 
 
-class CoordinatorUnreachableError(ConnectionError):
+class CoordinatorUnreachableError(errors.UserError, ConnectionError):
   """The coordinator's address did not accept a connection within the timeout."""
 
 
-class MissingProcessesError(ConnectionError):
+class MissingProcessesError(errors.UserError, ConnectionError):
   """Not every process of the run reached the coordinator within the timeout."""
 
 
 def initialize(cfg):
   """jax.distributed.initialize from config.distributed; returns True if it was called."""
   if cfg.mode not in MODES:
-    raise ValueError(f"config.distributed.mode={cfg.mode!r}: choose one of {MODES}.")
+    raise errors.ConfigError(f"config.distributed.mode={cfg.mode!r}: choose one of {MODES}.")
   if cfg.mode == "off":
     if cfg.coordinator_address or cfg.num_processes or cfg.process_id >= 0:
-      raise ValueError("config.distributed.coordinator_address/num_processes/process_id are set "
-                       "but config.distributed.mode='off': set --config.distributed.mode=manual "
-                       "(or auto).")
+      raise errors.ConfigError(
+          "config.distributed.coordinator_address/num_processes/process_id are set "
+          "but config.distributed.mode='off': set --config.distributed.mode=manual "
+          "(or auto).")
     return False
   kwargs = _arguments(cfg)
   if jax.config.jax_cpu_collectives_implementation in (None, "gloo"):
@@ -81,19 +81,21 @@ def _arguments(cfg):
     try:
       kwargs["local_device_ids"] = [int(i) for i in str(cfg.local_device_ids).split(",")]
     except ValueError as e:
-      raise ValueError(f"config.distributed.local_device_ids={cfg.local_device_ids!r}: a comma-"
-                       "separated list of integers, e.g. '0,1,2,3'.") from e
+      raise errors.ConfigError(
+          f"config.distributed.local_device_ids={cfg.local_device_ids!r}: a comma-"
+          "separated list of integers, e.g. '0,1,2,3'.") from e
   if cfg.mode == "manual":
     missing = [k for k in ("coordinator_address", "num_processes", "process_id")
                if k not in kwargs]
     if missing:
-      raise ValueError(f"config.distributed.mode='manual' needs config.distributed.{missing[0]}"
-                       f" (missing: {', '.join(missing)}); or use mode='auto' on Cloud TPU, "
-                       "SLURM or Open MPI.")
+      raise errors.ConfigError(
+          f"config.distributed.mode='manual' needs config.distributed.{missing[0]}"
+          f" (missing: {', '.join(missing)}); or use mode='auto' on Cloud TPU, "
+          "SLURM or Open MPI.")
   if "num_processes" in kwargs and "process_id" in kwargs and not (
       0 <= kwargs["process_id"] < kwargs["num_processes"]):
-    raise ValueError(f"config.distributed.process_id={kwargs['process_id']} is not in "
-                     f"[0, num_processes={kwargs['num_processes']}).")
+    raise errors.ConfigError(f"config.distributed.process_id={kwargs['process_id']} is not in "
+                             f"[0, num_processes={kwargs['num_processes']}).")
   return kwargs
 
 
@@ -248,6 +250,7 @@ def _read_line(conn):
 def _split(address):
   host, _, port = address.rpartition(":")
   if not host or not port.isdigit():
-    raise ValueError(f"config.distributed.coordinator_address={address!r}: write host:port, "
-                     "e.g. 10.0.0.2:1234.")
+    raise errors.ConfigError(
+        f"config.distributed.coordinator_address={address!r}: write host:port, "
+        "e.g. 10.0.0.2:1234.")
   return host.strip("[]"), int(port)

@@ -4,6 +4,8 @@
 import dataclasses
 import math
 
+from alexnet_jax import errors
+
 
 @dataclasses.dataclass
 class Plateau:
@@ -63,12 +65,12 @@ SCALINGS = ("none", "sqrt", "linear")
 
 def scaled_rate(train_cfg):
   """config.train.learning_rate scaled by lr_scaling from lr_base_batch to batch_size."""
-  rule = train_cfg.get("lr_scaling", "none")
+  rule = train_cfg.lr_scaling
   if rule not in SCALINGS:
-    raise ValueError(f"config.train.lr_scaling={rule!r}: use one of {SCALINGS}.")
+    raise errors.ConfigError(f"config.train.lr_scaling={rule!r}: use one of {SCALINGS}.")
   if rule == "none":
     return train_cfg.learning_rate
-  k = train_cfg.batch_size / train_cfg.get("lr_base_batch", 128)
+  k = train_cfg.batch_size / train_cfg.lr_base_batch
   return train_cfg.learning_rate * (math.sqrt(k) if rule == "sqrt" else k)
 
 
@@ -98,8 +100,8 @@ class Poly:
 
 def poly(train_cfg, steps_per_epoch, total_steps):
   return Poly(learning_rate=scaled_rate(train_cfg), total_steps=int(total_steps),
-              warmup_steps=int(round(train_cfg.get("warmup_epochs", 0.0) * steps_per_epoch)),
-              start_rate=train_cfg.learning_rate, power=train_cfg.get("poly_power", 2.0))
+              warmup_steps=int(round(train_cfg.warmup_epochs * steps_per_epoch)),
+              start_rate=train_cfg.learning_rate, power=train_cfg.poly_power)
 
 
 def create(train_cfg, steps_per_epoch, total_steps=0):
@@ -117,8 +119,8 @@ def create(train_cfg, steps_per_epoch, total_steps=0):
     boundaries = tuple(int(e * steps_per_epoch) for e in train_cfg.step_epochs)
     return Steps(learning_rate=rate, boundaries=boundaries,
                  factor=train_cfg.lr_drop_factor)
-  raise ValueError(f"config.train.schedule={train_cfg.schedule!r}: expected 'plateau', "
-                   "'step' or 'poly'.")
+  raise errors.ConfigError(f"config.train.schedule={train_cfg.schedule!r}: expected 'plateau', "
+                           "'step' or 'poly'.")
 
 
 def to_dict(schedule):

@@ -14,6 +14,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from alexnet_jax import cadence as cadence_lib
+from alexnet_jax import errors
 from alexnet_jax import evaluate
 from alexnet_jax import metrics
 from alexnet_jax import parallel
@@ -55,8 +56,10 @@ class Run:
   writer: metrics.Writer
   mgr: Any                    # orbax CheckpointManager (manager.create).
   fingerprint: dict           # The model fields a checkpoint must match.
-  eval_step: Callable         # steps.make_eval_step's.
+  eval_step: Callable         # steps.make_eval_step's, on eval_mesh.
   consts: Any                 # preprocess.constants, on every device.
+  eval_mesh: Mesh             # steps.eval_mesh.
+  eval_consts: Any
 
 
 def set_up(config, workdir) -> Run:
@@ -67,6 +70,8 @@ def set_up(config, workdir) -> Run:
   slice_index, slice_count = parallel.data_slice(mesh)
   per_epoch, total = cadence_lib.num_steps(config, info)
   workdir = paths.root(workdir)
+  consts = preprocess.constants(config)
+  evaluating = steps.eval_mesh(config, mesh)
   return Run(
       config=config, workdir=workdir, info=info, mesh=mesh, slice_index=slice_index,
       slice_count=slice_count, steps_per_epoch=per_epoch, total_steps=total,
@@ -75,8 +80,9 @@ def set_up(config, workdir) -> Run:
       writer=metrics.Writer(workdir, None if config.eval_only else config),
       mgr=manager.create(workdir, max_to_keep=config.checkpoint.max_to_keep),
       fingerprint=compatibility.model_fingerprint(config),
-      eval_step=steps.make_eval_step(config, mesh),
-      consts=parallel.place_replicated(mesh, preprocess.constants(config)))
+      eval_step=steps.make_eval_step(config, evaluating),
+      consts=parallel.place_replicated(mesh, consts), eval_mesh=evaluating,
+      eval_consts=parallel.place_replicated(evaluating, consts))
 
 
 def train_and_evaluate(config, workdir):
@@ -352,29 +358,39 @@ def _evaluate(run: Run, state, ten_crop, per_class=False, stop=None):
       slice_index=run.slice_index, slice_count=run.slice_count)
   total = run.info["num_eval"] if run.eval_split == run.info["eval_split"] else None
   what = f"evaluation, {'10 crops' if ten_crop else 'centre crop'}"
-  started = time.perf_counter()
+  timed = {"images": 0, "since": None}
   with progress.Progress(total, what, active=run.writer.active) as bar:
     result = evaluate.evaluate(
-        lambda params, images: run.eval_step(params, images, run.consts, ten_crop), state.params,
-        _counted(batches, bar, run.slice_count, stop), per_class=per_class,
-        put_batch=lambda x: parallel.to_global(run.mesh, x, run.slice_count))
-  # Crops through the network per second, the first batch's compilation included.
-  seconds = time.perf_counter() - started
-  result["crops_per_s"] = result["count"] * (10 if ten_crop else 1) / seconds
+        lambda params, images: run.eval_step(params, images, run.eval_consts, ten_crop),
+        jax.device_put(state.params, steps.param_shardings(run.config, run.eval_mesh)),
+        _counted(batches, bar, run.slice_count, stop, timed), per_class=per_class,
+        put_batch=lambda x: parallel.to_global(run.eval_mesh, x, run.slice_count))
+  seconds = time.perf_counter() - (timed["since"] or time.perf_counter())
+  result["crops_per_s"] = (timed["images"] * (10 if ten_crop else 1) / seconds if seconds
+                           else float("nan"))
   return result
 
 
-def _counted(batches, bar, slice_count, stop=None):
-  for batch in batches:
+# Evaluation's speed counts from this batch on: the first (compiled) has finished by then,
+# since evaluate keeps two batches in flight.
+TIMED_FROM_BATCH = 3
+
+
+def _counted(batches, bar, slice_count, stop=None, timed=None):
+  for i, batch in enumerate(batches, 1):
     if stop:
       stop()
-    bar.update(int(np.sum(batch["mask"])) * slice_count)
+    images = int(np.sum(batch["mask"])) * slice_count
+    bar.update(images)
+    if timed is not None and i >= TIMED_FROM_BATCH:
+      timed["since"] = timed["since"] or time.perf_counter()
+      timed["images"] += images
     yield batch
 
 
 def _save(run: Run, state, schedule, done, val_metrics=None):
   if not _all_finite(state.params):
-    raise FloatingPointError(
+    raise errors.DivergedError(
         f"The parameters are no longer finite after step {done}; not saved. The last good "
         f"checkpoint (step {run.mgr.latest_step()}) in {run.mgr.directory} is intact.")
   extra = {"fingerprint": run.fingerprint, "schedule": schedule_lib.to_dict(schedule)}
@@ -387,7 +403,7 @@ def _check_finite(step_metrics, done, mgr):
     manager.wait(mgr)
     kept = (f"The last good checkpoint (step {mgr.latest_step()}) in {mgr.directory} is intact"
             if mgr.latest_step() is not None else "No checkpoint had been saved yet")
-    raise FloatingPointError(
+    raise errors.DivergedError(
         f"The training loss became {loss} at step {done}; the run stopped. {kept}. Lower "
         "config.train.learning_rate or check the input, then start again.")
 

@@ -10,6 +10,7 @@ import pytest
 
 from alexnet_jax import errors
 from alexnet_jax.faults import logs
+from tests.test_train import _run_cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")  # Run from ROOT: `tests` imports from there.
@@ -115,3 +116,32 @@ def test_a_commands_user_error_is_one_line_and_a_bug_keeps_its_traceback(tmp_pat
 
   with pytest.raises(KeyError):
     logs.one_line_errors(bug, "data.stats")(["stats"])
+
+
+# A bug deep in the run: a ValueError that no user's input caused.
+PLANTED_BUG = """
+from alexnet_jax import schedule
+def _bug(*args, **kwargs):
+  raise ValueError("a planted bug")
+schedule.create = _bug
+"""
+
+
+@pytest.mark.slow
+def test_a_bug_in_the_run_shows_its_traceback_a_users_error_one_line(tmp_path):
+  """Only errors.UserError is printed as one line: a ValueError is not the user's unless the
+  code says so."""
+  bug = _run_cli(tmp_path / "bug", tmp_path / "cache", prelude=PLANTED_BUG)
+  lines = bug.stderr.splitlines()
+  assert bug.returncode == 1, bug.stderr[-3000:]
+  assert "Traceback (most recent call last):" in lines and "ValueError: a planted bug" in lines
+  assert 'in _bug' in bug.stderr and not any(line.startswith("Error: ") for line in lines)
+  assert "The program stopped:" in (tmp_path / "bug" / "log.txt").read_text()
+
+  user = _run_cli(tmp_path / "user", tmp_path / "cache", "--config.train.batch_size=0")
+  assert user.returncode == 1, user.stderr[-3000:]
+  assert user.stderr.splitlines()[-2:] == [
+      "Error: config.train.batch_size=0 must be positive.",
+      f"(The traceback is in {tmp_path / 'user' / 'log.txt'}.)"], user.stderr[-3000:]
+  assert "Traceback" not in user.stderr
+  assert "Traceback" in (tmp_path / "user" / "log.txt").read_text()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alexnet_jax import errors
 from alexnet_jax.data import stats
 from tests import program
 from tests import tiny_config
@@ -73,43 +74,43 @@ def _other_stats(cache_dir, tmp_path):
 # (row, how to make the config (cache_dir, tmp_path), error type, words the message must hold);
 # error None: the input is fine and the run trains.
 ROWS = [
-    ("batch size 0", lambda c, t: config_with(c, train__batch_size=0), ValueError,
+    ("batch size 0", lambda c, t: config_with(c, train__batch_size=0), errors.ConfigError,
      "config.train.batch_size=0 must be positive"),
     ("negative learning rate", lambda c, t: config_with(c, train__learning_rate=-0.01),
-     ValueError, "config.train.learning_rate=-0.01 must not be negative"),
-    ("unknown resize", lambda c, t: config_with(c, data__resize="lanczos"), ValueError,
+     errors.ConfigError, "config.train.learning_rate=-0.01 must not be negative"),
+    ("unknown resize", lambda c, t: config_with(c, data__resize="lanczos"), errors.ConfigError,
      "config.data.resize='lanczos': use 'antialias'"),
     ("zero epochs", lambda c, t: config_with(c, train__num_steps=0, train__num_epochs=0),
-     ValueError, "config.train.num_epochs=0 must be positive"),
-    ("width 0", lambda c, t: config_with(c, model__width=0.0), ValueError,
+     errors.ConfigError, "config.train.num_epochs=0 must be positive"),
+    ("width 0", lambda c, t: config_with(c, model__width=0.0), errors.ConfigError,
      "config.model.width=0.0 must be positive"),
-    ("mesh.model=3", lambda c, t: config_with(c, mesh__model=3), ValueError,
+    ("mesh.model=3", lambda c, t: config_with(c, mesh__model=3), errors.ConfigError,
      "config.mesh.model=3"),
     ("crops larger than the images", lambda c, t: config_with(c, model__image_size=80),
-     ValueError, "config.model.image_size=80 crops cannot come from images of "
+     errors.ConfigError, "config.model.image_size=80 crops cannot come from images of "
      "config.data.resize_size=72"),
     ("a decoded cache of a streamed TFDS split",
-     lambda c, t: config_with(c, data__source="tfds", data__decoded_cache="memory"), ValueError,
-     "config.data.decoded_cache='memory' needs an indexed split"),
+     lambda c, t: config_with(c, data__source="tfds", data__decoded_cache="memory"),
+     errors.ConfigError, "config.data.decoded_cache='memory' needs an indexed split"),
     ("a negative per-layer weight scale",
-     lambda c, t: config_with(c, model__layer_weight_std__fc6=-0.1), ValueError,
+     lambda c, t: config_with(c, model__layer_weight_std__fc6=-0.1), errors.ConfigError,
      "config.model.layer_weight_std.fc6=-0.1"),
     ("a batch the devices do not divide", lambda c, t: config_with(c, train__batch_size=7),
-     ValueError, "config.train.batch_size=7 does not split evenly over the 2 devices"),
-    ("an empty image folder", lambda c, t: folder_config(c, _empty(t)), FileNotFoundError,
+     errors.ConfigError, "config.train.batch_size=7 does not split evenly over the 2 devices"),
+    ("an empty image folder", lambda c, t: folder_config(c, _empty(t)), errors.MissingFileError,
      "No images"),
     ("a class folder with no images",
      lambda c, t: folder_config(c, image_folder(t / "d", extra=lambda r: (
-         r / "train" / "c").mkdir())), FileNotFoundError, "train/c holds no images"),
+         r / "train" / "c").mkdir())), errors.MissingFileError, "train/c holds no images"),
     ("evaluation classes other than the training classes",
-     lambda c, t: folder_config(c, image_folder(t / "d", val_classes=("a", "z"))), ValueError,
-     "only in 'val': ['z']"),
+     lambda c, t: folder_config(c, image_folder(t / "d", val_classes=("a", "z"))),
+     errors.ConfigError, "only in 'val': ['z']"),
     ("a .txt file among the images",
      lambda c, t: folder_config(c, image_folder(t / "d", extra=lambda r: (
          r / "train" / "a" / "notes.txt").write_text("x"))), None, None),
     ("a zero-byte JPEG",
      lambda c, t: folder_config(c, image_folder(t / "d", extra=lambda r: (
-         r / "train" / "a" / "z.jpg").write_bytes(b""))), ValueError,
+         r / "train" / "a" / "z.jpg").write_bytes(b""))), errors.ConfigError,
      "train/a/z.jpg"),
     ("a PNG named .JPEG",
      lambda c, t: folder_config(c, image_folder(t / "d", extra=_png_named_jpeg)), None, None),
@@ -119,7 +120,8 @@ ROWS = [
     ("an image smaller than the crop",
      lambda c, t: folder_config(c, image_folder(t / "d", extra=lambda r: Image.fromarray(
          np.zeros((20, 20, 3), np.uint8)).save(r / "train" / "a" / "s.jpg"))), None, None),
-    ("statistics of another dataset", _other_stats, ValueError, "not of this run's training data"),
+    ("statistics of another dataset", _other_stats, errors.ConfigError,
+     "not of this run's training data"),
 ]
 
 
@@ -144,7 +146,7 @@ def test_bad_input(tmp_path, cache_dir, row, make, error, words):
   else:
     # Undecodable files are listed, one line each (up to 20), under the error's line.
     program.assert_one_line_error(result, words, workdir, listed=row == "a zero-byte JPEG")
-    assert f"{error.__name__}: " in result.log, (row, result.log[-2000:])
+    assert f"{error.__module__}.{error.__name__}: " in result.log, (row, result.log[-2000:])
     assert not (workdir / "checkpoints").exists() or not any((workdir / "checkpoints").iterdir())
   assert (workdir / "keep.txt").read_text() == "an earlier run's file"
 
@@ -178,7 +180,7 @@ def test_a_missing_imagenet_archive_names_the_paths_it_looked_at(tmp_path, cache
   for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
     assert f"  {manual / name}\n" in result.stderr, result.stderr
   assert result.stderr.endswith(f"(The traceback is in {workdir / 'log.txt'}.)\n")
-  assert "Traceback (most recent call last)" in result.log and "FileNotFoundError" in result.log
+  assert "Traceback (most recent call last)" in result.log and "MissingFileError" in result.log
   assert not (workdir / "checkpoints").exists()
 
 

@@ -1,6 +1,5 @@
 import math
 
-import ml_collections
 import pytest
 
 from alexnet_jax import schedule
@@ -8,7 +7,8 @@ from alexnet_jax.configs import paper
 
 
 def _cfg(**kw):
-  cfg = ml_collections.ConfigDict(dict(
+  cfg = paper.get_config().train  # Every field a run's config has.
+  cfg.update(dict(
       schedule="plateau", learning_rate=0.01, lr_drop_factor=10.0, plateau_patience=2,
       plateau_min_delta=0.0, max_lr_drops=3, step_epochs=(1, 2)))
   cfg.update(kw)

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import nets, parallel, steps
+from alexnet_jax import nets, parallel, preprocess, steps
 from tests import test_hybrid
 from tests import tiny_config as tiny_configs
 from tests.trees import assert_trees_close
@@ -186,6 +186,35 @@ def test_dropout_key_follows_the_step():
                                                        parallel.replicated(mesh)))
     losses.append(float(step(state, sharded_batch, 0.01, consts())[1]["loss"]))
   assert losses[0] == losses[1] != losses[2]
+
+
+def test_the_steps_errors_are_top_1_and_top_5_of_its_logits():
+  """The step's logits recomputed (its crops, mirrors, colour noise and dropout masks, keyed by
+  the step), and labels chosen at the ranks 0, 4, 5 and 1 of them: top-1 error 3/4, top-5 1/4.
+  A top-5 counted as top-4 gives 2/4, as top-6 0/4."""
+  config, mesh, step, *_ = setup(2)
+  state = fresh_state(2)
+  root = steps.step_key(config)
+  images = preprocess.train_images(
+      batch()["image"], jax.random.fold_in(jax.random.fold_in(root, steps.AUGMENT_STREAM), 0),
+      consts(), config.data, config.model.image_size)
+  rng = jax.random.fold_in(jax.random.fold_in(root, steps.DROPOUT_STREAM), 0)
+  apply = steps.make_apply(config, mesh)
+  logits = np.asarray(jax.jit(lambda p, x: apply(p, x, rng, train=True))(state.params, images),
+                      np.float64)
+  rows = np.arange(len(logits))
+  labels = np.argsort(-logits, axis=1)[rows, [0, 4, 5, 1]].astype(np.int32)
+  placed = jax.device_put({"image": batch()["image"], "label": jnp.asarray(labels)},
+                          parallel.batch_sharding(mesh))
+  _, metrics = jax.device_get(step(state, placed, 0.01, consts()))
+  log_softmax = logits - logits.max(1, keepdims=True)
+  log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+  # The same logits as the step's: its loss is theirs.
+  np.testing.assert_allclose(metrics["loss"], -log_softmax[rows, labels].mean(), rtol=1e-5)
+  above = (logits > logits[rows, labels][:, None]).sum(1)  # Classes scored above the label.
+  assert list(above) == [0, 4, 5, 1]
+  assert float(metrics["top1_error"]) == np.mean(above >= 1) == 0.75
+  assert float(metrics["top5_error"]) == np.mean(above >= 5) == 0.25
 
 
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])

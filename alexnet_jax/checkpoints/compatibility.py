@@ -6,12 +6,13 @@ import json
 import jax
 import ml_collections
 
+from alexnet_jax import errors
 from alexnet_jax.configs import paper
 
 _MAX_LISTED = 20
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(errors.UserError, ValueError):
   """A checkpoint whose tree, shapes, dtypes or model config differ from this run's."""
 
 

@@ -8,6 +8,7 @@ import math
 import jax
 import orbax.checkpoint as ocp
 
+from alexnet_jax import errors
 from alexnet_jax import paths
 from alexnet_jax.checkpoints import compatibility
 from alexnet_jax.checkpoints import integrity
@@ -114,7 +115,7 @@ def restore(mgr, step, abstract_state, *, fingerprint=None, ignore=()):
   extra = mgr.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
   stored = mgr.item_metadata(step)["state"]
   if not jax.tree.leaves(stored):  # Orbax answers an empty tree when state/_METADATA is gone.
-    raise FileNotFoundError(f"{mgr.directory / str(step)}: the state's metadata is missing")
+    raise errors.MissingFileError(f"{mgr.directory / str(step)}: the state's metadata is missing")
   compatibility.check(abstract_state, stored, extra, fingerprint,
                    where=f"{mgr.directory / str(step)}", ignore=ignore)
   restored = mgr.restore(step, args=ocp.args.Composite(
@@ -127,8 +128,9 @@ def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
   DamagedCheckpointError), or with `restore_step` N the newest readable step >= N, the
   unreadable newer ones moved aside (docs/faults.md)."""
   if restore_step < 0:
-    raise ValueError(f"config.checkpoint.restore_step={restore_step}: 0 (the latest step) or "
-                     "a saved step.")
+    raise errors.ConfigError(
+        f"config.checkpoint.restore_step={restore_step}: 0 (the latest step) or "
+        "a saved step.")
   wait(mgr)
   mgr.reload()
   steps = sorted(mgr.all_steps(), reverse=True)
@@ -181,17 +183,19 @@ def resolve_step(mgr, which):
   where = f"{mgr.directory} (steps {steps})" if steps else f"{mgr.directory}, which holds none"
   which = str(which).strip().lower()
   if not steps:
-    raise FileNotFoundError(f"No checkpoint in {where}: train first, or point --workdir at a "
-                            "run that has one.")
+    raise errors.MissingFileError(f"No checkpoint in {where}: train first, or point --workdir at a "
+                                  "run that has one.")
   if which == "latest":
     return mgr.latest_step()
   if which == "best":
     best = mgr.best_step()
     if best is None:
-      raise FileNotFoundError(f"config.eval.checkpoint=best: no checkpoint in {where} was saved "
-                              "with a validation error; use latest or a step number.")
+      raise errors.MissingFileError(
+          f"config.eval.checkpoint=best: no checkpoint in {where} was saved "
+          "with a validation error; use latest or a step number.")
     return best
   if which.isdigit() and int(which) in steps:
     return int(which)
-  raise ValueError(f"config.eval.checkpoint={which!r}: use latest, best or one of the steps in "
-                   f"{where}.")
+  raise errors.ConfigError(
+      f"config.eval.checkpoint={which!r}: use latest, best or one of the steps in "
+      f"{where}.")

@@ -41,8 +41,9 @@ def read_config(source, overrides=None):
   compatibility.upgrade(config)
   for name, value in (overrides or {}).items():
     if name.startswith("model.") and name != "model.dtype":
-      raise ValueError(f"--config.{name}: the network's fields come from {path}, the config the "
-                       "checkpoint was trained with; only config.model.dtype may change.")
+      raise errors.ConfigError(
+          f"--config.{name}: the network's fields come from {path}, the config the "
+          "checkpoint was trained with; only config.model.dtype may change.")
     _set(config, name, value)
   return config
 

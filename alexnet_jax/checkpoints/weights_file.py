@@ -151,7 +151,8 @@ def evaluation_start(config, workdir):
   if paths.checkpoints(workdir).exists() and not (workdir / MEAN_FILE).exists():
     return
   file_config = trained_run.read_config(source)
-  config.model.update(file_config.model.to_dict() | {"dtype": config.model.dtype})
+  config.model.update({k: v for k, v in file_config.model.items() if k in config.model}  # Fields
+                      | {"dtype": config.model.dtype})  # since removed are left out.
   config.data.update(resize_size=file_config.data.resize_size, resize=file_config.data.resize,
                      mean="image", stats_file=str(workdir / MEAN_FILE))
   config.init_from = os.path.realpath(source)
@@ -176,8 +177,8 @@ def initial_params(config, fresh, mesh, log=print):
   reset = [name.strip() for name in str(config.init_reset).split(",") if name.strip()]
   unknown = [name for name in reset if name not in fresh]
   if unknown:
-    raise ValueError(f"config.init_reset names {unknown}, which the network does not have; "
-                     f"its layers: {sorted(fresh)}.")
+    raise errors.ConfigError(f"config.init_reset names {unknown}, which the network does not have; "
+                             f"its layers: {sorted(fresh)}.")
   if source.endswith(".npz"):
     loaded, meta = load(source)
   else:
@@ -198,12 +199,13 @@ def initial_params(config, fresh, mesh, log=print):
 def _check_layers(source, fresh, loaded, reset):
   missing = [layer for layer in fresh if layer not in reset and layer not in loaded]
   if missing:
-    raise ValueError(f"config.init_from={source} has no {missing}: it holds {sorted(loaded)}.")
+    raise errors.ConfigError(
+        f"config.init_from={source} has no {missing}: it holds {sorted(loaded)}.")
   for layer in (layer for layer in fresh if layer not in reset):
     for leaf, value in fresh[layer].items():
       have = tuple(np.shape(loaded[layer].get(leaf)))
       if have != tuple(value.shape):
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.init_from={source}: {layer}/{leaf} has shape {have} there but "
             f"{tuple(value.shape)} in this run's network; set --config.init_reset={layer} to "
             "initialise it afresh (fc8 for another number of classes).")

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from alexnet_jax import errors
 from alexnet_jax import progress
 from alexnet_jax.data import generated
 
@@ -19,11 +20,13 @@ def mode_of(config):
   """config.data.decoded_cache, checked: a streamed (TFDS) split has no index to gather by."""
   mode = config.data.decoded_cache
   if mode not in MODES:
-    raise ValueError(f"config.data.decoded_cache={mode!r}: use '' (off), 'memory' or 'mmap'.")
+    raise errors.ConfigError(
+        f"config.data.decoded_cache={mode!r}: use '' (off), 'memory' or 'mmap'.")
   if mode and config.data.source == "tfds":
-    raise ValueError(f"config.data.decoded_cache={mode!r} needs an indexed split (sources "
-                     "folder, imagenet, tiny_imagenet, generated); TFDS splits are streamed: leave "
-                     "config.data.decoded_cache empty.")
+    raise errors.ConfigError(
+        f"config.data.decoded_cache={mode!r} needs an indexed split (sources "
+        "folder, imagenet, tiny_imagenet, generated); TFDS splits are streamed: leave "
+        "config.data.decoded_cache empty.")
   return mode
 
 
@@ -34,7 +37,8 @@ def images(config, split, decode_batches, *, active=True):
   if not mode:
     return None
   if split.paths is None:
-    raise ValueError(f"config.data.decoded_cache={mode!r}: split {split.name!r} is streamed.")
+    raise errors.ConfigError(
+        f"config.data.decoded_cache={mode!r}: split {split.name!r} is streamed.")
   key = (mode, cache_key(config, split))
   if key not in _LOADED:
     shape = (split.num_examples, config.data.resize_size, config.data.resize_size, 3)
@@ -109,8 +113,9 @@ def _write(path, shape, decode_batches, split, active):
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except OSError as e:
-    raise OSError(f"Writing the decoded cache {path} ({np.prod(shape):,} bytes) failed: {e}. "
-                  "Free space, or set config.data.decoded_cache='memory' or ''.") from e
+    raise errors.WriteRefusedError(
+        f"Writing the decoded cache {path} ({np.prod(shape):,} bytes) failed: {e}. "
+        "Free space, or set config.data.decoded_cache='memory' or ''.") from e
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)

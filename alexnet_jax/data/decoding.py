@@ -2,6 +2,8 @@
 [256, 256, 3], the shorter side rescaled to 256 and the central square kept."""
 import tensorflow as tf
 
+from alexnet_jax import errors
+
 
 RESIZES = ("antialias", "fast")
 
@@ -10,7 +12,8 @@ def resize_of(config):
   """config.data.resize, checked."""
   resize = config.data.resize
   if resize not in RESIZES:
-    raise ValueError(f"config.data.resize={resize!r}: use 'antialias' (the default) or 'fast'.")
+    raise errors.ConfigError(
+        f"config.data.resize={resize!r}: use 'antialias' (the default) or 'fast'.")
   return resize
 
 

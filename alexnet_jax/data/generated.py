@@ -11,6 +11,7 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
+from alexnet_jax import errors
 from alexnet_jax.configs import common
 
 SHAPES = ("disc", "square", "triangle", "ring", "cross", "diamond", "star")
@@ -21,8 +22,9 @@ SPLITS = ("train", "val")
 
 def class_names(num_classes):
   if not 1 <= num_classes <= MAX_CLASSES:
-    raise ValueError(f"config.data.generated.num_classes={num_classes}: the generated set has "
-                     f"between 1 and {MAX_CLASSES} classes (7 shapes x 5 textures).")
+    raise errors.ConfigError(
+        f"config.data.generated.num_classes={num_classes}: the generated set has "
+        f"between 1 and {MAX_CLASSES} classes (7 shapes x 5 textures).")
   return [f"{k:02d}_{SHAPES[k % len(SHAPES)]}_{TEXTURES[k % len(TEXTURES)]}"
           for k in range(num_classes)]
 

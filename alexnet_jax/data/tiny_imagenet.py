@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from alexnet_jax import errors
+
 SPLITS = ("train", "val")
 
 
@@ -11,8 +13,8 @@ def read_split(root, split, make_split):
   """`make_split(name, count, class_names, paths, labels)` of `split` ("train" or "val")."""
   root = os.path.expanduser(root)
   if split not in SPLITS:
-    raise ValueError(f"Tiny ImageNet has the labelled splits {SPLITS}, not {split!r} "
-                     "(config.data.train_split / config.data.eval_split).")
+    raise errors.ConfigError(f"Tiny ImageNet has the labelled splits {SPLITS}, not {split!r} "
+                             "(config.data.train_split / config.data.eval_split).")
   wnids = read_wnids(root)
   names = class_names(root, wnids)
   index = {w: k for k, w in enumerate(wnids)}
@@ -25,14 +27,15 @@ def read_split(root, split, make_split):
 def read_wnids(root):
   path = os.path.join(root, "wnids.txt")
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"No {path}: config.data.root must be the Tiny ImageNet folder that holds wnids.txt, "
         "words.txt, train/ and val/ (e.g. --config.data.root=~/data/tiny-imagenet-200).")
   with open(path) as f:
     wnids = [line.strip() for line in f if line.strip()]
   if len(set(wnids)) != len(wnids) or not wnids:
-    raise ValueError(f"{path} must list each class's wnid once; it has {len(wnids)} lines for "
-                     f"{len(set(wnids))} wnids.")
+    raise errors.ConfigError(
+        f"{path} must list each class's wnid once; it has {len(wnids)} lines for "
+        f"{len(set(wnids))} wnids.")
   return sorted(wnids)
 
 
@@ -40,7 +43,7 @@ def class_names(root, wnids):
   """words.txt's names of each wnid, in label order."""
   path = os.path.join(root, "words.txt")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"No {path}: Tiny ImageNet's class names (wnid <TAB> names).")
+    raise errors.MissingFileError(f"No {path}: Tiny ImageNet's class names (wnid <TAB> names).")
   words = {}
   with open(path) as f:
     for line in f:
@@ -48,8 +51,8 @@ def class_names(root, wnids):
       words[wnid.strip()] = text.strip()
   missing = [w for w in wnids if w not in words]
   if missing:
-    raise ValueError(f"{path} has no names for {len(missing)} wnid(s) of wnids.txt, e.g. "
-                     f"{missing[:3]}: use the words.txt that came with the dataset.")
+    raise errors.ConfigError(f"{path} has no names for {len(missing)} wnid(s) of wnids.txt, e.g. "
+                             f"{missing[:3]}: use the words.txt that came with the dataset.")
   return [words[w] for w in wnids]
 
 
@@ -58,11 +61,11 @@ def _train_files(root, wnids):
   for wnid in wnids:
     folder = os.path.join(root, "train", wnid, "images")
     if not os.path.isdir(folder):
-      raise FileNotFoundError(f"No folder {folder}: wnids.txt lists {wnid}, so its training "
-                              "images must be there.")
+      raise errors.MissingFileError(f"No folder {folder}: wnids.txt lists {wnid}, so its training "
+                                    "images must be there.")
     files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".jpeg", ".jpg")))
     if not files:
-      raise FileNotFoundError(f"{folder} holds no JPEG files; wnids.txt lists {wnid}.")
+      raise errors.MissingFileError(f"{folder} holds no JPEG files; wnids.txt lists {wnid}.")
     pairs += [(os.path.join(folder, f), wnid) for f in files]
   return pairs
 
@@ -70,8 +73,8 @@ def _train_files(root, wnids):
 def _val_files(root, index):
   path = os.path.join(root, "val", "val_annotations.txt")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"No {path}: the validation labels (file <TAB> wnid <TAB> box) "
-                            "come from it.")
+    raise errors.MissingFileError(f"No {path}: the validation labels (file <TAB> wnid <TAB> box) "
+                                  "come from it.")
   pairs = []
   with open(path) as f:
     for number, line in enumerate(f, 1):
@@ -79,13 +82,13 @@ def _val_files(root, index):
       if not line.strip():
         continue
       if len(fields) < 2 or fields[1] not in index:
-        raise ValueError(f"{path}, line {number}: {line.strip()!r} names no class of "
-                         "wnids.txt (expected file <TAB> wnid <TAB> box).")
+        raise errors.ConfigError(f"{path}, line {number}: {line.strip()!r} names no class of "
+                                 "wnids.txt (expected file <TAB> wnid <TAB> box).")
       image = os.path.join(root, "val", "images", fields[0])
       if not os.path.isfile(image):
-        raise FileNotFoundError(f"{path}, line {number} lists {fields[0]}, but {image} is "
-                                "missing.")
+        raise errors.MissingFileError(f"{path}, line {number} lists {fields[0]}, but {image} is "
+                                      "missing.")
       pairs.append((image, fields[1]))
   if not pairs:
-    raise ValueError(f"{path} lists no images.")
+    raise errors.ConfigError(f"{path} lists no images.")
   return sorted(pairs)

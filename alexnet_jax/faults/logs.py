@@ -22,13 +22,18 @@ _CONSOLE_CHARS = 300
 def setup(workdir, distributed=None):
   """INFO and above to the log file (one per process with `distributed`), WARNING and above
   also to stderr, a line each; returns the file's path. Call once, before anything logs."""
-  path = _log_path(workdir, distributed)
+  try:
+    path = _log_path(workdir, distributed)
+    to_file = logging.FileHandler(path, encoding="utf-8")
+  except OSError as e:  # A workdir this user cannot write, or a full disk.
+    if isinstance(e, errors.UserError):
+      raise
+    raise errors.WriteRefusedError(f"Cannot write the log file of --workdir={workdir}: {e}") from e
   root = logging.getLogger()
   for handler in list(root.handlers):  # absl's handler prints every record to stderr.
     if handler is absl_logging.get_absl_handler() or (
         isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, None)):
       root.removeHandler(handler)
-  to_file = logging.FileHandler(path, encoding="utf-8")
   to_file.setFormatter(logging.Formatter(_FILE_FORMAT))
   console = logging.StreamHandler(sys.stderr)
   console.setLevel(logging.WARNING)
@@ -54,7 +59,7 @@ def _log_path(workdir, distributed):
     return Path(tempfile.gettempdir()) / f"alexnet_jax.{os.getpid()}.{name}"
   directory = paths.root(workdir)
   if directory.exists() and not directory.is_dir():
-    raise NotADirectoryError(f"--workdir={workdir} is a file; give a directory (it is created "
+    raise errors.ConfigError(f"--workdir={workdir} is a file; give a directory (it is created "
                              "when missing).")
   directory.mkdir(parents=True, exist_ok=True)
   return directory / name

@@ -7,12 +7,13 @@ import os
 import socket
 import time
 
+from alexnet_jax import errors
 from alexnet_jax import paths
 
 LOCK_FILE = paths.LOCK
 
 
-class WorkdirBusyError(RuntimeError):
+class WorkdirBusyError(errors.UserError, RuntimeError):
   """Another run holds the workdir."""
 
 

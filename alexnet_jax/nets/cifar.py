@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 from jax import lax
 
+from alexnet_jax import errors
 from alexnet_jax.configs import common
 from alexnet_jax.nets import layers
 
@@ -119,20 +120,22 @@ class CifarNet(nn.Module):
 def check_config(model_cfg):
   """Clear errors for settings the CIFAR nets do not have."""
   if model_cfg.layout not in LAYOUTS:
-    raise ValueError(f"config.model.layout={model_cfg.layout!r}: choose one of {LAYOUTS}.")
+    raise errors.ConfigError(f"config.model.layout={model_cfg.layout!r}: choose one of {LAYOUTS}.")
   if model_cfg.activation not in layers.ACTIVATIONS:
-    raise ValueError(f"config.model.activation={model_cfg.activation!r}: use one of "
-                     f"{sorted(layers.ACTIVATIONS)}.")
+    raise errors.ConfigError(f"config.model.activation={model_cfg.activation!r}: use one of "
+                             f"{sorted(layers.ACTIVATIONS)}.")
   if model_cfg.dropout_rate:
-    raise ValueError("config.model.dropout_rate must be 0 for the CIFAR nets (cuda-convnet's "
-                     "layer files have no dropout).")
+    raise errors.ConfigError(
+        "config.model.dropout_rate must be 0 for the CIFAR nets (cuda-convnet's "
+        "layer files have no dropout).")
   if model_cfg.norm not in ("lrn", "none"):
-    raise ValueError(f"config.model.norm={model_cfg.norm!r}: the CIFAR nets have 'lrn' or "
-                     "'none' (batch normalisation is built for AlexNet, config.model.name).")
+    raise errors.ConfigError(
+        f"config.model.norm={model_cfg.norm!r}: the CIFAR nets have 'lrn' or "
+        "'none' (batch normalisation is built for AlexNet, config.model.name).")
   expected = INPUT_SIZE[model_cfg.layout]
   if model_cfg.image_size != expected:
-    raise ValueError(f"config.model.image_size={model_cfg.image_size}: layout "
-                     f"{model_cfg.layout!r} takes {expected}x{expected} images.")
+    raise errors.ConfigError(f"config.model.image_size={model_cfg.image_size}: layout "
+                             f"{model_cfg.layout!r} takes {expected}x{expected} images.")
 
 
 def init_params(model_cfg, rng):

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from alexnet_jax import errors
+
 LRN_CONVENTIONS = ("paper", "caffe")
 GRADIENTS = ("custom", "autodiff")
 VARIANTS = {"lrn_grad": GRADIENTS, "pool_grad": ("custom", "reduce_window"),
@@ -28,9 +30,9 @@ def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper", gradient="custom", in_
   """3.3 over one tower's channels, the window clipped at its edges: b_i = a_i / (k + alpha *
   sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2)^beta, `convention` "caffe" with alpha / n."""
   if convention not in LRN_CONVENTIONS:
-    raise ValueError(f"config.model.lrn_convention={convention!r}: use 'paper' or 'caffe'.")
+    raise errors.ConfigError(f"config.model.lrn_convention={convention!r}: use 'paper' or 'caffe'.")
   if gradient not in GRADIENTS:
-    raise ValueError(f"config.model.lrn_grad={gradient!r}: use one of {GRADIENTS}.")
+    raise errors.ConfigError(f"config.model.lrn_grad={gradient!r}: use one of {GRADIENTS}.")
   scale = alpha / n if convention == "caffe" else alpha
   # float32 by default: bfloat16 would round the denominator (~1e4-1e6) by up to 0.4%.
   fn = _lrn if gradient == "custom" else _lrn_formula
@@ -170,11 +172,8 @@ def add_bias(y, bias, dtype):
   return (y.astype(jnp.float32) + bias.astype(jnp.float32)[(None,) * (y.ndim - 1)]).astype(dtype)
 
 
-# config.model.norm: section 3.3's LRN after the ReLU of conv1 and conv2, batch normalisation
-# (Ioffe & Szegedy 2015) after every convolution and before its ReLU, or neither.
-NORMS = ("lrn", "batch", "none")
-# Leaves of a normalised layer's parameters that are running averages, not parameters: the
-# update rules leave them alone and the training step writes them (with_running_stats).
+NORMS = ("lrn", "batch", "none")  # config.model.norm.
+# Running averages among a layer's leaves: the training step writes them, no rule descends.
 RUNNING = ("mean", "var")
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from alexnet_jax import errors
 from alexnet_jax import nets
 from alexnet_jax.parallel import hybrid
 
@@ -30,13 +31,13 @@ def make_mesh(model=0, devices=None) -> Mesh:
   if model == 0:  # 2 only when every host can hold whole model groups (see _by_process).
     model = 2 if n >= 2 and all(c % 2 == 0 for c in _local_counts(devices).values()) else 1
   if model not in (1, 2):
-    raise ValueError(f"config.mesh.model={model}: the network has two towers, so the model axis"
-                     " is 1 (both towers on each device), 2 (one tower per device) or 0 (auto).")
+    raise errors.ConfigError(
+        f"config.mesh.model={model}: the network has two towers, so the model axis"
+        " is 1 (both towers on each device), 2 (one tower per device) or 0 (auto).")
   if n % model:
-    raise ValueError(f"config.mesh.model={model} does not divide the {n} devices; use"
-                     " config.mesh.model=1 or run on an even number of devices.")
-  # Devices of one model group are neighbours in `devices`, i.e. on the same host when the
-  # hosts' device counts allow it.
+    raise errors.ConfigError(f"config.mesh.model={model} does not divide the {n} devices; use"
+                             " config.mesh.model=1 or run on an even number of devices.")
+  # A model group's devices are neighbours: on one host when the hosts' counts allow it.
   mesh = Mesh(np.array(devices).reshape(n // model, model), ("data", "model"))
   _data_blocks(_process_grid(mesh), model)  # Raises if processes cannot feed whole rows.
   return mesh
@@ -72,8 +73,9 @@ def shard_net(net, mesh: Mesh, towered=True):
   def apply(params, images_BHWC, rng, train: bool, micro=None, moments=False):
     data = mesh.shape["data"]
     if images_BHWC.shape[0] % data:
-      raise ValueError(f"The global batch ({images_BHWC.shape[0]}) must divide over the {data}"
-                       " devices of the mesh's data axis (config.train.batch_size).")
+      raise errors.ConfigError(
+          f"The global batch ({images_BHWC.shape[0]}) must divide over the {data}"
+          " devices of the mesh's data axis (config.train.batch_size).")
     if rng is None:
       if train:
         raise ValueError("apply(..., train=True) needs an rng: it draws the dropout masks.")
@@ -205,7 +207,7 @@ def _data_blocks(process_DM, model):
   if (rows != list(range(process_DM.shape[0])) or len({len(b) for b in blocks}) != 1
       or any(b != tuple(range(b[0], b[-1] + 1)) for b in blocks)):
     per_host = ", ".join(f"process {p}: {int((process_DM == p).sum())}" for p in owner)
-    raise ValueError(
+    raise errors.ConfigError(
         f"The devices of {len(owner)} processes ({per_host}) do not fit a mesh with "
         f"config.mesh.model={model}: each process must hold whole model groups (a device count "
         f"divisible by {model}) or a single device, and all processes the same number of "

@@ -8,6 +8,7 @@ and, with --workdir, a run at step 0 (docs/design.md, "Weights in"):
 import numpy as np
 from google.protobuf import text_format
 
+from alexnet_jax import errors
 from alexnet_jax.configs import paper
 from alexnet_jax.nets import alexnet
 from alexnet_jax.tools import caffe_proto
@@ -52,7 +53,7 @@ def blob_array(blob):
            tuple(d for d in (blob.num, blob.channels, blob.height, blob.width)))
   data = np.asarray(blob.data if len(blob.data) else blob.double_data, np.float32)
   if data.size != int(np.prod(shape)):
-    raise ValueError(f"A blob of shape {shape} holds {data.size} values.")
+    raise errors.ConfigError(f"A blob of shape {shape} holds {data.size} values.")
   return data.reshape(shape)
 
 
@@ -61,7 +62,7 @@ def read_mean(path):
   mean = blob_array(read_binary(path, caffe_proto.BlobProto))
   mean = mean.reshape(mean.shape[-3:])
   if mean.shape[0] != 3:
-    raise ValueError(f"{path}: a mean of shape {mean.shape}, not [1, 3, H, W] (BGR).")
+    raise errors.ConfigError(f"{path}: a mean of shape {mean.shape}, not [1, 3, H, W] (BGR).")
   return np.ascontiguousarray(mean[::-1].transpose(1, 2, 0))
 
 
@@ -72,14 +73,15 @@ def _structure(net):
     if kind in _IGNORED:
       continue
     if kind not in _KIND:
-      raise ValueError(f"Layer {name!r} of type {kind!r}: not a layer of AlexNet.")
+      raise errors.ConfigError(f"Layer {name!r} of type {kind!r}: not a layer of AlexNet.")
     counts[_KIND[kind]] = counts.get(_KIND[kind], 0) + 1
     found.append((_KIND[kind], name, message))
   kinds = [k for k, _, _ in found]
   want = [s.rstrip("0123456789") for s in SEQUENCE]
   if kinds != want:
-    raise ValueError(f"The net's layers run {kinds}; AlexNet's run {want} (LRN before pooling: "
-                     "CaffeNet, which pools first, is another network).")
+    raise errors.ConfigError(
+        f"The net's layers run {kinds}; AlexNet's run {want} (LRN before pooling: "
+        "CaffeNet, which pools first, is another network).")
   return {canonical: message for canonical, (_, _, message) in zip(SEQUENCE, found)}
 
 
@@ -99,15 +101,15 @@ def _check_geometry(structure):
     got = (_first(p.kernel_size, p.kernel_h, 0), _first(p.stride, p.stride_h, 1),
            _first(p.pad, p.pad_h, 0), p.group)
     if got != (kernel, stride, pad, group):
-      raise ValueError(f"{name}: (kernel, stride, pad, group) {got}; AlexNet's are "
-                       f"{(kernel, stride, pad, group)}.")
+      raise errors.ConfigError(f"{name}: (kernel, stride, pad, group) {got}; AlexNet's are "
+                               f"{(kernel, stride, pad, group)}.")
   pools = [structure[p].pooling_param for p in ("pool1", "pool2", "pool5")]
   if any(p.pool != 0 or p.pad or p.kernel_size != pools[0].kernel_size
          or p.stride != pools[0].stride for p in pools):
-    raise ValueError("AlexNet's three poolings are the same unpadded max pooling.")
+    raise errors.ConfigError("AlexNet's three poolings are the same unpadded max pooling.")
   norms = [structure[n].lrn_param for n in ("norm1", "norm2")]
   if norms[0] != norms[1] or norms[0].norm_region != 0:
-    raise ValueError("AlexNet's two LRN layers are the same, across channels.")
+    raise errors.ConfigError("AlexNet's two LRN layers are the same, across channels.")
 
 
 def _check_tiling(model_cfg):
@@ -118,8 +120,8 @@ def _check_tiling(model_cfg):
   pools = (sizes["conv1"], sizes["conv2"], sizes["conv5"])
   if alexnet.conv1_overhang(size) or any(
       (n - model_cfg.pool_window) % model_cfg.pool_stride for n in pools):
-    raise ValueError(f"An input of {size}x{size}: conv1 or a pooling does not tile it, and "
-                     "Caffe sizes those maps otherwise than this network; use 227.")
+    raise errors.ConfigError(f"An input of {size}x{size}: conv1 or a pooling does not tile it, and "
+                             "Caffe sizes those maps otherwise than this network; use 227.")
 
 
 def _input_size(net):
@@ -162,8 +164,8 @@ def model_config(net, mean_size=256):
     p = structure[name].convolution_param if name in CONV_GEOMETRY else \
         structure[name].inner_product_param
     if p.num_output != TOWERS * widths[name]:
-      raise ValueError(f"{name}: {p.num_output} outputs; AlexNet at width {m.width} has "
-                       f"{TOWERS * widths[name]}.")
+      raise errors.ConfigError(f"{name}: {p.num_output} outputs; AlexNet at width {m.width} has "
+                               f"{TOWERS * widths[name]}.")
   return config
 
 
@@ -178,8 +180,9 @@ def convert(weights, model_cfg):
   for layer in alexnet.LAYERS:
     name = structure[layer]
     if len(blobs.get(name, [])) != 2:
-      raise ValueError(f"The caffemodel's {name!r} holds {len(blobs.get(name, []))} blobs, not "
-                       "a weight and a bias.")
+      raise errors.ConfigError(
+          f"The caffemodel's {name!r} holds {len(blobs.get(name, []))} blobs, not "
+          "a weight and a bias.")
     kernel_shape, bias_shape = shapes[layer]
     out_total = TOWERS * kernel_shape[-1]
     w, b = blobs[name]
@@ -198,8 +201,9 @@ def convert(weights, model_cfg):
     params[layer] = {"kernel": np.ascontiguousarray(kernel, np.float32),
                      "bias": b.reshape(bias_shape).astype(np.float32)}
     if params[layer]["kernel"].shape != kernel_shape:
-      raise ValueError(f"{name}: weights of shape {params[layer]['kernel'].shape} after the "
-                       f"conversion, not {kernel_shape}.")
+      raise errors.ConfigError(
+          f"{name}: weights of shape {params[layer]['kernel'].shape} after the "
+          f"conversion, not {kernel_shape}.")
   return params
 
 
@@ -208,8 +212,9 @@ def _structure_names(weights):
   named = [name for name, kind, _ in layers(weights)
            if kind in ("Convolution", "InnerProduct")]
   if len(named) != len(alexnet.LAYERS):
-    raise ValueError(f"The caffemodel has {len(named)} convolution and inner-product layers, "
-                     f"not AlexNet's {len(alexnet.LAYERS)}.")
+    raise errors.ConfigError(
+        f"The caffemodel has {len(named)} convolution and inner-product layers, "
+        f"not AlexNet's {len(alexnet.LAYERS)}.")
   return dict(zip(alexnet.LAYERS, named))
 
 
@@ -236,7 +241,7 @@ def read_synsets(path, num_classes):
   with open(path) as f:
     names = [line.strip().partition(" ")[2] or line.strip() for line in f if line.strip()]
   if len(names) != num_classes:
-    raise ValueError(f"{path} names {len(names)} classes; the net has {num_classes}.")
+    raise errors.ConfigError(f"{path} names {len(names)} classes; the net has {num_classes}.")
   return names
 
 

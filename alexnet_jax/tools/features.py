@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import app
 from absl import flags
 
+from alexnet_jax import errors
 from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
@@ -30,8 +31,9 @@ POOLS = ("flatten", "mean")
 def map_ranks(model_cfg):
   """{name: rank with the batch axis} of every map the network records."""
   if model_cfg.name not in ("alexnet", "owt"):
-    raise ValueError(f"config.model.name={model_cfg.name!r}: only AlexNet (2012 or 2014) "
-                     "records its layer maps; features, and figure 4, need an AlexNet run.")
+    raise errors.ConfigError(
+        f"config.model.name={model_cfg.name!r}: only AlexNet (2012 or 2014) records its layer "
+        "maps; features, and figure 4, need an AlexNet run.")
   net = nets.make_module(model_cfg, 1, model_axis=None, data_axis=None)
   size = model_cfg.image_size
   _, state = jax.eval_shape(
@@ -46,8 +48,9 @@ def make_extract(config, mesh, layers, pool="flatten"):
   ranks = map_ranks(config.model)
   unknown = [name for name in layers if name not in ranks]
   if unknown or pool not in POOLS:
-    raise ValueError(f"Layers {unknown} / pool {pool!r}: choose layers among {sorted(ranks)} "
-                     f"and a pool among {POOLS}.")
+    raise errors.ConfigError(
+        f"Layers {unknown} / pool {pool!r}: choose layers among {sorted(ranks)} "
+        f"and a pool among {POOLS}.")
   net = nets.make_module(config.model, mesh.shape["model"])
   maps = parallel.shard_maps(net, mesh, {name: ranks[name] for name in layers},
                                   towered=nets.towers(config.model) > 1)
@@ -111,8 +114,9 @@ def _resume_point(out, record):
   stored = json.loads(path.read_text())
   done = stored.pop("done", 0)
   if stored != json.loads(json.dumps(record)):
-    raise ValueError(f"{out} holds features written with other settings ({path}: {stored}); "
-                     "use another --out, or delete it to start again.")
+    raise errors.ConfigError(
+        f"{out} holds features written with other settings ({path}: {stored}); "
+        "use another --out, or delete it to start again.")
   return done
 
 

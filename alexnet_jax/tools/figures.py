@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from PIL import Image, ImageDraw
 
+from alexnet_jax import errors
 from alexnet_jax import parallel
 from alexnet_jax import progress
 from alexnet_jax import runtime
@@ -78,8 +79,9 @@ def fig3_image(conv1_kernel, scale=FIG3_SCALE):
 def write_fig3(path, params):
   kernel = jax.device_get(params["conv1"]["kernel"])
   if kernel.ndim != 5 or kernel.shape[1:4] != (11, 11, 3):
-    raise ValueError(f"conv1's kernel has shape {kernel.shape}, not AlexNet's [towers, 11, 11, "
-                     "3, C]: figure 3 draws AlexNet's conv1 only.")
+    raise errors.ConfigError(
+        f"conv1's kernel has shape {kernel.shape}, not AlexNet's [towers, 11, 11, 3, C]:"
+        " figure 3 draws AlexNet's conv1 only.")
   Image.fromarray(fig3_image(kernel)).save(path)
   return path
 
@@ -166,7 +168,7 @@ def query_images(config, split_name, files, num):
   if files:
     good, bad = common.readable(files)
     if bad:
-      raise ValueError("".join(f"{p}: cannot be decoded: {m}\n" for p, m in bad).strip())
+      raise errors.ConfigError("".join(f"{p}: cannot be decoded: {m}\n" for p, m in bad).strip())
     batches = common.decoded_batches(good, size, len(good), decoding.resize_of(config))
     images = np.concatenate([b[:n] for b, n in batches])
     return images, list(good)

@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import app
 from absl import flags
 
+from alexnet_jax import errors
 from alexnet_jax import evaluate
 from alexnet_jax import parallel
 from alexnet_jax import runtime
@@ -35,12 +36,13 @@ def find_images(args):
       found = sorted(os.path.join(root, name) for root, _, names in os.walk(arg)
                      for name in names if name.lower().endswith(sources.IMAGE_EXTENSIONS))
       if not found:
-        raise FileNotFoundError(f"No images ({', '.join(sources.IMAGE_EXTENSIONS)}) under {arg}.")
+        raise errors.MissingFileError(
+            f"No images ({', '.join(sources.IMAGE_EXTENSIONS)}) under {arg}.")
       paths += found
     elif os.path.exists(arg):
       paths.append(arg)
     else:
-      raise FileNotFoundError(f"No such file or folder: {arg}")
+      raise errors.MissingFileError(f"No such file or folder: {arg}")
   return paths
 
 
