@@ -248,11 +248,15 @@ class Towers:
     """fc7's and fc8's input: every unit of both towers' layer below."""
     return self.gather(h)
 
-  def fc8(self, h, kernel, bias, dtype, product):
-    ys = [layers.add_bias(jnp.matmul(self.gather(h), kernel[t].astype(dtype),
-                                     preferred_element_type=product), bias[t], dtype)
-          for t in range(self.towers)]
-    return self.gather(ys, to="invarying")
+  def fc8_input(self, h):
+    return self.gather(h)
+
+  def fc8_reduce(self, partial):
+    """The local towers' logits are whole: nothing to sum."""
+    return partial
+
+  def logits(self, y):
+    return self.gather([y], to="invarying")
 
   def fc8_shapes(self, units, classes):
     return (self.towers, self.total * units, classes // self.total), (self.towers,
@@ -368,8 +372,12 @@ class AlexNet(nn.Module):
       h = self._each(maps, "fc7", h)
     kernel, bias = _Params(ex.fc8_shapes(ex.fc_units(widths["fc7"]), cfg.num_classes),
                            name="fc8")()
-    with jax.named_scope("fc8"):
-      logits_BK = ex.fc8(h, kernel, bias, dtype, layers.product_type(out, dtype))
+    with jax.named_scope("fc8"):  # The exchange says what fc8 reads and how its sums meet.
+      x, product = ex.fc8_input(h), layers.product_type(out, dtype)
+      partial = jnp.concatenate([jnp.matmul(x, kernel[t].astype(dtype),
+                                            preferred_element_type=product)
+                                 for t in range(kernel.shape[0])], axis=-1)
+      logits_BK = ex.logits(layers.add_bias(ex.fc8_reduce(partial), bias.reshape(-1), dtype))
     if maps:
       self.sow("intermediates", "maps", maps)
     return logits_BK.astype(jnp.float32)

@@ -12,7 +12,6 @@ from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import errors
 from alexnet_jax.nets import alexnet
-from alexnet_jax.nets import layers
 
 LAYOUTS = ("towers", "hybrid")
 ROWS = ("data", "model")
@@ -93,15 +92,16 @@ class Hybrid:
   def units(self, h):
     return lax.all_gather(jnp.concatenate(h, axis=-1), UNITS, axis=1, tiled=True)
 
-  def fc8(self, h, kernel, bias, dtype, product):
-    """fc8 by its inputs: this device's fc7 units times their rows of both towers' kernels,
-    the partial logits of every device summed onto each device's rows."""
-    h7 = jnp.concatenate(h, axis=-1)
-    partial_BK = jnp.concatenate([jnp.matmul(h7, kernel[t].astype(dtype),
-                                             preferred_element_type=product)
-                                  for t in range(self.conv_towers)], axis=-1)
-    logits_bK = lax.psum_scatter(partial_BK, ROWS, scatter_dimension=0, tiled=True)
-    return layers.add_bias(logits_bK, bias.reshape(-1), dtype)
+  def fc8_input(self, h):
+    """fc8 by its inputs: this device's fc7 units, times their rows of every tower's kernel."""
+    return jnp.concatenate(h, axis=-1)
+
+  def fc8_reduce(self, partial_BK):
+    """Every device's partial logits summed onto each device's rows."""
+    return lax.psum_scatter(partial_BK, ROWS, scatter_dimension=0, tiled=True)
+
+  def logits(self, y):
+    return y
 
   def fc8_shapes(self, units, classes):
     per_tower = classes // self.conv_towers
