@@ -13,6 +13,7 @@ from alexnet_jax import cadence
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax import nets
 from alexnet_jax.configs import paper
 from alexnet_jax.configs import recipes
 from alexnet_jax.configs import tiny_imagenet
@@ -65,7 +66,17 @@ def test_recipes_combine_with_smoke_and_other_configs():
   assert t.train.learning_rate == 0.02
   with pytest.raises(ValueError, match="'cafe' is neither a recipe"):
     paper.get_config("cafe")
-  assert recipes.NAMES == ("paper", "cuda_convnet", "caffe")
+  assert recipes.NAMES == ("paper", "cuda_convnet", "caffe", "owt")
+
+
+def test_the_2014_recipe_is_torchvisions_training_of_the_one_column_network():
+  c = paper.get_config("owt")
+  assert (c.recipe, c.model.name, c.model.norm, c.mesh.model) == ("owt", "owt", "none", 1)
+  assert nets.count_params(nets.abstract_params(c.model)) == 61_100_840
+  t = c.train
+  assert (t.batch_size, t.learning_rate, t.momentum, t.weight_decay) == (256, 0.01, 0.9, 1e-4)
+  assert (t.schedule, t.step_epochs, t.num_epochs, t.bias_decay_mult) == ("step", (30, 60), 90,
+                                                                          1.0)
 
 
 def test_per_layer_weight_scales_are_drawn():

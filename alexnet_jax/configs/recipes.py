@@ -1,10 +1,11 @@
-r"""Three recipes by name: `paper` (section 5 as printed), `cuda_convnet` (the authors' layer
-files, cuda-convnet2's layers-imagenet-2gpu-model.cfg) and `caffe` (bvlc_alexnet's prototxts);
-experiments/README.md, "Three recipes on Tiny ImageNet", has what each did.
+r"""Recipes by name: `paper` (section 5 as printed), `cuda_convnet` (the authors' layer files,
+cuda-convnet2's layers-imagenet-2gpu-model.cfg), `caffe` (bvlc_alexnet's prototxts) and `owt`
+(the 2014 network as torchvision's weights were trained); experiments/README.md, "Three recipes
+on Tiny ImageNet", has what the first three did.
 
     python -m alexnet_jax.main --config=configs/paper.py:caffe ...
 """
-NAMES = ("paper", "cuda_convnet", "caffe")
+NAMES = ("paper", "cuda_convnet", "caffe", "owt")
 # One ImageNet epoch, in images: Caffe's schedule is written in iterations of 256.
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
@@ -17,6 +18,8 @@ def apply(config, name):
     _cuda_convnet(config)
   elif name == "caffe":
     _caffe(config)
+  elif name == "owt":
+    _owt(config)
   config.recipe = name
   return config
 
@@ -93,4 +96,30 @@ def _caffe(config):
   config.eval.batch_size = 50          # TEST batch_size (36); the counts are exact either way.
   # Not expressed: Caffe's images are warped to 256x256 (convert_imageset), not cut from a
   # shorter side of 256; the validation error is measured on the centre crop alone.
+
+
+def _owt(config):
+  """Krizhevsky 2014's one-column network (arXiv:1404.5997; torchvision/models/alexnet.py, which
+  cites it) trained as torchvision's weights were: pytorch/examples' imagenet/main.py with
+  README's "--lr 0.01" for AlexNet and its defaults."""
+  m, d, t = config.model, config.data, config.train
+  m.name = "owt"                       # 64-192-384-256-256 kernels, 4096-4096 units, one column.
+  m.norm = "none"                      # No LRN in the 2014 network.
+  m.dropout_scaling = "inverted"       # torch.nn.Dropout scales the kept units by 1 / (1 - p).
+  m.init, m.bias_init = "he", 0.0      # Not torch's uniform fan-in init: He's, the nearest here.
+  m.input_scale = 1 / 57.63            # Over torchvision's std: 0.226 x 255, its three's mean.
+  d.pca_noise_std = 0.0                # main.py: RandomResizedCrop and flips only.
+  config.mesh.model = 1                # One column: data parallel ("hybrid" splits the fc layers).
+  t.batch_size = 256                   # main.py: -b 256.
+  t.learning_rate = 0.01               # README: "Use 0.01 ... for AlexNet or VGG".
+  t.momentum = 0.9                     # main.py: --momentum 0.9.
+  t.weight_decay = 1e-4                # main.py: --wd 1e-4, on every parameter, biases too.
+  t.bias_decay_mult = 1.0
+  t.schedule = "step"                  # main.py: divided by 10 every 30 epochs, 90 epochs.
+  t.lr_drop_factor = 10.0
+  t.step_epochs = (30, 60)
+  t.num_epochs = 90
+  # Not expressed: RandomResizedCrop's scale and aspect jitter (the crops here are section
+  # 4.1's 224 of 256) and torch's SGD, whose velocity holds gradients rather than steps (the
+  # same updates at a constant rate).
 

@@ -3,6 +3,11 @@ file and, with --workdir, a run at step 0 (docs/design.md, "Weights in"):
 
     python -m alexnet_jax.tools.torchvision --weights=alexnet-owt-7be5be79.pth \
         [--synsets=synset_words.txt] --out=owt.npz [--workdir=workdirs/owt]
+
+The conversions that go wrong silently: kernels OIHW to HWIO (fc: out x in to in x out); fc6's
+columns from torch's (C, H, W) flattening of the 6x6 pool to this network's (H, W, C); RGB
+order kept (Caffe's files are BGR); the input scale, pixels 0-255 minus 255 x mean over
+255 x std, as the mean image, input_scale and conv1's per-channel factor.
 """
 import numpy as np
 
