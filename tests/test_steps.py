@@ -322,3 +322,27 @@ def test_accumulated_micro_batches_equal_the_big_batch(layout, model):
   config.model.dropout_rate = 0.0
   other, _ = _one_step(config, 2)
   assert np.abs(other["fc8"]["kernel"] - big["fc8"]["kernel"]).max() > 1e-6
+
+
+def test_evaluation_holds_both_towers_on_each_device_of_one_process():
+  """Evaluation splits the batch over the devices instead of the towers (no exchange), and on
+  the hybrid layout keeps the training mesh; the logits agree with the towers' mesh."""
+  config = tiny_configs.get_config("towers")
+  mesh = parallel.make_mesh(config)
+  assert dict(mesh.shape) == {"data": 1, "model": 2}
+  evaluating = steps.eval_mesh(config, mesh)
+  assert dict(evaluating.shape) == {"data": 2, "model": 1}
+  assert set(evaluating.devices.flat) == set(mesh.devices.flat)
+  params = steps.create_train_state(config, mesh).params
+  images = np.random.default_rng(0).integers(0, 256, (4, 72, 72, 3), dtype=np.uint8)
+  consts = {"mean": np.full((72, 72, 3), 100, np.float32), "pca": np.zeros((3, 3), np.float32)}
+  logits = {}
+  for m in (mesh, evaluating):
+    step = steps.make_eval_step(config, m)
+    placed = jax.device_put(params, steps.param_shardings(config, m))
+    logits[m.shape["model"]] = np.asarray(step(placed, parallel.to_global(m, images),
+                                               parallel.place_replicated(m, consts), True))
+  np.testing.assert_allclose(logits[1], logits[2], rtol=1e-5, atol=1e-5)
+  assert np.abs(logits[1][0] - logits[1][1]).max() > 1e-4  # The logits see the image.
+  config.mesh.layout = "hybrid"
+  assert steps.eval_mesh(config, mesh) is mesh
