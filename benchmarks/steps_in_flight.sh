@@ -12,10 +12,10 @@ CACHE=${CACHE:-/tmp/steps_in_flight_cache}
 for round in 1 2; do
   for side in before after; do
     repo=$([ $side = before ] && echo "$BEFORE" || echo "$AFTER")
-    step=$(cd "$repo" && "$PY" benchmarks/train_step.py --batch 32 --model 2 --width 0.25 \
+    step=$(cd "$repo" && PYTHONPATH="$repo" "$PY" benchmarks/train_step.py --batch 32 --model 2 --width 0.25 \
       --torch none --steps 5 2>/dev/null | grep "^jax model=2" | tail -1)
     rm -rf /tmp/steps_in_flight_run
-    run=$(cd "$repo" && "$PY" -m alexnet_jax.main --config=configs/demo.py \
+    run=$(cd "$repo" && PYTHONPATH="$repo" "$PY" -m alexnet_jax.main --config=configs/demo.py \
       --workdir=/tmp/steps_in_flight_run --config.data.cache_dir="$CACHE" \
       --config.train.num_steps=200 --config.train.log_every_steps=50 \
       --config.eval.every_epochs=1000 --config.eval.ten_crop=False 2>&1 | grep "^Finished")
