@@ -114,7 +114,9 @@ def test_the_torch_two_tower_net_computes_jaxs_logits():
   full = torch_nets.two_tower(torch, accelerator.torch_net_spec(paper.get_config()))
   assert torch_nets.count_params(full) == 60_965_224
   config = tiny_config.get_config("towers")
-  config.model.update(image_size=64, dropout_rate=0.0)
+  # The torch net feeds the pixels as they come, and its LRN runs over both towers' channels
+  # as one stack (torch's LocalResponseNorm over the concatenated maps).
+  config.model.update(image_size=64, dropout_rate=0.0, input_scale=1.0, lrn_across_towers=True)
   spec = accelerator.torch_net_spec(config)
   assert spec["overhang"] == 3 and spec["pool5"] == 1
   params = jax.device_get(alexnet.init_params(config.model, jax.random.key(0)))
