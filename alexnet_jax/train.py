@@ -60,6 +60,7 @@ class Run:
   consts: Any                 # preprocess.constants, on every device.
   eval_mesh: Mesh             # steps.eval_mesh.
   eval_consts: Any
+  eval_shardings: Any         # The parameters' shardings on eval_mesh.
 
 
 def set_up(config, workdir) -> Run:
@@ -82,7 +83,8 @@ def set_up(config, workdir) -> Run:
       fingerprint=compatibility.model_fingerprint(config),
       eval_step=steps.make_eval_step(config, evaluating),
       consts=parallel.place_replicated(mesh, consts), eval_mesh=evaluating,
-      eval_consts=parallel.place_replicated(evaluating, consts))
+      eval_consts=parallel.place_replicated(evaluating, consts),
+      eval_shardings=steps.param_shardings(config, evaluating))
 
 
 def train_and_evaluate(config, workdir):
@@ -362,7 +364,7 @@ def _evaluate(run: Run, state, ten_crop, per_class=False, stop=None):
   with progress.Progress(total, what, active=run.writer.active) as bar:
     result = evaluate.evaluate(
         lambda params, images: run.eval_step(params, images, run.eval_consts, ten_crop),
-        jax.device_put(state.params, steps.param_shardings(run.config, run.eval_mesh)),
+        jax.device_put(state.params, run.eval_shardings),
         _counted(batches, bar, run.slice_count, stop, timed), per_class=per_class,
         put_batch=lambda x: parallel.to_global(run.eval_mesh, x, run.slice_count))
   seconds = time.perf_counter() - (timed["since"] or time.perf_counter())
