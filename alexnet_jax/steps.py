@@ -1,5 +1,5 @@
-"""The jitted computations: `TrainState`, `make_train_step` (section 5's `sgd_momentum` or
-`lars`, `accumulate` over micro-batches) and `make_eval_step`; docs/design.md, "The step"."""
+"""The jitted computations: `TrainState`, `make_train_step` (an optimizers.py rule, `accumulate`
+over micro-batches) and `make_eval_step`; docs/design.md, "The step"."""
 import functools
 from typing import Any
 
@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 from alexnet_jax import errors
 from alexnet_jax import evaluate
 from alexnet_jax import nets
+from alexnet_jax import optimizers
 from alexnet_jax.nets import layers
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
@@ -73,44 +74,6 @@ def top_k_error(logits_BK, labels_B, k):
   return 1.0 - jnp.mean(evaluate.topk_correct(logits_BK, labels_B, k).astype(jnp.float32))
 
 
-def sgd_momentum(params, momentum, grads, learning_rate, *, mu, decay, bias_lr_mult=1.0,
-                 bias_decay_mult=0.0):
-  """Section 5: v <- mu v - decay eps w - eps grad; w <- w + v; the biases at eps x
-  bias_lr_mult, decayed by decay x bias_decay_mult (0: the kernels alone decay)."""
-  def velocity(path, w, v, g):
-    if path[-1].key == "kernel":
-      rate, decay_term = learning_rate, decay * learning_rate * w
-    else:  # A multiplier of 1 or 0 is left out, so the paper's recipe computes what it did.
-      rate = learning_rate if bias_lr_mult == 1.0 else bias_lr_mult * learning_rate
-      decay_term = 0.0 if bias_decay_mult == 0.0 else bias_decay_mult * decay * rate * w
-    return mu * v - decay_term - rate * g
-
-  momentum = jax.tree_util.tree_map_with_path(velocity, params, momentum, grads)
-  return jax.tree.map(jnp.add, params, momentum), momentum
-
-
-OPTIMIZERS = ("sgd", "lars")
-
-
-def lars(params, momentum, grads, learning_rate, *, mu, decay, trust, eps=0.0,
-         bias_lr_mult=1.0, bias_decay_mult=0.0):
-  """You et al. 2017's algorithm 1 for each kernel (both towers): local = trust ||w|| / (||g||
-  + decay ||w|| + eps) (1 where a norm is 0), v <- mu v - eps_t local (g + decay w); w <- w + v.
-  Biases follow section 5's rule."""
-  def velocity(path, w, v, g):
-    if path[-1].key != "kernel":
-      rate = learning_rate if bias_lr_mult == 1.0 else bias_lr_mult * learning_rate
-      decay_term = 0.0 if bias_decay_mult == 0.0 else bias_decay_mult * decay * rate * w
-      return mu * v - decay_term - rate * g
-    w_norm, g_norm = jnp.linalg.norm(w), jnp.linalg.norm(g)
-    ratio = jnp.where((w_norm > 0) & (g_norm > 0),
-                      trust * w_norm / (g_norm + decay * w_norm + eps), 1.0)
-    return mu * v - learning_rate * ratio * (g + decay * w)
-
-  momentum = jax.tree_util.tree_map_with_path(velocity, params, momentum, grads)
-  return jax.tree.map(jnp.add, params, momentum), momentum
-
-
 def split(x, blocks, count):
   """[B, ...] -> [count, B / count, ...]: micro-batch i takes the i-th 1/count of each of the
   `blocks` row blocks that the devices hold, so that it splits over them as the batch did."""
@@ -162,7 +125,7 @@ def make_train_step(config, mesh: Mesh):
   root = step_key(config)
   dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
   augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
-  update, accum = _update_rule(config), config.train.accum_steps
+  update, accum = optimizers.update_rule(config.train), config.train.accum_steps
   # The row blocks the devices hold: micro-batches take a part of each (`split`).
   blocks = placed.row_blocks
   constrain = lambda x: jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
@@ -218,16 +181,6 @@ def make_train_step(config, mesh: Mesh):
   replicated = parallel.replicated(mesh)
   return jax.jit(train_step, in_shardings=(shardings, batch, replicated, replicated),
                  out_shardings=(shardings, replicated), donate_argnums=(0,))
-
-
-def _update_rule(config):
-  """config.train.optimizer: "sgd" (section 5's rule) or "lars" (`lars`)."""
-  name = config.train.optimizer
-  if name not in OPTIMIZERS:
-    raise errors.ConfigError(f"config.train.optimizer={name!r}: use one of {OPTIMIZERS}.")
-  if name == "sgd":
-    return sgd_momentum
-  return functools.partial(lars, trust=config.train.lars_trust)
 
 
 def make_eval_step(config, mesh: Mesh):

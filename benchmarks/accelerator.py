@@ -70,16 +70,13 @@ TORCH_NETS = pathlib.Path(__file__).resolve().with_name("torch_nets.py")
 # other random numbers, the same laws).
 VARIANTS = {
     "default": ({}, "same"),
-    "lrn_grad=autodiff": ({"model.lrn_grad": "autodiff"}, "same"),
-    "pool_grad=reduce_window": ({"model.pool_grad": "reduce_window"}, "same"),
-    "lrn_grad,pool_grad autodiff": ({"model.lrn_grad": "autodiff",
-                                     "model.pool_grad": "reduce_window"}, "same"),
-    "lrn_dtype=compute": ({"model.lrn_dtype": "compute"}, "rounded"),
-    "tower_conv=grouped": ({"model.tower_conv": "grouped"}, "same"),
-    "conv1_channels=4": ({"model.conv1_channels": 4}, "same"),
-    "conv1_channels=8": ({"model.conv1_channels": 8}, "same"),
-    "model1_gathers=False": ({"model.model1_gathers": False}, "same"),
-    "product_output=float32": ({"model.product_output": "float32"}, "rounded"),
+    "pool_grad=reduce_window": ({"impl.pool_grad": "reduce_window"}, "same"),
+    "lrn_dtype=compute": ({"impl.lrn_dtype": "compute"}, "rounded"),
+    "tower_conv=grouped": ({"impl.tower_conv": "grouped"}, "same"),
+    "conv1_channels=4": ({"impl.conv1_channels": 4}, "same"),
+    "conv1_channels=8": ({"impl.conv1_channels": 8}, "same"),
+    "model1_gathers=False": ({"impl.model1_gathers": False}, "same"),
+    "product_output=float32": ({"impl.product_output": "float32"}, "rounded"),
     "crop_op=gather": ({"data.crop_op": "gather"}, "same"),
     "rng_impl=rbg": ({"rng_impl": "rbg"}, "draws"),
     "rng_impl=unsafe_rbg": ({"rng_impl": "unsafe_rbg"}, "draws"),
@@ -154,7 +151,7 @@ def prepared_step(config, model_axis):
 
 
 def config_for(args, dtype, batch, overrides=None):
-  """paper_config with --width and a variant's overrides ({"model.lrn_grad": "autodiff"})."""
+  """paper_config with --width and a variant's overrides ({"impl.pool_grad": "reduce_window"})."""
   config = paper_config(dtype, batch, args.smoke)
   if args.width:
     config.model.width = args.width

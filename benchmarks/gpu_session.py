@@ -8,12 +8,12 @@ skipped says so), the JSON rewritten after each one so that a kill keeps what wa
   audit     the default bfloat16 training step compiled; its convolutions and matrix products
             (HLO `convolution` and `dot`, or on a GPU the cuDNN and cuBLAS custom calls) with
             their operand and result types, and whether each runs on bfloat16 operands;
-  products  config.model.product_output "compute" (the default: bfloat16 results, float32
+  products  config.impl.product_output "compute" (the default: bfloat16 results, float32
             sums inside the library) against "float32" (float32 results, which XLA:GPU
             computes as float32 convolutions), timed in interleaved rounds at batch 128 and 512,
             each with its compiled HLO's audit and its first losses;
   profile   the default step's top XLA ops at batch 128 and 512 (alexnet_jax/profiling.py);
-  variants  lrn_grad, pool_grad, conv1_channels=4, tower_conv=grouped and model1_gathers=False
+  variants  pool_grad, conv1_channels=4, tower_conv=grouped and model1_gathers=False
             against the default, in interleaved rounds (accelerator.py's VARIANTS);
   torch     with --torch: benchmarks/torch_nets.py (torch.compile, bfloat16 autocast) at batch
             128 and 512 beside JAX's step, in a child process given what time is left.
@@ -32,7 +32,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks import accelerator  # noqa: E402  (the path above, for `python benchmarks/...`)
 
-TRIMMED_VARIANTS = ("default", "lrn_grad=autodiff", "pool_grad=reduce_window", "conv1_channels=4",
+TRIMMED_VARIANTS = ("default", "pool_grad=reduce_window", "conv1_channels=4",
                     "tower_conv=grouped", "model1_gathers=False")
 PRODUCT_OUTPUTS = ("compute", "float32")
 # Seconds each part takes on one H200 (compiles of 13-16 s measured there, the rest estimated);
@@ -124,9 +124,9 @@ def audit_part(args):
   (pathlib.Path(args.out) / "default_step.hlo.txt").write_text(text)
   result = {"lowered": lowered_products(lowered.as_text()), **audit(text)}
   print(f"  asked for (StableHLO): {result['lowered']}", flush=True)
-  print(audit_text(result, f"compiled, product_output={config.model.get('product_output')}, "
+  print(audit_text(result, f"compiled, product_output={config.impl.product_output}, "
                    f"batch {args.variant_batch}"), flush=True)
-  return {"product_output": config.model.get("product_output"), **result}
+  return {"product_output": config.impl.product_output, **result}
 
 
 def products_part(args, batches, deadline):
@@ -140,7 +140,7 @@ def products_part(args, batches, deadline):
       continue
     cases = {}
     for out in PRODUCT_OUTPUTS:
-      config = accelerator.config_for(args, "bfloat16", batch, {"model.product_output": out})
+      config = accelerator.config_for(args, "bfloat16", batch, {"impl.product_output": out})
       cases[out] = accelerator.compiled_step(config, args.variant_model)
       step, state, b, consts = cases[out]["run"]
       lowered = step.lower(state, b, np.float32(0.01), consts)

@@ -23,13 +23,14 @@ from tests.trees import assert_trees_close
 tiny_model_config = tiny_config.model_config  # Width 0.25, 10 classes, 67x67: 1x1 after pool5.
 
 
-def run(cfg, x_BHWC, train=False, rng=None, params=None):
-  """Logits and the recorded per-layer maps of the one-device network."""
+def run(cfg, x_BHWC, train=False, rng=None, params=None, impl=None):
+  """Logits and the recorded per-layer maps of the one-device network (computed as `impl`, a
+  dict of config.impl's fields, says)."""
   alexnet.check_config(cfg)
   frozen = ml_collections.FrozenConfigDict(cfg)
   params = base_params() if params is None else params  # The switches leave the shapes alone.
-  logits, state = forward(frozen, train)(params, x_BHWC, rng if rng is not None else
-                                         jax.random.key(1))
+  logits, state = forward(frozen, train, layers.impl_config(impl))(
+      params, x_BHWC, rng if rng is not None else jax.random.key(1))
   maps = state["intermediates"]["maps"][0]
   return logits, {k: np.asarray(v, np.float32) for k, v in maps.items()}
 
@@ -40,8 +41,8 @@ def base_params():
 
 
 @functools.cache
-def forward(frozen_cfg, train):
-  net = alexnet.AlexNet(frozen_cfg, model_axis=None, data_axis=None)
+def forward(frozen_cfg, train, impl=None):
+  net = alexnet.AlexNet(frozen_cfg, impl, model_axis=None, data_axis=None)
   return jax.jit(lambda p, x, r: net.apply({"params": p}, x, train=train, rng=r,
                                            mutable=["intermediates"]))
 
@@ -361,15 +362,15 @@ def test_paper_and_inverted_dropout_differ_only_by_the_next_layers_scale():
 
 
 # ---------------------------------------------------------------------------------------------
-# Variants of the same computation (config.model.lrn_grad, pool_grad, lrn_dtype, tower_conv,
+# Other ways to compute the same network (config.impl's pool_grad, lrn_dtype, tower_conv,
 # conv1_channels, model1_gathers; timed by benchmarks/accelerator.py --parts variants): each
 # computes the default's network.
 
 
 @functools.cache
-def variant_grads(frozen_cfg):
+def variant_grads(frozen_cfg, impl):
   """The gradient of a training loss (dropout on, the same masks) on one device."""
-  net = alexnet.AlexNet(frozen_cfg, model_axis=None, data_axis=None)
+  net = alexnet.AlexNet(frozen_cfg, impl, model_axis=None, data_axis=None)
   weights = jax.random.normal(jax.random.key(8), (4, frozen_cfg.num_classes))
   loss = lambda p: jnp.sum(weights * net.apply({"params": p}, images(), train=True,
                                                rng=jax.random.key(1)))
@@ -382,27 +383,22 @@ def variant_grads(frozen_cfg):
 # largest value, one float32 rounding, and at most 3.7e-7 further on); compiled at XLA's default
 # level they are bit-equal.
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides,exact_forward", [
-    ({"lrn_grad": "autodiff"}, True), ({"pool_grad": "reduce_window"}, False),
-    ({"lrn_grad": "autodiff", "pool_grad": "reduce_window"}, False),
-    ({"tower_conv": "grouped"}, False), ({"conv1_channels": 4}, False),
-    ({"conv1_channels": 8}, False)])
-def test_variant_switches_compute_the_default_network(overrides, exact_forward):
-  """The same maps and logits (bit-equal where only the gradient's code differs and the
-  forward's ops are the same) and the same gradient up to float rounding."""
-  cfg = tiny_model_config(**overrides)
-  logits, maps = run(cfg, images(), train=True)
-  want_logits, want_maps = run(tiny_model_config(), images(), train=True)
+@pytest.mark.parametrize("overrides", [
+    {"pool_grad": "reduce_window"}, {"tower_conv": "grouped"}, {"conv1_channels": 4},
+    {"conv1_channels": 8}])
+def test_variant_switches_compute_the_default_network(overrides):
+  """The same maps and logits and the same gradient up to float rounding."""
+  cfg = tiny_model_config()
+  logits, maps = run(cfg, images(), train=True, impl=overrides)
+  want_logits, want_maps = run(cfg, images(), train=True)
   assert set(maps) == set(want_maps)
   for name in maps:
-    if exact_forward:
-      np.testing.assert_array_equal(maps[name], want_maps[name], err_msg=name)
-    else:
-      np.testing.assert_allclose(maps[name], want_maps[name], rtol=1e-5,
-                                 atol=1e-5 * np.abs(want_maps[name]).max(), err_msg=name)
+    np.testing.assert_allclose(maps[name], want_maps[name], rtol=1e-5,
+                               atol=1e-5 * np.abs(want_maps[name]).max(), err_msg=name)
   np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-6)
-  got = variant_grads(ml_collections.FrozenConfigDict(cfg))
-  want = variant_grads(ml_collections.FrozenConfigDict(tiny_model_config()))
+  frozen = ml_collections.FrozenConfigDict(cfg)
+  got = variant_grads(frozen, layers.impl_config(overrides))
+  want = variant_grads(frozen, layers.impl_config())
   assert_trees_close(got, want, rtol=1e-4, scale=1e-5, what=str(overrides))
   assert float(jnp.abs(want["conv1"]["kernel"]).max()) > 0
 
@@ -420,16 +416,16 @@ def test_lrn_dtype_compute_normalises_in_the_compute_dtype():
   np.testing.assert_allclose(got, want, rtol=2e-2, atol=1e-2)
   x32 = x.astype(jnp.float32)
   np.testing.assert_array_equal(lrn(x32, in_float32=False), lrn(x32))
-  logits16, _ = run(tiny_model_config(dtype="bfloat16", lrn_dtype="compute"), images())
+  logits16, _ = run(tiny_model_config(dtype="bfloat16"), images(), impl={"lrn_dtype": "compute"})
   logits32, _ = run(tiny_model_config(), images())
   assert_bfloat16_close(logits16, logits32)
 
 
 def test_variant_switches_refuse_unknown_values():
-  for field, value in [("lrn_grad", "manual"), ("pool_grad", "avg"), ("lrn_dtype", "float16"),
-                       ("tower_conv", "fused"), ("conv1_channels", 5)]:
-    with pytest.raises(ValueError, match=f"config.model.{field}"):
-      alexnet.check_config(tiny_model_config(**{field: value}))
+  for field, value in [("pool_grad", "avg"), ("lrn_dtype", "float16"), ("tower_conv", "fused"),
+                       ("conv1_channels", 5), ("lrn_grad", "custom")]:
+    with pytest.raises(ValueError, match=f"config.impl.{field}"):
+      layers.impl_config({field: value})
 
 
 @pytest.mark.slow
@@ -443,7 +439,7 @@ def test_model1_gathers_off_drops_the_collectives_over_one_device():
   params = jax.device_put(base_params(), parallel.param_shardings(mesh, base_params()))
   out = {}
   for gathers in (True, False):
-    net = nets.make_module(tiny_model_config(model1_gathers=gathers), 1)
+    net = nets.make_module(tiny_model_config(), 1, impl={"model1_gathers": gathers})
     apply = parallel.shard_net(net, mesh)
     loss = lambda p: jnp.sum(jnp.square(apply(p, x, jax.random.key(1), train=True)))
     grad = jax.jit(jax.grad(loss))

@@ -153,7 +153,7 @@ def test_the_variants_and_the_profile_run_on_the_cpu(tmp_path):
   default's: 0 (float rounding) for the same computation, not for other random draws; the XLA
   flag rows come from child processes; the profile names the step's ops."""
   out = tmp_path / "variants.json"
-  names = ["default", "lrn_grad,pool_grad autodiff", "rng_impl=rbg"]
+  names = ["default", "pool_grad=reduce_window", "rng_impl=rbg"]
   subprocess.run([sys.executable, "benchmarks/accelerator.py", "--smoke", "--parts", "variants",
                   "profile", "--variants", *names, "--xla_flags", "xla_gpu_autotune_level=0",
                   "--step_seconds", "0.2", "--profile_steps", "2", f"--out={out}"],
@@ -181,7 +181,7 @@ def test_every_variant_is_a_config_switch_whose_default_is_todays_step():
   from alexnet_jax import preprocess
   from alexnet_jax.nets import layers
   defaults = paper.get_config()
-  allowed = {**{f"model.{k}": v for k, v in layers.VARIANTS.items()},
+  allowed = {**{f"impl.{k}": v for k, v in layers.IMPL.items()},
              "data.crop_op": preprocess.CROP_OPS, "rng_impl": ("", "rbg", "unsafe_rbg")}
   assert accelerator.VARIANTS["default"] == ({}, "same")
   for name, (overrides, numbers) in accelerator.VARIANTS.items():

@@ -139,7 +139,7 @@ def test_a_checkpoint_resumes_under_another_implementation_of_the_same_network(t
   config.train.num_steps += 2
   config.eval.ten_crop = False
   config.profile_steps = 0
-  config.model.update(lrn_grad="autodiff", pool_grad="reduce_window", model1_gathers=False)
+  config.impl.update(pool_grad="reduce_window", model1_gathers=False, tower_conv="grouped")
   summary = train.train_and_evaluate(config, workdir)
   assert summary["steps"] == tiny_run.config.train.num_steps + 2
-  assert "lrn_grad" not in str(compatibility.model_fingerprint(config))
+  assert "pool_grad" not in str(compatibility.model_fingerprint(config))

@@ -1,4 +1,4 @@
-"""config.model.product_output: what bfloat16 convolutions and matmuls return. "compute" (the
+"""config.impl.product_output: what bfloat16 convolutions and matmuls return. "compute" (the
 default) asks every convolution and dot of the training gradient for bfloat16 operands and a
 bfloat16 result (the library sums in float32 inside); "float32" asks for float32 results, and
 JAX's transposes then run the backward convolutions and dots on float32 operands, which XLA:GPU
@@ -17,9 +17,11 @@ from tests import tiny_config
 
 
 def _loss_and_lowered(product_output):
-  cfg = tiny_config.model_config(dtype="bfloat16", product_output=product_output)
+  cfg = tiny_config.model_config(dtype="bfloat16")
   alexnet.check_config(cfg)
-  net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg), model_axis=None, data_axis=None)
+  net = alexnet.AlexNet(ml_collections.FrozenConfigDict(cfg),
+                        layers.impl_config({"product_output": product_output}), model_axis=None,
+                        data_axis=None)
   params = alexnet.init_params(cfg, jax.random.key(0))
   x = jax.random.normal(jax.random.key(1), (4, 67, 67, 3), jnp.float32) * 60
   labels = jnp.arange(4) % cfg.num_classes
@@ -34,10 +36,10 @@ def _loss_and_lowered(product_output):
 
 
 def test_the_default_is_compute_and_unknown_values_are_refused():
-  assert paper.get_config().model.product_output == layers.VARIANTS["product_output"][0]
-  assert layers.VARIANTS["product_output"][0] == "compute"
-  with pytest.raises(ValueError, match="config.model.product_output"):
-    alexnet.check_config(tiny_config.model_config(product_output="bfloat16"))
+  assert paper.get_config().impl.product_output == layers.IMPL["product_output"][0]
+  assert layers.IMPL["product_output"][0] == "compute"
+  with pytest.raises(ValueError, match="config.impl.product_output"):
+    layers.impl_config({"product_output": "bfloat16"})
 
 
 @pytest.mark.slow  # Two compiled steps (24 s under load); the switch's dtype is checked fast above.
@@ -105,8 +107,7 @@ def test_the_cifar_nets_follow_the_same_switch(product_output, want):
   from alexnet_jax.nets import cifar
   cfg = common.cifar_model_config("relu", layout="18pct", lrn=True)
   cfg.dtype = "bfloat16"
-  cfg.product_output = product_output
-  net = cifar.CifarNet(cfg.lock())
+  net = cifar.CifarNet(cfg.lock(), layers.impl_config({"product_output": product_output}))
   params = cifar.init_params(cfg, jax.random.key(0))
   x = jnp.zeros((2, cfg.image_size, cfg.image_size, 3), jnp.float32)
   text = jax.jit(lambda p: net.apply({"params": p}, x)).lower(params).as_text()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import cadence
+from alexnet_jax import optimizers
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax import train
@@ -107,7 +108,7 @@ def test_one_sgd_step_with_the_biases_multipliers_by_hand():
   v = {"fc6": {"kernel": jnp.array([0.5]), "bias": jnp.array([0.5])}}
   g = {"fc6": {"kernel": jnp.array([3.0]), "bias": jnp.array([3.0])}}
   eps, mu, decay = 0.1, 0.9, 5e-4
-  w1, v1 = steps.sgd_momentum(w, v, g, eps, mu=mu, decay=decay, bias_lr_mult=2.0,
+  w1, v1 = optimizers.sgd_momentum(w, v, g, eps, mu=mu, decay=decay, bias_lr_mult=2.0,
                               bias_decay_mult=0.5)
   kernel_v = 0.9 * 0.5 - 5e-4 * 0.1 * 2.0 - 0.1 * 3.0        # -0.2501
   bias_v = 0.9 * 0.5 - 0.5 * 5e-4 * 0.2 * 1.0 - 0.2 * 3.0    # rate 0.2, decay 2.5e-4: -0.15005
@@ -115,7 +116,7 @@ def test_one_sgd_step_with_the_biases_multipliers_by_hand():
   np.testing.assert_allclose(v1["fc6"]["bias"], [bias_v], rtol=1e-6)
   np.testing.assert_allclose(w1["fc6"]["bias"], [1.0 + bias_v], rtol=1e-6)
   # Caffe's and cuda-convnet's biases: twice the rate, no decay.
-  _, v2 = steps.sgd_momentum(w, v, g, eps, mu=mu, decay=decay, bias_lr_mult=2.0)
+  _, v2 = optimizers.sgd_momentum(w, v, g, eps, mu=mu, decay=decay, bias_lr_mult=2.0)
   np.testing.assert_allclose(v2["fc6"]["bias"], [0.45 - 0.6], rtol=1e-6)
 
 

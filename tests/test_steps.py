@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import nets, parallel, preprocess, steps
+from alexnet_jax import nets, optimizers, parallel, preprocess, steps
 from tests import test_hybrid
 from tests import tiny_config as tiny_configs
 from tests.trees import assert_trees_close
@@ -110,7 +110,7 @@ def test_sgd_momentum_is_section_5():
   w = {"fc6": {"kernel": jnp.array([2.0]), "bias": jnp.array([1.0])}}
   v = {"fc6": {"kernel": jnp.array([0.5]), "bias": jnp.array([0.5])}}
   g = {"fc6": {"kernel": jnp.array([3.0]), "bias": jnp.array([3.0])}}
-  w1, v1 = steps.sgd_momentum(w, v, g, 0.1, mu=0.9, decay=5e-4)
+  w1, v1 = optimizers.sgd_momentum(w, v, g, 0.1, mu=0.9, decay=5e-4)
   kernel_v = 0.9 * 0.5 - 5e-4 * 0.1 * 2.0 - 0.1 * 3.0
   bias_v = 0.9 * 0.5 - 0.1 * 3.0  # No decay on biases.
   np.testing.assert_allclose(v1["fc6"]["kernel"], [kernel_v], rtol=1e-6)
@@ -266,7 +266,7 @@ def test_lars_equals_optax_without_decay():
   mine, velocity = params, jax.tree.map(jnp.zeros_like, params)
   theirs = params
   for _ in range(2):  # Twice: the momentum is carried the same way.
-    mine, velocity = steps.lars(mine, velocity, grads, 0.1, mu=0.9, decay=0.0, trust=1e-3)
+    mine, velocity = optimizers.lars(mine, velocity, grads, 0.1, mu=0.9, decay=0.0, trust=1e-3)
     updates, opt_state = opt.update(grads, opt_state, theirs)
     theirs = optax.apply_updates(theirs, updates)
   assert_trees_close(mine, theirs, rtol=1e-6, scale=1e-6, what="lars vs optax.lars")
@@ -276,7 +276,7 @@ def test_lars_equals_optax_without_decay():
 def test_lars_with_decay_follows_you_et_al():
   params, grads = _tree()
   zeros = jax.tree.map(jnp.zeros_like, params)
-  new, v = steps.lars(params, zeros, grads, 2.0, mu=0.9, decay=5e-4, trust=1e-3)
+  new, v = optimizers.lars(params, zeros, grads, 2.0, mu=0.9, decay=5e-4, trust=1e-3)
   w, g = np.asarray(params["conv1"]["kernel"]), np.asarray(grads["conv1"]["kernel"])
   local = 1e-3 * np.linalg.norm(w) / (np.linalg.norm(g) + 5e-4 * np.linalg.norm(w))
   np.testing.assert_allclose(v["conv1"]["kernel"], -2.0 * local * (g + 5e-4 * w), rtol=1e-5)

@@ -97,17 +97,20 @@ def test_eval_only_evaluates_the_checkpoint_config_eval_checkpoint_names(tiny_ru
 def test_an_older_config_is_read_with_what_that_run_used(tmp_path):
   """A config.json from before dropout_scaling, data.resize and product_output existed
   describes a run that used inverted dropout, the 4-pixel resize and float32 products; its
-  second evaluation-split field becomes the one field, data.eval_split; fields whose defaults
-  did not change what runs do are filled."""
+  second evaluation-split field becomes the one field, data.eval_split; the implementation
+  switches it kept in config.model move to config.impl (lrn_grad, whose other value computed
+  the same gradient, is dropped); fields whose defaults did not change what runs do are filled."""
   from alexnet_jax.configs import paper
   old = paper.get_config().to_dict()
+  old["model"].update(old.pop("impl"), pool_grad="reduce_window", lrn_grad="autodiff")
   del old["model"]["dropout_scaling"], old["data"]["resize"], old["model"]["product_output"]
   del old["model"]["layer_weight_std"], old["train"]["bias_lr_mult"]
   old["eval"]["split"] = "test"
   (tmp_path / "config.json").write_text(json.dumps(old))
   config = trained_run.read_config(tmp_path)
   assert config.model.dropout_scaling == "inverted" and config.data.resize == "fast"
-  assert config.model.product_output == "float32"
+  assert config.impl.product_output == "float32" and config.impl.pool_grad == "reduce_window"
+  assert not {"pool_grad", "lrn_grad", "product_output"} & set(config.model)
   assert config.data.eval_split == "test" and "split" not in config.eval
   assert config.train.bias_lr_mult == 1.0 and config.model.layer_weight_std.conv3 == 0.0
   today = paper.get_config().to_dict()

@@ -22,15 +22,10 @@ LAYOUT_FIELDS = ("mesh.model",)
 READING_FIELDS = ("model.dtype", "train.batch_size")
 
 
-# Other ways to compute the same network (layers.VARIANTS): a checkpoint resumes under any.
-IMPLEMENTATION = ("lrn_grad", "pool_grad", "lrn_dtype", "tower_conv", "conv1_channels",
-                  "model1_gathers", "product_output")
-
-
 def model_fingerprint(config):
-  """The fields that fix what a checkpoint computes, flat: config.model but its implementation
-  switches, and the global batch; not the mesh (docs/design.md, "Checkpoints")."""
-  fp = {f"model.{k}": v for k, v in config.model.to_dict().items() if k not in IMPLEMENTATION}
+  """The fields that fix what a checkpoint computes, flat: config.model and the global batch;
+  not the mesh, not config.impl (docs/design.md, "Checkpoints")."""
+  fp = {f"model.{k}": v for k, v in config.model.to_dict().items()}
   if "train" in config:
     fp["train.batch_size"] = config.train.batch_size
   return json.loads(json.dumps(fp))
@@ -47,8 +42,7 @@ def check(abstract_state, stored_tree, extra=None, fingerprint=None, *,
                            if k.startswith("model.")})
     stored_fp = {k: v for k, v in stored_fp.items() if not k.startswith("model.")} | {
         f"model.{k}": v for k, v in model.items()}
-    fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)),
-                               (*ignore, *(f"model.{k}" for k in IMPLEMENTATION)))
+    fields = _dict_differences(stored_fp, json.loads(json.dumps(fingerprint)), ignore)
   if not problems and not fields:
     return
   lines = [f"Checkpoint {where} does not fit this run and was not restored."]
@@ -111,8 +105,12 @@ def _dict_differences(stored, now, ignore=()):
 BEFORE_THE_FIELD = {
     "model.dropout_scaling": "inverted",  # Outputs x2 while training, before section 4.2's.
     "data.resize": "fast",                # 4-pixel bilinear, before the antialiased resize.
-    "model.product_output": "float32",    # bfloat16 products returned float32 before the field.
+    "impl.product_output": "float32",     # bfloat16 products returned float32 before the field.
 }
+# How layers were computed, config.model's fields before config.impl; lrn_grad's alternative,
+# autodiff, computed the same gradient and is gone.
+MOVED_TO_IMPL = ("pool_grad", "lrn_dtype", "tower_conv", "conv1_channels", "model1_gathers",
+                 "product_output")
 
 
 def upgrade(config):
@@ -125,15 +123,19 @@ def upgrade(config):
 
 def upgrade_model(model):
   """A model config (ConfigDict or dict) with `lrn` (True/False, before batch normalisation
-  joined it) read into `norm` ("lrn"/"none")."""
+  joined it) read into `norm` ("lrn"/"none"), and without the fields config.impl took."""
   if "lrn" in model and "norm" not in model:
     model["norm"] = "lrn" if model["lrn"] else "none"
-  if "lrn" in model:
-    del model["lrn"]
+  for field in ("lrn", "lrn_grad", *MOVED_TO_IMPL):
+    if field in model:
+      del model[field]
   return model
 
 
 def _read_older(config):
+  if "model" in config and "impl" not in config:
+    config.impl = ml_collections.ConfigDict(
+        {k: config.model[k] for k in MOVED_TO_IMPL if k in config.model})
   if "model" in config:
     upgrade_model(config.model)
   for dotted, value in BEFORE_THE_FIELD.items():

@@ -33,5 +33,4 @@ def cifar_model_config(activation, *, layout, lrn):
   m.lrn_beta = 0.75
   m.dropout_rate = 0.0
   m.dtype = "float32"
-  m.product_output = "compute"         # bfloat16 products return bfloat16 (configs/paper.py).
   return m

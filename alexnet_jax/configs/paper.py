@@ -84,14 +84,15 @@ def base_config():
                                 "fc8")})
   config.model.bias_init = 1.0         # 5: biases 1 in conv2, conv4, conv5, fc6, fc7.
   config.model.dtype = "float32"       # "bfloat16" for accelerators; parameters stay float32.
-  # The same computation done otherwise (layers.VARIANTS), to time on accelerators.
-  config.model.lrn_grad = "custom"     # layers.lrn's written-out gradient; "autodiff": JAX's.
-  config.model.pool_grad = "custom"    # layers.max_pool's phase gradient; "reduce_window": XLA's.
-  config.model.lrn_dtype = "float32"   # LRN in float32; "compute": in config.model.dtype.
-  config.model.tower_conv = "separate"  # model=1: a convolution per tower; "grouped": one.
-  config.model.conv1_channels = 3      # 4 or 8: the image and conv1 zero-padded to that many.
-  config.model.model1_gathers = True   # model=1: all_gather over the 1-device model axis too.
-  config.model.product_output = "compute"  # What bfloat16 products return (layers.product_type).
+
+  # How the network is computed, not what (layers.IMPL): not in a checkpoint's fingerprint.
+  config.impl = ml_collections.ConfigDict()
+  config.impl.pool_grad = "custom"     # layers.max_pool's phase gradient; "reduce_window": XLA's.
+  config.impl.lrn_dtype = "float32"    # LRN in float32; "compute": in config.model.dtype.
+  config.impl.tower_conv = "separate"  # model=1: a convolution per tower; "grouped": one.
+  config.impl.conv1_channels = 3       # 4 or 8: the image and conv1 zero-padded to that many.
+  config.impl.model1_gathers = True    # model=1: all_gather over the 1-device model axis too.
+  config.impl.product_output = "compute"  # What bfloat16 products return (layers.product_type).
 
   # Section 3.2: two towers, one per device; the batch splits over `data`.
   config.mesh = ml_collections.ConfigDict()

@@ -48,19 +48,20 @@ def model_axis(config) -> int:
   return config.mesh.model
 
 
-def make_module(model_cfg, model_axis_size=1, model_axis="model", data_axis="data"):
+def make_module(model_cfg, model_axis_size=1, model_axis="model", data_axis="data", impl=None):
   """The Flax module one device runs: towers(cfg) / model_axis_size towers, the others reached
-  over `model_axis`; its __call__(images_BHWC, train, rng) gives its data shard's logits."""
+  over `model_axis`, computed as `impl` (config.impl) says; its __call__(images_BHWC, train, rng)
+  gives its data shard's logits."""
   check_config(model_cfg)
   total = towers(model_cfg)
   if total % model_axis_size:
     raise errors.ConfigError(f"config.mesh.model={model_axis_size}: {display_name(model_cfg)} has "
                              f"{total} tower(s), so the model axis must divide it; set "
                              "config.mesh.model=1.")
-  frozen = ml_collections.FrozenConfigDict(model_cfg)
+  frozen, impl = ml_collections.FrozenConfigDict(model_cfg), layers.impl_config(impl)
   if _is_cifar(model_cfg):
-    return cifar.CifarNet(frozen)
-  return alexnet.AlexNet(frozen, towers=total // model_axis_size, model_axis=model_axis,
+    return cifar.CifarNet(frozen, impl)
+  return alexnet.AlexNet(frozen, impl, towers=total // model_axis_size, model_axis=model_axis,
                          data_axis=data_axis)
 
 

@@ -111,10 +111,6 @@ def check_config(model_cfg):
       raise errors.ConfigError(
           f"config.model.layer_weight_std.{layer}={std}: a standard deviation >= 0 "
           f"of one of {LAYERS} (0: config.model.weight_std).")
-  for field, allowed in layers.VARIANTS.items():
-    if model_cfg[field] not in allowed:
-      raise errors.ConfigError(f"config.model.{field}={model_cfg[field]!r}: use one of "
-                               f"{allowed} (the first is the default).")
   tower_widths(model_cfg)
   feature_map_sizes(model_cfg)
 
@@ -142,14 +138,14 @@ _SHAPE_ONLY = nn.initializers.zeros
 
 class TowerConv(nn.Module):
   """One convolution per local tower, kernel [towers, k, k, C_in, C_out]; `grouped` in one
-  (tower_conv), `in_channels` zero-padded (conv1_channels), `batch_norm` sowing the moments."""
+  (config.impl.tower_conv), `in_channels` zero-padded, `batch_norm` sowing the moments."""
   features: int
   kernel_size: int
   stride: int = 1
   padding: Any = 0             # An int (all sides), or ((top, bottom), (left, right)).
   towers: int = NUM_TOWERS
   dtype: Any = jnp.float32
-  product_output: str = "float32"  # AlexNet passes config.model.product_output (VARIANTS).
+  product_output: str = "float32"  # AlexNet passes config.impl.product_output.
   grouped: bool = False
   shared_input: bool = False
   in_channels: int = 0
@@ -225,7 +221,7 @@ class Towers:
   towers: int = NUM_TOWERS
   model_axis: str | None = "model"
   data_axis: str | None = "data"
-  gathers_on_one: bool = True  # config.model.model1_gathers: see gather.
+  gathers_on_one: bool = True  # config.impl.model1_gathers: see gather.
   total: int = NUM_TOWERS      # The network's towers: 2, or 1 for the 2014 network.
 
   conv_towers = property(lambda self: self.towers)
@@ -294,8 +290,10 @@ class _Params(nn.Module):
 
 class AlexNet(nn.Module):
   """Figure 2's forward pass for every layout, inside shard_map or (both axes None) on one
-  device; `exchange` says what this device holds and what crosses devices (Towers if None)."""
+  device; `exchange` says what this device holds and what crosses devices (Towers if None);
+  `impl` how the layers are computed (config.impl, its defaults if None)."""
   config: ml_collections.FrozenConfigDict
+  impl: Any = None
   towers: int = NUM_TOWERS
   model_axis: str | None = "model"
   data_axis: str | None = "data"
@@ -311,10 +309,10 @@ class AlexNet(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC, train: bool = False, rng=None, micro=None):
     """micro: (index, count) of a step's micro-batches, whose dropout masks are the step's."""
-    cfg = self.config
+    cfg, impl = self.config, layers.impl_config(self.impl)
     total = towers_of(cfg)
     ex = self.exchange or Towers(min(self.towers, total), self.model_axis, self.data_axis,
-                                 cfg.model1_gathers, total)
+                                 impl.model1_gathers, total)
     if ex.model_axis is None and ex.conv_towers != total:
       raise ValueError("Without a model axis the device must hold both towers (towers=2).")
     if x_BHWC.shape[1:] != (cfg.image_size, cfg.image_size, 3):
@@ -323,8 +321,8 @@ class AlexNet(nn.Module):
     widths = tower_widths(cfg)
     dtype = jnp.dtype(cfg.dtype)
     act = layers.ACTIVATIONS[cfg.activation]
-    grouped = cfg.tower_conv == "grouped"
-    out = cfg.product_output
+    grouped = impl.tower_conv == "grouped"
+    out = impl.product_output
     norm = dict(batch_norm=cfg.norm == "batch", epsilon=cfg.bn_epsilon, stat_axes=ex.stat_axes)
     conv = lambda name, f, k, **kw: functools.partial(TowerConv(
         f, k, towers=ex.conv_towers, dtype=dtype, name=name, grouped=grouped, product_output=out,
@@ -338,17 +336,17 @@ class AlexNet(nn.Module):
 
     h = self._each(maps, "conv1", [act(y) for y in conv(
         "conv1", widths["conv1"], 11, stride=4, padding=conv1_padding(cfg), shared_input=True,
-        in_channels=cfg.conv1_channels)([x] * ex.conv_towers)])
-    h = self._norm_pool(maps, "1", h, ex)
+        in_channels=impl.conv1_channels)([x] * ex.conv_towers)])
+    h = self._norm_pool(maps, "1", h, ex, impl)
     h = self._each(maps, "conv2", [act(y) for y in conv("conv2", widths["conv2"], 5, padding=2)(h)])
-    h = self._norm_pool(maps, "2", h, ex)
+    h = self._norm_pool(maps, "2", h, ex, impl)
     with jax.named_scope("conv3"):
       both = ex.merge(h)
     h = self._each(maps, "conv3", [act(y) for y in conv("conv3", widths["conv3"], 3, padding=1,
                                                         shared_input=True)([both] * len(h))])
     h = self._each(maps, "conv4", [act(y) for y in conv("conv4", widths["conv4"], 3, padding=1)(h)])
     h = self._each(maps, "conv5", [act(y) for y in conv("conv5", widths["conv5"], 3, padding=1)(h)])
-    h = self._each(maps, "pool5", [self._pool(y) for y in h])
+    h = self._each(maps, "pool5", [self._pool(y, impl) for y in h])
     if cfg.name == OWT:
       h = [adaptive_average_pool(y, OWT_POOL) for y in h]
     with jax.named_scope("fc6"):
@@ -382,13 +380,13 @@ class AlexNet(nn.Module):
       self.sow("intermediates", "maps", maps)
     return logits_BK.astype(jnp.float32)
 
-  def _norm_pool(self, maps, i, h, ex):
+  def _norm_pool(self, maps, i, h, ex, impl):
     cfg = self.config
     if cfg.norm == "lrn":  # 3.3: after the ReLU of conv1 and conv2, each tower over its own.
-      norm = layers.configured_lrn(cfg)
+      norm = layers.configured_lrn(cfg, impl)
       h = self._each(maps, f"norm{i}", self._lrn_across(h, norm, ex) if cfg.lrn_across_towers
                      else [norm(y) for y in h])
-    return self._each(maps, f"pool{i}", [self._pool(y) for y in h])
+    return self._each(maps, f"pool{i}", [self._pool(y, impl) for y in h])
 
   def _lrn_across(self, h, norm, ex):
     """LRN over both towers' channels as one stack (lrn_across_towers), the neighbours' edge
@@ -409,11 +407,9 @@ class AlexNet(nn.Module):
       y = norm(x)
     return [y[..., t * width:(t + 1) * width] for t in range(len(h))]
 
-  def _pool(self, y):
-    cfg = self.config
-    custom = cfg.pool_grad == "custom"
-    pool = layers.max_pool if custom else layers.reduce_window_max
-    return pool(y, cfg.pool_window, cfg.pool_stride)
+  def _pool(self, y, impl):
+    pool = layers.max_pool if impl.pool_grad == "custom" else layers.reduce_window_max
+    return pool(y, self.config.pool_window, self.config.pool_stride)
 
   def _each(self, maps, name, h):
     """Records the local towers' maps (concatenated over channels) when asked to."""

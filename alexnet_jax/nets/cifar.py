@@ -3,6 +3,7 @@
 docs/design.md, "The network"."""
 import functools
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -68,8 +69,10 @@ class LocallyConnected(nn.Module):
 
 
 class CifarNet(nn.Module):
-  """`config` is `config.model` (name "cifar4"); returns logits [B, num_classes]."""
+  """`config` is `config.model` (name "cifar4"), `impl` config.impl (its defaults if None);
+  returns logits [B, num_classes]."""
   config: ml_collections.FrozenConfigDict
+  impl: Any = None
 
   @nn.compact
   def __call__(self, x_BHWC, train: bool = False, rng=None):
@@ -100,7 +103,7 @@ class CifarNet(nn.Module):
     dtype = jnp.dtype(self.config.dtype)
     if dtype == jnp.float32:
       return {}
-    if self.config.product_output == "compute":
+    if layers.impl_config(self.impl).product_output == "compute":
       return {"dtype": dtype}
     return {"dtype": dtype, name: functools.partial(op, preferred_element_type=jnp.float32)}
 

@@ -1,21 +1,34 @@
 """The layers besides plain convolutions: `lrn` (3.3) and `max_pool` (3.4) with their gradients
-written out, ACTIVATIONS (3.1), `dropout` (4.2), `batch_norm`, float32 sums; VARIANTS, other
-ways to compute them (docs/design.md, "Layers")."""
+written out, ACTIVATIONS (3.1), `dropout` (4.2), `batch_norm`, float32 sums; `impl_config`, how
+they are computed (docs/design.md, "Layers")."""
 import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 from jax import lax
 
 from alexnet_jax import errors
 
 LRN_CONVENTIONS = ("paper", "caffe")
-GRADIENTS = ("custom", "autodiff")
-VARIANTS = {"lrn_grad": GRADIENTS, "pool_grad": ("custom", "reduce_window"),
-            "lrn_dtype": ("float32", "compute"), "tower_conv": ("separate", "grouped"),
-            "conv1_channels": (3, 4, 8), "model1_gathers": (True, False),
-            "product_output": ("compute", "float32")}
+# How the layers are computed, not what (config.impl), the first of each the default: only a CPU
+# has timed them, and these lost there; a GPU measurement is to decide (benchmarks/README.md).
+IMPL = {"pool_grad": ("custom", "reduce_window"), "lrn_dtype": ("float32", "compute"),
+        "tower_conv": ("separate", "grouped"), "conv1_channels": (3, 4, 8),
+        "model1_gathers": (True, False), "product_output": ("compute", "float32")}
+
+
+def impl_config(impl=None) -> ml_collections.FrozenConfigDict:
+  """config.impl checked, the defaults where `impl` is None or lacks a field."""
+  values = {k: allowed[0] for k, allowed in IMPL.items()} | dict(impl or {})
+  for field, value in values.items():
+    allowed = IMPL.get(field)
+    if allowed is None or value not in allowed:
+      raise errors.ConfigError(f"config.impl.{field}={value!r}: " + (
+          f"use one of {allowed} (the first is the default)." if allowed else
+          f"no such field; config.impl holds {tuple(IMPL)}."))
+  return ml_collections.FrozenConfigDict(values)
 
 
 ACTIVATIONS = {
@@ -26,26 +39,22 @@ ACTIVATIONS = {
 }
 
 
-def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper", gradient="custom", in_float32=True):
+def lrn(x_BHWC, *, k, n, alpha, beta, convention="paper", in_float32=True):
   """3.3 over one tower's channels, the window clipped at its edges: b_i = a_i / (k + alpha *
   sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2)^beta, `convention` "caffe" with alpha / n."""
   if convention not in LRN_CONVENTIONS:
     raise errors.ConfigError(f"config.model.lrn_convention={convention!r}: use 'paper' or 'caffe'.")
-  if gradient not in GRADIENTS:
-    raise errors.ConfigError(f"config.model.lrn_grad={gradient!r}: use one of {GRADIENTS}.")
   scale = alpha / n if convention == "caffe" else alpha
   # float32 by default: bfloat16 would round the denominator (~1e4-1e6) by up to 0.4%.
-  fn = _lrn if gradient == "custom" else _lrn_formula
-  y = fn(x_BHWC.astype(jnp.float32 if in_float32 else x_BHWC.dtype), float(k), int(n),
+  y = _lrn(x_BHWC.astype(jnp.float32 if in_float32 else x_BHWC.dtype), float(k), int(n),
          float(scale), float(beta))
   return y.astype(x_BHWC.dtype)
 
 
-def configured_lrn(cfg):
-  """`lrn` with config.model's constants, convention, gradient and dtype."""
+def configured_lrn(cfg, impl):
+  """`lrn` with config.model's constants and convention, in config.impl's dtype."""
   return functools.partial(lrn, k=cfg.lrn_k, n=cfg.lrn_n, alpha=cfg.lrn_alpha, beta=cfg.lrn_beta,
-                           convention=cfg.lrn_convention, gradient=cfg.lrn_grad,
-                           in_float32=cfg.lrn_dtype == "float32")
+                           convention=cfg.lrn_convention, in_float32=impl.lrn_dtype == "float32")
 
 
 def _window_sum(y_BHWC, n):
@@ -81,11 +90,6 @@ def _lrn_bwd(k, n, scale, beta, residuals, g):
 
 
 _lrn.defvjp(_lrn_fwd, _lrn_bwd)
-
-
-def _lrn_formula(x, k, n, scale, beta):
-  """The same values as _lrn, its gradient left to autodiff (config.model.lrn_grad)."""
-  return _lrn_fwd(x, k, n, scale, beta)[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -148,14 +152,14 @@ max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def reduce_window_max(x_BHWC, window, stride):
-  """max_pool through lax.reduce_window (config.model.pool_grad="reduce_window")."""
+  """max_pool through lax.reduce_window (config.impl.pool_grad="reduce_window")."""
   # A Python -inf, so that lax.reduce_window sees the max monoid and can differentiate it.
   return lax.reduce_window(x_BHWC, -jnp.inf, lax.max, (1, window, window, 1),
                            (1, stride, stride, 1), "VALID")
 
 
 def product_type(product_output, dtype):
-  """What products return (config.model.product_output): "compute", the compute dtype, or
+  """What products return (config.impl.product_output): "compute", the compute dtype, or
   "float32" (docs/design.md, "Layers")."""
   return None if product_output == "compute" else accumulation(dtype)
 

@@ -139,9 +139,9 @@ def layout(config, mesh: Mesh) -> Layout:
   shapes = nets.abstract_params(config.model)
   if hybrid.layout(config) == "hybrid":
     return Layout("hybrid", mesh, hybrid.param_shardings(mesh, shapes),
-                  hybrid.shard_net(config.model, mesh), mesh.size, True)
+                  hybrid.shard_net(config.model, mesh, config.impl), mesh.size, True)
   towered = nets.towers(config.model) > 1
-  net = nets.make_module(config.model, mesh.shape["model"])
+  net = nets.make_module(config.model, mesh.shape["model"], impl=config.impl)
   return Layout("towers", mesh, param_shardings(mesh, shapes, towered),
                 shard_net(net, mesh, towered), mesh.shape["data"], towered)
 

@@ -118,7 +118,7 @@ class Hybrid:
             "unit_block": lax.axis_index(self.unit_axes), "first_tower": first}
 
 
-def shard_net(model_cfg, mesh: Mesh):
+def shard_net(model_cfg, mesh: Mesh, impl=None):
   """apply(params, images_BHWC, rng, train) -> logits_BK, as parallel.shard_net's, under the
   hybrid layout. An evaluation batch that does not divide over the devices is padded."""
   alexnet.check_config(model_cfg)
@@ -127,7 +127,7 @@ def shard_net(model_cfg, mesh: Mesh):
   towers = alexnet.towers_of(model_cfg)
   exchange = (Hybrid(1, 1, mesh.size, UNITS) if towers == 1 else
               Hybrid(towers, towers // mesh.shape["model"], mesh.shape["data"]))
-  net = alexnet.AlexNet(ml_collections.FrozenConfigDict(model_cfg), exchange=exchange)
+  net = alexnet.AlexNet(ml_collections.FrozenConfigDict(model_cfg), impl, exchange=exchange)
 
   def apply(params, images_BHWC, rng, train: bool, micro=None, moments=False):
     batch = images_BHWC.shape[0]
