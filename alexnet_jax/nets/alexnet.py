@@ -87,21 +87,11 @@ def check_config(model_cfg):
     raise errors.ConfigError(
         f"config.model.num_classes={model_cfg.num_classes} must be even: each tower"
         " owns half of fc8's outputs (section 3.2). Pad the label set by one class.")
-  if model_cfg.activation not in layers.ACTIVATIONS:
-    raise errors.ConfigError(f"config.model.activation={model_cfg.activation!r}: use one of "
-                             f"{sorted(layers.ACTIVATIONS)}.")
-  if model_cfg.norm not in layers.NORMS:
-    raise errors.ConfigError(f"config.model.norm={model_cfg.norm!r}: use one of {layers.NORMS}.")
-  if model_cfg.lrn_convention not in layers.LRN_CONVENTIONS:
-    raise errors.ConfigError(
-        f"config.model.lrn_convention={model_cfg.lrn_convention!r}: use 'paper' or"
-        " 'caffe'.")
-  if model_cfg.init not in INITS:
-    raise errors.ConfigError(f"config.model.init={model_cfg.init!r}: expected 'paper' or 'he'.")
-  if model_cfg.dropout_scaling not in DROPOUT_SCALINGS:
-    raise errors.ConfigError(
-        f"config.model.dropout_scaling={model_cfg.dropout_scaling!r}: use one of "
-        f"{DROPOUT_SCALINGS}.")
+  for field, allowed in (("activation", tuple(layers.ACTIVATIONS)), ("norm", layers.NORMS),
+                         ("lrn_convention", layers.LRN_CONVENTIONS), ("init", INITS),
+                         ("dropout_scaling", DROPOUT_SCALINGS)):
+    if model_cfg[field] not in allowed:
+      raise errors.ConfigError(f"config.model.{field}={model_cfg[field]!r}: use one of {allowed}.")
   if not 0.0 <= model_cfg.dropout_rate < 1.0:
     raise errors.ConfigError(
         f"config.model.dropout_rate={model_cfg.dropout_rate}: a probability in "
@@ -455,7 +445,5 @@ def _weight_std(model_cfg, layer, kernel_shape):
   if model_cfg.init == "paper":
     own = model_cfg.layer_weight_std.get(layer, 0.0)
     return own if own > 0 else model_cfg.weight_std
-  if model_cfg.init == "he":
-    fan_in = math.prod(kernel_shape[1:-1])  # [tower, (kh, kw,) inputs, outputs]
-    return math.sqrt(2.0 / fan_in)
-  raise errors.ConfigError(f"config.model.init={model_cfg.init!r}: expected 'paper' or 'he'.")
+  fan_in = math.prod(kernel_shape[1:-1])  # [tower, (kh, kw,) inputs, outputs]
+  return math.sqrt(2.0 / fan_in)
