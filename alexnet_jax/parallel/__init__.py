@@ -29,7 +29,8 @@ def make_mesh(model=0, devices=None) -> Mesh:
   devices = _by_process(jax.devices() if devices is None else devices)
   n = len(devices)
   if model == 0:  # 2 only when every host can hold whole model groups (see _by_process).
-    model = 2 if n >= 2 and all(c % 2 == 0 for c in _local_counts(devices).values()) else 1
+    counts = collections.Counter(d.process_index for d in devices).values()
+    model = 2 if n >= 2 and all(c % 2 == 0 for c in counts) else 1
   if model not in (1, 2):
     raise errors.ConfigError(
         f"config.mesh.model={model}: the network has two towers, so the model axis"
@@ -183,13 +184,6 @@ def data_slice(mesh: Mesh, process_index=None):
 def _by_process(devices):
   """`devices` grouped by host (stable: each host's own order is kept)."""
   return sorted(devices, key=lambda d: d.process_index)
-
-
-def _local_counts(devices):
-  counts = {}
-  for d in devices:
-    counts[d.process_index] = counts.get(d.process_index, 0) + 1
-  return counts
 
 
 def _process_grid(mesh: Mesh):
