@@ -97,14 +97,11 @@ def write_split(config, split_name, out, quality=95):
         _write_file(os.path.join(folder, folders[label], stem.decode() + ".jpg"), data)
         bar.update()
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-      bad = sources.find_unreadable(paths, config.data.threads) if paths is not None else []
-      if not bad:
+      error = sources.undecodable(split_name, paths, "; the same command then goes on from the "
+                                  "images written", config.data.threads)
+      if not error:
         raise
-      raise errors.ConfigError(
-          f"{len(bad)} file(s) of split {split_name!r} cannot be decoded:\n" +
-          "".join(f"  {p}: {m}\n" for p, m in bad[:20]) + "Delete or replace them, or set "
-          "--config.data.on_corrupt=skip; the same command then goes on from the images "
-          "written.") from e
+      raise error from e
   count = sum(len(f) for f in sources.class_files(folder).values())
   if count != split.num_examples:
     raise errors.ConfigError(
