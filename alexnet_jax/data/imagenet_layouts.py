@@ -31,16 +31,13 @@ def read_split(root, split, make_split, extract_dir=""):
   if split not in SPLITS:
     raise errors.ConfigError(f"ImageNet (config.data.source='imagenet') has the labelled splits "
                              f"{SPLITS}, not {split!r} (config.data.train_split / eval_split).")
-  layout, images = locate(root, os.path.expanduser(extract_dir) if extract_dir else root)
+  layout, images = locate(root, os.path.expanduser(extract_dir or root))
   wnids, class_list = class_wnids(layout, root, images)
   index = {w: k for k, w in enumerate(wnids)}
-  if split == "train":
-    pairs = train_files(os.path.join(images, "train"), wnids, class_list)
-  else:
-    pairs = val_files(layout, root, images, index, class_list)
-  paths = np.array([p for p, _ in pairs])
-  labels = np.array([index[w] for _, w in pairs], np.int32)
-  return make_split(split, len(paths), wnids, paths, labels)
+  pairs = (train_files(os.path.join(images, "train"), wnids, class_list) if split == "train"
+           else val_files(layout, root, images, index, class_list))
+  return make_split(split, len(pairs), wnids, np.array([p for p, _ in pairs]),
+                    np.array([index[w] for _, w in pairs], np.int32))
 
 
 def locate(root, extract_dir):
@@ -56,7 +53,7 @@ def locate(root, extract_dir):
     extract_tars(root, extract_dir)
     return "extracted", extract_dir
   for folder in (extract_dir, root):  # The tars' extracted copy, kept once they are deleted.
-    if os.path.isdir(os.path.join(folder, "train")) or os.path.isdir(os.path.join(folder, "val")):
+    if any(os.path.isdir(os.path.join(folder, s)) for s in SPLITS):
       return "extracted", folder
   raise errors.MissingFileError(
       f"{root} holds no ImageNet layout: {TRAIN_TAR} and {VAL_TAR} (with {DEVKIT_TAR}), the "
@@ -72,7 +69,11 @@ def extract_tars(root, out):
       continue
     stat = os.stat(tar_path)
     record = {"tar": tar_name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    found = _read_record(final)
+    try:
+      with open(os.path.join(final, RECORD)) as f:
+        found = json.load(f)
+    except (OSError, ValueError):
+      found = None
     if found == record:
       continue
     if found is None and os.path.isdir(final):
@@ -129,20 +130,11 @@ def _write(path, data):
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
-      while chunk := data.read(1 << 20):
-        f.write(chunk)
+      shutil.copyfileobj(data, f, 1 << 20)
   except OSError as e:
     raise errors.ConfigError(
         f"Cannot write {path} ({e.strerror or e}): point --config.data.extract_dir at a "
         "writable folder with room for the extracted images (about the size of the tars).") from e
-
-
-def _read_record(folder):
-  try:
-    with open(os.path.join(folder, RECORD)) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
 
 
 def _devkit_file(folders, name):
@@ -278,12 +270,10 @@ def _labels_file(layout, root, images):
   path, data, tar_path = _devkit_file(folders, GROUND_TRUTH)
   if data is not None:
     meta_path, meta, _ = _devkit_file(folders, META)
-    if meta is None and tar_path:
-      raise errors.MissingFileError(
-          f"No {DEVKIT}/data/{META} inside {tar_path}: it turns the ILSVRC2012_IDs of "
-          f"{GROUND_TRUTH} beside it into wnids; download {DEVKIT_TAR} again.")
     if meta is None:
       raise errors.MissingFileError(
+          f"No {DEVKIT}/data/{META} inside {tar_path}: it turns the ILSVRC2012_IDs of "
+          f"{GROUND_TRUTH} beside it into wnids; download {DEVKIT_TAR} again." if tar_path else
           f"No {META} beside {path}: the devkit's data/{META} turns its ILSVRC2012_IDs into "
           f"wnids; copy it there from {DEVKIT_TAR}.")
     return path, lambda index, named: _ground_truth(path, data, read_meta(meta_path, meta))
