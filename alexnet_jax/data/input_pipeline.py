@@ -175,15 +175,10 @@ def _train_records(config, split, slice_index, slice_count, start):
 
 def _numpy_batches(ds, split):
   """NumPy batches; a file that fails to decode stops the run with its path."""
-  iterator = ds.as_numpy_iterator()
-  while True:
-    try:
-      batch = next(iterator)
-    except StopIteration:
-      return
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-      error = sources.undecodable(split.name, split.paths, " to leave them out")
-      if not error:
-        raise
-      raise error from e
-    yield batch
+  try:
+    yield from ds.as_numpy_iterator()
+  except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+    error = sources.undecodable(split.name, split.paths, " to leave them out")
+    if not error:
+      raise
+    raise error from e
