@@ -32,8 +32,7 @@ def mode_of(config):
 
 
 def images(config, split, decode_batches, *, active=True):
-  """uint8 [N, S, S, 3] of `split` in index order, from `decode_batches()` (the pipeline's
-  decoding) the first time; None when the cache is off."""
+  """uint8 [N, S, S, 3] of `split`, from `decode_batches()` once; None when the cache is off."""
   mode = mode_of(config)
   if not mode:
     return None

@@ -20,8 +20,7 @@ def resize_of(config):
 
 
 def _square_resize(image_HWC, size, resize="antialias"):
-  """A square uint8 crop to size x size, rounded: "antialias" as PIL's bilinear, "fast" with 4
-  pixels below a 2x shrink (docs/design.md, "Decoding")."""
+  """The "antialias" resize is PIL's bilinear; "fast" reads 4 pixels below a 2x shrink."""
   side = tf.shape(image_HWC)[0]
   bilinear = lambda antialias: lambda: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
       image_HWC, [size, size], method="bilinear", antialias=antialias)), 0, 255), tf.uint8)
@@ -53,8 +52,7 @@ def _decode_other_square(data):
 
 
 def decode_and_centre_crop(data, size=256, resize="antialias"):
-  """Encoded bytes -> uint8 [size, size, 3] (greyscale too): the shorter side rescaled to
-  `size` (config.data.resize), the central square kept."""
+  """Encoded bytes (greyscale too) -> uint8 [size, size, 3], as section 2 rescales and crops."""
   square = tf.cond(tf.io.is_jpeg(data),
                    lambda: _decode_jpeg_square(data, size, 2 if resize == "antialias" else 1),
                    lambda: _decode_other_square(data))

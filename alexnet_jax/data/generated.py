@@ -118,9 +118,8 @@ def _buffers(size):
 
 
 def _settings(gen):
-  return dict(seed=int(gen.seed), num_classes=int(gen.num_classes), image_size=int(gen.image_size),
-              train_per_class=int(gen.train_per_class), val_per_class=int(gen.val_per_class),
-              version=2)
+  keys = ("seed", "num_classes", "image_size", "train_per_class", "val_per_class")
+  return dict({k: int(gen[k]) for k in keys}, version=2)
 
 
 def root_dir(config):

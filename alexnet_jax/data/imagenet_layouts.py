@@ -25,8 +25,7 @@ RECORD = ".extracted.json"  # In an extracted folder: the tar it came from, its 
 
 
 def read_split(root, split, make_split, extract_dir=""):
-  """`make_split(name, count, wnids, paths, labels)` of `split` ("train" or "val") of the
-  ImageNet copy at `root`, in whichever of the three layouts it is."""
+  """`make_split(name, count, wnids, paths, labels)` of `split` in whichever layout it is."""
   root = os.path.expanduser(root)
   if split not in SPLITS:
     raise errors.ConfigError(f"ImageNet (config.data.source='imagenet') has the labelled splits "
@@ -61,8 +60,7 @@ def locate(root, extract_dir):
 
 
 def extract_tars(root, out):
-  """Each tar into out/val/ and out/train/<wnid>/ once, val first, through <folder>.partial
-  and its tar's record (docs/design.md)."""
+  """Each tar extracted once, val first: a cut-short val tar stops before hours of train's."""
   for tar_name, folder, nested in ((VAL_TAR, "val", False), (TRAIN_TAR, "train", True)):
     tar_path, final = os.path.join(root, tar_name), os.path.join(out, folder)
     if not os.path.isfile(tar_path):
@@ -138,8 +136,7 @@ def _write(path, data):
 
 
 def _devkit_file(folders, name):
-  """(where, bytes, the .tar.gz or None) of the devkit's data/<name>, extracted, alone or in
-  its .tar.gz, from the first folder that has it; Nones when none has."""
+  """(where, bytes, the .tar.gz or None) of the devkit's data/<name>; Nones when absent."""
   for folder in folders:
     for path in (os.path.join(folder, DEVKIT, "data", name), os.path.join(folder, name)):
       if os.path.isfile(path):
@@ -176,8 +173,7 @@ def read_meta(path, data):
 
 
 def class_wnids(layout, root, images):
-  """(sorted wnids, their list's file): meta.mat's, LOC_synset_mapping.txt's, or else the
-  training folders' (file None)."""
+  """(sorted wnids, their list's file, None for the training folders')."""
   folders = [images, root]
   path, data, _ = _devkit_file(folders, META)
   if data is not None:
@@ -230,8 +226,7 @@ def train_files(folder, wnids, class_list):
 
 
 def val_files(layout, root, images, index, class_list):
-  """[(path, wnid)] of val/*.JPEG, sorted: a label for each file and each class folder, a file
-  for each label."""
+  """[(path, wnid)] of val/*.JPEG, sorted; a file without a label, or the reverse, stops."""
   folder = os.path.join(images, "val")
   if not os.path.isdir(folder):
     raise errors.MissingFileError(f"No validation folder {folder} (val/*.JPEG, flat).")
@@ -264,8 +259,7 @@ def val_files(layout, root, images, index, class_list):
 
 
 def _labels_file(layout, root, images):
-  """(the first labels file, f(class index, list name) -> {file: wnid}); refused here, before
-  any extraction, when missing (or the ground truth without meta.mat)."""
+  """(labels file, f(class index, list name) -> {file: wnid}); checked before extraction."""
   folders = [images, root]
   path, data, tar_path = _devkit_file(folders, GROUND_TRUTH)
   if data is not None:

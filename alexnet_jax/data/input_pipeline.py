@@ -135,8 +135,7 @@ def _options(config):
 
 
 def _indexed_train_indices(config, split, slice_index, slice_count, start_step, batch_size):
-  """int64 example indices of this slice's rows of each global batch from `start_step` on, cut
-  from the one-process stream (epoch e a (seed, e)-keyed permutation)."""
+  """Indices of this slice's rows of the one-process batches, so slices together train on them."""
   n, b, seed = split.num_examples, batch_size // slice_count, config.seed
   start_epoch, offset = divmod(start_step * batch_size, n)
 
@@ -150,8 +149,7 @@ def _indexed_train_indices(config, split, slice_index, slice_count, start_step, 
 
 
 def _train_records(config, split, slice_index, slice_count, start):
-  """(data, label) of this slice's share of a TFDS split from `start` on: epoch e's record files
-  in a (seed, e)-seeded order, through a (seed, e)-seeded shuffle buffer."""
+  """A TFDS split's records from `start` on: a buffer alone would only mix neighbours."""
   per_epoch = min(sources.slice_sizes(config, split, slice_count))
   if per_epoch == 0:
     raise errors.ConfigError(f"Split {split.name!r} has fewer examples than data slices.")

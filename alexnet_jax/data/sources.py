@@ -73,8 +73,7 @@ def eval_split_name(config):
 
 
 def open_split(config, split):
-  """`split` of config.data.source, an indexed one cut to max_train_per_class (training) or
-  max_eval_per_class images a class, the first listed (0: all)."""
+  """`split` of config.data.source, an indexed one cut to max_*_per_class images a class."""
   return _remembered("listed", config, split, lambda: _open_split(config, split))
 
 
@@ -142,20 +141,18 @@ def list_folder(root, split):
         f"No split folder {folder!r}: an image folder dataset needs {root}/<split>/<class>/*.jpg "
         "(check config.data.root and the split names config.data.train_split / "
         "config.data.eval_split).")
-  classes = class_files(folder)
+  classes, extensions = class_files(folder), ", ".join(IMAGE_EXTENSIONS)
   _check_prepared(root, split, {name: len(files) for name, files in classes.items()})
   paths, labels = [], []
   for label, (name, files) in enumerate(classes.items()):
     if not files:
       raise errors.MissingFileError(
-          f"Class folder {os.path.join(folder, name)} holds no images "
-          f"({', '.join(IMAGE_EXTENSIONS)}"
-          f"): add its images or remove the folder (each folder under {folder} is a class).")
+          f"Class folder {os.path.join(folder, name)} holds no images ({extensions}): add its "
+          f"images or remove the folder (each folder under {folder} is a class).")
     paths += [os.path.join(folder, name, f) for f in files]
     labels += [label] * len(files)
   if not paths:
-    raise errors.MissingFileError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under "
-                                  f"{folder}/<class>/.")
+    raise errors.MissingFileError(f"No images ({extensions}) under {folder}/<class>/.")
   return Split(split, len(paths), list(classes), np.array(paths), np.array(labels, np.int32))
 
 
@@ -188,24 +185,24 @@ def _check_prepared(root, split, counts):
 def tfds_builder(config):
   """config.data.name's TFDS builder, built (from the manual directory) the first time."""
   import tensorflow_datasets as tfds  # Imported here: only this source needs it.
-  data_dir = os.path.expanduser(config.data.tfds_data_dir) if config.data.tfds_data_dir else None
-  builder = tfds.builder(config.data.name, data_dir=data_dir)
+  d = config.data
+  data_dir = os.path.expanduser(d.tfds_data_dir) if d.tfds_data_dir else None
+  builder = tfds.builder(d.name, data_dir=data_dir)
   if builder.is_prepared():
     return builder
-  manual_dir = os.path.expanduser(config.data.manual_dir or
+  manual_dir = os.path.expanduser(d.manual_dir or
                                   os.path.join(builder.data_dir_root, "downloads", "manual"))
-  needed = [os.path.join(manual_dir, f) for f in MANUAL_FILES.get(config.data.name, ())]
-  missing = [p for p in needed if not os.path.exists(p)]
+  missing = [p for p in (os.path.join(manual_dir, f) for f in MANUAL_FILES.get(d.name, ()))
+             if not os.path.exists(p)]
   if missing:
     raise errors.MissingFileError(
-        f"TFDS {config.data.name!r} is not prepared in {builder.data_dir} and its manual "
-        f"download is missing. Looked for:\n" + "".join(f"  {p}\n" for p in missing) +
-        "Get them from https://image-net.org/download-images (free registration; ImageNet "
-        "Large-scale Visual Recognition Challenge 2012, 'Training images (Task 1 & 2)' and "
-        "'Validation images (all tasks)'), put them in that folder or point "
-        "--config.data.manual_dir at theirs, and run again; the first run builds the TFDS "
-        "records (hours for the full set). Or try the pipeline without them: "
-        "--config.data.source=generated.")
+        f"TFDS {d.name!r} is not prepared in {builder.data_dir} and its manual download "
+        f"is missing. Looked for:\n" + "".join(f"  {p}\n" for p in missing) +
+        "Get them from https://image-net.org/download-images (free registration; ImageNet Large-"
+        "scale Visual Recognition Challenge 2012, 'Training images (Task 1 & 2)' and 'Validation "
+        "images (all tasks)'), put them in that folder or point --config.data.manual_dir at "
+        "theirs, and run again; the first run builds the TFDS records (hours for the full set). "
+        "Or try the pipeline without them: --config.data.source=generated.")
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder

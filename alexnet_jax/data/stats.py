@@ -47,8 +47,7 @@ def dataset_key(config):
 
 
 def _images(config, split, max_images):
-  """The training split's decoded batches, or a config.seed sample of `max_images`: uniform from
-  an indexed split, from a TFDS one files at random through a seeded shuffle buffer."""
+  """The training split's decoded batches, or a config.seed sample of `max_images` of them."""
   if not 0 < max_images < split.num_examples:
     ds = sources.records(config, split)
   elif split.paths is None:
