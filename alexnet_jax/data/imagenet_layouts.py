@@ -237,7 +237,7 @@ def val_files(layout, root, images, index, class_list):
         f"--config.data.source=folder --config.data.root={images}.")
   train = os.path.join(images, "train")
   source, parse = _labels_file(layout, root, images)
-  labels = parse(index, class_list or f"the class folders of {train}")
+  labels = parse(source, index, class_list or f"the class folders of {train}")
   unlabelled = [f for f in files if f not in labels]
   if unlabelled:
     raise errors.ConfigError(
@@ -259,7 +259,7 @@ def val_files(layout, root, images, index, class_list):
 
 
 def _labels_file(layout, root, images):
-  """(labels file, f(class index, list name) -> {file: wnid}); checked before extraction."""
+  """(labels file, f(it, class index, list name) -> {file: wnid}); checked before extraction."""
   folders = [images, root]
   path, data, tar_path = _devkit_file(folders, GROUND_TRUTH)
   if data is not None:
@@ -270,12 +270,12 @@ def _labels_file(layout, root, images):
           f"{GROUND_TRUTH} beside it into wnids; download {DEVKIT_TAR} again." if tar_path else
           f"No {META} beside {path}: the devkit's data/{META} turns its ILSVRC2012_IDs into "
           f"wnids; copy it there from {DEVKIT_TAR}.")
-    return path, lambda index, named: _ground_truth(path, data, read_meta(meta_path, meta))
+    return path, lambda path, index, named: _ground_truth(path, data, read_meta(meta_path, meta))
   for folder in folders:
     for name, read in ((KAGGLE_VAL, _kaggle_solution), (VAL_LABELS, _pairs)):
       path = os.path.join(folder, name)
       if os.path.isfile(path):
-        return path, lambda index, named, path=path, read=read: read(path, index, named)
+        return path, read
   raise errors.MissingFileError(
       f"No validation labels in {root}: looked for {KAGGLE_VAL}" +
       ("" if layout == "kaggle" else
