@@ -9,6 +9,7 @@ import numpy as np
 from alexnet_jax import errors
 from alexnet_jax import progress
 from alexnet_jax.data import generated
+from alexnet_jax.data import stats
 
 MODES = ("", "memory", "mmap")
 # Loaded arrays, kept: evaluation opens its iterator again at every evaluation.
@@ -31,14 +32,10 @@ def mode_of(config):
 
 
 def images(config, split, decode_batches, *, active=True):
-  """uint8 [N, S, S, 3] of `split` in index order, from `decode_batches()` (the pipeline's
-  decoding) the first time; None when the cache is off."""
+  """uint8 [N, S, S, 3] of `split`, from `decode_batches()` once; None when the cache is off."""
   mode = mode_of(config)
   if not mode:
     return None
-  if split.paths is None:
-    raise errors.ConfigError(
-        f"config.data.decoded_cache={mode!r}: split {split.name!r} is streamed.")
   key = (mode, cache_key(config, split))
   if key not in _LOADED:
     shape = (split.num_examples, config.data.resize_size, config.data.resize_size, 3)
@@ -54,19 +51,12 @@ def images(config, split, decode_batches, *, active=True):
 
 
 def cache_key(config, split):
-  """stats.dataset_key's name plus a digest of the split's files and labels."""
+  """stats.source_key's name plus a digest of the split's files and labels."""
   d = config.data
-  if d.source == "generated":
-    source = f"generated-{os.path.basename(generated.root_dir(config))}"
-  else:
-    root = os.path.abspath(os.path.expanduser(d.root))
-    source = (f"{d.source}-{os.path.basename(root.rstrip('/'))}-"
-              f"{hashlib.sha1(root.encode()).hexdigest()[:8]}")
   files = hashlib.sha1("\n".join(map(str, split.paths)).encode())
   files.update(np.ascontiguousarray(split.labels, np.int32).tobytes())
-  resize = d.resize
-  return (f"{source}-{split.name}-{split.num_examples}-{d.resize_size}-{resize}-"
-          f"{files.hexdigest()[:10]}")
+  return (f"{stats.source_key(config)}-{split.name}-{split.num_examples}-{d.resize_size}-"
+          f"{d.resize}-{files.hexdigest()[:10]}")
 
 
 def cache_path(config, split):

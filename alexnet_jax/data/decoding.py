@@ -1,5 +1,7 @@
 """Section 2's fixed resolution for tf.data: `decode_and_centre_crop`, encoded bytes to uint8
 [256, 256, 3], the shorter side rescaled to 256 and the central square kept."""
+import functools
+
 import tensorflow as tf
 
 from alexnet_jax import errors
@@ -18,16 +20,12 @@ def resize_of(config):
 
 
 def _square_resize(image_HWC, size, resize="antialias"):
-  """A square uint8 crop to size x size, rounded: "antialias" as PIL's bilinear, "fast" with 4
-  pixels below a 2x shrink (docs/design.md, "Decoding")."""
+  """The "antialias" resize is PIL's bilinear; "fast" reads 4 pixels below a 2x shrink."""
   side = tf.shape(image_HWC)[0]
-  to_uint8 = lambda x: tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
-  smooth = lambda: to_uint8(tf.image.resize(image_HWC, [size, size], method="bilinear",
-                                            antialias=True))
-  plain = lambda: to_uint8(tf.image.resize(image_HWC, [size, size], method="bilinear"))
+  bilinear = lambda antialias: lambda: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
+      image_HWC, [size, size], method="bilinear", antialias=antialias)), 0, 255), tf.uint8)
   return tf.case([(tf.equal(side, size), lambda: image_HWC),
-                  (side < 2 * size, smooth if resize == "antialias" else plain)],
-                 default=smooth)
+                  (side < 2 * size, bilinear(resize == "antialias"))], default=bilinear(True))
 
 
 def _decode_jpeg_square(data, size, keep=1):
@@ -38,14 +36,12 @@ def _decode_jpeg_square(data, size, keep=1):
   branch = tf.reduce_sum(tf.cast(side // tf.constant([2, 4, 8]) >= keep * size, tf.int32))
 
   def decode(ratio):
-    def fn():
-      h, w = -(-shape[0] // ratio), -(-shape[1] // ratio)  # libjpeg rounds scaled sizes up.
-      s = tf.minimum(h, w)
-      window = tf.stack([(h - s) // 2, (w - s) // 2, s, s])
-      return tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=ratio)
-    return fn
+    h, w = -(-shape[0] // ratio), -(-shape[1] // ratio)  # libjpeg rounds scaled sizes up.
+    s = tf.minimum(h, w)
+    window = tf.stack([(h - s) // 2, (w - s) // 2, s, s])
+    return tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=ratio)
 
-  return tf.switch_case(branch, [decode(1), decode(2), decode(4), decode(8)])
+  return tf.switch_case(branch, [functools.partial(decode, r) for r in (1, 2, 4, 8)])
 
 
 def _decode_other_square(data):
@@ -56,8 +52,7 @@ def _decode_other_square(data):
 
 
 def decode_and_centre_crop(data, size=256, resize="antialias"):
-  """Encoded bytes -> uint8 [size, size, 3] (greyscale too): the shorter side rescaled to
-  `size` (config.data.resize), the central square kept."""
+  """Encoded bytes (greyscale too) -> uint8 [size, size, 3], as section 2 rescales and crops."""
   square = tf.cond(tf.io.is_jpeg(data),
                    lambda: _decode_jpeg_square(data, size, 2 if resize == "antialias" else 1),
                    lambda: _decode_other_square(data))

@@ -25,22 +25,18 @@ RECORD = ".extracted.json"  # In an extracted folder: the tar it came from, its 
 
 
 def read_split(root, split, make_split, extract_dir=""):
-  """`make_split(name, count, wnids, paths, labels)` of `split` ("train" or "val") of the
-  ImageNet copy at `root`, in whichever of the three layouts it is."""
+  """`make_split(name, count, wnids, paths, labels)` of `split` in whichever layout it is."""
   root = os.path.expanduser(root)
   if split not in SPLITS:
     raise errors.ConfigError(f"ImageNet (config.data.source='imagenet') has the labelled splits "
                              f"{SPLITS}, not {split!r} (config.data.train_split / eval_split).")
-  layout, images = locate(root, os.path.expanduser(extract_dir) if extract_dir else root)
+  layout, images = locate(root, os.path.expanduser(extract_dir or root))
   wnids, class_list = class_wnids(layout, root, images)
   index = {w: k for k, w in enumerate(wnids)}
-  if split == "train":
-    pairs = train_files(os.path.join(images, "train"), wnids, class_list)
-  else:
-    pairs = val_files(layout, root, images, index, class_list)
-  paths = np.array([p for p, _ in pairs])
-  labels = np.array([index[w] for _, w in pairs], np.int32)
-  return make_split(split, len(paths), wnids, paths, labels)
+  pairs = (train_files(os.path.join(images, "train"), wnids, class_list) if split == "train"
+           else val_files(layout, root, images, index, class_list))
+  return make_split(split, len(pairs), wnids, np.array([p for p, _ in pairs]),
+                    np.array([index[w] for _, w in pairs], np.int32))
 
 
 def locate(root, extract_dir):
@@ -56,7 +52,7 @@ def locate(root, extract_dir):
     extract_tars(root, extract_dir)
     return "extracted", extract_dir
   for folder in (extract_dir, root):  # The tars' extracted copy, kept once they are deleted.
-    if os.path.isdir(os.path.join(folder, "train")) or os.path.isdir(os.path.join(folder, "val")):
+    if any(os.path.isdir(os.path.join(folder, s)) for s in SPLITS):
       return "extracted", folder
   raise errors.MissingFileError(
       f"{root} holds no ImageNet layout: {TRAIN_TAR} and {VAL_TAR} (with {DEVKIT_TAR}), the "
@@ -64,15 +60,18 @@ def locate(root, extract_dir):
 
 
 def extract_tars(root, out):
-  """Each tar into out/val/ and out/train/<wnid>/ once, val first, through <folder>.partial
-  and its tar's record (docs/design.md)."""
+  """Each tar extracted once, val first: a cut-short val tar stops before hours of train's."""
   for tar_name, folder, nested in ((VAL_TAR, "val", False), (TRAIN_TAR, "train", True)):
     tar_path, final = os.path.join(root, tar_name), os.path.join(out, folder)
     if not os.path.isfile(tar_path):
       continue
     stat = os.stat(tar_path)
     record = {"tar": tar_name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    found = _read_record(final)
+    try:
+      with open(os.path.join(final, RECORD)) as f:
+        found = json.load(f)
+    except (OSError, ValueError):
+      found = None
     if found == record:
       continue
     if found is None and os.path.isdir(final):
@@ -129,25 +128,15 @@ def _write(path, data):
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
-      while chunk := data.read(1 << 20):
-        f.write(chunk)
+      shutil.copyfileobj(data, f, 1 << 20)
   except OSError as e:
     raise errors.ConfigError(
         f"Cannot write {path} ({e.strerror or e}): point --config.data.extract_dir at a "
         "writable folder with room for the extracted images (about the size of the tars).") from e
 
 
-def _read_record(folder):
-  try:
-    with open(os.path.join(folder, RECORD)) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def _devkit_file(folders, name):
-  """(where, bytes, the .tar.gz or None) of the devkit's data/<name>, extracted, alone or in
-  its .tar.gz, from the first folder that has it; Nones when none has."""
+  """(where, bytes, the .tar.gz or None) of the devkit's data/<name>; Nones when absent."""
   for folder in folders:
     for path in (os.path.join(folder, DEVKIT, "data", name), os.path.join(folder, name)):
       if os.path.isfile(path):
@@ -184,8 +173,7 @@ def read_meta(path, data):
 
 
 def class_wnids(layout, root, images):
-  """(sorted wnids, their list's file): meta.mat's, LOC_synset_mapping.txt's, or else the
-  training folders' (file None)."""
+  """(sorted wnids, their list's file, None for the training folders')."""
   folders = [images, root]
   path, data, _ = _devkit_file(folders, META)
   if data is not None:
@@ -238,8 +226,7 @@ def train_files(folder, wnids, class_list):
 
 
 def val_files(layout, root, images, index, class_list):
-  """[(path, wnid)] of val/*.JPEG, sorted: a label for each file and each class folder, a file
-  for each label."""
+  """[(path, wnid)] of val/*.JPEG, sorted; a file without a label, or the reverse, stops."""
   folder = os.path.join(images, "val")
   if not os.path.isdir(folder):
     raise errors.MissingFileError(f"No validation folder {folder} (val/*.JPEG, flat).")
@@ -250,7 +237,7 @@ def val_files(layout, root, images, index, class_list):
         f"--config.data.source=folder --config.data.root={images}.")
   train = os.path.join(images, "train")
   source, parse = _labels_file(layout, root, images)
-  labels = parse(index, class_list or f"the class folders of {train}")
+  labels = parse(source, index, class_list or f"the class folders of {train}")
   unlabelled = [f for f in files if f not in labels]
   if unlabelled:
     raise errors.ConfigError(
@@ -272,26 +259,23 @@ def val_files(layout, root, images, index, class_list):
 
 
 def _labels_file(layout, root, images):
-  """(the first labels file, f(class index, list name) -> {file: wnid}); refused here, before
-  any extraction, when missing (or the ground truth without meta.mat)."""
+  """(labels file, f(it, class index, list name) -> {file: wnid}); checked before extraction."""
   folders = [images, root]
   path, data, tar_path = _devkit_file(folders, GROUND_TRUTH)
   if data is not None:
     meta_path, meta, _ = _devkit_file(folders, META)
-    if meta is None and tar_path:
-      raise errors.MissingFileError(
-          f"No {DEVKIT}/data/{META} inside {tar_path}: it turns the ILSVRC2012_IDs of "
-          f"{GROUND_TRUTH} beside it into wnids; download {DEVKIT_TAR} again.")
     if meta is None:
       raise errors.MissingFileError(
+          f"No {DEVKIT}/data/{META} inside {tar_path}: it turns the ILSVRC2012_IDs of "
+          f"{GROUND_TRUTH} beside it into wnids; download {DEVKIT_TAR} again." if tar_path else
           f"No {META} beside {path}: the devkit's data/{META} turns its ILSVRC2012_IDs into "
           f"wnids; copy it there from {DEVKIT_TAR}.")
-    return path, lambda index, named: _ground_truth(path, data, read_meta(meta_path, meta))
+    return path, lambda path, index, named: _ground_truth(path, data, read_meta(meta_path, meta))
   for folder in folders:
     for name, read in ((KAGGLE_VAL, _kaggle_solution), (VAL_LABELS, _pairs)):
       path = os.path.join(folder, name)
       if os.path.isfile(path):
-        return path, lambda index, named, path=path, read=read: read(path, index, named)
+        return path, read
   raise errors.MissingFileError(
       f"No validation labels in {root}: looked for {KAGGLE_VAL}" +
       ("" if layout == "kaggle" else

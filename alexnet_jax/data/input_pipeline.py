@@ -63,34 +63,25 @@ def eval_iterator(config, split, *, batch_size, slice_index=0, slice_count=1):
   decoded_cache.mode_of(config)
   split = sources.open_checked_split(config, split)
   counts = sources.slice_sizes(config, split, slice_count)
-  num_batches = math.ceil(max(counts) / b)
   cached = _cached_images(config, split, slice_index)
   if cached is not None:
     lo = int(sources.slice_bounds(split.num_examples, slice_count)[slice_index])
-    return _gathered_eval_batches(cached, split.labels, lo, counts[slice_index], b, num_batches)
-  records = sources.records(config, split, slice_index=slice_index, slice_count=slice_count)
-  decode = _decoder(config)
-
-  def example(data, label):
-    return {**decode(data, label), "mask": tf.constant(True)}
-
-  ds = records.map(example, num_parallel_calls=d.threads or tf.data.AUTOTUNE)
-  padding = {"image": tf.zeros([d.resize_size, d.resize_size, 3], tf.uint8),
-             "label": tf.constant(0, tf.int32), "mask": tf.constant(False)}
-  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(
-      num_batches * b - counts[slice_index]))
-  ds = ds.batch(b).prefetch(d.prefetch).with_options(_options(config))
-  return _numpy_batches(ds, split)
+    hi = lo + counts[slice_index]
+    batches = ({"image": cached[s:min(s + b, hi)], "label": split.labels[s:min(s + b, hi)]}
+               for s in range(lo, hi, b))
+  else:
+    ds = sources.records(config, split, slice_index=slice_index, slice_count=slice_count)
+    ds = ds.map(_decoder(config), num_parallel_calls=d.threads or tf.data.AUTOTUNE)
+    batches = _numpy_batches(ds.batch(b).prefetch(d.prefetch).with_options(_options(config)),
+                             split)
+  return _padded(batches, b, math.ceil(max(counts) / b), d.resize_size)
 
 
 def _decoder(config):
   """(encoded image, label) -> {"image": uint8 [R, R, 3], "label"}: section 2's fixed size."""
   size, resize = config.data.resize_size, decoding.resize_of(config)
-
-  def example(data, label):
-    return {"image": decoding.decode_and_centre_crop(data, size, resize), "label": label}
-
-  return example
+  return lambda data, label: {"image": decoding.decode_and_centre_crop(data, size, resize),
+                              "label": label}
 
 
 def _cached_images(config, split, slice_index):
@@ -106,28 +97,25 @@ def _cached_images(config, split, slice_index):
 
 def _gatherer(images, labels):
   """int64 [b] example indices -> the batch {"image", "label"}, copied from the decoded split."""
-  size = images.shape[1]
-
-  def gather(i):
-    return images[i], labels[i]
-
   def batch(i):
-    image, label = tf.numpy_function(gather, [i], [tf.uint8, tf.int32], stateful=False)
-    return {"image": tf.ensure_shape(image, [None, size, size, 3]),
+    image, label = tf.numpy_function(lambda i: (images[i], labels[i]), [i],
+                                     [tf.uint8, tf.int32], stateful=False)
+    return {"image": tf.ensure_shape(image, [None, *images.shape[1:]]),
             "label": tf.ensure_shape(label, [None])}
 
   return batch
 
 
-def _gathered_eval_batches(images, labels, lo, count, b, num_batches):
-  """eval_iterator's batches of rows [lo, lo + count) of the decoded split, padded."""
-  for k in range(num_batches):
-    start, n = lo + k * b, max(0, min(b, count - k * b))
-    batch = {"image": np.zeros((b, *images.shape[1:]), np.uint8),
-             "label": np.zeros(b, np.int32), "mask": np.arange(b) < n}
-    batch["image"][:n] = images[start:start + n]
-    batch["label"][:n] = labels[start:start + n]
-    yield batch
+def _padded(batches, b, num_batches, size):
+  """`num_batches` batches of `b` rows: `batches` (the last may be short), then zeros, masked."""
+  for _ in range(num_batches):
+    batch = next(batches, None)
+    n = 0 if batch is None else len(batch["label"])
+    padded = {"image": np.zeros((b, size, size, 3), np.uint8), "label": np.zeros(b, np.int32),
+              "mask": np.arange(b) < n}
+    if n:
+      padded["image"][:n], padded["label"][:n] = batch["image"], batch["label"]
+    yield padded
 
 
 def _share(batch_size, slice_count):
@@ -147,8 +135,7 @@ def _options(config):
 
 
 def _indexed_train_indices(config, split, slice_index, slice_count, start_step, batch_size):
-  """int64 example indices of this slice's rows of each global batch from `start_step` on, cut
-  from the one-process stream (epoch e a (seed, e)-keyed permutation)."""
+  """Indices of this slice's rows of the one-process batches, so slices together train on them."""
   n, b, seed = split.num_examples, batch_size // slice_count, config.seed
   start_epoch, offset = divmod(start_step * batch_size, n)
 
@@ -162,8 +149,7 @@ def _indexed_train_indices(config, split, slice_index, slice_count, start_step, 
 
 
 def _train_records(config, split, slice_index, slice_count, start):
-  """(data, label) of this slice's share of a TFDS split from `start` on: epoch e's record files
-  in a (seed, e)-seeded order, through a (seed, e)-seeded shuffle buffer."""
+  """A TFDS split's records from `start` on: a buffer alone would only mix neighbours."""
   per_epoch = min(sources.slice_sizes(config, split, slice_count))
   if per_epoch == 0:
     raise errors.ConfigError(f"Split {split.name!r} has fewer examples than data slices.")
@@ -175,38 +161,22 @@ def _train_records(config, split, slice_index, slice_count, start):
                              file_seed=seed)
     return stored.take(per_epoch).shuffle(config.data.shuffle_buffer, seed=seed)
 
-  # A dataset per epoch (the seed is a Python value), for the epochs the run can reach.
-  epochs = range(start_epoch, start_epoch + _epochs_left(config, start_epoch, per_epoch,
-                                                                   slice_count))
+  t = config.train
+  total = t.num_steps * t.batch_size / slice_count / per_epoch if t.num_steps else t.num_epochs
+  # A dataset per epoch (the seed is a Python value), for the epochs the run can reach and one
+  # more (a partial last one).
+  epochs = range(start_epoch, max(start_epoch, math.ceil(total)) + 1)
   ds = functools.reduce(lambda a, b: a.concatenate(b), map(epoch_records, epochs))
   # Reaching a resumed position reads every record before it (minutes on ImageNet): shown.
   return progress.skip(ds.repeat(), offset, active=slice_index == 0)
 
 
-def _epochs_left(config, start_epoch, per_epoch, slice_count):
-  """Epochs from `start_epoch` to the end of training, and one more (a partial last one)."""
-  t = config.train
-  total = (t.num_steps * t.batch_size / slice_count / per_epoch if t.num_steps else
-           t.num_epochs)
-  return max(1, math.ceil(total) - start_epoch + 1)
-
-
 def _numpy_batches(ds, split):
   """NumPy batches; a file that fails to decode stops the run with its path."""
-  iterator = ds.as_numpy_iterator()
-  while True:
-    try:
-      batch = next(iterator)
-    except StopIteration:
-      return
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-      if split.paths is None:
-        raise
-      bad = sources.find_unreadable(split.paths)
-      if not bad:
-        raise
-      raise errors.ConfigError(
-          f"{len(bad)} file(s) of split {split.name!r} cannot be decoded:\n" +
-          "".join(f"  {p}: {m}\n" for p, m in bad[:20]) +
-          "Delete or replace them, or set --config.data.on_corrupt=skip to leave them out.") from e
-    yield batch
+  try:
+    yield from ds.as_numpy_iterator()
+  except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+    error = sources.undecodable(split.name, split.paths, " to leave them out")
+    if not error:
+      raise
+    raise error from e

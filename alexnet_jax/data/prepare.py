@@ -43,8 +43,7 @@ def prepare(config, split_names, out, quality=95):
 
 
 def _begin(config, split_names, out, quality):
-  """The manifest to fill, `out` marked unfinished; refuses a copy of other settings and split
-  folders data.prepare did not write (their files may be cut short)."""
+  """The manifest to fill, `out` marked unfinished; others' files there may be cut short."""
   d = config.data
   settings = dict(source=d.source, root=os.path.abspath(os.path.expanduser(d.root)) if d.root
                   else "", name=d.name if d.source == "tfds" else "",
@@ -55,13 +54,12 @@ def _begin(config, split_names, out, quality):
   for path in found:
     with open(path) as f:
       before = json.load(f)
-    changed = {k: (before["settings"].get(k), v) for k, v in settings.items()
-               if before["settings"].get(k) != v}
+    changed = [f"{k} {before['settings'].get(k)!r}, now {v!r}" for k, v in settings.items()
+               if before["settings"].get(k) != v]
     if changed:
-      raise errors.ConfigError(
-          f"{out} holds a copy data.prepare wrote with other settings (" +
-          ", ".join(f"{k} {a!r}, now {b!r}" for k, (a, b) in changed.items()) +
-          f"; {path}): write to another --out, or delete it first.")
+      raise errors.ConfigError(f"{out} holds a copy data.prepare wrote with other settings "
+                               f"({', '.join(changed)}; {path}): write to another --out, or "
+                               "delete it first.")
     manifest["splits"].update(before["splits"])
   unknown = [n for n in split_names if os.path.exists(os.path.join(out, n))]
   if unknown and not found:
@@ -97,14 +95,11 @@ def write_split(config, split_name, out, quality=95):
         _write_file(os.path.join(folder, folders[label], stem.decode() + ".jpg"), data)
         bar.update()
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-      bad = sources.find_unreadable(paths, config.data.threads) if paths is not None else []
-      if not bad:
+      error = sources.undecodable(split_name, paths, "; the same command then goes on from the "
+                                  "images written", config.data.threads)
+      if not error:
         raise
-      raise errors.ConfigError(
-          f"{len(bad)} file(s) of split {split_name!r} cannot be decoded:\n" +
-          "".join(f"  {p}: {m}\n" for p, m in bad[:20]) + "Delete or replace them, or set "
-          "--config.data.on_corrupt=skip; the same command then goes on from the images "
-          "written.") from e
+      raise error from e
   count = sum(len(f) for f in sources.class_files(folder).values())
   if count != split.num_examples:
     raise errors.ConfigError(

@@ -25,6 +25,12 @@ SOURCES = tuple(DEFAULT_EVAL_SPLIT)
 MANUAL_FILES = {"imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")}
 # In a copy data.prepare writes: the mark while it writes, the manifest (counts) once it is done.
 PREPARING, MANIFEST = "prepare_in_progress.json", "manifest.json"
+ROOT_HOLDS = {  # What config.data.root names, for each source that needs one.
+    "folder": "a folder holding <root>/<split>/<class>/*.jpg (e.g. --config.data.root="
+              "/data/imagenet256)",
+    "tiny_imagenet": "the tiny-imagenet-200 folder holding wnids.txt, words.txt, train/ and val/",
+    "imagenet": "the folder holding the ILSVRC2012 tars, the Kaggle download (ILSVRC/, LOC_*) "
+                "or train/ and a flat val/ with their labels file"}
 
 
 @dataclasses.dataclass
@@ -67,57 +73,42 @@ def eval_split_name(config):
 
 
 def open_split(config, split):
-  """`split` of config.data.source, an indexed one cut to max_train_per_class (training) or
-  max_eval_per_class images a class, the first listed (0: all)."""
+  """`split` of config.data.source, an indexed one cut to max_*_per_class images a class."""
   return _remembered("listed", config, split, lambda: _open_split(config, split))
 
 
 def _open_split(config, split):
-  indexed = _indexed_split(config, split)
-  if indexed is not None:
-    limit = (config.data.max_train_per_class if split == config.data.train_split
-             else config.data.max_eval_per_class)
-    return _per_class(indexed, limit)
-  source = config.data.source
-  if source == "tfds":
+  d = config.data
+  if d.source == "tfds":
     builder = tfds_builder(config)
     if split not in builder.info.splits:
-      raise errors.ConfigError(f"TFDS dataset {config.data.name!r} has splits "
-                       f"{sorted(builder.info.splits)}, not {split!r} (config.data.train_split / "
-                       "config.data.eval_split).")
-    names = builder.info.features[config.data.label_key].names
+      raise errors.ConfigError(f"TFDS dataset {d.name!r} has splits {sorted(builder.info.splits)}, "
+                               f"not {split!r} (config.data.train_split / config.data.eval_split).")
+    names = builder.info.features[d.label_key].names
     return Split(split, builder.info.splits[split].num_examples, names, builder=builder)
-  raise errors.ConfigError(f"config.data.source={source!r}: choose one of {SOURCES}.")
-
-
-def _indexed_split(config, split):
-  source = config.data.source
-  if source == "generated":
-    return list_folder(generated.ensure_generated(config), split)
-  if source in ("folder", "tiny_imagenet", "imagenet") and not config.data.root:
-    raise errors.ConfigError(f"config.data.source={source!r} needs config.data.root: " + {
-        "folder": "a folder holding <root>/<split>/<class>/*.jpg (e.g. --config.data.root="
-                  "/data/imagenet256).",
-        "tiny_imagenet": "the tiny-imagenet-200 folder holding wnids.txt, words.txt, train/ "
-                         "and val/.",
-        "imagenet": "the folder holding the ILSVRC2012 tars, the Kaggle download (ILSVRC/, "
-                    "LOC_*) or train/ and a flat val/ with their labels file."}[source])
-  if source == "folder":
-    return list_folder(os.path.expanduser(config.data.root), split)
-  if source == "tiny_imagenet":
-    return tiny_imagenet.read_split(config.data.root, split, Split)
-  if source == "imagenet":
-    return imagenet_layouts.read_split(config.data.root, split, Split,
-                                       config.data.extract_dir)
-  return None
-
-
-def _per_class(split, limit):
+  if d.source not in SOURCES:
+    raise errors.ConfigError(f"config.data.source={d.source!r}: choose one of {SOURCES}.")
+  if d.source != "generated" and not d.root:
+    raise errors.ConfigError(
+        f"config.data.source={d.source!r} needs config.data.root: {ROOT_HOLDS[d.source]}.")
+  if d.source == "generated":
+    indexed = list_folder(generated.ensure_generated(config), split)
+  elif d.source == "folder":
+    indexed = list_folder(os.path.expanduser(d.root), split)
+  elif d.source == "tiny_imagenet":
+    indexed = tiny_imagenet.read_split(d.root, split, Split)
+  else:
+    indexed = imagenet_layouts.read_split(d.root, split, Split, d.extract_dir)
+  limit = d.max_train_per_class if split == d.train_split else d.max_eval_per_class
   if not limit:
-    return split
-  keep = np.zeros(split.num_examples, bool)
-  for label in np.unique(split.labels):
-    keep[np.flatnonzero(split.labels == label)[:limit]] = True
+    return indexed
+  keep = np.zeros(indexed.num_examples, bool)
+  for label in np.unique(indexed.labels):
+    keep[np.flatnonzero(indexed.labels == label)[:limit]] = True
+  return _narrowed(indexed, keep)
+
+
+def _narrowed(split, keep):
   return dataclasses.replace(split, num_examples=int(keep.sum()), paths=split.paths[keep],
                              labels=split.labels[keep])
 
@@ -132,16 +123,14 @@ def open_checked_split(config, name):
 
 def _checked(config, name):
   split = open_split(config, name)
-  if config.data.on_corrupt == "skip" and split.paths is not None:
-    bad = find_unreadable(split.paths, config.data.threads)
-    if bad:
-      print(f"Skipping {len(bad)} unreadable file(s) of {len(split.paths)} in split {name!r} "
-            "(config.data.on_corrupt='skip'):\n" +
-            "".join(f"  {p}: {e}\n" for p, e in bad[:20]), flush=True)
-      keep = ~np.isin(split.paths, [p for p, _ in bad])
-      split.paths, split.labels = split.paths[keep], split.labels[keep]
-      split.num_examples = int(keep.sum())
-  return split
+  bad = (find_unreadable(split.paths, config.data.threads)
+         if config.data.on_corrupt == "skip" and split.paths is not None else [])
+  if not bad:
+    return split
+  print(f"Skipping {len(bad)} unreadable file(s) of {len(split.paths)} in split {name!r} "
+        "(config.data.on_corrupt='skip'):\n" + "".join(f"  {p}: {e}\n" for p, e in bad[:20]),
+        flush=True)
+  return _narrowed(split, ~np.isin(split.paths, [p for p, _ in bad]))
 
 
 def list_folder(root, split):
@@ -152,20 +141,18 @@ def list_folder(root, split):
         f"No split folder {folder!r}: an image folder dataset needs {root}/<split>/<class>/*.jpg "
         "(check config.data.root and the split names config.data.train_split / "
         "config.data.eval_split).")
-  classes = class_files(folder)
+  classes, extensions = class_files(folder), ", ".join(IMAGE_EXTENSIONS)
   _check_prepared(root, split, {name: len(files) for name, files in classes.items()})
   paths, labels = [], []
   for label, (name, files) in enumerate(classes.items()):
     if not files:
       raise errors.MissingFileError(
-          f"Class folder {os.path.join(folder, name)} holds no images "
-          f"({', '.join(IMAGE_EXTENSIONS)}"
-          f"): add its images or remove the folder (each folder under {folder} is a class).")
+          f"Class folder {os.path.join(folder, name)} holds no images ({extensions}): add its "
+          f"images or remove the folder (each folder under {folder} is a class).")
     paths += [os.path.join(folder, name, f) for f in files]
     labels += [label] * len(files)
   if not paths:
-    raise errors.MissingFileError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under "
-                                  f"{folder}/<class>/.")
+    raise errors.MissingFileError(f"No images ({extensions}) under {folder}/<class>/.")
   return Split(split, len(paths), list(classes), np.array(paths), np.array(labels, np.int32))
 
 
@@ -188,39 +175,34 @@ def _check_prepared(root, split, counts):
   with open(path) as f:
     written = json.load(f)["splits"].get(split)
   if written is not None and written != counts:
-    differ = sorted(set(written) ^ set(counts) | {
-        c for c in set(written) & set(counts) if written[c] != counts[c]})[0]
+    differ = min(c for c in {*written, *counts} if written.get(c) != counts.get(c))
     raise errors.ConfigError(
         f"{os.path.join(root, split, differ)} holds {counts.get(differ, 0)} images, {path} "
         f"counts {written.get(differ, 0)}: the copy changed since data.prepare wrote it; "
         f"{rerun}.")
 
 
-def tfds_manual_dir(config, builder):
-  return os.path.expanduser(config.data.manual_dir or
-                            os.path.join(builder.data_dir_root, "downloads", "manual"))
-
-
 def tfds_builder(config):
   """config.data.name's TFDS builder, built (from the manual directory) the first time."""
   import tensorflow_datasets as tfds  # Imported here: only this source needs it.
-  data_dir = os.path.expanduser(config.data.tfds_data_dir) if config.data.tfds_data_dir else None
-  builder = tfds.builder(config.data.name, data_dir=data_dir)
+  d = config.data
+  data_dir = os.path.expanduser(d.tfds_data_dir) if d.tfds_data_dir else None
+  builder = tfds.builder(d.name, data_dir=data_dir)
   if builder.is_prepared():
     return builder
-  manual_dir = tfds_manual_dir(config, builder)
-  needed = [os.path.join(manual_dir, f) for f in MANUAL_FILES.get(config.data.name, ())]
-  missing = [p for p in needed if not os.path.exists(p)]
+  manual_dir = os.path.expanduser(d.manual_dir or
+                                  os.path.join(builder.data_dir_root, "downloads", "manual"))
+  missing = [p for p in (os.path.join(manual_dir, f) for f in MANUAL_FILES.get(d.name, ()))
+             if not os.path.exists(p)]
   if missing:
     raise errors.MissingFileError(
-        f"TFDS {config.data.name!r} is not prepared in {builder.data_dir} and its manual "
-        f"download is missing. Looked for:\n" + "".join(f"  {p}\n" for p in missing) +
-        "Get them from https://image-net.org/download-images (free registration; ImageNet "
-        "Large-scale Visual Recognition Challenge 2012, 'Training images (Task 1 & 2)' and "
-        "'Validation images (all tasks)'), put them in that folder or point "
-        "--config.data.manual_dir at theirs, and run again; the first run builds the TFDS "
-        "records (hours for the full set). Or try the pipeline without them: "
-        "--config.data.source=generated.")
+        f"TFDS {d.name!r} is not prepared in {builder.data_dir} and its manual download "
+        f"is missing. Looked for:\n" + "".join(f"  {p}\n" for p in missing) +
+        "Get them from https://image-net.org/download-images (free registration; ImageNet Large-"
+        "scale Visual Recognition Challenge 2012, 'Training images (Task 1 & 2)' and 'Validation "
+        "images (all tasks)'), put them in that folder or point --config.data.manual_dir at "
+        "theirs, and run again; the first run builds the TFDS records (hours for the full set). "
+        "Or try the pipeline without them: --config.data.source=generated.")
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
@@ -230,31 +212,21 @@ def records(config, split, *, slice_index=0, slice_count=1, indices=None, file_s
   """(encoded image, int32 label) of one of `slice_count` disjoint slices of `split` in stored
   order (a streamed one's files in `file_seed`'s order), or of an indexed split's `indices`
   (int64, or tuples led by one whose rest follows the label)."""
+  d = config.data
   if indices is None and split.builder is not None:
-    return _tfds_records(config, split, slice_index, slice_count, file_seed)
-  if split.paths is None:
-    raise ValueError(f"Split {split.name!r} is streamed (TFDS): it has no example indices.")
+    import tensorflow_datasets as tfds
+    ds = split.builder.as_dataset(  # One file at a time: the order depends on the seed alone.
+        split=tfds.even_splits(split.name, n=slice_count)[slice_index],
+        shuffle_files=file_seed is not None, decoders={d.image_key: tfds.decode.SkipDecoding()},
+        read_config=tfds.ReadConfig(interleave_cycle_length=1, shuffle_seed=file_seed,
+                                    shuffle_reshuffle_each_iteration=False))
+    return ds.map(lambda ex: (ex[d.image_key], tf.cast(ex[d.label_key], tf.int32)))
   if indices is None:
     lo, hi = slice_bounds(split.num_examples, slice_count)[slice_index:slice_index + 2]
     indices = tf.data.Dataset.range(lo, hi)
   paths, labels = tf.constant(split.paths), tf.constant(split.labels)
-
-  def read(i, *rest):
-    return (tf.io.read_file(tf.gather(paths, i)), tf.gather(labels, i), *rest)
-
-  return indices.map(read)
-
-
-def _tfds_records(config, split, slice_index, slice_count, file_seed=None):
-  import tensorflow_datasets as tfds
-  sub = tfds.even_splits(split.name, n=slice_count)[slice_index]
-  ds = split.builder.as_dataset(  # One file at a time: the order depends on the seed alone.
-      split=sub, shuffle_files=file_seed is not None,
-      decoders={config.data.image_key: tfds.decode.SkipDecoding()},
-      read_config=tfds.ReadConfig(interleave_cycle_length=1, shuffle_seed=file_seed,
-                                  shuffle_reshuffle_each_iteration=False))
-  image_key, label_key = config.data.image_key, config.data.label_key
-  return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+  return indices.map(
+      lambda i, *rest: (tf.io.read_file(tf.gather(paths, i)), tf.gather(labels, i), *rest))
 
 
 def slice_sizes(config, split, slice_count):
@@ -283,6 +255,16 @@ def find_unreadable(paths, threads=0):
   for i, _ in ds.as_numpy_iterator():
     good[i] = True
   return [(str(p), decode_error(p)) for p in paths[~good]]
+
+
+def undecodable(name, paths, then, threads=0):
+  """The error naming the files of split `name` that do not decode; None if all do (a bug)."""
+  bad = find_unreadable(paths, threads) if paths is not None else []
+  if bad:
+    return errors.ConfigError(
+        f"{len(bad)} file(s) of split {name!r} cannot be decoded:\n" +
+        "".join(f"  {p}: {m}\n" for p, m in bad[:20]) +
+        f"Delete or replace them, or set --config.data.on_corrupt=skip{then}.")
 
 
 def decode_error(path):

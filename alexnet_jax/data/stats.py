@@ -23,42 +23,41 @@ def stats_path(config):
   return os.path.join(generated.cache_dir(config), "stats", dataset_key(config) + ".npz")
 
 
+def source_key(config):
+  """Names the dataset: TFDS's name, a folder's with a digest of its path, the generated set's."""
+  d = config.data
+  if d.source == "tfds":
+    return f"tfds-{d.name}"
+  if d.source not in ("folder", "tiny_imagenet", "imagenet"):
+    return f"generated-{os.path.basename(generated.root_dir(config))}"
+  root = os.path.abspath(os.path.expanduser(d.root))
+  return (f"{d.source}-{os.path.basename(root.rstrip('/'))}-"
+          f"{hashlib.sha1(root.encode()).hexdigest()[:8]}")
+
+
 def dataset_key(config):
   """Names the training split and size described; stored, so others' statistics are refused."""
-  d, size = config.data, config.data.resize_size
-  if d.source == "tfds":
-    key = f"tfds-{d.name}-{d.train_split}-{size}"
-  elif d.source in ("folder", "tiny_imagenet", "imagenet"):
-    root = os.path.abspath(os.path.expanduser(d.root))
-    digest = hashlib.sha1(root.encode()).hexdigest()[:8]
-    key = f"{d.source}-{os.path.basename(root.rstrip('/'))}-{digest}-{d.train_split}-{size}"
-    if d.max_train_per_class:
-      key += f"-{d.max_train_per_class}per-class"
-  else:
-    key = f"generated-{os.path.basename(generated.root_dir(config))}-{size}"
+  d = config.data
+  if d.source not in ("tfds", "folder", "tiny_imagenet", "imagenet"):
+    return f"{source_key(config)}-{d.resize_size}"
+  key = f"{source_key(config)}-{d.train_split}-{d.resize_size}"
+  if d.max_train_per_class and d.source != "tfds":  # TFDS splits are not cut per class.
+    key += f"-{d.max_train_per_class}per-class"
   return key
 
 
 def _images(config, split, max_images):
-  """The training split's decoded batches, or a config.seed sample of `max_images`: uniform from
-  an indexed split, from a TFDS one files at random through a seeded shuffle buffer."""
-  size = config.data.resize_size
-  sample = 0 < max_images < split.num_examples
-  if split.paths is None:
-    ds = sources.records(config, split, file_seed=config.seed if sample else None)
-    if sample:
-      ds = ds.shuffle(config.data.shuffle_buffer, seed=config.seed)
+  """The training split's decoded batches, or a config.seed sample of `max_images` of them."""
+  if not 0 < max_images < split.num_examples:
+    ds = sources.records(config, split)
+  elif split.paths is None:
+    ds = sources.records(config, split, file_seed=config.seed).shuffle(
+        config.data.shuffle_buffer, seed=config.seed).take(max_images)
   else:
-    indices = None
-    if sample:
-      chosen = np.random.default_rng(config.seed).permutation(split.num_examples)[:max_images]
-      indices = tf.data.Dataset.from_tensor_slices(chosen)
-    ds = sources.records(config, split, indices=indices)
-  ds = ds.map(lambda data, label: data)
-  if max_images:
-    ds = ds.take(max_images)
-  resize = decoding.resize_of(config)
-  ds = ds.map(lambda data: decoding.decode_and_centre_crop(data, size, resize),
+    chosen = np.random.default_rng(config.seed).permutation(split.num_examples)[:max_images]
+    ds = sources.records(config, split, indices=tf.data.Dataset.from_tensor_slices(chosen))
+  size, resize = config.data.resize_size, decoding.resize_of(config)
+  ds = ds.map(lambda data, label: decoding.decode_and_centre_crop(data, size, resize),
               num_parallel_calls=config.data.threads or tf.data.AUTOTUNE)
   return ds.batch(64).prefetch(2).as_numpy_iterator()
 
@@ -67,9 +66,7 @@ def compute_stats(config, max_images=0):
   """dict(mean_image [S,S,3], channel_mean [3], eigval [3] descending, eigvec [3,3] columns,
   num_images), float32, from the training split."""
   size = config.data.resize_size
-  image_sum = np.zeros((size, size, 3))
-  outer_sum = np.zeros((3, 3))
-  count = 0
+  image_sum, outer_sum, count = np.zeros((size, size, 3)), np.zeros((3, 3)), 0
   split = sources.open_split(config, config.data.train_split)
   total = min(split.num_examples, max_images) if max_images else split.num_examples
   with progress.Progress(total, "training-set statistics") as bar:
@@ -103,8 +100,7 @@ def load_stats(config):
     if config.data.source != "generated":
       raise errors.MissingFileError(
           f"No training-set statistics at {path} (mean image and RGB PCA, sections 2 and 4.1). "
-          "Compute them "
-          "once with\n  python -m alexnet_jax.data.stats --config=<your config> "
+          "Compute them once with\n  python -m alexnet_jax.data.stats --config=<your config> "
           "[the same --config.data.* overrides]\nor run without them: "
           "--config.data.mean=none --config.data.pca_noise_std=0.")
     save_stats(compute_stats(config), path)

@@ -16,12 +16,10 @@ def read_split(root, split, make_split):
     raise errors.ConfigError(f"Tiny ImageNet has the labelled splits {SPLITS}, not {split!r} "
                              "(config.data.train_split / config.data.eval_split).")
   wnids = read_wnids(root)
-  names = class_names(root, wnids)
   index = {w: k for k, w in enumerate(wnids)}
   pairs = _train_files(root, wnids) if split == "train" else _val_files(root, index)
-  paths = np.array([p for p, _ in pairs])
-  labels = np.array([index[w] for _, w in pairs], np.int32)
-  return make_split(split, len(paths), names, paths, labels)
+  return make_split(split, len(pairs), class_names(root, wnids), np.array([p for p, _ in pairs]),
+                    np.array([index[w] for _, w in pairs], np.int32))
 
 
 def read_wnids(root):
