@@ -5,6 +5,8 @@ and, with --workdir, a run at step 0 (docs/design.md, "Weights in"):
         --caffemodel=bvlc_alexnet.caffemodel --mean=ilsvrc_2012_mean.binaryproto \
         [--synsets=synset_words.txt] --out=bvlc_alexnet.npz [--workdir=workdirs/bvlc_alexnet]
 """
+import pathlib
+
 import numpy as np
 from google.protobuf import text_format
 
@@ -23,18 +25,6 @@ CONV_GEOMETRY = {"conv1": (11, 4, 0, 1), "conv2": (5, 1, 2, 2), "conv3": (3, 1, 
 _KIND = {"Convolution": "conv", "LRN": "norm", "Pooling": "pool", "InnerProduct": "fc"}
 _IGNORED = ("Input", "Data", "ReLU", "Dropout", "Softmax", "SoftmaxWithLoss", "Accuracy",
             "Split", "Silence")
-
-
-def read_prototxt(path):
-  """The NetParameter of a text .prototxt; fields this reader does not know are skipped."""
-  with open(path) as f:
-    return text_format.Parse(f.read(), caffe_proto.NetParameter(), allow_unknown_field=True)
-
-
-def read_binary(path, message=None):
-  """A binary .caffemodel (NetParameter) or .binaryproto (message=caffe_proto.BlobProto)."""
-  with open(path, "rb") as f:
-    return (message or caffe_proto.NetParameter).FromString(f.read())
 
 
 def layers(net):
@@ -59,7 +49,7 @@ def blob_array(blob):
 
 def read_mean(path):
   """Caffe's mean image ([1, 3, H, W] BGR) as float32 [H, W, 3] RGB, the mean of this package."""
-  mean = blob_array(read_binary(path, caffe_proto.BlobProto))
+  mean = blob_array(caffe_proto.BlobProto.FromString(pathlib.Path(path).read_bytes()))
   mean = mean.reshape(mean.shape[-3:])
   if mean.shape[0] != 3:
     raise errors.ConfigError(f"{path}: a mean of shape {mean.shape}, not [1, 3, H, W] (BGR).")
@@ -68,21 +58,20 @@ def read_mean(path):
 
 def _structure(net):
   """{SEQUENCE name: layer message}, refusing any net that is not AlexNet's shape."""
-  found, counts = [], {}
+  found = []
   for name, kind, message in layers(net):
     if kind in _IGNORED:
       continue
     if kind not in _KIND:
       raise errors.ConfigError(f"Layer {name!r} of type {kind!r}: not a layer of AlexNet.")
-    counts[_KIND[kind]] = counts.get(_KIND[kind], 0) + 1
-    found.append((_KIND[kind], name, message))
-  kinds = [k for k, _, _ in found]
+    found.append((_KIND[kind], message))
+  kinds = [k for k, _ in found]
   want = [s.rstrip("0123456789") for s in SEQUENCE]
   if kinds != want:
     raise errors.ConfigError(
         f"The net's layers run {kinds}; AlexNet's run {want} (LRN before pooling: "
         "CaffeNet, which pools first, is another network).")
-  return {canonical: message for canonical, (_, _, message) in zip(SEQUENCE, found)}
+  return {canonical: message for canonical, (_, message) in zip(SEQUENCE, found)}
 
 
 def _decimal(x):
@@ -172,27 +161,28 @@ def model_config(net, mean_size=256):
 def convert(weights, model_cfg):
   """The global parameters (NumPy, tower axis first) of `weights` (a .caffemodel's
   NetParameter), laid out for `model_cfg` (model_config of the prototxt)."""
-  blobs = {name: [blob_array(b) for b in message.blobs] for name, _, message in layers(weights)}
-  structure = _structure_names(weights)
+  weighted = [m for _, kind, m in layers(weights) if kind in ("Convolution", "InnerProduct")]
+  if len(weighted) != len(alexnet.LAYERS):
+    raise errors.ConfigError(
+        f"The caffemodel has {len(weighted)} convolution and inner-product layers, "
+        f"not AlexNet's {len(alexnet.LAYERS)}.")
   shapes = alexnet.param_shapes(model_cfg)
   pool5 = alexnet.feature_map_sizes(model_cfg)["pool5"]
   params = {}
-  for layer in alexnet.LAYERS:
-    name = structure[layer]
-    if len(blobs.get(name, [])) != 2:
-      raise errors.ConfigError(
-          f"The caffemodel's {name!r} holds {len(blobs.get(name, []))} blobs, not "
-          "a weight and a bias.")
+  for layer, message in zip(alexnet.LAYERS, weighted):
+    if len(message.blobs) != 2:
+      raise errors.ConfigError(f"The caffemodel's {message.name!r} holds {len(message.blobs)} "
+                               "blobs, not a weight and a bias.")
     kernel_shape, bias_shape = shapes[layer]
     out_total = TOWERS * kernel_shape[-1]
-    w, b = blobs[name]
+    w, b = (blob_array(blob) for blob in message.blobs)
     if layer.startswith("conv"):
       w = w.reshape(out_total, kernel_shape[3], *kernel_shape[1:3])   # O, I/group, H, W.
       if layer == "conv1":
         w = w[:, ::-1]                                                # BGR -> RGB.
       kernel = w.reshape(TOWERS, -1, *w.shape[1:]).transpose(0, 3, 4, 2, 1)
     else:
-      transpose = weights_transposed(weights, name)
+      transpose = message.inner_product_param.transpose
       w = w.reshape((-1, out_total) if transpose else (out_total, -1))
       w = w.T if transpose else w                                     # [outputs, inputs].
       if layer == "fc6":   # C,H,W -> H,W,C: the order this network flattens pool5 in.
@@ -200,38 +190,21 @@ def convert(weights, model_cfg):
       kernel = w.reshape(TOWERS, -1, w.shape[1]).transpose(0, 2, 1)
     params[layer] = {"kernel": np.ascontiguousarray(kernel, np.float32),
                      "bias": b.reshape(bias_shape).astype(np.float32)}
-    if params[layer]["kernel"].shape != kernel_shape:
-      raise errors.ConfigError(
-          f"{name}: weights of shape {params[layer]['kernel'].shape} after the "
-          f"conversion, not {kernel_shape}.")
+    if kernel.shape != kernel_shape:
+      raise errors.ConfigError(f"{message.name}: weights of shape {kernel.shape} after the "
+                               f"conversion, not {kernel_shape}.")
   return params
-
-
-def _structure_names(weights):
-  """{this network's layer: the caffemodel's layer name}: the weighted layers in order."""
-  named = [name for name, kind, _ in layers(weights)
-           if kind in ("Convolution", "InnerProduct")]
-  if len(named) != len(alexnet.LAYERS):
-    raise errors.ConfigError(
-        f"The caffemodel has {len(named)} convolution and inner-product layers, "
-        f"not AlexNet's {len(alexnet.LAYERS)}.")
-  return dict(zip(alexnet.LAYERS, named))
-
-
-def weights_transposed(net, name):
-  for layer_name, _, message in layers(net):
-    if layer_name == name:
-      return bool(message.inner_product_param.transpose)
-  return False
 
 
 def read(prototxt, caffemodel, mean=None):
   """(config, params, mean image [R, R, 3] RGB or None) of Caffe's files."""
   mean_image = read_mean(mean) if mean else None
-  config = model_config(read_prototxt(prototxt),
-                        mean_image.shape[0] if mean_image is not None else 256)
-  params = convert(read_binary(caffemodel), config.model)
-  return config, params, mean_image
+  # The prototxt's fields this reader does not know are skipped.
+  net = text_format.Parse(pathlib.Path(prototxt).read_text(), caffe_proto.NetParameter(),
+                          allow_unknown_field=True)
+  config = model_config(net, mean_image.shape[0] if mean_image is not None else 256)
+  weights = caffe_proto.NetParameter.FromString(pathlib.Path(caffemodel).read_bytes())
+  return config, convert(weights, config.model), mean_image
 
 
 def read_synsets(path, num_classes):
