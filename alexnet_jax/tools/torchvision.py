@@ -35,38 +35,15 @@ def model_config(num_classes=1000):
   return config
 
 
-def mean_image(size=256):
-  """float32 [size, size, 3]: ImageNet's channel means on the 0-255 scale."""
-  return np.broadcast_to(255.0 * MEAN, (size, size, 3)).astype(np.float32)
-
-
-def _checked(state_dict):
-  """{torch name: float32 array}, refusing, by the first tensor, what is not AlexNet's."""
-  num_classes = None
-  arrays = {}
-  for layer, (module, shape) in LAYERS.items():
-    for leaf, want in ((".weight", shape), (".bias", shape[:1])):
-      name = module + leaf
-      if name not in state_dict:
-        raise errors.ConfigError(f"Not torchvision's AlexNet: no tensor {name!r} (of shape "
-                                 f"{list(want)}) in the state_dict.")
-      value = np.asarray(state_dict[name], np.float32)
-      if layer == "fc8":
-        num_classes = value.shape[0] if num_classes is None else num_classes
-        want = (num_classes,) + want[1:]
-      if value.shape != want:
-        raise errors.ConfigError(f"Not torchvision's AlexNet: {name!r} has shape "
-                                 f"{list(value.shape)}, not {list(want)}.")
-      arrays[name] = value
-  return arrays
-
-
 def convert(state_dict):
-  """This network's parameters (NumPy, a tower axis of 1) of torchvision's state_dict."""
-  arrays = _checked(state_dict)
+  """This network's parameters (NumPy, a tower axis of 1) of torchvision's state_dict, refusing,
+  by the first tensor, what is not AlexNet's."""
   params = {}
-  for layer, (module, _) in LAYERS.items():
-    w = arrays[module + ".weight"]
+  for layer, (module, shape) in LAYERS.items():
+    if layer == "fc8" and module + ".weight" in state_dict:  # Any number of classes.
+      shape = np.shape(state_dict[module + ".weight"])[:1] + shape[1:]
+    w, b = (_array(state_dict, module + leaf, want)
+            for leaf, want in ((".weight", shape), (".bias", shape[:1])))
     if layer.startswith("conv"):
       kernel = w.transpose(2, 3, 1, 0)                       # O,I,H,W -> H,W,I,O.
       if layer == "conv1":                                   # 1 / std_c, as the docstring says.
@@ -75,9 +52,19 @@ def convert(state_dict):
       if layer == "fc6":                                     # Inputs C,H,W -> H,W,C.
         w = w.reshape(w.shape[0], -1, POOL, POOL).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
       kernel = w.T                                           # [out, in] -> [in, out].
-    params[layer] = {"kernel": np.ascontiguousarray(kernel[None], np.float32),
-                     "bias": arrays[module + ".bias"][None]}
+    params[layer] = {"kernel": np.ascontiguousarray(kernel[None], np.float32), "bias": b[None]}
   return params
+
+
+def _array(state_dict, name, want):
+  if name not in state_dict:
+    raise errors.ConfigError(f"Not torchvision's AlexNet: no tensor {name!r} (of shape "
+                             f"{list(want)}) in the state_dict.")
+  value = np.asarray(state_dict[name], np.float32)
+  if value.shape != want:
+    raise errors.ConfigError(f"Not torchvision's AlexNet: {name!r} has shape "
+                             f"{list(value.shape)}, not {list(want)}.")
+  return value
 
 
 def read(path):
@@ -93,7 +80,8 @@ def read(path):
   if not isinstance(state_dict, dict):
     raise errors.ConfigError(f"{path} holds a {type(state_dict).__name__}, not a state_dict.")
   params = convert(state_dict)
-  return model_config(params["fc8"]["kernel"].shape[-1]), params, mean_image()
+  mean = np.broadcast_to(255.0 * MEAN, (256, 256, 3)).astype(np.float32)  # On the 0-255 scale.
+  return model_config(params["fc8"]["kernel"].shape[-1]), params, mean
 
 
 def main(argv):
