@@ -13,7 +13,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 from absl import app
 from absl import flags
 from PIL import Image, ImageDraw
@@ -21,7 +20,6 @@ from PIL import Image, ImageDraw
 from alexnet_jax import errors
 from alexnet_jax import parallel
 from alexnet_jax import progress
-from alexnet_jax import runtime
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
@@ -119,13 +117,9 @@ def _distances(queries_QD, batch_BD):
 def _query_features(extract, params, mesh, consts, queries, batch_size):
   out = []
   for start in range(0, len(queries), batch_size):
-    images = queries[start:start + batch_size]
-    rows = len(images)
-    padded = np.concatenate([images, np.zeros((batch_size - rows,) + images.shape[1:],
-                                               images.dtype)])
-    fc7 = extract(params, parallel.to_global(mesh, padded), consts)["fc7"]
-    out.append(np.asarray(jax.device_get(fc7))[:rows])
-  return jnp.asarray(np.concatenate(out))
+    images = common.padded(queries[start:start + batch_size], batch_size)
+    out.append(jax.device_get(extract(params, parallel.to_global(mesh, images), consts)["fc7"]))
+  return jnp.asarray(np.concatenate(out)[:len(queries)])
 
 
 def _merge(best_d, best_i, best_images, d_QB, index_B, images_B):
@@ -135,10 +129,9 @@ def _merge(best_d, best_i, best_images, d_QB, index_B, images_B):
   for q in range(best_d.shape[0]):
     dists = np.concatenate([best_d[q], d_QB[q]])
     order = np.argsort(dists, kind="stable")[:k]
-    old = best_images[q].copy()
-    pool = np.concatenate([best_i[q], index_B])
-    best_d[q], best_i[q] = dists[order], pool[order]
-    best_images[q] = np.stack([old[j] if j < k else images_B[j - k] for j in order])
+    best_d[q], best_i[q] = dists[order], np.concatenate([best_i[q], index_B])[order]
+    # np.stack copies the kept images out before the row is overwritten.
+    best_images[q] = np.stack([best_images[q, j] if j < k else images_B[j - k] for j in order])
 
 
 def fig4_image(queries, neighbours, distances, thumb=96):
@@ -166,21 +159,16 @@ def query_images(config, split_name, files, num):
   through the split (in a class-sorted folder: different classes)."""
   size = config.data.resize_size
   if files:
-    good, bad = common.readable(files)
+    _, bad = common.readable(files)
     if bad:
-      raise errors.ConfigError("".join(f"{p}: cannot be decoded: {m}\n" for p, m in bad).strip())
-    batches = common.decoded_batches(good, size, len(good), decoding.resize_of(config))
-    images = np.concatenate([b[:n] for b, n in batches])
-    return images, list(good)
+      raise errors.ConfigError("\n".join(f"{p}: cannot be decoded: {m}" for p, m in bad))
+    images, _ = next(common.decoded_batches(files, size, len(files), decoding.resize_of(config)))
+    return images, files
   split = sources.open_checked_split(config, split_name)
   picks = np.unique(np.linspace(0, split.num_examples - 1, num).round().astype(np.int64))
-  names = common.file_names(split)
-  images = []
-  for index in picks:
-    batch = next(common.image_batches(config, split, batch_size=1, start=int(index),
-                                      stop=int(index) + 1))
-    images.append(batch["image"][0])
-  return np.stack(images), [names[i] for i in picks]
+  images = [next(common.image_batches(config, split, batch_size=1, start=i, stop=i + 1))["image"][0]
+            for i in picks.tolist()]
+  return np.stack(images), [common.file_names(split)[i] for i in picks]
 
 
 def write_fig4(out, config, params, mesh, consts, *, files=(), num_queries=5, k=6,
@@ -208,8 +196,6 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   config = common.config_from_flags()
-  runtime.configure_jax(config.mesh.num_cpu_devices)
-  tf.config.set_visible_devices([], "GPU")
   source = common.source()
   config, params, step = trained_run.load_run(source, config=config)
   out = pathlib.Path(f.out)

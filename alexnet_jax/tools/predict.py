@@ -11,14 +11,12 @@ import sys
 
 import jax
 import numpy as np
-import tensorflow as tf
 from absl import app
 from absl import flags
 
 from alexnet_jax import errors
 from alexnet_jax import evaluate
 from alexnet_jax import parallel
-from alexnet_jax import runtime
 from alexnet_jax import steps
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import decoding
@@ -86,8 +84,6 @@ def main(argv):
     raise app.UsageError("Name one or more image files or folders after the flags.")
   f = flags.FLAGS
   config = common.config_from_flags()
-  runtime.configure_jax(config.mesh.num_cpu_devices)
-  tf.config.set_visible_devices([], "GPU")
   good, bad = common.readable(find_images(argv[1:]))
   for path, message in bad:
     print(f"{path}: cannot be decoded: {message}", file=sys.stderr)

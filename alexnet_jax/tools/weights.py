@@ -7,7 +7,6 @@ from absl import app
 from absl import flags
 
 from alexnet_jax import nets
-from alexnet_jax import runtime
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.tools import common
@@ -27,7 +26,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = common.config_from_flags()
-  runtime.configure_jax(config.mesh.num_cpu_devices)
   workdir = common.source()
   path, step, params = export(workdir, flags.FLAGS.out, config)
   count = nets.count_params(params)
