@@ -12,6 +12,7 @@ import pathlib
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 from alexnet_jax import errors
 from alexnet_jax import parallel
@@ -40,21 +41,9 @@ def is_weights_file(source):
 
 
 def flatten(params):
-  """{"conv1/kernel": NumPy array, ...} of a nested parameter dict (fetched from the devices)."""
-  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {"/".join(k.key for k in path): np.asarray(jax.device_get(leaf))
-          for path, leaf in leaves}
-
-
-def unflatten(flat):
-  params = {}
-  for name, value in flat.items():
-    *parents, leaf = name.split("/")
-    node = params
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return params
+  """{"conv1/kernel": NumPy array, ...} of a nested parameter dict, in jax's (sorted) order."""
+  flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+  return {name: np.asarray(flat[name]) for name in sorted(flat)}
 
 
 def save(path, params, *, config, class_names, step, mean=None):
@@ -90,7 +79,7 @@ def load(path):
   """(nested NumPy parameters, meta dict) of a file `save` wrote."""
   with _opened(path) as (f, meta):
     flat = {k: f[k] for k in f.files if k not in (META_KEY, MEAN_KEY)}
-  return unflatten(flat), meta
+  return traverse_util.unflatten_dict(flat, sep="/"), meta
 
 
 def load_meta(path):
@@ -179,29 +168,27 @@ def initial_params(config, fresh, mesh, log=print):
   if unknown:
     raise errors.ConfigError(f"config.init_reset names {unknown}, which the network does not have; "
                              f"its layers: {sorted(fresh)}.")
-  if source.endswith(".npz"):
+  if is_weights_file(source):
     loaded, meta = load(source)
   else:
     src_config, loaded, step = trained_run.load_step_dir(source, mesh)
     meta = {"model": src_config.model.to_dict(), "step": step}
-  _check_layers(source, fresh, loaded, reset)
-  _note_differences(source, meta["model"], config.model.to_dict(), log)
-  params = {}
-  for layer, leaves in fresh.items():
-    params[layer] = leaves if layer in reset else jax.tree.map(
-        lambda f, x: place(x, f.sharding), leaves, loaded[layer])
   kept = [layer for layer in fresh if layer not in reset]
+  _check_layers(source, fresh, loaded, kept)
+  _note_differences(source, meta["model"], config.model.to_dict(), log)
+  params = {layer: jax.tree.map(lambda f, x: place(x, f.sharding), leaves, loaded[layer])
+            if layer in kept else leaves for layer, leaves in fresh.items()}
   log(f"Initialised from {source} (step {meta.get('step')}): {', '.join(kept)}"
       + (f"; {', '.join(reset)} initialised afresh." if reset else "."))
   return params
 
 
-def _check_layers(source, fresh, loaded, reset):
-  missing = [layer for layer in fresh if layer not in reset and layer not in loaded]
+def _check_layers(source, fresh, loaded, kept):
+  missing = [layer for layer in kept if layer not in loaded]
   if missing:
     raise errors.ConfigError(
         f"config.init_from={source} has no {missing}: it holds {sorted(loaded)}.")
-  for layer in (layer for layer in fresh if layer not in reset):
+  for layer in kept:
     for leaf, value in fresh[layer].items():
       have = tuple(np.shape(loaded[layer].get(leaf)))
       if have != tuple(value.shape):
