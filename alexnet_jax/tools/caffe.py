@@ -8,9 +8,12 @@ and, with --workdir, a run at step 0 (docs/design.md, "Weights in"):
 import pathlib
 
 import numpy as np
+from absl import flags
 from google.protobuf import text_format
 
 from alexnet_jax import errors
+from alexnet_jax import runtime
+from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.configs import paper
 from alexnet_jax.nets import alexnet
 from alexnet_jax.tools import caffe_proto
@@ -218,36 +221,42 @@ def read_synsets(path, num_classes):
   return names
 
 
-def main(argv):
-  from absl import flags
-  from alexnet_jax import runtime
-  from alexnet_jax.checkpoints import weights_file
+def define_output_flags():
+  """The flags of what both importers (this one and tools/torchvision.py) write."""
+  flags.DEFINE_string("synsets", None, "synset_words.txt (Caffe's), for the class names.")
+  flags.DEFINE_string("out", None, "The weights .npz to write (config.init_from).", required=True)
+  flags.DEFINE_string("workdir", None, "Also write a run at step 0 here.")
 
-  del argv
+
+def write_outputs(config, params, mean, what):
+  """Both importers' end: the weights file at --out and, with --workdir, the run at step 0."""
   f = flags.FLAGS
-  config, params, mean = read(f.prototxt, f.caffemodel, f.mean)
   runtime.configure_jax(config.mesh.num_cpu_devices)
-  if mean is None:  # Caffe's mean_value: B, G, R.
-    rgb = [float(v) for v in f.mean_value][::-1]
-    mean = np.broadcast_to(np.asarray(rgb, np.float32), (config.data.resize_size,) * 2 + (3,))
   names = read_synsets(f.synsets, config.model.num_classes)
   path = weights_file.write_import(f.out, f.workdir, config, params, names, mean)
-  print(f"{f.caffemodel}: AlexNet at width {config.model.width}, {config.model.num_classes} "
-        f"classes, {config.model.image_size}x{config.model.image_size} crops -> {path}")
+  print(f"{what} -> {path}")
   if f.workdir:
     print(f"A run at step 0 in {f.workdir}: predict, features, figures and eval_only read it.")
 
 
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  config, params, mean = read(f.prototxt, f.caffemodel, f.mean)
+  if mean is None:  # Caffe's mean_value: B, G, R.
+    rgb = [float(v) for v in f.mean_value][::-1]
+    mean = np.broadcast_to(np.asarray(rgb, np.float32), (config.data.resize_size,) * 2 + (3,))
+  m = config.model
+  write_outputs(config, params, mean, f"{f.caffemodel}: AlexNet at width {m.width}, "
+                f"{m.num_classes} classes, {m.image_size}x{m.image_size} crops")
+
+
 if __name__ == "__main__":
   from absl import app
-  from absl import flags
   from alexnet_jax.faults import logs
   flags.DEFINE_string("prototxt", None, "Caffe's deploy.prototxt.", required=True)
   flags.DEFINE_string("caffemodel", None, "bvlc_alexnet.caffemodel.", required=True)
   flags.DEFINE_string("mean", None, "ilsvrc_2012_mean.binaryproto (BGR); or --mean_value.")
   flags.DEFINE_list("mean_value", ["104", "117", "123"], "B,G,R means without --mean.")
-  flags.DEFINE_string("synsets", None, "Caffe's synset_words.txt, for the class names.")
-  flags.DEFINE_string("out", None, "The weights .npz to write (config.init_from).",
-                      required=True)
-  flags.DEFINE_string("workdir", None, "Also write a run at step 0 here.")
+  define_output_flags()
   app.run(logs.one_line_errors(main, "tools.caffe"))

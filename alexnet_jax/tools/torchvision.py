@@ -3,16 +3,13 @@ file and, with --workdir, a run at step 0 (docs/design.md, "Weights in"):
 
     python -m alexnet_jax.tools.torchvision --weights=alexnet-owt-7be5be79.pth \
         [--synsets=synset_words.txt] --out=owt.npz [--workdir=workdirs/owt]
-
-The conversions that go wrong silently: kernels OIHW to HWIO (fc: out x in to in x out); fc6's
-columns from torch's (C, H, W) flattening of the 6x6 pool to this network's (H, W, C); RGB
-order kept (Caffe's files are BGR); the input scale, pixels 0-255 minus 255 x mean over
-255 x std, as the mean image, input_scale and conv1's per-channel factor.
 """
 import numpy as np
+from absl import flags
 
 from alexnet_jax import errors
 from alexnet_jax.configs import paper
+from alexnet_jax.tools import caffe
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -46,7 +43,7 @@ def convert(state_dict):
             for leaf, want in ((".weight", shape), (".bias", shape[:1])))
     if layer.startswith("conv"):
       kernel = w.transpose(2, 3, 1, 0)                       # O,I,H,W -> H,W,I,O.
-      if layer == "conv1":                                   # 1 / std_c, as the docstring says.
+      if layer == "conv1":  # x / std_c: input_scale's 1 / STD_MEAN, then STD_MEAN / std_c.
         kernel = kernel * (STD_MEAN / STD)[None, None, :, None]
     else:
       if layer == "fc6":                                     # Inputs C,H,W -> H,W,C.
@@ -85,29 +82,16 @@ def read(path):
 
 
 def main(argv):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.checkpoints import weights_file  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.tools import caffe  # pylint: disable=g-import-not-at-top
-
   del argv
-  f = flags.FLAGS
-  config, params, mean = read(f.weights)
-  runtime.configure_jax(config.mesh.num_cpu_devices)
-  names = caffe.read_synsets(f.synsets, config.model.num_classes)
-  path = weights_file.write_import(f.out, f.workdir, config, params, names, mean)
-  print(f"{f.weights}: AlexNet of 2014, {config.model.num_classes} classes -> {path}")
-  if f.workdir:
-    print(f"A run at step 0 in {f.workdir}: predict, features, figures and eval_only read it.")
+  config, params, mean = read(flags.FLAGS.weights)
+  caffe.write_outputs(config, params, mean, f"{flags.FLAGS.weights}: AlexNet of 2014, "
+                      f"{config.model.num_classes} classes")
 
 
 if __name__ == "__main__":
   from absl import app
-  from absl import flags
   from alexnet_jax.faults import logs
   flags.DEFINE_string("weights", None, "alexnet-owt-7be5be79.pth: a state_dict.", required=True)
-  flags.DEFINE_string("synsets", None, "synset_words.txt (as Caffe's), for the class names.")
-  flags.DEFINE_string("out", None, "The weights .npz to write (config.init_from).",
-                      required=True)
-  flags.DEFINE_string("workdir", None, "Also write a run at step 0 here.")
+  caffe.define_output_flags()
+  flags.adopt_module_key_flags(caffe)  # Listed by --help, as this command's own.
   app.run(logs.one_line_errors(main, "tools.torchvision"))
