@@ -77,14 +77,6 @@ def load_run(workdir, which=None, *, config=None, mesh=None):
   return config, restored["params"], step
 
 
-def load_step_dir(path, mesh=None):
-  """(config, params, step) of `<workdir>/checkpoints/<step>`, or of a workdir's latest step."""
-  path = paths.root(path)
-  if path.parent.name == "checkpoints" and path.name.isdigit():
-    return load_run(path.parent.parent, path.name, mesh=mesh)
-  return load_run(path, "latest", mesh=mesh)
-
-
 def _check_shapes(path, abstract, params):
   """Names the first array of the file that the network its meta describes has not."""
   have = {k: v.shape for k, v in weights_file.flatten(params).items()}

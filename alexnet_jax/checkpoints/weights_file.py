@@ -89,9 +89,8 @@ def load_meta(path):
 
 
 def write_run(workdir, config, params, class_names, mean, step=0):
-  """`params` as a run at `step` in `workdir` (config.json, classes.json, the mean, one
-  checkpoint), which predict, features, figures and eval_only read as a trained run. Sets
-  config.data.stats_file to the mean's MEAN_FILE, so that an evaluation subtracts it."""
+  """`params` as a run at `step` in `workdir` that the tools and eval_only read as a trained run,
+  config.data.stats_file the mean's MEAN_FILE, so that an evaluation subtracts it."""
   from alexnet_jax.data import stats  # TensorFlow: only when a run is written.
 
   workdir = paths.root(workdir)
@@ -118,9 +117,8 @@ def write_run(workdir, config, params, class_names, mean, step=0):
 
 
 def write_import(out, workdir, config, params, class_names, mean):
-  """An importer's outputs (tools/caffe.py, tools/torchvision.py): the weights file at `out`
-  and, with a `workdir`, the file as a run at step 0 there, which eval_only of the file reads
-  as the file's own. Returns the file's path."""
+  """An importer's weights file at `out` and, with a `workdir`, the file as a run at step 0
+  there, which eval_only of the file reads as the file's own."""
   path = save(out, params, config=config, class_names=class_names, step=0, mean=mean)
   if workdir:
     config.init_from = os.path.realpath(path)
@@ -159,9 +157,8 @@ def evaluation_start(config, workdir):
 
 
 def initial_params(config, fresh, mesh, log=print):
-  """The parameters a fine-tuning run starts from: config.init_from's, except the layers in
-  config.init_reset, which keep `fresh` (this run's own initialisation). Shapes must agree
-  layer by layer; a layer that differs (fc8 for another class count) must be reset."""
+  """Fine-tuning's start: config.init_from's parameters, but `fresh` (this run's initialisation)
+  in config.init_reset's layers, which a layer of another shape (fc8) must be among."""
   source = str(config.init_from)
   reset = [name.strip() for name in str(config.init_reset).split(",") if name.strip()]
   unknown = [name for name in reset if name not in fresh]
@@ -170,8 +167,11 @@ def initial_params(config, fresh, mesh, log=print):
                              f"its layers: {sorted(fresh)}.")
   if is_weights_file(source):
     loaded, meta = load(source)
-  else:
-    src_config, loaded, step = trained_run.load_step_dir(source, mesh)
+  else:  # A workdir's latest step, or one of its steps: <workdir>/checkpoints/<step>.
+    path = paths.root(source)
+    one = path.parent.name == "checkpoints" and path.name.isdigit()
+    src_config, loaded, step = trained_run.load_run(path.parent.parent if one else path,
+                                                    path.name if one else "latest", mesh=mesh)
     meta = {"model": src_config.model.to_dict(), "step": step}
   kept = [layer for layer in fresh if layer not in reset]
   _check_layers(source, fresh, loaded, kept)
@@ -208,8 +208,7 @@ def _note_differences(source, src_model, model, log):
 
 
 def place(value, sharding):
-  """A host array (every process holds all of it) or a device array, placed with `sharding`
-  (for loaded weights: the sharding of the parameter they replace)."""
+  """A host array (every process holds all of it) or a device array, placed with `sharding`."""
   if isinstance(value, jax.Array) and value.sharding == sharding:
     return value
   value = np.asarray(value, np.float32)

@@ -60,7 +60,7 @@ def read_mean(path):
 
 
 def _structure(net):
-  """{SEQUENCE name: layer message}, refusing any net that is not AlexNet's shape."""
+  """{SEQUENCE name: layer message}, refusing any net that is not AlexNet's shape and geometry."""
   found = []
   for name, kind, message in layers(net):
     if kind in _IGNORED:
@@ -74,20 +74,7 @@ def _structure(net):
     raise errors.ConfigError(
         f"The net's layers run {kinds}; AlexNet's run {want} (LRN before pooling: "
         "CaffeNet, which pools first, is another network).")
-  return {canonical: message for canonical, (_, message) in zip(SEQUENCE, found)}
-
-
-def _decimal(x):
-  """A float32 of the prototxt as the decimal it was written as (1e-4, not 9.9999997e-05), so
-  that the config equals configs/paper.py:caffe's where they agree."""
-  return float(f"{float(x):.7g}")
-
-
-def _first(repeated, single, default):
-  return repeated[0] if len(repeated) else (single or default)
-
-
-def _check_geometry(structure):
+  structure = {canonical: message for canonical, (_, message) in zip(SEQUENCE, found)}
   for name, (kernel, stride, pad, group) in CONV_GEOMETRY.items():
     p = structure[name].convolution_param
     got = (_first(p.kernel_size, p.kernel_h, 0), _first(p.stride, p.stride_h, 1),
@@ -102,6 +89,17 @@ def _check_geometry(structure):
   norms = [structure[n].lrn_param for n in ("norm1", "norm2")]
   if norms[0] != norms[1] or norms[0].norm_region != 0:
     raise errors.ConfigError("AlexNet's two LRN layers are the same, across channels.")
+  return structure
+
+
+def _decimal(x):
+  """A float32 of the prototxt as the decimal it was written as (1e-4, not 9.9999997e-05), so
+  that the config equals configs/paper.py:caffe's where they agree."""
+  return float(f"{float(x):.7g}")
+
+
+def _first(repeated, single, default):
+  return repeated[0] if len(repeated) else (single or default)
 
 
 def _check_tiling(model_cfg):
@@ -132,17 +130,15 @@ def model_config(net, mean_size=256):
   """configs/paper.py:caffe (what Caffe trained it with, for fine-tuning) with the network the
   prototxt describes: its width, classes, crop, LRN and pooling, LRN across the towers."""
   structure = _structure(net)
-  _check_geometry(structure)
   config = paper.get_config("caffe")
   m = config.model
-  total = structure["conv1"].convolution_param.num_output
-  m.width = total / (TOWERS * alexnet.TOWER_CHANNELS["conv1"])
+  m.width = structure["conv1"].convolution_param.num_output / (
+      TOWERS * alexnet.TOWER_CHANNELS["conv1"])
   m.num_classes = int(structure["fc8"].inner_product_param.num_output)
   m.image_size = _input_size(net)
   norm, pool = structure["norm1"].lrn_param, structure["pool1"].pooling_param
   m.update(norm="lrn", lrn_convention="caffe", lrn_across_towers=True, lrn_k=_decimal(norm.k),
-           lrn_n=int(norm.local_size), lrn_alpha=_decimal(norm.alpha),
-           lrn_beta=_decimal(norm.beta),
+           lrn_n=int(norm.local_size), lrn_alpha=_decimal(norm.alpha), lrn_beta=_decimal(norm.beta),
            pool_window=int(pool.kernel_size), pool_stride=int(pool.stride), activation="relu",
            dropout_scaling="inverted", input_scale=1.0)
   dropouts = [message.dropout_param.dropout_ratio for _, kind, message in layers(net)

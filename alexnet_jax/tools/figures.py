@@ -49,15 +49,6 @@ def fig3_layout(per_tower, columns=FIG3_COLUMNS, scale=FIG3_SCALE, size=11, towe
           origin)
 
 
-def scaled_kernel(kernel_HWC):
-  """uint8: the kernel mapped linearly from its own [min, max] onto [0, 255] (a constant
-  kernel is mid-grey)."""
-  low, high = float(kernel_HWC.min()), float(kernel_HWC.max())
-  if high == low:
-    return np.full(kernel_HWC.shape, 128, np.uint8)
-  return np.round(255.0 * (kernel_HWC - low) / (high - low)).astype(np.uint8)
-
-
 def fig3_image(conv1_kernel, scale=FIG3_SCALE):
   """uint8 [H, W, 3]: conv1's kernel [towers, kh, kw, 3, C] as figure 3 draws it (the 2014
   network's one column: its 64 kernels in 4 rows)."""
@@ -69,8 +60,10 @@ def fig3_image(conv1_kernel, scale=FIG3_SCALE):
   for tower in range(towers):
     for i in range(per_tower):
       y, x = origin(tower, i)
-      pixels = scaled_kernel(kernel[tower, :, :, :, i]).repeat(scale, 0).repeat(scale, 1)
-      image[y:y + cell, x:x + cell] = pixels
+      k = kernel[tower, :, :, :, i]
+      low, high = float(k.min()), float(k.max())  # Each from its own range; a constant one grey.
+      k = np.full(k.shape, 128) if high == low else np.round(255.0 * (k - low) / (high - low))
+      image[y:y + cell, x:x + cell] = k.astype(np.uint8).repeat(scale, 0).repeat(scale, 1)
   return image
 
 
@@ -91,7 +84,11 @@ def nearest_training_images(config, params, mesh, consts, queries, *, k=6, max_t
   query [Q, R, R, 3] in fc7 of the centre crops, streaming the training split once."""
   extract = features.make_extract(config, mesh, ["fc7"])
   batch_size = config.eval.batch_size
-  query_fc7 = _query_features(extract, params, mesh, consts, queries, batch_size)
+  fc7s = []
+  for start in range(0, len(queries), batch_size):
+    images = common.padded(queries[start:start + batch_size], batch_size)
+    fc7s.append(jax.device_get(extract(params, parallel.to_global(mesh, images), consts)["fc7"]))
+  query_fc7 = jnp.asarray(np.concatenate(fc7s)[:len(queries)])
   split = sources.open_checked_split(config, config.data.train_split)
   total = split.num_examples if not max_train else min(max_train, split.num_examples)
   best_d = np.full((len(queries), k), np.inf)
@@ -112,14 +109,6 @@ def _distances(queries_QD, batch_BD):
   """Euclidean distances [Q, B], from the differences themselves: an image compared with
   itself gives exactly 0 (the expanded |q|^2 + |x|^2 - 2qx would leave rounding error)."""
   return jnp.sqrt(jnp.sum(jnp.square(queries_QD[:, None, :] - batch_BD[None, :, :]), axis=-1))
-
-
-def _query_features(extract, params, mesh, consts, queries, batch_size):
-  out = []
-  for start in range(0, len(queries), batch_size):
-    images = common.padded(queries[start:start + batch_size], batch_size)
-    out.append(jax.device_get(extract(params, parallel.to_global(mesh, images), consts)["fc7"]))
-  return jnp.asarray(np.concatenate(out)[:len(queries)])
 
 
 def _merge(best_d, best_i, best_images, d_QB, index_B, images_B):
