@@ -32,67 +32,56 @@ _ENUMS = {
         ("THRESHOLD", 31)]},
 }
 
-# {message: [(field, number, type, repeated, default or None)]}: the fields tools/caffe.py
-# reads (and tests/caffe_files.py writes); Caffe's others are skipped on reading. "packed" marks
-# the packed repeated scalars; a type naming an enum of _ENUMS is written "Message.Enum".
+# {message: [(field, number, type[, label[, default]])]}: the fields tools/caffe.py reads (and
+# tests/caffe_files.py writes); Caffe's others are skipped on reading. The label is "repeated",
+# or "packed" for the packed repeated scalars; a default is Caffe's where it is not the type's
+# own (0, false). A type naming an enum of _ENUMS is written "Message.Enum".
 _R, _P = "repeated", "packed"
 _MESSAGES = {
-    "BlobShape": [("dim", 1, "int64", _P, None)],
-    "BlobProto": [("shape", 7, "BlobShape", None, None), ("data", 5, "float", _P, None),
-                  ("double_data", 8, "double", _P, None), ("num", 1, "int32", None, "0"),
-                  ("channels", 2, "int32", None, "0"), ("height", 3, "int32", None, "0"),
-                  ("width", 4, "int32", None, "0")],
+    "BlobShape": [("dim", 1, "int64", _P)],
+    "BlobProto": [("shape", 7, "BlobShape"), ("data", 5, "float", _P),
+                  ("double_data", 8, "double", _P), ("num", 1, "int32"), ("channels", 2, "int32"),
+                  ("height", 3, "int32"), ("width", 4, "int32")],
     "ConvolutionParameter": [
-        ("num_output", 1, "uint32", None, None), ("pad", 3, "uint32", _R, None),
-        ("kernel_size", 4, "uint32", _R, None), ("stride", 6, "uint32", _R, None),
-        ("pad_h", 9, "uint32", None, "0"), ("kernel_h", 11, "uint32", None, None),
-        ("stride_h", 13, "uint32", None, None), ("group", 5, "uint32", None, "1")],
+        ("num_output", 1, "uint32"), ("pad", 3, "uint32", _R), ("kernel_size", 4, "uint32", _R),
+        ("stride", 6, "uint32", _R), ("pad_h", 9, "uint32"), ("kernel_h", 11, "uint32"),
+        ("stride_h", 13, "uint32"), ("group", 5, "uint32", None, "1")],
     "DropoutParameter": [("dropout_ratio", 1, "float", None, "0.5")],
-    "InnerProductParameter": [("num_output", 1, "uint32", None, None),
-                              ("transpose", 6, "bool", None, "false")],
-    "InputParameter": [("shape", 1, "BlobShape", _R, None)],
+    "InnerProductParameter": [("num_output", 1, "uint32"), ("transpose", 6, "bool")],
+    "InputParameter": [("shape", 1, "BlobShape", _R)],
     "LRNParameter": [("local_size", 1, "uint32", None, "5"), ("alpha", 2, "float", None, "1"),
                      ("beta", 3, "float", None, "0.75"),
-                     ("norm_region", 4, "LRNParameter.NormRegion", None, None),
-                     ("k", 5, "float", None, "1")],
-    "PoolingParameter": [("pool", 1, "PoolingParameter.PoolMethod", None, None),
-                         ("pad", 4, "uint32", None, "0"), ("kernel_size", 2, "uint32", None, None),
-                         ("stride", 3, "uint32", None, "1")],
+                     ("norm_region", 4, "LRNParameter.NormRegion"), ("k", 5, "float", None, "1")],
+    "PoolingParameter": [("pool", 1, "PoolingParameter.PoolMethod"), ("pad", 4, "uint32"),
+                         ("kernel_size", 2, "uint32"), ("stride", 3, "uint32", None, "1")],
     "LayerParameter": [
-        ("name", 1, "string", None, None), ("type", 2, "string", None, None),
-        ("bottom", 3, "string", _R, None), ("top", 4, "string", _R, None),
-        ("blobs", 7, "BlobProto", _R, None),
-        ("convolution_param", 106, "ConvolutionParameter", None, None),
-        ("dropout_param", 108, "DropoutParameter", None, None),
-        ("inner_product_param", 117, "InnerProductParameter", None, None),
-        ("lrn_param", 118, "LRNParameter", None, None),
-        ("pooling_param", 121, "PoolingParameter", None, None),
-        ("input_param", 143, "InputParameter", None, None)],
+        ("name", 1, "string"), ("type", 2, "string"), ("bottom", 3, "string", _R),
+        ("top", 4, "string", _R), ("blobs", 7, "BlobProto", _R),
+        ("convolution_param", 106, "ConvolutionParameter"),
+        ("dropout_param", 108, "DropoutParameter"),
+        ("inner_product_param", 117, "InnerProductParameter"), ("lrn_param", 118, "LRNParameter"),
+        ("pooling_param", 121, "PoolingParameter"), ("input_param", 143, "InputParameter")],
     "V1LayerParameter": [
-        ("bottom", 2, "string", _R, None), ("top", 3, "string", _R, None),
-        ("name", 4, "string", None, None), ("type", 5, "V1LayerParameter.LayerType", None, None),
-        ("blobs", 6, "BlobProto", _R, None),
-        ("convolution_param", 10, "ConvolutionParameter", None, None),
-        ("dropout_param", 12, "DropoutParameter", None, None),
-        ("inner_product_param", 17, "InnerProductParameter", None, None),
-        ("lrn_param", 18, "LRNParameter", None, None),
-        ("pooling_param", 19, "PoolingParameter", None, None)],
+        ("bottom", 2, "string", _R), ("top", 3, "string", _R), ("name", 4, "string"),
+        ("type", 5, "V1LayerParameter.LayerType"), ("blobs", 6, "BlobProto", _R),
+        ("convolution_param", 10, "ConvolutionParameter"),
+        ("dropout_param", 12, "DropoutParameter"),
+        ("inner_product_param", 17, "InnerProductParameter"), ("lrn_param", 18, "LRNParameter"),
+        ("pooling_param", 19, "PoolingParameter")],
     "NetParameter": [
-        ("name", 1, "string", None, None), ("input", 3, "string", _R, None),
-        ("input_shape", 8, "BlobShape", _R, None), ("input_dim", 4, "int32", _R, None),
-        ("layer", 100, "LayerParameter", _R, None), ("layers", 2, "V1LayerParameter", _R, None)],
+        ("name", 1, "string"), ("input", 3, "string", _R), ("input_shape", 8, "BlobShape", _R),
+        ("input_dim", 4, "int32", _R), ("layer", 100, "LayerParameter", _R),
+        ("layers", 2, "V1LayerParameter", _R)],
 }
 
 
-def _field(name, number, kind, repeated, default):
-  f = _F(name=name, number=number,
-         label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL)
+def _field(name, number, kind, repeated=None, default=None):
+  f = _F(name=name, number=number, label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL)
   if kind in _SCALARS:
     f.type = _SCALARS[kind]
-  elif kind in _MESSAGES:
-    f.type, f.type_name = _F.TYPE_MESSAGE, f".{PACKAGE}.{kind}"
-  else:  # An enum: "Message.Enum".
-    f.type, f.type_name = _F.TYPE_ENUM, f".{PACKAGE}.{kind}"
+  else:  # A message of _MESSAGES, or an enum: "Message.Enum".
+    f.type = _F.TYPE_MESSAGE if kind in _MESSAGES else _F.TYPE_ENUM
+    f.type_name = f".{PACKAGE}.{kind}"
   if repeated == _P:
     f.options.packed = True
   if default is not None:
