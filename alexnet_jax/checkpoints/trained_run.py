@@ -21,9 +21,8 @@ from alexnet_jax.checkpoints import weights_file
 
 
 def read_config(source, overrides=None):
-  """The run's config.json (a weights file: its network and decoding, the rest at the paper's
-  defaults) as a ConfigDict, with the fields added since it was written at their defaults
-  (configs/paper.py) and `overrides` ({"eval.checkpoint": "best"}) applied."""
+  """The run's config.json (a weights file's network and decoding, the rest the paper's), the
+  fields added since at their defaults, `overrides` ({"eval.checkpoint": "best"}) applied."""
   if weights_file.is_weights_file(source):
     path = source
     meta, mean = weights_file.load_meta(source)
@@ -49,10 +48,8 @@ def read_config(source, overrides=None):
 
 
 def load_run(workdir, which=None, *, config=None, mesh=None):
-  """(config, params, step): the run's config (read_config's unless given), and the global
-  parameters of the step `which` names ("latest", "best" or a step; config.eval.checkpoint
-  by default), placed on `mesh` (parallel.make_mesh(config) by default) as training places them.
-  A weights file holds one step."""
+  """(config, params, step) of the step `which` names ("latest", "best", a step; by default
+  config.eval.checkpoint; a weights file holds one), placed on `mesh` as training places them."""
   config = read_config(workdir) if config is None else config
   mesh = parallel.make_mesh(config) if mesh is None else mesh
   # The global parameters' shapes, dtypes and shardings on `mesh`.
@@ -95,9 +92,8 @@ def class_names(source, config):
 
 
 def constants(source, config):
-  """The mean image and PCA basis the run used: stored in the workdir since it was trained
-  (report.write_run_files) or in the weights file (its mean; no colour noise at test time),
-  else computed from the dataset's statistics as training does."""
+  """The mean image and PCA basis the run used: the workdir's or the weights file's (its mean;
+  no colour noise at test time), else computed from the dataset's statistics as training does."""
   if weights_file.is_weights_file(source):
     mean = weights_file.load_meta(source)[1]
     size = config.data.resize_size

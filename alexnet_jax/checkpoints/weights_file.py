@@ -54,9 +54,8 @@ def save(path, params, *, config, class_names, step, mean=None):
   arrays = flatten(params)
   if mean is not None:
     arrays[MEAN_KEY] = np.asarray(mean, np.float32)
-  path = pathlib.Path(path)
   np.savez(path, **arrays, **{META_KEY: np.array(json.dumps(meta))})
-  return path
+  return pathlib.Path(path)
 
 
 @contextlib.contextmanager

@@ -103,9 +103,8 @@ def _first(repeated, single, default):
 
 
 def _check_tiling(model_cfg):
-  """Caffe rounds a convolution's output size down and a pooling's up; this network gives
-  conv1 cuda-convnet's size (conv1_overhang) and rounds pooling down. They agree where every
-  window tiles its input exactly, as at Caffe's 227."""
+  """Caffe rounds a convolution's output size down and a pooling's up, this network conv1's as
+  cuda-convnet (conv1_overhang) and pooling's down: they agree where every window tiles exactly."""
   size, sizes = model_cfg.image_size, alexnet.feature_map_sizes(model_cfg)
   pools = (sizes["conv1"], sizes["conv2"], sizes["conv5"])
   if alexnet.conv1_overhang(size) or any(
@@ -127,8 +126,7 @@ def _input_size(net):
 
 
 def model_config(net, mean_size=256):
-  """configs/paper.py:caffe (what Caffe trained it with, for fine-tuning) with the network the
-  prototxt describes: its width, classes, crop, LRN and pooling, LRN across the towers."""
+  """configs/paper.py:caffe (how Caffe trained it, for fine-tuning) with the prototxt's network."""
   structure = _structure(net)
   config = paper.get_config("caffe")
   m = config.model
@@ -158,8 +156,7 @@ def model_config(net, mean_size=256):
 
 
 def convert(weights, model_cfg):
-  """The global parameters (NumPy, tower axis first) of `weights` (a .caffemodel's
-  NetParameter), laid out for `model_cfg` (model_config of the prototxt)."""
+  """The global parameters (NumPy, tower axis first) of a .caffemodel's NetParameter."""
   weighted = [m for _, kind, m in layers(weights) if kind in ("Convolution", "InnerProduct")]
   if len(weighted) != len(alexnet.LAYERS):
     raise errors.ConfigError(

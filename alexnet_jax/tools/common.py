@@ -40,9 +40,8 @@ def config_from_flags():
 
 
 def decoded_batches(paths, size, batch_size, resize="antialias"):
-  """(uint8 [batch_size, size, size, 3], rows) batches of the images at `paths`, decoded as
-  the input pipeline decodes them (decoding.decode_and_centre_crop); the last batch is padded
-  with zeros and `rows` says how many rows are images. The paths must decode."""
+  """(uint8 [batch_size, size, size, 3], rows that are images) of `paths` (which must decode),
+  decoded as the input pipeline decodes them."""
   ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str)).map(
       lambda p: decoding.decode_and_centre_crop(tf.io.read_file(p), size, resize),
       num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)

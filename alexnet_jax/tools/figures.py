@@ -32,8 +32,6 @@ GAP = 2             # Pixels between cells; twice that between the towers.
 BACKGROUND = 255
 
 
-# Figure 3.
-
 def fig3_layout(per_tower, columns=FIG3_COLUMNS, scale=FIG3_SCALE, size=11, towers=2):
   """(height, width, origin(tower, i) -> (y, x)) of the grid of towers x `per_tower` kernels."""
   columns = min(columns, per_tower)
@@ -50,8 +48,7 @@ def fig3_layout(per_tower, columns=FIG3_COLUMNS, scale=FIG3_SCALE, size=11, towe
 
 
 def fig3_image(conv1_kernel, scale=FIG3_SCALE):
-  """uint8 [H, W, 3]: conv1's kernel [towers, kh, kw, 3, C] as figure 3 draws it (the 2014
-  network's one column: its 64 kernels in 4 rows)."""
+  """uint8 [H, W, 3]: conv1's kernel [towers, kh, kw, 3, C] as figure 3 draws it."""
   kernel = np.asarray(conv1_kernel, np.float32)
   towers, size, _, _, per_tower = kernel.shape
   height, width, origin = fig3_layout(per_tower, scale=scale, size=size, towers=towers)
@@ -76,8 +73,6 @@ def write_fig3(path, params):
   Image.fromarray(fig3_image(kernel)).save(path)
   return path
 
-
-# Figure 4.
 
 def nearest_training_images(config, params, mesh, consts, queries, *, k=6, max_train=0):
   """(distances [Q, k], training indices [Q, k], their images [Q, k, R, R, 3]) nearest each
@@ -143,7 +138,7 @@ def fig4_image(queries, neighbours, distances, thumb=96):
   return np.asarray(canvas)
 
 
-def query_images(config, split_name, files, num):
+def query_images(config, files, num):
   """(uint8 [Q, R, R, 3], names): the named files, or `num` evaluation images evenly spaced
   through the split (in a class-sorted folder: different classes)."""
   size = config.data.resize_size
@@ -153,7 +148,7 @@ def query_images(config, split_name, files, num):
       raise errors.ConfigError("\n".join(f"{p}: cannot be decoded: {m}" for p, m in bad))
     images, _ = next(common.decoded_batches(files, size, len(files), decoding.resize_of(config)))
     return images, files
-  split = sources.open_checked_split(config, split_name)
+  split = sources.open_checked_split(config, sources.eval_split_name(config))
   picks = np.unique(np.linspace(0, split.num_examples - 1, num).round().astype(np.int64))
   images = [next(common.image_batches(config, split, batch_size=1, start=i, stop=i + 1))["image"][0]
             for i in picks.tolist()]
@@ -163,8 +158,7 @@ def query_images(config, split_name, files, num):
 def write_fig4(out, config, params, mesh, consts, *, files=(), num_queries=5, k=6,
                max_train=0):
   """fig4.png and fig4.json (queries, neighbours' files and distances) in `out`."""
-  queries, names = query_images(config, sources.eval_split_name(config),
-                                list(files), num_queries)
+  queries, names = query_images(config, list(files), num_queries)
   d, idx, images = nearest_training_images(config, params, mesh, consts, queries, k=k,
                                            max_train=max_train)
   crop = config.model.image_size

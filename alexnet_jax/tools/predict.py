@@ -54,8 +54,7 @@ def logits(config, params, mesh, consts, paths, *, ten_crop=False, batch_size=No
                                              decoding.resize_of(config)):
     batch = eval_step(params, parallel.to_global(mesh, images), consts, ten_crop)
     out.append(np.asarray(jax.device_get(batch))[:rows])
-  num_classes = config.model.num_classes
-  return np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
+  return np.concatenate(out) if out else np.zeros((0, config.model.num_classes), np.float32)
 
 
 def probabilities(logits_array):

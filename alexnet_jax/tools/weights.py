@@ -13,8 +13,7 @@ from alexnet_jax.tools import common
 
 
 def export(workdir, out, config=None):
-  """Writes the step of `workdir` that config.eval.checkpoint names to `out`; returns (path,
-  step, params)."""
+  """(path, step, params): config.eval.checkpoint's step of `workdir` written to `out`."""
   config, params, step = trained_run.load_run(workdir, config=config)
   path = weights_file.save(out, params, config=config, step=step,
                            class_names=trained_run.class_names(workdir, config),
@@ -28,8 +27,7 @@ def main(argv):
   config = common.config_from_flags()
   workdir = common.source()
   path, step, params = export(workdir, flags.FLAGS.out, config)
-  count = nets.count_params(params)
-  print(f"Step {step} of {workdir}: {count:,} parameters -> {path}")
+  print(f"Step {step} of {workdir}: {nets.count_params(params):,} parameters -> {path}")
   for name, value in weights_file.flatten(params).items():
     print(f"  {name:<12} {str(value.shape):<24} {value.dtype}")
 
