@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import traverse_util
 
 from alexnet_jax import errors
 from alexnet_jax import nets
@@ -20,9 +21,8 @@ from alexnet_jax.checkpoints import weights_file
 
 
 def read_config(source, overrides=None):
-  """The run's config.json (a weights file: its network and decoding, the rest at the paper's
-  defaults) as a ConfigDict, with the fields added since it was written at their defaults
-  (configs/paper.py) and `overrides` ({"eval.checkpoint": "best"}) applied."""
+  """The run's config.json (a weights file's network and decoding, the rest the paper's), the
+  fields added since at their defaults, `overrides` ({"eval.checkpoint": "best"}) applied."""
   if weights_file.is_weights_file(source):
     path = source
     meta, mean = weights_file.load_meta(source)
@@ -33,31 +33,31 @@ def read_config(source, overrides=None):
   else:
     path = paths.file(source, paths.CONFIG)
     if not path.exists():
-      raise errors.MissingFileError(
-          f"No {path}: --workdir must be a training run's folder (the one "
-          "given to alexnet_jax.main), which holds config.json and "
-          "checkpoints/.")
+      raise errors.MissingFileError(f"No {path}: --workdir must be a training run's folder (the "
+                                    "one given to alexnet_jax.main), which holds config.json and "
+                                    "checkpoints/.")
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
   compatibility.upgrade(config)
-  for name, value in (overrides or {}).items():
+  for name in overrides or {}:
     if name.startswith("model.") and name != "model.dtype":
       raise errors.ConfigError(
           f"--config.{name}: the network's fields come from {path}, the config the "
           "checkpoint was trained with; only config.model.dtype may change.")
-    _set(config, name, value)
+  config.update_from_flattened_dict(overrides or {})
   return config
 
 
 def load_run(workdir, which=None, *, config=None, mesh=None):
-  """(config, params, step): the run's config (read_config's unless given), and the global
-  parameters of the step `which` names ("latest", "best" or a step; config.eval.checkpoint
-  by default), placed on `mesh` (parallel.make_mesh(config) by default) as training places them.
-  A weights file holds one step."""
+  """(config, params, step) of the step `which` names ("latest", "best", a step; by default
+  config.eval.checkpoint; a weights file holds one), placed on `mesh` as training places them."""
   config = read_config(workdir) if config is None else config
   mesh = parallel.make_mesh(config) if mesh is None else mesh
+  # The global parameters' shapes, dtypes and shardings on `mesh`.
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          nets.abstract_params(config.model),
+                          parallel.layout(config, mesh).param_shardings)
   if weights_file.is_weights_file(workdir):
     params, meta = weights_file.load(workdir)
-    abstract = abstract_params(config, mesh)
     _check_shapes(workdir, abstract, params)
     return config, jax.tree.map(lambda a, x: weights_file.place(x, a.sharding), abstract,
                                 params), meta["step"]
@@ -66,36 +66,18 @@ def load_run(workdir, which=None, *, config=None, mesh=None):
   mgr = manager.create(workdir, read_only=True)
   try:
     step = manager.resolve_step(mgr, which)
-    params = abstract_params(config, mesh)
     state = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=parallel.replicated(mesh)),
-             "params": params, "momentum": params}  # The train state's tree, as saved.
+             "params": abstract, "momentum": abstract}  # The train state's tree, as saved.
     restored, _ = manager.restore(mgr, step, state)
   finally:
     mgr.close()
   return config, restored["params"], step
 
 
-def load_step_dir(path, mesh=None):
-  """(config, params, step) of `<workdir>/checkpoints/<step>`, or of a workdir's latest step."""
-  path = paths.root(path)
-  if path.parent.name == "checkpoints" and path.name.isdigit():
-    return load_run(path.parent.parent, path.name, mesh=mesh)
-  return load_run(path, "latest", mesh=mesh)
-
-
-def abstract_params(config, mesh):
-  """The global parameters' shapes, dtypes and shardings on `mesh`."""
-  shapes = nets.abstract_params(config.model)
-  shardings = parallel.layout(config, mesh).param_shardings
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      shapes, shardings)
-
-
 def _check_shapes(path, abstract, params):
   """Names the first array of the file that the network its meta describes has not."""
   have = {k: v.shape for k, v in weights_file.flatten(params).items()}
-  want = {"/".join(k.key for k in p): tuple(x.shape)
-          for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+  want = {k: v.shape for k, v in traverse_util.flatten_dict(abstract, sep="/").items()}
   for name in sorted(want.keys() | have.keys()):
     if have.get(name) != want.get(name):
       raise errors.ConfigError(f"{path}: {name} has shape {have.get(name)} there, but "
@@ -110,9 +92,8 @@ def class_names(source, config):
 
 
 def constants(source, config):
-  """The mean image and PCA basis the run used: stored in the workdir since it was trained
-  (report.write_run_files) or in the weights file (its mean; no colour noise at test time),
-  else computed from the dataset's statistics as training does."""
+  """The mean image and PCA basis the run used: the workdir's or the weights file's (its mean;
+  no colour noise at test time), else computed from the dataset's statistics as training does."""
   if weights_file.is_weights_file(source):
     mean = weights_file.load_meta(source)[1]
     size = config.data.resize_size
@@ -120,10 +101,3 @@ def constants(source, config):
             "pca": np.zeros((3, 3), np.float32)}
   stored = report.read_constants(source)
   return stored if stored is not None else preprocess.constants(config)
-
-
-def _set(config, dotted, value):
-  *parents, leaf = dotted.split(".")
-  for name in parents:
-    config = config[name]
-  config[leaf] = value

@@ -12,6 +12,7 @@ import pathlib
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 from alexnet_jax import errors
 from alexnet_jax import parallel
@@ -40,21 +41,9 @@ def is_weights_file(source):
 
 
 def flatten(params):
-  """{"conv1/kernel": NumPy array, ...} of a nested parameter dict (fetched from the devices)."""
-  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {"/".join(k.key for k in path): np.asarray(jax.device_get(leaf))
-          for path, leaf in leaves}
-
-
-def unflatten(flat):
-  params = {}
-  for name, value in flat.items():
-    *parents, leaf = name.split("/")
-    node = params
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return params
+  """{"conv1/kernel": NumPy array, ...} of a nested parameter dict, in jax's (sorted) order."""
+  flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+  return {name: np.asarray(flat[name]) for name in sorted(flat)}
 
 
 def save(path, params, *, config, class_names, step, mean=None):
@@ -65,9 +54,8 @@ def save(path, params, *, config, class_names, step, mean=None):
   arrays = flatten(params)
   if mean is not None:
     arrays[MEAN_KEY] = np.asarray(mean, np.float32)
-  path = pathlib.Path(path)
   np.savez(path, **arrays, **{META_KEY: np.array(json.dumps(meta))})
-  return path
+  return pathlib.Path(path)
 
 
 @contextlib.contextmanager
@@ -90,7 +78,7 @@ def load(path):
   """(nested NumPy parameters, meta dict) of a file `save` wrote."""
   with _opened(path) as (f, meta):
     flat = {k: f[k] for k in f.files if k not in (META_KEY, MEAN_KEY)}
-  return unflatten(flat), meta
+  return traverse_util.unflatten_dict(flat, sep="/"), meta
 
 
 def load_meta(path):
@@ -100,9 +88,8 @@ def load_meta(path):
 
 
 def write_run(workdir, config, params, class_names, mean, step=0):
-  """`params` as a run at `step` in `workdir` (config.json, classes.json, the mean, one
-  checkpoint), which predict, features, figures and eval_only read as a trained run. Sets
-  config.data.stats_file to the mean's MEAN_FILE, so that an evaluation subtracts it."""
+  """`params` as a run at `step` in `workdir` that the tools and eval_only read as a trained run,
+  config.data.stats_file the mean's MEAN_FILE, so that an evaluation subtracts it."""
   from alexnet_jax.data import stats  # TensorFlow: only when a run is written.
 
   workdir = paths.root(workdir)
@@ -129,9 +116,8 @@ def write_run(workdir, config, params, class_names, mean, step=0):
 
 
 def write_import(out, workdir, config, params, class_names, mean):
-  """An importer's outputs (tools/caffe.py, tools/torchvision.py): the weights file at `out`
-  and, with a `workdir`, the file as a run at step 0 there, which eval_only of the file reads
-  as the file's own. Returns the file's path."""
+  """An importer's weights file at `out` and, with a `workdir`, the file as a run at step 0
+  there, which eval_only of the file reads as the file's own."""
   path = save(out, params, config=config, class_names=class_names, step=0, mean=mean)
   if workdir:
     config.init_from = os.path.realpath(path)
@@ -170,38 +156,38 @@ def evaluation_start(config, workdir):
 
 
 def initial_params(config, fresh, mesh, log=print):
-  """The parameters a fine-tuning run starts from: config.init_from's, except the layers in
-  config.init_reset, which keep `fresh` (this run's own initialisation). Shapes must agree
-  layer by layer; a layer that differs (fc8 for another class count) must be reset."""
+  """Fine-tuning's start: config.init_from's parameters, but `fresh` (this run's initialisation)
+  in config.init_reset's layers, which a layer of another shape (fc8) must be among."""
   source = str(config.init_from)
   reset = [name.strip() for name in str(config.init_reset).split(",") if name.strip()]
   unknown = [name for name in reset if name not in fresh]
   if unknown:
     raise errors.ConfigError(f"config.init_reset names {unknown}, which the network does not have; "
                              f"its layers: {sorted(fresh)}.")
-  if source.endswith(".npz"):
+  if is_weights_file(source):
     loaded, meta = load(source)
-  else:
-    src_config, loaded, step = trained_run.load_step_dir(source, mesh)
+  else:  # A workdir's latest step, or one of its steps: <workdir>/checkpoints/<step>.
+    path = paths.root(source)
+    one = path.parent.name == "checkpoints" and path.name.isdigit()
+    src_config, loaded, step = trained_run.load_run(path.parent.parent if one else path,
+                                                    path.name if one else "latest", mesh=mesh)
     meta = {"model": src_config.model.to_dict(), "step": step}
-  _check_layers(source, fresh, loaded, reset)
-  _note_differences(source, meta["model"], config.model.to_dict(), log)
-  params = {}
-  for layer, leaves in fresh.items():
-    params[layer] = leaves if layer in reset else jax.tree.map(
-        lambda f, x: place(x, f.sharding), leaves, loaded[layer])
   kept = [layer for layer in fresh if layer not in reset]
+  _check_layers(source, fresh, loaded, kept)
+  _note_differences(source, meta["model"], config.model.to_dict(), log)
+  params = {layer: jax.tree.map(lambda f, x: place(x, f.sharding), leaves, loaded[layer])
+            if layer in kept else leaves for layer, leaves in fresh.items()}
   log(f"Initialised from {source} (step {meta.get('step')}): {', '.join(kept)}"
       + (f"; {', '.join(reset)} initialised afresh." if reset else "."))
   return params
 
 
-def _check_layers(source, fresh, loaded, reset):
-  missing = [layer for layer in fresh if layer not in reset and layer not in loaded]
+def _check_layers(source, fresh, loaded, kept):
+  missing = [layer for layer in kept if layer not in loaded]
   if missing:
     raise errors.ConfigError(
         f"config.init_from={source} has no {missing}: it holds {sorted(loaded)}.")
-  for layer in (layer for layer in fresh if layer not in reset):
+  for layer in kept:
     for leaf, value in fresh[layer].items():
       have = tuple(np.shape(loaded[layer].get(leaf)))
       if have != tuple(value.shape):
@@ -221,8 +207,7 @@ def _note_differences(source, src_model, model, log):
 
 
 def place(value, sharding):
-  """A host array (every process holds all of it) or a device array, placed with `sharding`
-  (for loaded weights: the sharding of the parameter they replace)."""
+  """A host array (every process holds all of it) or a device array, placed with `sharding`."""
   if isinstance(value, jax.Array) and value.sharding == sharding:
     return value
   value = np.asarray(value, np.float32)

@@ -5,10 +5,15 @@ and, with --workdir, a run at step 0 (docs/design.md, "Weights in"):
         --caffemodel=bvlc_alexnet.caffemodel --mean=ilsvrc_2012_mean.binaryproto \
         [--synsets=synset_words.txt] --out=bvlc_alexnet.npz [--workdir=workdirs/bvlc_alexnet]
 """
+import pathlib
+
 import numpy as np
+from absl import flags
 from google.protobuf import text_format
 
 from alexnet_jax import errors
+from alexnet_jax import runtime
+from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.configs import paper
 from alexnet_jax.nets import alexnet
 from alexnet_jax.tools import caffe_proto
@@ -23,18 +28,6 @@ CONV_GEOMETRY = {"conv1": (11, 4, 0, 1), "conv2": (5, 1, 2, 2), "conv3": (3, 1, 
 _KIND = {"Convolution": "conv", "LRN": "norm", "Pooling": "pool", "InnerProduct": "fc"}
 _IGNORED = ("Input", "Data", "ReLU", "Dropout", "Softmax", "SoftmaxWithLoss", "Accuracy",
             "Split", "Silence")
-
-
-def read_prototxt(path):
-  """The NetParameter of a text .prototxt; fields this reader does not know are skipped."""
-  with open(path) as f:
-    return text_format.Parse(f.read(), caffe_proto.NetParameter(), allow_unknown_field=True)
-
-
-def read_binary(path, message=None):
-  """A binary .caffemodel (NetParameter) or .binaryproto (message=caffe_proto.BlobProto)."""
-  with open(path, "rb") as f:
-    return (message or caffe_proto.NetParameter).FromString(f.read())
 
 
 def layers(net):
@@ -59,7 +52,7 @@ def blob_array(blob):
 
 def read_mean(path):
   """Caffe's mean image ([1, 3, H, W] BGR) as float32 [H, W, 3] RGB, the mean of this package."""
-  mean = blob_array(read_binary(path, caffe_proto.BlobProto))
+  mean = blob_array(caffe_proto.BlobProto.FromString(pathlib.Path(path).read_bytes()))
   mean = mean.reshape(mean.shape[-3:])
   if mean.shape[0] != 3:
     raise errors.ConfigError(f"{path}: a mean of shape {mean.shape}, not [1, 3, H, W] (BGR).")
@@ -67,35 +60,21 @@ def read_mean(path):
 
 
 def _structure(net):
-  """{SEQUENCE name: layer message}, refusing any net that is not AlexNet's shape."""
-  found, counts = [], {}
+  """{SEQUENCE name: layer message}, refusing any net that is not AlexNet's shape and geometry."""
+  found = []
   for name, kind, message in layers(net):
     if kind in _IGNORED:
       continue
     if kind not in _KIND:
       raise errors.ConfigError(f"Layer {name!r} of type {kind!r}: not a layer of AlexNet.")
-    counts[_KIND[kind]] = counts.get(_KIND[kind], 0) + 1
-    found.append((_KIND[kind], name, message))
-  kinds = [k for k, _, _ in found]
+    found.append((_KIND[kind], message))
+  kinds = [k for k, _ in found]
   want = [s.rstrip("0123456789") for s in SEQUENCE]
   if kinds != want:
     raise errors.ConfigError(
         f"The net's layers run {kinds}; AlexNet's run {want} (LRN before pooling: "
         "CaffeNet, which pools first, is another network).")
-  return {canonical: message for canonical, (_, _, message) in zip(SEQUENCE, found)}
-
-
-def _decimal(x):
-  """A float32 of the prototxt as the decimal it was written as (1e-4, not 9.9999997e-05), so
-  that the config equals configs/paper.py:caffe's where they agree."""
-  return float(f"{float(x):.7g}")
-
-
-def _first(repeated, single, default):
-  return repeated[0] if len(repeated) else (single or default)
-
-
-def _check_geometry(structure):
+  structure = {canonical: message for canonical, (_, message) in zip(SEQUENCE, found)}
   for name, (kernel, stride, pad, group) in CONV_GEOMETRY.items():
     p = structure[name].convolution_param
     got = (_first(p.kernel_size, p.kernel_h, 0), _first(p.stride, p.stride_h, 1),
@@ -110,12 +89,22 @@ def _check_geometry(structure):
   norms = [structure[n].lrn_param for n in ("norm1", "norm2")]
   if norms[0] != norms[1] or norms[0].norm_region != 0:
     raise errors.ConfigError("AlexNet's two LRN layers are the same, across channels.")
+  return structure
+
+
+def _decimal(x):
+  """A float32 of the prototxt as the decimal it was written as (1e-4, not 9.9999997e-05), so
+  that the config equals configs/paper.py:caffe's where they agree."""
+  return float(f"{float(x):.7g}")
+
+
+def _first(repeated, single, default):
+  return repeated[0] if len(repeated) else (single or default)
 
 
 def _check_tiling(model_cfg):
-  """Caffe rounds a convolution's output size down and a pooling's up; this network gives
-  conv1 cuda-convnet's size (conv1_overhang) and rounds pooling down. They agree where every
-  window tiles its input exactly, as at Caffe's 227."""
+  """Caffe rounds a convolution's output size down and a pooling's up, this network conv1's as
+  cuda-convnet (conv1_overhang) and pooling's down: they agree where every window tiles exactly."""
   size, sizes = model_cfg.image_size, alexnet.feature_map_sizes(model_cfg)
   pools = (sizes["conv1"], sizes["conv2"], sizes["conv5"])
   if alexnet.conv1_overhang(size) or any(
@@ -137,20 +126,17 @@ def _input_size(net):
 
 
 def model_config(net, mean_size=256):
-  """configs/paper.py:caffe (what Caffe trained it with, for fine-tuning) with the network the
-  prototxt describes: its width, classes, crop, LRN and pooling, LRN across the towers."""
+  """configs/paper.py:caffe (how Caffe trained it, for fine-tuning) with the prototxt's network."""
   structure = _structure(net)
-  _check_geometry(structure)
   config = paper.get_config("caffe")
   m = config.model
-  total = structure["conv1"].convolution_param.num_output
-  m.width = total / (TOWERS * alexnet.TOWER_CHANNELS["conv1"])
+  m.width = structure["conv1"].convolution_param.num_output / (
+      TOWERS * alexnet.TOWER_CHANNELS["conv1"])
   m.num_classes = int(structure["fc8"].inner_product_param.num_output)
   m.image_size = _input_size(net)
   norm, pool = structure["norm1"].lrn_param, structure["pool1"].pooling_param
   m.update(norm="lrn", lrn_convention="caffe", lrn_across_towers=True, lrn_k=_decimal(norm.k),
-           lrn_n=int(norm.local_size), lrn_alpha=_decimal(norm.alpha),
-           lrn_beta=_decimal(norm.beta),
+           lrn_n=int(norm.local_size), lrn_alpha=_decimal(norm.alpha), lrn_beta=_decimal(norm.beta),
            pool_window=int(pool.kernel_size), pool_stride=int(pool.stride), activation="relu",
            dropout_scaling="inverted", input_scale=1.0)
   dropouts = [message.dropout_param.dropout_ratio for _, kind, message in layers(net)
@@ -170,29 +156,29 @@ def model_config(net, mean_size=256):
 
 
 def convert(weights, model_cfg):
-  """The global parameters (NumPy, tower axis first) of `weights` (a .caffemodel's
-  NetParameter), laid out for `model_cfg` (model_config of the prototxt)."""
-  blobs = {name: [blob_array(b) for b in message.blobs] for name, _, message in layers(weights)}
-  structure = _structure_names(weights)
+  """The global parameters (NumPy, tower axis first) of a .caffemodel's NetParameter."""
+  weighted = [m for _, kind, m in layers(weights) if kind in ("Convolution", "InnerProduct")]
+  if len(weighted) != len(alexnet.LAYERS):
+    raise errors.ConfigError(
+        f"The caffemodel has {len(weighted)} convolution and inner-product layers, "
+        f"not AlexNet's {len(alexnet.LAYERS)}.")
   shapes = alexnet.param_shapes(model_cfg)
   pool5 = alexnet.feature_map_sizes(model_cfg)["pool5"]
   params = {}
-  for layer in alexnet.LAYERS:
-    name = structure[layer]
-    if len(blobs.get(name, [])) != 2:
-      raise errors.ConfigError(
-          f"The caffemodel's {name!r} holds {len(blobs.get(name, []))} blobs, not "
-          "a weight and a bias.")
+  for layer, message in zip(alexnet.LAYERS, weighted):
+    if len(message.blobs) != 2:
+      raise errors.ConfigError(f"The caffemodel's {message.name!r} holds {len(message.blobs)} "
+                               "blobs, not a weight and a bias.")
     kernel_shape, bias_shape = shapes[layer]
     out_total = TOWERS * kernel_shape[-1]
-    w, b = blobs[name]
+    w, b = (blob_array(blob) for blob in message.blobs)
     if layer.startswith("conv"):
       w = w.reshape(out_total, kernel_shape[3], *kernel_shape[1:3])   # O, I/group, H, W.
       if layer == "conv1":
         w = w[:, ::-1]                                                # BGR -> RGB.
       kernel = w.reshape(TOWERS, -1, *w.shape[1:]).transpose(0, 3, 4, 2, 1)
     else:
-      transpose = weights_transposed(weights, name)
+      transpose = message.inner_product_param.transpose
       w = w.reshape((-1, out_total) if transpose else (out_total, -1))
       w = w.T if transpose else w                                     # [outputs, inputs].
       if layer == "fc6":   # C,H,W -> H,W,C: the order this network flattens pool5 in.
@@ -200,38 +186,21 @@ def convert(weights, model_cfg):
       kernel = w.reshape(TOWERS, -1, w.shape[1]).transpose(0, 2, 1)
     params[layer] = {"kernel": np.ascontiguousarray(kernel, np.float32),
                      "bias": b.reshape(bias_shape).astype(np.float32)}
-    if params[layer]["kernel"].shape != kernel_shape:
-      raise errors.ConfigError(
-          f"{name}: weights of shape {params[layer]['kernel'].shape} after the "
-          f"conversion, not {kernel_shape}.")
+    if kernel.shape != kernel_shape:
+      raise errors.ConfigError(f"{message.name}: weights of shape {kernel.shape} after the "
+                               f"conversion, not {kernel_shape}.")
   return params
-
-
-def _structure_names(weights):
-  """{this network's layer: the caffemodel's layer name}: the weighted layers in order."""
-  named = [name for name, kind, _ in layers(weights)
-           if kind in ("Convolution", "InnerProduct")]
-  if len(named) != len(alexnet.LAYERS):
-    raise errors.ConfigError(
-        f"The caffemodel has {len(named)} convolution and inner-product layers, "
-        f"not AlexNet's {len(alexnet.LAYERS)}.")
-  return dict(zip(alexnet.LAYERS, named))
-
-
-def weights_transposed(net, name):
-  for layer_name, _, message in layers(net):
-    if layer_name == name:
-      return bool(message.inner_product_param.transpose)
-  return False
 
 
 def read(prototxt, caffemodel, mean=None):
   """(config, params, mean image [R, R, 3] RGB or None) of Caffe's files."""
   mean_image = read_mean(mean) if mean else None
-  config = model_config(read_prototxt(prototxt),
-                        mean_image.shape[0] if mean_image is not None else 256)
-  params = convert(read_binary(caffemodel), config.model)
-  return config, params, mean_image
+  # The prototxt's fields this reader does not know are skipped.
+  net = text_format.Parse(pathlib.Path(prototxt).read_text(), caffe_proto.NetParameter(),
+                          allow_unknown_field=True)
+  config = model_config(net, mean_image.shape[0] if mean_image is not None else 256)
+  weights = caffe_proto.NetParameter.FromString(pathlib.Path(caffemodel).read_bytes())
+  return config, convert(weights, config.model), mean_image
 
 
 def read_synsets(path, num_classes):
@@ -245,36 +214,42 @@ def read_synsets(path, num_classes):
   return names
 
 
-def main(argv):
-  from absl import flags
-  from alexnet_jax import runtime
-  from alexnet_jax.checkpoints import weights_file
+def define_output_flags():
+  """The flags of what both importers (this one and tools/torchvision.py) write."""
+  flags.DEFINE_string("synsets", None, "synset_words.txt (Caffe's), for the class names.")
+  flags.DEFINE_string("out", None, "The weights .npz to write (config.init_from).", required=True)
+  flags.DEFINE_string("workdir", None, "Also write a run at step 0 here.")
 
-  del argv
+
+def write_outputs(config, params, mean, what):
+  """Both importers' end: the weights file at --out and, with --workdir, the run at step 0."""
   f = flags.FLAGS
-  config, params, mean = read(f.prototxt, f.caffemodel, f.mean)
   runtime.configure_jax(config.mesh.num_cpu_devices)
-  if mean is None:  # Caffe's mean_value: B, G, R.
-    rgb = [float(v) for v in f.mean_value][::-1]
-    mean = np.broadcast_to(np.asarray(rgb, np.float32), (config.data.resize_size,) * 2 + (3,))
   names = read_synsets(f.synsets, config.model.num_classes)
   path = weights_file.write_import(f.out, f.workdir, config, params, names, mean)
-  print(f"{f.caffemodel}: AlexNet at width {config.model.width}, {config.model.num_classes} "
-        f"classes, {config.model.image_size}x{config.model.image_size} crops -> {path}")
+  print(f"{what} -> {path}")
   if f.workdir:
     print(f"A run at step 0 in {f.workdir}: predict, features, figures and eval_only read it.")
 
 
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  config, params, mean = read(f.prototxt, f.caffemodel, f.mean)
+  if mean is None:  # Caffe's mean_value: B, G, R.
+    rgb = [float(v) for v in f.mean_value][::-1]
+    mean = np.broadcast_to(np.asarray(rgb, np.float32), (config.data.resize_size,) * 2 + (3,))
+  m = config.model
+  write_outputs(config, params, mean, f"{f.caffemodel}: AlexNet at width {m.width}, "
+                f"{m.num_classes} classes, {m.image_size}x{m.image_size} crops")
+
+
 if __name__ == "__main__":
   from absl import app
-  from absl import flags
   from alexnet_jax.faults import logs
   flags.DEFINE_string("prototxt", None, "Caffe's deploy.prototxt.", required=True)
   flags.DEFINE_string("caffemodel", None, "bvlc_alexnet.caffemodel.", required=True)
   flags.DEFINE_string("mean", None, "ilsvrc_2012_mean.binaryproto (BGR); or --mean_value.")
   flags.DEFINE_list("mean_value", ["104", "117", "123"], "B,G,R means without --mean.")
-  flags.DEFINE_string("synsets", None, "Caffe's synset_words.txt, for the class names.")
-  flags.DEFINE_string("out", None, "The weights .npz to write (config.init_from).",
-                      required=True)
-  flags.DEFINE_string("workdir", None, "Also write a run at step 0 here.")
+  define_output_flags()
   app.run(logs.one_line_errors(main, "tools.caffe"))

@@ -6,6 +6,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from alexnet_jax import progress
+from alexnet_jax import runtime
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.configs import paper
 from alexnet_jax.data import decoding
@@ -13,8 +14,6 @@ from alexnet_jax.data import sources
 
 
 def define_flags():
-  """--workdir or --weights, and --config.x=y overrides of the run's config
-  (config_from_flags)."""
   flags.DEFINE_string("workdir", None, "A training run's folder (config.json, checkpoints/).")
   flags.DEFINE_string("weights", None, "Or a weights .npz (tools.weights, tools.caffe, "
                       "tools.torchvision): the network, its class names and mean image.")
@@ -31,24 +30,29 @@ def source():
 
 
 def config_from_flags():
-  """The run's config with the --config.x=y overrides given on the command line."""
+  """The run's config with the command line's overrides, JAX set up for it and TensorFlow kept
+  off the accelerator, which is JAX's."""
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
-  return trained_run.read_config(source(), overrides)
+  config = trained_run.read_config(source(), overrides)
+  runtime.configure_jax(config.mesh.num_cpu_devices)
+  tf.config.set_visible_devices([], "GPU")
+  return config
 
 
 def decoded_batches(paths, size, batch_size, resize="antialias"):
-  """(uint8 [batch_size, size, size, 3], rows) batches of the images at `paths`, decoded as
-  the input pipeline decodes them (decoding.decode_and_centre_crop); the last batch is padded
-  with zeros and `rows` says how many rows are images. The paths must decode."""
+  """(uint8 [batch_size, size, size, 3], rows that are images) of `paths` (which must decode),
+  decoded as the input pipeline decodes them."""
   ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str)).map(
       lambda p: decoding.decode_and_centre_crop(tf.io.read_file(p), size, resize),
       num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
   for images in ds.as_numpy_iterator():
-    rows = len(images)
-    if rows < batch_size:
-      images = np.concatenate([images, np.zeros((batch_size - rows,) + images.shape[1:],
-                                                images.dtype)])
-    yield images, rows
+    yield padded(images, batch_size), len(images)
+
+
+def padded(images, batch_size):
+  """`images` with rows of zeros up to `batch_size`, the shape the jitted steps were built for."""
+  return np.concatenate([images, np.zeros((batch_size - len(images),) + images.shape[1:],
+                                          images.dtype)])
 
 
 def readable(paths):

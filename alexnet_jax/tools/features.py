@@ -11,7 +11,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 from absl import app
 from absl import flags
 
@@ -20,7 +19,6 @@ from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import preprocess
 from alexnet_jax import progress
-from alexnet_jax import runtime
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common
@@ -74,8 +72,9 @@ def write_split(out, *, config, params, step, mesh, consts, split_name, layers, 
   split = sources.open_checked_split(config, split_name)
   n = split.num_examples if not limit else min(limit, split.num_examples)
   extract = make_extract(config, mesh, layers, pool)
+  size = config.data.resize_size
   dims = {k: v.shape[1] for k, v in jax.eval_shape(
-      extract, params, jax.ShapeDtypeStruct((batch_size,) + _image_shape(config), jnp.uint8),
+      extract, params, jax.ShapeDtypeStruct((batch_size, size, size, 3), jnp.uint8),
       consts).items()}
   record = {"split": split_name, "step": int(step), "layers": list(layers), "pool": pool,
             "num_examples": n, "dims": dims}
@@ -83,7 +82,7 @@ def write_split(out, *, config, params, step, mesh, consts, split_name, layers, 
   mode = "r+" if done else "w+"
   arrays = {k: np.lib.format.open_memmap(out / f"{k}.npy", mode, np.float32, (n, d))
             for k, d in dims.items()}
-  labels = np.lib.format.open_memmap(out / "labels.npy", mode, np.int32, (n,))
+  arrays["labels"] = np.lib.format.open_memmap(out / "labels.npy", mode, np.int32, (n,))
   if not done:
     (out / "files.txt").write_text("\n".join(common.file_names(split)[:n]) + "\n")
   with progress.Progress(n, f"features of {split_name}", every_s=30.0) as bar:
@@ -91,19 +90,13 @@ def write_split(out, *, config, params, step, mesh, consts, split_name, layers, 
     for batch in common.image_batches(config, split, batch_size=batch_size, start=done, stop=n):
       rows = int(batch["mask"].sum())
       feats = jax.device_get(extract(params, parallel.to_global(mesh, batch["image"]), consts))
-      for k, v in feats.items():
+      for k, v in {**feats, "labels": batch["label"]}.items():
         arrays[k][done:done + rows] = v[:rows]
         arrays[k].flush()
-      labels[done:done + rows] = batch["label"][:rows]
-      labels.flush()
       done += rows
       (out / "progress.json").write_text(json.dumps({**record, "done": done}) + "\n")
       bar.update(rows)
   return n
-
-
-def _image_shape(config):
-  return (config.data.resize_size, config.data.resize_size, 3)
 
 
 def _resume_point(out, record):
@@ -124,18 +117,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = common.config_from_flags()
-  runtime.configure_jax(config.mesh.num_cpu_devices)
-  tf.config.set_visible_devices([], "GPU")
   f = flags.FLAGS
   source = common.source()
   config, params, step = trained_run.load_run(source, config=config)
   mesh = parallel.make_mesh(config)
   split = f.split or sources.eval_split_name(config)
-  batch = config.eval.batch_size
   n = write_split(f.out, config=config, params=params, step=step, mesh=mesh,
                   consts=parallel.place_replicated(mesh, trained_run.constants(source, config)),
-                  split_name=split, layers=f.layers, pool=f.pool, batch_size=batch,
-                  limit=f.limit)
+                  split_name=split, layers=f.layers, pool=f.pool,
+                  batch_size=config.eval.batch_size, limit=f.limit)
   print(f"Step {step}, split {split}: {n} images, layers {', '.join(f.layers)} -> {f.out}")
 
 

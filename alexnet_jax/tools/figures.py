@@ -13,7 +13,6 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 from absl import app
 from absl import flags
 from PIL import Image, ImageDraw
@@ -21,7 +20,6 @@ from PIL import Image, ImageDraw
 from alexnet_jax import errors
 from alexnet_jax import parallel
 from alexnet_jax import progress
-from alexnet_jax import runtime
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
@@ -33,8 +31,6 @@ FIG3_SCALE = 4      # Each kernel pixel as 4x4 pixels.
 GAP = 2             # Pixels between cells; twice that between the towers.
 BACKGROUND = 255
 
-
-# Figure 3.
 
 def fig3_layout(per_tower, columns=FIG3_COLUMNS, scale=FIG3_SCALE, size=11, towers=2):
   """(height, width, origin(tower, i) -> (y, x)) of the grid of towers x `per_tower` kernels."""
@@ -51,18 +47,8 @@ def fig3_layout(per_tower, columns=FIG3_COLUMNS, scale=FIG3_SCALE, size=11, towe
           origin)
 
 
-def scaled_kernel(kernel_HWC):
-  """uint8: the kernel mapped linearly from its own [min, max] onto [0, 255] (a constant
-  kernel is mid-grey)."""
-  low, high = float(kernel_HWC.min()), float(kernel_HWC.max())
-  if high == low:
-    return np.full(kernel_HWC.shape, 128, np.uint8)
-  return np.round(255.0 * (kernel_HWC - low) / (high - low)).astype(np.uint8)
-
-
 def fig3_image(conv1_kernel, scale=FIG3_SCALE):
-  """uint8 [H, W, 3]: conv1's kernel [towers, kh, kw, 3, C] as figure 3 draws it (the 2014
-  network's one column: its 64 kernels in 4 rows)."""
+  """uint8 [H, W, 3]: conv1's kernel [towers, kh, kw, 3, C] as figure 3 draws it."""
   kernel = np.asarray(conv1_kernel, np.float32)
   towers, size, _, _, per_tower = kernel.shape
   height, width, origin = fig3_layout(per_tower, scale=scale, size=size, towers=towers)
@@ -71,8 +57,10 @@ def fig3_image(conv1_kernel, scale=FIG3_SCALE):
   for tower in range(towers):
     for i in range(per_tower):
       y, x = origin(tower, i)
-      pixels = scaled_kernel(kernel[tower, :, :, :, i]).repeat(scale, 0).repeat(scale, 1)
-      image[y:y + cell, x:x + cell] = pixels
+      k = kernel[tower, :, :, :, i]
+      low, high = float(k.min()), float(k.max())  # Each from its own range; a constant one grey.
+      k = np.full(k.shape, 128) if high == low else np.round(255.0 * (k - low) / (high - low))
+      image[y:y + cell, x:x + cell] = k.astype(np.uint8).repeat(scale, 0).repeat(scale, 1)
   return image
 
 
@@ -86,14 +74,16 @@ def write_fig3(path, params):
   return path
 
 
-# Figure 4.
-
 def nearest_training_images(config, params, mesh, consts, queries, *, k=6, max_train=0):
   """(distances [Q, k], training indices [Q, k], their images [Q, k, R, R, 3]) nearest each
   query [Q, R, R, 3] in fc7 of the centre crops, streaming the training split once."""
   extract = features.make_extract(config, mesh, ["fc7"])
   batch_size = config.eval.batch_size
-  query_fc7 = _query_features(extract, params, mesh, consts, queries, batch_size)
+  fc7s = []
+  for start in range(0, len(queries), batch_size):
+    images = common.padded(queries[start:start + batch_size], batch_size)
+    fc7s.append(jax.device_get(extract(params, parallel.to_global(mesh, images), consts)["fc7"]))
+  query_fc7 = jnp.asarray(np.concatenate(fc7s)[:len(queries)])
   split = sources.open_checked_split(config, config.data.train_split)
   total = split.num_examples if not max_train else min(max_train, split.num_examples)
   best_d = np.full((len(queries), k), np.inf)
@@ -116,18 +106,6 @@ def _distances(queries_QD, batch_BD):
   return jnp.sqrt(jnp.sum(jnp.square(queries_QD[:, None, :] - batch_BD[None, :, :]), axis=-1))
 
 
-def _query_features(extract, params, mesh, consts, queries, batch_size):
-  out = []
-  for start in range(0, len(queries), batch_size):
-    images = queries[start:start + batch_size]
-    rows = len(images)
-    padded = np.concatenate([images, np.zeros((batch_size - rows,) + images.shape[1:],
-                                               images.dtype)])
-    fc7 = extract(params, parallel.to_global(mesh, padded), consts)["fc7"]
-    out.append(np.asarray(jax.device_get(fc7))[:rows])
-  return jnp.asarray(np.concatenate(out))
-
-
 def _merge(best_d, best_i, best_images, d_QB, index_B, images_B):
   """Keeps, per query, the k smallest of its current k and this batch's distances (ties to the
   earlier training image)."""
@@ -135,10 +113,9 @@ def _merge(best_d, best_i, best_images, d_QB, index_B, images_B):
   for q in range(best_d.shape[0]):
     dists = np.concatenate([best_d[q], d_QB[q]])
     order = np.argsort(dists, kind="stable")[:k]
-    old = best_images[q].copy()
-    pool = np.concatenate([best_i[q], index_B])
-    best_d[q], best_i[q] = dists[order], pool[order]
-    best_images[q] = np.stack([old[j] if j < k else images_B[j - k] for j in order])
+    best_d[q], best_i[q] = dists[order], np.concatenate([best_i[q], index_B])[order]
+    # np.stack copies the kept images out before the row is overwritten.
+    best_images[q] = np.stack([best_images[q, j] if j < k else images_B[j - k] for j in order])
 
 
 def fig4_image(queries, neighbours, distances, thumb=96):
@@ -161,33 +138,27 @@ def fig4_image(queries, neighbours, distances, thumb=96):
   return np.asarray(canvas)
 
 
-def query_images(config, split_name, files, num):
+def query_images(config, files, num):
   """(uint8 [Q, R, R, 3], names): the named files, or `num` evaluation images evenly spaced
   through the split (in a class-sorted folder: different classes)."""
   size = config.data.resize_size
   if files:
-    good, bad = common.readable(files)
+    _, bad = common.readable(files)
     if bad:
-      raise errors.ConfigError("".join(f"{p}: cannot be decoded: {m}\n" for p, m in bad).strip())
-    batches = common.decoded_batches(good, size, len(good), decoding.resize_of(config))
-    images = np.concatenate([b[:n] for b, n in batches])
-    return images, list(good)
-  split = sources.open_checked_split(config, split_name)
+      raise errors.ConfigError("\n".join(f"{p}: cannot be decoded: {m}" for p, m in bad))
+    images, _ = next(common.decoded_batches(files, size, len(files), decoding.resize_of(config)))
+    return images, files
+  split = sources.open_checked_split(config, sources.eval_split_name(config))
   picks = np.unique(np.linspace(0, split.num_examples - 1, num).round().astype(np.int64))
-  names = common.file_names(split)
-  images = []
-  for index in picks:
-    batch = next(common.image_batches(config, split, batch_size=1, start=int(index),
-                                      stop=int(index) + 1))
-    images.append(batch["image"][0])
-  return np.stack(images), [names[i] for i in picks]
+  images = [next(common.image_batches(config, split, batch_size=1, start=i, stop=i + 1))["image"][0]
+            for i in picks.tolist()]
+  return np.stack(images), [common.file_names(split)[i] for i in picks]
 
 
 def write_fig4(out, config, params, mesh, consts, *, files=(), num_queries=5, k=6,
                max_train=0):
   """fig4.png and fig4.json (queries, neighbours' files and distances) in `out`."""
-  queries, names = query_images(config, sources.eval_split_name(config),
-                                list(files), num_queries)
+  queries, names = query_images(config, list(files), num_queries)
   d, idx, images = nearest_training_images(config, params, mesh, consts, queries, k=k,
                                            max_train=max_train)
   crop = config.model.image_size
@@ -208,8 +179,6 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   config = common.config_from_flags()
-  runtime.configure_jax(config.mesh.num_cpu_devices)
-  tf.config.set_visible_devices([], "GPU")
   source = common.source()
   config, params, step = trained_run.load_run(source, config=config)
   out = pathlib.Path(f.out)

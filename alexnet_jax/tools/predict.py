@@ -11,14 +11,12 @@ import sys
 
 import jax
 import numpy as np
-import tensorflow as tf
 from absl import app
 from absl import flags
 
 from alexnet_jax import errors
 from alexnet_jax import evaluate
 from alexnet_jax import parallel
-from alexnet_jax import runtime
 from alexnet_jax import steps
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.data import decoding
@@ -56,8 +54,7 @@ def logits(config, params, mesh, consts, paths, *, ten_crop=False, batch_size=No
                                              decoding.resize_of(config)):
     batch = eval_step(params, parallel.to_global(mesh, images), consts, ten_crop)
     out.append(np.asarray(jax.device_get(batch))[:rows])
-  num_classes = config.model.num_classes
-  return np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
+  return np.concatenate(out) if out else np.zeros((0, config.model.num_classes), np.float32)
 
 
 def probabilities(logits_array):
@@ -86,8 +83,6 @@ def main(argv):
     raise app.UsageError("Name one or more image files or folders after the flags.")
   f = flags.FLAGS
   config = common.config_from_flags()
-  runtime.configure_jax(config.mesh.num_cpu_devices)
-  tf.config.set_visible_devices([], "GPU")
   good, bad = common.readable(find_images(argv[1:]))
   for path, message in bad:
     print(f"{path}: cannot be decoded: {message}", file=sys.stderr)

@@ -3,16 +3,13 @@ file and, with --workdir, a run at step 0 (docs/design.md, "Weights in"):
 
     python -m alexnet_jax.tools.torchvision --weights=alexnet-owt-7be5be79.pth \
         [--synsets=synset_words.txt] --out=owt.npz [--workdir=workdirs/owt]
-
-The conversions that go wrong silently: kernels OIHW to HWIO (fc: out x in to in x out); fc6's
-columns from torch's (C, H, W) flattening of the 6x6 pool to this network's (H, W, C); RGB
-order kept (Caffe's files are BGR); the input scale, pixels 0-255 minus 255 x mean over
-255 x std, as the mean image, input_scale and conv1's per-channel factor.
 """
 import numpy as np
+from absl import flags
 
 from alexnet_jax import errors
 from alexnet_jax.configs import paper
+from alexnet_jax.tools import caffe
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -35,49 +32,36 @@ def model_config(num_classes=1000):
   return config
 
 
-def mean_image(size=256):
-  """float32 [size, size, 3]: ImageNet's channel means on the 0-255 scale."""
-  return np.broadcast_to(255.0 * MEAN, (size, size, 3)).astype(np.float32)
-
-
-def _checked(state_dict):
-  """{torch name: float32 array}, refusing, by the first tensor, what is not AlexNet's."""
-  num_classes = None
-  arrays = {}
-  for layer, (module, shape) in LAYERS.items():
-    for leaf, want in ((".weight", shape), (".bias", shape[:1])):
-      name = module + leaf
-      if name not in state_dict:
-        raise errors.ConfigError(f"Not torchvision's AlexNet: no tensor {name!r} (of shape "
-                                 f"{list(want)}) in the state_dict.")
-      value = np.asarray(state_dict[name], np.float32)
-      if layer == "fc8":
-        num_classes = value.shape[0] if num_classes is None else num_classes
-        want = (num_classes,) + want[1:]
-      if value.shape != want:
-        raise errors.ConfigError(f"Not torchvision's AlexNet: {name!r} has shape "
-                                 f"{list(value.shape)}, not {list(want)}.")
-      arrays[name] = value
-  return arrays
-
-
 def convert(state_dict):
-  """This network's parameters (NumPy, a tower axis of 1) of torchvision's state_dict."""
-  arrays = _checked(state_dict)
+  """This network's parameters (NumPy, a tower axis of 1) of torchvision's state_dict, refusing,
+  by the first tensor, what is not AlexNet's."""
   params = {}
-  for layer, (module, _) in LAYERS.items():
-    w = arrays[module + ".weight"]
+  for layer, (module, shape) in LAYERS.items():
+    if layer == "fc8" and module + ".weight" in state_dict:  # Any number of classes.
+      shape = np.shape(state_dict[module + ".weight"])[:1] + shape[1:]
+    w, b = (_array(state_dict, module + leaf, want)
+            for leaf, want in ((".weight", shape), (".bias", shape[:1])))
     if layer.startswith("conv"):
       kernel = w.transpose(2, 3, 1, 0)                       # O,I,H,W -> H,W,I,O.
-      if layer == "conv1":                                   # 1 / std_c, as the docstring says.
+      if layer == "conv1":  # x / std_c: input_scale's 1 / STD_MEAN, then STD_MEAN / std_c.
         kernel = kernel * (STD_MEAN / STD)[None, None, :, None]
     else:
       if layer == "fc6":                                     # Inputs C,H,W -> H,W,C.
         w = w.reshape(w.shape[0], -1, POOL, POOL).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
       kernel = w.T                                           # [out, in] -> [in, out].
-    params[layer] = {"kernel": np.ascontiguousarray(kernel[None], np.float32),
-                     "bias": arrays[module + ".bias"][None]}
+    params[layer] = {"kernel": np.ascontiguousarray(kernel[None], np.float32), "bias": b[None]}
   return params
+
+
+def _array(state_dict, name, want):
+  if name not in state_dict:
+    raise errors.ConfigError(f"Not torchvision's AlexNet: no tensor {name!r} (of shape "
+                             f"{list(want)}) in the state_dict.")
+  value = np.asarray(state_dict[name], np.float32)
+  if value.shape != want:
+    raise errors.ConfigError(f"Not torchvision's AlexNet: {name!r} has shape "
+                             f"{list(value.shape)}, not {list(want)}.")
+  return value
 
 
 def read(path):
@@ -93,33 +77,21 @@ def read(path):
   if not isinstance(state_dict, dict):
     raise errors.ConfigError(f"{path} holds a {type(state_dict).__name__}, not a state_dict.")
   params = convert(state_dict)
-  return model_config(params["fc8"]["kernel"].shape[-1]), params, mean_image()
+  mean = np.broadcast_to(255.0 * MEAN, (256, 256, 3)).astype(np.float32)  # On the 0-255 scale.
+  return model_config(params["fc8"]["kernel"].shape[-1]), params, mean
 
 
 def main(argv):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.checkpoints import weights_file  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.tools import caffe  # pylint: disable=g-import-not-at-top
-
   del argv
-  f = flags.FLAGS
-  config, params, mean = read(f.weights)
-  runtime.configure_jax(config.mesh.num_cpu_devices)
-  names = caffe.read_synsets(f.synsets, config.model.num_classes)
-  path = weights_file.write_import(f.out, f.workdir, config, params, names, mean)
-  print(f"{f.weights}: AlexNet of 2014, {config.model.num_classes} classes -> {path}")
-  if f.workdir:
-    print(f"A run at step 0 in {f.workdir}: predict, features, figures and eval_only read it.")
+  config, params, mean = read(flags.FLAGS.weights)
+  caffe.write_outputs(config, params, mean, f"{flags.FLAGS.weights}: AlexNet of 2014, "
+                      f"{config.model.num_classes} classes")
 
 
 if __name__ == "__main__":
   from absl import app
-  from absl import flags
   from alexnet_jax.faults import logs
   flags.DEFINE_string("weights", None, "alexnet-owt-7be5be79.pth: a state_dict.", required=True)
-  flags.DEFINE_string("synsets", None, "synset_words.txt (as Caffe's), for the class names.")
-  flags.DEFINE_string("out", None, "The weights .npz to write (config.init_from).",
-                      required=True)
-  flags.DEFINE_string("workdir", None, "Also write a run at step 0 here.")
+  caffe.define_output_flags()
+  flags.adopt_module_key_flags(caffe)  # Listed by --help, as this command's own.
   app.run(logs.one_line_errors(main, "tools.torchvision"))

@@ -7,15 +7,13 @@ from absl import app
 from absl import flags
 
 from alexnet_jax import nets
-from alexnet_jax import runtime
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.checkpoints import weights_file
 from alexnet_jax.tools import common
 
 
 def export(workdir, out, config=None):
-  """Writes the step of `workdir` that config.eval.checkpoint names to `out`; returns (path,
-  step, params)."""
+  """(path, step, params): config.eval.checkpoint's step of `workdir` written to `out`."""
   config, params, step = trained_run.load_run(workdir, config=config)
   path = weights_file.save(out, params, config=config, step=step,
                            class_names=trained_run.class_names(workdir, config),
@@ -27,11 +25,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = common.config_from_flags()
-  runtime.configure_jax(config.mesh.num_cpu_devices)
   workdir = common.source()
   path, step, params = export(workdir, flags.FLAGS.out, config)
-  count = nets.count_params(params)
-  print(f"Step {step} of {workdir}: {count:,} parameters -> {path}")
+  print(f"Step {step} of {workdir}: {nets.count_params(params):,} parameters -> {path}")
   for name, value in weights_file.flatten(params).items():
     print(f"  {name:<12} {str(value.shape):<24} {value.dtype}")
 
