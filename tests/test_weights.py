@@ -61,6 +61,30 @@ def test_export_writes_the_documented_layout_and_import_gives_identical_logits(t
                                 eval_step(params, images, consts, True))
 
 
+@pytest.mark.slow
+def test_a_float16_file_is_half_the_size_and_reads_back_as_float32(tiny_run, tmp_path):
+  from alexnet_jax.tools import weights
+  full, _, params = weights.export(tiny_run.workdir, tmp_path / "full.npz")
+  half, _, _ = weights.export(tiny_run.workdir, tmp_path / "half.npz", dtype="float16")
+  assert half.stat().st_size < 0.55 * full.stat().st_size
+  loaded, meta = weights_file.load(half)
+  assert meta["dtype"] == "float16"
+  assert {leaf.dtype for leaf in jax.tree.leaves(loaded)} == {np.dtype(np.float32)}
+  rounded = jax.tree.map(lambda x: x.astype(np.float16).astype(np.float32), _numpy(params))
+  trees.assert_trees_equal(loaded, rounded)
+  config, half_params, _ = trained_run.load_run(half)
+  mesh = parallel.make_mesh(config)
+  consts = parallel.place_replicated(mesh, trained_run.constants(half, config))
+  images = parallel.to_global(mesh, np.random.default_rng(0).integers(
+      0, 256, (8, 72, 72, 3), dtype=np.uint8))
+  eval_step = steps.make_eval_step(config, mesh)
+  got, want = (np.asarray(eval_step(p, images, consts, False)) for p in (half_params, params))
+  assert np.abs(got - want).max() < 1e-2 * np.abs(want).max()
+  assert np.abs(got - want).max() > 0  # The rounding reached the logits: the file is float16.
+  with pytest.raises(ValueError, match="--dtype=bfloat16"):
+    weights.export(tiny_run.workdir, tmp_path / "x.npz", dtype="bfloat16")
+
+
 def _finetune_config(tiny_run, init_from, **train_fields):
   config = tiny_run.config.copy_and_resolve_references()
   config.init_from = str(init_from)

@@ -46,12 +46,18 @@ def flatten(params):
   return {name: np.asarray(flat[name]) for name in sorted(flat)}
 
 
-def save(path, params, *, config, class_names, step, mean=None):
-  """Writes the .npz described above; returns its path."""
+DTYPES = ("float32", "float16")
+
+
+def save(path, params, *, config, class_names, step, mean=None, dtype="float32"):
+  """Writes the .npz described above, the parameters in `dtype` (float16: half the bytes, read
+  back as float32); returns its path."""
+  if dtype not in DTYPES:
+    raise errors.ConfigError(f"--dtype={dtype}: use one of {DTYPES}.")
   meta = {"format": FORMAT, "step": int(step), "model": config.model.to_dict(),
-          "class_names": list(class_names),
+          "class_names": list(class_names), "dtype": dtype,
           "data": {"resize_size": config.data.resize_size, "resize": config.data.resize}}
-  arrays = flatten(params)
+  arrays = {k: v.astype(dtype) for k, v in flatten(params).items()}
   if mean is not None:
     arrays[MEAN_KEY] = np.asarray(mean, np.float32)
   np.savez(path, **arrays, **{META_KEY: np.array(json.dumps(meta))})
@@ -77,7 +83,8 @@ def _opened(path):
 def load(path):
   """(nested NumPy parameters, meta dict) of a file `save` wrote."""
   with _opened(path) as (f, meta):
-    flat = {k: f[k] for k in f.files if k not in (META_KEY, MEAN_KEY)}
+    flat = {k: f[k].astype(np.float32) if f[k].dtype == np.float16 else f[k]
+            for k in f.files if k not in (META_KEY, MEAN_KEY)}
   return traverse_util.unflatten_dict(flat, sep="/"), meta
 
 
