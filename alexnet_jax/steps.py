@@ -74,7 +74,7 @@ def top_k_error(logits_BK, labels_B, k):
   return 1.0 - jnp.mean(evaluate.topk_correct(logits_BK, labels_B, k).astype(jnp.float32))
 
 
-def split(x, blocks, count):
+def to_micro(x, blocks, count):
   """[B, ...] -> [count, B / count, ...]: micro-batch i takes the i-th 1/count of each of the
   `blocks` row blocks that the devices hold, so that it splits over them as the batch did."""
   b = x.shape[0] // (blocks * count)
@@ -82,8 +82,8 @@ def split(x, blocks, count):
   return jnp.swapaxes(x, 0, 1).reshape((count, blocks * b) + x.shape[3:])
 
 
-def merge(x, blocks):
-  """split's inverse: [count, B / count, ...] -> [B, ...]."""
+def from_micro(x, blocks):
+  """to_micro's inverse: [count, B / count, ...] -> [B, ...]."""
   count, rows = x.shape[:2]
   x = x.reshape((count, blocks, rows // blocks) + x.shape[2:])
   return jnp.swapaxes(x, 0, 1).reshape((count * rows,) + x.shape[3:])
@@ -93,7 +93,7 @@ def accumulate(loss_fn, params, images_BHWC, labels_B, count, blocks, constrain=
   """(loss, logits_BK, grads) of the batch as the mean of `count` micro-batches of
   loss_fn(params, images, labels, (index, count)), each kept on its devices by `constrain`."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  xs = (split(images_BHWC, blocks, count), split(labels_B, blocks, count),
+  xs = (to_micro(images_BHWC, blocks, count), to_micro(labels_B, blocks, count),
         jnp.arange(count, dtype=jnp.int32))
 
   def body(total, x):
@@ -104,7 +104,7 @@ def accumulate(loss_fn, params, images_BHWC, labels_B, count, blocks, constrain=
   zeros = jax.tree.map(jnp.zeros_like, params)
   grads, (losses, logits) = lax.scan(body, zeros, xs)
   grads = jax.tree.map(lambda g: g / count, grads)
-  return losses.mean(), merge(logits, blocks), grads
+  return losses.mean(), from_micro(logits, blocks), grads
 
 
 def step_key(config):
@@ -126,7 +126,7 @@ def make_train_step(config, mesh: Mesh):
   dropout_root = jax.random.fold_in(root, DROPOUT_STREAM)
   augment_root = jax.random.fold_in(root, AUGMENT_STREAM)
   update, accum = optimizers.update_rule(config.train), config.train.accum_steps
-  # The row blocks the devices hold: micro-batches take a part of each (`split`).
+  # The row blocks the devices hold: micro-batches take a part of each (`to_micro`).
   blocks = placed.row_blocks
   constrain = lambda x: jax.lax.with_sharding_constraint(x, parallel.batch_sharding(mesh))
   if accum > 1 and (not placed.towered or config.train.batch_size % (blocks * accum)):
@@ -162,12 +162,12 @@ def make_train_step(config, mesh: Mesh):
       (loss, (logits_BK, moments)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
           state.params, images_BHWC, batch["label"])
     if batch_norm:  # The running averages are no parameters: written, not descended.
-      (params, running), (velocity, still) = (layers.partition(state.params),
-                                              layers.partition(state.momentum))
-      params, velocity = update(params, velocity, layers.partition(grads)[0],
+      (params, running), (velocity, still) = (layers.split_running(state.params),
+                                              layers.split_running(state.momentum))
+      params, velocity = update(params, velocity, layers.split_running(grads)[0],
                                 learning_rate, mu=mu, decay=decay, **bias_rule)
       running = layers.with_running_stats(running, moments, config.model.bn_momentum)
-      params, momentum = layers.merge(params, running), layers.merge(velocity, still)
+      params, momentum = layers.join_running(params, running), layers.join_running(velocity, still)
     else:
       params, momentum = update(state.params, state.momentum, grads, learning_rate,
                                 mu=mu, decay=decay, **bias_rule)

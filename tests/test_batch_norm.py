@@ -169,8 +169,8 @@ def test_micro_batches_are_refused_with_batch_normalisation():
     steps.make_train_step(config, parallel.make_mesh(2))
 
 
-def test_layers_partition_and_merge_are_inverse():
+def test_layers_split_running_and_join_running_are_inverse():
   params = nets.init_params(bn_config().model, jax.random.key(0))
-  trainable, running = layers.partition(params)
+  trainable, running = layers.split_running(params)
   assert "mean" not in trainable["conv1"] and set(running) == {f"conv{i}" for i in range(1, 6)}
-  assert jax.tree.structure(layers.merge(trainable, running)) == jax.tree.structure(params)
+  assert jax.tree.structure(layers.join_running(trainable, running)) == jax.tree.structure(params)

@@ -63,7 +63,7 @@ def test_logits_shape_and_switches_change_outputs(layout):
   params = jax.tree.map(lambda p: p * 30.0 + 0.01, params)
   out = {}
   for activation, lrn in (("relu", False), ("tanh", False), ("relu", True)):
-    logits = cifar.apply(model_cfg(layout, activation, lrn), params, images)
+    logits = cifar.logits(model_cfg(layout, activation, lrn), params, images)
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
     assert np.all(np.isfinite(logits))
     out[activation, lrn] = np.asarray(logits)

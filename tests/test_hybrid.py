@@ -136,7 +136,7 @@ def test_hybrid_refuses_meshes_it_cannot_fill():
     hybrid.check_mesh(parallel.make_mesh(1), config.model)
   config.mesh.layout = "rows"
   with pytest.raises(ValueError, match="config.mesh.layout='rows'"):
-    hybrid.layout(config)
+    hybrid.layout_name(config)
 
 
 def _step_inputs(config, mesh, seed=0):

@@ -288,10 +288,10 @@ def test_lars_with_decay_follows_you_et_al():
 
 def test_split_and_merge():
   x = jnp.arange(24)
-  micro = steps.split(x, blocks=2, count=3)
+  micro = steps.to_micro(x, blocks=2, count=3)
   # Micro-batch i holds the i-th third of each half: rows the same devices hold.
   np.testing.assert_array_equal(micro[1], [4, 5, 6, 7, 16, 17, 18, 19])
-  np.testing.assert_array_equal(steps.merge(micro, blocks=2), x)
+  np.testing.assert_array_equal(steps.from_micro(micro, blocks=2), x)
 
 
 def _one_step(config, accum, optimizer="sgd"):

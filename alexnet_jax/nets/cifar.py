@@ -149,7 +149,7 @@ def init_params(model_cfg, rng):
   return net.init(rng, x)["params"]
 
 
-def apply(model_cfg, params, images_BHWC):
+def logits(model_cfg, params, images_BHWC):
   """Logits for a batch; under jit with the batch sharded over `data` XLA splits the work."""
   return CifarNet(ml_collections.FrozenConfigDict(model_cfg)).apply({"params": params},
                                                                      images_BHWC)

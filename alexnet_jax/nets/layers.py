@@ -197,15 +197,15 @@ def batch_norm(y_BHWC, scale, bias, mean, var, *, train, axes, epsilon, dtype):
   return out.astype(dtype), (mu, sigma2)
 
 
-def partition(params):
-  """(trainable, running): a {layer: {leaf: array}} tree split by RUNNING; merge undoes it."""
+def split_running(params):
+  """(trainable, running): a {layer: {leaf: array}} tree split by RUNNING (join_running)."""
   trainable = {name: {k: v for k, v in p.items() if k not in RUNNING}
                for name, p in params.items()}
   running = {name: {k: v for k, v in p.items() if k in RUNNING} for name, p in params.items()}
   return trainable, {name: r for name, r in running.items() if r}
 
 
-def merge(trainable, running):
+def join_running(trainable, running):
   return {layer: {**p, **running.get(layer, {})} for layer, p in trainable.items()}
 
 

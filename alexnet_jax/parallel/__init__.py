@@ -131,14 +131,14 @@ class Layout:
   mesh: Mesh
   param_shardings: Any        # The global parameters' NamedShardings.
   apply: Callable             # apply(params, images_BHWC, rng, train, micro, moments).
-  row_blocks: int             # Micro-batches take a part of each block (steps.split).
+  row_blocks: int             # Micro-batches take a part of each block (steps.to_micro).
   towered: bool
 
 
 def layout(config, mesh: Mesh) -> Layout:
   """config.mesh.layout on `mesh`: "towers" (shard_net) or "hybrid" (parallel/hybrid.py)."""
   shapes = nets.abstract_params(config.model)
-  if hybrid.layout(config) == "hybrid":
+  if hybrid.layout_name(config) == "hybrid":
     return Layout("hybrid", mesh, hybrid.param_shardings(mesh, shapes),
                   hybrid.shard_net(config.model, mesh, config.impl), mesh.size, True)
   towered = nets.towers(config.model) > 1

@@ -23,7 +23,7 @@ SPECS = {"conv": {"kernel": P(), "bias": P(), "scale": P(), "mean": P(), "var": 
 COLUMN_FC = {"kernel": P(None, None, UNITS), "bias": P(None, UNITS)}
 
 
-def layout(config) -> str:
+def layout_name(config) -> str:
   """config.mesh.layout, checked (compatibility.upgrade gives an older run's config "towers")."""
   name = config.mesh.layout
   if name not in LAYOUTS:
