@@ -18,14 +18,13 @@ DamagedCheckpointError = integrity.DamagedCheckpointError
 CheckpointWriteError = integrity.CheckpointWriteError
 
 
-def create(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
-           async_save=True, read_only=False):
+def create(workdir, *, max_to_keep=3, keep_best=True, async_save=True, read_only=False):
   """`read_only`, for readers of another run, writes nothing and leaves its saves alone."""
   policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
   best_fn = None
   if keep_best:
     # A step saved between evaluations carries empty metrics (see `save`): it ranks last.
-    best_fn = lambda metrics: metrics.get(best_metric, math.inf)
+    best_fn = lambda metrics: metrics.get(BEST_METRIC, math.inf)
     policies.append(ocp.checkpoint_managers.BestN(
         get_metric_fn=best_fn, reverse=True, n=1,  # reverse: lowest error kept (min).
         keep_checkpoints_without_metrics=False))
@@ -39,7 +38,7 @@ def create(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
       paths.checkpoints(workdir), options=options,
       item_handlers={"state": ocp.StandardCheckpointHandler(),
                      "extra": ocp.JsonCheckpointHandler()})
-  mgr.best_metric = best_metric if keep_best else None
+  mgr.best_metric = BEST_METRIC if keep_best else None
   mgr.pending_step = None   # The step an asynchronous save is still writing.
   mgr.state_bytes = 0       # The arrays' size, for the message when a save fails.
   mgr.async_save = async_save
