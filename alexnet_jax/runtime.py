@@ -92,7 +92,7 @@ _GRACE_S = 10  # For a connected peer's reply, and for it to hang up after "go".
 
 
 def rendezvous(address, num_processes, process_id, timeout_s):
-  """Before JAX's client, which aborts the process (no Python error) when one is missing."""
+  """Meets every process before JAX's client, which aborts (no Python error) if one is missing."""
   host, port = _split(address)
   deadline = time.monotonic() + timeout_s
   if num_processes == 1:
