@@ -1,6 +1,5 @@
-"""The errors a user can cause: a setting, a file, the workdir, a checkpoint, a process. Their
-message names what is wrong and what to do, so a command prints it as one line and keeps the
-traceback in its log file; every other exception is a bug and shows its traceback."""
+"""The errors a user can cause (a setting, a file, the workdir, a checkpoint, a process): a
+command prints one as one line and keeps its traceback; any other exception is a bug."""
 
 
 class UserError(Exception):
@@ -16,8 +15,7 @@ class MissingFileError(UserError, FileNotFoundError):
 
 
 class WriteRefusedError(UserError, OSError):
-  """A file the command writes that the filesystem refused: no space, a quota, permissions, a
-  read-only mount."""
+  """A file written that the filesystem refused: no space, a quota, permissions, read-only."""
 
 
 class DivergedError(UserError, FloatingPointError):

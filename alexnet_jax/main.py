@@ -32,11 +32,6 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config.json go.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-
-# What a user can cause (a setting, a file, the workdir, a checkpoint, a missing process): the
-# message says which and what to do, so the console gets it alone, the traceback the log file.
-# Any other exception is a bug and shows its traceback.
-USER_ERRORS = (errors.UserError,)
 _parsed = []  # Set once absl has parsed the flags, i.e. main() runs.
 
 
@@ -44,30 +39,26 @@ def main(argv):
   _parsed.append(True)
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config, workdir = FLAGS.config, FLAGS.workdir
   try:
-    log_path = logs.setup(FLAGS.workdir, FLAGS.config.distributed)  # Library chatter.
-  except USER_ERRORS as e:  # No log file to point at.
+    log_path = logs.setup(workdir, config.distributed)  # Library chatter.
+  except errors.UserError as e:  # No log file to point at.
     sys.exit(f"Error: {e}")
   try:
-    run(FLAGS.config, FLAGS.workdir)
+    runtime.configure_jax(config.mesh.num_cpu_devices)  # Before JAX starts its backends.
+    runtime.initialize(config.distributed)  # Also before any device is touched.
+    tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
+    weights_file.evaluation_start(config, workdir)  # eval_only of a weights file: it as a run.
+    train.train_and_evaluate(config, workdir)
   except preemption.Preempted:  # Saved and said so: exit with the status that means "rerun".
     sys.exit(preemption.EXIT_STATUS)
-  except USER_ERRORS as e:
+  except errors.UserError as e:  # The console gets the message alone, the log its traceback.
     logging.error("The run stopped.", exc_info=True, extra={"file_only": True})
     sys.exit(f"Error: {e}\n(The traceback is in {log_path}.)")
 
 
-def run(config, workdir):
-  runtime.configure_jax(config.mesh.num_cpu_devices)  # Before JAX starts its backends.
-  runtime.initialize(config.distributed)  # Also before any device is touched.
-  tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators are JAX's.
-  weights_file.evaluation_start(config, workdir)  # eval_only of a weights file: it as a run.
-  train.train_and_evaluate(config, workdir)
-
-
 def _unknown_field(error):
-  """config_flags' error for a --config.x.y that names no field, as one line with its guess:
-  'widht'. Did you mean "width" instead of "widht"?"""
+  """config_flags' error for a --config.x.y naming no field, in one line with its guess."""
   text = str(error)
   field = re.search(r"\w+", text)
   guess = re.search(r"Did you mean[^?]*\?", text)

@@ -47,8 +47,7 @@ def file(workdir, name):
 
 def checkpoints(workdir):
   """An absolute directory: orbax refuses relative ones."""
-  return root(workdir).resolve() / CHECKPOINTS if is_local(workdir) else \
-      root(workdir) / CHECKPOINTS
+  return (root(workdir).resolve() if is_local(workdir) else root(workdir)) / CHECKPOINTS
 
 
 def per_class_csv(workdir, step):

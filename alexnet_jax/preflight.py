@@ -39,20 +39,18 @@ def check_settings(config):
       raise errors.ConfigError(f"config.{name}={value} must not be negative.")
   decoding.resize_of(config)  # Raises for an unknown resize.
   decoded_cache.mode_of(config)  # And for a decoded cache that cannot be made.
-  crop, size = config.model.image_size, config.data.resize_size
-  if crop > size:
+  if config.model.image_size > config.data.resize_size:
     raise errors.ConfigError(
-        f"config.model.image_size={crop} crops cannot come from images of "
-        f"config.data.resize_size={size}: make resize_size at least image_size.")
+        f"config.model.image_size={config.model.image_size} crops cannot come from images of "
+        f"config.data.resize_size={config.data.resize_size}: make resize_size at least "
+        "image_size.")
   if not 0.0 <= config.train.momentum < 1.0:
+    raise errors.ConfigError(f"config.train.momentum={config.train.momentum}: in [0, 1) (0.9 in "
+                             "the paper, section 5).")
+  if not 0.0 <= config.train.stop_at_train_error <= 1.0:
     raise errors.ConfigError(
-        f"config.train.momentum={config.train.momentum}: in [0, 1) (0.9 in the "
-        "paper, section 5).")
-  target = config.train.stop_at_train_error
-  if not 0.0 <= target <= 1.0:
-    raise errors.ConfigError(
-        f"config.train.stop_at_train_error={target}: a training error between 0 "
-        "and 1 (e.g. 0.25), or 0 to train all config.train.num_epochs.")
+        f"config.train.stop_at_train_error={config.train.stop_at_train_error}: a training error "
+        "between 0 and 1 (e.g. 0.25), or 0 to train all config.train.num_epochs.")
 
 
 def check_run(config, info):

@@ -6,6 +6,7 @@ import logging
 import os
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -14,10 +15,10 @@ from alexnet_jax import paths
 from alexnet_jax.faults import write_errors
 
 SIZES_FILE = "file_sizes.json"
-SET_ASIDE_DIR = paths.UNREADABLE  # Next to checkpoints/: outside orbax's view.
 # Errors of a read that failed on the files (tensorstore raises ValueError), as opposed to a
 # device running out of memory (a RuntimeError), which says nothing about the checkpoint.
 READ_ERRORS = (OSError, ValueError, KeyError)
+MAX_STEPS_COMPARED = 64  # The newest steps each process lists, compared across processes.
 
 
 class DamagedCheckpointError(errors.UserError, RuntimeError):
@@ -28,21 +29,32 @@ class CheckpointWriteError(errors.WriteRefusedError):
   """A save the filesystem refused (no space, quota, permissions, read-only)."""
 
 
+class DisagreeingProcessesError(errors.UserError, RuntimeError):
+  """The processes of one run see different checkpoints."""
+
+
+def step_dir(mgr, step):
+  return paths.root(str(mgr.directory)) / str(step)
+
+
+def _aside(mgr):
+  """Next to checkpoints/: outside orbax's view."""
+  return paths.root(str(mgr.directory)).parent / paths.UNREADABLE
+
+
 def step_problem(mgr, step):
   """None if `step` looks intact (its files' sizes, its metadata read), else what is wrong."""
   directory = step_dir(mgr, step)
-  sizes_file = directory / SIZES_FILE
-  if sizes_file.exists():
+  if (directory / SIZES_FILE).exists():
     try:
-      sizes = json.loads(sizes_file.read_text())
+      sizes = json.loads((directory / SIZES_FILE).read_text())
     except ValueError:
       return f"{SIZES_FILE} is garbled"
     for name, size in sizes.items():
-      path = directory / name
-      if not path.exists():
+      if not (directory / name).exists():
         return f"{name} is missing"
-      if paths.size(path) != size:
-        return f"{name} has {paths.size(path)} bytes, {size} when saved"
+      if paths.size(directory / name) != size:
+        return f"{name} has {paths.size(directory / name)} bytes, {size} when saved"
   try:
     mgr.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
     if not jax.tree.leaves(mgr.item_metadata(step)["state"]):
@@ -70,74 +82,51 @@ def damaged_error(mgr, steps, unreadable, restore_step):
   return DamagedCheckpointError(
       f"{what} Older steps that look intact: {', '.join(map(str, intact))}. Resume from one "
       f"with --config.checkpoint.restore_step={intact[0]} (the unreadable steps are then moved "
-      f"to {_root(mgr).parent / SET_ASIDE_DIR}; nothing is deleted).")
+      f"to {_aside(mgr)}; nothing is deleted).")
 
 
 def set_aside(mgr, unreadable):
   """Moves unreadable steps out of orbax's directory, so that the run can save them anew."""
   if not unreadable:
     return
-  target = _root(mgr).parent / SET_ASIDE_DIR
+  target = _aside(mgr)
   if jax.process_index() == 0:
     target.mkdir(exist_ok=True)
     for step, problem in unreadable:
-      dest = target / str(step)
-      n = 1
+      dest, n = target / str(step), 1
       while dest.exists():
         dest, n = target / f"{step}.{n}", n + 1
       step_dir(mgr, step).rename(dest)
       logging.warning("Checkpoint step %d cannot be read (%s); moved to %s.", step, problem,
                       dest)
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("alexnet_jax checkpoint set aside")
   mgr.reload()
-
-
-def _root(mgr):
-  return paths.root(str(mgr.directory))
-
-
-def step_dir(mgr, step):
-  return _root(mgr) / str(step)
 
 
 def everywhere(ok):
   """True when `ok` holds on every process (all read the same files, but each its shards)."""
   if jax.process_count() == 1:
     return ok
-  from jax.experimental import multihost_utils
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
-class DisagreeingProcessesError(errors.UserError, RuntimeError):
-  """The processes of one run see different checkpoints."""
-
-
-MAX_STEPS_COMPARED = 64  # The newest steps each process lists, compared across processes.
-
-
 def agree_on_steps(mgr, steps):
-  """Raises DisagreeingProcessesError on every process when the processes list other
-  `steps` (this process's, newest first) in `mgr.directory`."""
+  """Stops every process when they list other `steps` (newest first): a restore would hang."""
   if jax.process_count() == 1:
     return
-  from jax.experimental import multihost_utils
   mine = np.full(MAX_STEPS_COMPARED, -1, np.int64)
   mine[:min(len(steps), MAX_STEPS_COMPARED)] = steps[:MAX_STEPS_COMPARED]
   seen = np.asarray(multihost_utils.process_allgather(mine))  # [processes, steps]
   if (seen == seen[0]).all():
     return
-  views = "; ".join(f"process {p} sees {_listed(row)}" for p, row in enumerate(seen))
+  listed = [[int(s) for s in row if s >= 0] for row in seen]
+  views = "; ".join(f"process {p} sees " + (f"steps {s}" if s else "no checkpoint")
+                    for p, s in enumerate(listed))
   raise DisagreeingProcessesError(
       f"The processes of this run see different checkpoints in {mgr.directory}: {views}. The "
       "workdir must be one filesystem every process shares (or a bucket); wait for a copy to "
       "finish, or point every process at the same --workdir.")
-
-
-def _listed(row):
-  steps = [int(s) for s in row if s >= 0]
-  return f"steps {steps}" if steps else "no checkpoint"
 
 
 def one_line(error):
@@ -173,14 +162,10 @@ def raise_write_error(mgr, step, error):
   if steps and (step_dir(mgr, steps[-1]) / SIZES_FILE).exists():
     sizes = json.loads((step_dir(mgr, steps[-1]) / SIZES_FILE).read_text())
     need, how = sum(sizes.values()), f"step {steps[-1]} on disk"
-  free, fix = write_errors.free_space(mgr.directory), write_errors.when_writable(code)
-  free = f", {free} free there" if free else ""
-  kept = (f"The steps already saved ({', '.join(map(str, steps))}) are intact; start the same "
-          f"command again {fix} to resume from step {steps[-1]}" if steps
-          else f"No step was saved yet; start again {fix}")
-  what = f"step {step}" if step is not None else "a checkpoint"
+  free = write_errors.free_space(mgr.directory)
   raise CheckpointWriteError(
-      f"Could not write {what} into {mgr.directory}: {os.strerror(code)}. A checkpoint needs "
-      f"{write_errors.megabytes(need)} ({how}){free}. {kept}, or choose another --workdir."
+      f"Could not write {'a checkpoint' if step is None else f'step {step}'} into "
+      f"{mgr.directory}: {os.strerror(code)}. A checkpoint needs {write_errors.megabytes(need)} "
+      f"({how}){f', {free} free there' if free else ''}. " + write_errors.what_to_do(
+          code, steps, f"The steps already saved ({', '.join(map(str, steps))})", "No step")
   ) from error
-

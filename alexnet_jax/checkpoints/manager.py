@@ -1,6 +1,5 @@
-"""orbax's CheckpointManager for a run: `create`, `save`, `wait`, `close`, `restore`,
-`restore_for_run` and `resolve_step`. A step holds `state`, a JSON `extra` (schedule,
-fingerprint), orbax's metrics and `file_sizes.json`; docs/design.md, "Checkpoints"."""
+"""orbax's CheckpointManager for a run (`create`, `save`, `wait`, `close`, `restore`,
+`restore_for_run`, `resolve_step`): docs/design.md, "Checkpoints"."""
 import json
 import logging
 import math
@@ -19,35 +18,27 @@ DamagedCheckpointError = integrity.DamagedCheckpointError
 CheckpointWriteError = integrity.CheckpointWriteError
 
 
-def create(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
-           async_save=True, read_only=False):
-  """Keeps the last `max_to_keep` steps and, with `keep_best`, the lowest `best_metric`.
-  `read_only` (readers of another run) writes nothing and leaves a save in progress alone."""
-  if max_to_keep < 1:
-    raise ValueError(f"manager.create: max_to_keep={max_to_keep}; it must be >= 1.")
+def create(workdir, *, max_to_keep=3, keep_best=True, async_save=True, read_only=False):
+  """`read_only`, for readers of another run, writes nothing and leaves its saves alone."""
   policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
   best_fn = None
   if keep_best:
     # A step saved between evaluations carries empty metrics (see `save`): it ranks last.
-    best_fn = lambda metrics: metrics.get(best_metric, math.inf)
+    best_fn = lambda metrics: metrics.get(BEST_METRIC, math.inf)
     policies.append(ocp.checkpoint_managers.BestN(
         get_metric_fn=best_fn, reverse=True, n=1,  # reverse: lowest error kept (min).
         keep_checkpoints_without_metrics=False))
   options = ocp.CheckpointManagerOptions(
-      best_fn=best_fn,  # Makes orbax write `metrics` and answer `best_step()`.
-      best_mode="min",
+      best_fn=best_fn, best_mode="min",  # best_fn: orbax writes `metrics`, answers best_step().
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-      cleanup_tmp_directories=not read_only,
-      enable_async_checkpointing=async_save,
-      create=not read_only,
-      read_only=read_only,
+      cleanup_tmp_directories=not read_only, enable_async_checkpointing=async_save,
+      create=not read_only, read_only=read_only,
       save_interval_steps=0 if read_only else 1)  # 0: orbax warns when a reader sets more.
-  directory = paths.checkpoints(workdir)
   mgr = ocp.CheckpointManager(
-      directory, options=options,
+      paths.checkpoints(workdir), options=options,
       item_handlers={"state": ocp.StandardCheckpointHandler(),
                      "extra": ocp.JsonCheckpointHandler()})
-  mgr.best_metric = best_metric if keep_best else None
+  mgr.best_metric = BEST_METRIC if keep_best else None
   mgr.pending_step = None   # The step an asynchronous save is still writing.
   mgr.state_bytes = 0       # The arrays' size, for the message when a save fails.
   mgr.async_save = async_save
@@ -55,17 +46,21 @@ def create(workdir, *, max_to_keep=3, keep_best=True, best_metric=BEST_METRIC,
 
 
 def save(mgr, step, state, extra, metrics=None):
-  """Saves `state` and `extra` at `step`, ranked by `metrics`; False when `step` is saved
-  already. A refused write (this save's or the previous one's) is a CheckpointWriteError."""
+  """False when `step` is saved already; a refused write (this or the last save's) raises."""
   step = int(step)
-  _check_json("extra", extra)
-  best_metric = getattr(mgr, "best_metric", None)
+  if not isinstance(extra, dict):
+    raise TypeError(f"manager.save: `extra` must be a dict, got {type(extra).__name__}.")
+  try:
+    json.dumps(extra)
+  except (TypeError, ValueError) as e:
+    raise TypeError(f"manager.save: `extra` must be JSON-serialisable (plain floats, ints, "
+                    f"strings, lists, dicts; convert jax/numpy scalars): {e}") from e
   if metrics is not None:
     metrics = {k: float(v) for k, v in metrics.items()}
-    if best_metric is not None and best_metric not in metrics:
-      raise ValueError(f"manager.save: metrics {sorted(metrics)} lack '{best_metric}', the "
-                       "metric that picks the best checkpoint; pass it or metrics=None.")
-  elif best_metric is not None:
+    if mgr.best_metric is not None and mgr.best_metric not in metrics:
+      raise ValueError(f"manager.save: metrics {sorted(metrics)} lack '{mgr.best_metric}', "
+                       "the metric that picks the best checkpoint; pass it or metrics=None.")
+  elif mgr.best_metric is not None:
     metrics = {}  # Not None: orbax warns on every save without metrics while it tracks one.
   wait(mgr)  # Orbax waits for the previous save here anyway; its errors are ours to word.
   if step in mgr.all_steps():
@@ -78,14 +73,14 @@ def save(mgr, step, state, extra, metrics=None):
   except Exception as e:
     integrity.raise_write_error(mgr, step, e)
   mgr.pending_step = step
-  if not getattr(mgr, "async_save", True):  # Committed already: record its sizes now.
+  if not mgr.async_save:  # Committed already: record its sizes now.
     wait(mgr)
   return started
 
 
 def wait(mgr):
   """Waits for the save in flight (CheckpointWriteError if refused), then records its sizes."""
-  step, mgr.pending_step = getattr(mgr, "pending_step", None), None
+  step, mgr.pending_step = mgr.pending_step, None
   try:
     mgr.wait_until_finished()
     mgr.check_for_errors()
@@ -104,33 +99,26 @@ def close(mgr):
 
 
 def restore(mgr, step, abstract_state, *, fingerprint=None, ignore=()):
-  """(state, extra) of `step`, placed with `abstract_state`'s shardings; an
-  IncompatibleCheckpointError, before anything is read, when its arrays or `fingerprint`
-  (but the fields in `ignore`) differ."""
+  """(state, extra) of `step` with `abstract_state`'s shardings; IncompatibleCheckpointError
+  before reading its arrays when they or `fingerprint` (but the fields in `ignore`) differ."""
   wait(mgr)
-  step = int(step)
-  if step not in mgr.all_steps():
-    raise FileNotFoundError(f"manager.restore: no step {step} in {mgr.directory}; "
-                            f"saved steps: {list(mgr.all_steps())}.")
+  step = int(step)  # A step of mgr.all_steps(): the callers' resolve_step or restore_for_run.
   extra = mgr.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
   stored = mgr.item_metadata(step)["state"]
+  where = f"{mgr.directory / str(step)}"
   if not jax.tree.leaves(stored):  # Orbax answers an empty tree when state/_METADATA is gone.
-    raise errors.MissingFileError(f"{mgr.directory / str(step)}: the state's metadata is missing")
-  compatibility.check(abstract_state, stored, extra, fingerprint,
-                   where=f"{mgr.directory / str(step)}", ignore=ignore)
-  restored = mgr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state)))
-  return restored["state"], extra
+    raise errors.MissingFileError(f"{where}: the state's metadata is missing")
+  compatibility.check(abstract_state, stored, extra, fingerprint, where=where, ignore=ignore)
+  return mgr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state)))["state"], extra
 
 
 def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
-  """(state, extra) to start from, None without a checkpoint: the latest step (unreadable: a
-  DamagedCheckpointError), or with `restore_step` N the newest readable step >= N, the
-  unreadable newer ones moved aside (docs/faults.md)."""
+  """(state, extra) of the latest step, or the newest readable >= `restore_step` with the
+  unreadable newer ones moved aside (docs/faults.md); None without a checkpoint."""
   if restore_step < 0:
     raise errors.ConfigError(
-        f"config.checkpoint.restore_step={restore_step}: 0 (the latest step) or "
-        "a saved step.")
+        f"config.checkpoint.restore_step={restore_step}: 0 (the latest step) or a saved step.")
   wait(mgr)
   mgr.reload()
   steps = sorted(mgr.all_steps(), reverse=True)
@@ -140,15 +128,14 @@ def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
       logging.warning("config.checkpoint.restore_step=%d, but %s holds no checkpoint: the run "
                       "starts afresh.", restore_step, mgr.directory)
     return None
-  candidates = [s for s in steps if s >= restore_step] if restore_step else steps[:1]
   unreadable, cause = [], None
-  for step in candidates:
-    problem, restored = None, None
+  for step in [s for s in steps if s >= restore_step] if restore_step else steps[:1]:
+    problem = None
     try:
       restored = restore(mgr, step, abstract_state, fingerprint=fingerprint)
+    except compatibility.IncompatibleCheckpointError:
+      raise
     except Exception as e:
-      if isinstance(e, compatibility.IncompatibleCheckpointError):
-        raise
       # The sizes name the damaged file where orbax names a symptom; with neither, no damage.
       problem = integrity.step_problem(mgr, step)
       if problem is None and not isinstance(e, integrity.READ_ERRORS):
@@ -166,16 +153,6 @@ def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
   raise integrity.damaged_error(mgr, steps, unreadable, restore_step) from cause
 
 
-def _check_json(name, value):
-  if not isinstance(value, dict):
-    raise TypeError(f"manager.save: `{name}` must be a dict, got {type(value).__name__}.")
-  try:
-    json.dumps(value)
-  except (TypeError, ValueError) as e:
-    raise TypeError(f"manager.save: `{name}` must be JSON-serialisable (plain floats, "
-                    f"ints, strings, lists, dicts; convert jax/numpy scalars): {e}") from e
-
-
 def resolve_step(mgr, which):
   """The step "latest", "best" (lowest `mgr.best_metric` kept) or a step number names."""
   mgr.reload()
@@ -183,19 +160,18 @@ def resolve_step(mgr, which):
   where = f"{mgr.directory} (steps {steps})" if steps else f"{mgr.directory}, which holds none"
   which = str(which).strip().lower()
   if not steps:
-    raise errors.MissingFileError(f"No checkpoint in {where}: train first, or point --workdir at a "
-                                  "run that has one.")
+    raise errors.MissingFileError(f"No checkpoint in {where}: train first, or point --workdir "
+                                  "at a run that has one.")
   if which == "latest":
     return mgr.latest_step()
   if which == "best":
     best = mgr.best_step()
     if best is None:
       raise errors.MissingFileError(
-          f"config.eval.checkpoint=best: no checkpoint in {where} was saved "
-          "with a validation error; use latest or a step number.")
+          f"config.eval.checkpoint=best: no checkpoint in {where} was saved with a validation "
+          "error; use latest or a step number.")
     return best
   if which.isdigit() and int(which) in steps:
     return int(which)
   raise errors.ConfigError(
-      f"config.eval.checkpoint={which!r}: use latest, best or one of the steps in "
-      f"{where}.")
+      f"config.eval.checkpoint={which!r}: use latest, best or one of the steps in {where}.")

@@ -13,21 +13,16 @@ from absl import logging as absl_logging
 from alexnet_jax import errors
 from alexnet_jax import paths
 
-LOG_FILE = paths.LOG
-
 _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d] %(message)s"
 _CONSOLE_CHARS = 300
 
 
 def setup(workdir, distributed=None):
-  """INFO and above to the log file (one per process with `distributed`), WARNING and above
-  also to stderr, a line each; returns the file's path. Call once, before anything logs."""
+  """The log file's path (one per process); call it once, before anything logs."""
   try:
     path = _log_path(workdir, distributed)
     to_file = logging.FileHandler(path, encoding="utf-8")
   except OSError as e:  # A workdir this user cannot write, or a full disk.
-    if isinstance(e, errors.UserError):
-      raise
     raise errors.WriteRefusedError(f"Cannot write the log file of --workdir={workdir}: {e}") from e
   root = logging.getLogger()
   for handler in list(root.handlers):  # absl's handler prints every record to stderr.
@@ -44,14 +39,22 @@ def setup(workdir, distributed=None):
   root.setLevel(logging.INFO)
   absl_logging.set_verbosity(absl_logging.INFO)
   logging.captureWarnings(True)
-  sys.unraisablehook = _log_unraisable
-  sys.excepthook = _log_then(sys.excepthook)
+  log = logging.getLogger(__name__)
+  sys.unraisablehook = lambda u: log.info("Ignored exception in %r", u.object, exc_info=(
+      u.exc_type, u.exc_value, u.exc_traceback))
+  excepthook = sys.excepthook
+
+  def log_then_print(*exc_info):
+    log.error("The program stopped:", extra={"file_only": True}, exc_info=exc_info)
+    excepthook(*exc_info)
+
+  sys.excepthook = log_then_print
   logging.info("Logging to %s (argv: %s)", path, " ".join(sys.argv))
   return path
 
 
 def _log_path(workdir, distributed):
-  name = LOG_FILE
+  name = paths.LOG
   if distributed is not None and distributed.mode != "off":
     name = (f"log.process{distributed.process_id}.txt" if distributed.process_id >= 0
             else f"log.{socket.gethostname()}.{os.getpid()}.txt")
@@ -73,30 +76,15 @@ class _OneLine(logging.Formatter):
     self.path = path
 
   def format(self, record):
-    lines = record.getMessage().strip().splitlines() or [""]
-    text = lines[0] if len(lines[0]) <= _CONSOLE_CHARS else lines[0][:_CONSOLE_CHARS] + "..."
-    more = len(lines) > 1 or len(lines[0]) > _CONSOLE_CHARS or record.exc_info
+    first, *rest = record.getMessage().strip().splitlines() or [""]
+    more = rest or len(first) > _CONSOLE_CHARS or record.exc_info
+    text = first if len(first) <= _CONSOLE_CHARS else first[:_CONSOLE_CHARS] + "..."
     return f"{record.levelname} ({record.name}): {text}" + (
         f" [more in {self.path}]" if more else "")
 
 
-def _log_unraisable(unraisable):
-  logging.getLogger(__name__).info(
-      "Ignored exception in %r", unraisable.object,
-      exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
-
-
-def _log_then(excepthook):
-  def hook(exc_type, exc_value, exc_traceback):
-    logging.getLogger(__name__).error("The program stopped:", extra={"file_only": True},
-                                      exc_info=(exc_type, exc_value, exc_traceback))
-    excepthook(exc_type, exc_value, exc_traceback)
-  return hook
-
-
 def one_line_errors(main, command):
-  """`main` for app.run, printing an errors.UserError as one line, its traceback in
-  $TMPDIR/alexnet_jax.<command>.<pid>.txt (exit status 1); other exceptions as they are."""
+  """`main` for app.run: a UserError in one line, its traceback in $TMPDIR (no workdir's log)."""
   def run(argv):
     try:
       return main(argv)

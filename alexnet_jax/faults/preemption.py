@@ -1,6 +1,5 @@
-"""Stopping on SIGTERM or SIGINT at a step every process agrees on, so that it is saved:
-`install`, `should_stop(step)` after every step, `stop_line`, `EXIT_STATUS`; docs/design.md,
-"Preemption"."""
+"""Stopping on SIGTERM or SIGINT at a step every process agrees on, so that it is saved: `install`,
+`should_stop(step)` after every step, `stop_line`; docs/design.md, "Preemption"."""
 import logging
 import os
 import signal
@@ -9,15 +8,10 @@ import jax
 
 # EX_TEMPFAIL, "the user is invited to retry": not 143, which says SIGTERM killed the process.
 EXIT_STATUS = 75
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 class Preempted(Exception):
-  """The run saved the step a SIGTERM or SIGINT arrived in and stopped; main.py exits with
-  EXIT_STATUS."""
-
-  def __init__(self, step):
-    super().__init__(f"preempted after step {step}")
-    self.step = step
+  """Preempted(step): the step a signal came in is saved; main exits with EXIT_STATUS."""
 
 
 _received = []    # The signals that arrived since install(), by name.
@@ -25,18 +19,17 @@ _previous = {}    # signal -> the handler install() replaced.
 
 
 def install():
-  """Starts listening for SIGTERM and SIGINT (call after jax.distributed.initialize, on the
-  main thread, before the first step)."""
+  """Call after jax.distributed.initialize, on the main thread, before the first step."""
   _received.clear()
-  if _several_processes():
-    if not jax.config.jax_enable_preemption_service:
-      logging.warning("jax_enable_preemption_service is off: a SIGTERM will kill this process "
-                      "without saving (the processes could not agree on a step to save).")
-      return
-    _previous[signal.SIGINT] = signal.signal(signal.SIGINT, _pass_on_as_sigterm)
-    return
-  for signum in SIGNALS:
-    _previous[signum] = signal.signal(signum, _note)
+  if not jax.distributed.is_initialized():
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      _previous[signum] = signal.signal(signum, _note)
+  elif jax.config.jax_enable_preemption_service:
+    # JAX's preemption service listens for SIGTERM only: a SIGINT is passed on as one.
+    _previous[signal.SIGINT] = signal.signal(signal.SIGINT, _note)
+  else:
+    logging.warning("jax_enable_preemption_service is off: a SIGTERM will kill this process "
+                    "without saving (the processes could not agree on a step to save).")
 
 
 def uninstall():
@@ -47,9 +40,8 @@ def uninstall():
 
 
 def should_stop(step):
-  """True when the loop must save `step` (steps done) and stop, on every process alike; call it
-  after every step on every process."""
-  if _several_processes() and jax.config.jax_enable_preemption_service:
+  """True, on every process alike, when the loop must save `step` and stop: call it each step."""
+  if jax.distributed.is_initialized() and jax.config.jax_enable_preemption_service:
     from jax.experimental import multihost_utils
     return bool(multihost_utils.reached_preemption_sync_point(int(step)))
   return bool(_received)
@@ -62,30 +54,18 @@ def stop_line(step, checkpoint_dir):
           f"resumes from there (exit status {EXIT_STATUS}).")
 
 
-def _several_processes():
-  return jax.distributed.is_initialized()
-
-
 def _note(signum, frame):
   del frame
   name = signal.Signals(signum).name
   if name in _received:  # The second one: stop now, as without a handler.
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
-    return
-  _received.append(name)
-  logging.warning("%s received: the run saves a checkpoint after this step and stops (send it "
-                  "again to stop at once).", name)
-
-
-def _pass_on_as_sigterm(signum, frame):
-  """Several processes: JAX's preemption service listens for SIGTERM only."""
-  del frame
-  if signal.Signals(signum).name in _received:
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-    return
-  _received.append(signal.Signals(signum).name)
-  logging.warning("SIGINT received: passed on to JAX's preemption service; the processes save "
-                  "a checkpoint at a step they all reach and stop (again to stop at once).")
-  os.kill(os.getpid(), signal.SIGTERM)
+  elif jax.distributed.is_initialized():
+    _received.append(name)
+    logging.warning("SIGINT received: passed on to JAX's preemption service; the processes "
+                    "save a checkpoint at a step they all reach and stop (again to stop at once).")
+    os.kill(os.getpid(), signal.SIGTERM)
+  else:
+    _received.append(name)
+    logging.warning("%s received: the run saves a checkpoint after this step and stops (send it "
+                    "again to stop at once).", name)

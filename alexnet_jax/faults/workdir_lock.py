@@ -10,23 +10,20 @@ import time
 from alexnet_jax import errors
 from alexnet_jax import paths
 
-LOCK_FILE = paths.LOCK
-
 
 class WorkdirBusyError(errors.UserError, RuntimeError):
   """Another run holds the workdir."""
 
 
 def acquire(workdir, process_index=0):
-  """The lock to keep for the run's life (None on processes but 0), before anything is written;
-  WorkdirBusyError names the run that holds it."""
+  """The lock to keep for the run's life (None but on process 0); call before writing."""
   if process_index != 0:
     return None
   if not paths.is_local(workdir):
     logging.warning("--workdir=%s is not a local folder: flock cannot lock it, so nothing "
                     "stops a second run from using it at the same time.", workdir)
     return None
-  path = paths.file(workdir, LOCK_FILE)
+  path = paths.file(workdir, paths.LOCK)
   path.parent.mkdir(parents=True, exist_ok=True)
   lock = open(path, "a+", encoding="utf-8")
   try:
@@ -45,8 +42,7 @@ def acquire(workdir, process_index=0):
     logging.warning("Cannot lock %s (%s): nothing stops a second run from using this workdir "
                     "at the same time.", path, e)
     return None
-  lock.seek(0)
-  lock.truncate()
+  lock.truncate(0)  # Opened to append: the write goes to the start of the emptied file.
   lock.write(f"host {socket.gethostname()}, pid {os.getpid()}, since "
              f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
   lock.flush()

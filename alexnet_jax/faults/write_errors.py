@@ -1,6 +1,5 @@
 """A run's own files that the filesystem refused (no space, a quota, permissions, read-only),
-told in one line: `naming`, `run_file_error`, `is_write_refusal`, and the errno helpers a
-refused checkpoint's message shares (checkpoints/integrity.py)."""
+told in one line: `naming`, `run_file_error`, `is_write_refusal`; checkpoints/integrity.py too."""
 import contextlib
 import errno
 import os
@@ -38,38 +37,37 @@ def naming(path):
 def run_file_error(error, workdir):
   """A one-line RunFileWriteError: the file, why, the space free and the intact steps."""
   code = errno_of(error)
-  where = getattr(error, "filename", None) or str(workdir)
   folder = paths.checkpoints(workdir)
   steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() \
       else []
   free = free_space(workdir)
-  free = f" ({free} free there)" if free else ""
-  fix = when_writable(code)
-  kept = (f"The checkpoints already saved (steps {', '.join(map(str, steps))}) are intact; "
-          f"start the same command again {fix} to resume from step {steps[-1]}" if steps
-          else f"No checkpoint was saved yet; start again {fix}")
-  return RunFileWriteError(f"Could not write {where}: {os.strerror(code)}{free}. {kept}, or "
-                           "choose another --workdir.")
+  return RunFileWriteError(
+      f"Could not write {getattr(error, 'filename', None) or workdir}: {os.strerror(code)}"
+      f"{f' ({free} free there)' if free else ''}. " + what_to_do(
+          code, steps, f"The checkpoints already saved (steps {', '.join(map(str, steps))})",
+          "No checkpoint"))
+
+
+def what_to_do(code, steps, saved, nothing):
+  """The end of a refusal's message: resume from the last of `steps` once `code` is fixed."""
+  fix = ("once there is room" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+         else "once it is writable")
+  if steps:
+    return (f"{saved} are intact; start the same command again {fix} to resume from step "
+            f"{steps[-1]}, or choose another --workdir.")
+  return f"{nothing} was saved yet; start again {fix}, or choose another --workdir."
 
 
 def free_space(directory):
   """The space free at `directory`, in words; None where it cannot be asked (a bucket)."""
-  if not paths.is_local(directory):
-    return None
-  try:
-    return megabytes(shutil.disk_usage(directory).free)
-  except OSError:
-    return None
-
-
-def when_writable(code):
-  return ("once there is room" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-          else "once it is writable")
+  if paths.is_local(directory):
+    with contextlib.suppress(OSError):
+      return megabytes(shutil.disk_usage(directory).free)
+  return None
 
 
 def is_write_refusal(error):
-  """A filesystem's refusal that no message has explained yet, or a run file's (`naming`),
-  which `run_file_error` completes with the steps that are intact."""
+  """A refusal no message explains yet, or a run file's, which `run_file_error` completes."""
   return errno_of(error) is not None and (
       not isinstance(error, errors.UserError) or type(error) is RunFileWriteError)
 
@@ -79,10 +77,8 @@ def errno_of(error):
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
-    code = getattr(error, "errno", None)
-    if code is None:
-      found = re.search(r"os_error_code='?(\d+)", str(error))
-      code = int(found.group(1)) if found else None
+    found = re.search(r"os_error_code='?(\d+)", str(error))
+    code = getattr(error, "errno", None) or (int(found.group(1)) if found else None)
     if code in WRITE_ERRNOS:
       return code
     error = error.__cause__ or error.__context__
