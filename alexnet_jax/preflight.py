@@ -7,6 +7,7 @@ from alexnet_jax import nets
 from alexnet_jax import paths
 from alexnet_jax.data import decoded_cache
 from alexnet_jax.data import decoding
+from alexnet_jax.nets import layers
 
 
 def check_workdir(workdir):
@@ -19,6 +20,7 @@ def check_workdir(workdir):
 def check_settings(config):
   """The settings that cannot work whatever the data: sizes, rates, counts."""
   nets.check_config(config.model)
+  layers.impl_config(config.impl)
   positive = {"train.batch_size": config.train.batch_size,
               "eval.batch_size": config.eval.batch_size,
               "train.log_every_steps": config.train.log_every_steps,

@@ -92,6 +92,8 @@ ROWS = [
     ("a decoded cache of a streamed TFDS split",
      lambda c, t: config_with(c, data__source="tfds", data__decoded_cache="memory"),
      errors.ConfigError, "config.data.decoded_cache='memory' needs an indexed split"),
+    ("an unknown implementation switch", lambda c, t: config_with(c, impl__pool_grad="avg"),
+     errors.ConfigError, "config.impl.pool_grad='avg': use one of ('custom', 'reduce_window')"),
     ("a negative per-layer weight scale",
      lambda c, t: config_with(c, model__layer_weight_std__fc6=-0.1), errors.ConfigError,
      "config.model.layer_weight_std.fc6=-0.1"),
