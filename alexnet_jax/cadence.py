@@ -75,12 +75,12 @@ def log_epoch(writer, config, done, steps_per_epoch, means, clock):
                       "epoch_train_top5_error": means["top5_error"],
                       "elapsed_s": clock.elapsed()})
   target = config.train.stop_at_train_error
-  if target > 0 and means["top1_error"] <= target:
+  reached = target > 0 and means["top1_error"] <= target
+  if reached:
     writer.print(f"Epoch {done // steps_per_epoch}: training top-1 error "
                  f"{means['top1_error']:.4f} reached train.stop_at_train_error={target:g}; "
                  "the run stops here.")
-    return True
-  return False
+  return reached
 
 
 BAND = 0.01  # Relative distance from ln(num_classes) that counts as chance.

@@ -24,8 +24,7 @@ def time_left(done, total_steps, eval_every, step_time, eval_s, ten_crop):
   evaluations left at `eval_s` (0 before one is timed), the final 10-crop one as ten."""
   next_eval = min(total_steps, -(-done // eval_every) * eval_every)
   evals = (total_steps - 1) // eval_every - (done - 1) // eval_every + 1
-  eval_s = eval_s or 0.0
-  evaluation = evals * eval_s + (10 * eval_s if ten_crop else 0.0)
+  evaluation = (evals + (10 if ten_crop else 0)) * (eval_s or 0.0)
   return (total_steps - done) * step_time + evaluation, (next_eval - done) * step_time
 
 
