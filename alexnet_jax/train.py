@@ -68,12 +68,14 @@ def set_up(config, workdir) -> Run:
   info = input_pipeline.dataset_info(config)
   preflight.check_run(config, info)
   mesh = parallel.make_mesh(config)
+  slice_index, slice_count = parallel.data_slice(mesh)
   cadence = cadence_lib.Cadence.of(config, info)
   workdir = paths.root(workdir)
   consts = preprocess.constants(config)
   evaluating = steps.eval_mesh(config, mesh)
   return Run(
-      config, workdir, info, mesh, *parallel.data_slice(mesh), cadence,
+      config=config, workdir=workdir, info=info, mesh=mesh, slice_index=slice_index,
+      slice_count=slice_count, cadence=cadence,
       # An eval-only run leaves the training run's config.json as it is.
       writer=metrics.Writer(workdir, None if config.eval_only else config),
       mgr=manager.create(workdir, max_to_keep=config.checkpoint.max_to_keep),
@@ -344,7 +346,7 @@ def _evaluate(run: Run, state, ten_crop, stop=None):
   batches = input_pipeline.eval_iterator(
       run.config, run.info["eval_split"], batch_size=run.config.eval.batch_size,
       slice_index=run.slice_index, slice_count=run.slice_count)
-  timed = {"images": 0, "since": None}
+  timed = []  # (time, images counted before) at batch TIMED_FROM_BATCH.
   what = f"evaluation, {'10 crops' if ten_crop else 'centre crop'}"
   with progress.Progress(run.info["num_eval"], what, active=run.writer.active) as bar:
     result = evaluate.evaluate(
@@ -352,9 +354,9 @@ def _evaluate(run: Run, state, ten_crop, stop=None):
         jax.device_put(state.params, run.eval_shardings),
         _counted(batches, bar, run.slice_count, stop, timed), per_class=True,
         put_batch=lambda x: parallel.to_global(run.eval_mesh, x, run.slice_count))
-  seconds = time.perf_counter() - (timed["since"] or time.perf_counter())
-  result["crops_per_s"] = (timed["images"] * (10 if ten_crop else 1) / seconds if seconds
-                           else float("nan"))
+  seconds = time.perf_counter() - timed[0][0] if timed else 0
+  result["crops_per_s"] = ((bar.done - timed[0][1]) * (10 if ten_crop else 1) / seconds
+                           if seconds else float("nan"))
   return result
 
 
@@ -362,11 +364,9 @@ def _counted(batches, bar, slice_count, stop, timed):
   for i, batch in enumerate(batches, 1):
     if stop:
       stop()
-    images = int(np.sum(batch["mask"])) * slice_count
-    bar.update(images)
-    if i >= TIMED_FROM_BATCH:
-      timed["since"] = timed["since"] or time.perf_counter()
-      timed["images"] += images
+    if i == TIMED_FROM_BATCH:
+      timed.append((time.perf_counter(), bar.done))
+    bar.update(int(np.sum(batch["mask"])) * slice_count)
     yield batch
 
 
