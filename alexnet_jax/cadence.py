@@ -1,6 +1,6 @@
-"""When the training loop does what besides the step, and what it says then: `num_steps`,
-`Cadence` (log, epoch, evaluation, checkpoint), `log_train`, `log_epoch` and `StuckLoss`, the
-line said once when the loss sits at chance."""
+"""When the training loop does what besides the step, and what it says then: `Cadence` (the
+steps, log, epoch, evaluation, checkpoint), `log_train`, `log_epoch` and `StuckLoss`, the line
+said once when the loss sits at chance."""
 import dataclasses
 import math
 
@@ -8,17 +8,6 @@ import jax
 
 from alexnet_jax import errors
 from alexnet_jax import progress
-
-
-def num_steps(config, info):
-  """Steps per epoch and in all, from the training split's size and the global batch."""
-  per_epoch = info["num_train"] // config.train.batch_size
-  if per_epoch < 1:
-    raise errors.ConfigError(
-        f"config.train.batch_size={config.train.batch_size} exceeds the training split's "
-        f"{info['num_train']} examples: lower the batch size or use more data.")
-  total = config.train.num_steps or int(round(config.train.num_epochs * per_epoch))
-  return per_epoch, max(1, total)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,10 +20,17 @@ class Cadence:
   checkpoint: int
 
   @classmethod
-  def of(cls, config, steps_per_epoch, total_steps):
-    evaluation = max(1, int(round(config.eval.every_epochs * steps_per_epoch)))
-    return cls(total=total_steps, log=config.train.log_every_steps, epoch=steps_per_epoch,
-               evaluation=evaluation, checkpoint=config.checkpoint.every_steps)
+  def of(cls, config, info):
+    """The steps from the training split's size (`info`) and the global batch."""
+    epoch = info["num_train"] // config.train.batch_size
+    if epoch < 1:
+      raise errors.ConfigError(
+          f"config.train.batch_size={config.train.batch_size} exceeds the training split's "
+          f"{info['num_train']} examples: lower the batch size or use more data.")
+    total = config.train.num_steps or int(round(config.train.num_epochs * epoch))
+    return cls(total=max(1, total), log=config.train.log_every_steps, epoch=epoch,
+               evaluation=max(1, int(round(config.eval.every_epochs * epoch))),
+               checkpoint=config.checkpoint.every_steps)
 
   def logs(self, done):
     return done % self.log == 0 or done == self.total
@@ -50,8 +46,7 @@ class Cadence:
 
   def due(self, done):
     """Whether step `done` logs, ends an epoch, evaluates or checkpoints."""
-    return (self.logs(done) or self.ends_epoch(done) or self.evaluates(done) or
-            self.saves(done))
+    return any(due(done) for due in (self.logs, self.ends_epoch, self.evaluates, self.saves))
 
 
 def log_train(writer, cadence, done, means, lr, clock, *, ten_crop):
@@ -80,12 +75,12 @@ def log_epoch(writer, config, done, steps_per_epoch, means, clock):
                       "epoch_train_top5_error": means["top5_error"],
                       "elapsed_s": clock.elapsed()})
   target = config.train.stop_at_train_error
-  if target > 0 and means["top1_error"] <= target:
+  reached = target > 0 and means["top1_error"] <= target
+  if reached:
     writer.print(f"Epoch {done // steps_per_epoch}: training top-1 error "
                  f"{means['top1_error']:.4f} reached train.stop_at_train_error={target:g}; "
                  "the run stops here.")
-    return True
-  return False
+  return reached
 
 
 BAND = 0.01  # Relative distance from ln(num_classes) that counts as chance.
@@ -96,39 +91,33 @@ class StuckLoss:
   told, not stopped (docs/design.md, "The loop's cadence")."""
 
   def __init__(self, num_classes, window_steps, learning_rate, log=print):
-    self.log = log
-    self.chance = math.log(num_classes)
     self.window, self.learning_rate = window_steps, learning_rate
-    self.since, self.told = None, False
+    self.chance = math.log(num_classes)
+    self.log, self.since, self.told = log, None, False  # `since`: the window's first step.
 
   def add(self, step, loss):
     if self.told or self.window <= 0:
       return None
     if abs(loss - self.chance) > BAND * self.chance:
       self.since = None
-      return None
-    self.since = step if self.since is None else self.since
-    if step - self.since + 1 < self.window:
+    elif self.since is None:
+      self.since = step
+    if self.since is None or step - self.since + 1 < self.window:
       return None
     self.told = True
-    return message(loss, self.chance, self.since, step, self.learning_rate)
+    return (
+        f"The training loss has stayed at chance since step {self.since}: {loss:.4f} at step "
+        f"{step}, within {BAND:.0%} of ln(num_classes) = {self.chance:.4f}, so the network's "
+        "output does not depend on its input yet. Known causes: section 5's biases of 1, which "
+        "make fc7's units alike so that fc8's step moves every logit together (Caffe's "
+        "bvlc_alexnet needed 0.1), and a rate too high for the batch "
+        f"(learning_rate={self.learning_rate:g}). Try a recipe by name "
+        "(--config=configs/paper.py:caffe or :cuda_convnet) or a lower "
+        "--config.train.learning_rate; the run goes on (config.train.stuck_window_steps=0 turns "
+        "this line off).")
 
   def __call__(self, losses):
     """`losses`: (step, training loss) of each step fetched since the last call."""
-    for step, loss in losses:
-      line = self.add(step, loss)
-      if line:
-        self.log(line)
-
-
-def message(loss, chance, since, step, learning_rate):
-  return (
-      f"The training loss has stayed at chance since step {since}: {loss:.4f} at step {step}, "
-      f"within {BAND:.0%} of ln(num_classes) = {chance:.4f}, so the network's output does not "
-      "depend on its input yet. Known causes: section 5's biases of 1, which make fc7's units "
-      "alike so that fc8's step moves every logit together (Caffe's bvlc_alexnet needed 0.1), "
-      f"and a rate too high for the batch (learning_rate={learning_rate:g}). Try a recipe by "
-      "name (--config=configs/paper.py:caffe or :cuda_convnet) or a lower "
-      "--config.train.learning_rate; the run goes on (config.train.stuck_window_steps=0 turns "
-      "this line off).")
+    for line in filter(None, (self.add(step, loss) for step, loss in losses)):
+      self.log(line)
 

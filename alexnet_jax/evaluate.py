@@ -36,18 +36,6 @@ def crop_scores(logits):
   raise ValueError(f"evaluate: logits must be [b, K] or [b, crops, K]; got shape {logits.shape}.")
 
 
-@jax.jit
-def counts(logits, labels_B, mask_B):
-  """{"top1_correct", "top5_correct", "count"}, int32 sums over the unmasked rows."""
-  scores_BK = crop_scores(logits)
-  keep_B = (mask_B > 0).astype(jnp.int32)
-  return {
-      "top1_correct": jnp.sum(topk_correct(scores_BK, labels_B, 1) * keep_B),
-      "top5_correct": jnp.sum(topk_correct(scores_BK, labels_B, 5) * keep_B),
-      "count": jnp.sum(keep_B),
-  }
-
-
 @functools.partial(jax.jit, static_argnames="confusion")
 def class_counts(logits, labels_B, mask_B, confusion=False):
   """counts per true class [K] and, with `confusion`, [K, K]: the true class by the top-1."""
@@ -66,49 +54,40 @@ def class_counts(logits, labels_B, mask_B, confusion=False):
   return result
 
 
-def evaluate(apply_fn, params, batches, *, put_batch=None, per_class=False):
-  """{"top1_error", "top5_error", "count"} over the unmasked rows of `batches` ({"image",
-  "label", optional "mask"}), each placed by `put_batch`, with `per_class` also "per_class"
-  (nan for a class without examples) and "confusion"; fetched once, at the end."""
-  put_batch = put_batch or (lambda x: x)
+@jax.jit
+def counts(logits, labels_B, mask_B):
+  """{"top1_correct", "top5_correct", "count"}, int32 sums over the unmasked rows."""
+  return jax.tree.map(jnp.sum, class_counts(logits, labels_B, mask_B))
+
+
+def evaluate(apply_fn, params, batches, *, put_batch=lambda x: x, per_class=False):
+  """{"top1_error", "top5_error", "count"} of `batches` ({"image", "label", "mask"?}), fetched
+  at the end; `per_class` adds "per_class" (nan: no examples) and "confusion"."""
   total, in_flight = None, collections.deque()
   for batch in batches:
     if len(in_flight) >= STEPS_IN_FLIGHT:  # As the training loop: no queue of collectives.
       jax.block_until_ready(in_flight.popleft())
-    images, labels, mask = _unpack(batch)
-    logits = apply_fn(params, put_batch(images))
+    labels = np.asarray(batch["label"]).astype(np.int32)
+    mask = np.asarray(batch["mask"]).astype(np.int32) if "mask" in batch else np.ones_like(labels)
+    logits = apply_fn(params, put_batch(np.asarray(batch["image"])))
     _check_labels(labels, mask, logits.shape[-1])
-    args = (logits, put_batch(labels), put_batch(mask))
-    batch_counts = (class_counts(*args, confusion=logits.shape[-1] < CONFUSION_MAX_CLASSES)
-                    if per_class else counts(*args))
+    batch_counts = class_counts(logits, put_batch(labels), put_batch(mask),
+                                confusion=per_class and logits.shape[-1] < CONFUSION_MAX_CLASSES)
     total = batch_counts if total is None else jax.tree.map(jnp.add, total, batch_counts)
     in_flight.append(total)
-  total = jax.tree.map(np.asarray, jax.device_get(total)) if total is not None else None
+  total = jax.device_get(total)
   count = 0 if total is None else int(np.sum(total["count"]))
   if count == 0:
     raise ValueError("evaluate: no examples counted; the batches were empty or fully masked.")
-  top1, top5 = int(np.sum(total["top1_correct"])), int(np.sum(total["top5_correct"]))
-  result = {"top1_error": 1.0 - top1 / count, "top5_error": 1.0 - top5 / count, "count": count}
+  result = {f"top{k}_error": 1.0 - int(np.sum(total[f"top{k}_correct"])) / count for k in (1, 5)}
+  result["count"] = count
   if per_class:
     with np.errstate(invalid="ignore", divide="ignore"):
-      result["per_class"] = {"count": total["count"],
-                             "top1_error": 1.0 - total["top1_correct"] / total["count"],
-                             "top5_error": 1.0 - total["top5_correct"] / total["count"]}
+      result["per_class"] = {"count": total["count"], **{
+          f"top{k}_error": 1.0 - total[f"top{k}_correct"] / total["count"] for k in (1, 5)}}
     if "confusion" in total:
       result["confusion"] = total["confusion"]
   return result
-
-
-def _unpack(batch):
-  images = np.asarray(batch["image"])
-  labels = np.asarray(batch["label"]).astype(np.int32)
-  if images.shape[:1] != labels.shape:
-    raise ValueError(f"evaluate: batch image {images.shape} and label {labels.shape} must both "
-                     "have the batch size first.")
-  mask = np.asarray(batch["mask"]) if "mask" in batch else np.ones(labels.shape, np.int32)
-  if mask.shape != labels.shape:
-    raise ValueError(f"evaluate: batch mask {mask.shape} must match label {labels.shape}.")
-  return images, labels, mask.astype(np.int32)
 
 
 def _check_labels(labels, mask, num_classes):

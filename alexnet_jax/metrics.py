@@ -1,5 +1,5 @@
 """Where a run's numbers go: `Writer` (TensorBoard through clu, `metrics.jsonl`, the console;
-process 0 alone writes), `Means` of the step metrics and the `Clock` of speed and time."""
+process 0 alone writes), the `means` of the step metrics and the `Clock` of speed and time."""
 import json
 import math
 import os
@@ -23,8 +23,7 @@ class Writer:
     # Here: clu loads TensorFlow (~700 MB), which readers of metrics.jsonl do not need.
     from clu import metric_writers
     self._tb = metric_writers.create_default_writer(
-        str(paths.file(workdir, paths.TENSORBOARD)), just_logging=False,
-        asynchronous=False)
+        str(paths.file(workdir, paths.TENSORBOARD)), just_logging=False, asynchronous=False)
     self._jsonl = paths.file(workdir, paths.METRICS).open("a", encoding="utf-8")
     if config is not None:
       with write_errors.naming(self.workdir / paths.CONFIG):
@@ -37,9 +36,8 @@ class Writer:
     scalars = {k: float(v) for k, v in scalars.items()}
     with write_errors.naming(self.workdir / paths.TENSORBOARD):
       self._tb.write_scalars(step, scalars)
-    row = {"step": int(step), "time": time.time(), **scalars}
     with write_errors.naming(self.workdir / paths.METRICS):
-      self._jsonl.write(json.dumps({k: _json_number(v) for k, v in row.items()}) + "\n")
+      self._jsonl.write(_json({"step": int(step), "time": time.time(), **scalars}) + "\n")
       self._jsonl.flush()
     if console:
       print(console.format(step=step, **scalars), flush=True)
@@ -49,11 +47,9 @@ class Writer:
       print(text, flush=True)
 
   def write_summary(self, summary):
-    if not self.active:
-      return
-    text = json.dumps({k: _json_number(v) for k, v in summary.items()}, indent=2)
-    with write_errors.naming(self.workdir / paths.SUMMARY):
-      (self.workdir / paths.SUMMARY).write_text(text + "\n")
+    if self.active:
+      with write_errors.naming(self.workdir / paths.SUMMARY):
+        (self.workdir / paths.SUMMARY).write_text(_json(summary, indent=2) + "\n")
 
   def close(self):
     if self.active:
@@ -62,21 +58,16 @@ class Writer:
       self._jsonl.close()
 
 
-def _json_number(v):
-  """JSON has no NaN or infinity; write them as strings a reader can still parse."""
-  if isinstance(v, float) and not math.isfinite(v):
-    return str(v)
-  return v
+def _json(row, **kwargs):
+  """JSON has no NaN or infinity: they are written as strings a reader can still parse."""
+  return json.dumps({k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
+                     for k, v in row.items()}, **kwargs)
 
 
 def read_jsonl(path):
   """The rows of a `metrics.jsonl`, in order (for sweeps, plots and tests)."""
-  rows = []
   with paths.root(path).open(encoding="utf-8") as f:
-    for line in f:
-      if line.strip():
-        rows.append(json.loads(line))
-  return rows
+    return [json.loads(line) for line in f if line.strip()]
 
 
 def elapsed_at(path, step):
@@ -87,19 +78,9 @@ def elapsed_at(path, step):
               if r.get("step", 0) <= step and "elapsed_s" in r), default=0.0)
 
 
-class Means:
-  """Running means of the train-step metrics over a window of steps."""
-
-  def __init__(self):
-    self.sums, self.n = {}, 0
-
-  def add(self, step_metrics):
-    for k, v in step_metrics.items():
-      self.sums[k] = self.sums.get(k, 0.0) + float(v)
-    self.n += 1
-
-  def mean(self):
-    return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+def means(rows):
+  """Each metric's mean over `rows`, the fetched metrics of a window's steps."""
+  return {k: sum(float(r[k]) for r in rows) / len(rows) for k in rows[0]} if rows else {}
 
 
 def cpu_seconds():
@@ -119,9 +100,8 @@ class Clock:
 
   def __init__(self, batch_size, elapsed_before=0.0):
     self.batch_size, self.start = batch_size, time.perf_counter() - elapsed_before
-    self.mark, self.steps, self.wait_s = None, 0, 0.0
-    self.timed_s, self.timed_steps = 0.0, 0
-    self.cpu_mark, self.timed_cpu_s = None, 0.0
+    self.mark, self.steps, self.wait_s = None, 0, 0.0  # The lap's; no lap before the first step.
+    self.timed_s, self.timed_steps, self.timed_cpu_s = 0.0, 0, 0.0
     self.eval_s = None  # The last periodic evaluation's duration, for the time left.
 
   def waited(self, seconds):
@@ -131,27 +111,28 @@ class Clock:
 
   def tick(self):
     if self.mark is None:
-      self.mark, self.cpu_mark = time.perf_counter(), cpu_seconds()
+      self._new_lap()
     else:
       self.steps += 1
 
   def lap(self):
     """(images/s, seconds/step, input wait, cores' share) since the last lap or restart."""
-    now, cpu = time.perf_counter(), cpu_seconds()
     if self.mark is None or not self.steps:
       return float("nan"), float("nan"), float("nan"), float("nan")
-    seconds, steps, wait = now - self.mark, self.steps, self.wait_s
-    used = cpu - self.cpu_mark
+    seconds, used = time.perf_counter() - self.mark, cpu_seconds() - self.cpu_mark
+    steps, wait = self.steps, self.wait_s
     self.timed_s, self.timed_steps = self.timed_s + seconds, self.timed_steps + steps
     self.timed_cpu_s += used
-    self.mark, self.cpu_mark, self.steps, self.wait_s = now, cpu, 0, 0.0
+    self._new_lap()
     return (steps * self.batch_size / seconds, seconds / steps, min(1.0, wait / seconds),
             used / (seconds * cores()))
 
   def restart(self):
     if self.mark is not None:
-      self.mark, self.cpu_mark = time.perf_counter(), cpu_seconds()
-      self.steps, self.wait_s = 0, 0.0
+      self._new_lap()
+
+  def _new_lap(self):
+    self.mark, self.cpu_mark, self.steps, self.wait_s = time.perf_counter(), cpu_seconds(), 0, 0.0
 
   def mean_cores_share(self):
     """The share of the cores used over the timed steps; None when no step was timed."""

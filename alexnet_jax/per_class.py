@@ -16,26 +16,22 @@ VIEWS = (("", "centre crop"), ("_10crop", "10 crops"))
 def write(workdir, step, class_names, results):
   """Writes the CSV (and PNG) of `results`, {"" or "_10crop": evaluate's result}; the paths."""
   path = paths.per_class_csv(workdir, step)
-  suffixes = [s for s, _ in VIEWS if s in results]
-  counts = results[suffixes[0]]["per_class"]["count"]
+  columns = [(s, f"top{k}_error") for s, _ in VIEWS if s in results for k in (1, 5)]
   # POSIX writes csv's "\r\n" as it is; a bucket's files take no newline argument.
   with write_errors.naming(path), path.open("w", encoding="utf-8") as f:
     out = csv.writer(f)
-    out.writerow(["class", "name", "count"] +
-                 [f"top{k}_error{s}" for s in suffixes for k in (1, 5)])
-    for k, name in enumerate(class_names):
-      row = [k, name, int(counts[k])]
-      for s in suffixes:
-        per = results[s]["per_class"]
-        row += [_number(per["top1_error"][k]), _number(per["top5_error"][k])]
-      out.writerow(row)
-  written = [path]
+    out.writerow(["class", "name", "count"] + [name + s for s, name in columns])
+    for c, name in enumerate(class_names):
+      errors = [results[s]["per_class"][column][c] for s, column in columns]
+      out.writerow([c, name, int(results[columns[0][0]]["per_class"]["count"][c])] +
+                   ["" if not np.isfinite(v) else f"{float(v):.6f}" for v in errors])
   suffix, title = main_view(results)
-  if "confusion" in results[suffix]:
-    written.append(paths.confusion_png(workdir, step))
-    confusion_png(written[-1], results[suffix]["confusion"], class_names,
-                  f"Confusion at step {step}, {title} (rows: true class)")
-  return written
+  if "confusion" not in results[suffix]:
+    return [path]
+  png = paths.confusion_png(workdir, step)
+  confusion_png(png, results[suffix]["confusion"], class_names,
+                f"Confusion at step {step}, {title} (rows: true class)")
+  return [path, png]
 
 
 def report(workdir, step, class_names, results):
@@ -54,14 +50,13 @@ def main_view(results):
 def worst_text(class_names, result, title, n=5):
   """The `n` classes with the highest top-1 error (then top-5), as one line each."""
   per = result["per_class"]
-  seen = np.nonzero(per["count"] > 0)[0]
-  order = sorted(seen, key=lambda k: (-per["top1_error"][k], -per["top5_error"][k], k))[:n]
-  lines = [f"The {len(order)} classes with the highest top-1 error ({title}):"]
+  order = sorted(np.nonzero(per["count"] > 0)[0],
+                 key=lambda k: (-per["top1_error"][k], -per["top5_error"][k], k))[:n]
   width = max((len(class_names[k]) for k in order), default=0)
-  for k in order:
-    lines.append(f"  {class_names[k]:<{width}}  top-1 {100 * per['top1_error'][k]:5.1f}%, "
-                 f"top-5 {100 * per['top5_error'][k]:5.1f}% ({int(per['count'][k])} images)")
-  return "\n".join(lines)
+  return "\n".join(
+      [f"The {len(order)} classes with the highest top-1 error ({title}):"] +
+      [f"  {class_names[k]:<{width}}  top-1 {100 * per['top1_error'][k]:5.1f}%, top-5 "
+       f"{100 * per['top5_error'][k]:5.1f}% ({int(per['count'][k])} images)" for k in order])
 
 
 def confusion_png(path, confusion, class_names, title):
@@ -72,14 +67,12 @@ def confusion_png(path, confusion, class_names, title):
   confusion = np.asarray(confusion, np.float64)
   rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
   k = len(class_names)
-  side = min(24.0, 3.0 + 0.28 * k)
-  fig, ax = plt.subplots(figsize=(side, side))
+  fig, ax = plt.subplots(figsize=(min(24.0, 3.0 + 0.28 * k),) * 2)
   image = ax.imshow(rows, cmap="Blues", vmin=0.0, vmax=1.0)
   fontsize = max(4, min(9, int(300 / k)))
   ax.set_xticks(range(k), class_names, rotation=90, fontsize=fontsize)
   ax.set_yticks(range(k), class_names, fontsize=fontsize)
-  ax.set_xlabel("predicted (top-1)")
-  ax.set_ylabel("true class")
+  ax.set(xlabel="predicted (top-1)", ylabel="true class")
   ax.set_title(title, fontsize=10)
   if k <= 20:  # Room for the fractions in the cells.
     for i in range(k):
@@ -94,13 +87,9 @@ def confusion_png(path, confusion, class_names, title):
   plt.close(fig)
 
 
-def _number(v):
-  return "" if not np.isfinite(v) else f"{float(v):.6f}"
-
-
 def report_run(writer, workdir, config, step, results):
   """A run's per-class files and its five worst classes on the console (process 0)."""
-  results = {k: v for k, v in results.items() if v is not None and "per_class" in v}
+  results = {k: v for k, v in results.items() if v is not None}
   if not results or not writer.active:
     return
   names = (run_files.read_class_names(workdir, config.model.num_classes)

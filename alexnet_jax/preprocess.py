@@ -10,19 +10,16 @@ from alexnet_jax import errors
 MEAN_MODES = ("image", "channel", "none")
 # How l_i scales a_i (4.1): sqrt(l_i) as cuda-convnet (the default), l_i / 255 as
 # fb.resnet.torch, or l_i as printed (docs/design.md says why the default).
-PCA_SCALES = ("cuda_convnet", "fb_resnet", "paper")
+PCA_SCALES = {"cuda_convnet": lambda v: np.sqrt(np.maximum(v, 0.0)),
+              "fb_resnet": lambda v: v / 255.0, "paper": lambda v: v}
 
 
 def pca_scale(eigval, convention):
   """The per-axis multipliers of a_i, given eigenvalues of the 0-255 RGB covariance."""
-  eigval = np.asarray(eigval, np.float32)
-  if convention == "cuda_convnet":
-    return np.sqrt(np.maximum(eigval, 0.0))
-  if convention == "fb_resnet":
-    return eigval / 255.0
-  if convention == "paper":
-    return eigval
-  raise errors.ConfigError(f"config.data.pca_scale={convention!r}: choose one of {PCA_SCALES}.")
+  if convention not in PCA_SCALES:
+    raise errors.ConfigError(
+        f"config.data.pca_scale={convention!r}: choose one of {tuple(PCA_SCALES)}.")
+  return PCA_SCALES[convention](np.asarray(eigval, np.float32))
 
 
 def constants(config):

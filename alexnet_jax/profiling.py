@@ -51,8 +51,7 @@ def latest_trace(logdir):
 
 
 def top_ops(trace_path, n=10):
-  """([(op, seconds, calls)] of the `n` slowest XLA ops over devices and threads, all ops'
-  seconds)."""
+  """([(op, seconds, calls)] of the `n` slowest XLA ops, summed over devices; all ops' seconds)."""
   with gzip.open(trace_path, "rt", encoding="utf-8") as f:
     events = json.load(f)["traceEvents"]
   total, calls = collections.Counter(), collections.Counter()

@@ -1,13 +1,15 @@
 """How far a long loop has got: `Progress` (a tqdm bar in a terminal, else a line every 30 s),
 `skip` to a resumed position, and `time_left`, the training log's estimate
 (docs/progress_and_profile.md)."""
+import contextlib
+import math
 import sys
 import time
 
 
 def format_duration(seconds):
   """12s, 3m10s, 2h05m; "?" for an unknown (nan or infinite) time."""
-  if seconds is None or not seconds == seconds or seconds in (float("inf"), float("-inf")):
+  if seconds is None or not math.isfinite(seconds):
     return "?"
   seconds = max(0, int(round(seconds)))
   hours, rest = divmod(seconds, 3600)
@@ -22,14 +24,12 @@ def time_left(done, total_steps, eval_every, step_time, eval_s, ten_crop):
   evaluations left at `eval_s` (0 before one is timed), the final 10-crop one as ten."""
   next_eval = min(total_steps, -(-done // eval_every) * eval_every)
   evals = (total_steps - 1) // eval_every - (done - 1) // eval_every + 1
-  eval_s = eval_s or 0.0
-  evaluation = evals * eval_s + (10 * eval_s if ten_crop else 0.0)
+  evaluation = (evals + (10 if ten_crop else 0)) * (eval_s or 0.0)
   return (total_steps - done) * step_time + evaluation, (next_eval - done) * step_time
 
 
-class Progress:
-  """Counts `unit`s of `total` (None: unknown) on stderr, nothing when not `active`; a context
-  manager."""
+class Progress(contextlib.AbstractContextManager):
+  """Counts `unit`s of `total` (None: unknown) on stderr, nothing when not `active`."""
 
   def __init__(self, total, what, *, unit="images", every_s=30.0, stream=None, active=True,
                clock=time.monotonic):
@@ -44,21 +44,14 @@ class Progress:
       self.bar = tqdm(total=total, desc=what, unit=f" {unit}", file=self.stream, leave=False,
                       dynamic_ncols=True, mininterval=0.5)
 
-  def __enter__(self):
-    return self
-
   def __exit__(self, *exc):
     self.close()
 
   def update(self, n=1):
     self.done += n
-    if not self.active:
-      return
     if self.bar is not None:
       self.bar.update(n)
-      return
-    now = self.clock()
-    if now - self.last_line >= self.every_s:
+    elif self.active and (now := self.clock()) - self.last_line >= self.every_s:
       self._line(now)
 
   def update_to(self, done):
@@ -72,8 +65,8 @@ class Progress:
       self._line(self.clock(), final=True)
     self.active = False
 
-  def text(self, now, final=False):
-    """The plain line: done/total, percent, rate and time left (or taken, at the end)."""
+  def _line(self, now, final=False):
+    """done/total, percent, rate and time left (or taken, at the end)."""
     elapsed = max(now - self.start, 1e-9)
     rate = self.done / elapsed
     count = f"{self.done:,}" if self.total is None else f"{self.done:,}/{self.total:,}"
@@ -82,14 +75,11 @@ class Progress:
       line += f" ({100 * self.done / self.total:.1f}%)"
     line += f", {rate:,.1f} {self.unit}/s"
     if final:
-      return line + f", {format_duration(elapsed)} in all"
-    if self.total:
+      line += f", {format_duration(elapsed)} in all"
+    elif self.total:
       left = (self.total - self.done) / rate if rate > 0 else float("inf")
       line += f", {format_duration(left)} left"
-    return line
-
-  def _line(self, now, final=False):
-    print(self.text(now, final), file=self.stream, flush=True)
+    print(line, file=self.stream, flush=True)
     self.last_line, self.lines = now, self.lines + 1
 
 

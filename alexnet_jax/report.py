@@ -15,6 +15,10 @@ from alexnet_jax.faults import write_errors
 def describe(config, mesh, info, steps_per_epoch, total_steps, params):
   """Three lines: the network and its size, the mesh, the data and the step counts."""
   per_device = sum(x.addressable_shards[0].data.size for x in jax.tree.leaves(params))
+  d = config.data
+  data = {"tfds": f"TFDS {d.name}", "folder": f"image folder {d.root}",
+          "tiny_imagenet": f"Tiny ImageNet {d.root}", "imagenet": f"ImageNet {d.root}"}.get(
+              d.source, f"generated ({d.generated.num_classes} classes)")
   return (
       f"{nets.display_name(config.model)}: {nets.count_params(params):,} parameters "
       f"({per_device:,} per device), {config.model.num_classes} classes, "
@@ -22,33 +26,24 @@ def describe(config, mesh, info, steps_per_epoch, total_steps, params):
       f"Mesh: data={mesh.shape['data']} x model={mesh.shape['model']} over "
       f"{jax.device_count()} {jax.devices()[0].platform} device(s), {jax.process_count()} "
       f"process(es).\n"
-      f"Data: {data_name(config)}: {info['num_train']} training, {info['num_eval']} "
-      f"{info['eval_split']} images; {steps_per_epoch} steps of {config.train.batch_size} per "
-      f"epoch, {total_steps} steps.")
-
-
-def data_name(config):
-  d = config.data
-  return {"tfds": f"TFDS {d.name}", "folder": f"image folder {d.root}",
-          "tiny_imagenet": f"Tiny ImageNet {d.root}", "imagenet": f"ImageNet {d.root}"}.get(
-      d.source, f"generated ({d.generated.num_classes} classes)")
+      f"Data: {data}: {info['num_train']} training, {info['num_eval']} {info['eval_split']} "
+      f"images; {steps_per_epoch} steps of {config.train.batch_size} per epoch, {total_steps} "
+      "steps.")
 
 
 def summary(config, workdir, *, steps, steps_per_epoch, total_steps, clock, epoch_train,
             final, learning_rate, write_metrics=True):
   """The summary.json dict: final and best errors, 10-crop errors, time and speed."""
-  evals = []
-  if write_metrics:
-    evals = [r for r in metrics.read_jsonl(paths.file(workdir, paths.METRICS))
-             if "val_top1_error" in r]
+  evals = [r for r in metrics.read_jsonl(paths.file(workdir, paths.METRICS))
+           if "val_top1_error" in r] if write_metrics else []
   best = lambda k: min((r[k] for r in evals), default=None)
   result = {"status": "finished", "steps": steps, "epochs": steps / steps_per_epoch,
             "wall_time_s": clock.elapsed(), "images_per_s": clock.mean_images_per_s(),
             "cores_share": clock.mean_cores_share(),
             "final_train_top1_error": epoch_train.get("top1_error"),
             "final_train_top5_error": epoch_train.get("top5_error"),
-            "final_val_top1_error": final["val_top1_error"],
-            "final_val_top5_error": final["val_top5_error"],
+            "final_val_top1_error": final.get("val_top1_error"),
+            "final_val_top5_error": final.get("val_top5_error"),
             "best_val_top1_error": best("val_top1_error"),
             "best_val_top5_error": best("val_top5_error"),
             "val_top1_error_10crop": final.get("val_top1_error_10crop"),
@@ -70,9 +65,10 @@ def stopped_at_target(summary_dict, config, step):
 def summary_text(s, workdir):
   def pct(v):
     return "n/a" if v is None else f"{100 * v:.1f}%"
+  cores = "" if s.get("cores_share") is None else f", {s['cores_share']:.0%} of the cores"
   return "\n".join([
       f"Finished {s['steps']} steps ({s['epochs']:.2f} epochs) in {s['wall_time_s']:.0f} s, "
-      + (f"{s['images_per_s']:.1f} training images/s{_cores(s)}." if s["images_per_s"]
+      + (f"{s['images_per_s']:.1f} training images/s{cores}." if s["images_per_s"]
          is not None else "no step timed in this start."),
       f"  validation error, centre crop: top-1 {pct(s['final_val_top1_error'])}, top-5 "
       f"{pct(s['final_val_top5_error'])}",
@@ -83,27 +79,18 @@ def summary_text(s, workdir):
       f"tensorboard --logdir {workdir}/tensorboard"])
 
 
-def _cores(s):
-  share = s.get("cores_share")
-  return f", {share:.0%} of the cores" if share is not None else ""
-
-
-CLASSES_FILE = paths.CLASSES
-CONSTANTS_FILE = paths.CONSTANTS
-
-
 def write_run_files(workdir, class_names, consts):
   """classes.json and the mean image and PCA basis: what predict needs beside a checkpoint."""
-  with write_errors.naming(paths.file(workdir, CLASSES_FILE)):
-    paths.file(workdir, CLASSES_FILE).write_text(json.dumps(list(class_names), indent=0) + "\n")
-  with write_errors.naming(paths.file(workdir, CONSTANTS_FILE)), \
-      paths.file(workdir, CONSTANTS_FILE).open("wb") as f:
+  classes, constants = paths.file(workdir, paths.CLASSES), paths.file(workdir, paths.CONSTANTS)
+  with write_errors.naming(classes):
+    classes.write_text(json.dumps(list(class_names), indent=0) + "\n")
+  with write_errors.naming(constants), constants.open("wb") as f:
     np.savez(f, **{k: np.asarray(v) for k, v in consts.items()})
 
 
 def read_class_names(workdir, num_classes):
   """The run's class names; "class <k>" for a run that stored none (older workdirs)."""
-  path = paths.file(workdir, CLASSES_FILE)
+  path = paths.file(workdir, paths.CLASSES)
   if not path.exists():
     return [f"class {k}" for k in range(num_classes)]
   names = json.loads(path.read_text())
@@ -116,7 +103,7 @@ def read_class_names(workdir, num_classes):
 
 def read_constants(workdir):
   """The run's stored preprocessing constants, or None when it stored none."""
-  path = paths.file(workdir, CONSTANTS_FILE)
+  path = paths.file(workdir, paths.CONSTANTS)
   if not path.exists():
     return None
   with path.open("rb") as raw, np.load(raw) as f:

@@ -26,17 +26,13 @@ class Plateau:
     """Takes one validation error; returns True when the rate was just divided."""
     if val_error < self.best_error - self.min_delta:
       self.improved = self.improved or self.best_error != float("inf")
-      self.best_error = val_error
-      self.bad_evals = 0
+      self.best_error, self.bad_evals = val_error, 0
       return False
     self.bad_evals += 1
-    if (self.bad_evals < self.patience or self.drops >= self.max_drops or
-        not self.improved):
+    if self.bad_evals < self.patience or self.drops >= self.max_drops or not self.improved:
       return False
     self.learning_rate /= self.factor
-    self.drops += 1
-    self.bad_evals = 0
-    self.improved = False
+    self.drops, self.bad_evals, self.improved = self.drops + 1, 0, False
     return True
 
   def rate(self, step):
@@ -44,16 +40,20 @@ class Plateau:
     return self.learning_rate
 
 
-@dataclasses.dataclass
-class Steps:
-  """Divides the rate by `factor` at each of the given epochs (a fixed alternative)."""
-  learning_rate: float
-  boundaries: tuple = ()        # In steps.
-  factor: float = 10.0
+class _Fixed:
+  """A schedule the validation error leaves as it is."""
 
   def update(self, val_error):
     del val_error
     return False
+
+
+@dataclasses.dataclass
+class Steps(_Fixed):
+  """Divides the rate by `factor` at each of the given epochs (a fixed alternative)."""
+  learning_rate: float
+  boundaries: tuple = ()        # In steps.
+  factor: float = 10.0
 
   def rate(self, step):
     drops = sum(step >= b for b in self.boundaries)
@@ -75,7 +75,7 @@ def scaled_rate(train_cfg):
 
 
 @dataclasses.dataclass
-class Poly:
+class Poly(_Fixed):
   """Linear warmup from `start_rate` (Goyal et al. 2017, 2.2), then learning_rate x
   (1 - t / T)^power to 0 at `total_steps` (You et al. 2017): a function of the step alone."""
   learning_rate: float
@@ -86,10 +86,6 @@ class Poly:
   drops: int = 0
   max_drops: int = 0
 
-  def update(self, val_error):
-    del val_error
-    return False
-
   def rate(self, step):
     if step < self.warmup_steps:
       return self.start_rate + (self.learning_rate - self.start_rate) * step / self.warmup_steps
@@ -98,27 +94,20 @@ class Poly:
     return self.learning_rate * left**self.power
 
 
-def poly(train_cfg, steps_per_epoch, total_steps):
-  return Poly(learning_rate=scaled_rate(train_cfg), total_steps=int(total_steps),
-              warmup_steps=int(round(train_cfg.warmup_epochs * steps_per_epoch)),
-              start_rate=train_cfg.learning_rate, power=train_cfg.poly_power)
-
-
 def create(train_cfg, steps_per_epoch, total_steps=0):
   """The schedule `train_cfg.schedule` names, fresh, at `scaled_rate`."""
   rate = scaled_rate(train_cfg)
   if train_cfg.schedule == "poly":
-    return poly(train_cfg, steps_per_epoch, total_steps)
+    return Poly(learning_rate=rate, total_steps=int(total_steps),
+                warmup_steps=int(round(train_cfg.warmup_epochs * steps_per_epoch)),
+                start_rate=train_cfg.learning_rate, power=train_cfg.poly_power)
   if train_cfg.schedule == "plateau":
-    return Plateau(learning_rate=rate, initial_rate=rate,
-                   factor=train_cfg.lr_drop_factor,
-                   patience=train_cfg.plateau_patience,
-                   min_delta=train_cfg.plateau_min_delta,
+    return Plateau(learning_rate=rate, initial_rate=rate, factor=train_cfg.lr_drop_factor,
+                   patience=train_cfg.plateau_patience, min_delta=train_cfg.plateau_min_delta,
                    max_drops=train_cfg.max_lr_drops)
   if train_cfg.schedule == "step":
-    boundaries = tuple(int(e * steps_per_epoch) for e in train_cfg.step_epochs)
-    return Steps(learning_rate=rate, boundaries=boundaries,
-                 factor=train_cfg.lr_drop_factor)
+    return Steps(learning_rate=rate, factor=train_cfg.lr_drop_factor,
+                 boundaries=tuple(int(e * steps_per_epoch) for e in train_cfg.step_epochs))
   raise errors.ConfigError(f"config.train.schedule={train_cfg.schedule!r}: expected 'plateau', "
                            "'step' or 'poly'.")
 
@@ -138,19 +127,15 @@ STEP_SETTINGS = {"learning_rate": "learning_rate", "boundaries": "step_epochs",
 def from_dict(schedule, state, log=print):
   """`schedule` (this run's config) with the progress `to_dict` saved in `state`; settings
   that changed are this run's, each said through `log` (docs/design.md, "Schedules")."""
-  state = dict(state)
-  if "boundaries" in state:
-    state["boundaries"] = tuple(state["boundaries"])
-  stored_kind = (Steps if "boundaries" in state else
-                 Poly if "total_steps" in state else Plateau)
-  if isinstance(schedule, Poly) and stored_kind is Poly:
-    return schedule  # A function of the step alone: nothing to carry over.
-  if not isinstance(schedule, stored_kind):
-    log(f"config.train.schedule changed on resume: the checkpoint's {stored_kind.__name__} "
+  kind = Steps if "boundaries" in state else Poly if "total_steps" in state else Plateau
+  if not isinstance(schedule, kind):
+    log(f"config.train.schedule changed on resume: the checkpoint's {kind.__name__} "
         f"schedule is replaced by this run's {type(schedule).__name__}, from its start.")
     return schedule
-  if isinstance(schedule, Steps):
-    _log_changes(state, dataclasses.asdict(schedule), STEP_SETTINGS, log)
+  if kind is Steps:
+    _log_changes({**state, "boundaries": tuple(state["boundaries"])},
+                 dataclasses.asdict(schedule), STEP_SETTINGS, log)
+  if kind is not Plateau:  # Poly is a function of the step alone: nothing to carry over.
     return schedule
   stored = Plateau(**state)
   if stored.initial_rate is None:  # Saved before the initial rate was: undo the drops.

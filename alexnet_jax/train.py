@@ -38,6 +38,9 @@ from alexnet_jax.faults import write_errors
 
 # Batches copied to the devices ahead of the step that needs them.
 DEVICE_PREFETCH = 2
+# Evaluation's speed counts from this batch on: the first (compiled) has finished by then,
+# since evaluate keeps two batches in flight.
+TIMED_FROM_BATCH = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,14 +48,11 @@ class Run:
   """What stays fixed for the whole run: its config, data, mesh, cadence and writers."""
   config: Any
   workdir: Any                # paths.root: a pathlib.Path, or an epath.Path for a URL.
-  info: dict                  # dataset_info: classes and example counts.
+  info: dict                  # dataset_info: classes, example counts and the eval split.
   mesh: Mesh
   slice_index: int            # The rows of each global batch this process feeds (data_slice),
   slice_count: int            # not its process index: towers on two hosts feed the same rows.
-  steps_per_epoch: int
-  total_steps: int
-  cadence: cadence_lib.Cadence  # When the loop logs, ends an epoch, evaluates and saves.
-  eval_split: str
+  cadence: cadence_lib.Cadence  # The steps per epoch and in all; when the loop logs, evaluates.
   writer: metrics.Writer
   mgr: Any                    # orbax CheckpointManager (manager.create).
   fingerprint: dict           # The model fields a checkpoint must match.
@@ -69,14 +69,13 @@ def set_up(config, workdir) -> Run:
   preflight.check_run(config, info)
   mesh = parallel.make_mesh(config)
   slice_index, slice_count = parallel.data_slice(mesh)
-  per_epoch, total = cadence_lib.num_steps(config, info)
+  cadence = cadence_lib.Cadence.of(config, info)
   workdir = paths.root(workdir)
   consts = preprocess.constants(config)
   evaluating = steps.eval_mesh(config, mesh)
   return Run(
       config=config, workdir=workdir, info=info, mesh=mesh, slice_index=slice_index,
-      slice_count=slice_count, steps_per_epoch=per_epoch, total_steps=total,
-      cadence=cadence_lib.Cadence.of(config, per_epoch, total), eval_split=info["eval_split"],
+      slice_count=slice_count, cadence=cadence,
       # An eval-only run leaves the training run's config.json as it is.
       writer=metrics.Writer(workdir, None if config.eval_only else config),
       mgr=manager.create(workdir, max_to_keep=config.checkpoint.max_to_keep),
@@ -94,25 +93,21 @@ def train_and_evaluate(config, workdir):
   lock = workdir_lock.acquire(workdir, jax.process_index())  # Before anything is written.
   try:
     with sources.listed_once():
-      return _set_up_and_run(config, workdir)
+      run = set_up(config, workdir)
+      try:
+        result = _execute(run)
+      except BaseException:
+        with contextlib.suppress(OSError):  # The error in flight is the one to tell.
+          _close(run)
+        raise
+      _close(run)
+      return result
   except OSError as e:  # A full disk or a lost permission beyond the checkpoints: one line.
     if not write_errors.is_write_refusal(e):
       raise
     raise write_errors.run_file_error(e, workdir) from e
   finally:
     workdir_lock.release(lock)
-
-
-def _set_up_and_run(config, workdir):
-  run = set_up(config, workdir)
-  try:
-    result = _execute(run)
-  except BaseException:
-    with contextlib.suppress(OSError):  # The error in flight is the one to tell.
-      _close(run)
-    raise
-  _close(run)
-  return result
 
 
 def _close(run: Run):
@@ -122,9 +117,9 @@ def _close(run: Run):
 
 
 def _execute(run: Run):
-  config = run.config
+  config, cadence = run.config, run.cadence
   state = steps.create_train_state(config, run.mesh)
-  schedule = schedule_lib.create(config.train, run.steps_per_epoch, run.total_steps)
+  schedule = schedule_lib.create(config.train, cadence.epoch, cadence.total)
   restored = _restore(run)
   if restored is not None:
     state, extra = restored
@@ -136,8 +131,8 @@ def _execute(run: Run):
   if not config.eval_only and run.writer.active:
     report.write_run_files(run.workdir, input_pipeline.class_names(config),
                            jax.device_get(run.consts))
-  run.writer.print(report.describe(config, run.mesh, run.info, run.steps_per_epoch,
-                                   run.total_steps, state.params))
+  run.writer.print(report.describe(config, run.mesh, run.info, cadence.epoch, cadence.total,
+                                   state.params))
   if config.eval_only:
     return evaluate_only(run, state)
   preemption.install()
@@ -172,12 +167,12 @@ def train(run: Run, state, schedule):
       config, batch_size=config.train.batch_size, slice_index=run.slice_index,
       slice_count=run.slice_count, start_step=start), run.mesh, run.slice_count, DEVICE_PREFETCH,
       on_wait=clock.waited)
-  tally, pending, in_flight = _Tally(), [], collections.deque()
-  stuck = cadence_lib.StuckLoss(config.model.num_classes, config.train.stuck_window_steps,
-                                config.train.learning_rate, log=run.writer.print)
-  profile = profiling.make_profile(config.profile_steps, run.workdir, start, run.total_steps,
+  tally = _Tally(cadence_lib.StuckLoss(config.model.num_classes, config.train.stuck_window_steps,
+                                       config.train.learning_rate, log=run.writer.print))
+  profile = profiling.make_profile(config.profile_steps, run.workdir, start, run.cadence.total,
                                    run.writer.print)
-  for step in range(start, run.total_steps):
+  in_flight = collections.deque()
+  for step in range(start, run.cadence.total):
     if profile:
       profile(state, step)
     lr = schedule.rate(step)
@@ -186,23 +181,16 @@ def train(run: Run, state, schedule):
     state, step_metrics = step_fn(state, next(batches), np.float32(lr), run.consts)
     in_flight.append(step_metrics["loss"])
     clock.tick()
-    pending.append((step + 1, step_metrics))
+    tally.pending.append(step_metrics)
     done = step + 1
     stop = preemption.should_stop(done)  # Every process, every step: JAX's sync point.
-    if not (stop or run.cadence.due(done)):
-      continue
-    fetched = _fetch(pending, run.mgr)
-    tally.add(fetched)
-    stuck([(at, float(m["loss"])) for (at, _), m in zip(pending, fetched)])
-    pending = []
-    reached = _periodic(run, state, schedule, done, lr, clock, tally)
-    if stop:
-      _save(run, state, schedule, done)  # Nothing to do when the boundary saved it already.
-      manager.wait(run.mgr)
-      run.writer.print(preemption.stop_line(done, run.mgr.directory))
-      raise preemption.Preempted(done)
-    if reached:
-      break
+    if stop or run.cadence.due(done):
+      tally.fetch(done, run.mgr)
+      reached = _periodic(run, state, schedule, done, lr, clock, tally)
+      if stop:
+        _preempted(run, state, schedule, done)
+      if reached:
+        break
   if profile:
     profile(state, int(state.step))  # A trace that ends with the run.
   return _finish(run, state, schedule, tally.last_eval, tally.epoch_train, clock)
@@ -215,32 +203,37 @@ def wait_for_step(loss):
 
 @dataclasses.dataclass
 class _Tally:
-  """Fetched metrics: this epoch's and window's sums, the last epoch's means and evaluation."""
-  epoch: metrics.Means = dataclasses.field(default_factory=metrics.Means)
-  window: metrics.Means = dataclasses.field(default_factory=metrics.Means)
+  """The steps' metrics: pending (not yet fetched), this epoch's, this log window's; results."""
+  stuck: cadence_lib.StuckLoss
+  pending: list = dataclasses.field(default_factory=list)
+  epoch: list = dataclasses.field(default_factory=list)
+  window: list = dataclasses.field(default_factory=list)
   epoch_train: dict = dataclasses.field(default_factory=dict)
   last_eval: Any = None
 
-  def add(self, fetched):
-    for step_metrics in fetched:
-      self.epoch.add(step_metrics)
-      self.window.add(step_metrics)
+  def fetch(self, done, mgr):
+    """One transfer of the pending steps' metrics, the last step `done`'s; a NaN stops the run."""
+    fetched, first = jax.device_get(self.pending), done - len(self.pending) + 1
+    losses = [(at, float(m["loss"])) for at, m in enumerate(fetched, first)]
+    for at, loss in losses:
+      _check_finite(loss, at, mgr)
+    self.pending, self.epoch, self.window = [], self.epoch + fetched, self.window + fetched
+    self.stuck(losses)
 
 
 def _periodic(run: Run, state, schedule, done, lr, clock, tally):
-  """The log line, the epoch's end, the evaluation or the checkpoint due at `done`; True when
-  the run reached train.stop_at_train_error."""
+  """What is due at step `done` besides the step; True once train.stop_at_train_error is met."""
   config, cadence = run.config, run.cadence
   if cadence.logs(done):
-    cadence_lib.log_train(run.writer, cadence, done, tally.window.mean(), lr, clock,
+    cadence_lib.log_train(run.writer, cadence, done, metrics.means(tally.window), lr, clock,
                           ten_crop=config.eval.ten_crop)
-    tally.window = metrics.Means()
+    tally.window = []
   reached = False
   if cadence.ends_epoch(done):
-    tally.epoch_train = tally.epoch.mean()
-    reached = cadence_lib.log_epoch(run.writer, config, done, run.steps_per_epoch,
-                                    tally.epoch_train, clock)
-    tally.epoch = metrics.Means()
+    tally.epoch_train = metrics.means(tally.epoch)
+    reached = cadence_lib.log_epoch(run.writer, config, done, cadence.epoch, tally.epoch_train,
+                                    clock)
+    tally.epoch = []
   if cadence.evaluates(done) or reached:
     tally.last_eval = _periodic_eval(run, state, schedule, done, clock)
     clock.restart()
@@ -249,20 +242,12 @@ def _periodic(run: Run, state, schedule, done, lr, clock, tally):
   return reached
 
 
-def _fetch(pending, mgr):
-  """The metrics of the steps dispatched since the last fetch, as floats, in one transfer;
-  stops the run at the first non-finite loss."""
-  fetched = jax.device_get([m for _, m in pending])
-  for (done, _), step_metrics in zip(pending, fetched):
-    _check_finite(step_metrics, done, mgr)
-  return fetched
-
-
 def _finished_summary(run: Run, start):
   """The stored summary when the run at `start` is already finished, else None."""
   path = run.workdir / paths.SUMMARY
   summary = json.loads(path.read_text()) if path.exists() else None
-  if summary and (start >= run.total_steps or report.stopped_at_target(summary, run.config, start)):
+  if summary and (start >= run.cadence.total or
+                  report.stopped_at_target(summary, run.config, start)):
     run.writer.print(f"Already trained to step {start}; its summary ({path}):")
     run.writer.print(report.summary_text(summary, run.workdir))
     return summary
@@ -272,22 +257,26 @@ def _finished_summary(run: Run, start):
 def _periodic_eval(run: Run, state, schedule, done, clock):
   """Centre-crop validation error: logged, drives the plateau schedule, ranks checkpoints."""
   started = time.perf_counter()
-  result = _evaluate(run, state, ten_crop=False, per_class=True)
+  result = _evaluate(run, state, ten_crop=False)
   clock.eval_s = time.perf_counter() - started
-  epoch = done / run.steps_per_epoch
+  epoch = done / run.cadence.epoch
   dropped = {}
   if schedule.update(result["top1_error"]):  # The paper's three drops: when each came.
     run.writer.print(f"Validation error stopped improving: at epoch {epoch:.2f} (step {done}) "
                      f"the learning rate is divided to {schedule.rate(done):g}, drop "
                      f"{schedule.drops} of at most {schedule.max_drops}.")
     dropped = {"lr_drop_epoch": epoch}
-  run.writer.write(done, {"epoch": epoch, "val_top1_error": result["top1_error"],
-                          "val_top5_error": result["top5_error"], "elapsed_s": clock.elapsed(),
+  run.writer.write(done, {"epoch": epoch, **_errors(result), "elapsed_s": clock.elapsed(),
                           "val_crops_per_s": result["crops_per_s"], **dropped},
                    console=("step {step}: validation top-1 error {val_top1_error:.4f}, top-5 "
                             "{val_top5_error:.4f} (centre crop, {val_crops_per_s:.0f} images/s)"))
   _save(run, state, schedule, done, {"val_top1_error": result["top1_error"]})
   return result
+
+
+def _errors(result, suffix=""):
+  """An evaluation's errors as metrics.jsonl and summary.json name them."""
+  return {f"val_top{k}_error{suffix}": result[f"top{k}_error"] for k in (1, 5)}
 
 
 def _finish(run: Run, state, schedule, last_eval, epoch_train, clock):
@@ -296,25 +285,21 @@ def _finish(run: Run, state, schedule, last_eval, epoch_train, clock):
   done = int(state.step)
   stop = _final_stop(run, state, schedule, done)
   if last_eval is None and done > 0:
-    last_eval = _evaluate(run, state, ten_crop=False, per_class=True, stop=stop)
-  final = {"val_top1_error": last_eval["top1_error"] if last_eval else None,
-           "val_top5_error": last_eval["top5_error"] if last_eval else None}
-  ten = None
-  if run.config.eval.ten_crop:
-    ten = _evaluate(run, state, ten_crop=True, per_class=True, stop=stop)
+    last_eval = _evaluate(run, state, ten_crop=False, stop=stop)
+  ten = _evaluate(run, state, ten_crop=True, stop=stop) if run.config.eval.ten_crop else None
   stop()  # A signal in the last batch, or with no 10-crop evaluation: nothing written yet.
+  final = _errors(last_eval) if last_eval else {}
   if ten is not None:
-    final.update(val_top1_error_10crop=ten["top1_error"], val_top5_error_10crop=ten["top5_error"])
-    run.writer.write(done, {"epoch": done / run.steps_per_epoch,
-                            **{k: v for k, v in final.items() if v is not None},
+    final.update(_errors(ten, "_10crop"))
+    run.writer.write(done, {"epoch": done / run.cadence.epoch, **final,
                             "val_crops_per_s_10crop": ten["crops_per_s"],
                             "elapsed_s": clock.elapsed()},
                      console="step {step}: 10-crop evaluation at {val_crops_per_s_10crop:.0f} "
                              "crops/s")
-  summary = report.summary(run.config, run.workdir, steps=done,
-                           steps_per_epoch=run.steps_per_epoch, total_steps=run.total_steps,
-                           clock=clock, epoch_train=epoch_train, final=final,
-                           learning_rate=schedule.rate(done), write_metrics=run.writer.active)
+  summary = report.summary(run.config, run.workdir, steps=done, steps_per_epoch=run.cadence.epoch,
+                           total_steps=run.cadence.total, clock=clock, epoch_train=epoch_train,
+                           final=final, learning_rate=schedule.rate(done),
+                           write_metrics=run.writer.active)
   summary["best_step"] = run.mgr.best_step()  # What config.eval.checkpoint=best reads.
   run.writer.write_summary(summary)
   run.writer.print(report.summary_text(summary, run.workdir))
@@ -329,64 +314,59 @@ def _final_stop(run: Run, state, schedule, done):
 
   def stop():
     if preemption.should_stop(next(calls)):
-      _save(run, state, schedule, done)
-      manager.wait(run.mgr)
-      run.writer.print(preemption.stop_line(done, run.mgr.directory))
-      raise preemption.Preempted(done)
+      _preempted(run, state, schedule, done)
   return stop
+
+
+def _preempted(run: Run, state, schedule, done):
+  _save(run, state, schedule, done)  # Nothing to do when the boundary saved it already.
+  manager.wait(run.mgr)
+  run.writer.print(preemption.stop_line(done, run.mgr.directory))
+  raise preemption.Preempted(done)
 
 
 def evaluate_only(run: Run, state):
   """Centre-crop and 10-crop errors of config.eval.checkpoint's step, with the step."""
-  result, views = {"step": int(state.step)}, {}
-  for ten_crop in (False, True):
-    r = _evaluate(run, state, ten_crop=ten_crop, per_class=True)
-    suffix = "_10crop" if ten_crop else ""
-    views[suffix] = r
-    result.update({f"val_top1_error{suffix}": r["top1_error"],
-                   f"val_top5_error{suffix}": r["top5_error"], "count": r["count"]})
+  step = int(state.step)
+  views = {suffix: _evaluate(run, state, ten_crop=bool(suffix)) for suffix in ("", "_10crop")}
+  result = {"step": step}
+  for suffix, view in views.items():
+    result.update(_errors(view, suffix), count=view["count"])
   run.writer.print(
-      f"Checkpoint step {int(state.step)}, split {run.eval_split} ({result['count']} images): "
+      f"Checkpoint step {step}, split {run.info['eval_split']} ({result['count']} images): "
       f"top-1 error {result['val_top1_error']:.4f} centre crop, "
       f"{result['val_top1_error_10crop']:.4f} 10 crops; top-5 "
       f"{result['val_top5_error']:.4f} / {result['val_top5_error_10crop']:.4f}.")
-  per_class.report_run(run.writer, run.workdir, run.config, int(state.step), views)
+  per_class.report_run(run.writer, run.workdir, run.config, step, views)
   return result
 
 
-def _evaluate(run: Run, state, ten_crop, per_class=False, stop=None):
+def _evaluate(run: Run, state, ten_crop, stop=None):
+  """evaluate.evaluate's result, per class too, with its speed; `stop()` before each batch."""
   batches = input_pipeline.eval_iterator(
-      run.config, run.eval_split, batch_size=run.config.eval.batch_size,
+      run.config, run.info["eval_split"], batch_size=run.config.eval.batch_size,
       slice_index=run.slice_index, slice_count=run.slice_count)
-  total = run.info["num_eval"] if run.eval_split == run.info["eval_split"] else None
+  timed = []  # (time, images counted before) at batch TIMED_FROM_BATCH.
   what = f"evaluation, {'10 crops' if ten_crop else 'centre crop'}"
-  timed = {"images": 0, "since": None}
-  with progress.Progress(total, what, active=run.writer.active) as bar:
+  with progress.Progress(run.info["num_eval"], what, active=run.writer.active) as bar:
     result = evaluate.evaluate(
         lambda params, images: run.eval_step(params, images, run.eval_consts, ten_crop),
         jax.device_put(state.params, run.eval_shardings),
-        _counted(batches, bar, run.slice_count, stop, timed), per_class=per_class,
+        _counted(batches, bar, run.slice_count, stop, timed), per_class=True,
         put_batch=lambda x: parallel.to_global(run.eval_mesh, x, run.slice_count))
-  seconds = time.perf_counter() - (timed["since"] or time.perf_counter())
-  result["crops_per_s"] = (timed["images"] * (10 if ten_crop else 1) / seconds if seconds
-                           else float("nan"))
+  seconds = time.perf_counter() - timed[0][0] if timed else 0
+  result["crops_per_s"] = ((bar.done - timed[0][1]) * (10 if ten_crop else 1) / seconds
+                           if seconds else float("nan"))
   return result
 
 
-# Evaluation's speed counts from this batch on: the first (compiled) has finished by then,
-# since evaluate keeps two batches in flight.
-TIMED_FROM_BATCH = 3
-
-
-def _counted(batches, bar, slice_count, stop=None, timed=None):
+def _counted(batches, bar, slice_count, stop, timed):
   for i, batch in enumerate(batches, 1):
     if stop:
       stop()
-    images = int(np.sum(batch["mask"])) * slice_count
-    bar.update(images)
-    if timed is not None and i >= TIMED_FROM_BATCH:
-      timed["since"] = timed["since"] or time.perf_counter()
-      timed["images"] += images
+    if i == TIMED_FROM_BATCH:
+      timed.append((time.perf_counter(), bar.done))
+    bar.update(int(np.sum(batch["mask"])) * slice_count)
     yield batch
 
 
@@ -399,8 +379,7 @@ def _save(run: Run, state, schedule, done, val_metrics=None):
   manager.save(run.mgr, done, state, extra, val_metrics)
 
 
-def _check_finite(step_metrics, done, mgr):
-  loss = float(step_metrics["loss"])
+def _check_finite(loss, done, mgr):
   if not np.isfinite(loss):
     manager.wait(mgr)
     kept = (f"The last good checkpoint (step {mgr.latest_step()}) in {mgr.directory} is intact"
