@@ -72,7 +72,7 @@ def row_keys(key, batch_size):
 CROP_OPS = ("dynamic_slice", "gather")
 
 
-def apply(images_BRRC, draws, consts, crop, op="dynamic_slice"):
+def augment(images_BRRC, draws, consts, crop, op="dynamic_slice"):
   """float32 [B, crop, crop, 3]: (image - mean) cropped, mirrored where drawn, plus the colour
   shift; `op` (config.data.crop_op) cuts with lax.dynamic_slice or one gather, same numbers."""
   if op not in CROP_OPS:
@@ -110,7 +110,7 @@ def train_images(images_BRRC, key, consts, data_cfg, crop):
   draws = draw(row_keys(key, images_BRRC.shape[0]), resize=resize, crop=crop,
                random_crop=data_cfg.random_crop, flip=data_cfg.flip,
                noise_std=float(data_cfg.pca_noise_std))
-  return apply(images_BRRC, draws, consts, crop, data_cfg.crop_op)
+  return augment(images_BRRC, draws, consts, crop, data_cfg.crop_op)
 
 
 def eval_images(images_BRRC, consts, crop, ten_crop):

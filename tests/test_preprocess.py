@@ -14,7 +14,7 @@ R, S = 40, 32  # resize and crop: 9 offsets per axis.
 
 
 def numpy_apply(images_BRRC, draws, consts, crop):
-  """preprocess.apply's operations in NumPy on the host, one image at a time."""
+  """preprocess.augment's operations in NumPy on the host, one image at a time."""
   out = []
   for i, image in enumerate(np.asarray(images_BRRC)):
     x = image.astype(np.float32) - np.asarray(consts["mean"])
@@ -48,7 +48,7 @@ def test_device_augmentation_equals_the_host_operations_for_the_same_draws():
   draws = preprocess.draw(keys, resize=R, crop=S, random_crop=True, flip=True, noise_std=0.1)
   mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
   sharded = jax.device_put(images, NamedSharding(mesh, P("data")))
-  device = jax.jit(preprocess.apply, static_argnums=3)(sharded, draws, consts, S)
+  device = jax.jit(preprocess.augment, static_argnums=3)(sharded, draws, consts, S)
   host = numpy_apply(images, jax.device_get(draws), consts, S)
   np.testing.assert_allclose(np.asarray(device), host, rtol=0, atol=1e-4)
   # The draws are not degenerate: several offsets, both mirror states, non-zero noise.
@@ -83,7 +83,7 @@ def test_a_row_is_augmented_the_same_whatever_the_batch_and_the_mesh():
   # Row 5 alone, with its own key fold_in(key, 5), gives the same image.
   draws = preprocess.draw(jax.random.fold_in(key, 5)[None], resize=R, crop=S, random_crop=True,
                           flip=True, noise_std=0.1)
-  alone = preprocess.apply(images[5:6], draws, consts, S)
+  alone = preprocess.augment(images[5:6], draws, consts, S)
   np.testing.assert_allclose(np.asarray(alone[0]), np.asarray(whole[5]), atol=1e-5)
   # Another step's key changes it.
   other = preprocess.train_images(images, jax.random.fold_in(key, 1), consts, data_cfg(), S)
@@ -179,12 +179,12 @@ def test_gathered_crops_are_the_dynamic_slice_crops_bit_for_bit():
   draws["offset"] = draws["offset"].at[:4].set(np.array([[0, 0], [0, R - S], [R - S, 0],
                                                          [R - S, R - S]], np.int32))
   draws["mirror"] = draws["mirror"].at[:4].set(np.array([False, True, False, True]))
-  want = np.asarray(preprocess.apply(images, draws, consts, S))
-  np.testing.assert_array_equal(np.asarray(preprocess.apply(images, draws, consts, S, "gather")),
+  want = np.asarray(preprocess.augment(images, draws, consts, S))
+  np.testing.assert_array_equal(np.asarray(preprocess.augment(images, draws, consts, S, "gather")),
                                 want)
   mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
   sharded = jax.device_put(images, NamedSharding(mesh, P("data")))
-  jitted = jax.jit(preprocess.apply, static_argnums=(3, 4))
+  jitted = jax.jit(preprocess.augment, static_argnums=(3, 4))
   np.testing.assert_array_equal(np.asarray(jitted(sharded, draws, consts, S, "gather")),
                                 np.asarray(jitted(sharded, draws, consts, S, "dynamic_slice")))
   hlo = jitted.lower(sharded, draws, consts, S, "gather").compile().as_text()
@@ -192,7 +192,7 @@ def test_gathered_crops_are_the_dynamic_slice_crops_bit_for_bit():
   host = numpy_apply(images, jax.device_get(draws), consts, S)
   np.testing.assert_allclose(want, host, rtol=0, atol=1e-4)
   with pytest.raises(ValueError, match="config.data.crop_op"):
-    preprocess.apply(images, draws, consts, S, "scatter")
+    preprocess.augment(images, draws, consts, S, "scatter")
 
 
 @pytest.mark.slow

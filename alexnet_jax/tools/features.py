@@ -49,7 +49,7 @@ def make_extract(config, mesh, layers, pool="flatten"):
     raise errors.ConfigError(
         f"Layers {unknown} / pool {pool!r}: choose layers among {sorted(ranks)} "
         f"and a pool among {POOLS}.")
-  net = nets.make_module(config.model, mesh.shape["model"])
+  net = nets.make_module(config.model, mesh.shape["model"], impl=config.impl)
   maps = parallel.shard_maps(net, mesh, {name: ranks[name] for name in layers},
                                   towered=nets.towers(config.model) > 1)
   crop = config.model.image_size
