@@ -19,7 +19,6 @@ from alexnet_jax import evaluate
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax.checkpoints import trained_run
-from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common
 
@@ -48,12 +47,11 @@ def logits(config, params, mesh, consts, paths, *, ten_crop=False, batch_size=No
   """float32 [n, K] (centre crop) or [n, 10, K] (ten crops): the evaluation step's logits of
   the images at `paths` (which must decode), computed as evaluation computes them."""
   eval_step = steps.make_eval_step(config, mesh)
-  batch_size = batch_size or config.eval.batch_size
   out = []
-  for images, rows in common.decoded_batches(paths, config.data.resize_size, batch_size,
-                                             decoding.resize_of(config)):
-    batch = eval_step(params, parallel.to_global(mesh, images), consts, ten_crop)
-    out.append(np.asarray(jax.device_get(batch))[:rows])
+  for batch in common.image_batches(config, common.files_split(paths),
+                                    batch_size=batch_size or config.eval.batch_size):
+    batch_logits = eval_step(params, parallel.to_global(mesh, batch["image"]), consts, ten_crop)
+    out.append(np.asarray(jax.device_get(batch_logits))[batch["mask"]])
   return np.concatenate(out) if out else np.zeros((0, config.model.num_classes), np.float32)
 
 
