@@ -23,6 +23,8 @@ def define_flags():
       "config", paper.get_config(),
       "Overrides of the run's config.json, e.g. --config.eval.checkpoint=best (or latest, or a "
       "step), --config.eval.ten_crop=False, --config.mesh.model=1 on a single device.")
+  # The default only gives the overrides their types; printed whole, it fills --help.
+  flags.FLAGS["config"].default_as_str = None
 
 
 def source():

@@ -195,6 +195,7 @@ def main(argv):
 if __name__ == "__main__":
   from alexnet_jax.faults import logs
   common.define_flags()
+  flags.adopt_module_key_flags(common)  # Listed by --help, as this command's own.
   flags.DEFINE_string("out", None, "Folder for fig3.png, fig4.png and fig4.json.", required=True)
   flags.DEFINE_list("figures", ["fig3", "fig4"], "Which figures.")
   flags.DEFINE_list("queries", [], "Query image files for figure 4 (default: evaluation images).")

@@ -105,6 +105,7 @@ def main(argv):
 if __name__ == "__main__":
   from alexnet_jax.faults import logs
   common.define_flags()
+  flags.adopt_module_key_flags(common)  # Listed by --help, as this command's own.
   flags.DEFINE_bool("ten_crop", False, "Average the softmax over the ten crops (4.1).")
   flags.DEFINE_bool("json", False, "Print JSON for scripts instead of text.")
   flags.DEFINE_integer("top", 5, "How many classes to list per image.")
