@@ -56,10 +56,9 @@ def logits(config, params, mesh, consts, paths, *, ten_crop=False, batch_size=No
 
 
 def probabilities(logits_array):
-  """The softmax of the centre crop's logits, or the ten crops' softmax averaged (4.1)."""
-  if logits_array.ndim == 2:
-    return np.asarray(jax.nn.softmax(logits_array, axis=-1))
-  return np.asarray(evaluate.crop_scores(logits_array))
+  """The crops' softmax averaged (4.1): of the ten crops [n, 10, K], or of the centre's [n, K]."""
+  crops = logits_array[:, None] if logits_array.ndim == 2 else logits_array
+  return np.asarray(evaluate.crop_scores(crops))
 
 
 def top_classes(probs, class_names, top):
