@@ -185,8 +185,9 @@ def main(argv):
   if "fig4" in f.figures:
     mesh = parallel.make_mesh(config)
     consts = parallel.place_replicated(mesh, trained_run.constants(source, config))
-    png, rows = write_fig4(out, config, params, mesh, consts, files=f.queries,
-                           num_queries=f.num_queries, k=f.neighbours, max_train=f.max_train)
+    with sources.listed_once():  # The training split, read twice, listed and checked once.
+      png, rows = write_fig4(out, config, params, mesh, consts, files=f.queries,
+                             num_queries=f.num_queries, k=f.neighbours, max_train=f.max_train)
     print(f"Figure 4 (fc7 of step {step}) -> {png}")
     for row in rows:
       print(f"  {row['query']}: " + ", ".join(f"{n['distance']:.1f}" for n in row["neighbours"]))
