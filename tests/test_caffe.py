@@ -16,6 +16,7 @@ import pytest
 
 from alexnet_jax import parallel
 from alexnet_jax import steps
+from alexnet_jax.configs import paper
 from alexnet_jax.tools import caffe
 from alexnet_jax.tools import caffe_proto
 from alexnet_jax.tools import common
@@ -61,8 +62,9 @@ def caffe_dir(v1, width=WIDTH, classes=CLASSES):
 @functools.cache
 def decoded():
   """uint8 [n, 256, 256, 3] RGB: the photographs as this package decodes them for evaluation."""
-  images, rows = next(common.decoded_batches(photo_paths(), 256, 16))
-  return images[:rows]
+  paths = photo_paths()
+  return next(common.image_batches(paper.get_config(), common.files_split(paths),
+                                   batch_size=len(paths)))["image"]
 
 
 def opencv_logits(v1, *files):

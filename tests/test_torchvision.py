@@ -19,6 +19,7 @@ from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax.checkpoints import trained_run
 from alexnet_jax.checkpoints import weights_file
+from alexnet_jax.configs import paper
 from alexnet_jax.tools import common
 from alexnet_jax.tools import predict
 from alexnet_jax.tools import torchvision as tv_import
@@ -108,8 +109,9 @@ def imported(num_classes=1000):
 @functools.cache
 def decoded():
   """uint8 [n, 256, 256, 3]: the photographs as this package decodes them for evaluation."""
-  images, rows = next(common.decoded_batches(photo_paths(), 256, 16))
-  return images[:rows]
+  paths = photo_paths()
+  return next(common.image_batches(paper.get_config(), common.files_split(paths),
+                                   batch_size=len(paths)))["image"]
 
 
 def normalised_crops(images):
@@ -288,9 +290,10 @@ def test_eval_only_of_the_imported_run_gives_torchs_errors(tmp_path):
   config, params, mean = imported(10)
   npz = weights_file.write_import(tmp_path / "owt10.npz", tmp_path / "run", config, params,
                                   [pathlib.Path(p).stem for p in paths], mean)
-  images, rows = next(common.decoded_batches([str(p) for p in paths], 256, 16))
+  images = next(common.image_batches(paper.get_config(), common.files_split(paths),
+                                     batch_size=len(paths)))["image"]
   with torch.no_grad():
-    logits = model_and_file(10)[0](torch.from_numpy(normalised_crops(images[:rows]))).numpy()
+    logits = model_and_file(10)[0](torch.from_numpy(normalised_crops(images))).numpy()
   ranks = np.argsort(-logits, axis=-1, kind="stable")
   labels = np.arange(10)  # One photograph a class, the classes in sorted order.
   top1, top5 = (float(np.mean([label not in row[:k] for label, row in zip(labels, ranks)]))

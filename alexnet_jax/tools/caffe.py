@@ -83,8 +83,7 @@ def _structure(net):
       raise errors.ConfigError(f"{name}: (kernel, stride, pad, group) {got}; AlexNet's are "
                                f"{(kernel, stride, pad, group)}.")
   pools = [structure[p].pooling_param for p in ("pool1", "pool2", "pool5")]
-  if any(p.pool != 0 or p.pad or p.kernel_size != pools[0].kernel_size
-         or p.stride != pools[0].stride for p in pools):
+  if pools[0].pool != 0 or pools[0].pad or any(p != pools[0] for p in pools):
     raise errors.ConfigError("AlexNet's three poolings are the same unpadded max pooling.")
   norms = [structure[n].lrn_param for n in ("norm1", "norm2")]
   if norms[0] != norms[1] or norms[0].norm_region != 0:
@@ -145,13 +144,6 @@ def model_config(net, mean_size=256):
   config.data.resize_size = mean_size
   alexnet.check_config(m)
   _check_tiling(m)
-  widths = alexnet.tower_widths(m)
-  for name in list(CONV_GEOMETRY) + ["fc6", "fc7"]:
-    p = structure[name].convolution_param if name in CONV_GEOMETRY else \
-        structure[name].inner_product_param
-    if p.num_output != TOWERS * widths[name]:
-      raise errors.ConfigError(f"{name}: {p.num_output} outputs; AlexNet at width {m.width} has "
-                               f"{TOWERS * widths[name]}.")
   return config
 
 
@@ -172,6 +164,10 @@ def convert(weights, model_cfg):
     kernel_shape, bias_shape = shapes[layer]
     out_total = TOWERS * kernel_shape[-1]
     w, b = (blob_array(blob) for blob in message.blobs)
+    if w.size != np.prod(kernel_shape) or b.size != out_total:
+      raise errors.ConfigError(
+          f"{message.name}: weights {list(w.shape)} and {b.size} biases; AlexNet's {layer} at "
+          f"width {model_cfg.width} has {np.prod(kernel_shape)} weights and {out_total} biases.")
     if layer.startswith("conv"):
       w = w.reshape(out_total, kernel_shape[3], *kernel_shape[1:3])   # O, I/group, H, W.
       if layer == "conv1":
@@ -186,9 +182,6 @@ def convert(weights, model_cfg):
       kernel = w.reshape(TOWERS, -1, w.shape[1]).transpose(0, 2, 1)
     params[layer] = {"kernel": np.ascontiguousarray(kernel, np.float32),
                      "bias": b.reshape(bias_shape).astype(np.float32)}
-    if kernel.shape != kernel_shape:
-      raise errors.ConfigError(f"{message.name}: weights of shape {kernel.shape} after the "
-                               f"conversion, not {kernel_shape}.")
   return params
 
 

@@ -14,22 +14,19 @@ _SCALARS = {"string": _F.TYPE_STRING, "float": _F.TYPE_FLOAT, "double": _F.TYPE_
             "bool": _F.TYPE_BOOL}
 PACKAGE = "caffe"
 
-# Enums nested in a message: {message: {enum: [(value name, number)]}}. LayerType is whole, so
-# that a V1 layer of any type is named by its type.
+# Enums nested in a message: {message: {enum: value names, numbered from 0 in order}}.
+# LayerType is whole, so that a V1 layer of any type is named by its type.
 _ENUMS = {
-    "LRNParameter": {"NormRegion": [("ACROSS_CHANNELS", 0), ("WITHIN_CHANNEL", 1)]},
-    "PoolingParameter": {"PoolMethod": [("MAX", 0), ("AVE", 1), ("STOCHASTIC", 2)]},
-    "V1LayerParameter": {"LayerType": [
-        ("NONE", 0), ("ABSVAL", 35), ("ACCURACY", 1), ("ARGMAX", 30), ("BNLL", 2), ("CONCAT", 3),
-        ("CONTRASTIVE_LOSS", 37), ("CONVOLUTION", 4), ("DATA", 5), ("DECONVOLUTION", 39),
-        ("DROPOUT", 6), ("DUMMY_DATA", 32), ("EUCLIDEAN_LOSS", 7), ("ELTWISE", 25), ("EXP", 38),
-        ("FLATTEN", 8), ("HDF5_DATA", 9), ("HDF5_OUTPUT", 10), ("HINGE_LOSS", 28),
-        ("IM2COL", 11), ("IMAGE_DATA", 12), ("INFOGAIN_LOSS", 13), ("INNER_PRODUCT", 14),
-        ("LRN", 15), ("MEMORY_DATA", 29), ("MULTINOMIAL_LOGISTIC_LOSS", 16), ("MVN", 34),
-        ("POOLING", 17), ("POWER", 26), ("RELU", 18), ("SIGMOID", 19),
-        ("SIGMOID_CROSS_ENTROPY_LOSS", 27), ("SILENCE", 36), ("SOFTMAX", 20),
-        ("SOFTMAX_LOSS", 21), ("SPLIT", 22), ("SLICE", 33), ("TANH", 23), ("WINDOW_DATA", 24),
-        ("THRESHOLD", 31)]},
+    "LRNParameter": {"NormRegion": ("ACROSS_CHANNELS", "WITHIN_CHANNEL")},
+    "PoolingParameter": {"PoolMethod": ("MAX", "AVE", "STOCHASTIC")},
+    "V1LayerParameter": {"LayerType": (
+        "NONE", "ACCURACY", "BNLL", "CONCAT", "CONVOLUTION", "DATA", "DROPOUT", "EUCLIDEAN_LOSS",
+        "FLATTEN", "HDF5_DATA", "HDF5_OUTPUT", "IM2COL", "IMAGE_DATA", "INFOGAIN_LOSS",
+        "INNER_PRODUCT", "LRN", "MULTINOMIAL_LOGISTIC_LOSS", "POOLING", "RELU", "SIGMOID",
+        "SOFTMAX", "SOFTMAX_LOSS", "SPLIT", "TANH", "WINDOW_DATA", "ELTWISE", "POWER",
+        "SIGMOID_CROSS_ENTROPY_LOSS", "HINGE_LOSS", "MEMORY_DATA", "ARGMAX", "THRESHOLD",
+        "DUMMY_DATA", "SLICE", "MVN", "ABSVAL", "SILENCE", "CONTRASTIVE_LOSS", "EXP",
+        "DECONVOLUTION")},
 }
 
 # {message: [(field, number, type[, label[, default]])]}: the fields tools/caffe.py reads (and
@@ -96,7 +93,7 @@ def _file():
     message = proto.message_type.add(name=name)
     for enum, values in _ENUMS.get(name, {}).items():
       message.enum_type.add(name=enum).value.extend(
-          descriptor_pb2.EnumValueDescriptorProto(name=v, number=n) for v, n in values)
+          descriptor_pb2.EnumValueDescriptorProto(name=v, number=n) for n, v in enumerate(values))
     message.field.extend(_field(*spec) for spec in fields)
   return proto
 

@@ -1,5 +1,6 @@
 """What the commands reading a trained run share: their flags (--workdir or --weights, the
-config's overrides) and the decoding of image files as evaluation decodes them."""
+config's overrides) and the batches of a split's images or of image files, decoded as
+evaluation decodes them."""
 import numpy as np
 import tensorflow as tf
 from absl import flags
@@ -22,6 +23,8 @@ def define_flags():
       "config", paper.get_config(),
       "Overrides of the run's config.json, e.g. --config.eval.checkpoint=best (or latest, or a "
       "step), --config.eval.ten_crop=False, --config.mesh.model=1 on a single device.")
+  # The default only gives the overrides their types; printed whole, it fills --help.
+  flags.FLAGS["config"].default_as_str = None
 
 
 def source():
@@ -37,22 +40,6 @@ def config_from_flags():
   runtime.configure_jax(config.mesh.num_cpu_devices)
   tf.config.set_visible_devices([], "GPU")
   return config
-
-
-def decoded_batches(paths, size, batch_size, resize="antialias"):
-  """(uint8 [batch_size, size, size, 3], rows that are images) of `paths` (which must decode),
-  decoded as the input pipeline decodes them."""
-  ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=str)).map(
-      lambda p: decoding.decode_and_centre_crop(tf.io.read_file(p), size, resize),
-      num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
-  for images in ds.as_numpy_iterator():
-    yield padded(images, batch_size), len(images)
-
-
-def padded(images, batch_size):
-  """`images` with rows of zeros up to `batch_size`, the shape the jitted steps were built for."""
-  return np.concatenate([images, np.zeros((batch_size - len(images),) + images.shape[1:],
-                                          images.dtype)])
 
 
 def readable(paths):
@@ -80,6 +67,12 @@ def image_batches(config, split, *, batch_size, start=0, stop=None):
   pad = -(stop - start) % batch_size
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad))
   return ds.batch(batch_size).prefetch(2).as_numpy_iterator()
+
+
+def files_split(paths):
+  """Image files as a split (labels 0) that image_batches reads, in the order given."""
+  return sources.Split("files", len(paths), [], np.asarray(paths, str),
+                       np.zeros(len(paths), np.int32))
 
 
 def file_names(split):

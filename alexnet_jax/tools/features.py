@@ -132,6 +132,7 @@ def main(argv):
 if __name__ == "__main__":
   from alexnet_jax.faults import logs
   common.define_flags()
+  flags.adopt_module_key_flags(common)  # Listed by --help, as this command's own.
   flags.DEFINE_string("out", None, "Folder for the .npy files.", required=True)
   flags.DEFINE_list("layers", ["fc6", "fc7"], "Maps to write (conv1-5, norm1-2, pool1/2/5, "
                     "fc6, fc7).")

@@ -21,7 +21,6 @@ from alexnet_jax import errors
 from alexnet_jax import parallel
 from alexnet_jax import progress
 from alexnet_jax.checkpoints import trained_run
-from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common
 from alexnet_jax.tools import features
@@ -79,11 +78,10 @@ def nearest_training_images(config, params, mesh, consts, queries, *, k=6, max_t
   query [Q, R, R, 3] in fc7 of the centre crops, streaming the training split once."""
   extract = features.make_extract(config, mesh, ["fc7"])
   batch_size = config.eval.batch_size
-  fc7s = []
-  for start in range(0, len(queries), batch_size):
-    images = common.padded(queries[start:start + batch_size], batch_size)
-    fc7s.append(jax.device_get(extract(params, parallel.to_global(mesh, images), consts)["fc7"]))
-  query_fc7 = jnp.asarray(np.concatenate(fc7s)[:len(queries)])
+  padded = np.pad(queries, [(0, -len(queries) % batch_size)] + [(0, 0)] * 3)
+  query_fc7 = jnp.asarray(np.concatenate([
+      jax.device_get(extract(params, parallel.to_global(mesh, images), consts)["fc7"])
+      for images in np.split(padded, len(padded) // batch_size)])[:len(queries)])
   split = sources.open_checked_split(config, config.data.train_split)
   total = split.num_examples if not max_train else min(max_train, split.num_examples)
   best_d = np.full((len(queries), k), np.inf)
@@ -141,17 +139,16 @@ def fig4_image(queries, neighbours, distances, thumb=96):
 def query_images(config, files, num):
   """(uint8 [Q, R, R, 3], names): the named files, or `num` evaluation images evenly spaced
   through the split (in a class-sorted folder: different classes)."""
-  size = config.data.resize_size
   if files:
     _, bad = common.readable(files)
     if bad:
       raise errors.ConfigError("\n".join(f"{p}: cannot be decoded: {m}" for p, m in bad))
-    images, _ = next(common.decoded_batches(files, size, len(files), decoding.resize_of(config)))
-    return images, files
-  split = sources.open_checked_split(config, sources.eval_split_name(config))
-  picks = np.unique(np.linspace(0, split.num_examples - 1, num).round().astype(np.int64))
+    split, picks = common.files_split(files), range(len(files))
+  else:
+    split = sources.open_checked_split(config, sources.eval_split_name(config))
+    picks = np.unique(np.linspace(0, split.num_examples - 1, num).round().astype(np.int64)).tolist()
   images = [next(common.image_batches(config, split, batch_size=1, start=i, stop=i + 1))["image"][0]
-            for i in picks.tolist()]
+            for i in picks]
   return np.stack(images), [common.file_names(split)[i] for i in picks]
 
 
@@ -188,8 +185,9 @@ def main(argv):
   if "fig4" in f.figures:
     mesh = parallel.make_mesh(config)
     consts = parallel.place_replicated(mesh, trained_run.constants(source, config))
-    png, rows = write_fig4(out, config, params, mesh, consts, files=f.queries,
-                           num_queries=f.num_queries, k=f.neighbours, max_train=f.max_train)
+    with sources.listed_once():  # The training split, read twice, listed and checked once.
+      png, rows = write_fig4(out, config, params, mesh, consts, files=f.queries,
+                             num_queries=f.num_queries, k=f.neighbours, max_train=f.max_train)
     print(f"Figure 4 (fc7 of step {step}) -> {png}")
     for row in rows:
       print(f"  {row['query']}: " + ", ".join(f"{n['distance']:.1f}" for n in row["neighbours"]))
@@ -198,6 +196,7 @@ def main(argv):
 if __name__ == "__main__":
   from alexnet_jax.faults import logs
   common.define_flags()
+  flags.adopt_module_key_flags(common)  # Listed by --help, as this command's own.
   flags.DEFINE_string("out", None, "Folder for fig3.png, fig4.png and fig4.json.", required=True)
   flags.DEFINE_list("figures", ["fig3", "fig4"], "Which figures.")
   flags.DEFINE_list("queries", [], "Query image files for figure 4 (default: evaluation images).")

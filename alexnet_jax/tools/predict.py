@@ -19,7 +19,6 @@ from alexnet_jax import evaluate
 from alexnet_jax import parallel
 from alexnet_jax import steps
 from alexnet_jax.checkpoints import trained_run
-from alexnet_jax.data import decoding
 from alexnet_jax.data import sources
 from alexnet_jax.tools import common
 
@@ -48,20 +47,18 @@ def logits(config, params, mesh, consts, paths, *, ten_crop=False, batch_size=No
   """float32 [n, K] (centre crop) or [n, 10, K] (ten crops): the evaluation step's logits of
   the images at `paths` (which must decode), computed as evaluation computes them."""
   eval_step = steps.make_eval_step(config, mesh)
-  batch_size = batch_size or config.eval.batch_size
   out = []
-  for images, rows in common.decoded_batches(paths, config.data.resize_size, batch_size,
-                                             decoding.resize_of(config)):
-    batch = eval_step(params, parallel.to_global(mesh, images), consts, ten_crop)
-    out.append(np.asarray(jax.device_get(batch))[:rows])
+  for batch in common.image_batches(config, common.files_split(paths),
+                                    batch_size=batch_size or config.eval.batch_size):
+    batch_logits = eval_step(params, parallel.to_global(mesh, batch["image"]), consts, ten_crop)
+    out.append(np.asarray(jax.device_get(batch_logits))[batch["mask"]])
   return np.concatenate(out) if out else np.zeros((0, config.model.num_classes), np.float32)
 
 
 def probabilities(logits_array):
-  """The softmax of the centre crop's logits, or the ten crops' softmax averaged (4.1)."""
-  if logits_array.ndim == 2:
-    return np.asarray(jax.nn.softmax(logits_array, axis=-1))
-  return np.asarray(evaluate.crop_scores(logits_array))
+  """The crops' softmax averaged (4.1): of the ten crops [n, 10, K], or of the centre's [n, K]."""
+  crops = logits_array[:, None] if logits_array.ndim == 2 else logits_array
+  return np.asarray(evaluate.crop_scores(crops))
 
 
 def top_classes(probs, class_names, top):
@@ -107,6 +104,7 @@ def main(argv):
 if __name__ == "__main__":
   from alexnet_jax.faults import logs
   common.define_flags()
+  flags.adopt_module_key_flags(common)  # Listed by --help, as this command's own.
   flags.DEFINE_bool("ten_crop", False, "Average the softmax over the ten crops (4.1).")
   flags.DEFINE_bool("json", False, "Print JSON for scripts instead of text.")
   flags.DEFINE_integer("top", 5, "How many classes to list per image.")

@@ -36,6 +36,7 @@ def main(argv):
 if __name__ == "__main__":
   from alexnet_jax.faults import logs
   common.define_flags()
+  flags.adopt_module_key_flags(common)  # Listed by --help, as this command's own.
   flags.DEFINE_string("out", None, "The .npz to write.", required=True)
   flags.DEFINE_enum("dtype", "float32", weights_file.DTYPES,
                     "The parameters' type in the file; float16 halves it, read back as float32.")
