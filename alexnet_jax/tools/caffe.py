@@ -144,6 +144,13 @@ def model_config(net, mean_size=256):
   config.data.resize_size = mean_size
   alexnet.check_config(m)
   _check_tiling(m)
+  widths = alexnet.tower_widths(m)
+  for name in list(CONV_GEOMETRY) + ["fc6", "fc7"]:
+    p = structure[name].convolution_param if name in CONV_GEOMETRY else \
+        structure[name].inner_product_param
+    if p.num_output != TOWERS * widths[name]:
+      raise errors.ConfigError(f"{name}: {p.num_output} outputs; AlexNet at width {m.width} has "
+                               f"{TOWERS * widths[name]}.")
   return config
 
 
