@@ -12,6 +12,7 @@ import numpy as np
 
 from alexnet_jax import errors
 from alexnet_jax import progress
+from alexnet_jax.data import files
 
 SPLITS = ("train", "val")
 TRAIN_TAR, VAL_TAR = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
@@ -125,14 +126,10 @@ def _whole_members(tar, name):
 
 
 def _write(path, data):
-  try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-      shutil.copyfileobj(data, f, 1 << 20)
-  except OSError as e:
-    raise errors.ConfigError(
-        f"Cannot write {path} ({e.strerror or e}): point --config.data.extract_dir at a "
-        "writable folder with room for the extracted images (about the size of the tars).") from e
+  fix = ("point --config.data.extract_dir at a writable folder with room for the extracted "
+         "images (about the size of the tars).")
+  with files.written(path, fix) as f:
+    shutil.copyfileobj(data, f, 1 << 20)
 
 
 def _devkit_file(folders, name):
@@ -216,13 +213,7 @@ def train_files(folder, wnids, class_list):
     raise errors.ConfigError(
         f"{folder} has folders that are no class of the class list {class_list}: "
         f"{', '.join(extra[:5])}: remove them or use the list that came with them.")
-  pairs = []
-  for wnid in wnids:
-    files = sorted(f for f in os.listdir(os.path.join(folder, wnid)) if f.lower().endswith(JPEG))
-    if not files:
-      raise errors.MissingFileError(f"{os.path.join(folder, wnid)} holds no JPEG files.")
-    pairs += [(os.path.join(folder, wnid, f), wnid) for f in files]
-  return pairs
+  return files.labelled_images({w: os.path.join(folder, w) for w in wnids}, JPEG, "")
 
 
 def val_files(layout, root, images, index, class_list):
@@ -230,32 +221,32 @@ def val_files(layout, root, images, index, class_list):
   folder = os.path.join(images, "val")
   if not os.path.isdir(folder):
     raise errors.MissingFileError(f"No validation folder {folder} (val/*.JPEG, flat).")
-  files = sorted(f for f in os.listdir(folder) if f.lower().endswith(JPEG))
-  if not files and any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)):
+  names = files.images_in(folder, JPEG)
+  if not names and any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)):
     raise errors.ConfigError(
         f"{folder} holds class folders, not the flat validation images: read it with "
         f"--config.data.source=folder --config.data.root={images}.")
   train = os.path.join(images, "train")
   source, parse = _labels_file(layout, root, images)
   labels = parse(source, index, class_list or f"the class folders of {train}")
-  unlabelled = [f for f in files if f not in labels]
+  unlabelled = [f for f in names if f not in labels]
   if unlabelled:
     raise errors.ConfigError(
         f"{len(unlabelled)} validation image(s) have no label in {source}, e.g. "
         f"{os.path.join(folder, unlabelled[0])}: use the labels of these images.")
-  absent = sorted(set(labels) - set(files))
+  absent = sorted(set(labels) - set(names))
   if absent:
     raise errors.MissingFileError(f"{source} labels {len(absent)} image(s) missing from "
                                   f"{folder}, e.g. {absent[0]}: an incomplete download or "
                                   "extraction.")
-  if not files:
+  if not names:
     raise errors.MissingFileError(f"{folder} holds no JPEG files.")
   unnamed = sorted(set(index) - set(labels.values())) if class_list is None else []
   if unnamed:
     raise errors.ConfigError(
         f"{train} has {len(unnamed)} class folder(s) that {source} gives no image: "
         f"{', '.join(unnamed[:5])}: remove them or use the labels that came with them.")
-  return [(os.path.join(folder, f), labels[f]) for f in files]
+  return [(os.path.join(folder, f), labels[f]) for f in names]
 
 
 def _labels_file(layout, root, images):

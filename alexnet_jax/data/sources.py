@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from alexnet_jax import errors
 from alexnet_jax.data import decoding
+from alexnet_jax.data import files
 from alexnet_jax.data import generated
 from alexnet_jax.data import imagenet_layouts
 from alexnet_jax.data import tiny_imagenet
@@ -142,15 +143,15 @@ def list_folder(root, split):
         "(check config.data.root and the split names config.data.train_split / "
         "config.data.eval_split).")
   classes, extensions = class_files(folder), ", ".join(IMAGE_EXTENSIONS)
-  _check_prepared(root, split, {name: len(files) for name, files in classes.items()})
+  _check_prepared(root, split, {name: len(names) for name, names in classes.items()})
   paths, labels = [], []
-  for label, (name, files) in enumerate(classes.items()):
-    if not files:
+  for label, (name, names) in enumerate(classes.items()):
+    if not names:
       raise errors.MissingFileError(
           f"Class folder {os.path.join(folder, name)} holds no images ({extensions}): add its "
           f"images or remove the folder (each folder under {folder} is a class).")
-    paths += [os.path.join(folder, name, f) for f in files]
-    labels += [label] * len(files)
+    paths += [os.path.join(folder, name, f) for f in names]
+    labels += [label] * len(names)
   if not paths:
     raise errors.MissingFileError(f"No images ({extensions}) under {folder}/<class>/.")
   return Split(split, len(paths), list(classes), np.array(paths), np.array(labels, np.int32))
@@ -159,8 +160,7 @@ def list_folder(root, split):
 def class_files(folder):
   """{class folder: its image files' names, sorted} of folder/<class>/, in sorted class order."""
   names = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-  return {name: sorted(f for f in os.listdir(os.path.join(folder, name))
-                       if f.lower().endswith(IMAGE_EXTENSIONS)) for name in names}
+  return {name: files.images_in(os.path.join(folder, name), IMAGE_EXTENSIONS) for name in names}
 
 
 def _check_prepared(root, split, counts):

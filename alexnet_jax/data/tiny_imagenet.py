@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from alexnet_jax import errors
+from alexnet_jax.data import files
 
 SPLITS = ("train", "val")
 
@@ -17,7 +18,11 @@ def read_split(root, split, make_split):
                              "(config.data.train_split / config.data.eval_split).")
   wnids = read_wnids(root)
   index = {w: k for k, w in enumerate(wnids)}
-  pairs = _train_files(root, wnids) if split == "train" else _val_files(root, index)
+  if split == "train":
+    pairs = files.labelled_images({w: os.path.join(root, "train", w, "images") for w in wnids},
+                                  (".jpeg", ".jpg"), "; wnids.txt lists its class")
+  else:
+    pairs = _val_files(root, index)
   return make_split(split, len(pairs), class_names(root, wnids), np.array([p for p, _ in pairs]),
                     np.array([index[w] for _, w in pairs], np.int32))
 
@@ -52,20 +57,6 @@ def class_names(root, wnids):
     raise errors.ConfigError(f"{path} has no names for {len(missing)} wnid(s) of wnids.txt, e.g. "
                              f"{missing[:3]}: use the words.txt that came with the dataset.")
   return [words[w] for w in wnids]
-
-
-def _train_files(root, wnids):
-  pairs = []
-  for wnid in wnids:
-    folder = os.path.join(root, "train", wnid, "images")
-    if not os.path.isdir(folder):
-      raise errors.MissingFileError(f"No folder {folder}: wnids.txt lists {wnid}, so its training "
-                                    "images must be there.")
-    files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".jpeg", ".jpg")))
-    if not files:
-      raise errors.MissingFileError(f"{folder} holds no JPEG files; wnids.txt lists {wnid}.")
-    pairs += [(os.path.join(folder, f), wnid) for f in files]
-  return pairs
 
 
 def _val_files(root, index):
