@@ -92,17 +92,11 @@ def write_split(config, split_name, out, quality=95):
   if done:
     print(f"{folder}: {len(done):,} images there already; writing the other {todo:,}.",
           flush=True)
+  then = "; the same command then goes on from the images written"
   with progress.Progress(todo, f"writing {split_name}") as bar:
-    try:
-      for data, label, stem in ds.as_numpy_iterator():
-        _write_file(os.path.join(folder, folders[label], stem.decode() + ".jpg"), data)
-        bar.update()
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-      error = sources.undecodable(split_name, paths, "; the same command then goes on from the "
-                                  "images written", config.data.threads)
-      if not error:
-        raise
-      raise error from e
+    for data, label, stem in sources.as_numpy(ds, split_name, paths, then, config.data.threads):
+      _write_file(os.path.join(folder, folders[label], stem.decode() + ".jpg"), data)
+      bar.update()
   count = sum(len(f) for f in sources.class_files(folder).values())
   if count != split.num_examples:
     raise errors.ConfigError(

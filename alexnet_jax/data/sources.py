@@ -257,14 +257,19 @@ def find_unreadable(paths, threads=0):
   return [(str(p), decode_error(p)) for p in paths[~good]]
 
 
-def undecodable(name, paths, then, threads=0):
-  """The error naming the files of split `name` that do not decode; None if all do (a bug)."""
-  bad = find_unreadable(paths, threads) if paths is not None else []
-  if bad:
-    return errors.ConfigError(
+def as_numpy(ds, name, paths, then, threads=0):
+  """`ds` as NumPy; a failed decode stops with the files of split `name` that do not decode (and
+  `then`, what to do next), or as it is when they all do (a bug)."""
+  try:
+    yield from ds.as_numpy_iterator()
+  except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+    bad = find_unreadable(paths, threads) if paths is not None else []
+    if not bad:
+      raise
+    raise errors.ConfigError(
         f"{len(bad)} file(s) of split {name!r} cannot be decoded:\n" +
         "".join(f"  {p}: {m}\n" for p, m in bad[:20]) +
-        f"Delete or replace them, or set --config.data.on_corrupt=skip{then}.")
+        f"Delete or replace them, or set --config.data.on_corrupt=skip{then}.") from e
 
 
 def decode_error(path):
