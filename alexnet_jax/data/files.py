@@ -1,5 +1,5 @@
 """The files the data modules read and write: `images_in` a class folder, `labelled_images` of
-folders a class each, and `written`, a file whole or not at all."""
+folders a class each, `labels_in` a labels file, and `written`, a file whole or not at all."""
 import contextlib
 import os
 
@@ -22,6 +22,19 @@ def labelled_images(folders, extensions, fix):
       raise errors.MissingFileError(f"{folder} holds no images ({', '.join(extensions)}){fix}.")
     pairs += [(os.path.join(folder, n), key) for n in names]
   return pairs
+
+
+def labels_in(path, lines, label, index, expected, start=1):
+  """{file: wnid} of the `lines` of `path` that are not blank, each `label(number, line)`; a line
+  whose wnid is not in `index` stops, saying what was `expected`."""
+  labels = {}
+  for number, line in enumerate(lines, start):
+    if line.strip():
+      file, wnid = label(number, line.strip())
+      if wnid not in index:
+        raise errors.ConfigError(f"{path}, line {number}: {line.strip()!r} {expected}.")
+      labels[file] = wnid
+  return labels
 
 
 @contextlib.contextmanager

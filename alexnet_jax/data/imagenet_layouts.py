@@ -1,7 +1,6 @@
 """ImageNet read without TFDS in the layouts it ships in, its tars, Kaggle's or extracted folders
 (config.data.source="imagenet"): `read_split`; labels are the wnids' sorted positions
 (docs/design.md, "ImageNet's layouts")."""
-import csv
 import io
 import json
 import os
@@ -28,9 +27,6 @@ RECORD = ".extracted.json"  # In an extracted folder: the tar it came from, its 
 def read_split(root, split, make_split, extract_dir=""):
   """`make_split(name, count, wnids, paths, labels)` of `split` in whichever layout it is."""
   root = os.path.expanduser(root)
-  if split not in SPLITS:
-    raise errors.ConfigError(f"ImageNet (config.data.source='imagenet') has the labelled splits "
-                             f"{SPLITS}, not {split!r} (config.data.train_split / eval_split).")
   layout, images = locate(root, os.path.expanduser(extract_dir or root))
   wnids, class_list = class_wnids(layout, root, images)
   index = {w: k for k, w in enumerate(wnids)}
@@ -261,7 +257,8 @@ def _labels_file(layout, root, images):
           f"{GROUND_TRUTH} beside it into wnids; download {DEVKIT_TAR} again." if tar_path else
           f"No {META} beside {path}: the devkit's data/{META} turns its ILSVRC2012_IDs into "
           f"wnids; copy it there from {DEVKIT_TAR}.")
-    return path, lambda path, index, named: _ground_truth(path, data, read_meta(meta_path, meta))
+    return path, lambda path, index, named: _ground_truth(path, data, read_meta(meta_path, meta),
+                                                          index)
   for folder in folders:
     for name, read in ((KAGGLE_VAL, _kaggle_solution), (VAL_LABELS, _pairs)):
       path = os.path.join(folder, name)
@@ -274,46 +271,34 @@ def _labels_file(layout, root, images):
       "; a flat val/ cannot be labelled without one.")
 
 
-def _ground_truth(path, data, id_to_wnid):
-  labels = {}
-  for number, line in enumerate(data.decode().splitlines(), 1):
-    if not line.strip():
-      continue
-    ilsvrc_id = int(line) if line.strip().isdigit() else None
-    if ilsvrc_id not in id_to_wnid:
-      raise errors.ConfigError(f"{path}, line {number}: {line.strip()!r} is no ILSVRC2012_ID "
-                               f"of the devkit's {META} (1..{len(id_to_wnid)}).")
-    labels[f"ILSVRC2012_val_{number:08d}.JPEG"] = id_to_wnid[ilsvrc_id]
-  return labels
+def _ground_truth(path, data, id_to_wnid, index):
+  def label(number, line):  # The n-th line holds the n-th image's ILSVRC2012_ID.
+    wnid = id_to_wnid.get(int(line)) if line.isdigit() else None
+    return f"ILSVRC2012_val_{number:08d}.JPEG", wnid
+
+  return files.labels_in(path, data.decode().splitlines(), label, index, "is no ILSVRC2012_ID "
+                         f"of the devkit's {META} (1..{len(id_to_wnid)})")
 
 
 def _kaggle_solution(path, index, named):
+  def label(number, line):  # <ImageId>,<wnid> <box> [<wnid> <box> ...]
+    image, _, boxes = line.partition(",")
+    return image + ".JPEG", boxes.split()[0] if boxes.split() else None
+
   with open(path) as f:
-    rows = list(csv.reader(f))
-  header = rows[0] if rows else None
-  if header != ["ImageId", "PredictionString"]:
-    raise errors.ConfigError(f"{path} starts with {header}, not ImageId,PredictionString: use "
+    lines = f.read().splitlines()
+  if lines[:1] != ["ImageId,PredictionString"]:
+    raise errors.ConfigError(f"{path} starts with {lines[:1]}, not ImageId,PredictionString: use "
                              "the Kaggle download's file.")
-  labels = {}
-  for number, row in enumerate(rows[1:], 2):
-    wnid = row[1].split()[0] if len(row) == 2 and row[1].split() else None
-    if wnid not in index:
-      raise errors.ConfigError(f"{path}, line {number}: {','.join(row)!r} names no class of "
-                               f"{named} (expected <ImageId>,<wnid> <box> ...).")
-    labels[row[0] + ".JPEG"] = wnid
-  return labels
+  return files.labels_in(path, lines[1:], label, index, f"names no class of {named} (expected "
+                         "<ImageId>,<wnid> <box> ...)", start=2)
 
 
 def _pairs(path, index, named):
-  labels = {}
+  def label(number, line):  # <file> <wnid>
+    fields = line.split()
+    return os.path.basename(fields[0]), fields[1] if len(fields) == 2 else None
+
   with open(path) as f:
-    for number, line in enumerate(f, 1):
-      fields = line.split()
-      if not fields:
-        continue
-      if len(fields) != 2 or fields[1] not in index:
-        raise errors.ConfigError(f"{path}, line {number}: {line.strip()!r} is not '<file> "
-                                 f"<wnid>' with a wnid of {named} (numbers are refused: their "
-                                 "class order is unknown).")
-      labels[os.path.basename(fields[0])] = fields[1]
-  return labels
+    return files.labels_in(path, f, label, index, f"is not '<file> <wnid>' with a wnid of {named} "
+                           "(numbers are refused: their class order is unknown)")

@@ -92,6 +92,10 @@ def _open_split(config, split):
   if d.source != "generated" and not d.root:
     raise errors.ConfigError(
         f"config.data.source={d.source!r} needs config.data.root: {ROOT_HOLDS[d.source]}.")
+  if d.source in ("tiny_imagenet", "imagenet") and split not in imagenet_layouts.SPLITS:
+    raise errors.ConfigError(f"config.data.source={d.source!r} has the labelled splits "
+                             f"{imagenet_layouts.SPLITS}, not {split!r} (config.data.train_split "
+                             "/ config.data.eval_split).")
   if d.source == "generated":
     indexed = list_folder(generated.ensure_generated(config), split)
   elif d.source == "folder":

@@ -7,15 +7,10 @@ import numpy as np
 from alexnet_jax import errors
 from alexnet_jax.data import files
 
-SPLITS = ("train", "val")
-
 
 def read_split(root, split, make_split):
   """`make_split(name, count, class_names, paths, labels)` of `split` ("train" or "val")."""
   root = os.path.expanduser(root)
-  if split not in SPLITS:
-    raise errors.ConfigError(f"Tiny ImageNet has the labelled splits {SPLITS}, not {split!r} "
-                             "(config.data.train_split / config.data.eval_split).")
   wnids = read_wnids(root)
   index = {w: k for k, w in enumerate(wnids)}
   if split == "train":
@@ -64,20 +59,14 @@ def _val_files(root, index):
   if not os.path.isfile(path):
     raise errors.MissingFileError(f"No {path}: the validation labels (file <TAB> wnid <TAB> box) "
                                   "come from it.")
-  pairs = []
   with open(path) as f:
-    for number, line in enumerate(f, 1):
-      fields = line.rstrip("\n").split("\t")
-      if not line.strip():
-        continue
-      if len(fields) < 2 or fields[1] not in index:
-        raise errors.ConfigError(f"{path}, line {number}: {line.strip()!r} names no class of "
-                                 "wnids.txt (expected file <TAB> wnid <TAB> box).")
-      image = os.path.join(root, "val", "images", fields[0])
-      if not os.path.isfile(image):
-        raise errors.MissingFileError(f"{path}, line {number} lists {fields[0]}, but {image} is "
-                                      "missing.")
-      pairs.append((image, fields[1]))
-  if not pairs:
+    labels = files.labels_in(path, f, lambda number, line: (line.split("\t") + [None])[:2], index,
+                             "names no class of wnids.txt (expected file <TAB> wnid <TAB> box)")
+  if not labels:
     raise errors.ConfigError(f"{path} lists no images.")
-  return sorted(pairs)
+  images = os.path.join(root, "val", "images")
+  missing = [name for name in labels if not os.path.isfile(os.path.join(images, name))]
+  if missing:
+    raise errors.MissingFileError(f"{path} lists {missing[0]}, but {images} has no such file "
+                                  f"({len(missing)} of its images are missing).")
+  return sorted((os.path.join(images, name), wnid) for name, wnid in labels.items())
