@@ -79,19 +79,14 @@ def _decode_all(put, decode_batches, split, active):
 
 
 def _mapped(path, shape, decode_batches, split, active):
-  """The file at `path`, written first if absent (or not of `shape`), memory-mapped."""
+  """The file at `path`, written first if absent (or not of `shape`), memory-mapped; written
+  sequentially, not through a map: a full disk would be a SIGBUS."""
   try:
     array = np.load(path, mmap_mode="r")
     if array.shape == shape and array.dtype == np.uint8:
       return array
   except (OSError, ValueError):
     pass
-  _write(path, shape, decode_batches, split, active)
-  return np.load(path, mmap_mode="r")
-
-
-def _write(path, shape, decode_batches, split, active):
-  """Writes the .npy sequentially (not through a map: a full disk would be a SIGBUS)."""
   fix = (f"free {np.prod(shape):,} bytes for the decoded cache, or set "
          "config.data.decoded_cache='memory' or ''.")
   with files.written(path, fix) as f:
@@ -101,4 +96,4 @@ def _write(path, shape, decode_batches, split, active):
                 decode_batches, split, active)
     f.flush()
     os.fsync(f.fileno())
-
+  return np.load(path, mmap_mode="r")

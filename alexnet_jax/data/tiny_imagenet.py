@@ -42,11 +42,8 @@ def class_names(root, wnids):
   path = os.path.join(root, "words.txt")
   if not os.path.isfile(path):
     raise errors.MissingFileError(f"No {path}: Tiny ImageNet's class names (wnid <TAB> names).")
-  words = {}
   with open(path) as f:
-    for line in f:
-      wnid, _, text = line.rstrip("\n").partition("\t")
-      words[wnid.strip()] = text.strip()
+    words = {wnid.strip(): text.strip() for wnid, _, text in (line.partition("\t") for line in f)}
   missing = [w for w in wnids if w not in words]
   if missing:
     raise errors.ConfigError(f"{path} has no names for {len(missing)} wnid(s) of wnids.txt, e.g. "
