@@ -18,6 +18,7 @@ import tensorflow as tf
 from alexnet_jax import errors
 from alexnet_jax.configs import paper
 from alexnet_jax.data import decoding
+from alexnet_jax.data import files
 from alexnet_jax.data import prepare
 from alexnet_jax.data import sources
 from tests import imagenet_copies as copies
@@ -159,7 +160,7 @@ def test_a_kill_while_an_image_is_written_leaves_no_image_cut_short(tmp_path, mo
     images.extend([path] if ".jpg" in str(path) else [])
     return _HalfWritten(f) if len(images) == 5 else f
 
-  monkeypatch.setattr(prepare, "open", open_then_die, raising=False)
+  monkeypatch.setattr(files, "open", open_then_die, raising=False)
   with pytest.raises(_Killed):
     prepare.prepare(config, ["train", "val"], str(tmp_path / "out"))
   monkeypatch.undo()

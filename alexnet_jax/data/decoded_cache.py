@@ -8,6 +8,7 @@ import numpy as np
 
 from alexnet_jax import errors
 from alexnet_jax import progress
+from alexnet_jax.data import files
 from alexnet_jax.data import generated
 from alexnet_jax.data import stats
 
@@ -78,35 +79,21 @@ def _decode_all(put, decode_batches, split, active):
 
 
 def _mapped(path, shape, decode_batches, split, active):
-  """The file at `path`, written first if absent (or not of `shape`), memory-mapped."""
+  """The file at `path`, written first if absent (or not of `shape`), memory-mapped; written
+  sequentially, not through a map: a full disk would be a SIGBUS."""
   try:
     array = np.load(path, mmap_mode="r")
     if array.shape == shape and array.dtype == np.uint8:
       return array
   except (OSError, ValueError):
     pass
-  _write(path, shape, decode_batches, split, active)
+  fix = (f"free {np.prod(shape):,} bytes for the decoded cache, or set "
+         "config.data.decoded_cache='memory' or ''.")
+  with files.written(path, fix) as f:
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    _decode_all(lambda rows, batch: f.write(np.ascontiguousarray(batch, np.uint8).data),
+                decode_batches, split, active)
+    f.flush()
+    os.fsync(f.fileno())
   return np.load(path, mmap_mode="r")
-
-
-def _write(path, shape, decode_batches, split, active):
-  """Writes the .npy sequentially (not through a map: a full disk would be a SIGBUS)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  try:
-    with open(tmp, "wb") as f:
-      np.lib.format.write_array_header_1_0(
-          f, {"descr": "|u1", "fortran_order": False, "shape": shape})
-      _decode_all(lambda rows, batch: f.write(np.ascontiguousarray(batch, np.uint8).data),
-                  decode_batches, split, active)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except OSError as e:
-    raise errors.WriteRefusedError(
-        f"Writing the decoded cache {path} ({np.prod(shape):,} bytes) failed: {e}. "
-        "Free space, or set config.data.decoded_cache='memory' or ''.") from e
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-

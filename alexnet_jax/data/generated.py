@@ -65,17 +65,10 @@ def _texture(texture, size, rng):
   period = np.float32(rng.uniform(10, 22))
   phase = np.float32(rng.uniform(0, period))
   t = (np.arange(size, dtype=np.float32) + phase) % period  # Separable: rows x columns.
-  col, row = t[:, None], t[None, :]
-  if texture == "solid":
-    return np.zeros((1, 1), np.float32)
-  if texture == "hstripes":
-    return (col < period / 2).astype(np.float32)
-  if texture == "vstripes":
-    return (row < period / 2).astype(np.float32)
-  if texture == "checker":
-    return ((col < period / 2) ^ (row < period / 2)).astype(np.float32)
-  d = (t - period / 2) ** 2
-  return ((d[:, None] + d[None, :]) < (period / 3.2) ** 2).astype(np.float32)  # dots
+  half, d = t < period / 2, (t - period / 2) ** 2
+  return {"solid": np.zeros((1, 1), bool), "hstripes": half[:, None], "vstripes": half[None, :],
+          "checker": half[:, None] ^ half[None, :],
+          "dots": d[:, None] + d[None, :] < (period / 3.2) ** 2}[texture].astype(np.float32)
 
 
 def _colour(rng, lo, hi):

@@ -1,7 +1,6 @@
 """ImageNet read without TFDS in the layouts it ships in, its tars, Kaggle's or extracted folders
 (config.data.source="imagenet"): `read_split`; labels are the wnids' sorted positions
 (docs/design.md, "ImageNet's layouts")."""
-import csv
 import io
 import json
 import os
@@ -12,6 +11,7 @@ import numpy as np
 
 from alexnet_jax import errors
 from alexnet_jax import progress
+from alexnet_jax.data import files
 
 SPLITS = ("train", "val")
 TRAIN_TAR, VAL_TAR = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"
@@ -27,9 +27,6 @@ RECORD = ".extracted.json"  # In an extracted folder: the tar it came from, its 
 def read_split(root, split, make_split, extract_dir=""):
   """`make_split(name, count, wnids, paths, labels)` of `split` in whichever layout it is."""
   root = os.path.expanduser(root)
-  if split not in SPLITS:
-    raise errors.ConfigError(f"ImageNet (config.data.source='imagenet') has the labelled splits "
-                             f"{SPLITS}, not {split!r} (config.data.train_split / eval_split).")
   layout, images = locate(root, os.path.expanduser(extract_dir or root))
   wnids, class_list = class_wnids(layout, root, images)
   index = {w: k for k, w in enumerate(wnids)}
@@ -125,14 +122,10 @@ def _whole_members(tar, name):
 
 
 def _write(path, data):
-  try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-      shutil.copyfileobj(data, f, 1 << 20)
-  except OSError as e:
-    raise errors.ConfigError(
-        f"Cannot write {path} ({e.strerror or e}): point --config.data.extract_dir at a "
-        "writable folder with room for the extracted images (about the size of the tars).") from e
+  fix = ("point --config.data.extract_dir at a writable folder with room for the extracted "
+         "images (about the size of the tars).")
+  with files.written(path, fix) as f:
+    shutil.copyfileobj(data, f, 1 << 20)
 
 
 def _devkit_file(folders, name):
@@ -216,13 +209,7 @@ def train_files(folder, wnids, class_list):
     raise errors.ConfigError(
         f"{folder} has folders that are no class of the class list {class_list}: "
         f"{', '.join(extra[:5])}: remove them or use the list that came with them.")
-  pairs = []
-  for wnid in wnids:
-    files = sorted(f for f in os.listdir(os.path.join(folder, wnid)) if f.lower().endswith(JPEG))
-    if not files:
-      raise errors.MissingFileError(f"{os.path.join(folder, wnid)} holds no JPEG files.")
-    pairs += [(os.path.join(folder, wnid, f), wnid) for f in files]
-  return pairs
+  return files.labelled_images({w: os.path.join(folder, w) for w in wnids}, JPEG, "")
 
 
 def val_files(layout, root, images, index, class_list):
@@ -230,32 +217,32 @@ def val_files(layout, root, images, index, class_list):
   folder = os.path.join(images, "val")
   if not os.path.isdir(folder):
     raise errors.MissingFileError(f"No validation folder {folder} (val/*.JPEG, flat).")
-  files = sorted(f for f in os.listdir(folder) if f.lower().endswith(JPEG))
-  if not files and any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)):
+  names = files.images_in(folder, JPEG)
+  if not names and any(os.path.isdir(os.path.join(folder, d)) for d in os.listdir(folder)):
     raise errors.ConfigError(
         f"{folder} holds class folders, not the flat validation images: read it with "
         f"--config.data.source=folder --config.data.root={images}.")
   train = os.path.join(images, "train")
   source, parse = _labels_file(layout, root, images)
   labels = parse(source, index, class_list or f"the class folders of {train}")
-  unlabelled = [f for f in files if f not in labels]
+  unlabelled = [f for f in names if f not in labels]
   if unlabelled:
     raise errors.ConfigError(
         f"{len(unlabelled)} validation image(s) have no label in {source}, e.g. "
         f"{os.path.join(folder, unlabelled[0])}: use the labels of these images.")
-  absent = sorted(set(labels) - set(files))
+  absent = sorted(set(labels) - set(names))
   if absent:
     raise errors.MissingFileError(f"{source} labels {len(absent)} image(s) missing from "
                                   f"{folder}, e.g. {absent[0]}: an incomplete download or "
                                   "extraction.")
-  if not files:
+  if not names:
     raise errors.MissingFileError(f"{folder} holds no JPEG files.")
   unnamed = sorted(set(index) - set(labels.values())) if class_list is None else []
   if unnamed:
     raise errors.ConfigError(
         f"{train} has {len(unnamed)} class folder(s) that {source} gives no image: "
         f"{', '.join(unnamed[:5])}: remove them or use the labels that came with them.")
-  return [(os.path.join(folder, f), labels[f]) for f in files]
+  return [(os.path.join(folder, f), labels[f]) for f in names]
 
 
 def _labels_file(layout, root, images):
@@ -270,7 +257,8 @@ def _labels_file(layout, root, images):
           f"{GROUND_TRUTH} beside it into wnids; download {DEVKIT_TAR} again." if tar_path else
           f"No {META} beside {path}: the devkit's data/{META} turns its ILSVRC2012_IDs into "
           f"wnids; copy it there from {DEVKIT_TAR}.")
-    return path, lambda path, index, named: _ground_truth(path, data, read_meta(meta_path, meta))
+    return path, lambda path, index, named: _ground_truth(path, data, read_meta(meta_path, meta),
+                                                          index)
   for folder in folders:
     for name, read in ((KAGGLE_VAL, _kaggle_solution), (VAL_LABELS, _pairs)):
       path = os.path.join(folder, name)
@@ -283,46 +271,34 @@ def _labels_file(layout, root, images):
       "; a flat val/ cannot be labelled without one.")
 
 
-def _ground_truth(path, data, id_to_wnid):
-  labels = {}
-  for number, line in enumerate(data.decode().splitlines(), 1):
-    if not line.strip():
-      continue
-    ilsvrc_id = int(line) if line.strip().isdigit() else None
-    if ilsvrc_id not in id_to_wnid:
-      raise errors.ConfigError(f"{path}, line {number}: {line.strip()!r} is no ILSVRC2012_ID "
-                               f"of the devkit's {META} (1..{len(id_to_wnid)}).")
-    labels[f"ILSVRC2012_val_{number:08d}.JPEG"] = id_to_wnid[ilsvrc_id]
-  return labels
+def _ground_truth(path, data, id_to_wnid, index):
+  def label(number, line):  # The n-th line holds the n-th image's ILSVRC2012_ID.
+    wnid = id_to_wnid.get(int(line)) if line.isdigit() else None
+    return f"ILSVRC2012_val_{number:08d}.JPEG", wnid
+
+  return files.labels_in(path, data.decode().splitlines(), label, index, "is no ILSVRC2012_ID "
+                         f"of the devkit's {META} (1..{len(id_to_wnid)})")
 
 
 def _kaggle_solution(path, index, named):
+  def label(number, line):  # <ImageId>,<wnid> <box> [<wnid> <box> ...]
+    image, _, boxes = line.partition(",")
+    return image + ".JPEG", boxes.split()[0] if boxes.split() else None
+
   with open(path) as f:
-    rows = list(csv.reader(f))
-  header = rows[0] if rows else None
-  if header != ["ImageId", "PredictionString"]:
-    raise errors.ConfigError(f"{path} starts with {header}, not ImageId,PredictionString: use "
+    lines = f.read().splitlines()
+  if lines[:1] != ["ImageId,PredictionString"]:
+    raise errors.ConfigError(f"{path} starts with {lines[:1]}, not ImageId,PredictionString: use "
                              "the Kaggle download's file.")
-  labels = {}
-  for number, row in enumerate(rows[1:], 2):
-    wnid = row[1].split()[0] if len(row) == 2 and row[1].split() else None
-    if wnid not in index:
-      raise errors.ConfigError(f"{path}, line {number}: {','.join(row)!r} names no class of "
-                               f"{named} (expected <ImageId>,<wnid> <box> ...).")
-    labels[row[0] + ".JPEG"] = wnid
-  return labels
+  return files.labels_in(path, lines[1:], label, index, f"names no class of {named} (expected "
+                         "<ImageId>,<wnid> <box> ...)", start=2)
 
 
 def _pairs(path, index, named):
-  labels = {}
+  def label(number, line):  # <file> <wnid>
+    fields = line.split()
+    return os.path.basename(fields[0]), fields[1] if len(fields) == 2 else None
+
   with open(path) as f:
-    for number, line in enumerate(f, 1):
-      fields = line.split()
-      if not fields:
-        continue
-      if len(fields) != 2 or fields[1] not in index:
-        raise errors.ConfigError(f"{path}, line {number}: {line.strip()!r} is not '<file> "
-                                 f"<wnid>' with a wnid of {named} (numbers are refused: their "
-                                 "class order is unknown).")
-      labels[os.path.basename(fields[0])] = fields[1]
-  return labels
+    return files.labels_in(path, f, label, index, f"is not '<file> <wnid>' with a wnid of {named} "
+                           "(numbers are refused: their class order is unknown)")

@@ -52,8 +52,7 @@ def train_iterator(config, *, batch_size, slice_index=0, slice_count=1, start_st
                sources.records(config, split, indices=_indexed_train_indices(
                    config, split, slice_index, slice_count, start_step, batch_size)))
     ds = records.map(_decoder(config), num_parallel_calls=threads).batch(b, drop_remainder=True)
-  ds = ds.prefetch(d.prefetch).with_options(_options(config))
-  return _numpy_batches(ds, split)
+  return _numpy_batches(config, ds, split, d.prefetch)
 
 
 def eval_iterator(config, split, *, batch_size, slice_index=0, slice_count=1):
@@ -72,8 +71,7 @@ def eval_iterator(config, split, *, batch_size, slice_index=0, slice_count=1):
   else:
     ds = sources.records(config, split, slice_index=slice_index, slice_count=slice_count)
     ds = ds.map(_decoder(config), num_parallel_calls=d.threads or tf.data.AUTOTUNE)
-    batches = _numpy_batches(ds.batch(b).prefetch(d.prefetch).with_options(_options(config)),
-                             split)
+    batches = _numpy_batches(config, ds.batch(b), split, d.prefetch)
   return _padded(batches, b, math.ceil(max(counts) / b), d.resize_size)
 
 
@@ -90,7 +88,7 @@ def _cached_images(config, split, slice_index):
     ds = sources.records(config, split).map(
         lambda data, label: _decoder(config)(data, label)["image"],
         num_parallel_calls=config.data.threads or tf.data.AUTOTUNE)
-    return _numpy_batches(ds.batch(256).prefetch(2).with_options(_options(config)), split)
+    return _numpy_batches(config, ds.batch(256), split, 2)
 
   return decoded_cache.images(config, split, decode_batches, active=slice_index == 0)
 
@@ -123,15 +121,6 @@ def _share(batch_size, slice_count):
     raise errors.ConfigError(
         f"Batch size {batch_size} does not split into {slice_count} data slices.")
   return batch_size // slice_count
-
-
-def _options(config):
-  options = tf.data.Options()
-  options.deterministic = True
-  options.threading.max_intra_op_parallelism = 1
-  if config.data.threads:
-    options.threading.private_threadpool_size = config.data.threads
-  return options
 
 
 def _indexed_train_indices(config, split, slice_index, slice_count, start_step, batch_size):
@@ -171,12 +160,12 @@ def _train_records(config, split, slice_index, slice_count, start):
   return progress.skip(ds.repeat(), offset, active=slice_index == 0)
 
 
-def _numpy_batches(ds, split):
-  """NumPy batches; a file that fails to decode stops the run with its path."""
-  try:
-    yield from ds.as_numpy_iterator()
-  except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-    error = sources.undecodable(split.name, split.paths, " to leave them out")
-    if not error:
-      raise
-    raise error from e
+def _numpy_batches(config, ds, split, prefetch):
+  """NumPy batches in a fixed order; a file that fails to decode stops the run with its path."""
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.max_intra_op_parallelism = 1
+  if config.data.threads:
+    options.threading.private_threadpool_size = config.data.threads
+  ds = ds.prefetch(prefetch).with_options(options)
+  return sources.as_numpy(ds, split.name, split.paths, " to leave them out")

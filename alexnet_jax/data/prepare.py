@@ -7,6 +7,7 @@ decodes several times faster than full-size photos; a killed copy goes on where 
         --config.data.source=folder --config.data.root=/data/imagenet256 \
         --config.data.eval_split=validation
 """
+import glob
 import json
 import os
 
@@ -16,9 +17,11 @@ import tensorflow as tf
 from alexnet_jax import errors
 from alexnet_jax import progress
 from alexnet_jax.data import decoding
+from alexnet_jax.data import files
 from alexnet_jax.data import sources
 
-TMP = ".tmp"  # An image being written; a kill leaves it, the next run removes it.
+FIX = ("--out must be a writable folder with room for the copy; the same command then goes on "
+       "from the images written.")
 
 
 def class_folders(names):
@@ -89,17 +92,11 @@ def write_split(config, split_name, out, quality=95):
   if done:
     print(f"{folder}: {len(done):,} images there already; writing the other {todo:,}.",
           flush=True)
+  then = "; the same command then goes on from the images written"
   with progress.Progress(todo, f"writing {split_name}") as bar:
-    try:
-      for data, label, stem in ds.as_numpy_iterator():
-        _write_file(os.path.join(folder, folders[label], stem.decode() + ".jpg"), data)
-        bar.update()
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-      error = sources.undecodable(split_name, paths, "; the same command then goes on from the "
-                                  "images written", config.data.threads)
-      if not error:
-        raise
-      raise error from e
+    for data, label, stem in sources.as_numpy(ds, split_name, paths, then, config.data.threads):
+      _write_file(os.path.join(folder, folders[label], stem.decode() + ".jpg"), data)
+      bar.update()
   count = sum(len(f) for f in sources.class_files(folder).values())
   if count != split.num_examples:
     raise errors.ConfigError(
@@ -129,29 +126,17 @@ def _records_to_write(config, split, folders, done):
 
 
 def _whole_files(folder):
-  """{"<class>/<file>"} of the images in folder/<class>/; a kill's TMP files are removed."""
-  done = set()
-  for name in os.listdir(folder) if os.path.isdir(folder) else ():
-    path = os.path.join(folder, name)
-    for file in os.listdir(path) if os.path.isdir(path) else ():
-      if file.endswith(TMP):
-        os.remove(os.path.join(path, file))
-      else:
-        done.add(f"{name}/{file}")
-  return done
+  """{"<class>/<file>"} of the images in folder/<class>/; what a kill left half-written goes."""
+  if not os.path.isdir(folder):
+    return set()
+  for path in glob.glob(os.path.join(glob.escape(folder), "*", f"*{files.TMP}*")):
+    os.remove(path)
+  return {f"{c}/{f}" for c, names in sources.class_files(folder).items() for f in names}
 
 
 def _write_file(path, data):
-  """Writes under a temporary name, renamed once whole: a kill leaves no file cut short."""
-  try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + TMP, "wb") as f:
-      f.write(data)
-    os.replace(path + TMP, path)
-  except OSError as e:
-    raise errors.ConfigError(
-        f"Cannot write {path} ({e.strerror or e}): --out must be a writable folder with room "
-        "for the copy; the same command then goes on from the images written.") from e
+  with files.written(path, FIX) as f:
+    f.write(data)
 
 
 def main(argv):

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from alexnet_jax import errors
 from alexnet_jax.data import decoding
+from alexnet_jax.data import files
 from alexnet_jax.data import generated
 from alexnet_jax.data import imagenet_layouts
 from alexnet_jax.data import tiny_imagenet
@@ -91,6 +92,10 @@ def _open_split(config, split):
   if d.source != "generated" and not d.root:
     raise errors.ConfigError(
         f"config.data.source={d.source!r} needs config.data.root: {ROOT_HOLDS[d.source]}.")
+  if d.source in ("tiny_imagenet", "imagenet") and split not in imagenet_layouts.SPLITS:
+    raise errors.ConfigError(f"config.data.source={d.source!r} has the labelled splits "
+                             f"{imagenet_layouts.SPLITS}, not {split!r} (config.data.train_split "
+                             "/ config.data.eval_split).")
   if d.source == "generated":
     indexed = list_folder(generated.ensure_generated(config), split)
   elif d.source == "folder":
@@ -142,15 +147,15 @@ def list_folder(root, split):
         "(check config.data.root and the split names config.data.train_split / "
         "config.data.eval_split).")
   classes, extensions = class_files(folder), ", ".join(IMAGE_EXTENSIONS)
-  _check_prepared(root, split, {name: len(files) for name, files in classes.items()})
+  _check_prepared(root, split, {name: len(names) for name, names in classes.items()})
   paths, labels = [], []
-  for label, (name, files) in enumerate(classes.items()):
-    if not files:
+  for label, (name, names) in enumerate(classes.items()):
+    if not names:
       raise errors.MissingFileError(
           f"Class folder {os.path.join(folder, name)} holds no images ({extensions}): add its "
           f"images or remove the folder (each folder under {folder} is a class).")
-    paths += [os.path.join(folder, name, f) for f in files]
-    labels += [label] * len(files)
+    paths += [os.path.join(folder, name, f) for f in names]
+    labels += [label] * len(names)
   if not paths:
     raise errors.MissingFileError(f"No images ({extensions}) under {folder}/<class>/.")
   return Split(split, len(paths), list(classes), np.array(paths), np.array(labels, np.int32))
@@ -159,8 +164,7 @@ def list_folder(root, split):
 def class_files(folder):
   """{class folder: its image files' names, sorted} of folder/<class>/, in sorted class order."""
   names = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-  return {name: sorted(f for f in os.listdir(os.path.join(folder, name))
-                       if f.lower().endswith(IMAGE_EXTENSIONS)) for name in names}
+  return {name: files.images_in(os.path.join(folder, name), IMAGE_EXTENSIONS) for name in names}
 
 
 def _check_prepared(root, split, counts):
@@ -257,14 +261,19 @@ def find_unreadable(paths, threads=0):
   return [(str(p), decode_error(p)) for p in paths[~good]]
 
 
-def undecodable(name, paths, then, threads=0):
-  """The error naming the files of split `name` that do not decode; None if all do (a bug)."""
-  bad = find_unreadable(paths, threads) if paths is not None else []
-  if bad:
-    return errors.ConfigError(
+def as_numpy(ds, name, paths, then, threads=0):
+  """`ds` as NumPy; a failed decode stops with the files of split `name` that do not decode (and
+  `then`, what to do next), or as it is when they all do (a bug)."""
+  try:
+    yield from ds.as_numpy_iterator()
+  except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+    bad = find_unreadable(paths, threads) if paths is not None else []
+    if not bad:
+      raise
+    raise errors.ConfigError(
         f"{len(bad)} file(s) of split {name!r} cannot be decoded:\n" +
         "".join(f"  {p}: {m}\n" for p, m in bad[:20]) +
-        f"Delete or replace them, or set --config.data.on_corrupt=skip{then}.")
+        f"Delete or replace them, or set --config.data.on_corrupt=skip{then}.") from e
 
 
 def decode_error(path):

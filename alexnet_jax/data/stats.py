@@ -13,6 +13,7 @@ import tensorflow as tf
 from alexnet_jax import errors
 from alexnet_jax import progress
 from alexnet_jax.data import decoding
+from alexnet_jax.data import files
 from alexnet_jax.data import generated
 from alexnet_jax.data import sources
 
@@ -88,10 +89,8 @@ def compute_stats(config, max_images=0):
 
 
 def save_stats(stats, path):
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}.npz"
-  np.savez(tmp, **stats)
-  os.replace(tmp, path)
+  with files.written(path) as f:
+    np.savez(f, **stats)
 
 
 def load_stats(config):

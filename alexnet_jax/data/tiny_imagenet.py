@@ -5,19 +5,19 @@ import os
 import numpy as np
 
 from alexnet_jax import errors
-
-SPLITS = ("train", "val")
+from alexnet_jax.data import files
 
 
 def read_split(root, split, make_split):
   """`make_split(name, count, class_names, paths, labels)` of `split` ("train" or "val")."""
   root = os.path.expanduser(root)
-  if split not in SPLITS:
-    raise errors.ConfigError(f"Tiny ImageNet has the labelled splits {SPLITS}, not {split!r} "
-                             "(config.data.train_split / config.data.eval_split).")
   wnids = read_wnids(root)
   index = {w: k for k, w in enumerate(wnids)}
-  pairs = _train_files(root, wnids) if split == "train" else _val_files(root, index)
+  if split == "train":
+    pairs = files.labelled_images({w: os.path.join(root, "train", w, "images") for w in wnids},
+                                  (".jpeg", ".jpg"), "; wnids.txt lists its class")
+  else:
+    pairs = _val_files(root, index)
   return make_split(split, len(pairs), class_names(root, wnids), np.array([p for p, _ in pairs]),
                     np.array([index[w] for _, w in pairs], np.int32))
 
@@ -42,11 +42,8 @@ def class_names(root, wnids):
   path = os.path.join(root, "words.txt")
   if not os.path.isfile(path):
     raise errors.MissingFileError(f"No {path}: Tiny ImageNet's class names (wnid <TAB> names).")
-  words = {}
   with open(path) as f:
-    for line in f:
-      wnid, _, text = line.rstrip("\n").partition("\t")
-      words[wnid.strip()] = text.strip()
+    words = {wnid.strip(): text.strip() for wnid, _, text in (line.partition("\t") for line in f)}
   missing = [w for w in wnids if w not in words]
   if missing:
     raise errors.ConfigError(f"{path} has no names for {len(missing)} wnid(s) of wnids.txt, e.g. "
@@ -54,39 +51,19 @@ def class_names(root, wnids):
   return [words[w] for w in wnids]
 
 
-def _train_files(root, wnids):
-  pairs = []
-  for wnid in wnids:
-    folder = os.path.join(root, "train", wnid, "images")
-    if not os.path.isdir(folder):
-      raise errors.MissingFileError(f"No folder {folder}: wnids.txt lists {wnid}, so its training "
-                                    "images must be there.")
-    files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".jpeg", ".jpg")))
-    if not files:
-      raise errors.MissingFileError(f"{folder} holds no JPEG files; wnids.txt lists {wnid}.")
-    pairs += [(os.path.join(folder, f), wnid) for f in files]
-  return pairs
-
-
 def _val_files(root, index):
   path = os.path.join(root, "val", "val_annotations.txt")
   if not os.path.isfile(path):
     raise errors.MissingFileError(f"No {path}: the validation labels (file <TAB> wnid <TAB> box) "
                                   "come from it.")
-  pairs = []
   with open(path) as f:
-    for number, line in enumerate(f, 1):
-      fields = line.rstrip("\n").split("\t")
-      if not line.strip():
-        continue
-      if len(fields) < 2 or fields[1] not in index:
-        raise errors.ConfigError(f"{path}, line {number}: {line.strip()!r} names no class of "
-                                 "wnids.txt (expected file <TAB> wnid <TAB> box).")
-      image = os.path.join(root, "val", "images", fields[0])
-      if not os.path.isfile(image):
-        raise errors.MissingFileError(f"{path}, line {number} lists {fields[0]}, but {image} is "
-                                      "missing.")
-      pairs.append((image, fields[1]))
-  if not pairs:
+    labels = files.labels_in(path, f, lambda number, line: (line.split("\t") + [None])[:2], index,
+                             "names no class of wnids.txt (expected file <TAB> wnid <TAB> box)")
+  if not labels:
     raise errors.ConfigError(f"{path} lists no images.")
-  return sorted(pairs)
+  images = os.path.join(root, "val", "images")
+  missing = [name for name in labels if not os.path.isfile(os.path.join(images, name))]
+  if missing:
+    raise errors.MissingFileError(f"{path} lists {missing[0]}, but {images} has no such file "
+                                  f"({len(missing)} of its images are missing).")
+  return sorted((os.path.join(images, name), wnid) for name, wnid in labels.items())
