@@ -93,14 +93,17 @@ _GRACE_S = 10  # For a connected peer's reply, and for it to hang up after "go".
 
 def rendezvous(address, num_processes, process_id, timeout_s):
   """Meets every process before JAX's client, which aborts (no Python error) if one is missing."""
-  host, port = _split(address)
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit():
+    raise errors.ConfigError(f"config.distributed.coordinator_address={address!r}: write "
+                             "host:port, e.g. 10.0.0.2:1234.")
   deadline = time.monotonic() + timeout_s
   if num_processes == 1:
     return
   if process_id == 0:
-    _gather(port, address, num_processes, timeout_s, deadline)
+    _gather(int(port), address, num_processes, timeout_s, deadline)
   else:
-    _join(host, port, address, num_processes, process_id, timeout_s, deadline)
+    _join(host.strip("[]"), int(port), address, num_processes, process_id, timeout_s, deadline)
 
 
 def _gather(port, address, num_processes, timeout_s, deadline):
@@ -220,11 +223,3 @@ def _join(host, port, address, num_processes, process_id, timeout_s, deadline, p
 def _read_line(conn):
   with conn.makefile("rb") as lines:
     return lines.readline(4096).decode(errors="replace").strip()
-
-
-def _split(address):
-  host, _, port = address.rpartition(":")
-  if not host or not port.isdigit():
-    raise errors.ConfigError(f"config.distributed.coordinator_address={address!r}: write "
-                             "host:port, e.g. 10.0.0.2:1234.")
-  return host.strip("[]"), int(port)

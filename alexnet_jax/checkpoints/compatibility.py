@@ -74,31 +74,20 @@ def _tree_differences(abstract_state, stored_tree):
 
 def _flat(tree):
   """{"params/conv1/kernel": (shape, dtype name)}, alike for orbax's tree and the state's."""
-  leaves = jax.tree_util.tree_flatten_with_path(
-      tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
   flat = {}
-  for path, leaf in leaves:
-    name = "/".join(_key_name(k) for k in path)
-    shape = tuple(getattr(leaf, "shape", ()) or ())
-    dtype = getattr(leaf, "dtype", None)
-    flat[name] = (shape, None if dtype is None else jax.numpy.dtype(dtype).name)
+  for path, leaf in jax.tree_util.tree_leaves_with_path(
+      tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype")):
+    shape, dtype = tuple(getattr(leaf, "shape", ()) or ()), getattr(leaf, "dtype", None)
+    flat[jax.tree_util.keystr(path, simple=True, separator="/")] = (
+        shape, None if dtype is None else jax.numpy.dtype(dtype).name)
   return flat
-
-
-def _key_name(key):
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
 
 
 def _dict_differences(stored, now, ignore=()):
   """The fields both fingerprints hold that differ (a newer field cannot be compared)."""
-  lines = []
-  for k in sorted((set(stored) & set(now)) - set(LAYOUT_FIELDS) - set(ignore)):
-    if stored[k] != now[k]:
-      lines.append(f"{k}: {stored.get(k, '<absent>')!r} vs {now.get(k, '<absent>')!r}")
-  return lines
+  return [f"{k}: {stored[k]!r} vs {now[k]!r}"
+          for k in sorted((stored.keys() & now.keys()) - set(LAYOUT_FIELDS) - set(ignore))
+          if stored[k] != now[k]]
 
 
 # What runs did before each field whose default is not the old behaviour: add every such field.

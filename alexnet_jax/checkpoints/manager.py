@@ -1,5 +1,6 @@
 """orbax's CheckpointManager for a run (`create`, `save`, `wait`, `close`, `restore`,
 `restore_for_run`, `resolve_step`): docs/design.md, "Checkpoints"."""
+import contextlib
 import json
 import logging
 import math
@@ -94,8 +95,14 @@ def close(mgr):
   """`wait`, then closes the manager (its threads); call it once the run is done."""
   try:
     wait(mgr)
-  finally:
+  except BaseException:
+    with contextlib.suppress(Exception):  # Orbax may raise again the refusal `wait` told.
+      mgr.close()
+    raise
+  try:
     mgr.close()
+  except Exception as e:  # A refusal orbax still held (an OSError naming no file): worded.
+    integrity.raise_write_error(mgr, None, e)
 
 
 def restore(mgr, step, abstract_state, *, fingerprint=None, ignore=()):
@@ -130,9 +137,8 @@ def restore_for_run(mgr, abstract_state, fingerprint=None, restore_step=0):
     return None
   unreadable, cause = [], None
   for step in [s for s in steps if s >= restore_step] if restore_step else steps[:1]:
-    problem = None
     try:
-      restored = restore(mgr, step, abstract_state, fingerprint=fingerprint)
+      restored, problem = restore(mgr, step, abstract_state, fingerprint=fingerprint), None
     except compatibility.IncompatibleCheckpointError:
       raise
     except Exception as e:

@@ -4,17 +4,16 @@ of fine-tuning: `read_config` (config.model, but dtype, cannot be overridden), `
 import json
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import traverse_util
 
 from alexnet_jax import errors
-from alexnet_jax import nets
 from alexnet_jax import parallel
 from alexnet_jax import paths
 from alexnet_jax import preprocess
 from alexnet_jax import report
+from alexnet_jax import steps
 from alexnet_jax.checkpoints import compatibility
 from alexnet_jax.checkpoints import manager
 from alexnet_jax.checkpoints import weights_file
@@ -52,26 +51,21 @@ def load_run(workdir, which=None, *, config=None, mesh=None):
   config.eval.checkpoint; a weights file holds one), placed on `mesh` as training places them."""
   config = read_config(workdir) if config is None else config
   mesh = parallel.make_mesh(config) if mesh is None else mesh
-  # The global parameters' shapes, dtypes and shardings on `mesh`.
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          nets.abstract_params(config.model),
-                          parallel.layout(config, mesh).param_shardings)
+  abstract = steps.abstract_state(config, mesh)  # Shapes, dtypes and shardings on `mesh`.
   if weights_file.is_weights_file(workdir):
     params, meta = weights_file.load(workdir)
-    _check_shapes(workdir, abstract, params)
-    return config, jax.tree.map(lambda a, x: weights_file.place(x, a.sharding), abstract,
+    _check_shapes(workdir, abstract.params, params)
+    return config, jax.tree.map(lambda a, x: weights_file.place(x, a.sharding), abstract.params,
                                 params), meta["step"]
   workdir = paths.root(workdir)
   which = config.eval.checkpoint if which is None else which
   mgr = manager.create(workdir, read_only=True)
   try:
     step = manager.resolve_step(mgr, which)
-    state = {"step": jax.ShapeDtypeStruct((), jnp.int32, sharding=parallel.replicated(mesh)),
-             "params": abstract, "momentum": abstract}  # The train state's tree, as saved.
-    restored, _ = manager.restore(mgr, step, state)
+    restored, _ = manager.restore(mgr, step, abstract)
   finally:
     mgr.close()
-  return config, restored["params"], step
+  return config, restored.params, step
 
 
 def _check_shapes(path, abstract, params):

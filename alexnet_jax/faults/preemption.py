@@ -60,12 +60,12 @@ def _note(signum, frame):
   if name in _received:  # The second one: stop now, as without a handler.
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
-  elif jax.distributed.is_initialized():
-    _received.append(name)
+    return
+  _received.append(name)
+  if jax.distributed.is_initialized():
     logging.warning("SIGINT received: passed on to JAX's preemption service; the processes "
                     "save a checkpoint at a step they all reach and stop (again to stop at once).")
     os.kill(os.getpid(), signal.SIGTERM)
   else:
-    _received.append(name)
     logging.warning("%s received: the run saves a checkpoint after this step and stops (send it "
                     "again to stop at once).", name)
