@@ -41,6 +41,10 @@ def run(workdir, config=None, overrides=(), config_file="tests/tiny_config.py"):
         print(code, file=sys.stderr)  # What Python prints for sys.exit("text"), with status 1.
   finally:
     flags.FLAGS.unparse_flags()
+    # config_flags defines a flag for each --config.x override it parses; another run in this
+    # process that overrides x again would meet it as a duplicate.
+    for name in [name for name in flags.FLAGS if name.startswith("config.")]:
+      delattr(flags.FLAGS, name)
     for handler in root.handlers:
       if handler not in saved[0]:
         handler.close()
